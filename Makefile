@@ -1,0 +1,60 @@
+# Floodgate: `make up` runs the local cluster, `make test` runs the suite. Both create .venv first.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+
+.PHONY: venv up start down status test test-all lint clean plan \
+        bench-toolkit bench-queue bench-ingest bench-overload bench-gateway
+
+venv: $(STAMP)
+
+$(STAMP): pyproject.toml
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[dev]'
+	@touch $(STAMP)
+
+up: $(STAMP)  ## the whole local cluster in the foreground; Ctrl-C stops it (DETACH=1 to run in the background)
+	$(PY) -m cluster up $(if $(DETACH),--detach,)
+
+start: $(STAMP)  ## the cluster in the background
+	$(PY) -m cluster up --detach
+
+down: $(STAMP)
+	$(PY) -m cluster down
+
+status: $(STAMP)
+	$(PY) -m cluster status
+
+test: $(STAMP)  ## the default suite (fast; no running service needed)
+	$(PY) -m pytest -m "not slow" $(ARGS)
+
+test-all: $(STAMP)  ## including slow soak/load tests
+	$(PY) -m pytest $(ARGS)
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check . || true
+
+plan: $(STAMP)  ## derived per-process limits and pool sizes from config/budget.toml
+	$(VENV)/bin/floodgate plan
+
+bench-toolkit: $(STAMP)
+	$(PY) bench/bench_toolkit.py
+
+bench-queue: $(STAMP)
+	$(PY) bench/bench_queue.py
+
+bench-ingest: $(STAMP)
+	$(PY) bench/bench_ingest.py
+
+bench-overload: $(STAMP)
+	$(PY) bench/bench_overload.py
+
+bench-gateway: $(STAMP)
+	$(PY) bench/bench_gateway.py
+
+clean:
+	-@test -x $(PY) && $(PY) -m cluster down >/dev/null 2>&1 || true
+	rm -rf $(VENV) .data .pytest_cache .ruff_cache .hypothesis

@@ -1,0 +1,40 @@
+"""The service chassis: what every Floodgate service shares (app factory, errors, settings, serving).
+
+Services build on it so the edge contract is the same everywhere: JSON errors, request ids, probes,
+metrics, structured logs, graceful shutdown.
+"""
+
+from ._app import (
+    REQUEST_ID_HEADER,
+    TENANT_HEADER,
+    ChassisState,
+    ReadinessCheck,
+    chassis_state,
+    create_app,
+)
+from ._errors import ApiError, error_payload, retry_after_header
+from ._logging import configure_logging
+from ._request import parse_body, require_tenant
+from ._serve import StartupError, run_service, serve
+from ._settings import BaseServiceSettings, SettingsError, load_settings
+
+__all__ = [
+    "REQUEST_ID_HEADER",
+    "TENANT_HEADER",
+    "ApiError",
+    "BaseServiceSettings",
+    "ChassisState",
+    "ReadinessCheck",
+    "SettingsError",
+    "StartupError",
+    "chassis_state",
+    "configure_logging",
+    "create_app",
+    "error_payload",
+    "load_settings",
+    "parse_body",
+    "require_tenant",
+    "retry_after_header",
+    "run_service",
+    "serve",
+]

@@ -1,0 +1,201 @@
+"""The app factory every Floodgate service starts from.
+
+``create_app`` returns a QuartTrio app that already has what a service behind a gateway needs:
+``/healthz`` (alive), ``/readyz`` (its dependencies answer), ``/metrics`` (Prometheus text), request ids,
+an access-log event per request, and one JSON error shape for every failure — including toolkit
+overload errors (429/503/504/502 with ``Retry-After``) and unexpected exceptions (a 500 that names the
+request id and never carries a stack trace).
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
+
+import structlog
+import trio
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
+from quart import Response, g, jsonify, request
+from quart_trio import QuartTrio
+from werkzeug.exceptions import HTTPException
+
+from ._errors import ApiError, error_payload, retry_after_header
+
+__all__ = ["REQUEST_ID_HEADER", "TENANT_HEADER", "ChassisState", "ReadinessCheck", "chassis_state", "create_app"]
+
+REQUEST_ID_HEADER = "x-request-id"
+TENANT_HEADER = "x-floodgate-tenant"
+READINESS_TIMEOUT = 2.0
+
+ReadinessCheck = Callable[[], Awaitable[object]]
+
+log = structlog.get_logger("chassis")
+
+
+@dataclass
+class ChassisState:
+    """App-lifetime objects the chassis owns; stored on the app, never in module globals."""
+
+    service: str
+    registry: CollectorRegistry
+    readiness: dict[str, ReadinessCheck] = field(default_factory=dict)
+    requests: Counter | None = None
+    latency: Histogram | None = None
+
+
+def chassis_state(app: QuartTrio) -> ChassisState:
+    return app.extensions["chassis"]
+
+
+def create_app(
+    service: str,
+    *,
+    registry: CollectorRegistry | None = None,
+    readiness: Mapping[str, ReadinessCheck] | None = None,
+    max_body_bytes: int = 1_048_576,
+) -> QuartTrio:
+    """Make a service app. Add readiness checks later with ``chassis_state(app).readiness[name] = fn``."""
+    app = QuartTrio(service)
+    app.config["MAX_CONTENT_LENGTH"] = max_body_bytes
+    app.config["JSON_SORT_KEYS"] = False
+    registry = registry if registry is not None else CollectorRegistry()
+    state = ChassisState(service=service, registry=registry, readiness=dict(readiness or {}))
+    state.requests = Counter(
+        "http_requests", "HTTP requests handled", ["route", "method", "status"], registry=registry
+    )
+    state.latency = Histogram(
+        "http_request_duration_seconds",
+        "HTTP request duration",
+        ["route", "method"],
+        registry=registry,
+        buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
+    )
+    app.extensions["chassis"] = state
+    _install_request_context(app, state)
+    _install_error_handlers(app)
+    _install_probe_routes(app, state)
+    return app
+
+
+def _install_request_context(app: QuartTrio, state: ChassisState) -> None:
+    @app.before_request
+    async def _bind_request() -> None:
+        request_id = request.headers.get(REQUEST_ID_HEADER) or uuid.uuid4().hex
+        g.request_id = request_id
+        g.started_at = time.perf_counter()
+        structlog.contextvars.bind_contextvars(
+            request_id=request_id, tenant=request.headers.get(TENANT_HEADER)
+        )
+
+    @app.after_request
+    async def _finish_request(response: Response) -> Response:
+        request_id = getattr(g, "request_id", None) or uuid.uuid4().hex
+        response.headers[REQUEST_ID_HEADER] = request_id
+        route = request.url_rule.rule if request.url_rule is not None else "unmatched"
+        elapsed = time.perf_counter() - getattr(g, "started_at", time.perf_counter())
+        state.requests.labels(route, request.method, str(response.status_code)).inc()
+        state.latency.labels(route, request.method).observe(elapsed)
+        if route not in ("/healthz", "/readyz", "/metrics"):
+            log.info(
+                "request",
+                method=request.method,
+                path=request.path,
+                status=response.status_code,
+                duration_ms=round(elapsed * 1000, 2),
+            )
+        return response
+
+
+def _json_error(status: int, payload: dict, headers: Mapping[str, str] | None = None) -> Response:
+    response = jsonify(payload)
+    response.status_code = status
+    for name, value in (headers or {}).items():
+        response.headers[name] = value
+    return response
+
+
+def _install_error_handlers(app: QuartTrio) -> None:
+    @app.errorhandler(ApiError)
+    async def _api_error(exc: ApiError) -> Response:
+        return _json_error(exc.status, exc.payload(), exc.headers)
+
+    @app.errorhandler(HTTPException)
+    async def _http_error(exc: HTTPException) -> Response:
+        code = (exc.name or "http_error").lower().replace(" ", "_")
+        message = exc.description or exc.name or "HTTP error"
+        if exc.code == 413:
+            limit = app.config["MAX_CONTENT_LENGTH"]
+            message = f"request body is larger than the limit of {limit} bytes"
+            return _json_error(413, error_payload("body_too_large", message, {"limit_bytes": limit}))
+        return _json_error(exc.code or 500, error_payload(code, message))
+
+    @app.errorhandler(Exception)
+    async def _unexpected(exc: Exception) -> Response:
+        toolkit = _toolkit_error_response(exc)
+        if toolkit is not None:
+            return toolkit
+        request_id = getattr(g, "request_id", None)
+        log.exception("unhandled_exception", error_type=type(exc).__name__)
+        return _json_error(
+            500,
+            error_payload(
+                "internal_error",
+                "unexpected server error; quote the request id when reporting it",
+                {"request_id": request_id},
+            ),
+        )
+
+
+def _toolkit_error_response(exc: Exception) -> Response | None:
+    """Map ``floodgate.FloodgateError`` (overload, open breaker, deadline...) to its status and body."""
+    import floodgate
+
+    if not isinstance(exc, floodgate.FloodgateError):
+        return None
+    log.info(
+        "request_refused",
+        code=exc.code,
+        dependency=exc.dependency,
+        reason=exc.reason,
+        status=exc.http_status,
+    )
+    return _json_error(
+        exc.http_status, {"error": floodgate.error_body(exc)}, retry_after_header(exc.retry_after)
+    )
+
+
+def _install_probe_routes(app: QuartTrio, state: ChassisState) -> None:
+    @app.get("/healthz")
+    async def healthz() -> Response:
+        return jsonify({"status": "ok", "service": state.service})
+
+    @app.get("/readyz")
+    async def readyz() -> Response:
+        results: dict[str, str] = {}
+
+        async def run_check(name: str, check: ReadinessCheck) -> None:
+            with trio.move_on_after(READINESS_TIMEOUT) as scope:
+                try:
+                    await check()
+                    results[name] = "ok"
+                except Exception as exc:
+                    results[name] = f"failed: {type(exc).__name__}: {exc}"[:300]
+            if scope.cancelled_caught:
+                results[name] = f"failed: no answer within {READINESS_TIMEOUT}s"
+
+        async with trio.open_nursery() as nursery:
+            for name, check in state.readiness.items():
+                nursery.start_soon(run_check, name, check)
+        ready = all(v == "ok" for v in results.values())
+        body = {"status": "ready" if ready else "not_ready", "service": state.service, "checks": results}
+        if ready:
+            return jsonify(body)
+        return _json_error(
+            503, error_payload("not_ready", "a dependency of this service does not answer", body)
+        )
+
+    @app.get("/metrics")
+    async def metrics() -> Response:
+        return Response(generate_latest(state.registry), content_type=CONTENT_TYPE_LATEST)

@@ -1,0 +1,57 @@
+"""The service edge's error contract.
+
+Every error a service returns is JSON of one shape::
+
+    {"error": {"code": "...", "message": "...", "details": ...}}
+
+``ApiError`` is what handlers raise for a client mistake or a refusal; toolkit errors
+(``floodgate.FloodgateError``) are mapped by the chassis itself, so handlers let them propagate.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+__all__ = ["ApiError", "error_payload", "retry_after_header"]
+
+
+class ApiError(Exception):
+    """An error with an HTTP status, a stable machine-readable ``code`` and a message for humans.
+
+    ``details`` is any JSON-serialisable value (for validation errors: the offending fields);
+    ``headers`` are added to the response (for example ``Retry-After``).
+    """
+
+    def __init__(
+        self,
+        status: int,
+        code: str,
+        message: str,
+        *,
+        details: Any = None,
+        headers: dict[str, str] | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.status = status
+        self.code = code
+        self.message = message
+        self.details = details
+        self.headers = dict(headers or {})
+
+    def payload(self) -> dict[str, Any]:
+        return error_payload(self.code, self.message, self.details)
+
+    def __repr__(self) -> str:
+        return f"ApiError(status={self.status}, code={self.code!r}, message={self.message!r})"
+
+
+def error_payload(code: str, message: str, details: Any = None) -> dict[str, Any]:
+    return {"error": {"code": code, "message": message, "details": details}}
+
+
+def retry_after_header(seconds: float | None) -> dict[str, str]:
+    """``Retry-After`` takes whole seconds; round up so a client never comes back too early."""
+    if seconds is None:
+        return {}
+    return {"Retry-After": str(max(1, math.ceil(seconds)))}

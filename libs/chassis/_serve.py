@@ -1,0 +1,119 @@
+"""Serving a chassis app: hypercorn's trio worker, started programmatically, with graceful shutdown.
+
+A service's ``__main__`` calls :func:`run_service` with its settings model and an async ``main``.
+``main`` opens what the process needs first (a trio-asyncio loop for asyncpg, pools, clients), then
+calls :func:`serve`. SIGTERM or SIGINT sets the shutdown event: hypercorn stops accepting, lets
+in-flight requests finish within ``grace_period``, then returns. A second signal cancels at once.
+"""
+
+from __future__ import annotations
+
+import errno
+import signal
+import sys
+from collections.abc import Awaitable, Callable
+from typing import TypeVar
+
+import structlog
+import trio
+from hypercorn.config import Config as HypercornConfig
+from hypercorn.trio import serve as hypercorn_serve
+from pydantic import BaseModel
+from quart_trio import QuartTrio
+
+from ._logging import configure_logging
+from ._settings import BaseServiceSettings, SettingsError, load_settings
+
+__all__ = ["StartupError", "run_service", "serve"]
+
+S = TypeVar("S", bound=BaseServiceSettings)
+
+log = structlog.get_logger("chassis")
+
+
+class StartupError(Exception):
+    """The process cannot start; the message is one line naming the cause."""
+
+
+async def serve(
+    app: QuartTrio,
+    *,
+    host: str,
+    port: int,
+    grace_period: float,
+    shutdown_trigger: Callable[[], Awaitable[object]],
+    task_status: trio.TaskStatus[list[str]] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    """Serve ``app`` until ``shutdown_trigger`` returns; ``task_status`` gets the bound URLs."""
+    config = HypercornConfig()
+    config.bind = [f"{host}:{port}"]
+    config.graceful_timeout = grace_period
+    config.accesslog = None  # the chassis logs one structured event per request instead
+    config.errorlog = None
+    config.keep_alive_timeout = 75  # longer than the gateway's idle timeout, so Envoy closes first
+    try:
+        await hypercorn_serve(app, config, shutdown_trigger=shutdown_trigger, task_status=task_status)
+    except OSError as exc:
+        if exc.errno == errno.EADDRINUSE:
+            raise StartupError(f"cannot listen on {host}:{port}: address already in use") from None
+        raise
+
+
+def run_service(
+    service: str,
+    settings_model: type[S],
+    env_prefix: str,
+    main: Callable[[S, trio.Event], Awaitable[None]],
+) -> int:
+    """Load settings, configure logs, run ``main(settings, shutdown_event)`` under trio; return an exit code.
+
+    Start-up failures (bad setting, port in use, unreachable dependency raised as StartupError) print
+    one line ``<service>: <cause>`` to stderr and exit 2, so a supervisor can show it as it is.
+    """
+    try:
+        settings = load_settings(settings_model, env_prefix)
+    except SettingsError as exc:
+        print(f"{service}: invalid settings: {exc}", file=sys.stderr, flush=True)
+        return 2
+    configure_logging(service=service, log_format=settings.log_format, level=settings.log_level)
+    try:
+        trio.run(_run_until_signalled, service, settings, main)
+    except BaseException as exc:
+        startup = _find_startup_error(exc)
+        if startup is None:
+            raise
+        print(f"{service}: {startup}", file=sys.stderr, flush=True)
+        return 2
+    return 0
+
+
+def _find_startup_error(exc: BaseException) -> StartupError | None:
+    """Nurseries wrap errors in groups; dig out the StartupError that explains a failed start."""
+    if isinstance(exc, StartupError):
+        return exc
+    if isinstance(exc, BaseExceptionGroup):
+        for inner in exc.exceptions:
+            found = _find_startup_error(inner)
+            if found is not None:
+                return found
+    return None
+
+
+async def _run_until_signalled(service: str, settings: BaseModel, main: Callable) -> None:
+    shutdown = trio.Event()
+    async with trio.open_nursery() as nursery:
+
+        async def watch_signals() -> None:
+            with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+                async for signum in signals:
+                    if not shutdown.is_set():
+                        log.info("shutdown_requested", signal=signal.Signals(signum).name)
+                        shutdown.set()
+                    else:
+                        log.warning("shutdown_forced", signal=signal.Signals(signum).name)
+                        nursery.cancel_scope.cancel()
+
+        nursery.start_soon(watch_signals)
+        await main(settings, shutdown)
+        nursery.cancel_scope.cancel()
+    log.info("stopped")

@@ -1,0 +1,374 @@
+"""The budget file: one validated, immutable description of every concurrency budget.
+
+`load_budget` reads ``config/budget.toml`` once at start-up into a frozen `Budget`. Its schema
+is written with pydantic (v2, frozen models, unknown keys forbidden); the checks that span
+several keys (do the shares fit? do the database pools fit under ``max_connections``?) run
+after parsing. Every error names the key path, e.g.
+``dependencies.llm.retry.max_attempts: must be >= 1``.
+
+The per-process limits follow from the deployment shape by division: a dependency allows
+``global_concurrency`` concurrent calls (for PostgreSQL: ``max_connections - reserve``),
+a service gets ``share`` of it, and each of its ``replicas x workers`` processes gets
+``floor(global * share / processes)``.
+"""
+
+from __future__ import annotations
+
+import math
+import tomllib
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+__all__ = [
+    "Budget",
+    "BudgetError",
+    "BreakerPolicy",
+    "CachePolicy",
+    "DependencyPolicy",
+    "DeploymentPolicy",
+    "EndpointPolicy",
+    "RateLimitPolicy",
+    "RetryBudgetPolicy",
+    "RetryPolicy",
+    "ServiceShape",
+    "TimeoutPolicy",
+    "load_budget",
+    "parse_budget",
+]
+
+Seconds = Annotated[float, Field(gt=0)]
+NonNegativeSeconds = Annotated[float, Field(ge=0)]
+Fraction = Annotated[float, Field(gt=0, le=1)]
+
+
+class BudgetError(ValueError):
+    """The budget file is invalid. ``problems`` lists each one as ``"key.path: what is wrong"``."""
+
+    def __init__(self, problems: list[str], *, source: str = "budget"):
+        self.problems = list(problems)
+        self.source = source
+        lines = "\n".join(f"  - {p}" for p in self.problems)
+        super().__init__(f"invalid {source} ({len(self.problems)} problem(s)):\n{lines}")
+
+
+class _Policy(BaseModel):
+    # Frozen: a budget is loaded once and shared by every task; nobody may edit it in place.
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class DeploymentPolicy(_Policy):
+    """The database side of the deployment shape."""
+
+    database_max_connections: int = Field(ge=1)
+    #: connections kept free for migrations, admin sessions and a human with psql
+    database_reserve: int = Field(default=10, ge=0)
+
+    @model_validator(mode="after")
+    def _reserve_fits(self) -> DeploymentPolicy:
+        if self.database_reserve >= self.database_max_connections:
+            raise ValueError("database_reserve must be < database_max_connections")
+        return self
+
+    @property
+    def database_available(self) -> int:
+        return self.database_max_connections - self.database_reserve
+
+
+class ServiceShape(_Policy):
+    """How many copies of a service run: ``replicas`` (pods/hosts) x ``workers`` (processes each)."""
+
+    replicas: int = Field(ge=1)
+    workers: int = Field(ge=1)
+
+    @property
+    def processes(self) -> int:
+        return self.replicas * self.workers
+
+
+class TimeoutPolicy(_Policy):
+    """Timeouts of one attempt. ``attempt`` bounds the whole attempt (connect + send + read);
+    a call never gets more than the time left before the request deadline."""
+
+    connect: Seconds = 1.0
+    read: Seconds = 10.0
+    write: Seconds = 5.0
+    attempt: Seconds = 15.0
+    #: do not start a call (or a retry) with less time than this left: it could not finish
+    min_time_to_start: NonNegativeSeconds = 0.05
+
+
+class RetryPolicy(_Policy):
+    """Retries with capped exponential backoff and full jitter, only for idempotent calls
+    (plus connect errors and 429s, which the downstream never processed)."""
+
+    max_attempts: int = Field(default=3, ge=1)
+    #: give up when the next retry would start later than this after the first attempt
+    max_total: Seconds = 10.0
+    backoff_base: Seconds = 0.1
+    backoff_cap: Seconds = 2.0
+    retry_on_status: tuple[int, ...] = (429, 502, 503, 504)
+    retry_on_timeout: bool = True
+    retry_on_transport_error: bool = True
+    #: honour a downstream Retry-After up to this many seconds; longer ones end the call
+    retry_after_cap: NonNegativeSeconds = 5.0
+
+    @model_validator(mode="after")
+    def _cap_above_base(self) -> RetryPolicy:
+        if self.backoff_cap < self.backoff_base:
+            raise ValueError("backoff_cap must be >= backoff_base")
+        for status in self.retry_on_status:
+            if not 400 <= status <= 599:
+                raise ValueError(f"retry_on_status: {status} is not an HTTP error status")
+        return self
+
+
+class RetryBudgetPolicy(_Policy):
+    """Retries may be at most ``ratio`` of the calls over the last ``window`` seconds (plus
+    ``min_retries`` per window so that a quiet dependency can still retry at all)."""
+
+    ratio: Annotated[float, Field(ge=0, le=1)] = 0.2
+    window: Seconds = 10.0
+    min_retries: int = Field(default=5, ge=0)
+
+
+class BreakerPolicy(_Policy):
+    """Circuit breaker over a sliding time window of ``window`` seconds."""
+
+    window: Seconds = 30.0
+    min_calls: int = Field(default=20, ge=1)
+    failure_rate: Fraction = 0.5
+    slow_call_rate: Fraction = 1.0
+    slow_call_duration: Seconds = 5.0
+    open_duration: Seconds = 10.0
+    half_open_probes: int = Field(default=2, ge=1)
+
+
+class RateLimitPolicy(_Policy):
+    """Client-side token bucket to stay under a provider's published requests per minute.
+
+    ``rpm`` is the provider's limit for the whole deployment; each process gets
+    ``rpm * share / processes``. ``burst`` is per process.
+    """
+
+    rpm: Annotated[float, Field(gt=0)]
+    burst: int = Field(default=1, ge=1)
+    #: wait at most this long for a token, then reject with Overloaded
+    max_wait: NonNegativeSeconds = 0.5
+
+
+class CachePolicy(_Policy):
+    ttl: Seconds
+    max_entries: int = Field(ge=1)
+
+
+class DependencyPolicy(_Policy):
+    """Everything the toolkit needs to call one dependency."""
+
+    kind: Literal["http", "postgres"] = "http"
+    #: concurrent calls the provider (or database) allows for the whole deployment;
+    #: optional for postgres, where it defaults to max_connections - reserve
+    global_concurrency: int | None = Field(default=None, ge=1)
+    #: the share of global_concurrency each service gets (services not listed do not use it)
+    shares: dict[str, Fraction]
+    max_waiters: int = Field(default=32, ge=0)
+    max_wait: NonNegativeSeconds = 1.0
+    #: typical latency of one call, used by `floodgate plan` for Little's law
+    typical_latency: Seconds = 0.1
+    timeouts: TimeoutPolicy = TimeoutPolicy()
+    retry: RetryPolicy = RetryPolicy()
+    retry_budget: RetryBudgetPolicy = RetryBudgetPolicy()
+    breaker: BreakerPolicy = BreakerPolicy()
+    rate_limit: RateLimitPolicy | None = None
+    cache: CachePolicy | None = None
+
+    @model_validator(mode="after")
+    def _http_needs_global(self) -> DependencyPolicy:
+        if self.kind == "http" and self.global_concurrency is None:
+            raise ValueError("global_concurrency is required for kind = 'http'")
+        if not self.shares:
+            raise ValueError("shares must name at least one service")
+        return self
+
+
+class EndpointPolicy(_Policy):
+    """An online endpoint's deadline, fan-out, SLO targets and failure policy."""
+
+    deadline: Seconds
+    fan_out: int = Field(default=4, ge=1)
+    slo_p95_ms: Annotated[float, Field(gt=0)]
+    slo_p99_ms: Annotated[float, Field(gt=0)]
+    #: dependencies that may fail without failing the request: dependency -> fallback name
+    degradable: dict[str, str] = {}
+    #: dependencies whose failure fails the request
+    required: list[str] = []
+    cache_ttl: Seconds | None = None
+    max_items: int | None = Field(default=None, ge=1)
+    max_body_bytes: int = Field(default=1_048_576, ge=1)
+
+    @model_validator(mode="after")
+    def _slo_order(self) -> EndpointPolicy:
+        if self.slo_p95_ms > self.slo_p99_ms:
+            raise ValueError("slo_p95_ms must be <= slo_p99_ms")
+        both = set(self.degradable) & set(self.required)
+        if both:
+            raise ValueError(f"{sorted(both)} cannot be both degradable and required")
+        return self
+
+
+class Budget(_Policy):
+    """The whole budget file. Build with `load_budget` / `parse_budget`, which also run the
+    cross-key checks; query with `dependency`, `endpoint` and `process_limit`."""
+
+    deployment: DeploymentPolicy
+    services: dict[str, ServiceShape]
+    dependencies: dict[str, DependencyPolicy]
+    endpoints: dict[str, EndpointPolicy] = {}
+
+    def dependency(self, name: str) -> DependencyPolicy:
+        try:
+            return self.dependencies[name]
+        except KeyError:
+            raise LookupError(f"unknown dependency {name!r} (budget has {sorted(self.dependencies)})") from None
+
+    def endpoint(self, name: str) -> EndpointPolicy:
+        try:
+            return self.endpoints[name]
+        except KeyError:
+            raise LookupError(f"unknown endpoint {name!r} (budget has {sorted(self.endpoints)})") from None
+
+    def service(self, name: str) -> ServiceShape:
+        try:
+            return self.services[name]
+        except KeyError:
+            raise LookupError(f"unknown service {name!r} (budget has {sorted(self.services)})") from None
+
+    def dependencies_of(self, service: str) -> list[str]:
+        """Names of the dependencies ``service`` has a share of."""
+        return [name for name, dep in self.dependencies.items() if service in dep.shares]
+
+    def global_limit(self, dependency: str) -> int:
+        """Concurrent calls the dependency allows for the whole deployment."""
+        dep = self.dependency(dependency)
+        if dep.global_concurrency is not None:
+            return dep.global_concurrency
+        return self.deployment.database_available
+
+    def exact_process_share(self, service: str, dependency: str) -> float:
+        """``global * share / processes`` before rounding down (`floodgate plan` shows it)."""
+        dep = self.dependency(dependency)
+        if service not in dep.shares:
+            raise LookupError(f"service {service!r} has no share of dependency {dependency!r}")
+        return self.global_limit(dependency) * dep.shares[service] / self.service(service).processes
+
+    def process_limit(self, service: str, dependency: str) -> int:
+        """Concurrent calls to ``dependency`` one process of ``service`` may make (for a
+        postgres dependency: that process's pool size)."""
+        return math.floor(self.exact_process_share(service, dependency) + 1e-9)
+
+    def process_rate(self, service: str, dependency: str) -> float | None:
+        """Requests per second one process may send under the provider's RPM, or None."""
+        dep = self.dependency(dependency)
+        if dep.rate_limit is None:
+            return None
+        return dep.rate_limit.rpm * dep.shares[service] / self.service(service).processes / 60.0
+
+
+# -- loading ---------------------------------------------------------------------------------
+
+
+def load_budget(path: str | Path) -> Budget:
+    """Read and validate the budget file at ``path`` (TOML). Raises `BudgetError`."""
+    path = Path(path)
+    try:
+        data = tomllib.loads(path.read_text())
+    except FileNotFoundError:
+        raise BudgetError([f"file not found: {path}"], source=str(path)) from None
+    except tomllib.TOMLDecodeError as exc:
+        raise BudgetError([f"not valid TOML: {exc}"], source=str(path)) from None
+    return parse_budget(data, source=str(path))
+
+
+def parse_budget(data: Mapping[str, Any], *, source: str = "budget") -> Budget:
+    """Validate an already-parsed budget mapping. Raises `BudgetError`."""
+    try:
+        budget = Budget.model_validate(data)
+    except ValidationError as exc:
+        raise BudgetError([_describe(err) for err in exc.errors()], source=source) from None
+    problems = _cross_checks(budget)
+    if problems:
+        raise BudgetError(problems, source=source)
+    return budget
+
+
+_MESSAGES = {
+    "greater_than_equal": "must be >= {ge}",
+    "greater_than": "must be > {gt}",
+    "less_than_equal": "must be <= {le}",
+    "less_than": "must be < {lt}",
+    "missing": "is required",
+    "extra_forbidden": "unknown key",
+}
+
+
+def _describe(err: Mapping[str, Any]) -> str:
+    path = ".".join(str(part) for part in err["loc"]) or "<root>"
+    template = _MESSAGES.get(err["type"])
+    if template is not None:
+        message = template.format(**err.get("ctx", {}))
+    else:
+        message = err["msg"].removeprefix("Value error, ")
+    return f"{path}: {message}"
+
+
+def _cross_checks(budget: Budget) -> list[str]:
+    """The checks that span keys: unknown names, shares that cannot fit, pools over the limit."""
+    problems: list[str] = []
+    services = budget.services
+    available = budget.deployment.database_available
+    pool_total = 0
+    pool_parts: list[str] = []
+    for dep_name, dep in budget.dependencies.items():
+        key = f"dependencies.{dep_name}"
+        for service in dep.shares:
+            if service not in services:
+                problems.append(f"{key}.shares.{service}: unknown service (known: {', '.join(services)})")
+        total_share = sum(dep.shares.values())
+        if total_share > 1.0 + 1e-9:
+            problems.append(f"{key}.shares: shares sum to {total_share:g}, more than 1.0 of the dependency")
+        if dep.kind == "postgres" and dep.global_concurrency is not None and dep.global_concurrency > available:
+            problems.append(
+                f"{key}.global_concurrency: {dep.global_concurrency} exceeds database_max_connections - "
+                f"database_reserve = {available}"
+            )
+        if dep.rate_limit is not None and dep.rate_limit.max_wait > dep.max_wait + dep.timeouts.attempt:
+            problems.append(f"{key}.rate_limit.max_wait: longer than max_wait + timeouts.attempt")
+        for service in dep.shares:
+            if service not in services:
+                continue
+            exact = budget.exact_process_share(service, dep_name)
+            if exact < 1.0 - 1e-9:
+                shape = services[service]
+                problems.append(
+                    f"{key}.shares.{service}: {dep.shares[service]:g} of {budget.global_limit(dep_name)} over "
+                    f"{shape.replicas} replicas x {shape.workers} workers is {exact:.2f} per process "
+                    "(shares cannot fit: each process needs at least 1)"
+                )
+            elif dep.kind == "postgres":
+                connections = budget.process_limit(service, dep_name) * services[service].processes
+                pool_total += connections
+                pool_parts.append(f"{dep_name}.{service}={connections}")
+    if pool_total > available:
+        problems.append(
+            f"dependencies: database pools of all services need {pool_total} connections "
+            f"({', '.join(pool_parts)}) but deployment.database_max_connections - database_reserve "
+            f"= {available} (shares cannot fit)"
+        )
+    for ep_name, ep in budget.endpoints.items():
+        for field, names in (("degradable", ep.degradable), ("required", ep.required)):
+            for dep_name in names:
+                if dep_name not in budget.dependencies:
+                    problems.append(f"endpoints.{ep_name}.{field}.{dep_name}: unknown dependency")
+    return problems

@@ -1,0 +1,143 @@
+"""The one exception tree of floodgate, and its mapping to HTTP.
+
+Every decision the toolkit makes against a caller ends in one of these exceptions, named
+by what happened rather than where::
+
+    FloodgateError                       base; never raised itself
+    ├── Overloaded              429      our own budget said no: gate full, waited too long,
+    │                                    client-side rate limit would make us wait too long
+    ├── CircuitOpen             503      the breaker for the dependency is open (or half-open
+    │                                    with all probes already out)
+    ├── DeadlineExceeded        504      the request deadline expired, an attempt timed out,
+    │                                    or too little time was left to start a call
+    ├── DependencyError         502      the downstream failed: an HTTP error status
+    │                                    (``.status``) or a transport error (``.status is None``)
+    └── RetryBudgetExhausted    503      a retry was needed but the dependency's retry budget
+                                         is spent (retries must not multiply an outage)
+
+Each carries ``http_status``, ``code``, ``dependency``, ``retry_after`` (seconds or None) and
+``reason``. The HTTP mapping lives here and nowhere else: a service edge renders
+``{"error": error_body(exc)}`` with status ``exc.http_status`` and, when
+``exc.retry_after`` is set, a ``Retry-After`` header of ``math.ceil(exc.retry_after)``.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, ClassVar
+
+__all__ = [
+    "CircuitOpen",
+    "DeadlineExceeded",
+    "DependencyError",
+    "FloodgateError",
+    "Overloaded",
+    "RetryBudgetExhausted",
+    "error_body",
+    "retry_after_header",
+]
+
+
+class FloodgateError(Exception):
+    """Base of every error floodgate raises on purpose.
+
+    Args:
+        reason: a short human sentence saying why (it becomes the message).
+        dependency: the dependency (or gate) the decision was about, if any.
+        retry_after: seconds after which trying again is reasonable, if known.
+    """
+
+    http_status: ClassVar[int] = 500
+    code: ClassVar[str] = "floodgate_error"
+
+    def __init__(self, reason: str, *, dependency: str | None = None, retry_after: float | None = None):
+        super().__init__(reason)
+        self.reason = reason
+        self.dependency = dependency
+        self.retry_after = retry_after
+
+    def __str__(self) -> str:
+        prefix = f"{self.dependency}: " if self.dependency else ""
+        return f"{prefix}{self.reason}"
+
+    def __repr__(self) -> str:
+        return (
+            f"{type(self).__name__}({self.reason!r}, dependency={self.dependency!r}, "
+            f"retry_after={self.retry_after!r})"
+        )
+
+    def details(self) -> dict[str, Any]:
+        """The machine-readable details rendered in the error body."""
+        return {"dependency": self.dependency, "reason": self.reason, "retry_after": self.retry_after}
+
+
+class Overloaded(FloodgateError):
+    """Our own budget rejected the call: no slot free and the wait would be too long or too
+    many are already waiting, or the client-side rate limit would delay it too long.
+
+    It is fast and explicit on purpose: the caller should shed load or retry later.
+    """
+
+    http_status = 429
+    code = "overloaded"
+
+
+class CircuitOpen(FloodgateError):
+    """The circuit breaker of the dependency is open: recent calls failed or were too slow,
+    so calls are refused without touching the dependency until ``retry_after`` has passed."""
+
+    http_status = 503
+    code = "circuit_open"
+
+
+class DeadlineExceeded(FloodgateError):
+    """Time ran out: the request deadline expired, an attempt hit its timeout, or so little
+    time was left that starting the call would have been wasted work."""
+
+    http_status = 504
+    code = "deadline_exceeded"
+
+
+class DependencyError(FloodgateError):
+    """The dependency itself failed, after any retries the policy allowed.
+
+    ``status`` is the downstream HTTP status, or None for transport errors (connection
+    refused, reset, protocol errors). ``retry_after`` repeats the downstream's Retry-After.
+    """
+
+    http_status = 502
+    code = "dependency_error"
+
+    def __init__(
+        self,
+        reason: str,
+        *,
+        dependency: str | None = None,
+        retry_after: float | None = None,
+        status: int | None = None,
+    ):
+        super().__init__(reason, dependency=dependency, retry_after=retry_after)
+        self.status = status
+
+    def details(self) -> dict[str, Any]:
+        return {**super().details(), "status": self.status}
+
+
+class RetryBudgetExhausted(FloodgateError):
+    """A retry was warranted but the dependency's retry budget (a share of recent calls) is
+    spent. Raised instead of retrying, so that retries cannot multiply a provider outage."""
+
+    http_status = 503
+    code = "retry_budget_exhausted"
+
+
+def error_body(exc: FloodgateError) -> dict[str, Any]:
+    """The JSON error object for ``exc``: ``{"code", "message", "details"}``."""
+    return {"code": exc.code, "message": str(exc), "details": exc.details()}
+
+
+def retry_after_header(exc: FloodgateError) -> str | None:
+    """The ``Retry-After`` header value for ``exc`` (whole seconds, rounded up), or None."""
+    if exc.retry_after is None:
+        return None
+    return str(max(0, math.ceil(exc.retry_after)))

