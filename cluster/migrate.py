@@ -4,7 +4,7 @@ Each file runs in its own transaction together with its row in ``schema_migratio
 lock, so two processes starting at once apply each migration exactly once. A file whose content changed
 after it was applied is an error (its checksum is recorded), never silently re-run.
 
-Run it as ``python -m cluster.migrate [DATABASE_URL]``; the local cluster runs it before the services.
+Run it as ``python -m cluster.migrate [--create-database] [DATABASE_URL]``; the local cluster runs it before the services.
 """
 
 from __future__ import annotations
@@ -16,10 +16,18 @@ import re
 import sys
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import unquote, urlsplit, urlunsplit
 
 import asyncpg
 
-__all__ = ["MIGRATIONS_DIR", "Migration", "MigrationError", "apply_migrations", "load_migrations"]
+__all__ = [
+    "MIGRATIONS_DIR",
+    "Migration",
+    "MigrationError",
+    "apply_migrations",
+    "ensure_database",
+    "load_migrations",
+]
 
 MIGRATIONS_DIR = Path(__file__).resolve().parent.parent / "migrations"
 _ADVISORY_LOCK_ID = 0x466C6F6F64  # "Flood": serialises concurrent migrators
@@ -91,14 +99,45 @@ async def apply_migrations(dsn: str, directory: Path = MIGRATIONS_DIR) -> list[i
     return applied_now
 
 
+async def ensure_database(dsn: str) -> bool:
+    """Create the database ``dsn`` names if it does not exist (via the ``postgres`` maintenance
+    database of the same server); return True if it was created. The local cluster uses this for the
+    embedded server; an external ``DATABASE_URL`` is expected to exist already.
+    """
+    parts = urlsplit(dsn)
+    name = unquote(parts.path.lstrip("/"))
+    if not name:
+        raise MigrationError(f"the database URL names no database: {dsn}")
+    conn = await asyncpg.connect(urlunsplit(parts._replace(path="/postgres")))
+    try:
+        if await conn.fetchval("SELECT 1 FROM pg_database WHERE datname = $1", name):
+            return False
+        quoted = '"' + name.replace('"', '""') + '"'
+        try:
+            await conn.execute(f"CREATE DATABASE {quoted}")
+        except asyncpg.DuplicateDatabaseError:
+            return False  # created by a concurrent migrator
+        return True
+    finally:
+        await conn.close()
+
+
+async def _migrate(dsn: str, create: bool) -> list[int]:
+    if create and await ensure_database(dsn):
+        print(f"migrate: created database {urlsplit(dsn).path.lstrip('/')}")
+    return await apply_migrations(dsn)
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = sys.argv[1:] if argv is None else argv
+    args = list(sys.argv[1:] if argv is None else argv)
+    create = "--create-database" in args
+    args = [a for a in args if a != "--create-database"]
     dsn = args[0] if args else os.environ.get("DATABASE_URL")
     if not dsn:
         print("migrate: give a database URL or set DATABASE_URL", file=sys.stderr)
         return 2
     try:
-        applied = asyncio.run(apply_migrations(dsn))
+        applied = asyncio.run(_migrate(dsn, create))
     except (OSError, asyncpg.PostgresError, MigrationError) as exc:
         print(f"migrate: {type(exc).__name__}: {exc}", file=sys.stderr)
         return 1

@@ -9,14 +9,13 @@ directories above the binaries and the data are made traversable (``o+x``, never
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import shutil
 import stat
 import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
-
-import importlib.util
 
 __all__ = ["POSTGRES_BIN_PATH", "EmbeddedPostgres", "PostgresSetupError"]
 
@@ -103,7 +102,9 @@ class EmbeddedPostgres:
         return {"user": PG_SYSTEM_USER, "group": PG_SYSTEM_USER, "extra_groups": []}
 
     def is_ready_command(self) -> list[str]:
-        return [str(POSTGRES_BIN_PATH / "pg_isready"), "-q", "-h", self.host, "-p", str(self.port)]
+        return [
+            str(POSTGRES_BIN_PATH / "pg_isready"), "-q", "-h", self.host, "-p", str(self.port), "-U", "postgres",
+        ]
 
     def psql_command(self, sql: str, database: str = "postgres") -> list[str]:
         return [
@@ -129,7 +130,9 @@ def _ensure_unprivileged_user() -> str | None:
             check=False,
         )
         if result.returncode != 0 and "already exists" not in result.stderr:
-            raise PostgresSetupError(f"cannot create system user {PG_SYSTEM_USER}: {result.stderr.strip()}")
+            raise PostgresSetupError(
+                f"cannot create system user {PG_SYSTEM_USER}: {result.stderr.strip()}"
+            ) from None
     return PG_SYSTEM_USER
 
 

@@ -1,0 +1,116 @@
+"""floodgate: concurrency budgets for I/O-heavy backends, written against anyio.
+
+Every downstream gets a budget (a `Gate` with a bounded, tenant-fair wait), every request a
+deadline (a cancel scope), every call one guarded path (`Dependency.call`: gate, rate limit,
+circuit breaker, attempt timeout, classified retries within a retry budget), and overload
+is an explicit, fast `Overloaded`. The budgets come from one validated file (`load_budget`).
+
+The implementation lives in private modules; this module re-exports the public API.
+"""
+
+from ._breaker import BreakerState, BreakerStatistics, CircuitBreaker
+from ._budget import (
+    BreakerPolicy,
+    Budget,
+    BudgetError,
+    CachePolicy,
+    DependencyPolicy,
+    DeploymentPolicy,
+    EndpointPolicy,
+    RateLimitPolicy,
+    RetryBudgetPolicy,
+    RetryPolicy,
+    ServiceShape,
+    TimeoutPolicy,
+    load_budget,
+    parse_budget,
+)
+from ._cache import MISSING, CacheStatistics, CacheStore, Singleflight, SingleflightStatistics, TTLCache
+from ._deadline import (
+    DEADLINE_HEADER,
+    ENVOY_TIMEOUT_HEADER,
+    deadline_after,
+    deadline_from_headers,
+    deadline_headers,
+    time_left,
+)
+from ._degrade import Degradation, Degradations, optional
+from ._dependency import Dependencies, Dependency, DependencyStatistics
+from ._errors import (
+    CircuitOpen,
+    DeadlineExceeded,
+    DependencyError,
+    FloodgateError,
+    Overloaded,
+    RetryBudgetExhausted,
+    error_body,
+    retry_after_header,
+)
+from ._gate import DEFAULT_TENANT, Gate, GateStatistics
+from ._http import parse_retry_after
+from ._lag import LoopLagMonitor, LoopLagStatistics
+from ._metrics import FloodgateMetrics
+from ._pg import PgPool, PgPoolStatistics, open_pg_pool
+from ._ratelimit import TokenBucket, TokenBucketStatistics
+from ._retry import RetryBudget, RetryBudgetStatistics, backoff_delay
+
+__all__ = [
+    "DEADLINE_HEADER",
+    "DEFAULT_TENANT",
+    "ENVOY_TIMEOUT_HEADER",
+    "MISSING",
+    "BreakerPolicy",
+    "BreakerState",
+    "BreakerStatistics",
+    "Budget",
+    "BudgetError",
+    "CachePolicy",
+    "CacheStatistics",
+    "CacheStore",
+    "CircuitBreaker",
+    "CircuitOpen",
+    "DeadlineExceeded",
+    "Degradation",
+    "Degradations",
+    "Dependencies",
+    "Dependency",
+    "DependencyError",
+    "DependencyPolicy",
+    "DependencyStatistics",
+    "DeploymentPolicy",
+    "EndpointPolicy",
+    "FloodgateError",
+    "FloodgateMetrics",
+    "Gate",
+    "GateStatistics",
+    "LoopLagMonitor",
+    "LoopLagStatistics",
+    "Overloaded",
+    "PgPool",
+    "PgPoolStatistics",
+    "RateLimitPolicy",
+    "RetryBudget",
+    "RetryBudgetExhausted",
+    "RetryBudgetPolicy",
+    "RetryBudgetStatistics",
+    "RetryPolicy",
+    "ServiceShape",
+    "Singleflight",
+    "SingleflightStatistics",
+    "TTLCache",
+    "TimeoutPolicy",
+    "TokenBucket",
+    "TokenBucketStatistics",
+    "backoff_delay",
+    "deadline_after",
+    "deadline_from_headers",
+    "deadline_headers",
+    "error_body",
+    "load_budget",
+    "open_pg_pool",
+    "optional",
+    "parse_budget",
+    "parse_retry_after",
+    "retry_after_header",
+    "time_left",
+]

@@ -23,9 +23,9 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 __all__ = [
+    "BreakerPolicy",
     "Budget",
     "BudgetError",
-    "BreakerPolicy",
     "CachePolicy",
     "DependencyPolicy",
     "DeploymentPolicy",
@@ -317,7 +317,8 @@ def _describe(err: Mapping[str, Any]) -> str:
     path = ".".join(str(part) for part in err["loc"]) or "<root>"
     template = _MESSAGES.get(err["type"])
     if template is not None:
-        message = template.format(**err.get("ctx", {}))
+        ctx = {key: f"{value:g}" if isinstance(value, float) else value for key, value in err.get("ctx", {}).items()}
+        message = template.format(**ctx)
     else:
         message = err["msg"].removeprefix("Value error, ")
     return f"{path}: {message}"

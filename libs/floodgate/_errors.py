@@ -115,9 +115,12 @@ class DependencyError(FloodgateError):
         dependency: str | None = None,
         retry_after: float | None = None,
         status: int | None = None,
+        response: Any = None,
     ):
         super().__init__(reason, dependency=dependency, retry_after=retry_after)
         self.status = status
+        #: the last downstream response (an ``httpx.Response``) when there was one
+        self.response = response
 
     def details(self) -> dict[str, Any]:
         return {**super().details(), "status": self.status}

@@ -1,0 +1,50 @@
+"""omniRAG ingestion as durable jobs: a submit/status API and workers over a PostgreSQL queue table.
+
+Jobs are rows in ``ingest_jobs`` claimed with ``FOR UPDATE SKIP LOCKED`` under a per-tenant running
+cap, run under leases that workers extend and that fence every write, retried with backoff, and
+never lost to a crash, a deploy or a database restart. See notes/README_ingest.md for the design.
+"""
+
+from ._chunking import ChunkingConfig, split_into_chunks
+from ._errors import BadDocument, FailureKind, JobError, LeaseLost, ProviderResponseError, classify_failure
+from ._pipeline import JobPipeline, PipelineConfig
+from ._providers import Embedder, FetchedDocument, Fetcher, ToolkitEmbedder, ToolkitFetcher
+from ._states import ACTIVE_STATES, TERMINAL_STATES, TRANSITIONS, JobState, Transition, TransitionRefused
+from ._timing import ClaimPacer, LeaseClock, RetryBackoff
+from ._worker import StopReason, Worker, WorkerConfig, WorkerStatistics, keep_lease
+from .settings import IngestApiSettings, IngestWorkerSettings, ProviderSettings
+
+__all__ = [
+    "ACTIVE_STATES",
+    "TERMINAL_STATES",
+    "TRANSITIONS",
+    "BadDocument",
+    "ChunkingConfig",
+    "ClaimPacer",
+    "Embedder",
+    "FailureKind",
+    "FetchedDocument",
+    "Fetcher",
+    "IngestApiSettings",
+    "IngestWorkerSettings",
+    "JobError",
+    "JobPipeline",
+    "JobState",
+    "LeaseClock",
+    "LeaseLost",
+    "PipelineConfig",
+    "ProviderResponseError",
+    "ProviderSettings",
+    "RetryBackoff",
+    "StopReason",
+    "ToolkitEmbedder",
+    "ToolkitFetcher",
+    "Transition",
+    "TransitionRefused",
+    "Worker",
+    "WorkerConfig",
+    "WorkerStatistics",
+    "classify_failure",
+    "keep_lease",
+    "split_into_chunks",
+]

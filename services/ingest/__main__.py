@@ -4,27 +4,43 @@ from __future__ import annotations
 
 import sys
 
-import trio
-
 import chassis
+import trio
+import trio_asyncio
 
-from .settings import IngestApiSettings, IngestWorkerSettings
+from ._bootstrap import open_api, open_worker
+from .settings import IngestApiSettings, IngestWorkerSettings, ProviderSettings
 
 
 async def serve_api(settings: IngestApiSettings, shutdown: trio.Event) -> None:
-    app = chassis.create_app("ingest-api", max_body_bytes=settings.max_body_bytes)
-    await chassis.serve(
-        app, host=settings.host, port=settings.port, grace_period=settings.grace_period,
-        shutdown_trigger=shutdown.wait,
-    )
+    async with trio_asyncio.open_loop(), open_api(settings) as app:
+        await chassis.serve(
+            app, host=settings.host, port=settings.port, grace_period=settings.grace_period,
+            shutdown_trigger=shutdown.wait,
+        )
 
 
 async def serve_worker(settings: IngestWorkerSettings, shutdown: trio.Event) -> None:
-    app = chassis.create_app("ingest-worker")
-    await chassis.serve(
-        app, host=settings.host, port=settings.port, grace_period=settings.grace_period,
-        shutdown_trigger=shutdown.wait,
-    )
+    try:
+        providers = chassis.load_settings(ProviderSettings, "FLOODGATE_")
+    except chassis.SettingsError as exc:
+        raise chassis.StartupError(f"invalid settings: {exc}") from None
+    async with trio_asyncio.open_loop(), open_worker(settings, providers) as process:
+        worker_done = trio.Event()
+
+        async def run_worker() -> None:
+            try:
+                await process.worker.run(shutdown=shutdown)
+            finally:
+                worker_done.set()
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(run_worker)
+            # Probes and /metrics stay up while the worker drains; they stop after it.
+            await chassis.serve(
+                process.app, host=settings.host, port=settings.port, grace_period=settings.grace_period,
+                shutdown_trigger=worker_done.wait,
+            )
 
 
 def main(argv: list[str]) -> int:

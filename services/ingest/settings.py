@@ -1,20 +1,57 @@
-"""Settings of the ingest API (``INGEST_API_*``) and the ingest worker (``INGEST_WORKER_*``)."""
+"""Settings of the ingest API (``INGEST_API_*``), the ingest worker (``INGEST_WORKER_*``) and the
+providers they call (``FLOODGATE_*``, shared with the other services).
+
+==================================  ===========  =============================================================
+variable                            default      meaning
+==================================  ===========  =============================================================
+INGEST_API_PORT                     8082         port of the submit/status API
+INGEST_API_MAX_TEXT_BYTES           1048576      largest ``text`` accepted (413 naming the field above it)
+INGEST_API_MAX_QUEUED_PER_TENANT    10000        queued-job quota per tenant (429 + Retry-After above it)
+INGEST_API_QUOTA_RETRY_AFTER        5            seconds a refused submitter is told to wait
+INGEST_API_MAX_ATTEMPTS             5            attempts per job before it is dead
+INGEST_WORKER_PORT                  8083         port of the worker's /healthz, /readyz, /metrics
+INGEST_WORKER_JOB_CONCURRENCY       8            jobs one worker runs at once
+INGEST_WORKER_CLAIM_BATCH           8            jobs claimed per claim statement (at most the free slots)
+INGEST_WORKER_TENANT_RUNNING_CAP    4            running jobs per tenant across ALL workers (0: no cap)
+INGEST_WORKER_LEASE_SECONDS         15           lease length; heartbeats every third of it
+INGEST_WORKER_POLL_INTERVAL         1.0          claim polling when idle (NOTIFY wakes sooner)
+INGEST_WORKER_SHUTDOWN_GRACE        10           seconds running jobs get to finish on SIGTERM
+INGEST_WORKER_RETRY_BACKOFF_BASE    2.0          first retry after 1-2 s, doubling ...
+INGEST_WORKER_RETRY_BACKOFF_CAP     300          ... up to 150-300 s
+INGEST_WORKER_RETENTION_SECONDS     604800       finished jobs are deleted after this
+INGEST_WORKER_CHUNK_TOKENS          200          tokens per chunk
+INGEST_WORKER_CHUNK_OVERLAP         40           tokens shared by consecutive chunks
+INGEST_WORKER_EMBED_BATCH_SIZE      16           chunks per embeddings request
+INGEST_WORKER_EMBED_PARALLELISM     4            embeddings requests in flight per job (the process-wide
+                                                 bound is the budget's embed limit)
+FLOODGATE_EMBED_BASE_URL            (none)       embeddings provider (OpenAI-compatible)
+FLOODGATE_EMBED_API_KEY / _MODEL    "" / sim     its key and model
+FLOODGATE_FETCH_BASE_URL            (none)       document fetch API (url jobs)
+==================================  ===========  =============================================================
+"""
 
 from __future__ import annotations
 
+import os
+import socket
 from pathlib import Path
 
-from pydantic import Field
-
 from chassis import BaseServiceSettings
+from pydantic import BaseModel, ConfigDict, Field
 
-__all__ = ["IngestApiSettings", "IngestWorkerSettings"]
+__all__ = ["IngestApiSettings", "IngestWorkerSettings", "ProviderSettings"]
 
 
 class IngestApiSettings(BaseServiceSettings):
     port: int = Field(default=8082, ge=0, le=65535)
     database_url: str = "postgresql://postgres@127.0.0.1:5433/floodgate"
     budget_file: Path = Path("config/budget.toml")
+    max_body_bytes: int = Field(default=5 * 1_048_576, gt=0)
+    max_text_bytes: int = Field(default=1_048_576, gt=0)
+    max_metadata_bytes: int = Field(default=16_384, gt=0)
+    max_queued_per_tenant: int = Field(default=10_000, ge=1)
+    quota_retry_after: float = Field(default=5.0, gt=0)
+    max_attempts: int = Field(default=5, ge=1, le=50)
 
 
 class IngestWorkerSettings(BaseServiceSettings):
@@ -23,3 +60,33 @@ class IngestWorkerSettings(BaseServiceSettings):
     port: int = Field(default=8083, ge=0, le=65535)
     database_url: str = "postgresql://postgres@127.0.0.1:5433/floodgate"
     budget_file: Path = Path("config/budget.toml")
+    worker_id: str = Field(default_factory=lambda: f"{socket.gethostname()}-{os.getpid()}")
+    job_concurrency: int = Field(default=8, ge=1, le=1000)
+    claim_batch: int = Field(default=8, ge=1, le=1000)
+    tenant_running_cap: int = Field(default=4, ge=0, description="0 means no cap")
+    lease_seconds: float = Field(default=15.0, gt=0)
+    poll_interval: float = Field(default=1.0, gt=0)
+    shutdown_grace: float = Field(default=10.0, ge=0)
+    retry_backoff_base: float = Field(default=2.0, gt=0)
+    retry_backoff_cap: float = Field(default=300.0, gt=0)
+    reap_interval: float = Field(default=2.0, gt=0)
+    maintenance_interval: float = Field(default=15.0, gt=0)
+    retention_seconds: float = Field(default=7 * 86400.0, ge=0)
+    chunk_tokens: int = Field(default=200, ge=1)
+    chunk_overlap: int = Field(default=40, ge=0)
+    max_chunks: int = Field(default=5000, ge=1)
+    max_text_bytes: int = Field(default=4 * 1_048_576, gt=0)
+    embed_batch_size: int = Field(default=16, ge=1, le=2048)
+    embed_parallelism: int = Field(default=4, ge=1)
+
+
+class ProviderSettings(BaseModel):
+    """``FLOODGATE_*``: where the providers are. Pointing at a real OpenAI-compatible API needs no code."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    embed_base_url: str | None = None
+    embed_api_key: str | None = None
+    embed_model: str = "floodgate-sim-embed"
+    fetch_base_url: str | None = None
+    fetch_api_key: str | None = None

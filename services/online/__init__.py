@@ -1,0 +1,20 @@
+"""The online service: shadowHunter, nexusAssess and dealBrain, answering while a user waits.
+
+Each endpoint fans out to rate-limited, costly providers (LLM, web search, embeddings, rerank) and
+PostgreSQL under the budgets of ``config/budget.toml``: a per-request fan-out limit, a per-process
+gate per dependency, a deadline per request, and a failure policy per endpoint (which steps may
+fall back, which fail the request). Run it with ``python -m services.online``.
+"""
+
+from ._wiring import open_downstreams
+from .app import OnlineState, create_app, online_state
+from .settings import OnlineSettings, ProviderSettings
+
+__all__ = [
+    "OnlineSettings",
+    "OnlineState",
+    "ProviderSettings",
+    "create_app",
+    "online_state",
+    "open_downstreams",
+]

@@ -1,26 +1,67 @@
-"""``python -m services.online``: serve the online endpoints."""
+"""``python -m services.online``: serve the online endpoints.
+
+Start-up order: settings (``ONLINE_*``, providers ``FLOODGATE_*``) and the budget file are
+validated first — any problem is one line on stderr and exit code 2 — then the trio-asyncio loop
+(for asyncpg), the providers and the pool, then the server. Shutdown runs the same way back.
+"""
 
 from __future__ import annotations
 
 import sys
 
-import trio
-
 import chassis
+import floodgate
+import trio
+import trio_asyncio
+from prometheus_client import CollectorRegistry
 
+from ._wiring import open_downstreams
 from .app import create_app
-from .settings import OnlineSettings
+from .settings import OnlineSettings, ProviderSettings
+
+PROVIDERS_ENV_PREFIX = "FLOODGATE_"
 
 
 async def main(settings: OnlineSettings, shutdown: trio.Event) -> None:
-    app = create_app(settings)
-    await chassis.serve(
-        app,
-        host=settings.host,
-        port=settings.port,
-        grace_period=settings.grace_period,
-        shutdown_trigger=shutdown.wait,
-    )
+    try:
+        providers = chassis.load_settings(ProviderSettings, PROVIDERS_ENV_PREFIX)
+    except chassis.SettingsError as exc:
+        raise chassis.StartupError(f"invalid provider settings: {exc}") from None
+    try:
+        budget = floodgate.load_budget(settings.budget_file)
+    except floodgate.BudgetError as exc:
+        raise chassis.StartupError(str(exc)) from None
+    registry = CollectorRegistry()
+    metrics = floodgate.FloodgateMetrics(registry)
+    async with trio_asyncio.open_loop():
+        try:
+            wiring = open_downstreams(settings, providers, budget, metrics=metrics)
+            wired = await wiring.__aenter__()
+        except floodgate.DependencyError as exc:
+            raise chassis.StartupError(f"cannot reach the database: {exc}") from None
+        try:
+            pool = wired.pool
+            assert pool is not None
+            app = create_app(
+                settings,
+                budget=budget,
+                downstreams=wired.downstreams,
+                registry=registry,
+                readiness={"database": lambda: pool.fetchval("SELECT 1")},
+            )
+            async with trio.open_nursery() as nursery:
+                await nursery.start(floodgate.LoopLagMonitor(metrics=metrics).run)
+                await chassis.serve(
+                    app,
+                    host=settings.host,
+                    port=settings.port,
+                    grace_period=settings.grace_period,
+                    shutdown_trigger=shutdown.wait,
+                )
+                nursery.cancel_scope.cancel()
+        finally:
+            with trio.CancelScope(shield=True):
+                await wiring.__aexit__(None, None, None)
 
 
 if __name__ == "__main__":

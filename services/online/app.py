@@ -1,16 +1,230 @@
-"""The online service's app factory: shadowHunter, nexusAssess and dealBrain behind one chassis app."""
+"""The online service's app factory: shadowHunter, nexusAssess and dealBrain behind one chassis app.
+
+Each route does the same edge work, in this order, before any downstream is touched:
+
+1. the tenant from the gateway's header (401/400),
+2. the body: size against the endpoint's ``max_body_bytes`` (413), JSON (400), fields (422),
+   limits from the budget file such as ``max_items`` (422),
+3. the request deadline: the endpoint's, or a shorter one from ``x-envoy-expected-rq-timeout-ms``,
+   as a cancel scope around the endpoint's logic (504 when it passes).
+
+Toolkit errors propagate to the chassis, which renders them (429/503/504/502 + ``Retry-After``).
+Every response of an endpoint carries ``Server-Timing``; the chassis adds ``x-request-id``.
+"""
 
 from __future__ import annotations
 
-from quart_trio import QuartTrio
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
+from typing import Any, TypeVar
 
 import chassis
+import floodgate
+from prometheus_client import CollectorRegistry
+from pydantic import BaseModel
+from quart import Response, g, jsonify, request
+from quart_trio import QuartTrio
 
+from ._context import Downstreams, RequestContext
+from ._deal_brain import answer_question
+from ._models import DealBrainRequest, NexusAssessRequest, ShadowHunterRequest
+from ._nexus_assess import assess
+from ._openapi import build_openapi
+from ._shadow_hunter import hunt
+from ._timing import ServerTiming
 from .settings import OnlineSettings
 
-__all__ = ["create_app"]
+__all__ = ["OnlineState", "create_app", "online_state"]
+
+M = TypeVar("M", bound=BaseModel)
+
+#: A degradable step is cut this share of the deadline (at most MAX_RESERVE s) before it, so the
+#: request can still answer with the fallback rather than a 504.
+RESERVE_SHARE = 0.1
+MAX_RESERVE = 0.5
 
 
-def create_app(settings: OnlineSettings) -> QuartTrio:
-    app = chassis.create_app("online", max_body_bytes=settings.max_body_bytes)
+@dataclass(frozen=True)
+class OnlineState:
+    """App-lifetime objects of the online service (``app.extensions["online"]``)."""
+
+    budget: floodgate.Budget
+    downstreams: Downstreams
+    metrics: floodgate.FloodgateMetrics
+    assessments: floodgate.TTLCache | None
+    openapi: dict[str, Any]
+
+
+def online_state(app: QuartTrio) -> OnlineState:
+    return app.extensions["online"]
+
+
+def create_app(
+    settings: OnlineSettings,
+    *,
+    budget: floodgate.Budget,
+    downstreams: Downstreams,
+    registry: CollectorRegistry | None = None,
+    readiness: Mapping[str, chassis.ReadinessCheck] | None = None,
+) -> QuartTrio:
+    """The app, with its providers already opened (see `services.online._wiring`)."""
+    registry = registry if registry is not None else CollectorRegistry()
+    policies = [budget.endpoint(name) for name in ("deal_brain", "shadow_hunter", "nexus_assess")]
+    app = chassis.create_app(
+        "online",
+        registry=registry,
+        readiness=readiness,
+        # The app-wide ceiling; each endpoint checks its own, smaller limit from the budget.
+        max_body_bytes=max([settings.max_body_bytes, *(p.max_body_bytes for p in policies)]),
+    )
+    app.json.sort_keys = False  # responses keep the field order of their models
+    metrics = floodgate.FloodgateMetrics(registry)
+    nexus = budget.endpoint("nexus_assess")
+    assessments = (
+        floodgate.TTLCache(nexus.cache_ttl, max_entries=10_000, name="nexus_assess", metrics=metrics)
+        if nexus.cache_ttl
+        else None
+    )
+    state = OnlineState(budget, downstreams, metrics, assessments, build_openapi(budget))
+    app.extensions["online"] = state
+    _install_routes(app, state)
     return app
+
+
+# -- the edge work every endpoint shares --------------------------------------------------------------
+
+
+async def _read_body(model: type[M], limit: int) -> M:
+    declared = request.content_length
+    if declared is not None and declared > limit:
+        raise _too_large(limit)
+    raw = await request.get_data(cache=True)
+    if len(raw) > limit:  # chunked bodies declare no length
+        raise _too_large(limit)
+    return await chassis.parse_body(model)
+
+
+def _too_large(limit: int) -> chassis.ApiError:
+    return chassis.ApiError(
+        413,
+        "body_too_large",
+        f"request body is larger than the limit of {limit} bytes",
+        details={"limit_bytes": limit},
+    )
+
+
+def _too_many(field: str, count: int, limit: int) -> chassis.ApiError:
+    message = f"at most {limit} allowed by the budget (max_items), got {count}"
+    return chassis.ApiError(
+        422,
+        "invalid_request",
+        f"invalid field(s): {field}",
+        details=[{"field": field, "message": message, "type": "too_long"}],
+    )
+
+
+async def _handle(
+    endpoint: str,
+    model: type[M],
+    check: Callable[[M, floodgate.EndpointPolicy], None],
+    run: Callable[[M, RequestContext], Awaitable[BaseModel]],
+    state: OnlineState,
+) -> Response:
+    timing = ServerTiming()
+    g.server_timing = timing
+    tenant = chassis.require_tenant()
+    policy = state.budget.endpoint(endpoint)
+    body = await _read_body(model, policy.max_body_bytes)
+    check(body, policy)
+    seconds = floodgate.deadline_from_headers(request.headers, policy.deadline)
+    assert seconds is not None  # the endpoint's own deadline is never None
+    ctx = RequestContext(
+        tenant=tenant,
+        policy=policy,
+        timing=timing,
+        degradations=floodgate.Degradations(metrics=state.metrics),
+        reserve=min(MAX_RESERVE, RESERVE_SHARE * seconds),
+    )
+    try:
+        with floodgate.deadline_after(seconds):
+            result = await run(body, ctx)
+    except floodgate.DeadlineExceeded as exc:
+        if exc.dependency is not None:
+            raise
+        raise _deadline_error(endpoint, seconds, timing) from None
+    return jsonify(result.model_dump(mode="json"))
+
+
+def _deadline_error(endpoint: str, seconds: float, timing: ServerTiming) -> floodgate.DeadlineExceeded:
+    """Name what the request was waiting for when its deadline passed."""
+    cut = timing.cancelled_steps()
+    waiting = sorted({s.name for s in cut})
+    dependencies = sorted({s.dependency for s in cut if s.dependency})
+    reason = f"{endpoint} deadline of {seconds:g}s passed"
+    if waiting:
+        reason += f" while waiting for {', '.join(waiting)}"
+    return floodgate.DeadlineExceeded(reason, dependency=dependencies[0] if len(dependencies) == 1 else None)
+
+
+def _check_deal_brain(body: DealBrainRequest, policy: floodgate.EndpointPolicy) -> None:
+    if policy.max_items is not None and body.top_k > policy.max_items:
+        raise _too_many("top_k", body.top_k, policy.max_items)
+
+
+def _check_shadow_hunter(body: ShadowHunterRequest, policy: floodgate.EndpointPolicy) -> None:
+    if policy.max_items is None:
+        return
+    if body.queries is not None and len(body.queries) > policy.max_items:
+        raise _too_many("queries", len(body.queries), policy.max_items)
+    if body.query_count > policy.max_items:
+        raise _too_many("query_count", body.query_count, policy.max_items)
+
+
+def _check_nexus_assess(body: NexusAssessRequest, policy: floodgate.EndpointPolicy) -> None:
+    if policy.max_items is not None and len(body.rubric) > policy.max_items:
+        raise _too_many("rubric", len(body.rubric), policy.max_items)
+
+
+def _install_routes(app: QuartTrio, state: OnlineState) -> None:
+    down = state.downstreams
+
+    @app.after_request
+    async def _server_timing(response: Response) -> Response:
+        timing = getattr(g, "server_timing", None)
+        if timing is not None:
+            response.headers["Server-Timing"] = timing.header()
+        return response
+
+    @app.post("/v1/deal-brain/answers")
+    async def deal_brain() -> Response:
+        return await _handle(
+            "deal_brain",
+            DealBrainRequest,
+            _check_deal_brain,
+            lambda body, ctx: answer_question(body, ctx, down),
+            state,
+        )
+
+    @app.post("/v1/shadow-hunter/hunts")
+    async def shadow_hunter() -> Response:
+        return await _handle(
+            "shadow_hunter",
+            ShadowHunterRequest,
+            _check_shadow_hunter,
+            lambda body, ctx: hunt(body, ctx, down),
+            state,
+        )
+
+    @app.post("/v1/nexus-assess/assessments")
+    async def nexus_assess() -> Response:
+        return await _handle(
+            "nexus_assess",
+            NexusAssessRequest,
+            _check_nexus_assess,
+            lambda body, ctx: assess(body, ctx, down, state.assessments),
+            state,
+        )
+
+    @app.get("/openapi.json")
+    async def openapi() -> Response:
+        return jsonify(state.openapi)

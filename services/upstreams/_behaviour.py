@@ -156,7 +156,9 @@ class ApiBehaviour:
             changes["latency"] = (
                 Latency()
                 if patch["latency"] is None
-                else Latency.from_mapping(_merge_latency(self.latency, patch["latency"], path), f"{path}.latency")
+                else Latency.from_mapping(
+                    _merge_latency(self.latency, patch["latency"], path), f"{path}.latency"
+                )
             )
         if "rate_limit" in patch:
             raw = patch["rate_limit"]
@@ -427,8 +429,7 @@ class Simulator:
             return refuse(
                 429,
                 "rate_limit_exceeded",
-                f"too many concurrent requests on the {api} API for this key "
-                f"(limit {limit.max_concurrent})",
+                f"too many concurrent requests on the {api} API for this key (limit {limit.max_concurrent})",
                 1.0,
             )
         if limit.rps is not None:

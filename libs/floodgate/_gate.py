@@ -1,0 +1,308 @@
+"""Gate: a capacity limiter with a bounded, tenant-fair wait.
+
+A `Gate` is a bulkhead in front of one dependency: at most ``capacity`` holders, at most
+``max_waiters`` waiting, no one waiting longer than ``max_wait`` (or than their deadline
+allows), slots handed out round-robin between tenants. When the answer is "no", it is
+`Overloaded`, and it comes fast.
+
+The queue discipline lives in `_FairQueue`, a small synchronous state machine; the `Gate`
+adds the one await (waiting for a grant) and the bookkeeping for cancellation around it.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import TYPE_CHECKING
+
+import anyio
+
+from ._errors import Overloaded
+
+if TYPE_CHECKING:
+    from ._metrics import FloodgateMetrics
+
+__all__ = ["DEFAULT_TENANT", "Gate", "GateStatistics"]
+
+DEFAULT_TENANT = "default"
+
+
+class _Waiter:
+    __slots__ = ("enqueued_at", "event", "granted", "tenant")
+
+    def __init__(self, tenant: str, enqueued_at: float):
+        self.tenant = tenant
+        self.enqueued_at = enqueued_at
+        self.event = anyio.Event()
+        self.granted = False
+
+
+class _FairQueue:
+    """Waiters grouped by tenant: FIFO within a tenant, weighted round-robin across tenants.
+
+    The tenant at the head of the ring is served up to its weight in a row, then moves to the
+    back. A tenant that arrives joins the back of the ring, so no tenant is served twice in a
+    row beyond its weight while another one waits.
+    """
+
+    def __init__(self, weights: Mapping[str, int] | None = None):
+        self._weights = dict(weights or {})
+        self._queues: dict[str, deque[_Waiter]] = {}
+        self._ring: deque[str] = deque()
+        self._served_in_turn = 0
+        self._len = 0
+
+    def __len__(self) -> int:
+        return self._len
+
+    def weight(self, tenant: str) -> int:
+        return self._weights.get(tenant, 1)
+
+    def push(self, waiter: _Waiter) -> None:
+        queue = self._queues.get(waiter.tenant)
+        if queue is None:
+            queue = self._queues[waiter.tenant] = deque()
+            self._ring.append(waiter.tenant)
+        queue.append(waiter)
+        self._len += 1
+
+    def pop(self) -> _Waiter:
+        tenant = self._ring[0]
+        queue = self._queues[tenant]
+        waiter = queue.popleft()
+        self._len -= 1
+        self._served_in_turn += 1
+        if not queue:
+            del self._queues[tenant]
+            self._ring.popleft()
+            self._served_in_turn = 0
+        elif self._served_in_turn >= self.weight(tenant):
+            self._ring.rotate(-1)
+            self._served_in_turn = 0
+        return waiter
+
+    def remove(self, waiter: _Waiter) -> None:
+        queue = self._queues[waiter.tenant]
+        queue.remove(waiter)
+        self._len -= 1
+        if not queue:
+            del self._queues[waiter.tenant]
+            if self._ring[0] == waiter.tenant:
+                self._served_in_turn = 0
+            self._ring.remove(waiter.tenant)
+
+    def by_tenant(self) -> dict[str, int]:
+        return {tenant: len(queue) for tenant, queue in self._queues.items()}
+
+
+@dataclass(frozen=True)
+class GateStatistics:
+    """A snapshot of a `Gate`."""
+
+    name: str
+    capacity: int
+    in_use: int
+    waiting: int
+    max_waiters: int
+    max_wait: float
+    in_use_by_tenant: Mapping[str, int] = field(default_factory=dict)
+    waiting_by_tenant: Mapping[str, int] = field(default_factory=dict)
+    granted_total: int = 0
+    rejected_total: int = 0
+
+
+class Gate:
+    """At most ``capacity`` concurrent holders, with a bounded and fair wait for the rest.
+
+    ::
+
+        gate = Gate("llm", capacity=8, max_waiters=32, max_wait=1.0)
+        async with gate.slot(tenant="t1"):
+            ...  # at most 8 tasks are here at once
+
+    A caller that finds no free slot waits in its tenant's FIFO queue; tenants are served
+    round-robin (``weights`` lets a tenant take several slots per turn). The caller gets
+    `Overloaded` (with ``retry_after``):
+
+    - at once, when ``max_waiters`` callers are already waiting (or ``max_wait`` is 0);
+    - after ``max_wait`` seconds without a slot;
+    - at ``deadline - start_margin`` when the caller's cancel-scope deadline comes first,
+      so that the caller learns "overloaded", not "timed out", and can still answer.
+
+    A free slot is never taken past a waiter (`acquire_nowait` raises `anyio.WouldBlock` while
+    anyone waits). Cancellation at any point leaves the gate consistent: a cancelled waiter
+    leaves the queue, and a slot granted to a waiter that was cancelled at the same moment is
+    passed on to the next one.
+
+    ``slot()`` does not yield when a slot is free: the body is expected to await. Release with
+    the same tenant you acquired with (``slot()`` does it for you).
+    """
+
+    def __init__(
+        self,
+        name: str,
+        capacity: int,
+        *,
+        max_waiters: int,
+        max_wait: float,
+        weights: Mapping[str, int] | None = None,
+        start_margin: float = 0.0,
+        retry_after: float | None = None,
+        metrics: FloodgateMetrics | None = None,
+    ):
+        if capacity < 1:
+            raise ValueError(f"capacity must be >= 1, not {capacity}")
+        if max_waiters < 0:
+            raise ValueError(f"max_waiters must be >= 0, not {max_waiters}")
+        if max_wait < 0:
+            raise ValueError(f"max_wait must be >= 0, not {max_wait}")
+        if weights and min(weights.values()) < 1:
+            raise ValueError("weights must be >= 1")
+        self.name = name
+        self.capacity = capacity
+        self.max_waiters = max_waiters
+        self.max_wait = max_wait
+        self.start_margin = start_margin
+        self.retry_after = retry_after if retry_after is not None else max(1.0, max_wait)
+        self._queue = _FairQueue(weights)
+        self._in_use = 0
+        self._in_use_by_tenant: dict[str, int] = {}
+        self._granted_total = 0
+        self._rejected_total = 0
+        self._metrics = metrics
+        if metrics is not None:
+            self._m_in_use = metrics.gate_in_use.labels(name)
+            self._m_waiting = metrics.gate_waiting.labels(name)
+            self._m_wait = metrics.gate_wait.labels(name)
+            metrics.gate_capacity.labels(name).set(capacity)
+
+    # -- synchronous state transitions ----------------------------------------------------------
+
+    def _take(self, tenant: str) -> None:
+        self._in_use += 1
+        self._in_use_by_tenant[tenant] = self._in_use_by_tenant.get(tenant, 0) + 1
+        self._granted_total += 1
+
+    def _give_back(self, tenant: str) -> None:
+        """Return a slot, and hand it straight to the next waiter if there is one."""
+        count = self._in_use_by_tenant.get(tenant, 0)
+        if count <= 0:
+            raise RuntimeError(f"gate {self.name!r}: release by tenant {tenant!r} that holds no slot")
+        if count == 1:
+            del self._in_use_by_tenant[tenant]
+        else:
+            self._in_use_by_tenant[tenant] = count - 1
+        self._in_use -= 1
+        if self._queue and self._in_use < self.capacity:
+            waiter = self._queue.pop()
+            waiter.granted = True
+            self._take(waiter.tenant)
+            waiter.event.set()
+
+    def _reject(self, reason: str, message: str) -> Overloaded:
+        self._rejected_total += 1
+        if self._metrics is not None:
+            self._metrics.rejections.labels(self.name, reason).inc()
+        return Overloaded(message, dependency=self.name, retry_after=self.retry_after)
+
+    def _publish(self) -> None:
+        if self._metrics is not None:
+            self._m_in_use.set(self._in_use)
+            self._m_waiting.set(len(self._queue))
+
+    # -- public API ------------------------------------------------------------------------------
+
+    def acquire_nowait(self, tenant: str = DEFAULT_TENANT) -> None:
+        """Take a slot if one is free and nobody waits; else raise `anyio.WouldBlock`."""
+        if self._in_use >= self.capacity or self._queue:
+            raise anyio.WouldBlock
+        self._take(tenant)
+        if self._metrics is not None:
+            self._m_in_use.set(self._in_use)
+
+    async def acquire(self, tenant: str = DEFAULT_TENANT) -> None:
+        """Take a slot, waiting (bounded, fairly) if needed. Raises `Overloaded`."""
+        if self._in_use < self.capacity and not self._queue:
+            self._take(tenant)
+            if self._metrics is not None:
+                self._m_in_use.set(self._in_use)
+            return
+        if len(self._queue) >= self.max_waiters or self.max_wait <= 0:
+            raise self._reject("queue_full", f"all {self.capacity} slots busy and {len(self._queue)} waiting")
+        now = anyio.current_time()
+        give_up_at = min(now + self.max_wait, anyio.current_effective_deadline() - self.start_margin)
+        if give_up_at <= now:
+            raise self._reject("deadline", f"all {self.capacity} slots busy and no time left to wait")
+        waiter = _Waiter(tenant, now)
+        self._queue.push(waiter)
+        self._publish()
+        try:
+            with anyio.CancelScope(deadline=give_up_at):
+                await waiter.event.wait()
+        except BaseException:
+            # Cancelled from outside. If the grant raced with the cancellation, pass the slot on.
+            if waiter.granted:
+                self._give_back(tenant)
+            else:
+                self._queue.remove(waiter)
+            self._publish()
+            raise
+        waited = anyio.current_time() - now
+        if self._metrics is not None:
+            self._m_wait.observe(waited)
+        if waiter.granted:
+            self._publish()
+            return
+        self._queue.remove(waiter)
+        self._publish()
+        why = "max_wait" if give_up_at >= now + self.max_wait else "deadline"
+        raise self._reject(why, f"no slot free within {waited:.3g}s (capacity {self.capacity})")
+
+    def release(self, tenant: str = DEFAULT_TENANT) -> None:
+        """Give back a slot taken by ``tenant``."""
+        had_waiters = bool(self._queue)
+        self._give_back(tenant)
+        if had_waiters:
+            self._publish()
+        elif self._metrics is not None:
+            self._m_in_use.set(self._in_use)
+
+    def slot(self, tenant: str = DEFAULT_TENANT) -> _Slot:
+        """``async with gate.slot(tenant=...):`` holds a slot for the block."""
+        return _Slot(self, tenant)
+
+    def statistics(self) -> GateStatistics:
+        return GateStatistics(
+            name=self.name,
+            capacity=self.capacity,
+            in_use=self._in_use,
+            waiting=len(self._queue),
+            max_waiters=self.max_waiters,
+            max_wait=self.max_wait,
+            in_use_by_tenant=MappingProxyType(dict(self._in_use_by_tenant)),
+            waiting_by_tenant=MappingProxyType(self._queue.by_tenant()),
+            granted_total=self._granted_total,
+            rejected_total=self._rejected_total,
+        )
+
+    def __repr__(self) -> str:
+        return (
+            f"<Gate {self.name!r} in_use={self._in_use}/{self.capacity} "
+            f"waiting={len(self._queue)}/{self.max_waiters} max_wait={self.max_wait}>"
+        )
+
+
+class _Slot:
+    __slots__ = ("_gate", "_tenant")
+
+    def __init__(self, gate: Gate, tenant: str):
+        self._gate = gate
+        self._tenant = tenant
+
+    async def __aenter__(self) -> None:
+        await self._gate.acquire(self._tenant)
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        self._gate.release(self._tenant)

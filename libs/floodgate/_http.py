@@ -1,0 +1,77 @@
+"""The HTTP edge of a dependency: one httpx client per dependency, and reading its answers.
+
+Each dependency gets its own `httpx.AsyncClient` (isolation: a slow LLM cannot exhaust the
+connections the search calls need) with connection limits equal to the dependency's gate
+capacity, keep-alive on, and the connect/read/write timeouts from the budget. The per-attempt
+total timeout and the request deadline are cancel scopes around the call, not httpx settings.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import math
+import time
+from collections.abc import Mapping
+
+import httpx
+
+from ._budget import DependencyPolicy
+
+__all__ = ["IDEMPOTENT_METHODS", "make_http_client", "parse_retry_after"]
+
+IDEMPOTENT_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE"})
+
+
+def parse_retry_after(value: str | None, *, now: float | None = None) -> float | None:
+    """Seconds from a ``Retry-After`` header (delta-seconds or an HTTP date), or None."""
+    if value is None:
+        return None
+    value = value.strip()
+    try:
+        seconds = float(value)
+    except ValueError:
+        try:
+            when = email.utils.parsedate_to_datetime(value)
+        except (TypeError, ValueError):
+            return None
+        if when is None:
+            return None
+        wall_now = time.time() if now is None else now
+        seconds = when.timestamp() - wall_now
+    if not math.isfinite(seconds):
+        return None
+    return max(0.0, seconds)
+
+
+def make_http_client(
+    policy: DependencyPolicy,
+    *,
+    base_url: str,
+    capacity: int,
+    api_key: str | None = None,
+    headers: Mapping[str, str] | None = None,
+    transport: httpx.AsyncBaseTransport | None = None,
+) -> httpx.AsyncClient:
+    """An `httpx.AsyncClient` for one dependency, sized and timed from its policy."""
+    timeouts = policy.timeouts
+    all_headers = dict(headers or {})
+    if api_key:
+        all_headers.setdefault("authorization", f"Bearer {api_key}")
+    return httpx.AsyncClient(
+        base_url=base_url,
+        headers=all_headers,
+        timeout=httpx.Timeout(
+            connect=timeouts.connect,
+            read=timeouts.read,
+            write=timeouts.write,
+            # The gate admits at most `capacity` calls, so the pool never has to wait long.
+            pool=max(timeouts.connect, 1.0),
+        ),
+        limits=httpx.Limits(
+            max_connections=capacity,
+            max_keepalive_connections=capacity,
+            keepalive_expiry=30.0,
+        ),
+        transport=transport,
+        follow_redirects=False,
+    )

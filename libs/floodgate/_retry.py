@@ -1,0 +1,77 @@
+"""Retry policy pieces: the backoff schedule and the retry budget.
+
+The retry *loop* lives in `_dependency.py` and is floodgate's own rather than stamina's or
+tenacity's: it must honour a downstream ``Retry-After``, stop when the request deadline leaves
+too little time, spend from a retry budget shared by all calls to the dependency, and run
+under trio's virtual clock with an injectable random source. stamina and tenacity time their
+retries with ``time.monotonic`` and draw jitter from the global ``random``, so they can do
+neither of the last two; the loop is twenty lines, so we write it.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from ._window import RollingCounts
+
+__all__ = ["RetryBudget", "RetryBudgetStatistics", "backoff_delay"]
+
+
+def backoff_delay(retry: int, *, base: float, cap: float, rng: Callable[[], float] = random.random) -> float:
+    """Delay before retry number ``retry`` (1 = first retry): exponential with full jitter.
+
+    ``rng() * min(cap, base * 2 ** (retry - 1))`` — uniformly spread between 0 and the capped
+    exponential, so that clients that failed together do not retry together.
+    """
+    if retry < 1:
+        raise ValueError("retry counts from 1")
+    ceiling = min(cap, base * 2.0 ** (retry - 1))
+    return rng() * ceiling
+
+
+@dataclass(frozen=True)
+class RetryBudgetStatistics:
+    calls: int
+    retries: int
+    allowed: float
+    denied_total: int
+
+
+class RetryBudget:
+    """Retries may be at most ``ratio`` of the calls over the last ``window`` seconds, plus
+    ``min_retries`` per window (so a dependency with little traffic can still retry).
+
+    When a dependency fails for everyone, every call wants to retry; without a budget each
+    caller multiplies the load on the failing provider by ``max_attempts``. With it the
+    extra load is bounded by ``ratio``.
+    """
+
+    def __init__(self, *, ratio: float, window: float, min_retries: int = 0):
+        if not 0 <= ratio <= 1:
+            raise ValueError("ratio must be within [0, 1]")
+        self.ratio = ratio
+        self.min_retries = min_retries
+        self._counts = RollingCounts(window, fields=2)  # calls, retries
+        self._denied = 0
+
+    def record_call(self, now: float) -> None:
+        """Count one call (its first attempt)."""
+        self._counts.add(now, 1, 0)
+
+    def try_spend(self, now: float) -> bool:
+        """Take one retry from the budget; False (and nothing taken) when it is spent."""
+        calls, retries = self._counts.totals(now)
+        if retries + 1 > self.min_retries + self.ratio * calls:
+            self._denied += 1
+            return False
+        self._counts.add(now, 0, 1)
+        return True
+
+    def statistics(self, now: float) -> RetryBudgetStatistics:
+        calls, retries = self._counts.totals(now)
+        return RetryBudgetStatistics(calls, retries, self.min_retries + self.ratio * calls, self._denied)
+
+    def __repr__(self) -> str:
+        return f"<RetryBudget ratio={self.ratio} min_retries={self.min_retries} denied={self._denied}>"

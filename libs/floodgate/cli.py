@@ -1,0 +1,139 @@
+"""The ``floodgate`` command: ``floodgate plan`` prints what the budget file implies.
+
+::
+
+    floodgate plan                                  # config/budget.toml, typical latencies
+    floodgate plan --budget prod.toml --latency llm=1.2s --latency search=150ms
+    floodgate plan --json                           # the same, machine-readable
+    floodgate plan --strict                         # exit 1 when there are warnings (for CI)
+
+Exit status: 0 fine, 1 warnings with ``--strict``, 2 invalid budget or arguments.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import sys
+from collections.abc import Sequence
+from typing import TextIO
+
+from ._budget import BudgetError, load_budget
+from ._plan import Plan, make_plan
+
+__all__ = ["main"]
+
+
+def _seconds(text: str) -> float:
+    text = text.strip().lower()
+    if text.endswith("ms"):
+        return float(text[:-2]) / 1000.0
+    return float(text.removesuffix("s"))
+
+
+def _latency(arg: str) -> tuple[str, float]:
+    name, sep, value = arg.partition("=")
+    try:
+        if not sep or not name:
+            raise ValueError
+        seconds = _seconds(value)
+        if seconds <= 0:
+            raise ValueError
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected DEPENDENCY=LATENCY like llm=1.5s or search=150ms, got {arg!r}") from None
+    return name, seconds
+
+
+def _table(headers: Sequence[str], rows: Sequence[Sequence[str]], out: TextIO) -> None:
+    widths = [max(len(h), *(len(r[i]) for r in rows)) if rows else len(h) for i, h in enumerate(headers)]
+    line = "  ".join(h.ljust(w) for h, w in zip(headers, widths, strict=True))
+    print(line.rstrip(), file=out)
+    print("  ".join("-" * w for w in widths), file=out)
+    for row in rows:
+        print("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip(), file=out)
+
+
+def _ms(seconds: float) -> str:
+    return f"{seconds * 1000:g}ms" if seconds < 1 else f"{seconds:g}s"
+
+
+def render_plan(plan: Plan, *, source: str, out: TextIO) -> None:
+    print(f"floodgate plan for {source}", file=out)
+    print(f"database: max_connections {plan.database_max_connections} - reserve {plan.database_reserve} "
+          f"= {plan.database_available} usable", file=out)
+    print(file=out)
+    print("Per-process limits: limit = floor(global x share / processes); "
+          "throughput by Little's law = limit / latency", file=out)
+    rows = []
+    for r in plan.dependencies:
+        rate = "-" if r.rate_limit_rps_total is None else f"{r.rate_limit_rps_total:.1f}/s"
+        rows.append([
+            r.service, r.dependency, r.kind, str(r.global_limit), f"{r.share:g}", str(r.processes),
+            f"{r.exact:.2f}", str(r.limit), str(r.max_waiters), _ms(r.max_wait), _ms(r.latency),
+            f"{r.rps_per_process:.1f}/s", f"{r.rps_total:.1f}/s", rate, r.binding,
+        ])
+    _table(["service", "dependency", "kind", "global", "share", "procs", "exact", "limit", "waiters", "max_wait",
+            "latency", "per proc", "total", "rpm cap", "binds"], rows, out)
+    print(file=out)
+    pools = " + ".join(f"{dep}.{svc} {n}" for dep, svc, n in plan.database_pools) or "none"
+    print(f"Database pools (all processes): {pools} = {plan.database_used} of {plan.database_available} usable",
+          file=out)
+    if plan.endpoints:
+        print(file=out)
+        print("Endpoints", file=out)
+        _table(
+            ["endpoint", "deadline", "fan_out", "slo p95/p99", "required", "degradable (fallback)"],
+            [[e.endpoint, _ms(e.deadline), str(e.fan_out), f"{e.slo_p95_ms:g}/{e.slo_p99_ms:g}ms",
+              ", ".join(e.required) or "-", ", ".join(f"{d}->{f}" for d, f in e.degradable) or "-"]
+             for e in plan.endpoints],
+            out,
+        )
+    print(file=out)
+    if plan.warnings:
+        print(f"Warnings ({len(plan.warnings)}):", file=out)
+        for warning in plan.warnings:
+            print(f"  - {warning}", file=out)
+    else:
+        print("No warnings.", file=out)
+
+
+def _plan_json(plan: Plan) -> dict:
+    data = dataclasses.asdict(plan)
+    for row, raw in zip(data["dependencies"], plan.dependencies, strict=True):
+        row["binding"] = raw.binding
+    data["database_used"] = plan.database_used
+    return data
+
+
+def main(argv: Sequence[str] | None = None, *, out: TextIO | None = None, err: TextIO | None = None) -> int:
+    out = out or sys.stdout
+    err = err or sys.stderr
+    parser = argparse.ArgumentParser(prog="floodgate", description="Concurrency budgets: inspect the budget file.")
+    sub = parser.add_subparsers(dest="command", required=True)
+    plan_cmd = sub.add_parser("plan", help="print derived per-process limits, pool sizes, throughput, warnings")
+    plan_cmd.add_argument("--budget", default="config/budget.toml", help="budget file (default: %(default)s)")
+    plan_cmd.add_argument("--latency", action="append", type=_latency, default=[], metavar="DEP=LATENCY",
+                          help="assumed latency of one call, e.g. llm=1.2s or search=150ms (repeatable)")
+    plan_cmd.add_argument("--json", action="store_true", help="print the plan as JSON")
+    plan_cmd.add_argument("--strict", action="store_true", help="exit 1 when the plan has warnings")
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:
+        return int(exc.code or 0) and 2
+    try:
+        budget = load_budget(args.budget)
+        plan = make_plan(budget, dict(args.latency))
+    except (BudgetError, LookupError) as exc:
+        print(f"floodgate plan: {exc}", file=err)
+        return 2
+    if args.json:
+        json.dump(_plan_json(plan), out, indent=2)
+        print(file=out)
+    else:
+        render_plan(plan, source=args.budget, out=out)
+    return 1 if args.strict and plan.warnings else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,135 @@
+"""The one place that wires the ingest processes: budget -> toolkit dependencies -> pool -> app/worker.
+
+Everything app-lifetime is opened here, inside the process's trio-asyncio loop, and handed down
+explicitly; nothing below reads the environment or holds a module-level client or pool.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+
+import chassis
+import floodgate
+import trio
+from prometheus_client import CollectorRegistry
+from quart_trio import QuartTrio
+
+from ._api import IngestApi, install_routes
+from ._chunking import ChunkingConfig
+from ._listener import PgListener
+from ._metrics import IngestApiMetrics, WorkerMetrics
+from ._pipeline import JobPipeline, PipelineConfig
+from ._providers import ToolkitEmbedder, ToolkitFetcher
+from ._timing import RetryBackoff
+from ._worker import Worker, WorkerConfig
+from .settings import IngestApiSettings, IngestWorkerSettings, ProviderSettings
+
+__all__ = ["WorkerProcess", "build_api_app", "open_api", "open_worker", "worker_config"]
+
+
+def _load_budget(path: object) -> floodgate.Budget:
+    try:
+        return floodgate.load_budget(path)
+    except (OSError, floodgate.BudgetError) as exc:
+        raise chassis.StartupError(f"budget file: {exc}") from None
+
+
+@asynccontextmanager
+async def _pool(dsn: str, *, max_size: int, gate: floodgate.Gate, registry: CollectorRegistry) -> AsyncIterator[floodgate.PgPool]:
+    try:
+        async with floodgate.open_pg_pool(dsn, min_size=1, max_size=max_size, gate=gate, registry=registry,
+                                          name=gate.name, command_timeout=30) as pool:
+            yield pool
+    except floodgate.DependencyError as exc:
+        if "cannot open pool" in str(exc):
+            raise chassis.StartupError(f"PostgreSQL at {dsn.rsplit('@', 1)[-1]} does not answer: {exc}") from None
+        raise
+
+
+def build_api_app(settings: IngestApiSettings, db: object, registry: CollectorRegistry) -> QuartTrio:
+    app = chassis.create_app("ingest-api", registry=registry, max_body_bytes=settings.max_body_bytes)
+    app.extensions["ingest"] = IngestApi(settings=settings, db=db, metrics=IngestApiMetrics(registry))  # type: ignore[arg-type]
+    chassis.chassis_state(app).readiness["db"] = lambda: db.fetchval("SELECT 1")  # type: ignore[attr-defined]
+    install_routes(app)
+    return app
+
+
+@asynccontextmanager
+async def open_api(settings: IngestApiSettings) -> AsyncIterator[QuartTrio]:
+    """The API app with its pool (the budget's ``db`` share for ``ingest_api``). Needs the asyncio loop."""
+    budget = _load_budget(settings.budget_file)
+    registry = CollectorRegistry()
+    deps = floodgate.Dependencies.from_budget(budget, service="ingest_api", registry=registry)
+    async with deps, _pool(settings.database_url, max_size=budget.process_limit("ingest_api", "db"),
+                           gate=deps["db"].gate, registry=registry) as pool:
+        yield build_api_app(settings, pool, registry)
+
+
+def worker_config(settings: IngestWorkerSettings) -> WorkerConfig:
+    return WorkerConfig(
+        worker_id=settings.worker_id,
+        job_concurrency=settings.job_concurrency,
+        claim_batch=settings.claim_batch,
+        lease_seconds=settings.lease_seconds,
+        tenant_running_cap=settings.tenant_running_cap or None,
+        poll_interval=settings.poll_interval,
+        shutdown_grace=settings.shutdown_grace,
+        backoff=RetryBackoff(base=settings.retry_backoff_base, cap=settings.retry_backoff_cap),
+        reap_interval=settings.reap_interval,
+        maintenance_interval=settings.maintenance_interval,
+        retention_seconds=settings.retention_seconds,
+    )
+
+
+@dataclass
+class WorkerProcess:
+    worker: Worker
+    app: QuartTrio
+    db: floodgate.PgPool
+    dependencies: floodgate.Dependencies
+
+
+@asynccontextmanager
+async def open_worker(settings: IngestWorkerSettings, providers: ProviderSettings) -> AsyncIterator[WorkerProcess]:
+    """A worker wired from the budget: ``db_write`` pool, ``embed``/``fetch`` dependencies, embed limiter."""
+    budget = _load_budget(settings.budget_file)
+    if not providers.embed_base_url:
+        raise chassis.StartupError("FLOODGATE_EMBED_BASE_URL is not set: the worker has no embeddings provider")
+    registry = CollectorRegistry()
+    urls = {"embed": providers.embed_base_url}
+    keys = {"embed": providers.embed_api_key} if providers.embed_api_key else {}
+    if providers.fetch_base_url:
+        urls["fetch"] = providers.fetch_base_url
+        if providers.fetch_api_key:
+            keys["fetch"] = providers.fetch_api_key
+    deps = floodgate.Dependencies.from_budget(
+        budget, service="ingest_worker", registry=registry, http_base_urls=urls, api_keys=keys
+    )
+    async with deps, _pool(settings.database_url, max_size=budget.process_limit("ingest_worker", "db_write"),
+                           gate=deps["db_write"].gate, registry=registry) as pool:
+        # The worker queues its own embedding work here, at the budget's limit, so the toolkit's gate
+        # (bounded wait, fast rejection — right for online requests) is never oversubscribed by jobs.
+        embed_limiter = trio.CapacityLimiter(budget.process_limit("ingest_worker", "embed"))
+        pipeline = JobPipeline(
+            PipelineConfig(
+                chunking=ChunkingConfig(settings.chunk_tokens, settings.chunk_overlap, settings.max_chunks),
+                embed_batch_size=settings.embed_batch_size,
+                embed_parallelism=settings.embed_parallelism,
+                max_text_bytes=settings.max_text_bytes,
+            ),
+            db=pool,
+            embedder=ToolkitEmbedder(deps["embed"], model=providers.embed_model),
+            fetcher=ToolkitFetcher(deps["fetch"]) if "fetch" in urls else None,
+            embed_limiter=embed_limiter,
+        )
+        metrics = WorkerMetrics(registry)
+        pipeline._on_chunks = metrics.chunks.inc
+        worker = Worker(
+            worker_config(settings), db=pool, runner=pipeline, metrics=metrics,
+            listener_factory=lambda wake, cancel: PgListener(settings.database_url, on_jobs=wake, on_cancel=cancel),
+        )
+        app = chassis.create_app("ingest-worker", registry=registry)
+        chassis.chassis_state(app).readiness["db"] = lambda: pool.fetchval("SELECT 1")
+        yield WorkerProcess(worker=worker, app=app, db=pool, dependencies=deps)

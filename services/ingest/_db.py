@@ -1,0 +1,47 @@
+"""How ingest code reaches PostgreSQL: ``await db.run(fn, *args)``, one trio-asyncio crossing per call.
+
+``fn(conn, *args)`` is an asyncio coroutine function (the SQL in ``_queue.py``) that gets a pooled
+asyncpg connection and may open a transaction; crossing the trio/asyncio bridge is costly, so a whole
+unit of work goes in one ``fn``. The pool is the toolkit's (``floodgate.open_pg_pool``), gated by the
+budget of the dependency the process uses (``db`` for the API, ``db_write`` for workers). Keyword
+arguments for ``fn`` are bound with ``functools.partial``: ``run`` passes only positionals.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import Any, Protocol, TypeVar
+
+import asyncpg
+import floodgate
+
+__all__ = ["TRANSIENT_DB_ERRORS", "Database", "is_transient_db_error"]
+
+T = TypeVar("T")
+
+
+class Database(Protocol):
+    async def run(self, fn: Callable[..., Awaitable[T]], /, *args: Any) -> T: ...
+
+
+TRANSIENT_DB_ERRORS: tuple[type[BaseException], ...] = (
+    OSError,  # refused / reset while PostgreSQL restarts
+    asyncpg.PostgresConnectionError,
+    asyncpg.InterfaceError,  # connection closed under us
+    asyncpg.CannotConnectNowError,  # starting up / shutting down
+    asyncpg.AdminShutdownError,
+    asyncpg.CrashShutdownError,
+    asyncpg.TooManyConnectionsError,
+    asyncpg.SerializationError,
+    asyncpg.DeadlockDetectedError,
+    asyncpg.LockNotAvailableError,  # our lock_timeout
+    asyncpg.QueryCanceledError,  # statement_timeout
+    # The toolkit's pool maps connection failures to DependencyError, slow calls to
+    # DeadlineExceeded, and a full gate to Overloaded: all "try again later".
+    floodgate.FloodgateError,
+)
+
+
+def is_transient_db_error(exc: BaseException) -> bool:
+    """Worth retrying later: the database was unreachable or busy, not the statement wrong."""
+    return isinstance(exc, TRANSIENT_DB_ERRORS)

@@ -1,0 +1,94 @@
+"""What can go wrong with a job, and which failures are worth another attempt.
+
+::
+
+    JobError
+     ├── BadDocument        the input is at fault (empty, too many chunks, fetch said 404)  -> failed
+     ├── ProviderResponseError  a downstream answered 2xx with a malformed body             -> retry
+     └── LeaseLost          this attempt no longer owns the job; stop and write nothing   -> (nothing)
+
+Everything else is classified by :func:`classify_failure`: downstream 429/5xx, timeouts, overload
+and open breakers, transport and transient database errors are retryable; a downstream 4xx other than
+408/409/425/429 means the request (the document) is bad. An unknown exception is treated as
+retryable — ``max_attempts`` bounds it, and the job ends ``dead`` with the error kept, visible.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Iterator
+
+import floodgate
+import httpx
+import trio
+
+from ._db import is_transient_db_error
+
+__all__ = [
+    "BadDocument",
+    "FailureKind",
+    "JobError",
+    "LeaseLost",
+    "ProviderResponseError",
+    "classify_failure",
+    "primary_error",
+]
+
+_RETRYABLE_4XX = frozenset({408, 409, 425, 429})
+
+
+class JobError(Exception):
+    """Base of the ingest worker's own errors."""
+
+
+class BadDocument(JobError):
+    """The document cannot be ingested as it is; retrying cannot help."""
+
+
+class ProviderResponseError(JobError):
+    """A provider's 2xx answer did not have the expected shape (wrong count, wrong dimensions)."""
+
+
+class LeaseLost(JobError):
+    """The job's lease expired or was taken over: another attempt owns the job now."""
+
+
+class FailureKind(enum.StrEnum):
+    RETRYABLE = "retryable"
+    PERMANENT = "permanent"
+
+
+def classify_failure(exc: BaseException) -> FailureKind:
+    if isinstance(exc, BadDocument):
+        return FailureKind.PERMANENT
+    if isinstance(exc, floodgate.DependencyError):
+        status = exc.status
+        if status is not None and 400 <= status < 500 and status not in _RETRYABLE_4XX:
+            return FailureKind.PERMANENT
+        return FailureKind.RETRYABLE
+    if isinstance(exc, floodgate.FloodgateError | trio.TooSlowError | httpx.TransportError | ProviderResponseError):
+        return FailureKind.RETRYABLE
+    if is_transient_db_error(exc):
+        return FailureKind.RETRYABLE
+    return FailureKind.RETRYABLE  # unknown: bounded by max_attempts, ends dead with the error shown
+
+
+def primary_error(exc: BaseException) -> BaseException:
+    """The one error that decides an attempt's fate when parallel steps failed together (a nursery's
+    exception group): a lost lease first (write nothing), then a bad document, then the first error."""
+    leaves = list(_leaves(exc))
+    for leaf in leaves:
+        if isinstance(leaf, LeaseLost):
+            return leaf
+    for leaf in leaves:
+        if classify_failure(leaf) is FailureKind.PERMANENT:
+            return leaf
+    return leaves[0] if leaves else exc
+
+
+def _leaves(exc: BaseException) -> Iterator[BaseException]:
+    if isinstance(exc, BaseExceptionGroup):
+        for inner in exc.exceptions:
+            yield from _leaves(inner)
+    else:
+        yield exc

@@ -1,0 +1,682 @@
+"""The job queue in SQL: every statement the API and the workers run against ``ingest_jobs``.
+
+Each function takes an asyncpg connection and is an asyncio coroutine: callers run a whole function
+in one trio-asyncio crossing (``db.run(fn, *args)``), which is also one transaction where a function
+needs one. Every state transition is a single guarded UPDATE — ``WHERE state = <source>`` and, for a
+running job, ``AND lease_token = <the attempt's token>`` — so it either happens or changes nothing;
+"changed nothing" is returned to the caller (``None``/``False``), who reports it.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from ._states import JobState
+
+__all__ = [
+    "ADVISORY_LOCK_CLASS",
+    "CancelOutcome",
+    "ClaimedJob",
+    "Fence",
+    "Heartbeat",
+    "IdempotencyKeyReused",
+    "JobRecord",
+    "QueueDepth",
+    "QuotaExceeded",
+    "SubmitResult",
+    "cancel_job",
+    "cancel_running",
+    "claim_jobs",
+    "complete_job",
+    "complete_noop_jobs",
+    "fail_job",
+    "get_job",
+    "heartbeat",
+    "list_jobs",
+    "purge_finished",
+    "queue_depth",
+    "reap_expired",
+    "release_job",
+    "requeue_job",
+    "retry_or_bury",
+    "stage_chunks",
+    "start_chunks",
+    "submit_job",
+]
+
+# First key of the two-key advisory locks that serialise claims per tenant ("FG" + 1).
+ADVISORY_LOCK_CLASS = 0x464701
+_NO_CAP = 2**31 - 1
+_TERMINAL_SQL = "('succeeded', 'failed', 'dead', 'cancelled')"
+
+
+class QuotaExceeded(Exception):
+    """The tenant already has ``limit`` queued jobs; the caller should come back later (429)."""
+
+    def __init__(self, tenant: str, queued: int, limit: int) -> None:
+        super().__init__(f"tenant {tenant!r} has {queued} queued jobs (limit {limit})")
+        self.tenant, self.queued, self.limit = tenant, queued, limit
+
+
+class IdempotencyKeyReused(Exception):
+    """The Idempotency-Key was already used for a different document or content (422)."""
+
+    def __init__(self, key: str, job_id: int) -> None:
+        super().__init__(f"Idempotency-Key {key!r} was already used for job {job_id} with other content")
+        self.key, self.job_id = key, job_id
+
+
+@dataclass(frozen=True)
+class Fence:
+    """Identifies one attempt of one job. Every write a worker makes for the job carries it."""
+
+    job_id: int
+    token: uuid.UUID
+
+
+@dataclass(frozen=True)
+class SubmitResult:
+    job_id: int
+    state: JobState
+    created: bool
+
+
+@dataclass(frozen=True)
+class ClaimedJob:
+    job_id: int
+    tenant_id: str
+    doc_id: str
+    content_hash: str
+    attempts: int
+    max_attempts: int
+    fence: Fence
+    text: str | None
+    url: str | None
+    metadata: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class JobRecord:
+    """A job as the status API shows it."""
+
+    job_id: int
+    tenant_id: str
+    doc_id: str
+    source: str
+    state: JobState
+    priority: int
+    attempts: int
+    max_attempts: int
+    chunks_total: int | None
+    chunks_done: int
+    cancel_requested: bool
+    last_error: str | None
+    last_error_kind: str | None
+    created_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+    run_at: datetime
+
+    def to_json(self) -> dict[str, Any]:
+        total = self.chunks_total
+        percent = 100.0 if self.state == JobState.SUCCEEDED else (
+            round(100.0 * self.chunks_done / total, 1) if total else 0.0
+        )
+        iso = lambda t: t.isoformat() if t is not None else None  # noqa: E731
+        return {
+            "job_id": self.job_id,
+            "doc_id": self.doc_id,
+            "source": self.source,
+            "state": str(self.state),
+            "priority": self.priority,
+            "attempts": self.attempts,
+            "max_attempts": self.max_attempts,
+            "cancel_requested": self.cancel_requested,
+            "progress": {"chunks_total": total, "chunks_done": self.chunks_done, "percent": percent},
+            "timestamps": {
+                "queued": iso(self.created_at),
+                "started": iso(self.started_at),
+                "finished": iso(self.finished_at),
+                "next_run": iso(self.run_at) if self.state == JobState.QUEUED else None,
+            },
+            "last_error": (
+                {"kind": self.last_error_kind, "message": self.last_error} if self.last_error else None
+            ),
+        }
+
+
+@dataclass(frozen=True)
+class CancelOutcome:
+    """``state`` after the request; ``changed`` is False when the job had already finished."""
+
+    state: JobState
+    changed: bool
+
+
+@dataclass(frozen=True)
+class QueueDepth:
+    tenant_id: str
+    queued: int
+    running: int
+    oldest_runnable_age: float  # seconds the oldest runnable job has waited; 0 if none
+
+
+# --------------------------------------------------------------------------------------------
+# Submit, status, cancel (the API)
+# --------------------------------------------------------------------------------------------
+
+_SUBMIT = """
+WITH quota AS (
+    SELECT count(*) AS queued FROM ingest_jobs WHERE tenant_id = $1 AND state = 'queued'
+), job AS (
+    INSERT INTO ingest_jobs (tenant_id, doc_id, content_hash, idempotency_key, source, priority, max_attempts)
+    SELECT $1, $2, $3, $4, $5, $6, $7 FROM quota WHERE quota.queued < $11
+    ON CONFLICT DO NOTHING
+    RETURNING id, state
+), input AS (
+    INSERT INTO ingest_job_inputs (job_id, text, url, metadata) SELECT id, $8, $9, $10::jsonb FROM job
+)
+SELECT job.id, job.state, (SELECT queued FROM quota) AS queued FROM quota LEFT JOIN job ON true
+"""
+
+_EXISTING_BY_KEY = """
+SELECT id, state, doc_id, content_hash FROM ingest_jobs WHERE tenant_id = $1 AND idempotency_key = $2
+"""
+
+_EXISTING_ACTIVE = """
+SELECT id, state FROM ingest_jobs
+WHERE tenant_id = $1 AND doc_id = $2 AND content_hash = $3 AND state IN ('queued', 'running')
+"""
+
+
+async def submit_job(
+    conn: Any,
+    *,
+    tenant: str,
+    doc_id: str,
+    content_hash: str,
+    source: str,
+    text: str | None,
+    url: str | None,
+    metadata: dict[str, Any],
+    priority: int,
+    max_attempts: int,
+    idempotency_key: str | None,
+    max_queued: int,
+) -> SubmitResult:
+    """Insert a job, or return the active one with the same content (or the same Idempotency-Key).
+
+    Race-free without a read-then-write: the partial unique indexes make a concurrent duplicate
+    ``INSERT ... ON CONFLICT DO NOTHING`` wait for the first insert and then insert nothing; the
+    follow-up select finds the winner. If the winner left the active states in between (it finished),
+    the loop inserts again — a finished job does not block new work for the same content.
+    """
+    for _ in range(5):
+        row = await conn.fetchrow(
+            _SUBMIT, tenant, doc_id, content_hash, idempotency_key, source, priority, max_attempts,
+            text, url, json.dumps(metadata), max_queued,
+        )
+        if row["id"] is not None:
+            return SubmitResult(row["id"], JobState(row["state"]), created=True)
+        if idempotency_key is not None:
+            existing = await conn.fetchrow(_EXISTING_BY_KEY, tenant, idempotency_key)
+            if existing is not None:
+                if (existing["doc_id"], existing["content_hash"]) != (doc_id, content_hash):
+                    raise IdempotencyKeyReused(idempotency_key, existing["id"])
+                return SubmitResult(existing["id"], JobState(existing["state"]), created=False)
+        existing = await conn.fetchrow(_EXISTING_ACTIVE, tenant, doc_id, content_hash)
+        if existing is not None:
+            return SubmitResult(existing["id"], JobState(existing["state"]), created=False)
+        if row["queued"] >= max_queued:
+            raise QuotaExceeded(tenant, row["queued"], max_queued)
+    raise RuntimeError("submit did not settle after 5 rounds")  # only under pathological churn
+
+
+_JOB_COLUMNS = """id, tenant_id, doc_id, source, state, priority, attempts, max_attempts, chunks_total,
+    chunks_done, cancel_requested, last_error, last_error_kind, created_at, started_at, finished_at, run_at"""
+
+
+def _record(row: Any) -> JobRecord:
+    return JobRecord(
+        job_id=row["id"], tenant_id=row["tenant_id"], doc_id=row["doc_id"], source=row["source"],
+        state=JobState(row["state"]), priority=row["priority"], attempts=row["attempts"],
+        max_attempts=row["max_attempts"], chunks_total=row["chunks_total"], chunks_done=row["chunks_done"],
+        cancel_requested=row["cancel_requested"], last_error=row["last_error"],
+        last_error_kind=row["last_error_kind"], created_at=row["created_at"], started_at=row["started_at"],
+        finished_at=row["finished_at"], run_at=row["run_at"],
+    )
+
+
+async def get_job(conn: Any, tenant: str, job_id: int) -> JobRecord | None:
+    """The tenant's job, or None — another tenant's job is indistinguishable from a missing one."""
+    row = await conn.fetchrow(f"SELECT {_JOB_COLUMNS} FROM ingest_jobs WHERE id = $1 AND tenant_id = $2", job_id, tenant)
+    return _record(row) if row is not None else None
+
+
+async def list_jobs(
+    conn: Any, tenant: str, *, state: JobState | None, limit: int, before_id: int | None
+) -> list[JobRecord]:
+    """Newest first, keyset-paginated on id (stable under inserts, no OFFSET scans)."""
+    rows = await conn.fetch(
+        f"""SELECT {_JOB_COLUMNS} FROM ingest_jobs
+            WHERE tenant_id = $1 AND ($2::text IS NULL OR state = $2) AND ($3::bigint IS NULL OR id < $3)
+            ORDER BY id DESC LIMIT $4""",
+        tenant, str(state) if state is not None else None, before_id, limit,
+    )
+    return [_record(r) for r in rows]
+
+
+_CANCEL = """
+WITH changed AS (
+    UPDATE ingest_jobs SET
+        state = CASE WHEN state = 'queued' THEN 'cancelled' ELSE state END,
+        finished_at = CASE WHEN state = 'queued' THEN now() ELSE finished_at END,
+        cancel_requested = true,
+        updated_at = now()
+    WHERE id = $1 AND tenant_id = $2 AND state IN ('queued', 'running')
+    RETURNING id, state
+)
+SELECT state, CASE WHEN state = 'running' THEN pg_notify('ingest_cancel', id::text) END AS notified FROM changed
+"""
+
+
+async def cancel_job(conn: Any, tenant: str, job_id: int) -> CancelOutcome | None:
+    """Queued: cancelled at once. Running: flagged, and its worker told by NOTIFY (it also sees the
+    flag at its next heartbeat). Finished: unchanged. None if the tenant has no such job."""
+    row = await conn.fetchrow(_CANCEL, job_id, tenant)
+    if row is not None:
+        return CancelOutcome(JobState(row["state"]), changed=True)
+    current = await conn.fetchval("SELECT state FROM ingest_jobs WHERE id = $1 AND tenant_id = $2", job_id, tenant)
+    return None if current is None else CancelOutcome(JobState(current), changed=False)
+
+
+async def requeue_job(conn: Any, tenant: str, job_id: int) -> bool:
+    """failed | dead -> queued with a fresh attempt count (an operator fixed the cause)."""
+    row = await conn.fetchval(
+        """UPDATE ingest_jobs SET state = 'queued', attempts = 0, run_at = now(), finished_at = NULL,
+               cancel_requested = false, updated_at = now()
+           WHERE id = $1 AND tenant_id = $2 AND state IN ('failed', 'dead')
+             AND EXISTS (SELECT 1 FROM ingest_job_inputs WHERE job_id = $1)
+           RETURNING id""",
+        job_id, tenant,
+    )
+    return row is not None
+
+
+# --------------------------------------------------------------------------------------------
+# Claim (the worker)
+# --------------------------------------------------------------------------------------------
+
+# Tenants with queued work, found by a loose index scan (one index probe per tenant instead of a walk
+# over every queued row), least-served first. The try-lock is applied on top of the LIMITed list, so
+# only those few tenants are ever locked.
+_CANDIDATE_TENANTS = """
+WITH RECURSIVE heads AS (
+    (SELECT tenant_id, priority, run_at FROM ingest_jobs WHERE state = 'queued'
+     ORDER BY tenant_id, priority, run_at, id LIMIT 1)
+    UNION ALL
+    SELECT nxt.tenant_id, nxt.priority, nxt.run_at FROM heads h
+    CROSS JOIN LATERAL (
+        SELECT tenant_id, priority, run_at FROM ingest_jobs
+        WHERE state = 'queued' AND tenant_id > h.tenant_id
+        ORDER BY tenant_id, priority, run_at, id LIMIT 1
+    ) nxt
+), ranked AS (
+    SELECT h.tenant_id, h.priority, h.run_at,
+           (SELECT count(*) FROM ingest_jobs r WHERE r.tenant_id = h.tenant_id AND r.state = 'running') AS running
+    FROM heads h
+), chosen AS (
+    SELECT tenant_id FROM ranked WHERE running < $1
+    ORDER BY running, priority, run_at LIMIT $2
+)
+SELECT tenant_id, CASE WHEN $3 THEN pg_try_advisory_xact_lock($4, hashtext(tenant_id)) ELSE true END AS locked
+FROM chosen
+"""
+
+# Runs in the same transaction, in a later statement than the tenant locks: under READ COMMITTED each
+# statement takes a new snapshot, so the running count below sees every claim committed by a worker
+# that held the tenant's lock before us. (Counting in the same statement that takes the lock would
+# use a snapshot from before the lock was granted, and two workers could both take the N-th slot.)
+_CLAIM = """
+WITH slots AS (
+    SELECT t.tenant_id,
+           $3::int - (SELECT count(*) FROM ingest_jobs r
+                      WHERE r.tenant_id = t.tenant_id AND r.state = 'running')::int AS free
+    FROM unnest($1::text[]) AS t(tenant_id)
+), candidates AS (
+    SELECT q.id, q.tenant_id, q.priority, q.run_at, s.free
+    FROM slots s
+    CROSS JOIN LATERAL (
+        SELECT j.id, j.tenant_id, j.priority, j.run_at FROM ingest_jobs j
+        WHERE j.tenant_id = s.tenant_id AND j.state = 'queued' AND j.run_at <= now()
+        ORDER BY j.priority, j.run_at, j.id
+        LIMIT $2
+        FOR UPDATE SKIP LOCKED
+    ) q
+    WHERE s.free > 0
+), picked AS (
+    SELECT id FROM (
+        SELECT c.id, c.priority, c.run_at, c.free,
+               row_number() OVER (PARTITION BY c.tenant_id ORDER BY c.priority, c.run_at, c.id) AS rank
+        FROM candidates c
+    ) r
+    WHERE r.rank <= r.free
+    ORDER BY r.rank, r.priority, r.run_at, r.id   -- round-robin between tenants within one batch
+    LIMIT $2
+)
+UPDATE ingest_jobs j SET
+    state = 'running',
+    attempts = j.attempts + 1,
+    lease_token = gen_random_uuid(),
+    lease_owner = $4,
+    lease_expires_at = now() + make_interval(secs => $5),
+    started_at = coalesce(j.started_at, now()),
+    updated_at = now()
+FROM picked p LEFT JOIN ingest_job_inputs i ON i.job_id = p.id
+WHERE j.id = p.id AND j.state = 'queued'
+RETURNING j.id, j.tenant_id, j.doc_id, j.content_hash, j.attempts, j.max_attempts, j.lease_token,
+          i.text, i.url, i.metadata
+"""
+
+
+async def claim_jobs(
+    conn: Any,
+    *,
+    worker_id: str,
+    limit: int,
+    lease_seconds: float,
+    tenant_cap: int | None,
+    max_tenants: int = 32,
+    lock_timeout_ms: int = 2000,
+) -> list[ClaimedJob]:
+    """Claim up to ``limit`` runnable jobs, at most ``tenant_cap`` running per tenant across all workers.
+
+    One transaction: (1) pick the least-served tenants with work and try-lock them (a per-tenant
+    advisory transaction lock, so claims for one tenant are serialised while different tenants are
+    claimed in parallel); if every candidate is locked by another claimer, wait briefly for the first
+    one instead of coming back empty; (2) one statement that counts each locked tenant's running jobs,
+    takes the free slots with ``FOR UPDATE SKIP LOCKED`` in priority order, and flips them to running
+    with a fresh lease token. Without a cap no locks are taken: SKIP LOCKED alone suffices.
+    """
+    if limit <= 0:
+        return []
+    locking = tenant_cap is not None
+    cap = tenant_cap if tenant_cap is not None else _NO_CAP
+    async with conn.transaction():
+        rows = await conn.fetch(_CANDIDATE_TENANTS, cap, max_tenants, locking, ADVISORY_LOCK_CLASS)
+        if not rows:
+            return []
+        tenants = [r["tenant_id"] for r in rows if r["locked"]]
+        if not tenants:
+            # Every candidate is being claimed right now; its claim transaction is short.
+            await conn.execute(f"SET LOCAL lock_timeout = {int(lock_timeout_ms)}")
+            first = rows[0]["tenant_id"]
+            await conn.execute("SELECT pg_advisory_xact_lock($1, hashtext($2))", ADVISORY_LOCK_CLASS, first)
+            tenants = [first]
+        claimed = await conn.fetch(_CLAIM, tenants, limit, cap, worker_id, lease_seconds)
+    return [
+        ClaimedJob(
+            job_id=r["id"], tenant_id=r["tenant_id"], doc_id=r["doc_id"], content_hash=r["content_hash"],
+            attempts=r["attempts"], max_attempts=r["max_attempts"], fence=Fence(r["id"], r["lease_token"]),
+            text=r["text"], url=r["url"], metadata=json.loads(r["metadata"]) if r["metadata"] else {},
+        )
+        for r in claimed
+    ]
+
+
+# --------------------------------------------------------------------------------------------
+# A running attempt: heartbeat, progress, completion (all fenced by the lease token)
+# --------------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Heartbeat:
+    """``alive`` False: the lease is gone (expired and reclaimed, or the job was finished by someone
+    else) — stop at once and write nothing more."""
+
+    alive: bool
+    cancel_requested: bool
+
+
+async def heartbeat(conn: Any, fence: Fence, lease_seconds: float) -> Heartbeat:
+    """Extend the lease; also tells the worker whether a cancel was requested. A HOT update."""
+    row = await conn.fetchrow(
+        """UPDATE ingest_jobs SET lease_expires_at = now() + make_interval(secs => $3), updated_at = now()
+           WHERE id = $1 AND lease_token = $2 AND state = 'running' RETURNING cancel_requested""",
+        fence.job_id, fence.token, lease_seconds,
+    )
+    return Heartbeat(alive=False, cancel_requested=False) if row is None else Heartbeat(True, row["cancel_requested"])
+
+
+_LOCK_ATTEMPT = """
+SELECT 1 FROM ingest_jobs WHERE id = $1 AND lease_token = $2 AND state = 'running' FOR NO KEY UPDATE
+"""
+
+
+async def start_chunks(conn: Any, fence: Fence, chunk_digests: Sequence[str]) -> set[int] | None:
+    """Record the job's chunk count; return the chunk numbers already staged with the same content by
+    an earlier attempt (to skip re-embedding them), or None if the attempt no longer holds the lease."""
+    async with conn.transaction():
+        if await conn.fetchval(_LOCK_ATTEMPT, fence.job_id, fence.token) is None:
+            return None
+        staged = await conn.fetch(
+            """SELECT chunk_no, md5(content) AS digest FROM ingest_chunk_staging
+               WHERE job_id = $1 AND chunk_no < $2""",
+            fence.job_id, len(chunk_digests),
+        )
+        reusable = {r["chunk_no"] for r in staged if r["digest"] == chunk_digests[r["chunk_no"]]}
+        await conn.execute(
+            "UPDATE ingest_jobs SET chunks_total = $2, chunks_done = $3, updated_at = now() WHERE id = $1",
+            fence.job_id, len(chunk_digests), len(reusable),
+        )
+    return reusable
+
+
+async def stage_chunks(
+    conn: Any, fence: Fence, chunk_nos: Sequence[int], contents: Sequence[str], vectors: Sequence[str]
+) -> bool:
+    """Stage embedded chunks (``vectors`` in pgvector text form) and advance progress, fenced.
+
+    The job row is locked first (``FOR NO KEY UPDATE`` with the token in the WHERE), so the lease cannot
+    be reclaimed halfway through: either this attempt still owns the job and its rows land, or nothing
+    is written.
+    """
+    async with conn.transaction():
+        if await conn.fetchval(_LOCK_ATTEMPT, fence.job_id, fence.token) is None:
+            return False
+        await conn.execute(
+            """INSERT INTO ingest_chunk_staging (job_id, chunk_no, content, embedding)
+               SELECT $1, n, c, e::vector FROM unnest($2::int[], $3::text[], $4::text[]) AS t(n, c, e)
+               ON CONFLICT (job_id, chunk_no) DO UPDATE SET content = excluded.content, embedding = excluded.embedding""",
+            fence.job_id, list(chunk_nos), list(contents), list(vectors),
+        )
+        await conn.execute(
+            """UPDATE ingest_jobs SET updated_at = now(),
+                   chunks_done = (SELECT count(*) FROM ingest_chunk_staging s
+                                  WHERE s.job_id = $1 AND s.chunk_no < coalesce(chunks_total, 0))
+               WHERE id = $1""",
+            fence.job_id,
+        )
+    return True
+
+
+_SUCCEED = """
+UPDATE ingest_jobs SET state = 'succeeded', finished_at = now(), lease_token = NULL,
+    lease_expires_at = NULL, chunks_done = coalesce(chunks_total, 0), last_error = NULL,
+    last_error_kind = NULL, updated_at = now()
+WHERE id = $1 AND lease_token = $2 AND state = 'running'
+RETURNING tenant_id, doc_id, coalesce(chunks_total, 0) AS total
+"""
+
+
+async def complete_job(conn: Any, fence: Fence, *, document_hash: str, metadata: dict[str, Any]) -> bool:
+    """running -> succeeded, and the document's chunks replaced by the staged ones, atomically.
+
+    The chunks change only if this job is newer than the one whose chunks the document holds
+    (``ingest_documents``), so a late old version never overwrites a newer one; the job still succeeds
+    (its work is superseded, not failed). Returns False (nothing written) if the attempt lost its lease.
+    """
+    async with conn.transaction():
+        job = await conn.fetchrow(_SUCCEED, fence.job_id, fence.token)
+        if job is None:
+            return False
+        tenant, doc_id, total = job["tenant_id"], job["doc_id"], job["total"]
+        staged = await conn.fetchval(
+            "SELECT count(*) FROM ingest_chunk_staging WHERE job_id = $1 AND chunk_no < $2", fence.job_id, total
+        )
+        if staged != total:
+            raise RuntimeError(f"job {fence.job_id}: {staged} of {total} chunks staged at completion")
+        newest = await conn.fetchval(
+            """INSERT INTO ingest_documents AS d (tenant_id, doc_id, job_id, content_hash, chunks)
+               VALUES ($1, $2, $3, $4, $5)
+               ON CONFLICT (tenant_id, doc_id) DO UPDATE
+                   SET job_id = excluded.job_id, content_hash = excluded.content_hash,
+                       chunks = excluded.chunks, updated_at = now()
+                   WHERE d.job_id < excluded.job_id
+               RETURNING job_id""",
+            tenant, doc_id, fence.job_id, document_hash, total,
+        )
+        if newest is not None:
+            await conn.execute(
+                "DELETE FROM chunks WHERE tenant_id = $1 AND doc_id = $2 AND chunk_no >= $3", tenant, doc_id, total
+            )
+            await conn.execute(
+                """INSERT INTO chunks (tenant_id, doc_id, chunk_no, content, embedding, content_hash, metadata, updated_at)
+                   SELECT $1, $2, s.chunk_no, s.content, s.embedding, $4, $5::jsonb, now()
+                   FROM ingest_chunk_staging s WHERE s.job_id = $3 AND s.chunk_no < $6
+                   ON CONFLICT (tenant_id, doc_id, chunk_no) DO UPDATE SET
+                       content = excluded.content, embedding = excluded.embedding,
+                       content_hash = excluded.content_hash, metadata = excluded.metadata, updated_at = now()""",
+                tenant, doc_id, fence.job_id, document_hash, json.dumps(metadata), total,
+            )
+        else:
+            await conn.execute(
+                "UPDATE ingest_jobs SET last_error_kind = 'superseded', last_error = $2 WHERE id = $1",
+                fence.job_id, "a newer version of the document was ingested first; chunks left unchanged",
+            )
+        await conn.execute("DELETE FROM ingest_chunk_staging WHERE job_id = $1", fence.job_id)
+        await conn.execute("DELETE FROM ingest_job_inputs WHERE job_id = $1", fence.job_id)
+    return True
+
+
+async def complete_noop_jobs(conn: Any, fences: Sequence[Fence]) -> int:
+    """running -> succeeded for many jobs that wrote nothing (benchmarks, housekeeping jobs); fenced."""
+    return len(await conn.fetch(
+        """UPDATE ingest_jobs j SET state = 'succeeded', finished_at = now(), lease_token = NULL,
+               lease_expires_at = NULL, updated_at = now()
+           FROM unnest($1::bigint[], $2::uuid[]) AS f(id, token)
+           WHERE j.id = f.id AND j.lease_token = f.token AND j.state = 'running'
+           RETURNING j.id""",
+        [f.job_id for f in fences], [f.token for f in fences],
+    ))
+
+
+_RETRY_OR_BURY = """
+UPDATE ingest_jobs SET
+    state = CASE WHEN attempts >= max_attempts THEN 'dead' ELSE 'queued' END,
+    run_at = CASE WHEN attempts >= max_attempts THEN run_at ELSE now() + make_interval(secs => $3) END,
+    finished_at = CASE WHEN attempts >= max_attempts THEN now() END,
+    lease_token = NULL, lease_expires_at = NULL,
+    last_error = $4, last_error_kind = 'retryable', updated_at = now()
+WHERE id = $1 AND lease_token = $2 AND state = 'running'
+RETURNING state
+"""
+
+
+async def retry_or_bury(conn: Any, fence: Fence, *, delay: float, error: str) -> JobState | None:
+    """running -> queued (run again after ``delay``) or -> dead when no attempts are left."""
+    state = await conn.fetchval(_RETRY_OR_BURY, fence.job_id, fence.token, delay, error[:2000])
+    return JobState(state) if state is not None else None
+
+
+async def fail_job(conn: Any, fence: Fence, *, error: str) -> bool:
+    """running -> failed: the document is at fault (empty, undecodable, fetch said 404...)."""
+    return await conn.fetchval(
+        """UPDATE ingest_jobs SET state = 'failed', finished_at = now(), lease_token = NULL,
+               lease_expires_at = NULL, last_error = $3, last_error_kind = 'permanent', updated_at = now()
+           WHERE id = $1 AND lease_token = $2 AND state = 'running' RETURNING true""",
+        fence.job_id, fence.token, error[:2000],
+    ) is not None
+
+
+async def release_job(conn: Any, fence: Fence) -> bool:
+    """running -> queued at once, the attempt not counted (graceful shutdown); wakes another worker."""
+    return await conn.fetchval(
+        """WITH released AS (
+               UPDATE ingest_jobs SET state = 'queued', attempts = greatest(attempts - 1, 0), run_at = now(),
+                   lease_token = NULL, lease_expires_at = NULL, updated_at = now()
+               WHERE id = $1 AND lease_token = $2 AND state = 'running' RETURNING id)
+           SELECT pg_notify('ingest_jobs', '') IS NOT NULL FROM released""",
+        fence.job_id, fence.token,
+    ) is not None
+
+
+async def cancel_running(conn: Any, fence: Fence) -> bool:
+    """running -> cancelled: the worker acknowledges a cancel request and stops."""
+    return await conn.fetchval(
+        """UPDATE ingest_jobs SET state = 'cancelled', finished_at = now(), lease_token = NULL,
+               lease_expires_at = NULL, updated_at = now()
+           WHERE id = $1 AND lease_token = $2 AND state = 'running' RETURNING true""",
+        fence.job_id, fence.token,
+    ) is not None
+
+
+# --------------------------------------------------------------------------------------------
+# Housekeeping: lease reaper, retention, depth
+# --------------------------------------------------------------------------------------------
+
+_REAP = """
+WITH expired AS (
+    SELECT id FROM ingest_jobs WHERE state = 'running' AND lease_expires_at < now()
+    ORDER BY lease_expires_at LIMIT $1 FOR UPDATE SKIP LOCKED
+), reaped AS (
+    UPDATE ingest_jobs j SET
+        state = CASE WHEN j.cancel_requested THEN 'cancelled'
+                     WHEN j.attempts >= j.max_attempts THEN 'dead' ELSE 'queued' END,
+        finished_at = CASE WHEN j.cancel_requested OR j.attempts >= j.max_attempts THEN now() END,
+        run_at = now(), lease_token = NULL, lease_expires_at = NULL,
+        last_error = 'lease expired: worker ' || coalesce(j.lease_owner, '?') || ' stopped extending it',
+        last_error_kind = 'lease_expired', updated_at = now()
+    FROM expired e
+    WHERE j.id = e.id AND j.state = 'running' AND j.lease_expires_at < now()
+    RETURNING j.id, j.tenant_id, j.state
+)
+SELECT id, tenant_id, state, pg_notify('ingest_jobs', '') IS NOT NULL AS notified FROM reaped
+"""
+
+
+async def reap_expired(conn: Any, *, limit: int = 100) -> list[tuple[int, str, JobState]]:
+    """Jobs whose worker stopped extending the lease (crashed, partitioned): back to queued (the attempt
+    counts — a job that crashes its worker every time must end dead, not loop), or dead, or cancelled."""
+    rows = await conn.fetch(_REAP, limit)
+    return [(r["id"], r["tenant_id"], JobState(r["state"])) for r in rows]
+
+
+async def purge_finished(conn: Any, *, older_than: float, batch: int = 1000) -> int:
+    """Delete finished jobs (and, by cascade, their inputs and staging rows) past the retention period."""
+    deleted = await conn.fetch(
+        f"""WITH old AS (
+                SELECT id FROM ingest_jobs
+                WHERE state IN {_TERMINAL_SQL} AND finished_at < now() - make_interval(secs => $1)
+                ORDER BY finished_at LIMIT $2 FOR UPDATE SKIP LOCKED)
+            DELETE FROM ingest_jobs j USING old WHERE j.id = old.id RETURNING j.id""",
+        older_than, batch,
+    )
+    return len(deleted)
+
+
+async def queue_depth(conn: Any) -> list[QueueDepth]:
+    """Per tenant: queued and running jobs, and how long the oldest runnable job has waited."""
+    rows = await conn.fetch(
+        """SELECT tenant_id,
+                  count(*) FILTER (WHERE state = 'queued') AS queued,
+                  count(*) FILTER (WHERE state = 'running') AS running,
+                  coalesce(extract(epoch FROM now() - min(run_at) FILTER (
+                      WHERE state = 'queued' AND run_at <= now())), 0)::float8 AS oldest
+           FROM ingest_jobs WHERE state IN ('queued', 'running') GROUP BY tenant_id"""
+    )
+    return [QueueDepth(r["tenant_id"], r["queued"], r["running"], r["oldest"]) for r in rows]

@@ -1,0 +1,112 @@
+"""The worker's timing rules as small pure objects, tested on trio's virtual clock.
+
+* :class:`RetryBackoff` — when a failed attempt runs again (exponential, capped, "equal jitter").
+* :class:`LeaseClock` — when a running job's lease must be extended and when it must be given up.
+* :class:`ClaimPacer` — how long the claim loop waits before the next claim.
+
+None of them sleeps or reads a clock: callers pass ``now`` in and await the answer themselves.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+__all__ = ["ClaimPacer", "LeaseClock", "RetryBackoff"]
+
+
+@dataclass(frozen=True)
+class RetryBackoff:
+    """Delay before attempt ``n + 1`` after attempt ``n`` failed with a retryable error.
+
+    The ceiling doubles per attempt from ``base`` up to ``cap``; the delay is uniform in
+    ``[ceiling / 2, ceiling]`` ("equal jitter"): jitter spreads a burst of failures (a provider
+    outage fails many jobs at once) without ever retrying immediately, which full jitter can do.
+    """
+
+    base: float = 2.0
+    cap: float = 300.0
+
+    def __post_init__(self) -> None:
+        if not (0 < self.base <= self.cap):
+            raise ValueError("RetryBackoff needs 0 < base <= cap")
+
+    def ceiling(self, attempt: int) -> float:
+        if attempt < 1:
+            raise ValueError("attempts are counted from 1")
+        return min(self.cap, self.base * 2 ** min(attempt - 1, 62))
+
+    def delay(self, attempt: int, *, rng: Callable[[], float] = random.random) -> float:
+        ceiling = self.ceiling(attempt)
+        return ceiling / 2 + rng() * ceiling / 2
+
+
+@dataclass
+class LeaseClock:
+    """What a worker knows about one job's lease, in its own clock.
+
+    The database sets ``lease_expires_at = now() + duration`` when it grants or extends a lease; the
+    worker counts from the moment it *sent* that statement, so its idea of the expiry is never later
+    than the database's. It extends the lease every ``duration / 3`` (two heartbeats can fail before
+    the lease is at risk) and gives the job up — stops writing — once its own expiry passes without a
+    successful extension, before any other worker can have reclaimed it. Fencing tokens cover the rest.
+    """
+
+    duration: float
+    expires_at: float
+    extensions: int = 0
+
+    @classmethod
+    def granted(cls, *, duration: float, sent_at: float) -> LeaseClock:
+        if duration <= 0:
+            raise ValueError("lease duration must be positive")
+        return cls(duration=duration, expires_at=sent_at + duration)
+
+    @property
+    def interval(self) -> float:
+        return self.duration / 3
+
+    def next_heartbeat_at(self) -> float:
+        """Due one interval after the last grant; the lease then still has two intervals left."""
+        return self.expires_at - self.duration + self.interval
+
+    def retry_heartbeat_at(self, now: float) -> float:
+        """After a failed heartbeat: try again soon, but never past the expiry."""
+        return min(now + self.interval / 4, self.expires_at)
+
+    def extended(self, *, sent_at: float) -> None:
+        self.expires_at = max(self.expires_at, sent_at + self.duration)
+        self.extensions += 1
+
+    def lost(self, now: float) -> bool:
+        return now >= self.expires_at
+
+
+@dataclass
+class ClaimPacer:
+    """Delay before the claim loop's next claim.
+
+    * a full batch came back: there is likely more work — claim again at once;
+    * a partial or empty batch: wait for a NOTIFY, at most ``poll_interval`` (the polling fallback for
+      when notifications do not arrive, e.g. behind a transaction-mode pooler);
+    * the database failed: back off exponentially up to ``max_error_delay`` (a restarting PostgreSQL
+      is not hammered), reset by the next success.
+    """
+
+    poll_interval: float = 1.0
+    error_base: float = 0.1
+    max_error_delay: float = 5.0
+    _errors: int = field(default=0, init=False)
+
+    def after_claim(self, *, claimed: int, asked: int) -> float:
+        self._errors = 0
+        return 0.0 if asked > 0 and claimed >= asked else self.poll_interval
+
+    def after_error(self) -> float:
+        self._errors += 1
+        return min(self.max_error_delay, self.error_base * 2 ** (self._errors - 1))
+
+    @property
+    def consecutive_errors(self) -> int:
+        return self._errors

@@ -1,0 +1,399 @@
+"""The ingest worker: claims jobs, runs each in a nursery under a lease it keeps extending, settles it.
+
+Shape of a worker process::
+
+    Worker.run
+     ├── listener        LISTEN ingest_jobs / ingest_cancel (optional; polling covers its absence)
+     ├── maintenance     reap expired leases, delete finished jobs past retention, queue metrics
+     └── jobs nursery    one task per running job (at most job_concurrency)
+          └── job        pipeline in a cancel scope  +  lease keeper (heartbeats; stops the job when
+                         the lease is lost or a cancel is requested)
+
+Shutdown: stop claiming, give running jobs ``shutdown_grace`` seconds to finish, then stop the rest and
+release them (back to queued at once, the attempt not counted). Every settling write is shielded and
+bounded: a job whose write cannot be made is recovered by the lease reaper of any worker.
+"""
+
+from __future__ import annotations
+
+import enum
+import functools
+import random
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+
+import structlog
+import trio
+
+from . import _queue as q
+from ._db import Database, is_transient_db_error
+from ._errors import FailureKind, LeaseLost, classify_failure, primary_error
+from ._metrics import WorkerMetrics
+from ._pipeline import JobPipeline
+from ._states import Transition, TransitionRefused
+from ._timing import ClaimPacer, LeaseClock, RetryBackoff
+
+__all__ = ["JobRunner", "StopReason", "Worker", "WorkerConfig", "WorkerStatistics", "keep_lease"]
+
+log = structlog.get_logger("ingest.worker")
+
+
+@dataclass(frozen=True)
+class WorkerConfig:
+    worker_id: str
+    job_concurrency: int = 8
+    claim_batch: int = 8
+    lease_seconds: float = 15.0
+    tenant_running_cap: int | None = 4  # per tenant, across all workers; None = no cap
+    poll_interval: float = 1.0
+    shutdown_grace: float = 10.0
+    backoff: RetryBackoff = field(default_factory=RetryBackoff)
+    reap_interval: float = 2.0
+    maintenance_interval: float = 15.0
+    retention_seconds: float = 7 * 86400.0
+    settle_timeout: float = 5.0  # bound on the final write of an attempt (retried while it lasts)
+    claim_timeout: float = 10.0
+
+    def __post_init__(self) -> None:
+        if self.job_concurrency < 1 or self.claim_batch < 1:
+            raise ValueError("job_concurrency and claim_batch must be >= 1")
+        if self.tenant_running_cap is not None and self.tenant_running_cap < 1:
+            raise ValueError("tenant_running_cap must be >= 1 (or None for no cap)")
+
+
+class StopReason(enum.Enum):
+    CANCEL_REQUESTED = "cancel_requested"
+    SHUTDOWN = "shutdown"
+    LEASE_LOST = "lease_lost"
+
+
+@dataclass(frozen=True)
+class WorkerStatistics:
+    running: int
+    claimed: int
+    outcomes: dict[str, int]
+    refused: int
+    claim_errors: int
+    reaped: int
+
+
+@dataclass
+class _RunningJob:
+    job: q.ClaimedJob
+    lease: LeaseClock
+    started_at: float
+    scope: trio.CancelScope = field(default_factory=trio.CancelScope)
+    stop_reason: StopReason | None = None
+
+    def stop(self, reason: StopReason) -> None:
+        """First reason wins: a job stopped for shutdown is released even if a cancel arrives after."""
+        if self.stop_reason is None:
+            self.stop_reason = reason
+        self.scope.cancel()
+
+
+JobRunner = Callable[[q.ClaimedJob], Awaitable[None]]
+HeartbeatFn = Callable[[], Awaitable[q.Heartbeat]]
+
+
+async def keep_lease(
+    lease: LeaseClock,
+    send_heartbeat: HeartbeatFn,
+    stop: Callable[[StopReason], None],
+    *,
+    is_transient: Callable[[BaseException], bool] = is_transient_db_error,
+) -> None:
+    """Extend ``lease`` on its schedule until it is lost or a cancel is requested (then call ``stop``).
+
+    A failed heartbeat is retried sooner; once the worker's own view of the expiry passes without a
+    successful extension, the job is stopped — by then another worker may legitimately reclaim it.
+    """
+    while True:
+        await trio.sleep_until(lease.next_heartbeat_at())
+        while True:
+            sent_at = trio.current_time()
+            try:
+                with trio.fail_after(max(lease.expires_at - sent_at, 0.001)):
+                    beat = await send_heartbeat()
+            except Exception as exc:
+                if not (isinstance(exc, trio.TooSlowError) or is_transient(exc)):
+                    raise
+                now = trio.current_time()
+                if lease.lost(now):
+                    stop(StopReason.LEASE_LOST)
+                    return
+                log.info("heartbeat_failed", error=f"{type(exc).__name__}: {exc}")
+                await trio.sleep_until(lease.retry_heartbeat_at(now))
+                continue
+            break
+        if not beat.alive:
+            stop(StopReason.LEASE_LOST)
+            return
+        lease.extended(sent_at=sent_at)
+        if beat.cancel_requested:
+            stop(StopReason.CANCEL_REQUESTED)
+            return
+
+
+class Worker:
+    """Runs ingest jobs from the queue. ``runner`` is the per-job work (the pipeline's ``run``)."""
+
+    def __init__(
+        self,
+        config: WorkerConfig,
+        *,
+        db: Database,
+        runner: JobRunner | JobPipeline,
+        metrics: WorkerMetrics | None = None,
+        listener_factory: Callable[[Callable[[], None], Callable[[int], None]], object] | None = None,
+        rng: Callable[[], float] = random.random,
+    ) -> None:
+        self.config = config
+        self._db = db
+        self._runner: JobRunner = runner.run if isinstance(runner, JobPipeline) else runner
+        self._metrics = metrics
+        self._listener = listener_factory(self.wake, self.cancel_local) if listener_factory else None
+        self._rng = rng
+        self._running: dict[int, _RunningJob] = {}
+        self._wake = trio.Event()
+        self._claiming = False
+        self._claimed = 0
+        self._outcomes: dict[str, int] = {}
+        self._refused = 0
+        self._claim_errors = 0
+        self._reaped = 0
+        self._idle = trio.Event()
+        self._idle.set()
+
+    # -- signals from outside (listener callbacks, tests) -------------------------------------------
+
+    def wake(self) -> None:
+        """Claim now (a job was inserted or released)."""
+        self._wake.set()
+
+    def cancel_local(self, job_id: int) -> None:
+        """A cancel was requested for ``job_id``; stop it here if this worker runs it."""
+        running = self._running.get(job_id)
+        if running is not None:
+            running.stop(StopReason.CANCEL_REQUESTED)
+
+    def statistics(self) -> WorkerStatistics:
+        return WorkerStatistics(
+            running=len(self._running), claimed=self._claimed, outcomes=dict(self._outcomes),
+            refused=self._refused, claim_errors=self._claim_errors, reaped=self._reaped,
+        )
+
+    def __repr__(self) -> str:
+        return f"<Worker {self.config.worker_id} running={len(self._running)} claimed={self._claimed}>"
+
+    @property
+    def accepting(self) -> bool:
+        return self._claiming
+
+    # -- the process ------------------------------------------------------------------------------
+
+    async def run(self, *, shutdown: trio.Event, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        async with trio.open_nursery() as services:
+            if self._listener is not None:
+                await services.start(self._listener.run)
+            services.start_soon(self._maintenance_loop)
+            services.start_soon(self._wake_on, shutdown)
+            async with trio.open_nursery() as jobs:
+                self._claiming = True
+                task_status.started()
+                await self._claim_loop(jobs, shutdown)
+                self._claiming = False
+                log.info("claiming_stopped", running=len(self._running))
+                with trio.move_on_after(self.config.shutdown_grace):
+                    await self._idle.wait()
+                for running in list(self._running.values()):
+                    running.stop(StopReason.SHUTDOWN)
+            services.cancel_scope.cancel()
+        log.info("worker_stopped", **self.statistics().outcomes)
+
+    async def _wake_on(self, event: trio.Event) -> None:
+        await event.wait()
+        self._wake.set()
+
+    async def _claim_loop(self, jobs: trio.Nursery, shutdown: trio.Event) -> None:
+        pacer = ClaimPacer(poll_interval=self.config.poll_interval)
+        cfg = self.config
+        while not shutdown.is_set():
+            free = cfg.job_concurrency - len(self._running)
+            self._wake = trio.Event()  # armed before the claim: a NOTIFY during it is not lost
+            if shutdown.is_set():
+                break
+            if free <= 0:
+                await self._wake.wait()  # set when a job ends (or shutdown)
+                continue
+            asked = min(free, cfg.claim_batch)
+            sent_at = trio.current_time()
+            try:
+                with trio.fail_after(cfg.claim_timeout):
+                    claimed = await self._db.run(_claim, cfg, asked)
+                delay = pacer.after_claim(claimed=len(claimed), asked=asked)
+            except Exception as exc:
+                if not (isinstance(exc, trio.TooSlowError) or is_transient_db_error(exc)):
+                    raise
+                self._claim_errors += 1
+                claimed = []
+                delay = pacer.after_error()
+                log.warning("claim_failed", error=f"{type(exc).__name__}: {exc}", retry_in=round(delay, 3))
+            if self._metrics is not None:
+                self._metrics.claim_duration.observe(trio.current_time() - sent_at)
+                self._metrics.claimed.inc(len(claimed))
+            for job in claimed:
+                self._start_job(jobs, job, sent_at)
+            if delay > 0:
+                with trio.move_on_after(delay):
+                    await self._wake.wait()
+
+    def _start_job(self, jobs: trio.Nursery, job: q.ClaimedJob, sent_at: float) -> None:
+        self._claimed += 1
+        running = _RunningJob(
+            job=job, lease=LeaseClock.granted(duration=self.config.lease_seconds, sent_at=sent_at),
+            started_at=trio.current_time(),
+        )
+        self._running[job.job_id] = running
+        self._idle = trio.Event()
+        if self._metrics is not None:
+            self._metrics.running.set(len(self._running))
+        jobs.start_soon(self._run_job, running, name=f"ingest-job-{job.job_id}")
+
+    async def _run_job(self, running: _RunningJob) -> None:
+        job = running.job
+        bound = log.bind(job_id=job.job_id, tenant=job.tenant_id, attempt=job.attempts)
+        error: BaseException | None = None
+        try:
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(self._keep_lease, running)
+                with running.scope:
+                    try:
+                        await self._runner(job)
+                    except Exception as exc:
+                        error = primary_error(exc)
+                nursery.cancel_scope.cancel()
+            try:
+                await self._settle(running, error, bound)
+            except Exception:
+                # A bug, not an outage (transient errors are retried inside). The job is not lost:
+                # its lease expires and the reaper requeues it.
+                bound.exception("settle_failed")
+        finally:
+            del self._running[job.job_id]
+            if self._metrics is not None:
+                self._metrics.running.set(len(self._running))
+            self._wake.set()
+            if not self._running:
+                self._idle.set()
+
+    async def _keep_lease(self, running: _RunningJob) -> None:
+        lease_seconds = self.config.lease_seconds
+
+        async def send() -> q.Heartbeat:
+            return await self._db.run(q.heartbeat, running.job.fence, lease_seconds)
+
+        await keep_lease(running.lease, send, running.stop)
+
+    async def _settle(self, running: _RunningJob, error: BaseException | None, bound: structlog.BoundLogger) -> None:
+        """Record how the attempt ended, with one fenced transition (shielded, bounded, retried)."""
+        job = running.job
+        fence = job.fence
+        reason = running.stop_reason
+        if reason is StopReason.LEASE_LOST or isinstance(error, LeaseLost):
+            return self._outcome("lease_lost", running, bound, warn=True)
+        if reason is StopReason.CANCEL_REQUESTED:
+            return await self._transition(Transition.CANCEL_RUNNING, q.cancel_running, fence, "cancelled", running, bound)
+        if reason is StopReason.SHUTDOWN:
+            return await self._transition(Transition.RELEASE, q.release_job, fence, "released", running, bound)
+        if error is None:
+            return self._outcome("succeeded", running, bound)
+        message = f"{type(error).__name__}: {error}"
+        if classify_failure(error) is FailureKind.PERMANENT:
+            return await self._transition(Transition.FAIL, q.fail_job, fence, "failed", running, bound,
+                                          error=message)
+        delay = self.config.backoff.delay(job.attempts, rng=self._rng)
+        state = await self._write(Transition.RETRY, q.retry_or_bury, fence, bound, delay=delay, error=message)
+        if state is None:
+            return None
+        outcome = "dead" if str(state) == "dead" else "retried"
+        if self._metrics is not None:
+            (self._metrics.dead if outcome == "dead" else self._metrics.retries).inc()
+        self._outcome(outcome, running, bound, warn=True, error=message, retry_in=round(delay, 3))
+        return None
+
+    async def _transition(self, transition: Transition, fn, fence: q.Fence, outcome: str,
+                          running: _RunningJob, bound: structlog.BoundLogger, **kwargs: object) -> None:
+        if await self._write(transition, fn, fence, bound, **kwargs) is not None:
+            self._outcome(outcome, running, bound, **({"error": kwargs["error"]} if "error" in kwargs else {}))
+
+    async def _write(self, transition: Transition, fn, fence: q.Fence, bound: structlog.BoundLogger,
+                     **kwargs: object) -> object | None:
+        """Run a settling transition; None if refused (reported) or impossible within the bound."""
+        with trio.CancelScope(shield=True), trio.move_on_after(self.config.settle_timeout):
+            pacer = ClaimPacer(error_base=0.05, max_error_delay=1.0)
+            while True:
+                try:
+                    result = await self._db.run(functools.partial(fn, **kwargs), fence)
+                    break
+                except Exception as exc:
+                    if not is_transient_db_error(exc):
+                        raise
+                    await trio.sleep(pacer.after_error())
+            if result is None or result is False:
+                refused = TransitionRefused(fence.job_id, transition)
+                self._refused += 1
+                if self._metrics is not None:
+                    self._metrics.refused.labels(str(transition)).inc()
+                bound.warning("transition_refused", transition=str(transition), reason=refused.reason)
+                return None
+            return result
+        bound.error("settle_timed_out", transition=str(transition), note="the lease reaper will recover the job")
+        return None
+
+    def _outcome(self, outcome: str, running: _RunningJob, bound: structlog.BoundLogger, *, warn: bool = False,
+                 **fields: object) -> None:
+        self._outcomes[outcome] = self._outcomes.get(outcome, 0) + 1
+        duration = trio.current_time() - running.started_at
+        if self._metrics is not None:
+            self._metrics.outcomes.labels(outcome).inc()
+            self._metrics.job_duration.labels(outcome).observe(duration)
+        (bound.warning if warn else bound.info)("job_" + outcome, duration_s=round(duration, 3), **fields)
+
+    # -- housekeeping ---------------------------------------------------------------------------
+
+    async def _maintenance_loop(self) -> None:
+        cfg = self.config
+        next_full = trio.current_time()
+        while True:
+            try:
+                with trio.fail_after(cfg.claim_timeout):
+                    reaped = await self._db.run(q.reap_expired)
+                if reaped:
+                    self._reaped += len(reaped)
+                    log.warning("leases_expired", jobs=[(j, str(s)) for j, _, s in reaped])
+                    if self._metrics is not None:
+                        self._metrics.lease_expiries.inc(len(reaped))
+                        self._metrics.dead.inc(sum(1 for *_, s in reaped if str(s) == "dead"))
+                    self._wake.set()
+                if trio.current_time() >= next_full:
+                    next_full = trio.current_time() + cfg.maintenance_interval
+                    with trio.fail_after(cfg.claim_timeout):
+                        purged = await self._db.run(functools.partial(q.purge_finished, older_than=cfg.retention_seconds))
+                        depth = await self._db.run(q.queue_depth)
+                    if self._metrics is not None:
+                        self._metrics.purged.inc(purged)
+                        self._metrics.set_depth((d.tenant_id, d.queued, d.running, d.oldest_runnable_age) for d in depth)
+            except Exception as exc:
+                if not (isinstance(exc, trio.TooSlowError) or is_transient_db_error(exc)):
+                    log.exception("maintenance_failed")
+                else:
+                    log.info("maintenance_skipped", error=f"{type(exc).__name__}: {exc}")
+            await trio.sleep(cfg.reap_interval)
+
+
+async def _claim(conn: object, cfg: WorkerConfig, asked: int) -> list[q.ClaimedJob]:
+    return await q.claim_jobs(
+        conn, worker_id=cfg.worker_id, limit=asked, lease_seconds=cfg.lease_seconds,
+        tenant_cap=cfg.tenant_running_cap,
+    )

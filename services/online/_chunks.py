@@ -1,0 +1,77 @@
+"""Vector search over the tenant's ingested chunks (table ``chunks``, pgvector).
+
+Every query filters on ``tenant_id``: a tenant never sees another tenant's passages. The search
+is one transaction, one trio-asyncio crossing (``pool.run``): ``SET LOCAL`` turns on pgvector's
+iterative index scan so a selective tenant filter still returns ``limit`` rows from the HNSW
+index (without it, the index returns ``ef_search`` candidates and the filter may leave too few).
+``relaxed_order`` may return rows slightly out of order, so the outer query sorts them again.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+__all__ = ["ChunkHit", "ChunkSearch", "PgChunkSearch", "nearest_chunks"]
+
+
+@dataclass(frozen=True)
+class ChunkHit:
+    doc_id: str
+    chunk_no: int
+    content: str
+    title: str | None
+    similarity: float  # cosine similarity, -1..1 (embeddings are unit vectors)
+
+
+class ChunkSearch(Protocol):
+    async def nearest(self, tenant: str, vector: list[float], *, limit: int) -> list[ChunkHit]: ...
+
+
+_NEAREST_SQL = """
+WITH nearest AS MATERIALIZED (
+    SELECT doc_id, chunk_no, content, metadata, embedding <=> $2::text::vector AS distance
+    FROM chunks
+    WHERE tenant_id = $1
+    ORDER BY distance
+    LIMIT $3
+)
+SELECT doc_id, chunk_no, content, metadata->>'title' AS title, 1 - distance AS similarity
+FROM nearest
+ORDER BY distance, doc_id, chunk_no
+"""
+
+
+def vector_literal(vector: list[float]) -> str:
+    """pgvector's text form; sent as text so no codec has to be registered on the connection."""
+    return "[" + ",".join(f"{v:.7g}" for v in vector) + "]"
+
+
+async def nearest_chunks(conn: Any, tenant: str, vector: str, limit: int) -> list[ChunkHit]:
+    """The asyncio side (runs on asyncpg inside ``pool.run``): one transaction, tenant-filtered."""
+    async with conn.transaction(readonly=True):
+        await conn.execute("SET LOCAL hnsw.iterative_scan = relaxed_order")
+        rows = await conn.fetch(_NEAREST_SQL, tenant, vector, limit)
+    return [
+        ChunkHit(
+            doc_id=row["doc_id"],
+            chunk_no=row["chunk_no"],
+            content=row["content"],
+            title=row["title"],
+            similarity=float(row["similarity"]),
+        )
+        for row in rows
+    ]
+
+
+class PgChunkSearch:
+    """`ChunkSearch` on a floodgate PostgreSQL pool (``await pool.run(fn, *args)``)."""
+
+    def __init__(self, pool: Any) -> None:
+        self._pool = pool
+
+    async def nearest(self, tenant: str, vector: list[float], *, limit: int) -> list[ChunkHit]:
+        return await self._pool.run(nearest_chunks, tenant, vector_literal(vector), limit, tenant=tenant)
+
+    def __repr__(self) -> str:
+        return f"<PgChunkSearch pool={self._pool!r}>"

@@ -1,0 +1,108 @@
+"""Bounded fan-out inside one request: all-or-nothing (`gather_strict`) or best-effort (`gather_settled`).
+
+Two limits bound every fan-out. The per-request one is a `trio.CapacityLimiter` of the endpoint's
+``fan_out`` (so one request cannot take a whole dependency budget); the global one is the
+dependency's gate inside the toolkit call (so all requests together stay inside the budget). Every
+branch runs in one nursery: when the request ends, for whatever reason, no branch outlives it.
+
+Trio nurseries raise an ``ExceptionGroup``; a service edge needs the one error that explains the
+failure (an ``Overloaded`` is a 429, a ``DeadlineExceeded`` a 504). `collapse` picks it, but
+never swallows a ``Cancelled``: that belongs to an enclosing cancel scope (the request deadline).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from typing import Generic, TypeVar
+
+import floodgate
+import trio
+
+__all__ = ["Settled", "collapse", "gather_settled", "gather_strict"]
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class Settled(Generic[T]):
+    """The outcome of one best-effort branch: a value, or the toolkit error that ended it."""
+
+    value: T | None = None
+    error: floodgate.FloodgateError | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+
+def collapse(group: BaseExceptionGroup) -> BaseException:
+    """The exception to raise for a nursery's ``group``: its first toolkit error, unless the group
+    holds a ``Cancelled`` (then the group itself, for the cancel scope that is unwinding)."""
+    cancelled, _ = group.split(trio.Cancelled)
+    if cancelled is not None:
+        return group
+    for leaf in _leaves(group):
+        if isinstance(leaf, floodgate.FloodgateError):
+            return leaf
+    return group
+
+
+def _leaves(exc: BaseException):
+    if isinstance(exc, BaseExceptionGroup):
+        for inner in exc.exceptions:
+            yield from _leaves(inner)
+    else:
+        yield exc
+
+
+async def gather_strict(calls: Sequence[Callable[[], Awaitable[T]]], *, limit: int) -> list[T]:
+    """Run ``calls`` at most ``limit`` at a time; all results in order, or the first failure.
+
+    The first branch to fail cancels the others and its error is raised unwrapped.
+    """
+    limiter = trio.CapacityLimiter(limit)
+    results: list[T | None] = [None] * len(calls)
+
+    async def run(index: int, call: Callable[[], Awaitable[T]]) -> None:
+        async with limiter:
+            results[index] = await call()
+
+    try:
+        async with trio.open_nursery() as nursery:
+            for index, call in enumerate(calls):
+                nursery.start_soon(run, index, call)
+    except BaseExceptionGroup as group:
+        chosen = collapse(group)
+        if chosen is group:
+            raise
+        raise chosen from None
+    return results  # type: ignore[return-value]
+
+
+async def gather_settled(calls: Sequence[Callable[[], Awaitable[T]]], *, limit: int) -> list[Settled[T]]:
+    """Run ``calls`` at most ``limit`` at a time; each one's value or toolkit error, in order.
+
+    Only toolkit errors (overload, open breaker, deadline, dependency failure) are settled;
+    anything else is a bug and propagates.
+    """
+    limiter = trio.CapacityLimiter(limit)
+    outcomes: list[Settled[T]] = [Settled() for _ in calls]
+
+    async def run(index: int, call: Callable[[], Awaitable[T]]) -> None:
+        async with limiter:
+            try:
+                outcomes[index] = Settled(value=await call())
+            except floodgate.FloodgateError as exc:
+                outcomes[index] = Settled(error=exc)
+
+    try:
+        async with trio.open_nursery() as nursery:
+            for index, call in enumerate(calls):
+                nursery.start_soon(run, index, call)
+    except BaseExceptionGroup as group:
+        chosen = collapse(group)
+        if chosen is group:
+            raise
+        raise chosen from None
+    return outcomes

@@ -1,0 +1,92 @@
+"""The one place that wires the online service's dependencies from settings and the budget.
+
+`open_downstreams` builds the guarded dependencies (``floodgate.Dependencies.from_budget``: one
+gate, breaker, retry policy and httpx client per provider, sized for this process), the caches
+for reusable results (search, query embeddings), and the PostgreSQL pool (its size and gate from
+the budget's ``db`` share), and closes them all on exit. Tests pass ``transport`` to put an
+in-process simulator behind the providers, and ``chunks`` to replace the database.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Mapping
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+
+import floodgate
+import httpx
+
+from ._chunks import ChunkSearch, PgChunkSearch
+from ._context import Downstreams
+from ._providers import ChatModel, Embedder, Reranker, WebSearch
+from .settings import OnlineSettings, ProviderSettings
+
+__all__ = ["SERVICE", "Wired", "open_downstreams"]
+
+SERVICE = "online"
+
+
+@dataclass(frozen=True)
+class Wired:
+    """What `open_downstreams` opened: the providers for handlers, and the raw parts for probes,
+    statistics and tests."""
+
+    downstreams: Downstreams
+    dependencies: floodgate.Dependencies
+    pool: floodgate.PgPool | None
+
+
+def _cache(
+    budget: floodgate.Budget, dependency: str, metrics: floodgate.FloodgateMetrics
+) -> floodgate.TTLCache | None:
+    policy = budget.dependency(dependency).cache
+    if policy is None:
+        return None
+    return floodgate.TTLCache(policy.ttl, policy.max_entries, name=dependency, metrics=metrics)
+
+
+@asynccontextmanager
+async def open_downstreams(
+    settings: OnlineSettings,
+    providers: ProviderSettings,
+    budget: floodgate.Budget,
+    *,
+    metrics: floodgate.FloodgateMetrics,
+    transport: httpx.AsyncBaseTransport | Mapping[str, httpx.AsyncBaseTransport] | None = None,
+    chunks: ChunkSearch | None = None,
+) -> AsyncIterator[Wired]:
+    """Open everything the endpoints call; under trio a trio-asyncio loop must be open unless
+    ``chunks`` replaces the database."""
+    deps = floodgate.Dependencies.from_budget(
+        budget,
+        service=SERVICE,
+        metrics=metrics,
+        http_base_urls=providers.base_urls(),
+        api_keys=providers.api_keys(),
+        transport=transport,
+    )
+    async with deps:
+
+        def assemble(chunk_search: ChunkSearch) -> Downstreams:
+            return Downstreams(
+                llm=ChatModel(deps["llm"], model=providers.llm_model),
+                embedder=Embedder(
+                    deps["embed"], model=providers.embed_model, memo=_cache(budget, "embed", metrics)
+                ),
+                reranker=Reranker(deps["rerank"], model=providers.rerank_model),
+                web=WebSearch(deps["search"], memo=_cache(budget, "search", metrics)),
+                chunks=chunk_search,
+            )
+
+        if chunks is not None:
+            yield Wired(assemble(chunks), deps, None)
+            return
+        async with floodgate.open_pg_pool(
+            settings.database_url,
+            min_size=1,
+            max_size=budget.process_limit(SERVICE, "db"),
+            gate=deps["db"].gate,
+            metrics=metrics,
+            name="db",
+        ) as pool:
+            yield Wired(assemble(PgChunkSearch(pool)), deps, pool)

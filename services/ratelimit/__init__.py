@@ -1,0 +1,71 @@
+"""Floodgate's global rate-limit service for Envoy (``envoy.service.ratelimit.v3.RateLimitService``).
+
+Reads the descriptor configuration format of the reference service ``envoyproxy/ratelimit``
+(``config/ratelimit.yaml``), counts fixed windows in Redis (``REDIS_URL``) or in memory, and answers
+Envoy's ``ShouldRateLimit`` with per-descriptor statuses so Envoy can emit ``x-ratelimit-*`` headers.
+Run it with ``python -m services.ratelimit``. The decision logic (`RateLimiter`) is usable alone.
+"""
+
+from ._config import (
+    ConfigError,
+    DescriptorNode,
+    DomainConfig,
+    MatchedLimit,
+    RateLimit,
+    RateLimitConfig,
+    Unit,
+    load_config,
+    parse_config,
+)
+from ._grpc import RateLimitServicer, decision_to_response
+from ._limiter import (
+    Code,
+    Decision,
+    DecisionPlan,
+    Descriptor,
+    DescriptorDecision,
+    RateLimiter,
+    RateLimiterStatistics,
+)
+from ._metrics import RateLimitMetrics
+from ._server import build_limiter, serve
+from ._settings import RateLimitSettings
+from ._store import (
+    CounterStore,
+    CounterStoreError,
+    Increment,
+    MemoryCounterStore,
+    MemoryStoreStatistics,
+    RedisCounterStore,
+)
+
+__all__ = [
+    "Code",
+    "ConfigError",
+    "CounterStore",
+    "CounterStoreError",
+    "Decision",
+    "DecisionPlan",
+    "Descriptor",
+    "DescriptorDecision",
+    "DescriptorNode",
+    "DomainConfig",
+    "Increment",
+    "MatchedLimit",
+    "MemoryCounterStore",
+    "MemoryStoreStatistics",
+    "RateLimit",
+    "RateLimitConfig",
+    "RateLimitMetrics",
+    "RateLimitServicer",
+    "RateLimitSettings",
+    "RateLimiter",
+    "RateLimiterStatistics",
+    "RedisCounterStore",
+    "Unit",
+    "build_limiter",
+    "decision_to_response",
+    "load_config",
+    "parse_config",
+    "serve",
+]

@@ -1,0 +1,79 @@
+"""The gRPC face: ``envoy.service.ratelimit.v3.RateLimitService/ShouldRateLimit``.
+
+Translates between the protobuf messages (stubs from the ``xds-protos`` wheel) and the limiter's
+plain values; the decisions themselves live in `RateLimiter`. A failing counter store becomes gRPC
+``UNAVAILABLE`` so that Envoy applies its configured failure mode instead of guessing a verdict here.
+"""
+
+from __future__ import annotations
+
+import time
+
+import grpc
+import structlog
+from envoy.service.ratelimit.v3 import rls_pb2, rls_pb2_grpc
+
+from ._config import Unit
+from ._limiter import Code, Decision, Descriptor, RateLimiter
+from ._metrics import RateLimitMetrics
+from ._store import CounterStoreError
+
+__all__ = ["RateLimitServicer", "decision_to_response"]
+
+log = structlog.get_logger("ratelimit")
+
+_PB = rls_pb2.RateLimitResponse
+_CODES = {Code.OK: _PB.OK, Code.OVER_LIMIT: _PB.OVER_LIMIT}
+_UNITS = {Unit.SECOND: _PB.RateLimit.SECOND, Unit.MINUTE: _PB.RateLimit.MINUTE,
+          Unit.HOUR: _PB.RateLimit.HOUR, Unit.DAY: _PB.RateLimit.DAY}
+
+
+def request_descriptors(request: rls_pb2.RateLimitRequest) -> list[Descriptor]:
+    descriptors = []
+    for d in request.descriptors:
+        hits = d.hits_addend.value if d.HasField("hits_addend") else None
+        descriptors.append(Descriptor(entries=tuple((e.key, e.value) for e in d.entries), hits_addend=hits))
+    return descriptors
+
+
+def decision_to_response(decision: Decision) -> rls_pb2.RateLimitResponse:
+    response = _PB(overall_code=_CODES[decision.code])
+    for status in decision.statuses:
+        pb = response.statuses.add(code=_CODES[status.code], limit_remaining=status.limit_remaining)
+        if status.limit is not None:
+            pb.current_limit.requests_per_unit = status.limit.requests_per_unit
+            pb.current_limit.unit = _UNITS[status.limit.unit]
+            if status.limit.name:
+                pb.current_limit.name = status.limit.name
+        if status.duration_until_reset is not None:
+            pb.duration_until_reset.FromNanoseconds(int(status.duration_until_reset * 1e9))
+    if decision.retry_after is not None:
+        # Envoy's own x-ratelimit-reset rounds down to whole seconds (0 in a one-second window),
+        # which would tell clients to retry at once; Retry-After is rounded up and at least 1.
+        response.response_headers_to_add.add(key="retry-after", value=str(decision.retry_after))
+    return response
+
+
+class RateLimitServicer(rls_pb2_grpc.RateLimitServiceServicer):
+    def __init__(self, limiter: RateLimiter, metrics: RateLimitMetrics) -> None:
+        self._limiter = limiter
+        self._metrics = metrics
+
+    async def ShouldRateLimit(  # noqa: N802 — the name is the gRPC method's
+        self, request: rls_pb2.RateLimitRequest, context: grpc.aio.ServicerContext
+    ) -> rls_pb2.RateLimitResponse:
+        started = time.perf_counter()
+        # hits_addend 0 means "not set" in proto3: one hit, as in the reference service.
+        hits = request.hits_addend or 1
+        try:
+            decision = await self._limiter.should_rate_limit(request.domain, request_descriptors(request), hits)
+        except CounterStoreError as exc:
+            self._metrics.store_errors.inc()
+            log.warning("counter_store_failed", error=str(exc))
+            await context.abort(grpc.StatusCode.UNAVAILABLE, f"counter store unavailable: {exc}")
+        self._metrics.requests.labels(request.domain, decision.code.value).inc()
+        for status in decision.statuses:
+            if status.code is Code.OVER_LIMIT or status.shadow_over_limit:
+                self._metrics.over_limit.labels(status.metric_key or "", str(status.shadow_over_limit).lower()).inc()
+        self._metrics.latency.observe(time.perf_counter() - started)
+        return decision_to_response(decision)

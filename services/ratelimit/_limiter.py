@@ -1,0 +1,216 @@
+"""Fixed-window rate-limit decisions, with the arithmetic kept apart from the counter I/O.
+
+A decision is made in three steps, the way the reference service makes it:
+
+1. ``RateLimiter.plan`` (sync, pure): match each request descriptor to a limit, compute its window
+   (``floor(now / unit) * unit``) and the counter key ``<prefix><domain>_<k>_<v>_..._<window start>``;
+   the result lists the increments the store must make.
+2. ``CounterStore.increment`` (the only await): add the hits to every counter in one round trip
+   and return the new values.
+3. ``DecisionPlan.decide`` (sync, pure): compare each new value with its limit; OVER_LIMIT when the
+   value passes ``requests_per_unit``; ``limit_remaining`` and ``duration_until_reset`` for the
+   ``x-ratelimit-*`` headers Envoy emits.
+
+Fixed windows let a client send up to 2x the limit across a window boundary; the reference service
+accepts that for the price of one counter per window, and so does this one.
+"""
+
+from __future__ import annotations
+
+import enum
+import math
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+from ._config import MatchedLimit, RateLimit, RateLimitConfig
+from ._store import CounterStore, Increment
+
+__all__ = [
+    "Code",
+    "Decision",
+    "DecisionPlan",
+    "Descriptor",
+    "DescriptorDecision",
+    "RateLimiter",
+    "RateLimiterStatistics",
+]
+
+Clock = Callable[[], float]
+
+
+class Code(enum.Enum):
+    OK = "ok"
+    OVER_LIMIT = "over_limit"
+
+
+@dataclass(frozen=True)
+class Descriptor:
+    """One request descriptor: ordered ``(key, value)`` entries, e.g. ``(("tenant", "a"), ("route", "x"))``."""
+
+    entries: tuple[tuple[str, str], ...]
+    #: hits for this descriptor only (overrides the request's hits_addend)
+    hits_addend: int | None = None
+
+
+@dataclass(frozen=True)
+class DescriptorDecision:
+    """The verdict for one descriptor. ``limit`` is None when no configured limit matched."""
+
+    code: Code
+    limit: RateLimit | None = None
+    limit_remaining: int = 0
+    #: seconds until the current window ends (None without a limit)
+    duration_until_reset: float | None = None
+    #: over the limit, but the limit is in shadow mode, so the request was allowed
+    shadow_over_limit: bool = False
+    metric_key: str | None = None
+
+
+@dataclass(frozen=True)
+class Decision:
+    code: Code
+    statuses: tuple[DescriptorDecision, ...]
+
+    @property
+    def retry_after(self) -> int | None:
+        """Whole seconds until every over-limit window has reset (the ``Retry-After`` value), or None."""
+        waits = [s.duration_until_reset for s in self.statuses
+                 if s.code is Code.OVER_LIMIT and s.duration_until_reset is not None]
+        return max(1, math.ceil(max(waits))) if waits else None
+
+
+@dataclass(frozen=True)
+class _Slot:
+    """A matched descriptor's counter in the current window."""
+
+    matched: MatchedLimit
+    hits: int
+    reset_in: float
+    counter_index: int  # index into the store's results; -1 for unlimited (nothing counted)
+
+
+@dataclass(frozen=True)
+class DecisionPlan:
+    """What one request needs from the counter store, and how to judge what it answers."""
+
+    slots: tuple[_Slot | None, ...]
+    increments: tuple[Increment, ...]
+
+    def decide(self, counts: Sequence[int]) -> Decision:
+        """Judge the store's new counter values (one per increment, in order)."""
+        if len(counts) != len(self.increments):
+            raise ValueError(f"expected {len(self.increments)} counter values, got {len(counts)}")
+        statuses = tuple(self._judge(slot, counts) for slot in self.slots)
+        over = any(s.code is Code.OVER_LIMIT for s in statuses)
+        return Decision(code=Code.OVER_LIMIT if over else Code.OK, statuses=statuses)
+
+    @staticmethod
+    def _judge(slot: _Slot | None, counts: Sequence[int]) -> DescriptorDecision:
+        if slot is None:
+            return DescriptorDecision(code=Code.OK)
+        limit = slot.matched.rate_limit
+        if limit.unlimited:
+            return DescriptorDecision(code=Code.OK, metric_key=slot.matched.metric_key)
+        after = counts[slot.counter_index]
+        remaining = max(0, limit.requests_per_unit - after)
+        if after <= limit.requests_per_unit:
+            return DescriptorDecision(Code.OK, limit, remaining, slot.reset_in, metric_key=slot.matched.metric_key)
+        if slot.matched.shadow_mode:
+            # Shadow mode: report as the reference does (OK, nothing left) and let the metric show it.
+            return DescriptorDecision(Code.OK, limit, 0, slot.reset_in, shadow_over_limit=True,
+                                      metric_key=slot.matched.metric_key)
+        return DescriptorDecision(Code.OVER_LIMIT, limit, 0, slot.reset_in, metric_key=slot.matched.metric_key)
+
+
+@dataclass(frozen=True)
+class RateLimiterStatistics:
+    requests: int
+    descriptors: int
+    over_limit: int
+    shadow_over_limit: int
+    store_errors: int
+
+
+class RateLimiter:
+    """Decides ``ShouldRateLimit`` requests against a `RateLimitConfig` and a `CounterStore`.
+
+    ``clock`` returns Unix seconds (windows are aligned to the epoch, so every instance sharing a
+    Redis agrees on them); tests inject their own. ``key_prefix`` namespaces the counters.
+    """
+
+    def __init__(self, config: RateLimitConfig, store: CounterStore, *, clock: Clock = time.time,
+                 key_prefix: str = "") -> None:
+        self._config = config
+        self._store = store
+        self._clock = clock
+        self._key_prefix = key_prefix
+        self._requests = 0
+        self._descriptors = 0
+        self._over_limit = 0
+        self._shadow_over_limit = 0
+        self._store_errors = 0
+
+    @property
+    def config(self) -> RateLimitConfig:
+        return self._config
+
+    @property
+    def store(self) -> CounterStore:
+        return self._store
+
+    def plan(self, domain: str, descriptors: Sequence[Descriptor], hits_addend: int = 1) -> DecisionPlan:
+        """Match descriptors and lay out the counter increments (no I/O)."""
+        now = self._clock()
+        domain_config = self._config.domain(domain)
+        slots: list[_Slot | None] = []
+        increments: list[Increment] = []
+        for descriptor in descriptors:
+            matched = domain_config.find_limit(descriptor.entries) if domain_config is not None else None
+            if matched is None:
+                slots.append(None)
+                continue
+            hits = descriptor.hits_addend if descriptor.hits_addend is not None else hits_addend
+            if matched.rate_limit.unlimited:
+                slots.append(_Slot(matched, hits, 0.0, -1))
+                continue
+            unit = matched.rate_limit.unit.seconds
+            window_start = math.floor(now / unit) * unit
+            parts = "".join(f"{key}_{value}_" for key, value in descriptor.entries)
+            increments.append(Increment(key=f"{self._key_prefix}{domain}_{parts}{window_start}", hits=hits,
+                                        expire_seconds=unit))
+            slots.append(_Slot(matched, hits, window_start + unit - now, len(increments) - 1))
+        return DecisionPlan(slots=tuple(slots), increments=tuple(increments))
+
+    async def should_rate_limit(self, domain: str, descriptors: Sequence[Descriptor],
+                                hits_addend: int = 1) -> Decision:
+        """Count the hits and decide. Raises `CounterStoreError` when the store fails."""
+        plan = self.plan(domain, descriptors, hits_addend)
+        self._requests += 1
+        self._descriptors += len(descriptors)
+        counts: Sequence[int] = ()
+        if plan.increments:
+            try:
+                counts = await self._store.increment(plan.increments)
+            except Exception:
+                self._store_errors += 1
+                raise
+        decision = plan.decide(counts)
+        for status in decision.statuses:
+            self._over_limit += status.code is Code.OVER_LIMIT
+            self._shadow_over_limit += status.shadow_over_limit
+        return decision
+
+    def statistics(self) -> RateLimiterStatistics:
+        return RateLimiterStatistics(
+            requests=self._requests,
+            descriptors=self._descriptors,
+            over_limit=self._over_limit,
+            shadow_over_limit=self._shadow_over_limit,
+            store_errors=self._store_errors,
+        )
+
+    def __repr__(self) -> str:
+        s = self.statistics()
+        return (f"<RateLimiter {self._config!r} store={type(self._store).__name__} requests={s.requests} "
+                f"over_limit={s.over_limit} store_errors={s.store_errors}>")

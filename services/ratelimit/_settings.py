@@ -1,0 +1,28 @@
+"""Settings of the rate-limit service, read once at start-up (``RATELIMIT_*`` and ``REDIS_URL``)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field
+
+from chassis import BaseServiceSettings
+
+__all__ = ["RateLimitSettings"]
+
+
+class RateLimitSettings(BaseServiceSettings):
+    """``port`` serves gRPC (Envoy's rate-limit filter); ``http_port`` serves /healthz, /readyz, /metrics."""
+
+    port: int = Field(default=8091, ge=0, le=65535)
+    http_port: int = Field(default=8092, ge=0, le=65535)
+    config: Path = Path("config/ratelimit.yaml")
+    #: counters in Redis when set (limits global across instances), in memory otherwise
+    redis_url: str | None = None
+    #: gRPC calls in progress at once; more are refused at once with RESOURCE_EXHAUSTED
+    max_concurrent_rpcs: int = Field(default=1024, ge=1)
+    redis_max_connections: int = Field(default=32, ge=1)
+    #: bounds one Redis round trip and the wait for a pooled connection (seconds)
+    redis_timeout: float = Field(default=0.1, gt=0)
+    key_prefix: str = ""
+    grace_period: float = Field(default=2.0, ge=0)

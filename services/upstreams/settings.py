@@ -1,0 +1,78 @@
+"""The simulator's settings, read once from ``UPSTREAMS_*`` environment variables.
+
+=====================  ============  ==========================================================
+variable               default       meaning
+=====================  ============  ==========================================================
+UPSTREAMS_HOST         127.0.0.1     interface to listen on
+UPSTREAMS_PORT         8090          port to listen on
+UPSTREAMS_SEED         42            seed of the per-API random streams (latency, errors, hangs)
+UPSTREAMS_BEHAVIOUR    (none)        path to a JSON or TOML file with the start-up behaviour
+UPSTREAMS_GRACE_PERIOD 10            seconds to finish in-flight requests on SIGTERM
+UPSTREAMS_LOG_FORMAT   auto          auto / json / console
+UPSTREAMS_LOG_LEVEL    info          debug / info / warning / error
+UPSTREAMS_MAX_BODY_BYTES 16777216    largest request body accepted (413 above)
+=====================  ============  ==========================================================
+
+The behaviour file has the shape ``PUT /admin/behaviour`` takes (see ``_behaviour.py``); an
+invalid file stops start-up with a message naming the variable and the offending key.
+"""
+
+from __future__ import annotations
+
+import json
+import tomllib
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from chassis import BaseServiceSettings, load_settings
+from pydantic import ConfigDict, Field, field_validator
+
+from ._behaviour import Behaviour, BehaviourError
+
+__all__ = ["ENV_PREFIX", "UpstreamsSettings", "load_behaviour_file", "load_upstreams_settings"]
+
+ENV_PREFIX = "UPSTREAMS_"
+
+
+class UpstreamsSettings(BaseServiceSettings):
+    """Settings of one simulator process. ``behaviour`` takes a ``Behaviour``, a mapping, or a file path."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid", arbitrary_types_allowed=True)
+
+    port: int = Field(default=8090, ge=0, le=65535)
+    seed: int = 42
+    # Embedding batches and rerank candidate lists are bigger than the chassis's 1 MiB default.
+    max_body_bytes: int = Field(default=16 * 1_048_576, gt=0)
+    behaviour: Behaviour = Field(default_factory=Behaviour)
+
+    @field_validator("behaviour", mode="before")
+    @classmethod
+    def _read_behaviour(cls, value: Any) -> Behaviour:
+        try:
+            if isinstance(value, Behaviour):
+                return value
+            if isinstance(value, str | Path):
+                return load_behaviour_file(Path(value))
+            return Behaviour.from_mapping(value)
+        except BehaviourError as exc:
+            # pydantic turns ValueError into a validation error; the chassis names the variable.
+            raise ValueError(str(exc)) from None
+
+
+def load_behaviour_file(path: Path) -> Behaviour:
+    """Read a JSON (``.json``) or TOML (any other suffix) behaviour file."""
+    try:
+        raw = path.read_bytes()
+    except OSError as exc:
+        raise BehaviourError(f"cannot read behaviour file {str(path)!r}: {exc.strerror}") from None
+    try:
+        data: Mapping[str, Any] = json.loads(raw) if path.suffix == ".json" else tomllib.loads(raw.decode())
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise BehaviourError(f"behaviour file {str(path)!r} does not parse: {exc}") from None
+    return Behaviour.from_mapping(data)
+
+
+def load_upstreams_settings(environ: Mapping[str, str] | None = None) -> UpstreamsSettings:
+    """Settings from the environment; raises ``chassis.SettingsError`` naming the bad variable."""
+    return load_settings(UpstreamsSettings, ENV_PREFIX, environ)

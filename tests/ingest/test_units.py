@@ -1,0 +1,73 @@
+"""Pure parts: chunking, failure classification, the state table, the public API list."""
+
+import floodgate
+import pytest
+import trio
+
+import services.ingest as ingest
+from services.ingest import (
+    TRANSITIONS,
+    BadDocument,
+    ChunkingConfig,
+    FailureKind,
+    JobState,
+    ProviderResponseError,
+    classify_failure,
+    split_into_chunks,
+)
+
+
+def test_chunks_overlap_and_cover_the_text() -> None:
+    text = " ".join(f"w{i}" for i in range(25))
+    chunks = split_into_chunks(text, ChunkingConfig(chunk_tokens=10, overlap_tokens=3))
+    assert chunks[0] == " ".join(f"w{i}" for i in range(10))
+    assert chunks[1].split()[:3] == ["w7", "w8", "w9"]  # 3 tokens of overlap
+    assert chunks[-1].split()[-1] == "w24"
+    # windows start every 10 - 3 = 7 tokens: 0, 7, 14, 21 (the last one is short and ends the text)
+    assert [c.split()[0] for c in chunks] == ["w0", "w7", "w14", "w21"]
+    assert split_into_chunks("   \n ", ChunkingConfig()) == []
+    assert split_into_chunks("one", ChunkingConfig()) == ["one"]
+
+
+def test_chunking_is_deterministic_and_validated() -> None:
+    text = "alpha beta " * 300
+    cfg = ChunkingConfig(chunk_tokens=50, overlap_tokens=10)
+    assert split_into_chunks(text, cfg) == split_into_chunks(text, cfg)
+    with pytest.raises(ValueError):
+        ChunkingConfig(chunk_tokens=10, overlap_tokens=10)
+
+
+@pytest.mark.parametrize(
+    ("exc", "kind"),
+    [
+        (BadDocument("empty"), FailureKind.PERMANENT),
+        (floodgate.DependencyError("HTTP 404", dependency="fetch", status=404), FailureKind.PERMANENT),
+        (floodgate.DependencyError("HTTP 400", dependency="embed", status=400), FailureKind.PERMANENT),
+        (floodgate.DependencyError("HTTP 429", dependency="embed", status=429), FailureKind.RETRYABLE),
+        (floodgate.DependencyError("HTTP 503", dependency="embed", status=503), FailureKind.RETRYABLE),
+        (floodgate.DependencyError("reset", dependency="embed", status=None), FailureKind.RETRYABLE),
+        (floodgate.Overloaded("full", dependency="embed"), FailureKind.RETRYABLE),
+        (floodgate.CircuitOpen("open", dependency="embed"), FailureKind.RETRYABLE),
+        (trio.TooSlowError(), FailureKind.RETRYABLE),
+        (ProviderResponseError("3 vectors for 4 inputs"), FailureKind.RETRYABLE),
+        (OSError("connection refused"), FailureKind.RETRYABLE),
+    ],
+)
+def test_failure_classification(exc: BaseException, kind: FailureKind) -> None:
+    assert classify_failure(exc) is kind
+
+
+def test_state_table_only_leaves_running_or_queued_except_requeue() -> None:
+    for transition, (sources, targets) in TRANSITIONS.items():
+        assert sources and targets, transition
+        if transition.value != "requeue":
+            assert sources <= {JobState.QUEUED, JobState.RUNNING}
+    terminal = set(ingest.TERMINAL_STATES)
+    assert terminal.isdisjoint(ingest.ACTIVE_STATES)
+    assert terminal | set(ingest.ACTIVE_STATES) == set(JobState)
+
+
+def test_public_api_is_exported() -> None:
+    for name in ingest.__all__:
+        assert hasattr(ingest, name), name
+    assert sorted(ingest.__all__) == sorted(set(ingest.__all__))

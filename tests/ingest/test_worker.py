@@ -1,0 +1,170 @@
+"""The worker in-process against a real PostgreSQL, with fake providers at the edge (the process-level
+tests in test_processes.py use the simulator): pipeline, retries, cancel, graceful shutdown."""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Sequence
+
+import floodgate
+import trio
+
+from services.ingest import (
+    ChunkingConfig,
+    FetchedDocument,
+    JobPipeline,
+    JobState,
+    PipelineConfig,
+    RetryBackoff,
+    Worker,
+    WorkerConfig,
+)
+from services.ingest import _queue as q
+from services.ingest._listener import PgListener
+
+from ._helpers import open_db, states, submit
+
+
+class FakeEmbedder:
+    def __init__(self, *, block: bool = False, fail_status: int | None = None) -> None:
+        self.block = block
+        self.fail_status = fail_status
+        self.calls = 0
+        self.in_flight = 0
+        self.peak = 0
+        self.started = trio.Event()
+
+    async def embed(self, texts: Sequence[str], *, tenant: str) -> list[list[float]]:
+        self.calls += 1
+        self.in_flight += 1
+        self.peak = max(self.peak, self.in_flight)
+        self.started.set()
+        try:
+            if self.block:
+                await trio.sleep_forever()
+            await trio.sleep(0.005)
+            if self.fail_status is not None:
+                raise floodgate.DependencyError(f"HTTP {self.fail_status}", dependency="embed", status=self.fail_status)
+            return [[float(len(t) % 7)] + [0.0] * 382 + [1.0] for t in texts]
+        finally:
+            self.in_flight -= 1
+
+
+class FakeFetcher:
+    async def fetch(self, url: str, *, tenant: str) -> FetchedDocument:
+        if "missing" in url:
+            from services.ingest import BadDocument
+
+            raise BadDocument(f"fetching {url} failed with HTTP 404")
+        return FetchedDocument(url=url, title="T", text=f"fetched words of {url} " * 30)
+
+
+def make_worker(db, embedder, *, dsn: str | None = None, embed_limit: int = 4, **config) -> Worker:  # noqa: ANN001
+    pipeline = JobPipeline(
+        PipelineConfig(chunking=ChunkingConfig(chunk_tokens=20, overlap_tokens=5), embed_batch_size=4,
+                       embed_parallelism=2),
+        db=db, embedder=embedder, fetcher=FakeFetcher(), embed_limiter=trio.CapacityLimiter(embed_limit),
+    )
+    defaults = dict(worker_id="w1", job_concurrency=4, claim_batch=4, lease_seconds=5.0, poll_interval=0.05,
+                    reap_interval=0.1, shutdown_grace=0.5, backoff=RetryBackoff(base=0.02, cap=0.05))
+    defaults.update(config)
+    listener = (lambda wake, cancel: PgListener(dsn, on_jobs=wake, on_cancel=cancel)) if dsn else None
+    return Worker(WorkerConfig(**defaults), db=db, runner=pipeline, listener_factory=listener)
+
+
+async def wait_for_states(db, expected: dict[str, int], timeout: float = 10.0) -> None:  # noqa: ANN001
+    with trio.fail_after(timeout):
+        while (got := await states(db)) != expected:
+            await trio.sleep(0.02)
+    assert got == expected
+
+
+async def test_jobs_run_through_the_pipeline(fresh_database_url: str) -> None:
+    async with open_db(fresh_database_url) as db:
+        text = " ".join(f"word{i}" for i in range(100))  # 100 tokens -> 7 chunks of 20 with overlap 5
+        for i in range(6):
+            await submit(db, f"t{i % 2}", f"doc{i}", text + f" v{i}", metadata={"n": i})
+        await submit(db, "t0", "web", None, source="url", url="https://example.com/a",
+                     content_hash="u1")
+        await submit(db, "t0", "gone", None, source="url", url="https://example.com/missing",
+                     content_hash="u2")
+        embedder = FakeEmbedder()
+        worker = make_worker(db, embedder, embed_limit=3)
+        shutdown = trio.Event()
+        async with trio.open_nursery() as nursery:
+            await nursery.start(functools.partial(worker.run, shutdown=shutdown))
+            await wait_for_states(db, {"succeeded": 7, "failed": 1})
+            shutdown.set()
+        assert embedder.peak <= 3  # the process-wide embed limit holds across jobs
+        counts = await db.fetch("SELECT doc_id, count(*) AS n, max(metadata->>'n') AS m FROM chunks GROUP BY doc_id")
+        by_doc = {r["doc_id"]: r["n"] for r in counts}
+        assert by_doc["doc0"] == 7 and len(by_doc) == 7
+        failed = await db.fetchrow("SELECT last_error, last_error_kind FROM ingest_jobs WHERE doc_id = 'gone'")
+        assert failed["last_error_kind"] == "permanent" and "404" in failed["last_error"]
+        assert worker.statistics().outcomes == {"succeeded": 7, "failed": 1}
+
+
+async def test_retryable_errors_retry_then_bury(fresh_database_url: str) -> None:
+    async with open_db(fresh_database_url) as db:
+        await submit(db, "t", "doc", "some words to embed", max_attempts=3)
+        worker = make_worker(db, FakeEmbedder(fail_status=503))
+        shutdown = trio.Event()
+        async with trio.open_nursery() as nursery:
+            await nursery.start(functools.partial(worker.run, shutdown=shutdown))
+            await wait_for_states(db, {"dead": 1})
+            shutdown.set()
+        row = await db.fetchrow("SELECT attempts, last_error FROM ingest_jobs")
+        assert row["attempts"] == 3 and "HTTP 503" in row["last_error"]
+        assert worker.statistics().outcomes == {"retried": 2, "dead": 1}
+
+
+async def test_cancel_a_running_job_by_notify(fresh_database_url: str) -> None:
+    """Lease 30 s (heartbeat every 10 s): stopping within a second proves the NOTIFY path."""
+    async with open_db(fresh_database_url) as db:
+        job = await submit(db, "t", "doc", "words " * 50)
+        embedder = FakeEmbedder(block=True)
+        worker = make_worker(db, embedder, dsn=fresh_database_url, lease_seconds=30.0)
+        shutdown = trio.Event()
+        async with trio.open_nursery() as nursery:
+            await nursery.start(functools.partial(worker.run, shutdown=shutdown))
+            with trio.fail_after(5):
+                await embedder.started.wait()
+            outcome = await db.run(q.cancel_job, "t", job.job_id)
+            assert outcome.state == JobState.RUNNING
+            await wait_for_states(db, {"cancelled": 1}, timeout=1.0)
+            shutdown.set()
+
+
+async def test_cancel_a_running_job_by_heartbeat(fresh_database_url: str) -> None:
+    """No listener (as behind a transaction pooler): the next heartbeat carries the request."""
+    async with open_db(fresh_database_url) as db:
+        job = await submit(db, "t", "doc", "words " * 50)
+        embedder = FakeEmbedder(block=True)
+        worker = make_worker(db, embedder, lease_seconds=0.9)
+        shutdown = trio.Event()
+        async with trio.open_nursery() as nursery:
+            await nursery.start(functools.partial(worker.run, shutdown=shutdown))
+            with trio.fail_after(5):
+                await embedder.started.wait()
+            await db.run(q.cancel_job, "t", job.job_id)
+            await wait_for_states(db, {"cancelled": 1}, timeout=1.5)
+            shutdown.set()
+
+
+async def test_graceful_shutdown_finishes_quick_jobs_and_releases_the_rest(fresh_database_url: str) -> None:
+    async with open_db(fresh_database_url) as db:
+        for i in range(3):
+            await submit(db, "t", f"doc{i}", "words " * 50)
+        embedder = FakeEmbedder(block=True)
+        worker = make_worker(db, embedder, shutdown_grace=0.2)
+        shutdown = trio.Event()
+        async with trio.open_nursery() as nursery:
+            await nursery.start(functools.partial(worker.run, shutdown=shutdown))
+            await wait_for_states(db, {"running": 3})
+            shutdown.set()
+            with trio.fail_after(3):
+                while worker.statistics().running:
+                    await trio.sleep(0.01)
+        rows = await db.fetch("SELECT state, attempts, lease_token FROM ingest_jobs")
+        assert [(r["state"], r["attempts"], r["lease_token"]) for r in rows] == [("queued", 0, None)] * 3
+        assert worker.statistics().outcomes == {"released": 3}

@@ -1,0 +1,233 @@
+"""Faults downstream: degradation, Retry-After, hangs against the deadline, and circuit breakers.
+
+All on the virtual clock: the simulator's latencies, Retry-After waits, attempt timeouts and the
+request deadline run on trio's MockClock, so the times asserted are exact.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from functools import partial
+
+import floodgate
+import pytest
+import trio
+
+from .conftest import Harness, online_harness
+
+DEAL = "/v1/deal-brain/answers"
+ASSESS = "/v1/nexus-assess/assessments"
+QUESTION = "How much did Aldercrest Robotics pay to acquire Norfield Analytics?"
+RUBRIC = [{"id": "growth", "description": "revenue growth"}, {"id": "risk", "description": "regulatory risk"}]
+
+
+def approx(x: float):
+    return pytest.approx(x, abs=1e-9)
+
+
+# -- degradation -------------------------------------------------------------------------------------
+
+
+async def test_reranker_down_degrades_to_the_fused_score(autojump_clock, memory_chunks) -> None:
+    async with online_harness(chunks=memory_chunks, behaviour={"rerank": {"outage": True}}) as h:
+        response = await h.post(DEAL, {"question": QUESTION})
+        body = await response.get_json()
+        assert (await h.stats())["rerank"][
+            "requests"
+        ] == 1  # 503 with Retry-After 30s: over the cap, no retry
+    assert response.status_code == 200
+    assert body["degraded"] == [
+        {"step": "rerank", "dependency": "rerank", "reason": "dependency_error", "fallback": "fused_score"}
+    ]
+    assert body["answer"] is not None  # the LLM still answers, over the fused order
+    scores = [p["score"] for p in body["passages"]]
+    assert scores == sorted(scores, reverse=True)
+    assert scores[0] == round(1 / 61, 6)  # reciprocal rank fusion: rank 1 of its list
+
+
+@asynccontextmanager
+async def llm_slot_taken(h: Harness) -> AsyncIterator[None]:
+    """The simulated LLM admits one request per key, and a request that never ends holds it:
+    every call of the service gets 429 with ``Retry-After: 1`` until the block ends."""
+    await h.behave({"chat": {"latency": {"fixed_ms": 10_000_000}, "rate_limit": {"max_concurrent": 1}}})
+    async with trio.open_nursery() as nursery:
+        body = {"model": "m", "messages": [{"role": "user", "content": "hog"}]}
+        nursery.start_soon(partial(h.simulator.test_client().post, "/v1/chat/completions", json=body))
+        await trio.sleep(0.001)
+        await h.behave({"chat": {"latency": {"fixed_ms": 0}}})
+        yield
+        nursery.cancel_scope.cancel()
+
+
+async def test_llm_429_retry_after_is_honoured(autojump_clock) -> None:
+    async with online_harness(
+        behaviour={"chat": {"latency": {"fixed_ms": 100}, "rate_limit": {"max_concurrent": 1}}}
+    ) as h:
+        start = trio.current_time()
+        response = await h.post(ASSESS, {"subject": "s", "rubric": RUBRIC})
+        elapsed = trio.current_time() - start
+        stats = (await h.stats())["chat"]
+    # Both criteria go out at once; the provider admits one and answers the other 429 +
+    # Retry-After: 1. That one waits exactly 1 s, is admitted, and answers 100 ms later.
+    assert response.status_code == 200
+    assert elapsed == approx(1.1)
+    assert stats["statuses"] == {"200": 2, "429": 1}
+
+
+async def test_llm_429_persisting_degrades_deal_brain_after_honoured_retries(
+    autojump_clock, memory_chunks
+) -> None:
+    async with online_harness(chunks=memory_chunks) as h:
+        attempts = h.budget.dependency("llm").retry.max_attempts
+        async with llm_slot_taken(h):
+            start = trio.current_time()
+            response = await h.post(DEAL, {"question": QUESTION})
+            elapsed = trio.current_time() - start
+            refused = (await h.stats())["chat"]["statuses"]["429"]
+    assert response.status_code == 200
+    body = await response.get_json()
+    assert body["answer"] is None
+    assert body["citations"] == []
+    assert body["passages"]
+    assert body["degraded"] == [
+        {"step": "answer", "dependency": "llm", "reason": "dependency_error", "fallback": "passages_only"}
+    ]
+    assert refused == attempts
+    assert elapsed == approx(attempts - 1)  # one Retry-After second between attempts
+
+
+async def test_llm_429_persisting_fails_nexus_assess_cleanly(autojump_clock) -> None:
+    async with online_harness() as h:
+        attempts = h.budget.dependency("llm").retry.max_attempts
+        async with llm_slot_taken(h):
+            start = trio.current_time()
+            response = await h.post(ASSESS, {"subject": "s", "rubric": RUBRIC})
+            elapsed = trio.current_time() - start
+    assert response.status_code == 502
+    body = await response.get_json()
+    assert set(body) == {"error"}  # no partial score
+    assert body["error"]["code"] == "dependency_error"
+    assert body["error"]["details"]["dependency"] == "llm"
+    assert body["error"]["details"]["status"] == 429
+    assert elapsed == approx(attempts - 1)
+
+
+# -- hangs and deadlines -----------------------------------------------------------------------------
+
+
+async def test_llm_hang_ends_nexus_assess_at_the_attempt_timeout(autojump_clock) -> None:
+    async with online_harness(behaviour={"chat": {"hang_rate": 1.0}}) as h:
+        timeout = h.budget.dependency("llm").timeouts.attempt
+        assert timeout < h.budget.endpoint("nexus_assess").deadline
+        start = trio.current_time()
+        response = await h.post(ASSESS, {"subject": "s", "rubric": RUBRIC})
+        elapsed = trio.current_time() - start
+        stats = (await h.stats())["chat"]
+    assert response.status_code == 504
+    error = (await response.get_json())["error"]
+    assert error["code"] == "deadline_exceeded"
+    assert error["details"]["dependency"] == "llm"
+    assert elapsed == approx(timeout)  # not retried: retry_on_timeout is off for the LLM
+    assert stats["current_concurrent"] == 0  # the hung calls were cancelled, not left behind
+    assert stats["statuses"] == {"499": len(RUBRIC)}
+
+
+async def test_llm_hang_ends_the_request_at_the_deadline_the_gateway_gives(autojump_clock) -> None:
+    async with online_harness(behaviour={"chat": {"hang_rate": 1.0}}) as h:
+        start = trio.current_time()
+        response = await h.post(
+            ASSESS, {"subject": "s", "rubric": RUBRIC}, headers={"x-envoy-expected-rq-timeout-ms": "2500"}
+        )
+        elapsed = trio.current_time() - start
+    assert response.status_code == 504
+    error = (await response.get_json())["error"]
+    assert elapsed == approx(2.5)
+    assert error["code"] == "deadline_exceeded"
+    assert error["details"]["dependency"] == "llm"
+    assert "waiting for score" in error["message"]
+    assert 'score;dur=2500.0;desc="cancelled"' in response.headers["Server-Timing"]
+
+
+async def test_a_longer_deadline_header_than_the_endpoint_allows_is_ignored(
+    autojump_clock, memory_chunks
+) -> None:
+    async with online_harness(behaviour={"chat": {"hang_rate": 1.0}}, chunks=memory_chunks) as h:
+        deadline = h.budget.endpoint("deal_brain").deadline
+        start = trio.current_time()
+        response = await h.post(
+            DEAL, {"question": QUESTION, "web": False}, headers={"x-envoy-expected-rq-timeout-ms": "60000"}
+        )
+        elapsed = trio.current_time() - start
+    # The LLM step is degradable: it is cut before the deadline so the request still answers.
+    reserve = min(0.5, 0.1 * deadline)
+    assert response.status_code == 200
+    assert elapsed == approx(deadline - reserve)
+    body = await response.get_json()
+    assert body["degraded"] == [
+        {"step": "answer", "dependency": "llm", "reason": "deadline_exceeded", "fallback": "passages_only"}
+    ]
+
+
+# -- circuit breakers --------------------------------------------------------------------------------
+
+
+async def test_rerank_breaker_opens_after_the_configured_failures_and_half_opens_later(
+    autojump_clock, memory_chunks
+) -> None:
+    async with online_harness(chunks=memory_chunks, behaviour={"rerank": {"error_rate": 1.0}}) as h:
+        policy = h.budget.dependency("rerank").breaker
+        breaker = h.wired.dependencies["rerank"].breaker
+        reasons = []
+        while not reasons or reasons[-1] != "circuit_open":
+            body = await (await h.post(DEAL, {"question": QUESTION})).get_json()
+            reasons.append(body["degraded"][0]["reason"])
+            assert len(reasons) < 50
+        # Every attempt that reached the reranker failed; the breaker opened at min_calls of them.
+        assert (await h.stats())["rerank"]["requests"] == policy.min_calls
+        assert breaker.state is floodgate.BreakerState.OPEN
+        assert set(reasons[:-1]) == {"dependency_error"}
+
+        # While open, nothing reaches the reranker.
+        await trio.sleep(policy.open_duration / 2)
+        body = await (await h.post(DEAL, {"question": QUESTION})).get_json()
+        assert body["degraded"][0]["reason"] == "circuit_open"
+        assert (await h.stats())["rerank"]["requests"] == policy.min_calls
+
+        # After open_duration the next calls are probes; when they succeed, it closes.
+        await h.behave({"rerank": {"error_rate": 0.0}})
+        await trio.sleep(policy.open_duration / 2)
+        body = await (await h.post(DEAL, {"question": QUESTION})).get_json()
+        assert body["degraded"] == []
+        assert breaker.state is (
+            floodgate.BreakerState.CLOSED
+            if policy.half_open_probes == 1
+            else floodgate.BreakerState.HALF_OPEN
+        )
+        for _ in range(policy.half_open_probes - 1):
+            body = await (await h.post(DEAL, {"question": QUESTION})).get_json()
+            assert body["degraded"] == []
+        assert breaker.state is floodgate.BreakerState.CLOSED
+
+
+async def test_open_breaker_on_a_required_dependency_is_a_fast_503_with_retry_after(
+    autojump_clock, memory_chunks
+) -> None:
+    async with online_harness(chunks=memory_chunks, behaviour={"search": {"outage": True}}) as h:
+        policy = h.budget.dependency("search").breaker
+        for i in range(policy.min_calls):
+            response = await h.post(DEAL, {"question": f"{QUESTION} {i}"})
+            assert response.status_code == 502
+            error = (await response.get_json())["error"]
+            assert error["details"]["dependency"] == "search"
+        await trio.sleep(1.0)
+        start = trio.current_time()
+        response = await h.post(DEAL, {"question": QUESTION})
+        elapsed = trio.current_time() - start
+        assert (await h.stats())["search"]["requests"] == policy.min_calls
+    assert response.status_code == 503
+    error = (await response.get_json())["error"]
+    assert error["code"] == "circuit_open"
+    assert error["details"]["dependency"] == "search"
+    assert response.headers["Retry-After"] == str(int(policy.open_duration - 1.0))
+    assert elapsed == 0.0

@@ -1,0 +1,314 @@
+"""Guarded calls: retries, backoff, Retry-After, deadlines, retry budget, breaker, rate limit."""
+
+from __future__ import annotations
+
+import math
+
+import floodgate
+import pytest
+import trio
+
+from .conftest import make_dependency
+
+
+class Script:
+    """An async callable that plays a script of outcomes and records when it was called."""
+
+    def __init__(self, *outcomes):
+        self.outcomes = list(outcomes)
+        self.times: list[float] = []
+
+    async def __call__(self):
+        self.times.append(trio.current_time())
+        outcome = self.outcomes.pop(0) if self.outcomes else "ok"
+        if isinstance(outcome, BaseException):
+            raise outcome
+        if isinstance(outcome, int | float) and not isinstance(outcome, bool):
+            await trio.sleep(outcome)
+            return "slow"
+        if outcome == "hang":
+            await trio.sleep_forever()
+        return outcome
+
+
+def status(code: int, retry_after: float | None = None) -> floodgate.DependencyError:
+    return floodgate.DependencyError(f"HTTP {code}", status=code, retry_after=retry_after)
+
+
+async def test_success_passes_the_result_through(autojump_clock):
+    dep = make_dependency()
+    assert await dep.call(Script("value")) == "value"
+    stats = dep.statistics()
+    assert (stats.calls_total, stats.gate.in_use, stats.breaker.calls) == (1, 0, 1)
+
+
+async def test_backoff_schedule_is_exponential_with_full_jitter(autojump_clock):
+    draws = iter([1.0, 1.0, 0.5])
+    dep = make_dependency(rng=lambda: next(draws), retry={"max_attempts": 4})
+    fn = Script(status(503), status(503), status(502), "ok")
+    assert await dep.call(fn, idempotent=True) == "ok"
+    # delays: 1.0 * 0.1, 1.0 * 0.2, 0.5 * 0.4
+    assert fn.times == pytest.approx([0.0, 0.1, 0.3, 0.5])
+
+
+def test_backoff_delay_bounds():
+    for retry, ceiling in [(1, 0.1), (2, 0.2), (3, 0.4), (4, 0.8), (5, 1.0), (9, 1.0)]:
+        assert floodgate.backoff_delay(retry, base=0.1, cap=1.0, rng=lambda: 0.0) == 0.0
+        high = floodgate.backoff_delay(retry, base=0.1, cap=1.0, rng=lambda: 0.999999)
+        assert high == pytest.approx(ceiling, rel=1e-5) and high < ceiling
+
+
+async def test_retry_after_is_honoured_exactly(autojump_clock):
+    dep = make_dependency()
+    fn = Script(status(429, retry_after=2.0), status(503, retry_after=0.5), "ok")
+    assert await dep.call(fn, idempotent=True) == "ok"
+    assert fn.times == pytest.approx([0.0, 2.0, 2.5])
+
+
+async def test_429_is_retried_even_for_non_idempotent_calls(autojump_clock):
+    dep = make_dependency()
+    fn = Script(status(429, retry_after=1.0), "ok")
+    assert await dep.call(fn, idempotent=False) == "ok"
+    assert fn.times == [0.0, 1.0]
+
+
+async def test_retry_after_over_the_cap_ends_the_call(autojump_clock):
+    dep = make_dependency()
+    with pytest.raises(floodgate.DependencyError) as info:
+        await dep.call(Script(status(429, retry_after=30.0)), idempotent=True)
+    assert (info.value.status, info.value.retry_after, info.value.dependency) == (429, 30.0, "api")
+    assert "over cap" in info.value.reason
+    assert trio.current_time() == 0
+
+
+async def test_non_idempotent_5xx_is_not_retried(autojump_clock):
+    dep = make_dependency()
+    fn = Script(status(503), "ok")
+    with pytest.raises(floodgate.DependencyError, match="not idempotent"):
+        await dep.call(fn)
+    assert fn.times == [0.0]
+
+
+async def test_client_errors_are_not_retried(autojump_clock):
+    dep = make_dependency()
+    fn = Script(status(400), "ok")
+    with pytest.raises(floodgate.DependencyError) as info:
+        await dep.call(fn, idempotent=True)
+    assert info.value.status == 400 and len(fn.times) == 1
+
+
+async def test_attempts_exhausted_raise_the_last_status(autojump_clock):
+    dep = make_dependency()
+    fn = Script(status(503), status(503), status(504))
+    with pytest.raises(floodgate.DependencyError) as info:
+        await dep.call(fn, idempotent=True)
+    assert info.value.status == 504 and "3 attempts" in info.value.reason
+    assert isinstance(info.value.__cause__, floodgate.DependencyError)
+
+
+async def test_attempt_timeout_then_retry(autojump_clock):
+    dep = make_dependency(timeouts={"attempt": 1.0})
+    fn = Script("hang", "hang", "hang")
+    with pytest.raises(floodgate.DeadlineExceeded, match="attempt timed out after 1s") as info:
+        await dep.call(fn, idempotent=True)
+    assert info.value.dependency == "api"
+    assert fn.times == pytest.approx([0.0, 1.1, 2.3])
+    assert trio.current_time() == pytest.approx(3.3)
+
+
+async def test_request_deadline_caps_the_attempt(autojump_clock):
+    dep = make_dependency(timeouts={"attempt": 10.0})
+    with pytest.raises(floodgate.DeadlineExceeded):
+        with floodgate.deadline_after(2.0):
+            await dep.call(Script("hang"), idempotent=True)
+    assert trio.current_time() == 2.0
+    stats = dep.statistics()
+    assert stats.gate.in_use == 0 and stats.breaker.calls == 0  # cancelled, not a failure
+
+
+async def test_too_little_time_left_fails_fast(autojump_clock):
+    dep = make_dependency()  # min_time_to_start = 0.05
+    fn = Script("ok")
+    with floodgate.deadline_after(1.0):
+        await trio.sleep(0.96)
+        with pytest.raises(floodgate.DeadlineExceeded, match="too little time left to start"):
+            await dep.call(fn)
+    assert fn.times == []
+
+
+async def test_no_retry_when_the_deadline_leaves_no_time_for_it(autojump_clock):
+    dep = make_dependency()
+    fn = Script(status(503, retry_after=1.0), "ok")
+    with floodgate.deadline_after(1.02):
+        with pytest.raises(floodgate.DependencyError, match="no time left for a retry"):
+            await dep.call(fn, idempotent=True)
+    assert fn.times == [0.0]
+
+
+async def test_max_total_bounds_the_retries(autojump_clock):
+    dep = make_dependency(retry={"max_total": 1.5, "max_attempts": 5})
+    fn = Script(status(503, retry_after=1.0), status(503, retry_after=1.0), "ok")
+    with pytest.raises(floodgate.DependencyError, match="max_total"):
+        await dep.call(fn, idempotent=True)
+    assert fn.times == [0.0, 1.0]
+
+
+async def test_retry_budget_stops_retry_storms(autojump_clock):
+    dep = make_dependency(retry_budget={"ratio": 0.0, "min_retries": 1, "window": 10.0})
+    assert await dep.call(Script(status(503), "ok"), idempotent=True) == "ok"  # spends the one retry
+    with pytest.raises(floodgate.RetryBudgetExhausted) as info:
+        await dep.call(Script(status(503), "ok"), idempotent=True)
+    assert info.value.http_status == 503 and info.value.dependency == "api"
+    # the window slides: ten seconds later the budget is back
+    await trio.sleep(10)
+    assert await dep.call(Script(status(503), "ok"), idempotent=True) == "ok"
+
+
+def test_retry_budget_is_a_share_of_calls():
+    budget = floodgate.RetryBudget(ratio=0.2, window=10.0, min_retries=0)
+    for _ in range(10):
+        budget.record_call(0.0)
+    assert [budget.try_spend(1.0) for _ in range(3)] == [True, True, False]
+    stats = budget.statistics(1.0)
+    assert (stats.calls, stats.retries, stats.denied_total) == (10, 2, 1)
+    assert budget.statistics(10.0).calls == 0
+
+
+async def test_breaker_opens_half_opens_and_closes(autojump_clock):
+    dep = make_dependency(
+        global_concurrency=3,
+        retry={"max_attempts": 1},
+        breaker={"min_calls": 4, "failure_rate": 0.5, "open_duration": 5.0, "half_open_probes": 2, "window": 10.0},
+    )
+    for outcome in ["ok", status(500), "ok", status(503)]:
+        try:
+            await dep.call(Script(outcome))
+        except floodgate.DependencyError:
+            pass
+    assert dep.breaker.state is floodgate.BreakerState.OPEN
+    await trio.sleep(1)
+    fn = Script("ok")
+    with pytest.raises(floodgate.CircuitOpen) as info:
+        await dep.call(fn)
+    assert info.value.retry_after == pytest.approx(4.0) and fn.times == []
+    await trio.sleep(4)
+    # half-open: two probes may run at once, a third is refused
+    async with trio.open_nursery() as nursery:
+        probes = Script(0.5, 0.5)
+        nursery.start_soon(dep.call, probes)
+        nursery.start_soon(dep.call, probes)
+        await trio.sleep(0.1)
+        assert dep.breaker.state is floodgate.BreakerState.HALF_OPEN
+        with pytest.raises(floodgate.CircuitOpen, match="probes"):
+            await dep.call(Script("ok"))
+    assert dep.breaker.state is floodgate.BreakerState.CLOSED
+    assert trio.current_time() == pytest.approx(5.5)
+
+
+async def test_failed_probe_reopens(autojump_clock):
+    dep = make_dependency(retry={"max_attempts": 1}, breaker={"min_calls": 2, "open_duration": 5.0})
+    for _ in range(2):
+        with pytest.raises(floodgate.DependencyError):
+            await dep.call(Script(status(500)))
+    await trio.sleep(5)
+    with pytest.raises(floodgate.DependencyError):
+        await dep.call(Script(status(500)))
+    assert dep.breaker.state is floodgate.BreakerState.OPEN
+    with pytest.raises(floodgate.CircuitOpen) as info:
+        await dep.call(Script("ok"))
+    assert info.value.retry_after == 5.0
+
+
+async def test_slow_calls_open_the_breaker(autojump_clock):
+    dep = make_dependency(breaker={"min_calls": 3, "slow_call_rate": 1.0, "slow_call_duration": 1.0})
+    for _ in range(3):
+        assert await dep.call(Script(1.0)) == "slow"
+    assert dep.breaker.state is floodgate.BreakerState.OPEN
+
+
+async def test_client_side_rate_limit(autojump_clock):
+    dep = make_dependency(rate_limit={"rpm": 60, "burst": 1, "max_wait": 0.5})
+    fn = Script()
+    await dep.call(fn)
+    with pytest.raises(floodgate.Overloaded, match="rate limit") as info:
+        await dep.call(fn)
+    assert info.value.retry_after == pytest.approx(1.0)
+    await trio.sleep(0.6)
+    await dep.call(fn)  # waits 0.4 for the token that refills at t=1.0
+    assert fn.times == pytest.approx([0.0, 1.0])
+
+
+def test_token_bucket_refill():
+    bucket = floodgate.TokenBucket(rate=2.0, burst=3)
+    assert [bucket.reserve(0.0, max_wait=0) for _ in range(3)] == [0.0, 0.0, 0.0]
+    assert bucket.reserve(0.0, max_wait=0.1) is None
+    assert bucket.reserve(0.0, max_wait=1.0) == pytest.approx(0.5)  # reserved: balance -1
+    assert bucket.wait_needed(0.0) == pytest.approx(1.0)
+    assert bucket.statistics(10.0).tokens == 3.0  # refills to burst, not beyond
+    bucket.refund()
+    assert bucket.statistics(10.0).tokens == 3.0
+
+
+async def test_cancelled_rate_limit_waiter_returns_its_token(autojump_clock):
+    dep = make_dependency(rate_limit={"rpm": 60, "burst": 1, "max_wait": 5.0})
+    await dep.call(Script())
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(dep.call, Script())
+        await trio.sleep(0.2)
+        assert dep.bucket is not None and dep.bucket.wait_needed(trio.current_time()) == pytest.approx(1.8)
+        nursery.cancel_scope.cancel()
+    assert dep.bucket is not None and dep.bucket.wait_needed(trio.current_time()) == pytest.approx(0.8)
+
+
+async def test_gate_bounds_concurrent_calls(autojump_clock):
+    dep = make_dependency(max_waiters=1, max_wait=1.0)  # capacity 2
+    peak = 0
+    active = 0
+
+    async def work():
+        nonlocal peak, active
+        active += 1
+        peak = max(peak, active)
+        await trio.sleep(0.5)
+        active -= 1
+
+    rejected = 0
+
+    async def caller():
+        nonlocal rejected
+        try:
+            await dep.call(work)
+        except floodgate.Overloaded:
+            rejected += 1
+
+    async with trio.open_nursery() as nursery:
+        for _ in range(5):
+            nursery.start_soon(caller)
+    assert (peak, rejected) == (2, 2)
+    assert trio.current_time() == 1.0
+
+
+async def test_other_exceptions_pass_through_unretried(autojump_clock):
+    dep = make_dependency()
+    fn = Script(ValueError("bad json"), "ok")
+    with pytest.raises(ValueError):
+        await dep.call(fn, idempotent=True)
+    assert len(fn.times) == 1 and dep.statistics().breaker.calls == 0 and dep.gate.statistics().in_use == 0
+
+
+async def test_transport_errors_are_retried_and_mapped(autojump_clock):
+    dep = make_dependency()
+    fn = Script(ConnectionRefusedError("refused"), ConnectionRefusedError("refused"), ConnectionRefusedError("no"))
+    with pytest.raises(floodgate.DependencyError, match="ConnectionRefusedError: no") as info:
+        await dep.call(fn)  # connection refused: never processed, safe to retry even if not idempotent
+    assert info.value.status is None and len(fn.times) == 3
+    assert math.isfinite(fn.times[-1])
+
+
+async def test_rate_limit_wait_is_bounded_by_the_deadline(autojump_clock):
+    dep = make_dependency(rate_limit={"rpm": 60, "burst": 1, "max_wait": 5.0})
+    await dep.call(Script())
+    with floodgate.deadline_after(0.5):
+        with pytest.raises(floodgate.Overloaded, match="rate limit"):
+            await dep.call(Script())
+    assert trio.current_time() == 0

@@ -1,0 +1,111 @@
+"""Dependency.request over httpx (MockTransport), and Dependencies built from the budget."""
+
+from __future__ import annotations
+
+import floodgate
+import httpx
+import pytest
+import trio
+from prometheus_client import CollectorRegistry
+
+from .conftest import budget_dict
+
+
+def build(handler, *, registry=None, **overrides) -> floodgate.Dependencies:
+    budget = floodgate.parse_budget(budget_dict(**overrides))
+    return floodgate.Dependencies.from_budget(
+        budget, service="svc", registry=registry, http_base_urls={"api": "http://api.test"},
+        api_keys={"api": "sk-test"}, transport=httpx.MockTransport(handler), rng=lambda: 1.0,
+    )
+
+
+async def test_request_retries_503_honouring_retry_after(autojump_clock):
+    seen: list[tuple[float, httpx.Request]] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        seen.append((trio.current_time(), request))
+        if len(seen) == 1:
+            return httpx.Response(503, headers={"retry-after": "2"})
+        return httpx.Response(200, json={"ok": True})
+
+    registry = CollectorRegistry()
+    async with build(handler, registry=registry) as deps:
+        with floodgate.deadline_after(5.0):
+            resp = await deps["api"].request("POST", "/v1/embeddings", json={"input": "x"}, tenant="t1",
+                                             idempotent=True)
+    assert resp.json() == {"ok": True}
+    assert [t for t, _ in seen] == [0.0, 2.0]
+    request = seen[1][1]
+    assert request.url == "http://api.test/v1/embeddings"
+    assert request.headers["authorization"] == "Bearer sk-test"
+    assert request.headers["x-floodgate-deadline-ms"] == "3000"
+    value = registry.get_sample_value
+    assert value("floodgate_attempts_total", {"dependency": "api", "outcome": "503"}) == 1
+    assert value("floodgate_attempts_total", {"dependency": "api", "outcome": "200"}) == 1
+    assert value("floodgate_retries_total", {"dependency": "api", "reason": "503"}) == 1
+    assert value("floodgate_downstream_latency_seconds_count", {"dependency": "api", "status": "200"}) == 1
+    assert value("floodgate_gate_capacity", {"gate": "api"}) == 2
+
+
+async def test_request_4xx_is_a_dependency_error_with_the_response(autojump_clock):
+    def handler(request):
+        return httpx.Response(404, json={"error": "no such model"})
+
+    async with build(handler) as deps:
+        with pytest.raises(floodgate.DependencyError) as info:
+            await deps["api"].request("GET", "/v1/models/x")
+    assert info.value.status == 404 and info.value.http_status == 502
+    assert info.value.response.json() == {"error": "no such model"}
+
+
+async def test_post_is_not_retried_unless_marked_idempotent(autojump_clock):
+    calls = []
+
+    def handler(request):
+        calls.append(request)
+        return httpx.Response(502)
+
+    async with build(handler) as deps:
+        with pytest.raises(floodgate.DependencyError, match="not idempotent"):
+            await deps["api"].request("POST", "/v1/chat/completions", json={})
+        assert len(calls) == 1
+        with pytest.raises(floodgate.DependencyError, match="attempts exhausted"):
+            await deps["api"].request("GET", "/v1/x")  # GET is idempotent by default
+        assert len(calls) == 4
+
+
+async def test_connect_errors_are_retried_then_mapped(autojump_clock):
+    def handler(request):
+        raise httpx.ConnectError("connection refused", request=request)
+
+    async with build(handler) as deps:
+        with pytest.raises(floodgate.DependencyError, match="ConnectError") as info:
+            await deps["api"].request("POST", "/v1/chat/completions", json={})
+    assert info.value.status is None
+    assert isinstance(info.value.__cause__, httpx.ConnectError)
+
+
+async def test_from_budget_builds_the_services_dependencies(repo_budget):
+    registry = CollectorRegistry()
+    deps = floodgate.Dependencies.from_budget(
+        repo_budget, service="online", registry=registry, http_base_urls={"llm": "http://127.0.0.1:1"}
+    )
+    async with deps:
+        assert set(deps) == {"llm", "search", "embed", "rerank", "db"}
+        assert deps["llm"].gate.capacity == 16 and deps["llm"].client is not None
+        assert deps["search"].client is None
+        with pytest.raises(RuntimeError, match="no HTTP client"):
+            await deps["search"].request("GET", "/")
+        with pytest.raises(KeyError, match="no dependency 'fetch' for service 'online'"):
+            deps["fetch"]
+        assert deps["llm"].bucket is not None and deps["llm"].bucket.rate == pytest.approx(100.0)
+    # the same registry can be handed to another component without double registration
+    assert floodgate.FloodgateMetrics(registry) is floodgate.FloodgateMetrics(registry)
+
+
+def test_parse_retry_after():
+    assert floodgate.parse_retry_after("3") == 3.0
+    assert floodgate.parse_retry_after("-1") == 0.0
+    assert floodgate.parse_retry_after("soon") is None
+    assert floodgate.parse_retry_after(None) is None
+    assert floodgate.parse_retry_after("Wed, 21 Oct 2015 07:28:10 GMT", now=1445412480.0) == 10.0

@@ -1,0 +1,69 @@
+"""open_pg_pool against the real PostgreSQL: trio via trio-asyncio, and asyncio natively."""
+
+from __future__ import annotations
+
+import asyncio
+
+import asyncpg
+import floodgate
+import pytest
+import trio
+import trio_asyncio
+from prometheus_client import CollectorRegistry
+
+
+async def add_and_count(conn: asyncpg.Connection, tenant: str, value: int) -> int:
+    # An asyncio coroutine: the whole transaction runs on the asyncio side, one crossing.
+    async with conn.transaction():
+        await conn.execute("select pg_advisory_xact_lock(42)")  # serialise: each count is distinct
+        await conn.execute("insert into fg_items (tenant, value) values ($1, $2)", tenant, value)
+        return await conn.fetchval("select count(*) from fg_items where tenant = $1", tenant)
+
+
+async def test_pool_under_trio_runs_a_transaction_in_one_crossing(database_url):
+    registry = CollectorRegistry()
+    gate = floodgate.Gate("db", 2, max_waiters=8, max_wait=5.0)
+    async with trio_asyncio.open_loop():
+        async with floodgate.open_pg_pool(database_url, min_size=1, max_size=2, gate=gate, registry=registry) as pool:
+            await pool.execute("create table if not exists fg_items (tenant text, value int)")
+            await pool.execute("delete from fg_items")
+            counts = []
+
+            async def worker(i):
+                counts.append(await pool.run(add_and_count, "t1", i, tenant="t1"))
+
+            async with trio.open_nursery() as nursery:
+                for i in range(6):
+                    nursery.start_soon(worker, i)
+            assert sorted(counts) == [1, 2, 3, 4, 5, 6]
+            assert await pool.fetchval("select sum(value) from fg_items") == 15
+            rows = await pool.fetch("select value from fg_items order by value limit 2")
+            assert [r["value"] for r in rows] == [0, 1]
+            stats = pool.statistics()
+            assert stats.in_use == 0 and stats.max_size == 2 and stats.gate.in_use == 0
+            assert stats.crossings_total == 10  # one per unit of work
+            with pytest.raises(asyncpg.UndefinedTableError):  # SQL errors pass through unchanged
+                await pool.fetch("select * from no_such_table")
+            assert registry.get_sample_value("floodgate_pool_acquire_wait_seconds_count", {"pool": "db"}) >= 6
+
+
+async def test_pool_under_trio_needs_a_trio_asyncio_loop(database_url):
+    with pytest.raises(RuntimeError, match=r"trio_asyncio\.open_loop"):
+        async with floodgate.open_pg_pool(database_url, max_size=1):
+            pass
+
+
+async def test_unreachable_database_is_a_dependency_error():
+    async with trio_asyncio.open_loop():
+        with pytest.raises(floodgate.DependencyError, match="cannot open pool"):
+            async with floodgate.open_pg_pool("postgresql://nobody@127.0.0.1:1/x", max_size=1, timeout=2):
+                pass
+
+
+def test_pool_under_asyncio_calls_asyncpg_directly(database_url):
+    async def main():
+        async with floodgate.open_pg_pool(database_url, min_size=1, max_size=1) as pool:
+            assert await pool.fetchval("select 41 + 1") == 42
+            return await pool.run_in_transaction(lambda conn: conn.fetchval("select 'in tx'"))
+
+    assert asyncio.run(main()) == "in tx"
