@@ -344,8 +344,6 @@ def _cross_checks(budget: Budget) -> list[str]:
                 f"{key}.global_concurrency: {dep.global_concurrency} exceeds database_max_connections - "
                 f"database_reserve = {available}"
             )
-        if dep.rate_limit is not None and dep.rate_limit.max_wait > dep.max_wait + dep.timeouts.attempt:
-            problems.append(f"{key}.rate_limit.max_wait: longer than max_wait + timeouts.attempt")
         for service in dep.shares:
             if service not in services:
                 continue

@@ -28,6 +28,7 @@ import anyio
 import httpx
 import structlog
 
+from ._backend import HotPath, hot_path
 from ._breaker import BreakerState, BreakerStatistics, CircuitBreaker
 from ._budget import Budget, DependencyPolicy
 from ._deadline import deadline_headers, time_left
@@ -167,8 +168,9 @@ class Dependency:
         """
         # The clock and the deadline are read once here and passed down: on the fast path
         # (free slot, token available, closed circuit) this is most of the call's cost.
-        now = anyio.current_time()
-        deadline = anyio.current_effective_deadline()
+        ops = hot_path()
+        now = ops.current_time()
+        deadline = ops.current_effective_deadline()
         if deadline - now < self._min_start:
             self._rejected("deadline")
             raise DeadlineExceeded(
@@ -179,14 +181,14 @@ class Dependency:
             self.gate.acquire_nowait(tenant)
         except anyio.WouldBlock:
             await self.gate.acquire(tenant)
-            now = anyio.current_time()
+            now = ops.current_time()
         try:
-            return await self._attempts(fn, args, tenant, idempotent, now, deadline)
+            return await self._attempts(fn, args, tenant, idempotent, ops, now, deadline)
         finally:
             self.gate.release(tenant)
 
     async def _attempts(self, fn: Callable[..., Awaitable[T]], args: tuple[Any, ...], tenant: str,
-                        idempotent: bool, now: float, deadline: float) -> T:
+                        idempotent: bool, ops: HotPath, now: float, deadline: float) -> T:
         policy = self.policy
         attempt_timeout = policy.timeouts.attempt
         started = now
@@ -196,20 +198,21 @@ class Dependency:
         while True:
             attempt += 1
             if attempt > 1:
-                now = anyio.current_time()  # after the backoff
-                deadline = anyio.current_effective_deadline()
+                now = ops.current_time()  # after the backoff
+                deadline = ops.current_effective_deadline()
             if self.bucket is not None:
                 now = await self._take_token(tenant, now)
             try:
                 ticket = self.breaker.admit(now)
             except FloodgateError:
                 self._rejected("circuit_open")
+                _log.info("floodgate.rejected", dependency=self.name, tenant=tenant, reason="circuit_open")
                 raise
             t0 = now
             failure: _Failure | None = None
             try:
                 if t0 + attempt_timeout < deadline:
-                    with anyio.CancelScope(deadline=t0 + attempt_timeout) as scope:
+                    with ops.cancel_scope(t0 + attempt_timeout) as scope:
                         result = await fn(*args)
                     if scope.cancelled_caught:
                         failure = _Failure("timeout", None, retryable=policy.retry.retry_on_timeout)
@@ -221,8 +224,10 @@ class Dependency:
                 if failure is None:
                     # Cancellation, or an error that says nothing about the downstream's health.
                     self.breaker.cancel(ticket)
+                    if isinstance(exc, anyio.get_cancelled_exc_class()):
+                        self._observe("cancelled", ops.current_time() - t0)
                     raise
-            t1 = anyio.current_time()
+            t1 = ops.current_time()
             duration = t1 - t0
             if failure is None:
                 self.breaker.record(t1, ticket, failed=False, duration=duration)
@@ -332,7 +337,7 @@ class Dependency:
         wait = bucket.reserve(now, max_wait=max_wait)
         if wait is None:
             self._rejected("rate_limited")
-            _log.warning("floodgate.rejected", dependency=self.name, tenant=tenant, reason="rate_limited")
+            _log.info("floodgate.rejected", dependency=self.name, tenant=tenant, reason="rate_limited")
             raise Overloaded(
                 f"client-side rate limit ({bucket.rate * 60:g}/min per process)", dependency=self.name,
                 retry_after=bucket.wait_needed(now),

@@ -18,6 +18,7 @@ from types import MappingProxyType
 from typing import TYPE_CHECKING
 
 import anyio
+import structlog
 
 from ._errors import Overloaded
 
@@ -27,6 +28,8 @@ if TYPE_CHECKING:
 __all__ = ["DEFAULT_TENANT", "Gate", "GateStatistics"]
 
 DEFAULT_TENANT = "default"
+
+_log = structlog.get_logger("floodgate")
 
 
 class _Waiter:
@@ -201,10 +204,13 @@ class Gate:
             self._take(waiter.tenant)
             waiter.event.set()
 
-    def _reject(self, reason: str, message: str) -> Overloaded:
+    def _reject(self, reason: str, message: str, tenant: str) -> Overloaded:
         self._rejected_total += 1
         if self._metrics is not None:
             self._metrics.rejections.labels(self.name, reason).inc()
+        # info, not warning: under overload this fires for every rejected call by design
+        _log.info("floodgate.rejected", dependency=self.name, tenant=tenant, reason=reason,
+                  in_use=self._in_use, waiting=len(self._queue))
         return Overloaded(message, dependency=self.name, retry_after=self.retry_after)
 
     def _publish(self) -> None:
@@ -221,6 +227,7 @@ class Gate:
         self._take(tenant)
         if self._metrics is not None:
             self._m_in_use.set(self._in_use)
+            self._m_wait.observe(0.0)  # zero waits belong in the distribution too
 
     async def acquire(self, tenant: str = DEFAULT_TENANT) -> None:
         """Take a slot, waiting (bounded, fairly) if needed. Raises `Overloaded`."""
@@ -228,13 +235,16 @@ class Gate:
             self._take(tenant)
             if self._metrics is not None:
                 self._m_in_use.set(self._in_use)
+                self._m_wait.observe(0.0)
             return
         if len(self._queue) >= self.max_waiters or self.max_wait <= 0:
-            raise self._reject("queue_full", f"all {self.capacity} slots busy and {len(self._queue)} waiting")
+            raise self._reject(
+                "queue_full", f"all {self.capacity} slots busy and {len(self._queue)} waiting", tenant
+            )
         now = anyio.current_time()
         give_up_at = min(now + self.max_wait, anyio.current_effective_deadline() - self.start_margin)
         if give_up_at <= now:
-            raise self._reject("deadline", f"all {self.capacity} slots busy and no time left to wait")
+            raise self._reject("deadline", f"all {self.capacity} slots busy and no time left to wait", tenant)
         waiter = _Waiter(tenant, now)
         self._queue.push(waiter)
         self._publish()
@@ -258,7 +268,7 @@ class Gate:
         self._queue.remove(waiter)
         self._publish()
         why = "max_wait" if give_up_at >= now + self.max_wait else "deadline"
-        raise self._reject(why, f"no slot free within {waited:.3g}s (capacity {self.capacity})")
+        raise self._reject(why, f"no slot free within {waited:.3g}s (capacity {self.capacity})", tenant)
 
     def release(self, tenant: str = DEFAULT_TENANT) -> None:
         """Give back a slot taken by ``tenant``."""

@@ -11,7 +11,7 @@ from ._pipeline import JobPipeline, PipelineConfig
 from ._providers import Embedder, FetchedDocument, Fetcher, ToolkitEmbedder, ToolkitFetcher
 from ._states import ACTIVE_STATES, TERMINAL_STATES, TRANSITIONS, JobState, Transition, TransitionRefused
 from ._timing import ClaimPacer, LeaseClock, RetryBackoff
-from ._worker import StopReason, Worker, WorkerConfig, WorkerStatistics, keep_lease
+from ._worker import StopReason, Worker, WorkerConfig, WorkerStatistics, keep_leases
 from .settings import IngestApiSettings, IngestWorkerSettings, ProviderSettings
 
 __all__ = [
@@ -45,6 +45,6 @@ __all__ = [
     "WorkerConfig",
     "WorkerStatistics",
     "classify_failure",
-    "keep_lease",
+    "keep_leases",
     "split_into_chunks",
 ]

@@ -37,6 +37,7 @@ __all__ = [
     "fail_job",
     "get_job",
     "heartbeat",
+    "heartbeat_many",
     "list_jobs",
     "purge_finished",
     "queue_depth",
@@ -51,7 +52,6 @@ __all__ = [
 
 # First key of the two-key advisory locks that serialise claims per tenant ("FG" + 1).
 ADVISORY_LOCK_CLASS = 0x464701
-_NO_CAP = 2**31 - 1
 _TERMINAL_SQL = "('succeeded', 'failed', 'dead', 'cancelled')"
 
 
@@ -384,6 +384,67 @@ RETURNING j.id, j.tenant_id, j.doc_id, j.content_hash, j.attempts, j.max_attempt
 """
 
 
+# Without a per-tenant cap nothing needs serialising, so the claim is one statement (no transaction
+# block, one round trip): tenants by loose index scan, each tenant's head jobs with SKIP LOCKED,
+# interleaved between tenants, flipped to running.
+_CLAIM_UNCAPPED = """
+WITH RECURSIVE heads AS (
+    (SELECT tenant_id FROM ingest_jobs WHERE state = 'queued' ORDER BY tenant_id, priority, run_at, id LIMIT 1)
+    UNION ALL
+    SELECT nxt.tenant_id FROM heads h
+    CROSS JOIN LATERAL (
+        SELECT tenant_id FROM ingest_jobs
+        WHERE state = 'queued' AND tenant_id > h.tenant_id
+        ORDER BY tenant_id, priority, run_at, id LIMIT 1
+    ) nxt
+), tenants AS (
+    SELECT tenant_id FROM heads LIMIT $3
+), candidates AS (
+    SELECT q.id, q.tenant_id, q.priority, q.run_at
+    FROM tenants t
+    CROSS JOIN LATERAL (
+        SELECT j.id, j.tenant_id, j.priority, j.run_at FROM ingest_jobs j
+        WHERE j.tenant_id = t.tenant_id AND j.state = 'queued' AND j.run_at <= now()
+        ORDER BY j.priority, j.run_at, j.id
+        LIMIT $1
+        FOR UPDATE SKIP LOCKED
+    ) q
+), picked AS (
+    SELECT id FROM (
+        SELECT c.id, c.priority, c.run_at,
+               row_number() OVER (PARTITION BY c.tenant_id ORDER BY c.priority, c.run_at, c.id) AS rank
+        FROM candidates c
+    ) r
+    ORDER BY r.rank, r.priority, r.run_at, r.id
+    LIMIT $1
+)
+UPDATE ingest_jobs j SET
+    state = 'running',
+    attempts = j.attempts + 1,
+    lease_token = gen_random_uuid(),
+    lease_owner = $2,
+    lease_expires_at = now() + make_interval(secs => $4),
+    started_at = coalesce(j.started_at, now()),
+    updated_at = now()
+FROM picked p LEFT JOIN ingest_job_inputs i ON i.job_id = p.id
+WHERE j.id = p.id AND j.state = 'queued'
+RETURNING j.id, j.tenant_id, j.doc_id, j.content_hash, j.attempts, j.max_attempts, j.lease_token,
+          i.text, i.url, i.metadata
+"""
+
+
+def _claimed(rows: Sequence[Any]) -> list[ClaimedJob]:
+    return [
+        ClaimedJob(
+            job_id=r["id"], tenant_id=r["tenant_id"], doc_id=r["doc_id"], content_hash=r["content_hash"],
+            attempts=r["attempts"], max_attempts=r["max_attempts"], fence=Fence(r["id"], r["lease_token"]),
+            text=r["text"], url=r["url"],
+            metadata=json.loads(m) if (m := r["metadata"]) and m != "{}" else {},
+        )
+        for r in rows
+    ]
+
+
 async def claim_jobs(
     conn: Any,
     *,
@@ -401,12 +462,15 @@ async def claim_jobs(
     claimed in parallel); if every candidate is locked by another claimer, wait briefly for the first
     one instead of coming back empty; (2) one statement that counts each locked tenant's running jobs,
     takes the free slots with ``FOR UPDATE SKIP LOCKED`` in priority order, and flips them to running
-    with a fresh lease token. Without a cap no locks are taken: SKIP LOCKED alone suffices.
+    with a fresh lease token. Without a cap no locks are taken: SKIP LOCKED alone suffices, and the
+    claim is a single statement.
     """
     if limit <= 0:
         return []
-    locking = tenant_cap is not None
-    cap = tenant_cap if tenant_cap is not None else _NO_CAP
+    if tenant_cap is None:
+        return _claimed(await conn.fetch(_CLAIM_UNCAPPED, limit, worker_id, max_tenants, lease_seconds))
+    locking = True
+    cap = tenant_cap
     async with conn.transaction():
         rows = await conn.fetch(_CANDIDATE_TENANTS, cap, max_tenants, locking, ADVISORY_LOCK_CLASS)
         if not rows:
@@ -419,14 +483,7 @@ async def claim_jobs(
             await conn.execute("SELECT pg_advisory_xact_lock($1, hashtext($2))", ADVISORY_LOCK_CLASS, first)
             tenants = [first]
         claimed = await conn.fetch(_CLAIM, tenants, limit, cap, worker_id, lease_seconds)
-    return [
-        ClaimedJob(
-            job_id=r["id"], tenant_id=r["tenant_id"], doc_id=r["doc_id"], content_hash=r["content_hash"],
-            attempts=r["attempts"], max_attempts=r["max_attempts"], fence=Fence(r["id"], r["lease_token"]),
-            text=r["text"], url=r["url"], metadata=json.loads(r["metadata"]) if r["metadata"] else {},
-        )
-        for r in claimed
-    ]
+    return _claimed(claimed)
 
 
 # --------------------------------------------------------------------------------------------
@@ -450,6 +507,19 @@ async def heartbeat(conn: Any, fence: Fence, lease_seconds: float) -> Heartbeat:
         fence.job_id, fence.token, lease_seconds,
     )
     return Heartbeat(alive=False, cancel_requested=False) if row is None else Heartbeat(True, row["cancel_requested"])
+
+
+async def heartbeat_many(conn: Any, fences: Sequence[Fence], lease_seconds: float) -> dict[int, Heartbeat]:
+    """Extend the leases of all of a worker's running jobs in one statement. A job missing from the
+    answer has lost its lease."""
+    rows = await conn.fetch(
+        """UPDATE ingest_jobs j SET lease_expires_at = now() + make_interval(secs => $3), updated_at = now()
+           FROM unnest($1::bigint[], $2::uuid[]) AS f(id, token)
+           WHERE j.id = f.id AND j.lease_token = f.token AND j.state = 'running'
+           RETURNING j.id, j.cancel_requested""",
+        [f.job_id for f in fences], [f.token for f in fences], lease_seconds,
+    )
+    return {r["id"]: Heartbeat(alive=True, cancel_requested=r["cancel_requested"]) for r in rows}
 
 
 _LOCK_ATTEMPT = """

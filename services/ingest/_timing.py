@@ -56,6 +56,7 @@ class LeaseClock:
     duration: float
     expires_at: float
     extensions: int = 0
+    retry_at: float | None = None  # set after a failed heartbeat
 
     @classmethod
     def granted(cls, *, duration: float, sent_at: float) -> LeaseClock:
@@ -68,16 +69,20 @@ class LeaseClock:
         return self.duration / 3
 
     def next_heartbeat_at(self) -> float:
-        """Due one interval after the last grant; the lease then still has two intervals left."""
+        """Due one interval after the last grant (the lease then still has two intervals left), or
+        sooner when the last heartbeat failed."""
+        if self.retry_at is not None:
+            return self.retry_at
         return self.expires_at - self.duration + self.interval
 
-    def retry_heartbeat_at(self, now: float) -> float:
-        """After a failed heartbeat: try again soon, but never past the expiry."""
-        return min(now + self.interval / 4, self.expires_at)
+    def heartbeat_failed(self, now: float) -> None:
+        """Try again a quarter interval later, but never past the expiry."""
+        self.retry_at = min(now + self.interval / 4, self.expires_at)
 
     def extended(self, *, sent_at: float) -> None:
         self.expires_at = max(self.expires_at, sent_at + self.duration)
         self.extensions += 1
+        self.retry_at = None
 
     def lost(self, now: float) -> bool:
         return now >= self.expires_at

@@ -19,8 +19,9 @@ from __future__ import annotations
 import enum
 import functools
 import random
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
+from typing import TypeVar
 
 import structlog
 import trio
@@ -33,7 +34,7 @@ from ._pipeline import JobPipeline
 from ._states import Transition, TransitionRefused
 from ._timing import ClaimPacer, LeaseClock, RetryBackoff
 
-__all__ = ["JobRunner", "StopReason", "Worker", "WorkerConfig", "WorkerStatistics", "keep_lease"]
+__all__ = ["JobRunner", "StopReason", "Worker", "WorkerConfig", "WorkerStatistics", "keep_leases"]
 
 log = structlog.get_logger("ingest.worker")
 
@@ -43,6 +44,9 @@ class WorkerConfig:
     worker_id: str
     job_concurrency: int = 8
     claim_batch: int = 8
+    # Claim only once this many slots are free (1: at once). Raising it batches claims when jobs
+    # are very short (each claim is one transaction, whatever its size).
+    min_claim: int = 1
     lease_seconds: float = 15.0
     tenant_running_cap: int | None = 4  # per tenant, across all workers; None = no cap
     poll_interval: float = 1.0
@@ -57,6 +61,8 @@ class WorkerConfig:
     def __post_init__(self) -> None:
         if self.job_concurrency < 1 or self.claim_batch < 1:
             raise ValueError("job_concurrency and claim_batch must be >= 1")
+        if not 1 <= self.min_claim <= min(self.claim_batch, self.job_concurrency):
+            raise ValueError("min_claim must be between 1 and min(claim_batch, job_concurrency)")
         if self.tenant_running_cap is not None and self.tenant_running_cap < 1:
             raise ValueError("tenant_running_cap must be >= 1 (or None for no cap)")
 
@@ -93,46 +99,64 @@ class _RunningJob:
 
 
 JobRunner = Callable[[q.ClaimedJob], Awaitable[None]]
-HeartbeatFn = Callable[[], Awaitable[q.Heartbeat]]
+K = TypeVar("K")
 
 
-async def keep_lease(
-    lease: LeaseClock,
-    send_heartbeat: HeartbeatFn,
-    stop: Callable[[StopReason], None],
+async def keep_leases(
+    leases: Callable[[], Mapping[K, LeaseClock]],
+    send_heartbeats: Callable[[list[K]], Awaitable[Mapping[K, q.Heartbeat]]],
+    stop: Callable[[K, StopReason], None],
     *,
+    idle: Callable[[], Awaitable[object]],
     is_transient: Callable[[BaseException], bool] = is_transient_db_error,
 ) -> None:
-    """Extend ``lease`` on its schedule until it is lost or a cancel is requested (then call ``stop``).
+    """Keep every running job's lease extended, with one heartbeat statement for all that are due.
 
-    A failed heartbeat is retried sooner; once the worker's own view of the expiry passes without a
-    successful extension, the job is stopped — by then another worker may legitimately reclaim it.
+    ``leases()`` is the live view of the jobs to keep (job -> its LeaseClock); ``idle()`` returns when
+    there may be new ones. A heartbeat covers every lease due within half an interval, so a worker
+    sends one statement per interval, not one per job. A job is stopped (``stop``) when the database
+    says its lease is gone or a cancel was requested, and when its own clock says the lease ran out
+    without a successful extension (the database unreachable) — by then another worker may have
+    reclaimed it. A failed heartbeat is retried a quarter interval later.
     """
     while True:
-        await trio.sleep_until(lease.next_heartbeat_at())
-        while True:
-            sent_at = trio.current_time()
-            try:
-                with trio.fail_after(max(lease.expires_at - sent_at, 0.001)):
-                    beat = await send_heartbeat()
-            except Exception as exc:
-                if not (isinstance(exc, trio.TooSlowError) or is_transient(exc)):
-                    raise
-                now = trio.current_time()
-                if lease.lost(now):
-                    stop(StopReason.LEASE_LOST)
-                    return
-                log.info("heartbeat_failed", error=f"{type(exc).__name__}: {exc}")
-                await trio.sleep_until(lease.retry_heartbeat_at(now))
+        current = dict(leases())
+        if not current:
+            await idle()
+            continue
+        now = trio.current_time()
+        for key, lease in current.items():
+            if lease.lost(now):
+                stop(key, StopReason.LEASE_LOST)
+        current = {k: v for k, v in current.items() if not v.lost(now)}
+        if not current:
+            continue
+        due = min(lease.next_heartbeat_at() for lease in current.values())
+        if now < due:
+            await trio.sleep_until(due)
+            continue
+        window = min(lease.interval for lease in current.values()) / 2
+        batch = [k for k, lease in current.items() if lease.next_heartbeat_at() <= now + window]
+        expiry = min(current[k].expires_at for k in batch)
+        try:
+            with trio.fail_after(max(expiry - now, 0.001)):
+                beats = await send_heartbeats(batch)
+        except Exception as exc:
+            if not (isinstance(exc, trio.TooSlowError) or is_transient(exc)):
+                raise
+            log.info("heartbeat_failed", jobs=len(batch), error=f"{type(exc).__name__}: {exc}")
+            failed_at = trio.current_time()
+            for key in batch:
+                current[key].heartbeat_failed(failed_at)
+            continue
+        for key in batch:
+            beat = beats.get(key)
+            if beat is None or not beat.alive:
+                stop(key, StopReason.LEASE_LOST)
                 continue
-            break
-        if not beat.alive:
-            stop(StopReason.LEASE_LOST)
-            return
-        lease.extended(sent_at=sent_at)
-        if beat.cancel_requested:
-            stop(StopReason.CANCEL_REQUESTED)
-            return
+            current[key].extended(sent_at=now)
+            if beat.cancel_requested:
+                stop(key, StopReason.CANCEL_REQUESTED)
 
 
 class Worker:
@@ -164,6 +188,7 @@ class Worker:
         self._reaped = 0
         self._idle = trio.Event()
         self._idle.set()
+        self._job_started = trio.Event()
 
     # -- signals from outside (listener callbacks, tests) -------------------------------------------
 
@@ -197,6 +222,7 @@ class Worker:
             if self._listener is not None:
                 await services.start(self._listener.run)
             services.start_soon(self._maintenance_loop)
+            services.start_soon(self._lease_keeper)
             services.start_soon(self._wake_on, shutdown)
             async with trio.open_nursery() as jobs:
                 self._claiming = True
@@ -223,7 +249,7 @@ class Worker:
             self._wake = trio.Event()  # armed before the claim: a NOTIFY during it is not lost
             if shutdown.is_set():
                 break
-            if free <= 0:
+            if free < cfg.min_claim:
                 await self._wake.wait()  # set when a job ends (or shutdown)
                 continue
             asked = min(free, cfg.claim_batch)
@@ -256,23 +282,21 @@ class Worker:
         )
         self._running[job.job_id] = running
         self._idle = trio.Event()
+        self._job_started.set()
         if self._metrics is not None:
             self._metrics.running.set(len(self._running))
         jobs.start_soon(self._run_job, running, name=f"ingest-job-{job.job_id}")
 
     async def _run_job(self, running: _RunningJob) -> None:
         job = running.job
-        bound = log.bind(job_id=job.job_id, tenant=job.tenant_id, attempt=job.attempts)
         error: BaseException | None = None
         try:
-            async with trio.open_nursery() as nursery:
-                nursery.start_soon(self._keep_lease, running)
-                with running.scope:
-                    try:
-                        await self._runner(job)
-                    except Exception as exc:
-                        error = primary_error(exc)
-                nursery.cancel_scope.cancel()
+            with running.scope:
+                try:
+                    await self._runner(job)
+                except Exception as exc:
+                    error = primary_error(exc)
+            bound = log.bind(job_id=job.job_id, tenant=job.tenant_id, attempt=job.attempts)
             try:
                 await self._settle(running, error, bound)
             except Exception:
@@ -287,13 +311,24 @@ class Worker:
             if not self._running:
                 self._idle.set()
 
-    async def _keep_lease(self, running: _RunningJob) -> None:
-        lease_seconds = self.config.lease_seconds
+    def _leases(self) -> dict[int, LeaseClock]:
+        return {job_id: r.lease for job_id, r in self._running.items() if r.stop_reason is None}
 
-        async def send() -> q.Heartbeat:
-            return await self._db.run(q.heartbeat, running.job.fence, lease_seconds)
+    async def _send_heartbeats(self, job_ids: list[int]) -> Mapping[int, q.Heartbeat]:
+        fences = [self._running[j].job.fence for j in job_ids if j in self._running]
+        return await self._db.run(q.heartbeat_many, fences, self.config.lease_seconds)
 
-        await keep_lease(running.lease, send, running.stop)
+    def _stop(self, job_id: int, reason: StopReason) -> None:
+        running = self._running.get(job_id)
+        if running is not None:
+            running.stop(reason)
+
+    async def _wait_for_jobs(self) -> None:
+        await self._job_started.wait()
+        self._job_started = trio.Event()
+
+    async def _lease_keeper(self) -> None:
+        await keep_leases(self._leases, self._send_heartbeats, self._stop, idle=self._wait_for_jobs)
 
     async def _settle(self, running: _RunningJob, error: BaseException | None, bound: structlog.BoundLogger) -> None:
         """Record how the attempt ended, with one fenced transition (shielded, bounded, retried)."""

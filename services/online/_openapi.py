@@ -77,8 +77,9 @@ ERROR_CONTRACT: dict[int, tuple[str, str, str, bool]] = {
     429: (
         "Overloaded",
         "overloaded",
-        "a non-degradable dependency's budget is full (gate queue full or max_wait passed, or the "
-        "client-side rate limit); answered within the dependency's max_wait",
+        "the endpoint is at its limit of requests in flight (derived from the budget; refused within "
+        "20 ms), or a non-degradable dependency's gate is full (queue full or max_wait passed) or its "
+        "client-side rate limit would wait too long; `details.dependency` names the budget",
         True,
     ),
     500: ("InternalError", "internal_error", "a bug; `details.request_id` identifies the request", False),

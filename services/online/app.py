@@ -6,7 +6,9 @@ Each route does the same edge work, in this order, before any downstream is touc
 2. the body: size against the endpoint's ``max_body_bytes`` (413), JSON (400), fields (422),
    limits from the budget file such as ``max_items`` (422),
 3. the request deadline: the endpoint's, or a shorter one from ``x-envoy-expected-rq-timeout-ms``,
-   as a cancel scope around the endpoint's logic (504 when it passes).
+   as a cancel scope around the endpoint's logic (504 when it passes),
+4. admission: a place among the requests the endpoint may have in flight (`_admission`: derived
+   from the budget by Little's law), or a 429 within milliseconds.
 
 Toolkit errors propagate to the chassis, which renders them (429/503/504/502 + ``Retry-After``).
 Every response of an endpoint carries ``Server-Timing``; the chassis adds ``x-request-id``.
@@ -25,6 +27,7 @@ from pydantic import BaseModel
 from quart import Response, g, jsonify, request
 from quart_trio import QuartTrio
 
+from ._admission import Admission, make_admission
 from ._context import Downstreams, RequestContext
 from ._deal_brain import answer_question
 from ._models import DealBrainRequest, NexusAssessRequest, ShadowHunterRequest
@@ -52,6 +55,7 @@ class OnlineState:
     downstreams: Downstreams
     metrics: floodgate.FloodgateMetrics
     assessments: floodgate.TTLCache | None
+    admission: Mapping[str, Admission]
     openapi: dict[str, Any]
 
 
@@ -85,7 +89,8 @@ def create_app(
         if nexus.cache_ttl
         else None
     )
-    state = OnlineState(budget, downstreams, metrics, assessments, build_openapi(budget))
+    admission = make_admission(budget, metrics)
+    state = OnlineState(budget, downstreams, metrics, assessments, admission, build_openapi(budget))
     app.extensions["online"] = state
     _install_routes(app, state)
     return app
@@ -145,9 +150,14 @@ async def _handle(
         degradations=floodgate.Degradations(metrics=state.metrics),
         reserve=min(MAX_RESERVE, RESERVE_SHARE * seconds),
     )
+    admission = state.admission[endpoint]
     try:
         with floodgate.deadline_after(seconds):
-            result = await run(body, ctx)
+            await admission.acquire(tenant)
+            try:
+                result = await run(body, ctx)
+            finally:
+                admission.release(tenant)
     except floodgate.DeadlineExceeded as exc:
         if exc.dependency is not None:
             raise

@@ -317,7 +317,7 @@ async def _fetch() -> Response:
 
 @upstreams_api.get("/v1/models")
 async def models() -> Response:
-    names = ["sim-chat", "sim-embed-384", "sim-rerank"]
+    names = ["sim-chat-1", "sim-embed-384", "sim-rerank-1"]
     return jsonify(
         {
             "object": "list",

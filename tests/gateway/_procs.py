@@ -84,8 +84,9 @@ def run_process(name: str, argv: list[str], *, log_dir: Path, env: dict[str, str
 
 @contextlib.contextmanager
 def start_ratelimit(log_dir: Path, *, config: Path | None = None, redis_url: str | None = None,
-                    name: str = "ratelimit", extra_env: dict[str, str] | None = None) -> Iterator[Proc]:
-    grpc_port, http_port = free_port(), free_port()
+                    name: str = "ratelimit", extra_env: dict[str, str] | None = None,
+                    ports: dict[str, int] | None = None) -> Iterator[Proc]:
+    grpc_port, http_port = (ports["grpc"], ports["http"]) if ports else (free_port(), free_port())
     env = {
         "RATELIMIT_HOST": "127.0.0.1",
         "RATELIMIT_PORT": str(grpc_port),

@@ -8,9 +8,9 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
+import floodgate
 import trio_asyncio
 
-import floodgate
 from services.ingest import _queue as q
 
 

@@ -3,7 +3,7 @@
 import pytest
 import trio
 
-from services.ingest import ClaimPacer, LeaseClock, RetryBackoff, StopReason, keep_lease
+from services.ingest import ClaimPacer, LeaseClock, RetryBackoff, StopReason, keep_leases
 from services.ingest._queue import Heartbeat
 
 
@@ -36,84 +36,129 @@ def test_lease_clock_schedule() -> None:
     assert lease.next_heartbeat_at() == 103.0
     lease.extended(sent_at=103.5)
     assert (lease.expires_at, lease.next_heartbeat_at()) == (112.5, 106.5)
-    assert lease.retry_heartbeat_at(111.0) == 111.75
-    assert lease.retry_heartbeat_at(112.4) == 112.5  # never past the expiry
+    lease.heartbeat_failed(111.0)
+    assert lease.next_heartbeat_at() == 111.75
+    lease.heartbeat_failed(112.4)
+    assert lease.next_heartbeat_at() == 112.5  # never past the expiry
     assert not lease.lost(112.49) and lease.lost(112.5)
 
 
-async def test_keep_lease_extends_on_schedule(autojump_clock: trio.abc.Clock) -> None:
-    start = trio.current_time()
-    lease = LeaseClock.granted(duration=3.0, sent_at=start)
-    beats: list[float] = []
-    stopped: list[StopReason] = []
+class Leases:
+    """A worker's running jobs as keep_leases sees them, with a scripted database."""
 
-    async def beat() -> Heartbeat:
-        beats.append(trio.current_time() - start)
+    def __init__(self, **leases: LeaseClock) -> None:
+        self.leases = dict(leases)
+        self.stopped: dict[str, StopReason] = {}
+        self.sent: list[tuple[float, list[str]]] = []
+        self.added = trio.Event()
+
+    def live(self) -> dict[str, LeaseClock]:
+        return {k: v for k, v in self.leases.items() if k not in self.stopped}
+
+    def stop(self, key: str, reason: StopReason) -> None:
+        self.stopped.setdefault(key, reason)
+
+    async def idle(self) -> None:
+        await self.added.wait()
+        self.added = trio.Event()
+
+
+async def run_keeper(leases: Leases, send, until: float) -> None:
+    async def recorded(keys: list[str]):
+        leases.sent.append((round(trio.current_time(), 6), sorted(keys)))
+        return await send(keys)
+
+    with trio.move_on_at(until):
+        await keep_leases(leases.live, recorded, leases.stop, idle=leases.idle)
+
+
+async def test_keep_leases_extends_on_schedule_in_one_statement(autojump_clock: trio.abc.Clock) -> None:
+    t0 = trio.current_time()
+    leases = Leases(a=LeaseClock.granted(duration=3.0, sent_at=t0), b=LeaseClock.granted(duration=3.0, sent_at=t0 + 0.4))
+
+    async def db(keys: list[str]) -> dict[str, Heartbeat]:
         await trio.sleep(0.1)  # the database takes 100 ms
-        return Heartbeat(alive=True, cancel_requested=len(beats) == 4)
+        return {k: Heartbeat(alive=True, cancel_requested=False) for k in keys}
 
-    await keep_lease(lease, beat, stopped.append)
-    # every duration/3, counted from when the previous heartbeat was *sent*
-    assert beats == [1.0, 2.0, 3.0, 4.0]
-    assert stopped == [StopReason.CANCEL_REQUESTED]
-    assert trio.current_time() - start == pytest.approx(4.1)
+    await run_keeper(leases, db, until=t0 + 3.5)
+    offsets = [(round(t - t0, 6), keys) for t, keys in leases.sent]
+    # a is due at 1.0; b (due 1.4) is within half an interval, so it rides along; then every 1.0,
+    # counted from when the previous heartbeat was *sent*
+    assert offsets == [(1.0, ["a", "b"]), (2.0, ["a", "b"]), (3.0, ["a", "b"])]
+    assert leases.stopped == {}
+    assert leases.leases["b"].expires_at == pytest.approx(t0 + 6.0)
 
 
-async def test_keep_lease_gives_up_when_the_database_is_away(autojump_clock: trio.abc.Clock) -> None:
-    start = trio.current_time()
-    lease = LeaseClock.granted(duration=3.0, sent_at=start)
-    attempts: list[float] = []
-    stopped: list[StopReason] = []
+async def test_keep_leases_stops_a_job_on_cancel_request_or_lost_lease(autojump_clock: trio.abc.Clock) -> None:
+    t0 = trio.current_time()
+    leases = Leases(**{k: LeaseClock.granted(duration=3.0, sent_at=t0) for k in ("keep", "cancel", "taken")})
 
-    async def beat() -> Heartbeat:
-        attempts.append(round(trio.current_time() - start, 6))
+    async def db(keys: list[str]) -> dict[str, Heartbeat]:
+        beats = {"keep": Heartbeat(True, False), "cancel": Heartbeat(True, True)}
+        return {k: beats[k] for k in keys if k in beats}  # "taken" is no longer ours
+
+    await run_keeper(leases, db, until=t0 + 2.5)
+    assert leases.stopped == {"cancel": StopReason.CANCEL_REQUESTED, "taken": StopReason.LEASE_LOST}
+    assert [keys for _, keys in leases.sent] == [["cancel", "keep", "taken"], ["keep"]]
+
+
+async def test_keep_leases_gives_up_when_the_database_is_away(autojump_clock: trio.abc.Clock) -> None:
+    t0 = trio.current_time()
+    leases = Leases(a=LeaseClock.granted(duration=3.0, sent_at=t0))
+
+    async def down(keys: list[str]) -> dict[str, Heartbeat]:
         raise OSError("connection refused")
 
-    await keep_lease(lease, beat, stopped.append)
-    assert stopped == [StopReason.LEASE_LOST]
-    # first try at 1.0, then every interval/4 = 0.25 s until the expiry at 3.0
-    assert attempts == [1.0 + 0.25 * i for i in range(8)] + [3.0]
-    assert trio.current_time() - start == 3.0  # stops exactly when its own view of the lease ends
+    stopped_at: list[float] = []
+    original = leases.stop
+    leases.stop = lambda key, reason: (stopped_at.append(trio.current_time() - t0), original(key, reason))  # type: ignore[method-assign]
+    await run_keeper(leases, down, until=t0 + 10)
+    assert leases.stopped == {"a": StopReason.LEASE_LOST}
+    # first try at 1.0, then every interval/4 = 0.25 s; stopped when its own view of the lease ends
+    assert [round(t - t0, 6) for t, _ in leases.sent] == [1.0 + 0.25 * i for i in range(8)]
+    assert stopped_at == [3.0]
 
 
-async def test_keep_lease_a_hanging_heartbeat_is_bounded_by_the_expiry(autojump_clock: trio.abc.Clock) -> None:
-    start = trio.current_time()
-    lease = LeaseClock.granted(duration=3.0, sent_at=start)
-    stopped: list[StopReason] = []
+async def test_keep_leases_a_hanging_heartbeat_is_bounded_by_the_expiry(autojump_clock: trio.abc.Clock) -> None:
+    t0 = trio.current_time()
+    leases = Leases(a=LeaseClock.granted(duration=3.0, sent_at=t0))
+    stopped_at: list[float] = []
 
-    async def hang() -> Heartbeat:
+    async def hang(keys: list[str]) -> dict[str, Heartbeat]:
         await trio.sleep_forever()
         raise AssertionError
 
-    await keep_lease(lease, hang, stopped.append)
-    assert stopped == [StopReason.LEASE_LOST]
-    assert trio.current_time() - start == 3.0
+    original = leases.stop
+
+    def stop(key: str, reason: StopReason) -> None:
+        stopped_at.append(trio.current_time() - t0)
+        original(key, reason)
+
+    leases.stop = stop  # type: ignore[method-assign]
+    await run_keeper(leases, hang, until=t0 + 10)
+    assert leases.stopped == {"a": StopReason.LEASE_LOST} and stopped_at == [3.0]
 
 
-async def test_keep_lease_stops_when_the_lease_was_taken(autojump_clock: trio.abc.Clock) -> None:
-    lease = LeaseClock.granted(duration=3.0, sent_at=trio.current_time())
-    stopped: list[StopReason] = []
+async def test_keep_leases_recovers_after_a_failed_heartbeat_and_waits_for_jobs(autojump_clock: trio.abc.Clock) -> None:
+    t0 = trio.current_time()
+    leases = Leases()
+    calls = 0
 
-    async def gone() -> Heartbeat:
-        return Heartbeat(alive=False, cancel_requested=False)
-
-    await keep_lease(lease, gone, stopped.append)
-    assert stopped == [StopReason.LEASE_LOST]
-
-
-async def test_keep_lease_recovers_after_a_failed_heartbeat(autojump_clock: trio.abc.Clock) -> None:
-    start = trio.current_time()
-    lease = LeaseClock.granted(duration=3.0, sent_at=start)
-    calls: list[float] = []
-
-    async def flaky() -> Heartbeat:
-        calls.append(trio.current_time() - start)
-        if len(calls) == 1:
+    async def flaky(keys: list[str]) -> dict[str, Heartbeat]:
+        nonlocal calls
+        calls += 1
+        if calls == 1:
             raise OSError("reset")
-        return Heartbeat(alive=len(calls) < 3, cancel_requested=False)
+        return {k: Heartbeat(True, False) for k in keys}
 
-    stopped: list[StopReason] = []
-    await keep_lease(lease, flaky, stopped.append)
-    # 1.0 fails, retried at 1.25 (ok: lease now to 4.25), next due 2.25 -> not alive -> stop
-    assert calls == [1.0, 1.25, 2.25]
-    assert stopped == [StopReason.LEASE_LOST]
+    async def add_later() -> None:
+        await trio.sleep(5)  # the keeper idles (no job) until then
+        leases.leases["a"] = LeaseClock.granted(duration=3.0, sent_at=trio.current_time())
+        leases.added.set()
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(add_later)
+        await run_keeper(leases, flaky, until=t0 + 7.5)
+    # 6.0 fails, retried at 6.25 (ok: lease now ends at 9.25), next due 7.25
+    assert [round(t - t0, 6) for t, _ in leases.sent] == [6.0, 6.25, 7.25]
+    assert leases.stopped == {}

@@ -59,7 +59,7 @@ class FakeFetcher:
         return FetchedDocument(url=url, title="T", text=f"fetched words of {url} " * 30)
 
 
-def make_worker(db, embedder, *, dsn: str | None = None, embed_limit: int = 4, **config) -> Worker:  # noqa: ANN001
+def make_worker(db, embedder, *, dsn: str | None = None, embed_limit: int = 4, **config) -> Worker:
     pipeline = JobPipeline(
         PipelineConfig(chunking=ChunkingConfig(chunk_tokens=20, overlap_tokens=5), embed_batch_size=4,
                        embed_parallelism=2),
@@ -72,9 +72,9 @@ def make_worker(db, embedder, *, dsn: str | None = None, embed_limit: int = 4, *
     return Worker(WorkerConfig(**defaults), db=db, runner=pipeline, listener_factory=listener)
 
 
-async def wait_for_states(db, expected: dict[str, int], timeout: float = 10.0) -> None:  # noqa: ANN001
-    with trio.fail_after(timeout):
-        while (got := await states(db)) != expected:
+async def wait_for_states(db, expected: dict[str, int], within: float = 10.0) -> None:
+    with trio.fail_after(within):
+        while (got := await states(db)) != expected:  # noqa: ASYNC110 - polling the database
             await trio.sleep(0.02)
     assert got == expected
 
@@ -131,7 +131,7 @@ async def test_cancel_a_running_job_by_notify(fresh_database_url: str) -> None:
                 await embedder.started.wait()
             outcome = await db.run(q.cancel_job, "t", job.job_id)
             assert outcome.state == JobState.RUNNING
-            await wait_for_states(db, {"cancelled": 1}, timeout=1.0)
+            await wait_for_states(db, {"cancelled": 1}, within=1.0)
             shutdown.set()
 
 
@@ -147,7 +147,7 @@ async def test_cancel_a_running_job_by_heartbeat(fresh_database_url: str) -> Non
             with trio.fail_after(5):
                 await embedder.started.wait()
             await db.run(q.cancel_job, "t", job.job_id)
-            await wait_for_states(db, {"cancelled": 1}, timeout=1.5)
+            await wait_for_states(db, {"cancelled": 1}, within=1.5)
             shutdown.set()
 
 
@@ -163,7 +163,7 @@ async def test_graceful_shutdown_finishes_quick_jobs_and_releases_the_rest(fresh
             await wait_for_states(db, {"running": 3})
             shutdown.set()
             with trio.fail_after(3):
-                while worker.statistics().running:
+                while worker.statistics().running:  # noqa: ASYNC110 - a test watching a counter
                     await trio.sleep(0.01)
         rows = await db.fetch("SELECT state, attempts, lease_token FROM ingest_jobs")
         assert [(r["state"], r["attempts"], r["lease_token"]) for r in rows] == [("queued", 0, None)] * 3

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import trio
 
+from services.online._admission import ADMISSION_MAX_WAIT, endpoint_capacity
+
 from .conftest import SIM_API, online_harness
 
 DEAL = "/v1/deal-brain/answers"
@@ -90,3 +92,31 @@ async def test_one_request_cannot_take_a_whole_dependency_budget(autojump_clock)
         response = await h.post(ASSESS, {"subject": "s", "rubric": rubric})
         assert response.status_code == 200
         assert (await h.stats())["chat"]["peak_concurrent"] == fan_out
+
+
+async def test_the_endpoint_door_admits_what_the_budget_carries_and_refuses_the_rest_in_milliseconds(
+    autojump_clock, memory_chunks
+) -> None:
+    async with online_harness(behaviour={"chat": {"latency": {"fixed_ms": 400}}}, chunks=memory_chunks) as h:
+        capacity = endpoint_capacity(h.budget, "deal_brain")
+        llm = h.budget.dependency("llm")
+        assert capacity.bottleneck == "llm"
+        assert capacity.rps == h.limit("llm") / llm.typical_latency
+        outcomes: list[tuple[int, float, dict]] = []
+
+        async def send(i: int) -> None:
+            start = trio.current_time()
+            response = await h.post(DEAL, {"question": f"Aldercrest Robotics deal {i}"})
+            outcomes.append((response.status_code, trio.current_time() - start, await response.get_json()))
+
+        async with trio.open_nursery() as nursery:
+            for i in range(capacity.in_flight + 10):
+                nursery.start_soon(send, i)
+    refused = [(t, body) for status, t, body in outcomes if status == 429]
+    served = [body for status, _, body in outcomes if status == 200]
+    assert len(served) == capacity.in_flight
+    assert len(refused) == 10
+    for waited, body in refused:
+        assert waited <= ADMISSION_MAX_WAIT
+        assert body["error"]["details"]["dependency"] == "llm"
+        assert "requests in flight" in body["error"]["message"]

@@ -231,3 +231,65 @@ async def test_open_breaker_on_a_required_dependency_is_a_fast_503_with_retry_af
     assert error["details"]["dependency"] == "search"
     assert response.headers["Retry-After"] == str(int(policy.open_duration - 1.0))
     assert elapsed == 0.0
+
+
+# -- shadowHunter's partial results ------------------------------------------------------------------
+
+HUNT = "/v1/shadow-hunter/hunts"
+
+
+async def test_shadow_hunter_returns_partial_results_with_counts(autojump_clock) -> None:
+    async with online_harness() as h:
+        warm = await h.post(
+            HUNT, {"subject": "s", "queries": ["Aldercrest Robotics", "Norfield"], "extract_top": 0}
+        )
+        assert warm.status_code == 200
+        # The search provider goes down: the two cached queries still answer, the new ones fail.
+        await h.behave({"search": {"outage": True}})
+        queries = ["Aldercrest Robotics", "Meridian Cloud", "Norfield", "Vantage Payments"]
+        response = await h.post(HUNT, {"subject": "s", "queries": queries, "extract_top": 2})
+        body = await response.get_json()
+    assert response.status_code == 200
+    assert body["complete"] is False
+    assert body["counts"] == {
+        "queries": 4,
+        "queries_succeeded": 2,
+        "extractions": 2,
+        "extractions_succeeded": 2,
+    }
+    assert [q["status"] for q in body["queries"]] == ["ok", "failed", "ok", "failed"]
+    failed = body["queries"][1]
+    assert failed["results"] == 0
+    assert failed["error"]["code"] == "dependency_error"
+    assert failed["error"]["dependency"] == "search"
+    assert body["results"]
+
+
+async def test_shadow_hunter_fails_only_when_no_search_succeeded(autojump_clock) -> None:
+    async with online_harness(behaviour={"search": {"outage": True}}) as h:
+        response = await h.post(HUNT, {"subject": "s", "queries": ["Aldercrest Robotics", "Norfield"]})
+    assert response.status_code == 502
+    error = (await response.get_json())["error"]
+    assert error["code"] == "dependency_error"
+    assert error["details"]["dependency"] == "search"
+
+
+async def test_shadow_hunter_failed_extractions_are_counted_not_fatal(autojump_clock) -> None:
+    async with online_harness(behaviour={"chat": {"error_rate": 1.0, "error_status": 500}}) as h:
+        response = await h.post(HUNT, {"subject": "Aldercrest Robotics", "extract_top": 3})
+        body = await response.get_json()
+    # The expansion fell back to the subject as the only query; the three extractions failed.
+    assert response.status_code == 200
+    assert [q["query"] for q in body["queries"]] == ["Aldercrest Robotics"]
+    assert body["counts"] == {
+        "queries": 1,
+        "queries_succeeded": 1,
+        "extractions": 3,
+        "extractions_succeeded": 0,
+    }
+    assert body["findings"] == []
+    assert body["complete"] is False
+    assert body["degraded"] == [
+        {"step": "expand", "dependency": "llm", "reason": "dependency_error", "fallback": "caller_queries"},
+        {"step": "extract", "dependency": "llm", "reason": "dependency_error", "fallback": "fewer_findings"},
+    ]

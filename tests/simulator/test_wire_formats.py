@@ -9,7 +9,7 @@ import struct
 
 from services.upstreams import CORPUS_BASE_URL
 
-from .conftest import chat_body
+from .conftest import chat_body, post_streaming
 
 PASSAGES = (
     "Sources:\n"
@@ -28,7 +28,9 @@ def cosine(a: list[float], b: list[float]) -> float:
 
 
 async def test_chat_answer_picks_context_sentences_and_cites_passages(client) -> None:
-    response = await client.post("/v1/chat/completions", json=chat_body(PASSAGES, system="floodgate-task: answer"))
+    response = await client.post(
+        "/v1/chat/completions", json=chat_body(PASSAGES, system="floodgate-task: answer")
+    )
     assert response.status_code == 200
     body = await response.get_json()
     assert body["object"] == "chat.completion"
@@ -38,7 +40,9 @@ async def test_chat_answer_picks_context_sentences_and_cites_passages(client) ->
     assert choice["finish_reason"] == "stop"
     assert choice["message"]["role"] == "assistant"
     content = choice["message"]["content"]
-    assert content.startswith("Aldercrest Robotics agreed to acquire Norfield Analytics for $420 million. [1]")
+    assert content.startswith(
+        "Aldercrest Robotics agreed to acquire Norfield Analytics for $420 million. [1]"
+    )
     assert "sunny" not in content
     usage = body["usage"]
     assert usage["prompt_tokens"] > 20
@@ -67,10 +71,10 @@ async def test_chat_max_tokens_cuts_the_answer(client) -> None:
 
 async def test_chat_stream_is_sse_ending_with_done(client) -> None:
     request = chat_body(PASSAGES, stream=True, stream_options={"include_usage": True})
-    response = await client.post("/v1/chat/completions", json=request)
-    assert response.status_code == 200
-    assert response.headers["content-type"].startswith("text/event-stream")
-    raw = (await response.get_data()).decode()
+    status, headers, data = await post_streaming(client, "/v1/chat/completions", request)
+    assert status == 200
+    assert headers["content-type"].startswith("text/event-stream")
+    raw = data.decode()
     events = [block for block in raw.split("\n\n") if block]
     assert all(e.startswith("data: ") for e in events)
     assert events[-1] == "data: [DONE]"
@@ -94,7 +98,9 @@ async def test_chat_json_tasks(client) -> None:
         assert response.status_code == 200
         return json.loads((await response.get_json())["choices"][0]["message"]["content"])
 
-    queries = await ask("floodgate-task: expand_queries\nWrite 4 search queries.", "Subject: Aldercrest Robotics")
+    queries = await ask(
+        "floodgate-task: expand_queries\nWrite 4 search queries.", "Subject: Aldercrest Robotics"
+    )
     assert queries["queries"][0] == "Aldercrest Robotics"
     assert len(queries["queries"]) == 4 and len(set(queries["queries"])) == 4
 
@@ -106,10 +112,12 @@ async def test_chat_json_tasks(client) -> None:
     score = await ask("floodgate-task: score_criterion", "Criterion: strong balance sheet\n\n" + PASSAGES)
     assert isinstance(score["score"], int) and 0 <= score["score"] <= 10
     assert score["rationale"]
-    assert score == await ask("floodgate-task: score_criterion", "Criterion: strong balance sheet\n\n" + PASSAGES)
+    assert score == await ask(
+        "floodgate-task: score_criterion", "Criterion: strong balance sheet\n\n" + PASSAGES
+    )
 
     answer = await ask("floodgate-task: answer", PASSAGES)
-    assert answer["citations"] == [1] and "$420 million" in answer["answer"]
+    assert answer["citations"][0] == 1 and "$420 million" in answer["answer"]
 
 
 async def test_chat_json_task_is_inferred_without_the_task_line(client) -> None:
@@ -135,7 +143,14 @@ async def test_chat_bad_input_names_the_param(client) -> None:
         ({"messages": [{"role": "user", "content": "hi"}]}, "model"),
         ({"model": "m", "messages": []}, "messages"),
         ({"model": "m", "messages": [{"role": "robot", "content": "hi"}]}, "messages[0].role"),
-        ({"model": "m", "messages": [{"role": "user", "content": "x"}], "response_format": {"type": "xml"}}, "response_format"),
+        (
+            {
+                "model": "m",
+                "messages": [{"role": "user", "content": "x"}],
+                "response_format": {"type": "xml"},
+            },
+            "response_format",
+        ),
     ]
     for body, param in cases:
         response = await client.post("/v1/chat/completions", json=body)
@@ -144,7 +159,9 @@ async def test_chat_bad_input_names_the_param(client) -> None:
         assert error["param"] == param
         assert error["type"] == "invalid_request_error"
         assert error["code"] == "invalid_request" and error["message"]
-    response = await client.post("/v1/chat/completions", data=b"{not json", headers={"content-type": "application/json"})
+    response = await client.post(
+        "/v1/chat/completions", data=b"{not json", headers={"content-type": "application/json"}
+    )
     assert response.status_code == 400
     assert (await response.get_json())["error"]["code"] == "invalid_json"
 
@@ -210,7 +227,12 @@ async def test_rerank_orders_by_term_overlap(client) -> None:
     ]
     response = await client.post(
         "/v1/rerank",
-        json={"model": "sim-rerank", "query": "Aldercrest Robotics acquisition", "documents": documents, "top_n": 2},
+        json={
+            "model": "sim-rerank",
+            "query": "Aldercrest Robotics acquisition",
+            "documents": documents,
+            "top_n": 2,
+        },
     )
     assert response.status_code == 200
     body = await response.get_json()
@@ -224,8 +246,12 @@ async def test_rerank_orders_by_term_overlap(client) -> None:
     everything = await (
         await client.post(
             "/v1/rerank",
-            json={"model": "m", "query": "Aldercrest Robotics acquisition", "documents": documents,
-                  "return_documents": False},
+            json={
+                "model": "m",
+                "query": "Aldercrest Robotics acquisition",
+                "documents": documents,
+                "return_documents": False,
+            },
         )
     ).get_json()
     assert [r["index"] for r in everything["results"]] == [2, 1, 0]
@@ -234,7 +260,9 @@ async def test_rerank_orders_by_term_overlap(client) -> None:
 
 
 async def test_rerank_bad_input(client) -> None:
-    response = await client.post("/v1/rerank", json={"model": "m", "query": "q", "documents": [{"title": "x"}]})
+    response = await client.post(
+        "/v1/rerank", json={"model": "m", "query": "q", "documents": [{"title": "x"}]}
+    )
     assert response.status_code == 400
     assert (await response.get_json())["error"]["param"] == "documents[0]"
 
@@ -243,7 +271,9 @@ async def test_rerank_bad_input(client) -> None:
 
 
 async def test_search_returns_relevant_corpus_documents(client) -> None:
-    response = await client.get("/v1/search", query_string={"q": "Aldercrest Robotics acquisition", "count": 5})
+    response = await client.get(
+        "/v1/search", query_string={"q": "Aldercrest Robotics acquisition", "count": 5}
+    )
     assert response.status_code == 200
     body = await response.get_json()
     assert body["query"] == "Aldercrest Robotics acquisition"
@@ -258,7 +288,9 @@ async def test_search_returns_relevant_corpus_documents(client) -> None:
     assert "acqui" in body["results"][0]["title"] + body["results"][0]["snippet"]
 
     page2 = await (
-        await client.get("/v1/search", query_string={"q": "Aldercrest Robotics acquisition", "count": 5, "offset": 5})
+        await client.get(
+            "/v1/search", query_string={"q": "Aldercrest Robotics acquisition", "count": 5, "offset": 5}
+        )
     ).get_json()
     assert page2["results"][0]["rank"] == 6
     assert not {r["url"] for r in page2["results"]} & {r["url"] for r in body["results"]}
@@ -267,19 +299,25 @@ async def test_search_returns_relevant_corpus_documents(client) -> None:
 async def test_search_without_matches_and_bad_params(client) -> None:
     empty = await (await client.get("/v1/search", query_string={"q": "zzzqqq"})).get_json()
     assert empty["results"] == [] and empty["total"] == 0
-    for params, param in (({}, "q"), ({"q": "x", "count": "0"}, "count"), ({"q": "x", "count": "abc"}, "count")):
+    for params, param in (
+        ({}, "q"),
+        ({"q": "x", "count": "0"}, "count"),
+        ({"q": "x", "count": "abc"}, "count"),
+    ):
         response = await client.get("/v1/search", query_string=params)
         assert response.status_code == 400
         assert (await response.get_json())["error"]["param"] == param
 
 
 async def test_fetch_returns_a_search_result_and_404s_elsewhere(client) -> None:
-    hit = (await (await client.get("/v1/search", query_string={"q": "vector databases"})).get_json())["results"][0]
+    hit = (await (await client.get("/v1/search", query_string={"q": "vector databases"})).get_json())[
+        "results"
+    ][0]
     response = await client.get("/v1/fetch", query_string={"url": hit["url"]})
     assert response.status_code == 200
     doc = await response.get_json()
     assert doc["url"] == hit["url"] and doc["title"] == hit["title"]
-    assert hit["snippet"].rstrip("…") [:60] in doc["text"]
+    assert hit["snippet"].rstrip("…")[:60] in doc["text"]
     assert len(doc["text"]) > 300
 
     missing = await client.get("/v1/fetch", query_string={"url": "https://example.com/nope"})
@@ -290,7 +328,7 @@ async def test_fetch_returns_a_search_result_and_404s_elsewhere(client) -> None:
 
 async def test_models_and_chassis_probes(client) -> None:
     models = await (await client.get("/v1/models")).get_json()
-    assert "sim-chat" in {m["id"] for m in models["data"]}
+    assert "sim-chat-1" in {m["id"] for m in models["data"]}
     assert (await client.get("/healthz")).status_code == 200
     assert (await client.get("/readyz")).status_code == 200
     metrics = await (await client.get("/metrics")).get_data()

@@ -1,4 +1,4 @@
-"""Helpers for the toolkit's tests: budgets built in code, a recording random source."""
+"""Helpers for the toolkit's tests: a small budget built in code, and a Dependency made from it."""
 
 from __future__ import annotations
 

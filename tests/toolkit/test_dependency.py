@@ -312,3 +312,39 @@ async def test_rate_limit_wait_is_bounded_by_the_deadline(autojump_clock):
         with pytest.raises(floodgate.Overloaded, match="rate limit"):
             await dep.call(Script())
     assert trio.current_time() == 0
+
+
+@pytest.mark.parametrize("cancel_at", [0.2, 0.45, 0.95, 1.05, 1.5, 2.2, 2.45, 2.65, 3.2])
+async def test_cancellation_at_any_await_leaves_everything_consistent(autojump_clock, cancel_at):
+    # The call under test starts at t=0.1 behind a holder of the only slot:
+    #   0.1-0.5 waits for the gate; 0.5-1.0 waits for a token (60/min, burst 1);
+    #   1.0 attempt 1 fails (503); 1.0-1.1 backoff; 1.1-2.0 waits for a token;
+    #   2.0-2.5 attempt 2 hangs until its timeout; 2.5-2.7 backoff; 2.7-3.0 token; 3.0-3.5 attempt 3 hangs
+    dep = make_dependency(
+        global_concurrency=1, rate_limit={"rpm": 60, "burst": 1, "max_wait": 2.0},
+        timeouts={"attempt": 0.5, "min_time_to_start": 0.0},
+    )
+    fn = Script(status(503), "hang", "hang")
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(dep.call, Script(0.4))  # holds the slot (and the token) until 0.4
+        await trio.sleep(0.1)
+        # Cancelled from outside (no deadline the call could see coming, unlike move_on_after).
+        scope = trio.CancelScope()
+
+        async def cancel_later():
+            await trio.sleep(cancel_at)
+            scope.cancel()
+
+        nursery.start_soon(cancel_later)
+        with scope:
+            await dep.call(fn, idempotent=True)
+        cancelled_at = trio.current_time()
+    assert cancelled_at == pytest.approx(0.1 + cancel_at)
+    assert fn.times == pytest.approx([t for t in [1.0, 2.0, 3.0] if t < cancelled_at])
+    now = trio.current_time()
+    stats = dep.statistics()
+    assert (stats.gate.in_use, stats.gate.waiting) == (0, 0)
+    assert stats.breaker.probes_in_flight == 0
+    assert dep.bucket is not None
+    # a token reserved by a cancelled waiter was given back: one per attempt made, plus the holder's
+    assert dep.bucket.statistics(now).granted_total == 1 + len(fn.times)

@@ -241,8 +241,10 @@ def test_gate_invariants_under_random_load(capacity, max_waiters, max_wait, weig
 @settings(max_examples=200, deadline=None)
 @given(
     weights=st.dictionaries(tenants, st.integers(1, 3), max_size=3),
-    ops=st.lists(st.one_of(st.tuples(st.just("push"), tenants), st.tuples(st.just("pop"), st.none()),
-                           st.tuples(st.just("remove"), st.integers(0, 50))), max_size=60),
+    ops=st.lists(
+        st.tuples(st.sampled_from(["push a", "push b", "push c", "pop", "remove"]), st.integers(0, 50)),
+        min_size=4, max_size=60,
+    ),
 )
 def test_fair_queue_no_tenant_served_beyond_its_weight_while_another_waits(weights, ops):
     queue = _FairQueue(weights)
@@ -250,7 +252,8 @@ def test_fair_queue_no_tenant_served_beyond_its_weight_while_another_waits(weigh
     # served_since[b][a]: grants to a since b last started waiting or was last served
     served_since: dict[str, dict[str, int]] = {}
     for op, arg in ops:
-        if op == "push":
+        if op.startswith("push"):
+            arg = op[-1]
             waiter = _Waiter(arg, 0.0)
             queue.push(waiter)
             waiting.append(waiter)
@@ -273,3 +276,24 @@ def test_fair_queue_no_tenant_served_beyond_its_weight_while_another_waits(weigh
                 del served_since[tenant]  # not waiting any more: no claim to fairness
         assert len(queue) == len(waiting)
         assert queue.by_tenant() == {t: n for t in "abc" if (n := sum(w.tenant == t for w in waiting))}
+
+
+async def test_gate_metrics(autojump_clock):
+    from prometheus_client import CollectorRegistry
+
+    registry = CollectorRegistry()
+    gate = floodgate.Gate("embed", 1, max_waiters=1, max_wait=1.0, metrics=floodgate.FloodgateMetrics(registry))
+    value = registry.get_sample_value
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(hold, gate, "a", 0.5)
+        await trio.sleep(0.1)
+        assert value("floodgate_gate_in_use", {"gate": "embed"}) == 1
+        nursery.start_soon(hold, gate, "b", 0.1)
+        await trio.sleep(0.1)
+        assert value("floodgate_gate_waiting", {"gate": "embed"}) == 1
+        with pytest.raises(floodgate.Overloaded):
+            await gate.acquire("c")
+    assert value("floodgate_rejections_total", {"dependency": "embed", "reason": "queue_full"}) == 1
+    assert value("floodgate_gate_wait_seconds_count", {"gate": "embed"}) == 2
+    assert value("floodgate_gate_wait_seconds_sum", {"gate": "embed"}) == pytest.approx(0.4)
+    assert value("floodgate_gate_in_use", {"gate": "embed"}) == 0

@@ -193,3 +193,17 @@ async def test_loop_lag_monitor_reports_late_wakeups(autojump_clock):
     monitor.record(0.2)
     assert monitor.statistics().max_lag == 0.2
     assert registry.get_sample_value("floodgate_loop_lag_seconds_count") == 3
+
+
+@pytest.mark.realtime
+async def test_loop_lag_monitor_sees_a_blocked_loop():
+    import time
+
+    monitor = floodgate.LoopLagMonitor(interval=0.01, warn_after=1.0)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(monitor.run)
+        await trio.sleep(0.005)
+        time.sleep(0.06)  # noqa: ASYNC251 - blocking the event loop on purpose, as CPU-bound code would
+        await trio.sleep(0.03)
+        nursery.cancel_scope.cancel()
+    assert monitor.statistics().max_lag >= 0.04

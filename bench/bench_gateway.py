@@ -1,0 +1,221 @@
+"""Benchmark: what the gateway costs — latency Envoy adds, and the rate-limit service's throughput.
+
+Two measurements, one run, nothing needs to be running (everything starts on free loopback ports):
+
+1. **Added latency.** A trivial upstream (tests/gateway/_upstream.py: echoes, no work, so only the
+   gateway's cost shows) is called directly and through Envoy — the committed gateway/envoy.yaml
+   with API-key auth, the local token bucket and the global rate limit (a real ``ShouldRateLimit``
+   round trip to services/ratelimit) all on. An **open-loop** generator sends at a fixed moderate
+   rate, alternating direct and gateway requests so both see the same machine; latency is measured
+   from the scheduled send time. Tenants rotate so the limits never reject (every request pays the
+   full decision cost, nothing is short-cut by a 429). Added latency = gateway percentile minus
+   direct percentile.
+2. **Rate-limit decisions per second.** gRPC clients in separate processes call
+   ``ShouldRateLimit`` as fast as the service answers (one descriptor per call, as Envoy sends for
+   a route) for a few seconds, with the in-memory backend (and Redis when one answers on
+   127.0.0.1:6379, for information).
+
+Prints a table, then a last line of JSON::
+
+    {"gateway_added_p50_ms": A, "gateway_added_p99_ms": B, "rls_decisions_per_s": R}
+
+Targets: A < 1 ms, B < 5 ms, R >= 5000 on a 2-core machine.
+Run: ``make bench-gateway`` (or ``.venv/bin/python bench/bench_gateway.py [--rate N] [--duration S]``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import multiprocessing
+import socket
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import httpx
+import trio
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from tests.gateway._envoy import start_gateway  # noqa: E402
+from tests.gateway._procs import start_ratelimit, start_upstream  # noqa: E402
+
+ROUTE = "/v1/omnirag/jobs/bench"  # GET, omnirag_read: 50/s per tenant, local bucket 500/s
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, max(0, math.ceil(q / 100 * len(ordered)) - 1))]
+
+
+async def open_loop(direct_url: str, gateway_url: str, keys: list[str], rate: float, duration: float,
+                    warmup: float) -> dict[str, list[float]]:
+    """Send at ``rate`` requests/s in total, alternating targets; latencies in ms per target."""
+    latencies: dict[str, list[float]] = {"direct": [], "gateway": []}
+    errors: dict[str, int] = {"direct": 0, "gateway": 0}
+    total = int((duration + warmup) * rate)
+    interval = 1.0 / rate
+    limits = httpx.Limits(max_connections=200, max_keepalive_connections=200)
+    async with httpx.AsyncClient(timeout=5, limits=limits) as client:
+
+        async def one(i: int, scheduled: float) -> None:
+            target = "direct" if i % 2 == 0 else "gateway"
+            url = (direct_url if target == "direct" else gateway_url) + ROUTE
+            headers = {"x-api-key": keys[(i // 2) % len(keys)]}
+            await trio.sleep_until(scheduled)
+            try:
+                response = await client.get(url, headers=headers)
+                ok = response.status_code == 200
+            except httpx.HTTPError:
+                ok = False
+            elapsed_ms = (trio.current_time() - scheduled) * 1000
+            if scheduled - start < warmup:
+                return
+            if ok:
+                latencies[target].append(elapsed_ms)
+            else:
+                errors[target] += 1
+
+        start = trio.current_time() + 0.05
+        async with trio.open_nursery() as nursery:
+            for i in range(total):
+                nursery.start_soon(one, i, start + i * interval)
+    for target, count in errors.items():
+        if count:
+            print(f"warning: {count} {target} requests failed", file=sys.stderr)
+    return latencies
+
+
+def _rls_client(port: int, seconds: float, concurrency: int, offset: int, result: multiprocessing.Queue) -> None:
+    import asyncio
+
+    import grpc
+    from envoy.extensions.common.ratelimit.v3 import ratelimit_pb2 as rl
+    from envoy.service.ratelimit.v3 import rls_pb2, rls_pb2_grpc
+
+    requests = [
+        rls_pb2.RateLimitRequest(domain="floodgate", descriptors=[rl.RateLimitDescriptor(entries=[
+            rl.RateLimitDescriptor.Entry(key="tenant", value=f"bench-{offset}-{i}"),
+            rl.RateLimitDescriptor.Entry(key="route", value="deal_brain"),
+        ])])
+        for i in range(64)
+    ]
+
+    async def main() -> int:
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+            stub = rls_pb2_grpc.RateLimitServiceStub(channel)
+            await stub.ShouldRateLimit(requests[0], timeout=5)
+            done = 0
+            end = time.monotonic() + seconds
+
+            async def worker(i: int) -> None:
+                nonlocal done
+                n = i
+                while time.monotonic() < end:
+                    await stub.ShouldRateLimit(requests[n % len(requests)], timeout=5)
+                    done += 1
+                    n += 1
+
+            await asyncio.gather(*(worker(i) for i in range(concurrency)))
+            return done
+
+    result.put(asyncio.run(main()))
+
+
+def rls_throughput(port: int, *, seconds: float, clients: int, concurrency: int) -> float:
+    ctx = multiprocessing.get_context("spawn")
+    queue = ctx.Queue()
+    procs = [ctx.Process(target=_rls_client, args=(port, seconds, concurrency, i, queue)) for i in range(clients)]
+    for p in procs:
+        p.start()
+    try:
+        total = sum(queue.get(timeout=seconds + 60) for _ in procs)
+    finally:
+        for p in procs:
+            p.join(10)
+            if p.is_alive():
+                p.kill()
+    return total / seconds
+
+
+def redis_answers() -> bool:
+    try:
+        with socket.create_connection(("127.0.0.1", 6379), timeout=0.2) as sock:
+            sock.sendall(b"PING\r\n")
+            return sock.recv(16).startswith(b"+PONG")
+    except OSError:
+        return False
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--rate", type=float, default=200.0, help="requests/s in total (half direct, half gateway)")
+    parser.add_argument("--duration", type=float, default=10.0, help="measured seconds of the latency run")
+    parser.add_argument("--rls-seconds", type=float, default=4.0)
+    parser.add_argument("--rls-clients", type=int, default=2, help="client processes for the RLS run")
+    parser.add_argument("--rls-concurrency", type=int, default=32, help="calls in flight per client")
+    args = parser.parse_args()
+
+    # enough tenants that none reaches its 50/s limit on the measured route at this rate
+    tenants = max(4, math.ceil(args.rate / 2 / 25))
+    keys = {f"bench-key-{i:04d}-xxxxxxxx": f"bench{i}" for i in range(tenants)}
+
+    with tempfile.TemporaryDirectory(prefix="bench-gateway-") as tmp:
+        log_dir = Path(tmp)
+        with (
+            start_ratelimit(log_dir) as rls,
+            start_upstream(log_dir, name="ingest") as upstream,
+            start_gateway(log_dir, keys=keys, endpoints={
+                "ingest_api": [upstream.ports["http"]], "ratelimit": [rls.ports["grpc"]]}) as gw,
+        ):
+            direct = f"http://127.0.0.1:{upstream.ports['http']}"
+            print(f"latency: {args.rate:g} req/s open loop for {args.duration:g} s, alternating direct / gateway "
+                  f"(auth + local bucket + global limit on), {tenants} tenants", flush=True)
+            lat = trio.run(open_loop, direct, gw.url, list(keys), args.rate, args.duration, 1.0)
+            allowed = gw.stat("cluster.ingest_api.ratelimit.ok")
+            failed = gw.stat("cluster.ingest_api.ratelimit.error")
+            over = gw.stat("cluster.ingest_api.ratelimit.over_limit")
+            print(f"  rate-limit decisions through Envoy: ok={allowed} over_limit={over} errors={failed}")
+
+            print(f"rls throughput: {args.rls_clients} client processes x {args.rls_concurrency} calls in flight, "
+                  f"{args.rls_seconds:g} s, memory backend", flush=True)
+            decisions = rls_throughput(rls.ports["grpc"], seconds=args.rls_seconds, clients=args.rls_clients,
+                                       concurrency=args.rls_concurrency)
+        redis_decisions = None
+        if redis_answers():
+            with start_ratelimit(log_dir, name="ratelimit-redis", redis_url="redis://127.0.0.1:6379/0",
+                                 extra_env={"RATELIMIT_KEY_PREFIX": f"bench-{int(time.time())}:"}) as rls_redis:
+                redis_decisions = rls_throughput(rls_redis.ports["grpc"], seconds=args.rls_seconds,
+                                                 clients=args.rls_clients, concurrency=args.rls_concurrency)
+
+    rows = []
+    for target in ("direct", "gateway"):
+        values = lat[target]
+        rows.append((target, len(values), percentile(values, 50), percentile(values, 90), percentile(values, 99)))
+    print()
+    print(f"{'path':<10}{'n':>7}{'p50 ms':>10}{'p90 ms':>10}{'p99 ms':>10}")
+    for name, n, p50, p90, p99 in rows:
+        print(f"{name:<10}{n:>7}{p50:>10.3f}{p90:>10.3f}{p99:>10.3f}")
+    added_p50 = rows[1][2] - rows[0][2]
+    added_p99 = rows[1][4] - rows[0][4]
+    print(f"{'added':<10}{'':>7}{added_p50:>10.3f}{rows[1][3] - rows[0][3]:>10.3f}{added_p99:>10.3f}")
+    print()
+    print(f"rate-limit service, memory backend: {decisions:,.0f} decisions/s")
+    if redis_decisions is not None:
+        print(f"rate-limit service, Redis backend:  {redis_decisions:,.0f} decisions/s (information)")
+    else:
+        print("rate-limit service, Redis backend: skipped (no Redis on 127.0.0.1:6379)")
+    print(json.dumps({
+        "gateway_added_p50_ms": round(added_p50, 3),
+        "gateway_added_p99_ms": round(added_p99, 3),
+        "rls_decisions_per_s": round(decisions),
+    }))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,557 @@
+"""Benchmark: does dealBrain keep its goodput and latency under overload, with the gates on and off?
+
+The design method's central claim, measured. Three processes on loopback:
+
+* the **providers**: the simulator (services/upstreams) with fixed latencies (embed 20 ms, search
+  150 ms, rerank 50 ms, LLM 400 ms), each API serving at most its budget's ``global_concurrency``
+  at once and *queueing* the rest, FIFO — as a self-hosted model server or a database does (a
+  provider that answers 429 instead protects itself; one that queues is where overload hurts);
+* the **online service** (``python -m services.online``), run twice: with the repository's budget
+  (gates on), then with a budget that lifts every provider gate, rate limit, endpoint door and
+  per-request fan-out limit (gates off; retries, breakers and deadlines stay as they are);
+* this process, an **open-loop** load generator: requests are sent at fixed times whatever the
+  server does, and latency is measured from the scheduled send time, so a slow server cannot slow
+  the load down (no coordinated omission).
+
+Offered load is 0.5x, 1x, 2x and 3x the capacity the budget implies for dealBrain (Little's law
+over its dependencies, `services.online._admission.endpoint_capacity`: 16 LLM slots / 0.4 s = 40
+requests/s). A request is *good* when it is a full answer (200, nothing degraded) within the
+endpoint's ``slo_p99_ms``; goodput is good requests per second of offered load.
+
+Prints a table per mode, then a last line of JSON::
+
+    {"goodput_ratio_at_3x": G, "p99_ratio_at_3x": P, "naive_goodput_ratio_at_3x": N}
+
+G = goodput at 3x / capacity (gates on); P = p99 of full answers at 3x / p99 at 0.5x (gates on);
+N = goodput at 3x / capacity with the gates off. Targets: G >= 0.9, P <= 1.5, rejections
+answered within 50 ms at p99, and N well below G.
+
+Run: ``make bench-overload`` (or ``.venv/bin/python bench/bench_overload.py [--duration S]``).
+Needs nothing running: it starts an embedded PostgreSQL (or uses ``DATABASE_URL``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import copy
+import json
+import math
+import os
+import resource
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import tomllib
+from collections import Counter
+from dataclasses import dataclass, field
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import httpx
+import trio
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+import floodgate  # noqa: E402
+
+from services.online._admission import endpoint_capacity  # noqa: E402
+
+LATENCY_MS = {"embeddings": 20, "search": 150, "rerank": 50, "chat": 400}
+PROVIDER_PATHS = {  # simulator route -> the budget dependency whose global concurrency it serves
+    "/v1/chat/completions": "llm",
+    "/v1/embeddings": "embed",
+    "/v1/rerank": "rerank",
+    "/v1/search": "search",
+}
+FACTORS = (0.5, 1.0, 2.0, 3.0)
+TENANT = "bench"
+QUESTION = "How much did Aldercrest Robotics pay to acquire Norfield Analytics"
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of process ``pid`` so far (Linux /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+# -- the providers: simulator behind a FIFO concurrency limit per API ----------------------------------
+
+
+class QueueingProvider:
+    """ASGI middleware: at most ``limits[path]`` requests of a path inside the app, the rest wait
+    in FIFO order (trio's Semaphore is fair). Counts the longest queue per path."""
+
+    def __init__(self, app: Any, limits: dict[str, int]) -> None:
+        self.app = app
+        self.slots = {path: trio.Semaphore(n) for path, n in limits.items()}
+        self.waiting = dict.fromkeys(limits, 0)
+        self.peak_waiting = dict.fromkeys(limits, 0)
+
+    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
+        if scope["type"] == "http" and scope["path"] == "/bench/queues":
+            await self._queues(send)
+            return
+        slot = self.slots.get(scope.get("path", "")) if scope["type"] == "http" else None
+        if slot is None:
+            await self.app(scope, receive, send)
+            return
+        path = scope["path"]
+        self.waiting[path] += 1
+        self.peak_waiting[path] = max(self.peak_waiting[path], self.waiting[path])
+        try:
+            await slot.acquire()
+        finally:
+            self.waiting[path] -= 1
+        try:
+            await self.app(scope, receive, send)
+        finally:
+            slot.release()
+
+    async def _queues(self, send: Any) -> None:
+        body = json.dumps({"peak_waiting": self.peak_waiting}).encode()
+        self.peak_waiting = dict.fromkeys(self.peak_waiting, 0)
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 200,
+                "headers": [(b"content-type", b"application/json")],
+            }
+        )
+        await send({"type": "http.response.body", "body": body})
+
+
+def serve_provider(port: int, limits: dict[str, int]) -> None:
+    import chassis
+
+    from services.upstreams import UpstreamsSettings, create_app
+
+    chassis.configure_logging(service="provider", log_format="json", level="error")
+    behaviour = {api: {"latency": {"fixed_ms": ms}} for api, ms in LATENCY_MS.items()}
+    app = QueueingProvider(create_app(UpstreamsSettings(behaviour=behaviour)), limits)
+
+    async def main() -> None:
+        await chassis.serve(
+            app, host="127.0.0.1", port=port, grace_period=1.0, shutdown_trigger=trio.sleep_forever
+        )
+
+    trio.run(main)
+
+
+# -- the database --------------------------------------------------------------------------------------
+
+
+class Database:
+    """An embedded PostgreSQL in a temporary directory (or ``DATABASE_URL``), with the tenant's chunks."""
+
+    def __init__(self) -> None:
+        self.proc: subprocess.Popen | None = None
+        self.tmp: str | None = None
+        self.dsn = ""
+
+    def start(self) -> str:
+        external = os.environ.get("DATABASE_URL")
+        if external:
+            self.dsn = external
+        else:
+            from cluster.postgres import EmbeddedPostgres
+
+            self.tmp = tempfile.mkdtemp(prefix="bench-overload-")
+            os.chmod(self.tmp, 0o755)
+            pg = EmbeddedPostgres(
+                Path(self.tmp) / "data",
+                port=free_port(),
+                settings={"fsync": "off", "synchronous_commit": "off", "max_connections": "200"},
+            )
+            pg.ensure_initialised()
+            self.proc = subprocess.Popen(
+                pg.server_command(),
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+                **pg.process_identity(),
+            )
+            deadline = time.monotonic() + 30
+            while subprocess.run(pg.is_ready_command()).returncode != 0:
+                if time.monotonic() > deadline or self.proc.poll() is not None:
+                    raise SystemExit("bench: the embedded PostgreSQL did not start")
+                time.sleep(0.1)
+            self.dsn = pg.dsn("bench_overload")
+        asyncio.run(self._prepare())
+        return self.dsn
+
+    async def _prepare(self) -> None:
+        import asyncpg
+
+        from cluster.migrate import apply_migrations, ensure_database
+        from services.online._chunks import vector_literal
+        from services.upstreams import embed
+
+        await ensure_database(self.dsn)
+        await apply_migrations(self.dsn)
+        conn = await asyncpg.connect(self.dsn)
+        try:
+            await conn.execute("DELETE FROM chunks WHERE tenant_id = $1", TENANT)
+            for doc in range(50):
+                for chunk in range(4):
+                    text = (
+                        f"Memo {doc}.{chunk}: Aldercrest Robotics discussed acquiring Norfield Analytics "
+                        f"for {100 + 10 * doc + chunk} million dollars in round {chunk}."
+                    )
+                    await conn.execute(
+                        "INSERT INTO chunks (tenant_id, doc_id, chunk_no, content, embedding, content_hash)"
+                        " VALUES ($1, $2, $3, $4, $5::text::vector, 'bench')",
+                        TENANT,
+                        f"memo-{doc}",
+                        chunk,
+                        text,
+                        vector_literal(embed(text)),
+                    )
+        finally:
+            await conn.close()
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(15)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+        if self.tmp is not None:
+            shutil.rmtree(self.tmp, ignore_errors=True)
+
+
+# -- budgets -------------------------------------------------------------------------------------------
+
+
+def naive_budget(data: dict[str, Any]) -> dict[str, Any]:
+    """The same budget with the concurrency gates off: every provider gate, its queue and its
+    client-side rate limit lifted, and dealBrain's per-request fan-out unbounded. Retries, retry
+    budgets, breakers, timeouts and deadlines stay as they are; so does the database pool."""
+    data = copy.deepcopy(data)
+    for name in PROVIDER_PATHS.values():
+        dep = data["dependencies"][name]
+        dep["global_concurrency"] = 100_000
+        dep["max_waiters"] = 100_000
+        dep.pop("rate_limit", None)
+    data["endpoints"]["deal_brain"]["fan_out"] = 1_000
+    return data
+
+
+def write_toml(data: dict[str, Any], path: Path) -> None:
+    def value(v: Any) -> str:
+        if isinstance(v, bool):
+            return "true" if v else "false"
+        if isinstance(v, str):
+            return json.dumps(v)
+        if isinstance(v, list):
+            return "[" + ", ".join(value(x) for x in v) + "]"
+        if isinstance(v, dict):
+            return "{ " + ", ".join(f"{k} = {value(x)}" for k, x in v.items()) + " }"
+        return repr(v)
+
+    lines: list[str] = []
+
+    def table(prefix: str, d: dict[str, Any]) -> None:
+        scalars = {k: v for k, v in d.items() if not isinstance(v, dict) or k in ("shares", "degradable")}
+        nested = {k: v for k, v in d.items() if k not in scalars}
+        if prefix:
+            lines.append(f"[{prefix}]")
+        lines.extend(f"{k} = {value(v)}" for k, v in scalars.items())
+        for k, v in nested.items():
+            table(f"{prefix}.{k}" if prefix else k, v)
+
+    table("", data)
+    path.write_text("\n".join(lines) + "\n")
+
+
+# -- the service ---------------------------------------------------------------------------------------
+
+
+class OnlineProcess:
+    def __init__(self, *, budget_file: Path, provider_url: str, dsn: str) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("ONLINE_", "FLOODGATE_"))}
+        env.update(
+            ONLINE_PORT=str(self.port),
+            ONLINE_BUDGET_FILE=str(budget_file),
+            ONLINE_DATABASE_URL=dsn,
+            ONLINE_LOG_FORMAT="json",
+            ONLINE_LOG_LEVEL="error",
+            ONLINE_GRACE_PERIOD="1",
+            **{
+                f"FLOODGATE_{dep.upper()}_BASE_URL": provider_url
+                for dep in ("llm", "embed", "rerank", "search")
+            },
+        )
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "services.online"],
+            env=env,
+            cwd=ROOT,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+        )
+
+    def wait_ready(self) -> None:
+        wait_ready(f"{self.url}/readyz", self.proc)
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        try:
+            self.proc.wait(15)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+
+
+def wait_ready(url: str, proc: subprocess.Popen, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            err = proc.stderr.read().decode()[-2000:] if proc.stderr else ""
+            raise SystemExit(f"bench: {proc.args} exited with {proc.returncode}: {err}")
+        try:
+            if httpx.get(url, timeout=1.0).status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        time.sleep(0.1)
+    raise SystemExit(f"bench: {url} not ready within {timeout}s")
+
+
+# -- the open-loop load generator ----------------------------------------------------------------------
+
+
+@dataclass
+class Level:
+    mode: str
+    factor: float
+    rate: float
+    duration: float
+    slo: float
+    outcomes: list[tuple[str, float]] = field(default_factory=list)  # (kind, latency s)
+    server: list[float] = field(default_factory=list)  # Server-Timing total of full answers, s
+    reasons: Counter = field(default_factory=Counter)  # why requests were not full answers
+    provider_queue: dict[str, int] = field(default_factory=dict)
+    cpu: dict[str, float] = field(default_factory=dict)  # process -> share of one core during the level
+
+    def latencies(self, kind: str) -> list[float]:
+        return sorted(t for k, t in self.outcomes if k == kind)
+
+    def count(self, kind: str) -> int:
+        return sum(1 for k, _ in self.outcomes if k == kind)
+
+    @property
+    def goodput(self) -> float:
+        return sum(1 for k, t in self.outcomes if k == "ok" and t <= self.slo) / self.duration
+
+
+def pct(values: list[float], q: float) -> float:
+    """Nearest-rank percentile (no interpolation: an observed value)."""
+    if not values:
+        return math.nan
+    return values[min(len(values) - 1, max(0, math.ceil(q * len(values)) - 1))]
+
+
+def classify(response: httpx.Response) -> tuple[str, str | None]:
+    """(kind, reason): kind is ok, degraded, rejected (429/503) or error; reason says why not ok."""
+    body = response.json()
+    if response.status_code == 200:
+        if not body["degraded"] and body["answer"]:
+            return "ok", None
+        why = ", ".join(f"{d['step']}:{d['reason']}" for d in body["degraded"]) or "no answer"
+        return "degraded", f"degraded {why}"
+    error = body.get("error") or {}
+    reason = f"{response.status_code} {error.get('code')} ({(error.get('details') or {}).get('dependency')})"
+    return ("rejected" if response.status_code in (429, 503) else "error"), reason
+
+
+async def run_level(client: httpx.AsyncClient, level: Level, offset: int) -> None:
+    count = int(level.rate * level.duration)
+    start = trio.current_time() + 0.05
+
+    async def one(i: int, scheduled: float) -> None:
+        try:
+            response = await client.post(
+                "/v1/deal-brain/answers",
+                json={"question": f"{QUESTION} (request {offset + i})?", "top_k": 5},
+                headers={"x-floodgate-tenant": TENANT},
+            )
+            kind, reason = classify(response)
+            if reason:
+                level.reasons[reason] += 1
+            if kind == "ok":
+                total = response.headers.get("server-timing", "").rsplit("total;dur=", 1)[-1]
+                level.server.append(float(total) / 1000 if total else math.nan)
+        except (httpx.HTTPError, ValueError) as exc:
+            kind = "error"
+            level.reasons[f"client {type(exc).__name__}"] += 1
+        level.outcomes.append((kind, trio.current_time() - scheduled))
+
+    async with trio.open_nursery() as nursery:
+        for i in range(count):
+            scheduled = start + i / level.rate
+            await trio.sleep_until(scheduled)
+            nursery.start_soon(one, i, scheduled)
+
+
+async def run_mode(
+    mode: str,
+    url: str,
+    provider_url: str,
+    rates: list[tuple[float, float]],
+    duration: float,
+    slo: float,
+    pids: dict[str, int],
+) -> list[Level]:
+    levels = []
+    limits = httpx.Limits(max_connections=5000, max_keepalive_connections=5000, keepalive_expiry=120.0)
+    async with httpx.AsyncClient(base_url=url, limits=limits, timeout=60.0) as client:
+        # Open the connections first, as a gateway's pool to the service would hold them: without
+        # it, each level's new connections meet a full listen backlog under load, and TCP's SYN
+        # retransmission (1 s, 3 s...) would be measured instead of the service.
+        peak = int(max(rate for _, rate in rates) * 10)
+        for _ in range(0, peak, 50):
+            async with trio.open_nursery() as nursery:
+                for _ in range(50):
+                    nursery.start_soon(partial(client.get, "/healthz"))
+        # Warm-up (not measured): first-call costs.
+        await run_level(client, Level(mode, 0.0, rates[0][1], 1.0, slo), offset=10_000_000)
+        for index, (factor, rate) in enumerate(rates):
+            await trio.sleep(1.0)
+            async with httpx.AsyncClient(base_url=provider_url) as provider:
+                await provider.get("/bench/queues")  # reset the peak
+            level = Level(mode, factor, rate, duration, slo)
+            before = {name: cpu_seconds(pid) for name, pid in pids.items()}
+            wall = time.monotonic()
+            await run_level(client, level, offset=(index + 1) * 1_000_000)
+            wall = time.monotonic() - wall
+            level.cpu = {name: (cpu_seconds(pid) - before[name]) / wall for name, pid in pids.items()}
+            async with httpx.AsyncClient(base_url=provider_url) as provider:
+                level.provider_queue = (await provider.get("/bench/queues")).json()["peak_waiting"]
+            levels.append(level)
+            print(f"  {mode:9s} {factor:>4g}x done: {level.goodput:.1f} good/s", file=sys.stderr, flush=True)
+    return levels
+
+
+# -- report --------------------------------------------------------------------------------------------
+
+
+def report(levels: list[Level], capacity: float) -> None:
+    header = (
+        f"{'mode':9s} {'load':>5s} {'offered/s':>9s} {'goodput/s':>9s} {'p50 ms':>7s} {'p95 ms':>7s} "
+        f"{'p99 ms':>7s} {'rejected':>8s} {'rej p99':>8s} {'degraded':>8s} {'errors':>7s} {'llm queue':>9s} "
+        f"{'cpu svc/prov/load':>17s} {'srv p99':>7s}"
+    )
+    print(header)
+    print("-" * len(header))
+    for lv in levels:
+        ok = lv.latencies("ok")
+        rej = lv.latencies("rejected")
+        n = len(lv.outcomes) or 1
+        print(
+            f"{lv.mode:9s} {lv.factor:>4g}x {lv.rate:>9.1f} {lv.goodput:>9.1f} {pct(ok, 0.5) * 1000:>7.0f} "
+            f"{pct(ok, 0.95) * 1000:>7.0f} {pct(ok, 0.99) * 1000:>7.0f} {lv.count('rejected') / n:>8.1%} "
+            f"{pct(rej, 0.99) * 1000:>8.1f} {lv.count('degraded') / n:>8.1%} {lv.count('error') / n:>7.1%} "
+            f"{lv.provider_queue.get('/v1/chat/completions', 0):>9d} "
+            f"{lv.cpu.get('service', 0):>6.0%}/{lv.cpu.get('provider', 0):.0%}/{lv.cpu.get('load', 0):.0%} "
+            f"{pct(sorted(lv.server), 0.99) * 1000:>7.0f}"
+        )
+    print(
+        f"capacity the budget implies: {capacity:g} requests/s; good = full answer within the SLO p99; "
+        "llm queue = longest queue at the LLM provider"
+    )
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--duration", type=float, default=10.0, help="seconds of load per level (default 10)")
+    parser.add_argument(
+        "--factors",
+        type=str,
+        default=",".join(f"{f:g}" for f in FACTORS),
+        help="loads to offer, as multiples of capacity (default 0.5,1,2,3; 0.5 and 3 are needed for the JSON)",
+    )
+    parser.add_argument("--modes", choices=("both", "on", "off"), default="both")
+    parser.add_argument("--serve-provider", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--limits", type=str, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.serve_provider:
+        serve_provider(args.serve_provider, json.loads(args.limits))
+        return 0
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (min(hard, max(soft, 20_000)), hard))
+
+    data = tomllib.loads((ROOT / "config" / "budget.toml").read_text())
+    budget = floodgate.parse_budget(data)
+    capacity = endpoint_capacity(budget, "deal_brain")
+    slo = budget.endpoint("deal_brain").slo_p99_ms / 1000
+    for api, ms in LATENCY_MS.items():
+        dep = {"embeddings": "embed", "chat": "llm"}.get(api, api)
+        assert budget.dependency(dep).typical_latency == ms / 1000, f"{dep}: typical_latency is not {ms} ms"
+    rates = [(f, f * capacity.rps) for f in (float(x) for x in args.factors.split(","))]
+    print(f"bench: {capacity.describe()}; {args.duration:g}s per level", file=sys.stderr)
+
+    limits = {path: budget.global_limit(dep) for path, dep in PROVIDER_PATHS.items()}
+    provider_port = free_port()
+    provider_url = f"http://127.0.0.1:{provider_port}"
+    db = Database()
+    provider = subprocess.Popen(
+        [sys.executable, __file__, "--serve-provider", str(provider_port), "--limits", json.dumps(limits)],
+        cwd=ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    levels: list[Level] = []
+    with tempfile.TemporaryDirectory() as tmp:
+        naive_file = Path(tmp) / "budget-naive.toml"
+        write_toml(naive_budget(data), naive_file)
+        floodgate.load_budget(naive_file)  # the written file must load as the service will load it
+        try:
+            dsn = db.start()
+            wait_ready(f"{provider_url}/healthz", provider)
+            modes = [("gates on", ROOT / "config" / "budget.toml"), ("gates off", naive_file)]
+            modes = [m for m in modes if args.modes == "both" or m[0] == f"gates {args.modes}"]
+            for mode, budget_file in modes:
+                online = OnlineProcess(budget_file=budget_file, provider_url=provider_url, dsn=dsn)
+                try:
+                    online.wait_ready()
+                    pids = {"service": online.proc.pid, "provider": provider.pid, "load": os.getpid()}
+                    levels += trio.run(
+                        partial(run_mode, mode, online.url, provider_url, rates, args.duration, slo, pids)
+                    )
+                finally:
+                    online.stop()
+        finally:
+            provider.terminate()
+            provider.wait(10)
+            db.stop()
+
+    report(levels, capacity.rps)
+    on = {lv.factor: lv for lv in levels if lv.mode == "gates on"}
+    if args.modes != "both" or not {0.5, 3.0} <= set(on):
+        return 0
+    off = {lv.factor: lv for lv in levels if lv.mode == "gates off"}
+    result = {
+        "goodput_ratio_at_3x": round(on[3.0].goodput / capacity.rps, 3),
+        "p99_ratio_at_3x": round(pct(on[3.0].latencies("ok"), 0.99) / pct(on[0.5].latencies("ok"), 0.99), 3),
+        "naive_goodput_ratio_at_3x": round(off[3.0].goodput / capacity.rps, 3),
+    }
+    print(json.dumps(result))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,404 @@
+#!/usr/bin/env python
+"""``make bench-queue``: Floodgate's job queue against pgqueuer and procrastinate, on one PostgreSQL.
+
+Two figures per system, in one run, on the same embedded PostgreSQL 18 (a fresh database each):
+
+* **throughput** — a queue pre-filled with 20,000 no-op jobs, drained by N workers in one process
+  (claim + complete; each system's own worker loop, tuned as its docs suggest); jobs per second.
+* **pickup latency** — jobs submitted one by one at a low steady rate into an idle, listening worker;
+  the time from submit to the handler starting, p50 and p99.
+
+Floodgate runs the way the service runs it: trio, the toolkit's asyncpg pool through trio-asyncio, the
+real ``Worker`` (per-job task, lease keeper, claim loop with LISTEN/NOTIFY), the real claim SQL. Its
+no-op handler hands completions to a small batcher (one fenced UPDATE per flush), as pgqueuer's
+buffered acknowledgements do. The peers are installed into ``bench/.venv-peers`` (pinned below) and run
+there, each in its own child process; every child prints one JSON line.
+
+Last line: ``{"throughput_ratio_vs_best_peer": T, "pickup_p50_ms": L, "jobs_per_s": J}``.
+Targets: T >= 1.0 (stretch 1.5), L <= 20.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+PEERS_VENV = REPO / "bench" / ".venv-peers"
+PEER_PINS = ["pgqueuer==1.6.0", "procrastinate==3.10.0", "asyncpg==0.32.0"]
+SYSTEMS = ("floodgate", "pgqueuer", "procrastinate")
+
+
+def percentile(values: list[float], p: float) -> float:
+    ordered = sorted(values)
+    if not ordered:
+        return float("nan")
+    k = (len(ordered) - 1) * p / 100
+    lo, hi = int(k), min(int(k) + 1, len(ordered) - 1)
+    return ordered[lo] + (ordered[hi] - ordered[lo]) * (k - lo)
+
+
+def latency_summary(latencies_s: list[float]) -> dict[str, float]:
+    ms = [x * 1000 for x in latencies_s]
+    return {"pickup_p50_ms": round(percentile(ms, 50), 2), "pickup_p99_ms": round(percentile(ms, 99), 2),
+            "pickup_max_ms": round(max(ms), 2)}
+
+
+# ---------------------------------------------------------------------------------------------------
+# Floodgate (child, project venv)
+# ---------------------------------------------------------------------------------------------------
+
+def child_floodgate(args: argparse.Namespace) -> dict:
+    import functools
+
+    import chassis
+    import floodgate
+    import trio
+    import trio_asyncio
+
+    from cluster.migrate import apply_migrations
+    from services.ingest import Worker, WorkerConfig
+    from services.ingest import _queue as q
+    from services.ingest._listener import PgListener
+
+    chassis.configure_logging(service="bench", log_format="json", level="warning")
+
+    class BatchCompleter:
+        """Completions of no-op jobs, flushed together: one fenced UPDATE per flush."""
+
+        def __init__(self, pool: floodgate.PgPool, *, max_batch: int = 512, interval: float = 0.002) -> None:
+            self._pool, self._max, self._interval = pool, max_batch, interval
+            self._pending: list[q.Fence] = []
+            self._flushed = trio.Event()
+            self._kick = trio.Event()
+
+        async def complete(self, fence: q.Fence) -> None:
+            flushed = self._flushed
+            self._pending.append(fence)
+            if len(self._pending) >= self._max:
+                self._kick.set()
+            await flushed.wait()
+
+        async def run(self) -> None:
+            while True:
+                with trio.move_on_after(self._interval):
+                    await self._kick.wait()
+                self._kick = trio.Event()
+                if self._pending:
+                    batch, self._pending = self._pending, []
+                    flushed, self._flushed = self._flushed, trio.Event()
+                    await self._pool.run(q.complete_noop_jobs, batch)
+                    flushed.set()
+
+    async def throughput(pool: floodgate.PgPool) -> float:
+        await pool.execute(
+            """WITH job AS (
+                   INSERT INTO ingest_jobs (tenant_id, doc_id, content_hash, source)
+                   SELECT 'bench', 'd' || g, 'h' || g, 'text' FROM generate_series(1, $1) g RETURNING id)
+               INSERT INTO ingest_job_inputs (job_id, text) SELECT id, 'x' FROM job""",
+            args.jobs,
+        )
+        await pool.execute("VACUUM ANALYZE ingest_jobs")
+        done = 0
+        drained = trio.Event()
+        completer = BatchCompleter(pool)
+
+        async def noop(job: q.ClaimedJob) -> None:
+            nonlocal done
+            await completer.complete(job.fence)
+            done += 1
+            if done == args.jobs:
+                drained.set()
+
+        batch = args.batch
+        workers = [
+            Worker(WorkerConfig(worker_id=f"bench-{i}", job_concurrency=2 * batch, claim_batch=batch, min_claim=batch // 2,
+                                lease_seconds=60, tenant_running_cap=None, poll_interval=0.05), db=pool, runner=noop)
+            for i in range(args.workers)
+        ]
+        stop = trio.Event()
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(completer.run)
+            started = time.perf_counter()
+            for worker in workers:
+                await nursery.start(functools.partial(worker.run, shutdown=stop))
+            await drained.wait()
+            elapsed = time.perf_counter() - started
+            stop.set()
+            with trio.fail_after(30):
+                while any(w.statistics().running for w in workers):  # noqa: ASYNC110 - a benchmark watching counters
+                    await trio.sleep(0.01)
+            nursery.cancel_scope.cancel()
+        assert await pool.fetchval("SELECT count(*) FROM ingest_jobs WHERE state = 'succeeded'") == args.jobs
+        return args.jobs / elapsed
+
+    async def pickup(pool: floodgate.PgPool) -> list[float]:
+        latencies: list[float] = []
+        all_seen = trio.Event()
+
+        async def record(job: q.ClaimedJob) -> None:
+            latencies.append(time.time() - job.metadata["t"])
+            await pool.run(q.complete_noop_jobs, [job.fence])
+            if len(latencies) == args.latency_jobs:
+                all_seen.set()
+
+        worker = Worker(
+            WorkerConfig(worker_id="bench-latency", job_concurrency=16, claim_batch=8, tenant_running_cap=4,
+                         poll_interval=1.0),
+            db=pool, runner=record,
+            listener_factory=lambda wake, cancel: PgListener(args.dsn, on_jobs=wake, on_cancel=cancel),
+        )
+        stop = trio.Event()
+        async with trio.open_nursery() as nursery:
+            await nursery.start(functools.partial(worker.run, shutdown=stop))
+            await trio.sleep(0.5)  # the listener connects
+            for i in range(args.latency_jobs):
+                submit = functools.partial(
+                    q.submit_job, tenant=f"t{i % 4}", doc_id=f"lat{i}", content_hash=f"h{i}", source="text",
+                    text="x", url=None, metadata={"t": time.time()}, priority=100, max_attempts=3,
+                    idempotency_key=None, max_queued=1_000_000,
+                )
+                await pool.run(submit)
+                await trio.sleep(1 / args.rate)
+            with trio.fail_after(30):
+                await all_seen.wait()
+            stop.set()
+        return latencies
+
+    result: dict = {}
+
+    async def main() -> None:
+        async with trio_asyncio.open_loop():
+            await trio_asyncio.aio_as_trio(apply_migrations)(args.dsn)
+            async with floodgate.open_pg_pool(args.dsn, min_size=2, max_size=args.workers * 2 + 4,
+                                              max_waiters=100_000, max_wait=60.0) as pool:
+                result["jobs_per_s"] = round(await throughput(pool), 1)
+                result.update(latency_summary(await pickup(pool)))
+
+    trio.run(main)
+    return result
+
+
+# ---------------------------------------------------------------------------------------------------
+# pgqueuer (child, peers venv)
+# ---------------------------------------------------------------------------------------------------
+
+def child_pgqueuer(args: argparse.Namespace) -> dict:
+    import asyncio
+    import logging
+
+    import asyncpg
+    from pgqueuer import AsyncpgDriver, Queries, QueueManager
+    from pgqueuer.types import QueueExecutionMode
+
+    logging.getLogger("pgqueuer").setLevel(logging.WARNING)
+
+    async def main() -> dict:
+        conn = await asyncpg.connect(args.dsn)
+        queries = Queries(AsyncpgDriver(conn))
+        await queries.install()
+        for start in range(0, args.jobs, 1000):
+            n = min(1000, args.jobs - start)
+            await queries.enqueue(["noop"] * n, [None] * n, [0] * n)
+        await conn.execute("VACUUM ANALYZE")
+        done = 0
+
+        async def make_manager(handler) -> tuple[QueueManager, asyncpg.Connection]:
+            c = await asyncpg.connect(args.dsn)
+            qm = QueueManager(Queries(AsyncpgDriver(c)))
+            qm.entrypoint("noop")(handler)
+            return qm, c
+
+        async def noop(job) -> None:
+            nonlocal done
+            done += 1
+
+        managers = [await make_manager(noop) for _ in range(args.workers)]
+        started = time.perf_counter()
+        await asyncio.gather(*(qm.run(batch_size=args.batch, mode=QueueExecutionMode.drain) for qm, _ in managers))
+        elapsed = time.perf_counter() - started
+        assert done == args.jobs, done
+        for _, c in managers:
+            await c.close()
+
+        latencies: list[float] = []
+        all_seen = asyncio.Event()
+
+        async def record(job) -> None:
+            latencies.append(time.time() - float(job.payload.decode()))
+            if len(latencies) == args.latency_jobs:
+                all_seen.set()
+
+        qm, c = await make_manager(record)
+        task = asyncio.create_task(qm.run(batch_size=8))
+        await asyncio.sleep(0.5)
+        for _ in range(args.latency_jobs):
+            await queries.enqueue("noop", str(time.time()).encode())
+            await asyncio.sleep(1 / args.rate)
+        await asyncio.wait_for(all_seen.wait(), 30)
+        qm.shutdown.set()
+        await asyncio.wait_for(task, 30)
+        await c.close()
+        await conn.close()
+        return {"jobs_per_s": round(args.jobs / elapsed, 1), **latency_summary(latencies)}
+
+    return asyncio.run(main())
+
+
+# ---------------------------------------------------------------------------------------------------
+# procrastinate (child, peers venv)
+# ---------------------------------------------------------------------------------------------------
+
+def child_procrastinate(args: argparse.Namespace) -> dict:
+    import asyncio
+    import logging
+
+    from procrastinate import App, PsycopgConnector
+
+    logging.getLogger("procrastinate").setLevel(logging.WARNING)
+
+    async def main() -> dict:
+        app = App(connector=PsycopgConnector(conninfo=args.dsn, min_size=2, max_size=args.workers * args.batch + 4))
+        done = 0
+        latencies: list[float] = []
+        all_seen = asyncio.Event()
+
+        @app.task(name="noop", queue="bench")
+        async def noop(t: float | None = None) -> None:
+            nonlocal done
+            done += 1
+            if t is not None:
+                latencies.append(time.time() - t)
+                if len(latencies) == args.latency_jobs:
+                    all_seen.set()
+
+        async with app.open_async():
+            await app.schema_manager.apply_schema_async()
+            for start in range(0, args.jobs, 1000):
+                await noop.batch_defer_async(*[{} for _ in range(min(1000, args.jobs - start))])
+            started = time.perf_counter()
+            await asyncio.gather(*(
+                app.run_worker_async(queues=["bench"], concurrency=args.batch, wait=False,
+                                     install_signal_handlers=False, name=f"w{i}")
+                for i in range(args.workers)
+            ))
+            elapsed = time.perf_counter() - started
+            assert done == args.jobs, done
+
+            task = asyncio.create_task(app.run_worker_async(
+                queues=["bench"], concurrency=8, wait=True, install_signal_handlers=False, name="latency"))
+            await asyncio.sleep(0.5)
+            for _ in range(args.latency_jobs):
+                await noop.defer_async(t=time.time())
+                await asyncio.sleep(1 / args.rate)
+            await asyncio.wait_for(all_seen.wait(), 30)
+            task.cancel()
+            try:
+                await task
+            except asyncio.CancelledError:
+                pass
+        return {"jobs_per_s": round(args.jobs / elapsed, 1), **latency_summary(latencies)}
+
+    return asyncio.run(main())
+
+
+# ---------------------------------------------------------------------------------------------------
+# Orchestrator (project venv)
+# ---------------------------------------------------------------------------------------------------
+
+def ensure_peers_venv() -> Path:
+    python = PEERS_VENV / "bin" / "python"
+    stamp = PEERS_VENV / ".installed"
+    if not python.exists():
+        subprocess.run([sys.executable, "-m", "venv", str(PEERS_VENV)], check=True)
+    if not stamp.exists() or stamp.read_text() != "\n".join(PEER_PINS):
+        print(f"bench-queue: installing {' '.join(PEER_PINS)} into {PEERS_VENV}", file=sys.stderr)
+        subprocess.run([str(python), "-m", "pip", "install", "--quiet", *PEER_PINS], check=True)
+        stamp.write_text("\n".join(PEER_PINS))
+    return python
+
+
+def start_postgres(root: Path):
+    sys.path.insert(0, str(REPO))
+    from cluster.postgres import EmbeddedPostgres
+    from tests.conftest import free_port
+
+    # Same server and settings for every system. Durability is relaxed (a benchmark box, not data we
+    # keep): commits do not wait for the disk, so figures measure the queues, not this machine's fsync.
+    pg = EmbeddedPostgres(root / "data", port=free_port(),
+                          settings={"synchronous_commit": "off", "max_connections": "200", "shared_buffers": "256MB"})
+    pg.ensure_initialised()
+    log = open(root / "postgres.log", "wb")
+    proc = subprocess.Popen(pg.server_command(), stdout=log, stderr=log, **pg.process_identity())
+    deadline = time.monotonic() + 30
+    while subprocess.run(pg.is_ready_command()).returncode != 0:
+        if proc.poll() is not None or time.monotonic() > deadline:
+            raise SystemExit(f"bench-queue: PostgreSQL did not start; see {root / 'postgres.log'}")
+        time.sleep(0.1)
+    return pg, proc
+
+
+def orchestrate(args: argparse.Namespace) -> None:
+    peers_python = ensure_peers_venv()
+    root = Path(tempfile.mkdtemp(prefix="bench-queue-"))
+    pg, proc = start_postgres(root)
+    results: dict[str, dict] = {}
+    try:
+        for system in args.systems:
+            database = f"bench_{system}"
+            subprocess.run(pg.psql_command(f"CREATE DATABASE {database}"), check=True)
+            python = sys.executable if system == "floodgate" else str(peers_python)
+            cmd = [python, __file__, "--child", system, "--dsn", pg.dsn(database), "--jobs", str(args.jobs),
+                   "--workers", str(args.workers), "--batch", str(args.batch), "--latency-jobs",
+                   str(args.latency_jobs), "--rate", str(args.rate)]
+            print(f"bench-queue: {system} ...", file=sys.stderr, flush=True)
+            out = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)})
+            if out.returncode != 0:
+                raise SystemExit(f"bench-queue: {system} failed:\n{out.stderr[-4000:]}")
+            results[system] = json.loads(out.stdout.strip().splitlines()[-1])
+    finally:
+        proc.terminate()
+        proc.wait(30)
+        shutil.rmtree(root, ignore_errors=True)
+
+    print(f"\n{args.jobs} no-op jobs, {args.workers} workers per system, batch/concurrency {args.batch}; "
+          f"pickup at {args.rate}/s x {args.latency_jobs}")
+    print(f"{'system':<15}{'jobs/s':>10}{'pickup p50 ms':>15}{'p99 ms':>10}{'max ms':>10}")
+    for system, r in results.items():
+        print(f"{system:<15}{r['jobs_per_s']:>10.0f}{r['pickup_p50_ms']:>15.2f}{r['pickup_p99_ms']:>10.2f}"
+              f"{r['pickup_max_ms']:>10.2f}")
+    ours = results.get("floodgate", {})
+    peers = [r["jobs_per_s"] for s, r in results.items() if s != "floodgate"]
+    ratio = round(ours["jobs_per_s"] / max(peers), 2) if ours and peers else None
+    print(json.dumps({"throughput_ratio_vs_best_peer": ratio, "pickup_p50_ms": ours.get("pickup_p50_ms"),
+                      "jobs_per_s": ours.get("jobs_per_s")}))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--child", choices=SYSTEMS)
+    parser.add_argument("--dsn")
+    parser.add_argument("--systems", nargs="+", default=list(SYSTEMS), choices=SYSTEMS)
+    parser.add_argument("--jobs", type=int, default=20_000)
+    parser.add_argument("--workers", type=int, default=4, help="worker loops per system, one process")
+    parser.add_argument("--batch", type=int, default=64,
+                        help="jobs per claim (floodgate, pgqueuer) / concurrency per worker (procrastinate)")
+    parser.add_argument("--latency-jobs", type=int, default=200)
+    parser.add_argument("--rate", type=float, default=40.0, help="jobs per second for the pickup test")
+    args = parser.parse_args()
+    if args.child:
+        run = {"floodgate": child_floodgate, "pgqueuer": child_pgqueuer, "procrastinate": child_procrastinate}
+        print(json.dumps(run[args.child](args)))
+    else:
+        orchestrate(args)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,160 @@
+"""The committed gateway config: valid for Envoy 1.40, and in agreement with the budget file and the
+rate-limit config (one source of truth: config/budget.toml; envoy.yaml carries the numbers and this
+test fails the moment they disagree)."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import yaml
+
+import floodgate
+from services.ratelimit import load_config
+
+from ._envoy import ENVOY_YAML, find_filter, hcm_of, load_committed, route, validate
+from ._procs import REPO_ROOT
+
+BUDGET = floodgate.load_budget(REPO_ROOT / "config" / "budget.toml")
+CONFIG = load_committed()
+
+#: gateway route -> (budget endpoint policy, Envoy cluster, budget service)
+ROUTES = {
+    "deal_brain": ("deal_brain", "online", "online"),
+    "shadow_hunter": ("shadow_hunter", "online", "online"),
+    "nexus_assess": ("nexus_assess", "online", "online"),
+    "omnirag_submit": ("omnirag_submit", "ingest_api", "ingest_api"),
+    # status/list/cancel have no policy of their own: the ingest API's deadline is the submit one
+    "omnirag_read": ("omnirag_submit", "ingest_api", "ingest_api"),
+}
+
+
+
+def process_capacity(service: str) -> int:
+    """Requests one process of ``service`` holds (in flight or waiting at its own door), as the
+    service itself derives it from the budget; see gateway/envoy.yaml's clusters comment."""
+    if service == "online":
+        # the online service's admission doors (services/online/_admission.py), one per endpoint
+        from services.online._admission import ADMISSION_MAX_WAIT, endpoint_capacity
+
+        total = 0
+        for endpoint in ("deal_brain", "shadow_hunter", "nexus_assess"):
+            door = endpoint_capacity(BUDGET, endpoint)
+            total += door.in_flight + max(1, math.ceil(door.rps * ADMISSION_MAX_WAIT))
+        return total
+    if service == "ingest_api":
+        # every API request holds one database connection; the db gate queues up to max_waiters more
+        return BUDGET.process_limit("ingest_api", "db") + BUDGET.dependency("db").max_waiters
+    raise LookupError(service)
+
+
+def cluster(name: str) -> dict:
+    return next(c for c in CONFIG["static_resources"]["clusters"] if c["name"] == name)
+
+
+def seconds(value: str) -> float:
+    assert value.endswith("s"), value
+    return float(value[:-1])
+
+
+def test_envoy_validates_the_committed_file():
+    result = validate(ENVOY_YAML)
+    assert result.returncode == 0, result.stderr or result.stdout
+
+
+def test_envoy_validates_a_rendered_file(tmp_path):
+    from ._envoy import render_gateway
+
+    path = tmp_path / "envoy.yaml"
+    path.write_text(yaml.safe_dump(render_gateway(gateway_port=18080, admin_port=19901, endpoints={"online": [1, 2]})))
+    result = validate(path)
+    assert result.returncode == 0, result.stderr or result.stdout
+
+
+@pytest.mark.parametrize("name", list(ROUTES))
+def test_route_deadline_and_body_limit_follow_the_budget(name):
+    policy_name, cluster_name, _ = ROUTES[name]
+    policy = BUDGET.endpoint(policy_name)
+    r = route(CONFIG, name)
+    assert r["route"]["cluster"] == cluster_name
+    assert seconds(r["route"]["timeout"]) == policy.deadline
+    limit = r["typed_per_filter_config"]["envoy.filters.http.buffer"]["buffer"]["max_request_bytes"]
+    expected = policy.max_body_bytes if name != "omnirag_read" else 65536
+    assert limit == expected
+
+
+@pytest.mark.parametrize("name", list(ROUTES))
+def test_route_retries_only_requests_never_processed(name):
+    policy = route(CONFIG, name)["route"]["retry_policy"]
+    conditions = set(policy["retry_on"].split(","))
+    assert conditions <= {"connect-failure", "refused-stream", "reset-before-request"}
+    assert "retriable_status_codes" not in policy
+
+
+@pytest.mark.parametrize("name", list(ROUTES))
+def test_route_sends_tenant_and_route_descriptors_the_limits_know(name):
+    actions = route(CONFIG, name)["route"]["rate_limits"][0]["actions"]
+    assert actions[0] == {"request_headers": {"header_name": "x-floodgate-tenant", "descriptor_key": "tenant"}}
+    generic = actions[1]["generic_key"]
+    assert generic == {"descriptor_key": "route", "descriptor_value": name}
+    domain = find_filter(CONFIG, "envoy.filters.http.ratelimit")["typed_config"]["domain"]
+    limits = load_config(REPO_ROOT / "config" / "ratelimit.yaml").domain(domain)
+    matched = limits.find_limit((("tenant", "any-tenant"), ("route", name)))
+    assert matched is not None and not matched.shadow_mode
+    # the local bucket is a flood guard above the per-tenant limit, never below it
+    bucket = route(CONFIG, name)["typed_per_filter_config"]["envoy.filters.http.local_ratelimit"]["token_bucket"]
+    assert bucket["max_tokens"] >= matched.rate_limit.requests_per_unit
+
+
+def test_issue_limits():
+    limits = load_config(REPO_ROOT / "config" / "ratelimit.yaml").domain("floodgate")
+    assert limits.find_limit((("tenant", "t"), ("route", "deal_brain"))).rate_limit.requests_per_unit == 20
+    assert limits.find_limit((("tenant", "t"), ("route", "omnirag_submit"))).rate_limit.requests_per_unit == 5
+
+
+@pytest.mark.parametrize(("cluster_name", "service"), [("online", "online"), ("ingest_api", "ingest_api")])
+def test_circuit_breakers_follow_the_budget(cluster_name, service):
+    expected = BUDGET.service(service).processes * process_capacity(service)
+    thresholds = cluster(cluster_name)["circuit_breakers"]["thresholds"][0]
+    assert thresholds["max_connections"] == expected
+    assert thresholds["max_requests"] == expected
+    assert thresholds["max_pending_requests"] == expected
+    assert thresholds["retry_budget"]["budget_percent"]["value"] <= 20.0
+
+
+@pytest.mark.parametrize("cluster_name", ["online", "ingest_api"])
+def test_service_clusters_have_outlier_detection_and_health_checks(cluster_name):
+    c = cluster(cluster_name)
+    assert c["outlier_detection"]["consecutive_5xx"] >= 1
+    assert c["outlier_detection"]["successful_active_health_check_uneject_host"] is False
+    assert c["health_checks"][0]["http_health_check"]["path"] == "/healthz"
+
+
+def test_filter_order_and_identity():
+    names = [f["name"] for f in hcm_of(CONFIG)["http_filters"]]
+    assert names == [
+        "envoy.filters.http.header_mutation",
+        "envoy.filters.http.api_key_auth",
+        "envoy.filters.http.buffer",
+        "envoy.filters.http.local_ratelimit",
+        "envoy.filters.http.ratelimit",
+        "envoy.filters.http.router",
+    ]
+    strip = find_filter(CONFIG, "envoy.filters.http.header_mutation")["typed_config"]
+    assert strip["mutations"]["request_mutations"] == [{"remove": "x-floodgate-tenant"}]
+    auth = find_filter(CONFIG, "envoy.filters.http.api_key_auth")["typed_config"]
+    assert auth["forwarding"] == {"header": "x-floodgate-tenant", "hide_credentials": True}
+    assert {s["header"] for s in auth["key_sources"]} == {"x-api-key", "authorization"}
+    # no route-level removal of the tenant header: it would run after the filters and drop the
+    # tenant api_key_auth just set
+    assert "x-floodgate-tenant" not in hcm_of(CONFIG)["route_config"].get("request_headers_to_remove", [])
+
+
+def test_admin_is_on_loopback_and_limits_are_set():
+    assert CONFIG["admin"]["address"]["socket_address"]["address"] == "127.0.0.1"
+    hcm = hcm_of(CONFIG)
+    assert hcm["max_request_headers_kb"] <= 60
+    for key in ("request_headers_timeout", "request_timeout", "stream_idle_timeout"):
+        assert seconds(hcm[key]) > 0
+    longest = max(BUDGET.endpoint(p).deadline for p, _, _ in ROUTES.values())
+    assert seconds(hcm["stream_idle_timeout"]) > longest  # only dead streams hit it

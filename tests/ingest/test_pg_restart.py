@@ -1,0 +1,108 @@
+"""PostgreSQL restarts under a running ingest API and worker: both reconnect and carry on, and every
+job the API accepted ends succeeded. Uses its own embedded server, so stopping it disturbs no one."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from cluster.migrate import apply_migrations
+from cluster.postgres import EmbeddedPostgres
+from tests.conftest import free_port
+
+from ._processes import Child, start_api, start_simulator, start_worker, wait_healthy
+
+
+class OwnPostgres:
+    def __init__(self, root: Path) -> None:
+        self.pg = EmbeddedPostgres(root / "data", port=free_port(),
+                                   settings={"fsync": "off", "synchronous_commit": "off", "max_connections": "100"})
+        self.log = root / "postgres.log"
+        self.proc: subprocess.Popen | None = None
+
+    def start(self) -> None:
+        self.pg.ensure_initialised()
+        with open(self.log, "ab") as log:
+            self.proc = subprocess.Popen(self.pg.server_command(), stdout=log, stderr=log, **self.pg.process_identity())
+        deadline = time.monotonic() + 30
+        while subprocess.run(self.pg.is_ready_command()).returncode != 0:
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"PostgreSQL did not start: {self.log.read_text()[-2000:]}")
+            time.sleep(0.05)
+
+    def stop(self) -> None:
+        """Fast shutdown: every session is terminated, as in a restart or a failover."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGINT)
+            self.proc.wait(30)
+
+
+@pytest.fixture
+def own_postgres(tmp_path: Path) -> Iterator[OwnPostgres]:
+    server = OwnPostgres(tmp_path)
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+def submit_with_retries(client: httpx.Client, i: int, deadline: float) -> int:
+    """What a well-behaved client does: retry on 503/connection errors (same Idempotency-Key)."""
+    body = {"doc_id": f"doc{i}", "text": f"document number {i} " + "words " * 30}
+    headers = {"x-floodgate-tenant": "acme", "Idempotency-Key": f"k{i}"}
+    while True:
+        try:
+            response = client.post("/v1/omnirag/jobs", json=body, headers=headers)
+            if response.status_code in (200, 202):
+                return response.json()["job_id"]
+            assert response.status_code in (502, 503, 504), response.text
+        except httpx.TransportError:
+            pass
+        if time.monotonic() > deadline:
+            raise AssertionError(f"job {i} not accepted before the deadline")
+        time.sleep(0.1)
+
+
+@pytest.mark.realtime
+def test_api_and_worker_survive_a_postgres_restart(own_postgres: OwnPostgres, tmp_path: Path) -> None:
+    dsn = own_postgres.pg.dsn("postgres")
+    asyncio.run(apply_migrations(dsn))
+    children: list[Child] = []
+    try:
+        simulator = start_simulator(tmp_path)
+        children.append(simulator)
+        api = start_api(dsn, tmp_path)
+        worker = start_worker("w1", dsn, simulator, tmp_path, lease_seconds=3)
+        children += [api, worker]
+        wait_healthy(api, "/readyz")
+        wait_healthy(worker, "/readyz")
+        deadline = time.monotonic() + 60
+        accepted: list[int] = []
+        with httpx.Client(base_url=api.url, timeout=5) as client:
+            accepted += [submit_with_retries(client, i, deadline) for i in range(20)]
+            own_postgres.stop()
+            time.sleep(0.5)
+            assert client.get("/readyz").status_code == 503  # the API says so while the DB is away
+            own_postgres.start()
+            accepted += [submit_with_retries(client, i, deadline) for i in range(20, 40)]
+            while True:
+                states = [client.get(f"/v1/omnirag/jobs/{j}", headers={"x-floodgate-tenant": "acme"})
+                          for j in accepted]
+                if all(s.status_code == 200 and s.json()["state"] == "succeeded" for s in states):
+                    break
+                assert time.monotonic() < deadline, [s.json().get("state") for s in states]
+                time.sleep(0.2)
+            assert len(set(accepted)) == 40
+            assert client.get("/readyz").status_code == 200
+        assert worker.proc.poll() is None and api.proc.poll() is None  # both carried on, no restart
+    finally:
+        for child in children:
+            child.stop(timeout=5)

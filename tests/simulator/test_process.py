@@ -1,0 +1,86 @@
+"""``python -m services.upstreams`` as a real process: settings from the environment, real HTTP."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import httpx
+import pytest
+
+from tests.conftest import REPO_ROOT, free_port
+
+pytestmark = pytest.mark.realtime
+
+
+def start(env: dict[str, str]) -> subprocess.Popen:
+    return subprocess.Popen(
+        [sys.executable, "-m", "services.upstreams"],
+        cwd=REPO_ROOT,
+        env={**os.environ, "UPSTREAMS_LOG_LEVEL": "warning", **env},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def wait_ready(base: str, proc: subprocess.Popen, within: float = 15.0) -> None:
+    deadline = time.monotonic() + within
+    while time.monotonic() < deadline:
+        assert proc.poll() is None, proc.stderr.read()
+        try:
+            if httpx.get(f"{base}/healthz", timeout=0.5).status_code == 200:
+                return
+        except httpx.TransportError:
+            time.sleep(0.05)
+    raise AssertionError("simulator did not become ready")
+
+
+def test_served_simulator_answers_and_stops_on_sigterm(tmp_path) -> None:
+    port = free_port()
+    behaviour = tmp_path / "behaviour.toml"
+    behaviour.write_text("[chat]\nerror_rate = 1.0\n[search.latency]\nfixed_ms = 10\n")
+    proc = start({"UPSTREAMS_PORT": str(port), "UPSTREAMS_BEHAVIOUR": str(behaviour), "UPSTREAMS_SEED": "7"})
+    base = f"http://127.0.0.1:{port}"
+    try:
+        wait_ready(base, proc)
+        with httpx.Client(base_url=base, timeout=5) as client:
+            chat = client.post(
+                "/v1/chat/completions", json={"model": "m", "messages": [{"role": "user", "content": "hi"}]}
+            )
+            assert chat.status_code == 503  # from the behaviour file
+            client.put("/admin/behaviour", json={"chat": {"error_rate": 0.0}})
+            with client.stream(
+                "POST",
+                "/v1/chat/completions",
+                json={
+                    "model": "m",
+                    "stream": True,
+                    "messages": [{"role": "user", "content": "Question: hi there"}],
+                },
+            ) as stream:
+                lines = [line for line in stream.iter_lines() if line]
+            assert lines[-1] == "data: [DONE]"
+            assert json.loads(lines[0][6:])["object"] == "chat.completion.chunk"
+            search = client.get("/v1/search", params={"q": "vector databases", "count": 3}).json()
+            assert len(search["results"]) == 3
+            stats = client.get("/admin/stats").json()
+            assert stats["seed"] == 7
+            assert stats["apis"]["chat"]["statuses"] == {"200": 1, "503": 1}
+            assert stats["apis"]["chat"]["current_concurrent"] == 0
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=15) == 0
+
+
+def test_bad_behaviour_file_stops_start_up_naming_the_variable(tmp_path) -> None:
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps({"chat": {"error_rate": 3}}))
+    proc = start({"UPSTREAMS_PORT": str(free_port()), "UPSTREAMS_BEHAVIOUR": str(bad)})
+    _, stderr = proc.communicate(timeout=15)
+    assert proc.returncode == 2
+    assert "UPSTREAMS_BEHAVIOUR" in stderr and "chat.error_rate" in stderr
