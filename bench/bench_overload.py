@@ -343,6 +343,8 @@ class Level:
     outcomes: list[tuple[str, float]] = field(default_factory=list)  # (kind, latency s)
     server: list[float] = field(default_factory=list)  # Server-Timing total of full answers, s
     reasons: Counter = field(default_factory=Counter)  # why requests were not full answers
+    steps: dict[str, list[float]] = field(default_factory=dict)  # Server-Timing step -> durations, s
+    loop_lag: float = math.nan  # the service's mean event-loop lag during the level, s
     provider_queue: dict[str, int] = field(default_factory=dict)
     cpu: dict[str, float] = field(default_factory=dict)  # process -> share of one core during the level
 
@@ -362,6 +364,16 @@ def pct(values: list[float], q: float) -> float:
     if not values:
         return math.nan
     return values[min(len(values) - 1, max(0, math.ceil(q * len(values)) - 1))]
+
+
+def server_timing(header: str) -> dict[str, float]:
+    """``embed;dur=20.1, total;dur=600.3`` -> {"embed": 0.0201, "total": 0.6003}."""
+    out = {}
+    for part in header.split(","):
+        name, _, rest = part.strip().partition(";dur=")
+        if rest:
+            out[name] = float(rest.split(";")[0]) / 1000
+    return out
 
 
 def classify(response: httpx.Response) -> tuple[str, str | None]:
@@ -392,8 +404,10 @@ async def run_level(client: httpx.AsyncClient, level: Level, offset: int) -> Non
             if reason:
                 level.reasons[reason] += 1
             if kind == "ok":
-                total = response.headers.get("server-timing", "").rsplit("total;dur=", 1)[-1]
-                level.server.append(float(total) / 1000 if total else math.nan)
+                timing = server_timing(response.headers.get("server-timing", ""))
+                level.server.append(timing.get("total", math.nan))
+                for name, seconds in timing.items():
+                    level.steps.setdefault(name, []).append(seconds)
         except (httpx.HTTPError, ValueError) as exc:
             kind = "error"
             level.reasons[f"client {type(exc).__name__}"] += 1
@@ -404,6 +418,17 @@ async def run_level(client: httpx.AsyncClient, level: Level, offset: int) -> Non
             scheduled = start + i / level.rate
             await trio.sleep_until(scheduled)
             nursery.start_soon(one, i, scheduled)
+
+
+async def loop_lag(client: httpx.AsyncClient) -> tuple[float, float]:
+    """(sum, count) of the service's ``floodgate_loop_lag_seconds`` histogram."""
+    text = (await client.get("/metrics")).text
+    values = {}
+    for line in text.splitlines():
+        if line.startswith(("floodgate_loop_lag_seconds_sum", "floodgate_loop_lag_seconds_count")):
+            name, value = line.split()
+            values[name.rsplit("_", 1)[1]] = float(value)
+    return values.get("sum", 0.0), values.get("count", 0.0)
 
 
 async def run_mode(
@@ -434,10 +459,14 @@ async def run_mode(
                 await provider.get("/bench/queues")  # reset the peak
             level = Level(mode, factor, rate, duration, slo)
             before = {name: cpu_seconds(pid) for name, pid in pids.items()}
+            lag_before = await loop_lag(client)
             wall = time.monotonic()
             await run_level(client, level, offset=(index + 1) * 1_000_000)
             wall = time.monotonic() - wall
             level.cpu = {name: (cpu_seconds(pid) - before[name]) / wall for name, pid in pids.items()}
+            lag_after = await loop_lag(client)
+            samples = lag_after[1] - lag_before[1]
+            level.loop_lag = (lag_after[0] - lag_before[0]) / samples if samples else math.nan
             async with httpx.AsyncClient(base_url=provider_url) as provider:
                 level.provider_queue = (await provider.get("/bench/queues")).json()["peak_waiting"]
             levels.append(level)
@@ -452,7 +481,7 @@ def report(levels: list[Level], capacity: float) -> None:
     header = (
         f"{'mode':9s} {'load':>5s} {'offered/s':>9s} {'goodput/s':>9s} {'p50 ms':>7s} {'p95 ms':>7s} "
         f"{'p99 ms':>7s} {'rejected':>8s} {'rej p99':>8s} {'degraded':>8s} {'errors':>7s} {'llm queue':>9s} "
-        f"{'cpu svc/prov/load':>17s} {'srv p99':>7s}"
+        f"{'cpu svc/prov/load':>17s} {'srv p99':>7s} {'lag ms':>6s}"
     )
     print(header)
     print("-" * len(header))
@@ -466,12 +495,19 @@ def report(levels: list[Level], capacity: float) -> None:
             f"{pct(rej, 0.99) * 1000:>8.1f} {lv.count('degraded') / n:>8.1%} {lv.count('error') / n:>7.1%} "
             f"{lv.provider_queue.get('/v1/chat/completions', 0):>9d} "
             f"{lv.cpu.get('service', 0):>6.0%}/{lv.cpu.get('provider', 0):.0%}/{lv.cpu.get('load', 0):.0%} "
-            f"{pct(sorted(lv.server), 0.99) * 1000:>7.0f}"
+            f"{pct(sorted(lv.server), 0.99) * 1000:>7.0f} {lv.loop_lag * 1000:>6.1f}"
         )
     print(
         f"capacity the budget implies: {capacity:g} requests/s; good = full answer within the SLO p99; "
-        "llm queue = longest queue at the LLM provider"
+        "llm queue = longest queue at the LLM provider; cpu = share of one core per process; "
+        "srv p99 = Server-Timing total; lag = the service's mean event-loop lag"
     )
+    for lv in levels:
+        steps = ", ".join(f"{name} {pct(sorted(v), 0.99) * 1000:.0f}" for name, v in lv.steps.items())
+        print(f"  {lv.mode} {lv.factor:g}x: step p99 ms (full answers): {steps}")
+        if lv.reasons:
+            top = "; ".join(f"{n} x {r}" for r, n in lv.reasons.most_common(3))
+            print(f"  {lv.mode} {lv.factor:g}x: not full answers: {top}")
 
 
 def main() -> int:

@@ -18,7 +18,9 @@ _RESET = "\x1b[0m"
 
 
 class LogOutput:
-    def __init__(self, names: Iterable[str], *, stream: TextIO | None = None, colour: bool | None = None) -> None:
+    def __init__(
+        self, names: Iterable[str], *, stream: TextIO | None = None, colour: bool | None = None
+    ) -> None:
         self._stream = stream if stream is not None else sys.stdout
         names = ["cluster", *names]
         self._width = max(len(n) for n in names)

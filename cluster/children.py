@@ -138,7 +138,9 @@ def cluster_children(
         )
     )
 
-    def service(name: str, module: tuple[str, ...], prefix: str, port: int, needs: tuple[str, ...]) -> ChildSpec:
+    def service(
+        name: str, module: tuple[str, ...], prefix: str, port: int, needs: tuple[str, ...]
+    ) -> ChildSpec:
         return ChildSpec(
             name,
             (python, "-m", *module),
@@ -154,11 +156,15 @@ def cluster_children(
     service_needs = ("migrate", "upstreams")
     children.append(service("online", ("services.online",), "ONLINE_", settings.online_port, service_needs))
     children.append(
-        service("ingest-api", ("services.ingest", "api"), "INGEST_API_", settings.ingest_api_port, service_needs)
+        service(
+            "ingest-api", ("services.ingest", "api"), "INGEST_API_", settings.ingest_api_port, service_needs
+        )
     )
     for i, port in enumerate(settings.ingest_worker_ports(), start=1):
         children.append(
-            service(f"ingest-worker-{i}", ("services.ingest", "worker"), "INGEST_WORKER_", port, service_needs)
+            service(
+                f"ingest-worker-{i}", ("services.ingest", "worker"), "INGEST_WORKER_", port, service_needs
+            )
         )
     # LATER (gateway issue): the rate-limit service, one line, before Envoy:
     # children.append(service("ratelimit", ("services.ratelimit",), "RATELIMIT_", settings.ratelimit_port, ()))
@@ -171,8 +177,10 @@ def cluster_children(
             "envoy",
             (
                 str(envoy_binary()),
-                "-c", str(config),
-                "--log-level", "warn",
+                "-c",
+                str(config),
+                "--log-level",
+                "warn",
                 # No hot-restart shared memory: several Envoys (tests, a second checkout) can coexist.
                 "--disable-hot-restart",
             ),

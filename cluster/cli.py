@@ -65,7 +65,9 @@ def cmd_up(settings: ClusterSettings) -> int:
         settings, envoy_config=envoy_config, log_format="console" if colour_console else "json"
     )
     output = LogOutput([s.name for s in specs])
-    state = StateFile(settings.state_file, specs, gateway_url=f"http://{settings.host}:{settings.gateway_port}")
+    state = StateFile(
+        settings.state_file, specs, gateway_url=f"http://{settings.host}:{settings.gateway_port}"
+    )
     gateway = f"http://{settings.host}:{settings.gateway_port}"
     announced = False
 
@@ -74,7 +76,9 @@ def cmd_up(settings: ClusterSettings) -> int:
         state.write(stats)
         if stats.status == "ready" and not announced:
             announced = True
-            output.say(f"gateway at {gateway} — try: curl {gateway}/healthz/online   (Ctrl-C stops everything)")
+            output.say(
+                f"gateway at {gateway} — try: curl {gateway}/healthz/online   (Ctrl-C stops everything)"
+            )
 
     supervisor = Supervisor(
         specs,
@@ -123,7 +127,9 @@ def cmd_up_detached(settings: ClusterSettings, *, wait_timeout: float | None = N
         state = StateFile.read(settings.state_file)
         if state is not None and state.get("supervisor_pid") == process.pid:
             if state.get("status") == "ready":
-                print(f"floodgate: cluster started (supervisor pid {process.pid}); logs in {settings.log_file}")
+                print(
+                    f"floodgate: cluster started (supervisor pid {process.pid}); logs in {settings.log_file}"
+                )
                 print(render_table(status_rows(state)))
                 print(f"gateway: {state['gateway_url']}   stop: make down")
                 return 0
@@ -134,7 +140,9 @@ def cmd_up_detached(settings: ClusterSettings, *, wait_timeout: float | None = N
         if process.poll() is not None:
             return _report_detached_failure(settings, process.pid)
         time.sleep(0.2)
-    _error(f"the cluster did not become ready within {timeout:g} s; see {settings.log_file} (make down stops it)")
+    _error(
+        f"the cluster did not become ready within {timeout:g} s; see {settings.log_file} (make down stops it)"
+    )
     return 1
 
 
@@ -147,7 +155,9 @@ def _report_detached_failure(settings: ClusterSettings, pid: int) -> int:
     else:
         # Failed before supervising anything (bad setting, port in use): its last line says why.
         lines = [ln for ln in settings.log_file.read_text(errors="replace").splitlines() if ln.strip()]
-        print(lines[-1] if lines else f"floodgate: the cluster exited; see {settings.log_file}", file=sys.stderr)
+        print(
+            lines[-1] if lines else f"floodgate: the cluster exited; see {settings.log_file}", file=sys.stderr
+        )
     print(f"floodgate: full log in {settings.log_file}", file=sys.stderr)
     return 1
 
@@ -177,7 +187,9 @@ def cmd_down(settings: ClusterSettings) -> int:
 def cmd_status(settings: ClusterSettings) -> int:
     state = StateFile.read(settings.state_file)
     if state is None:
-        print(f"floodgate: no cluster has run here ({settings.state_file} is missing); start one with `make up`")
+        print(
+            f"floodgate: no cluster has run here ({settings.state_file} is missing); start one with `make up`"
+        )
         return 3
     pid = state.get("supervisor_pid")
     running = pid_alive(pid) and state.get("status") not in ("stopped", "failed")

@@ -16,7 +16,14 @@ from pathlib import Path
 from .envoy import envoy_binary, validate_command, write_envoy_config
 from .settings import ClusterSettings
 
-__all__ = ["PreflightError", "check_binaries", "check_budget", "check_envoy_config", "check_ports", "run_preflight"]
+__all__ = [
+    "PreflightError",
+    "check_binaries",
+    "check_budget",
+    "check_envoy_config",
+    "check_ports",
+    "run_preflight",
+]
 
 
 class PreflightError(Exception):

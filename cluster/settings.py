@@ -29,7 +29,13 @@ __all__ = [
 DEPENDENCIES = ("llm", "embed", "rerank", "search", "fetch")
 
 #: Model names the simulator answers to (it accepts any; these match the services' defaults).
-_DEFAULT_MODELS = {"llm": "sim-chat-1", "embed": "sim-embed-384", "rerank": "sim-rerank-1", "search": "", "fetch": ""}
+_DEFAULT_MODELS = {
+    "llm": "sim-chat-1",
+    "embed": "sim-embed-384",
+    "rerank": "sim-rerank-1",
+    "search": "",
+    "fetch": "",
+}
 
 
 class ClusterSettingsError(Exception):

@@ -49,7 +49,9 @@ class StateFile:
             "failure_tail": list(stats.failure_tail),
             "gateway_url": self._gateway_url,
             "updated_at": datetime.now(UTC).isoformat(timespec="seconds"),
-            "children": [{**asdict(child), "probe": self._probes.get(child.name)} for child in stats.children],
+            "children": [
+                {**asdict(child), "probe": self._probes.get(child.name)} for child in stats.children
+            ],
         }
         self._path.parent.mkdir(parents=True, exist_ok=True)
         tmp = self._path.with_suffix(".tmp")

@@ -80,7 +80,12 @@ class _Child:
     def status(self) -> ChildStatus:
         pid = self.process.pid if self.process is not None else None
         return ChildStatus(
-            self.spec.name, self.state, pid, self.spec.port, self.spec.url, self.is_ready,
+            self.spec.name,
+            self.state,
+            pid,
+            self.spec.port,
+            self.spec.url,
+            self.is_ready,
             self.tracker.statistics().restarts,
         )
 
@@ -235,7 +240,10 @@ class Supervisor:
                 self._fail(child, f"{spec.name} exited with code {code} before it was ready")
                 return
             if spec.on_crash == "stop_cluster":
-                self._fail(child, f"{spec.name} exited unexpectedly with code {code}; the cluster cannot run without it")
+                self._fail(
+                    child,
+                    f"{spec.name} exited unexpectedly with code {code}; the cluster cannot run without it",
+                )
                 return
             delay = child.tracker.on_crash(trio.current_time())
             if delay is None:
@@ -376,6 +384,9 @@ class Supervisor:
             self._status = "stopping"
         self._publish()
         for tier in reversed(self._stop_tiers()):
+            running = [child.spec.name for child in tier if child.process is not None]
+            if running:
+                self._output.say(f"stopping {', '.join(running)}")
             async with trio.open_nursery() as nursery:
                 for child in tier:
                     nursery.start_soon(self._stop_child, child)
@@ -395,7 +406,8 @@ class Supervisor:
     async def _stop_child(self, child: _Child) -> None:
         process = child.process
         if process is None:
-            child.state = "stopped" if child.state != "done" else "done"
+            if child.state not in ("waiting", "done"):  # never started / finished stay as they are
+                child.state = "stopped"
             return
         child.state = "stopping"
         self._publish()

@@ -22,7 +22,7 @@ from ._db import Database
 from ._errors import BadDocument, LeaseLost
 from ._providers import Embedder, Fetcher
 
-__all__ = ["JobPipeline", "PipelineConfig", "vector_literal"]
+__all__ = ["JobPipeline", "PipelineConfig"]
 
 log = structlog.get_logger("ingest.pipeline")
 
@@ -33,11 +33,6 @@ class PipelineConfig:
     embed_batch_size: int = 16
     embed_parallelism: int = 4  # batches in flight per job
     max_text_bytes: int = 1_048_576  # a fetched document beyond this is a bad document
-
-
-def vector_literal(vector: list[float]) -> str:
-    """pgvector's text form; the SQL casts it with ``::vector`` (no codec to register per connection)."""
-    return "[" + ",".join(map(repr, vector)) + "]"
 
 
 class JobPipeline:
@@ -102,7 +97,6 @@ class JobPipeline:
         contents = [chunks[n] for n in batch]
         async with per_job, self._embed_limiter:
             vectors = await self._embedder.embed(contents, tenant=job.tenant_id)
-        literals = [vector_literal(v) for v in vectors]
-        if not await self._db.run(q.stage_chunks, job.fence, batch, contents, literals):
+        if not await self._db.run(q.stage_chunks, job.fence, batch, contents, vectors):
             raise LeaseLost(f"job {job.job_id}: lease lost while staging chunks")
         self._on_chunks(len(batch))

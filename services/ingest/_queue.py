@@ -368,7 +368,7 @@ WITH slots AS (
     WHERE r.rank <= r.free
     ORDER BY r.rank, r.priority, r.run_at, r.id   -- round-robin between tenants within one batch
     LIMIT $2
-)
+), claimed AS (
 UPDATE ingest_jobs j SET
     state = 'running',
     attempts = j.attempts + 1,
@@ -377,10 +377,16 @@ UPDATE ingest_jobs j SET
     lease_expires_at = now() + make_interval(secs => $5),
     started_at = coalesce(j.started_at, now()),
     updated_at = now()
-FROM picked p LEFT JOIN ingest_job_inputs i ON i.job_id = p.id
+FROM picked p
 WHERE j.id = p.id AND j.state = 'queued'
-RETURNING j.id, j.tenant_id, j.doc_id, j.content_hash, j.attempts, j.max_attempts, j.lease_token,
-          i.text, i.url, i.metadata
+RETURNING j.id, j.tenant_id, j.doc_id, j.content_hash, j.attempts, j.max_attempts, j.lease_token
+)
+-- The inputs by primary key, one probe per claimed job (a plain join lets the planner hash the whole
+-- inputs table).
+SELECT c.*, i.text, i.url, i.metadata
+FROM claimed c LEFT JOIN LATERAL (
+    SELECT text, url, metadata FROM ingest_job_inputs WHERE job_id = c.id LIMIT 1  -- LIMIT: not flattened
+) i ON true
 """
 
 
@@ -417,7 +423,7 @@ WITH RECURSIVE heads AS (
     ) r
     ORDER BY r.rank, r.priority, r.run_at, r.id
     LIMIT $1
-)
+), claimed AS (
 UPDATE ingest_jobs j SET
     state = 'running',
     attempts = j.attempts + 1,
@@ -426,10 +432,16 @@ UPDATE ingest_jobs j SET
     lease_expires_at = now() + make_interval(secs => $4),
     started_at = coalesce(j.started_at, now()),
     updated_at = now()
-FROM picked p LEFT JOIN ingest_job_inputs i ON i.job_id = p.id
+FROM picked p
 WHERE j.id = p.id AND j.state = 'queued'
-RETURNING j.id, j.tenant_id, j.doc_id, j.content_hash, j.attempts, j.max_attempts, j.lease_token,
-          i.text, i.url, i.metadata
+RETURNING j.id, j.tenant_id, j.doc_id, j.content_hash, j.attempts, j.max_attempts, j.lease_token
+)
+-- The inputs by primary key, one probe per claimed job (a plain join lets the planner hash the whole
+-- inputs table).
+SELECT c.*, i.text, i.url, i.metadata
+FROM claimed c LEFT JOIN LATERAL (
+    SELECT text, url, metadata FROM ingest_job_inputs WHERE job_id = c.id LIMIT 1  -- LIMIT: not flattened
+) i ON true
 """
 
 
@@ -515,7 +527,8 @@ async def heartbeat_many(conn: Any, fences: Sequence[Fence], lease_seconds: floa
     rows = await conn.fetch(
         """UPDATE ingest_jobs j SET lease_expires_at = now() + make_interval(secs => $3), updated_at = now()
            FROM unnest($1::bigint[], $2::uuid[]) AS f(id, token)
-           WHERE j.id = f.id AND j.lease_token = f.token AND j.state = 'running'
+           WHERE j.id = ANY($1::bigint[])  -- a primary-key probe per job, not a scan of running jobs
+             AND j.id = f.id AND j.lease_token = f.token AND j.state = 'running'
            RETURNING j.id, j.cancel_requested""",
         [f.job_id for f in fences], [f.token for f in fences], lease_seconds,
     )
@@ -547,9 +560,12 @@ async def start_chunks(conn: Any, fence: Fence, chunk_digests: Sequence[str]) ->
 
 
 async def stage_chunks(
-    conn: Any, fence: Fence, chunk_nos: Sequence[int], contents: Sequence[str], vectors: Sequence[str]
+    conn: Any, fence: Fence, chunk_nos: Sequence[int], contents: Sequence[str], vectors: Sequence[Sequence[float]]
 ) -> bool:
-    """Stage embedded chunks (``vectors`` in pgvector text form) and advance progress, fenced.
+    """Stage embedded chunks and advance progress, fenced.
+
+    The vectors travel as one flat ``float4[]`` (asyncpg's binary encoding, no text formatting of
+    floats in Python) and are sliced back into ``vector(384)`` values by PostgreSQL.
 
     The job row is locked first (``FOR NO KEY UPDATE`` with the token in the WHERE), so the lease cannot
     be reclaimed halfway through: either this attempt still owns the job and its rows land, or nothing
@@ -558,11 +574,13 @@ async def stage_chunks(
     async with conn.transaction():
         if await conn.fetchval(_LOCK_ATTEMPT, fence.job_id, fence.token) is None:
             return False
+        dims = len(vectors[0]) if vectors else 0
         await conn.execute(
             """INSERT INTO ingest_chunk_staging (job_id, chunk_no, content, embedding)
-               SELECT $1, n, c, e::vector FROM unnest($2::int[], $3::text[], $4::text[]) AS t(n, c, e)
+               SELECT $1, n, c, (($4::float4[])[((o - 1) * $5 + 1):(o * $5)])::vector
+               FROM unnest($2::int[], $3::text[]) WITH ORDINALITY AS t(n, c, o)
                ON CONFLICT (job_id, chunk_no) DO UPDATE SET content = excluded.content, embedding = excluded.embedding""",
-            fence.job_id, list(chunk_nos), list(contents), list(vectors),
+            fence.job_id, list(chunk_nos), list(contents), [x for v in vectors for x in v], dims,
         )
         await conn.execute(
             """UPDATE ingest_jobs SET updated_at = now(),
@@ -639,7 +657,8 @@ async def complete_noop_jobs(conn: Any, fences: Sequence[Fence]) -> int:
         """UPDATE ingest_jobs j SET state = 'succeeded', finished_at = now(), lease_token = NULL,
                lease_expires_at = NULL, updated_at = now()
            FROM unnest($1::bigint[], $2::uuid[]) AS f(id, token)
-           WHERE j.id = f.id AND j.lease_token = f.token AND j.state = 'running'
+           WHERE j.id = ANY($1::bigint[])  -- a primary-key probe per job, not a scan of running jobs
+             AND j.id = f.id AND j.lease_token = f.token AND j.state = 'running'
            RETURNING j.id""",
         [f.job_id for f in fences], [f.token for f in fences],
     ))

@@ -1,17 +1,23 @@
-"""Admission: how many requests of an endpoint one process takes at once, derived from the budget.
+"""Admission: how many requests of an endpoint one process takes at once — the endpoint's door.
 
-The dependency gates bound calls; they cannot make overload *fast*. A dealBrain request that is
-refused by the LLM gate has already spent 170 ms on embed and search, and one that waits for it
-makes every answer slower. So each endpoint has one more gate, at its door, sized by Little's law
-from the budget — the throughput its scarcest dependency carries, times the time a request takes:
+The dependency gates bound calls; they cannot make overload *fast*. A dealBrain request refused
+by the LLM gate has already spent 170 ms on embed and search, and one that waits for it makes
+every answer slower. So each endpoint has a door, sized by Little's law from the budget — the
+throughput its scarcest dependency (the *bottleneck*) carries, times the time a request takes:
 
-    throughput X = min over dependencies d of  limit_d / (calls_d x latency_d)
-    in flight  N = ceil(X x T x headroom)        T = the endpoint's critical path
+    X  = min over dependencies d of  limit_d / (calls_d x typical_latency_d)
+    N0 = ceil(X x T x HEADROOM)          T = the endpoint's critical path, typical request
 
-with ``limit_d`` the per-process limit, ``latency_d`` the budget's ``typical_latency`` and
-``calls_d``/``T`` from the endpoint's *typical request* (`SHAPES`). A request that finds the door
-full waits at most ``ADMISSION_MAX_WAIT`` and is then refused with 429 — in milliseconds, before
-any downstream work. The same numbers tell the overload benchmark what "1x capacity" is.
+(`SHAPES` describes the typical request of each endpoint). A request that finds ``N`` requests
+inside is refused at once with 429: no downstream work, no wait, a millisecond.
+
+``N`` then follows the measured times (`Door.leave`): when a whole request gets slower than the
+budget's latencies say but its bottleneck step does not (CPU contention, a slow database), more
+requests must be inside to keep the bottleneck busy, so ``N = N0 x (T'/T) / (t'/t)`` with ``T'``
+and ``t'`` moving averages of the request's and its bottleneck step's durations (``t``: the
+typical bottleneck time). The bottleneck time includes waiting at its gate, so admitting too
+many lengthens ``t'`` and shrinks ``N`` again: a negative feedback that settles where the
+bottleneck is just full. ``N`` stays within ``[N0 / 2, 3 x N0]``.
 """
 
 from __future__ import annotations
@@ -23,21 +29,21 @@ from dataclasses import dataclass
 import floodgate
 
 __all__ = [
-    "ADMISSION_MAX_WAIT",
     "HEADROOM",
     "SHAPES",
-    "Admission",
+    "Door",
+    "DoorStatistics",
     "EndpointCapacity",
     "EndpointShape",
     "endpoint_capacity",
-    "make_admission",
+    "make_doors",
 ]
 
-#: Admit a little more than Little's law says, so jitter does not leave the scarcest budget idle;
-#: the excess waits briefly at that dependency's gate.
+#: Admit a little more than Little's law says, so jitter does not leave the bottleneck idle; the
+#: excess waits briefly at the bottleneck's gate.
 HEADROOM = 1.1
-#: A request waits this long at most for a free place at the door, then gets its 429.
-ADMISSION_MAX_WAIT = 0.02
+#: Weight of a new sample in the moving averages (about the last 20 requests).
+SMOOTHING = 0.05
 
 
 @dataclass(frozen=True)
@@ -65,18 +71,21 @@ SHAPES: dict[str, EndpointShape] = {
     ),
     "nexus_assess": EndpointShape(
         calls=lambda p: {"llm": p.fan_out},
-        critical_path=lambda t, p: t["llm"],
+        critical_path=lambda t, p: _rounds(p.fan_out, p) * t["llm"],
     ),
 }
 
 
 @dataclass(frozen=True)
 class EndpointCapacity:
+    """What the budget implies for one endpoint in one process."""
+
     endpoint: str
     rps: float  # requests per second one process carries
     bottleneck: str  # the dependency that sets it
-    latency: float  # typical time of one request (critical path)
-    in_flight: int  # requests admitted at once
+    latency: float  # typical time of one request (critical path), s
+    bottleneck_latency: float  # typical time of the request's bottleneck steps, s
+    in_flight: int  # N0: requests admitted at once at the typical latencies
 
     def describe(self) -> str:
         return (
@@ -99,44 +108,106 @@ def endpoint_capacity(
     bottleneck = min(rates, key=rates.__getitem__)
     rps = rates[bottleneck]
     latency = shape.critical_path(latencies, policy)
+    only_bottleneck = {name: (t if name == bottleneck else 0.0) for name, t in latencies.items()}
+    bottleneck_latency = shape.critical_path(only_bottleneck, policy)
     in_flight = max(1, math.ceil(rps * latency * HEADROOM))
-    return EndpointCapacity(endpoint, rps, bottleneck, latency, in_flight)
+    return EndpointCapacity(endpoint, rps, bottleneck, latency, bottleneck_latency, in_flight)
 
 
-class Admission:
-    """The door of one endpoint: a `floodgate.Gate` of ``capacity.in_flight`` places, fair
-    between tenants, whose refusal names the dependency whose budget sets the limit."""
+@dataclass(frozen=True)
+class DoorStatistics:
+    endpoint: str
+    in_flight: int
+    limit: int
+    admitted_total: int
+    refused_total: int
+    request_time: float  # moving average, s
+    bottleneck_time: float  # moving average, s
+
+
+class Door:
+    """At most `limit` requests of one endpoint inside; the rest refused at once (`Overloaded`).
+
+    Use ``door.enter()`` (raises) and exactly one ``door.leave(...)`` per admitted request;
+    report the request's duration and its bottleneck steps' duration when it ran them fully, so
+    the limit follows the measured times. All methods are synchronous: nothing here waits.
+    """
 
     def __init__(self, capacity: EndpointCapacity, *, metrics: floodgate.FloodgateMetrics | None = None):
         self.capacity = capacity
-        self.gate = floodgate.Gate(
-            f"admission_{capacity.endpoint}",
-            capacity.in_flight,
-            max_waiters=max(1, math.ceil(capacity.rps * ADMISSION_MAX_WAIT)),
-            max_wait=ADMISSION_MAX_WAIT,
-            retry_after=1.0,
-            metrics=metrics,
-        )
+        self.name = f"admission_{capacity.endpoint}"
+        self._floor = max(1, capacity.in_flight // 2)
+        self._ceiling = capacity.in_flight * 3
+        self._limit = capacity.in_flight
+        self._in_flight = 0
+        self._admitted = 0
+        self._refused = 0
+        self._request_time = capacity.latency
+        self._bottleneck_time = capacity.bottleneck_latency
+        self._metrics = metrics
+        if metrics is not None:
+            self._m_capacity = metrics.gate_capacity.labels(self.name)
+            self._m_in_use = metrics.gate_in_use.labels(self.name)
+            self._m_refused = metrics.rejections.labels(self.name, "admission")
+            self._m_capacity.set(self._limit)
 
-    async def acquire(self, tenant: str) -> None:
-        try:
-            await self.gate.acquire(tenant)
-        except floodgate.Overloaded as exc:
+    @property
+    def limit(self) -> int:
+        return self._limit
+
+    def enter(self) -> None:
+        """Take a place, or raise `floodgate.Overloaded` naming the bottleneck's budget."""
+        if self._in_flight >= self._limit:
+            self._refused += 1
+            if self._metrics is not None:
+                self._m_refused.inc()
             raise floodgate.Overloaded(
-                f"{self.capacity.endpoint} is at its limit of {self.capacity.in_flight} requests in flight "
+                f"{self.capacity.endpoint} is at its limit of {self._limit} requests in flight "
                 f"(the {self.capacity.bottleneck} budget carries {self.capacity.rps:.3g} requests/s)",
                 dependency=self.capacity.bottleneck,
-                retry_after=exc.retry_after,
-            ) from None
+                retry_after=1.0,
+            )
+        self._in_flight += 1
+        self._admitted += 1
+        if self._metrics is not None:
+            self._m_in_use.set(self._in_flight)
 
-    def release(self, tenant: str) -> None:
-        self.gate.release(tenant)
+    def leave(self, *, request_time: float | None = None, bottleneck_time: float | None = None) -> None:
+        """Give the place back; with both times (a request that ran its bottleneck steps fully),
+        update the moving averages and the limit."""
+        self._in_flight -= 1
+        if request_time is not None and bottleneck_time is not None and bottleneck_time > 0:
+            self._request_time += SMOOTHING * (request_time - self._request_time)
+            self._bottleneck_time += SMOOTHING * (bottleneck_time - self._bottleneck_time)
+            self._limit = self._limit_for(self._request_time, self._bottleneck_time)
+        if self._metrics is not None:
+            self._m_in_use.set(self._in_flight)
+            self._m_capacity.set(self._limit)
+
+    def _limit_for(self, request_time: float, bottleneck_time: float) -> int:
+        c = self.capacity
+        scale = (request_time / c.latency) / (bottleneck_time / c.bottleneck_latency)
+        return min(self._ceiling, max(self._floor, math.ceil(c.in_flight * scale)))
+
+    def statistics(self) -> DoorStatistics:
+        return DoorStatistics(
+            self.capacity.endpoint,
+            self._in_flight,
+            self._limit,
+            self._admitted,
+            self._refused,
+            self._request_time,
+            self._bottleneck_time,
+        )
 
     def __repr__(self) -> str:
-        return f"<Admission {self.gate!r}>"
+        return (
+            f"<Door {self.capacity.endpoint!r} in_flight={self._in_flight}/{self._limit} "
+            f"admitted={self._admitted} refused={self._refused}>"
+        )
 
 
-def make_admission(
+def make_doors(
     budget: floodgate.Budget, metrics: floodgate.FloodgateMetrics | None = None
-) -> dict[str, Admission]:
-    return {name: Admission(endpoint_capacity(budget, name), metrics=metrics) for name in SHAPES}
+) -> dict[str, Door]:
+    return {name: Door(endpoint_capacity(budget, name), metrics=metrics) for name in SHAPES}

@@ -8,7 +8,7 @@ Each route does the same edge work, in this order, before any downstream is touc
 3. the request deadline: the endpoint's, or a shorter one from ``x-envoy-expected-rq-timeout-ms``,
    as a cancel scope around the endpoint's logic (504 when it passes),
 4. admission: a place among the requests the endpoint may have in flight (`_admission`: derived
-   from the budget by Little's law), or a 429 within milliseconds.
+   from the budget by Little's law, then following the measured times), or a 429 at once.
 
 Toolkit errors propagate to the chassis, which renders them (429/503/504/502 + ``Retry-After``).
 Every response of an endpoint carries ``Server-Timing``; the chassis adds ``x-request-id``.
@@ -22,12 +22,13 @@ from typing import Any, TypeVar
 
 import chassis
 import floodgate
+import trio
 from prometheus_client import CollectorRegistry
 from pydantic import BaseModel
 from quart import Response, g, jsonify, request
 from quart_trio import QuartTrio
 
-from ._admission import Admission, make_admission
+from ._admission import Door, make_doors
 from ._context import Downstreams, RequestContext
 from ._deal_brain import answer_question
 from ._models import DealBrainRequest, NexusAssessRequest, ShadowHunterRequest
@@ -55,7 +56,7 @@ class OnlineState:
     downstreams: Downstreams
     metrics: floodgate.FloodgateMetrics
     assessments: floodgate.TTLCache | None
-    admission: Mapping[str, Admission]
+    doors: Mapping[str, Door]
     openapi: dict[str, Any]
 
 
@@ -89,8 +90,8 @@ def create_app(
         if nexus.cache_ttl
         else None
     )
-    admission = make_admission(budget, metrics)
-    state = OnlineState(budget, downstreams, metrics, assessments, admission, build_openapi(budget))
+    doors = make_doors(budget, metrics)
+    state = OnlineState(budget, downstreams, metrics, assessments, doors, build_openapi(budget))
     app.extensions["online"] = state
     _install_routes(app, state)
     return app
@@ -150,18 +151,26 @@ async def _handle(
         degradations=floodgate.Degradations(metrics=state.metrics),
         reserve=min(MAX_RESERVE, RESERVE_SHARE * seconds),
     )
-    admission = state.admission[endpoint]
+    door = state.doors[endpoint]
+    door.enter()
+    admitted_at = trio.current_time()
+    ran_fully = False
     try:
         with floodgate.deadline_after(seconds):
-            await admission.acquire(tenant)
-            try:
-                result = await run(body, ctx)
-            finally:
-                admission.release(tenant)
+            result = await run(body, ctx)
+        ran_fully = not ctx.degradations
     except floodgate.DeadlineExceeded as exc:
         if exc.dependency is not None:
             raise
         raise _deadline_error(endpoint, seconds, timing) from None
+    finally:
+        if ran_fully:
+            door.leave(
+                request_time=trio.current_time() - admitted_at,
+                bottleneck_time=timing.time_in(door.capacity.bottleneck),
+            )
+        else:
+            door.leave()
     return jsonify(result.model_dump(mode="json"))
 
 

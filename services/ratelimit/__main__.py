@@ -7,7 +7,6 @@ Environment: ``RATELIMIT_HOST`` (127.0.0.1), ``RATELIMIT_PORT`` (8091, gRPC), ``
 
 from __future__ import annotations
 
-import asyncio
 import os
 import sys
 
@@ -28,7 +27,7 @@ def main() -> int:
         return 2
     configure_logging(service="ratelimit", log_format=settings.log_format, level=settings.log_level)
     try:
-        asyncio.run(serve(settings))
+        serve(settings)
     except StartupError as exc:
         print(f"ratelimit: {exc}", file=sys.stderr, flush=True)
         return 2

@@ -55,25 +55,34 @@ def decision_to_response(decision: Decision) -> rls_pb2.RateLimitResponse:
 
 
 class RateLimitServicer(rls_pb2_grpc.RateLimitServiceServicer):
+    """Runs in the gRPC server's worker threads; the limiter and the store are thread-safe."""
+
     def __init__(self, limiter: RateLimiter, metrics: RateLimitMetrics) -> None:
         self._limiter = limiter
         self._metrics = metrics
+        # labelled children resolved once per label set: labels() costs more than inc()
+        self._requests: dict[tuple[str, Code], object] = {}
 
-    async def ShouldRateLimit(  # noqa: N802 — the name is the gRPC method's
-        self, request: rls_pb2.RateLimitRequest, context: grpc.aio.ServicerContext
+    def ShouldRateLimit(  # noqa: N802 — the name is the gRPC method's
+        self, request: rls_pb2.RateLimitRequest, context: grpc.ServicerContext
     ) -> rls_pb2.RateLimitResponse:
         started = time.perf_counter()
         # hits_addend 0 means "not set" in proto3: one hit, as in the reference service.
         hits = request.hits_addend or 1
         try:
-            decision = await self._limiter.should_rate_limit(request.domain, request_descriptors(request), hits)
+            decision = self._limiter.should_rate_limit(request.domain, request_descriptors(request), hits)
         except CounterStoreError as exc:
             self._metrics.store_errors.inc()
             log.warning("counter_store_failed", error=str(exc))
-            await context.abort(grpc.StatusCode.UNAVAILABLE, f"counter store unavailable: {exc}")
-        self._metrics.requests.labels(request.domain, decision.code.value).inc()
+            context.abort(grpc.StatusCode.UNAVAILABLE, f"counter store unavailable: {exc}")
+        key = (request.domain, decision.code)
+        counter = self._requests.get(key)
+        if counter is None:
+            counter = self._requests[key] = self._metrics.requests.labels(request.domain, decision.code.value)
+        counter.inc()
         for status in decision.statuses:
             if status.code is Code.OVER_LIMIT or status.shadow_over_limit:
                 self._metrics.over_limit.labels(status.metric_key or "", str(status.shadow_over_limit).lower()).inc()
+        response = decision_to_response(decision)
         self._metrics.latency.observe(time.perf_counter() - started)
-        return decision_to_response(decision)
+        return response

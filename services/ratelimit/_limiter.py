@@ -5,7 +5,7 @@ A decision is made in three steps, the way the reference service makes it:
 1. ``RateLimiter.plan`` (sync, pure): match each request descriptor to a limit, compute its window
    (``floor(now / unit) * unit``) and the counter key ``<prefix><domain>_<k>_<v>_..._<window start>``;
    the result lists the increments the store must make.
-2. ``CounterStore.increment`` (the only await): add the hits to every counter in one round trip
+2. ``CounterStore.increment`` (the only I/O): add the hits to every counter in one round trip
    and return the new values.
 3. ``DecisionPlan.decide`` (sync, pure): compare each new value with its limit; OVER_LIMIT when the
    value passes ``requests_per_unit``; ``limit_remaining`` and ``duration_until_reset`` for the
@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import enum
 import math
+import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -150,6 +151,7 @@ class RateLimiter:
         self._over_limit = 0
         self._shadow_over_limit = 0
         self._store_errors = 0
+        self._lock = threading.Lock()
 
     @property
     def config(self) -> RateLimitConfig:
@@ -182,23 +184,30 @@ class RateLimiter:
             slots.append(_Slot(matched, hits, window_start + unit - now, len(increments) - 1))
         return DecisionPlan(slots=tuple(slots), increments=tuple(increments))
 
-    async def should_rate_limit(self, domain: str, descriptors: Sequence[Descriptor],
-                                hits_addend: int = 1) -> Decision:
-        """Count the hits and decide. Raises `CounterStoreError` when the store fails."""
+    def should_rate_limit(self, domain: str, descriptors: Sequence[Descriptor], hits_addend: int = 1) -> Decision:
+        """Count the hits and decide. Raises `CounterStoreError` when the store fails.
+
+        Thread-safe (the gRPC server calls it from several threads): the store's increments are
+        atomic, and the statistics are updated under a lock."""
         plan = self.plan(domain, descriptors, hits_addend)
-        self._requests += 1
-        self._descriptors += len(descriptors)
         counts: Sequence[int] = ()
         if plan.increments:
             try:
-                counts = await self._store.increment(plan.increments)
+                counts = self._store.increment(plan.increments)
             except Exception:
-                self._store_errors += 1
+                with self._lock:
+                    self._requests += 1
+                    self._descriptors += len(descriptors)
+                    self._store_errors += 1
                 raise
         decision = plan.decide(counts)
-        for status in decision.statuses:
-            self._over_limit += status.code is Code.OVER_LIMIT
-            self._shadow_over_limit += status.shadow_over_limit
+        over = sum(s.code is Code.OVER_LIMIT for s in decision.statuses)
+        shadow = sum(s.shadow_over_limit for s in decision.statuses)
+        with self._lock:
+            self._requests += 1
+            self._descriptors += len(descriptors)
+            self._over_limit += over
+            self._shadow_over_limit += shadow
         return decision
 
     def statistics(self) -> RateLimiterStatistics:

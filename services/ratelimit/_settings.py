@@ -21,6 +21,9 @@ class RateLimitSettings(BaseServiceSettings):
     redis_url: str | None = None
     #: gRPC calls in progress at once; more are refused at once with RESOURCE_EXHAUSTED
     max_concurrent_rpcs: int = Field(default=1024, ge=1)
+    #: gRPC worker threads; 0 = 2 with the memory store (CPU-bound: more threads only contend for
+    #: the GIL), 8 with Redis (each call waits a round trip, which releases the GIL)
+    threads: int = Field(default=0, ge=0, le=64)
     redis_max_connections: int = Field(default=32, ge=1)
     #: bounds one Redis round trip and the wait for a pooled connection (seconds)
     redis_timeout: float = Field(default=0.1, gt=0)

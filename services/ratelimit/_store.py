@@ -9,6 +9,7 @@ and the limits must live in Redis to stay global.
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -41,15 +42,17 @@ class Increment:
 
 
 class CounterStore(Protocol):
-    async def increment(self, increments: Sequence[Increment]) -> list[int]:
+    """Called from the gRPC server's worker threads: implementations must be thread-safe."""
+
+    def increment(self, increments: Sequence[Increment]) -> list[int]:
         """Add each increment's hits to its key; return the new values in the same order."""
         ...
 
-    async def ping(self) -> None:
+    def ping(self) -> None:
         """Raise `CounterStoreError` unless the store answers (readiness)."""
         ...
 
-    async def aclose(self) -> None: ...
+    def close(self) -> None: ...
 
 
 @dataclass(frozen=True)
@@ -65,8 +68,7 @@ class MemoryCounterStore:
     ``clock`` must be the limiter's clock: expiry is judged with it, so a test's fake clock both
     moves windows and expires keys. Expired keys are swept at most once per ``sweep_interval``
     seconds, when an increment arrives, so memory stays bounded by the keys of recent windows.
-    The increments of one batch happen without an await in between, so concurrent requests on the
-    event loop never interleave inside a batch.
+    One lock makes each batch atomic: the server's threads never interleave inside a batch.
     """
 
     def __init__(self, *, clock: Callable[[], float] = time.time, sweep_interval: float = 1.0) -> None:
@@ -76,23 +78,22 @@ class MemoryCounterStore:
         self._next_sweep = clock() + sweep_interval
         self._increments = 0
         self._expired = 0
+        self._lock = threading.Lock()
 
-    async def increment(self, increments: Sequence[Increment]) -> list[int]:
-        return self.increment_nowait(increments)
-
-    def increment_nowait(self, increments: Sequence[Increment]) -> list[int]:
-        now = self._clock()
-        if now >= self._next_sweep:
-            self._sweep(now)
-        values = []
-        for inc in increments:
-            entry = self._counters.get(inc.key)
-            if entry is None or entry[1] <= now:
-                entry = self._counters[inc.key] = [0, now + inc.expire_seconds]
-            entry[0] += inc.hits
-            values.append(int(entry[0]))
-        self._increments += len(increments)
-        return values
+    def increment(self, increments: Sequence[Increment]) -> list[int]:
+        with self._lock:
+            now = self._clock()
+            if now >= self._next_sweep:
+                self._sweep(now)
+            values = []
+            for inc in increments:
+                entry = self._counters.get(inc.key)
+                if entry is None or entry[1] <= now:
+                    entry = self._counters[inc.key] = [0, now + inc.expire_seconds]
+                entry[0] += inc.hits
+                values.append(int(entry[0]))
+            self._increments += len(increments)
+            return values
 
     def _sweep(self, now: float) -> None:
         expired = [key for key, (_, expires_at) in self._counters.items() if expires_at <= now]
@@ -101,10 +102,10 @@ class MemoryCounterStore:
         self._expired += len(expired)
         self._next_sweep = now + self._sweep_interval
 
-    async def ping(self) -> None:
+    def ping(self) -> None:
         return None
 
-    async def aclose(self) -> None:
+    def close(self) -> None:
         return None
 
     def statistics(self) -> MemoryStoreStatistics:
@@ -118,10 +119,11 @@ class MemoryCounterStore:
 class RedisCounterStore:
     """Counters in Redis, shared by every rate-limit service instance (limits stay global).
 
-    Uses redis-py's asyncio client on a *blocking* connection pool: at most ``max_connections``
-    connections, and a request waits at most ``pool_timeout`` seconds for one before it fails
-    (every wait bounded). ``socket_timeout`` bounds each round trip; keep it well under Envoy's
-    rate-limit timeout, so that a slow Redis becomes a counted failure instead of a slow gateway.
+    Uses redis-py's client (thread-safe) on a *blocking* connection pool: at most
+    ``max_connections`` connections, and a request waits at most ``pool_timeout`` seconds for one
+    before it fails (every wait bounded). ``socket_timeout`` bounds each round trip; keep it well
+    under Envoy's rate-limit timeout, so that a slow Redis becomes a counted failure instead of a
+    slow gateway. The round trip releases the GIL, so the server's other threads keep deciding.
     """
 
     def __init__(self, client: object, *, url: str = "") -> None:
@@ -131,18 +133,18 @@ class RedisCounterStore:
     @classmethod
     def from_url(cls, url: str, *, max_connections: int = 32, pool_timeout: float = 0.1,
                  socket_timeout: float = 0.1) -> RedisCounterStore:
-        import redis.asyncio as aioredis
+        import redis
 
-        pool = aioredis.BlockingConnectionPool.from_url(
+        pool = redis.BlockingConnectionPool.from_url(
             url,
             max_connections=max_connections,
             timeout=pool_timeout,
             socket_timeout=socket_timeout,
             socket_connect_timeout=socket_timeout,
         )
-        return cls(aioredis.Redis(connection_pool=pool), url=url)
+        return cls(redis.Redis(connection_pool=pool), url=url)
 
-    async def increment(self, increments: Sequence[Increment]) -> list[int]:
+    def increment(self, increments: Sequence[Increment]) -> list[int]:
         import redis
 
         pipe = self._client.pipeline(transaction=False)
@@ -150,21 +152,21 @@ class RedisCounterStore:
             pipe.incrby(inc.key, inc.hits)
             pipe.expire(inc.key, inc.expire_seconds)
         try:
-            results = await pipe.execute()
+            results = pipe.execute()
         except (redis.RedisError, OSError) as exc:
             raise CounterStoreError(f"redis: {type(exc).__name__}: {exc}") from exc
         return [int(value) for value in results[::2]]
 
-    async def ping(self) -> None:
+    def ping(self) -> None:
         import redis
 
         try:
-            await self._client.ping()
+            self._client.ping()
         except (redis.RedisError, OSError) as exc:
             raise CounterStoreError(f"redis: {type(exc).__name__}: {exc}") from exc
 
-    async def aclose(self) -> None:
-        await self._client.aclose()
+    def close(self) -> None:
+        self._client.close()
 
     def __repr__(self) -> str:
         return f"<RedisCounterStore {_redact(self._url)}>"

@@ -118,7 +118,6 @@ class SseStream:
     def response(self) -> Response:
         response = Response(self, status=200, content_type="text/event-stream")
         response.headers["cache-control"] = "no-cache"
-        response.timeout = None  # a slow reader is the client's business; hypercorn still bounds idle
         return response
 
 
@@ -127,8 +126,11 @@ Produce = Callable[[], Awaitable["Response | SseStream"]]
 
 async def simulate(api: str, produce: Produce) -> Response:
     """Run one request of ``api`` through the simulated provider behaviour, then ``produce``."""
-    state = upstreams_state()
-    simulator = state.simulator
+    # Receive the whole request before answering, even a refusal: answering while the body is
+    # still arriving leaves hypercorn's keep-alive connection stuck for the client's next request
+    # (seen in about 1 of 10 refusals). Bounded by Quart's BODY_TIMEOUT.
+    await request.get_data(cache=True)
+    simulator = upstreams_state().simulator
     ticket = simulator.arrive(api, api_key(), trio.current_time())
     status = NO_RESPONSE
     handed_to_stream = False

@@ -6,7 +6,13 @@ from pathlib import Path
 
 import yaml
 
-from cluster.envoy import COMPOSE_HOSTS, ENVOY_CONFIG, render_envoy_config, validate_command, write_envoy_config
+from cluster.envoy import (
+    COMPOSE_HOSTS,
+    ENVOY_CONFIG,
+    render_envoy_config,
+    validate_command,
+    write_envoy_config,
+)
 from cluster.settings import load_cluster_settings
 
 
@@ -17,7 +23,10 @@ def _validate(path: Path) -> subprocess.CompletedProcess[str]:
 def _endpoints(config: dict, cluster: str) -> list[tuple[str, int]]:
     found = next(c for c in config["static_resources"]["clusters"] if c["name"] == cluster)
     return [
-        (e["endpoint"]["address"]["socket_address"]["address"], e["endpoint"]["address"]["socket_address"]["port_value"])
+        (
+            e["endpoint"]["address"]["socket_address"]["address"],
+            e["endpoint"]["address"]["socket_address"]["port_value"],
+        )
         for group in found["load_assignment"]["endpoints"]
         for e in group["lb_endpoints"]
     ]
@@ -75,12 +84,12 @@ def test_routes_and_what_the_gateway_does_not_expose() -> None:
     hcm = config["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]["typed_config"]
     assert hcm["generate_request_id"] is True and hcm["preserve_external_request_id"] is True
     routes = hcm["route_config"]["virtual_hosts"][0]["routes"]
-    by_match = {tuple(r["match"].items())[0]: r for r in routes}
+    by_match = {next(iter(r["match"].items())): r for r in routes}
     assert by_match[("prefix", "/v1/omnirag/")]["route"]["cluster"] == "ingest_api"
     assert by_match[("prefix", "/v1/")]["route"]["cluster"] == "online"
     assert by_match[("path", "/healthz/online")]["route"]["prefix_rewrite"] == "/healthz"
     # The omniRAG route must come before the /v1/ catch-all, or the online service would get it.
-    order = [tuple(r["match"].items())[0] for r in routes]
+    order = [next(iter(r["match"].items())) for r in routes]
     assert order.index(("prefix", "/v1/omnirag/")) < order.index(("prefix", "/v1/"))
     # Nothing routes /admin to the simulator: the upstreams cluster only serves /healthz/upstreams.
     upstream_routes = [r for r in routes if r.get("route", {}).get("cluster") == "upstreams"]

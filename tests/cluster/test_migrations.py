@@ -52,7 +52,7 @@ def test_an_edited_applied_migration_is_refused(pg_server, tmp_path: Path) -> No
 
 def test_badly_named_migration_is_refused(tmp_path: Path) -> None:
     (tmp_path / "first.sql").write_text("select 1")
-    with pytest.raises(MigrationError, match="NNNN_lower_snake.sql"):
+    with pytest.raises(MigrationError, match=r"NNNN_lower_snake\.sql"):
         load_migrations(tmp_path)
 
 

@@ -42,8 +42,14 @@ def test_environment_overrides_and_derived_values() -> None:
     ("env", "message"),
     [
         ({"FLOODGATE_ONLINE_PORT": "http"}, "FLOODGATE_ONLINE_PORT: Input should be a valid integer"),
-        ({"FLOODGATE_GATEWAY_PORT": "70000"}, "FLOODGATE_GATEWAY_PORT: Input should be less than or equal to 65535"),
-        ({"FLOODGATE_ONLINE_PORT": "8082"}, "FLOODGATE_INGEST_API_PORT and FLOODGATE_ONLINE_PORT both use port 8082"),
+        (
+            {"FLOODGATE_GATEWAY_PORT": "70000"},
+            "FLOODGATE_GATEWAY_PORT: Input should be less than or equal to 65535",
+        ),
+        (
+            {"FLOODGATE_ONLINE_PORT": "8082"},
+            "FLOODGATE_INGEST_API_PORT and FLOODGATE_ONLINE_PORT both use port 8082",
+        ),
         ({"FLOODGATE_INGEST_WORKERS": "8"}, "both use port 8090"),
         ({"DATABASE_URL": "mysql://x/y"}, "DATABASE_URL: must be a postgresql:// URL"),
         ({"FLOODGATE_SEARCH_BASE_URL": "localhost:9"}, "FLOODGATE_SEARCH_BASE_URL: must be an http(s) URL"),

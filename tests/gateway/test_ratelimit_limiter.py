@@ -7,7 +7,7 @@ never touch another user's keys, and windows far in the "future" of the fake clo
 
 from __future__ import annotations
 
-import asyncio
+import threading
 import uuid
 
 import pytest
@@ -50,16 +50,8 @@ def desc(tenant: str, route: str) -> Descriptor:
     return Descriptor(entries=(("tenant", tenant), ("route", route)))
 
 
-@pytest.fixture
-def loop():
-    """One asyncio loop per test: the Redis client's connections belong to the loop they opened on."""
-    loop = asyncio.new_event_loop()
-    yield loop
-    loop.close()
-
-
 @pytest.fixture(params=["memory", "redis"])
-def make_limiter(request, loop):
+def make_limiter(request):
     """A factory of ``(limiter, clock)`` on one backend; closes the stores it opened."""
     opened = []
 
@@ -71,19 +63,15 @@ def make_limiter(request, loop):
             store = RedisCounterStore.from_url(request.getfixturevalue("redis_url"))
             opened.append(store)
         limiter = RateLimiter(config, store, clock=clock, key_prefix=f"test-{uuid.uuid4().hex[:8]}:")
-        limiter.loop = loop
         return limiter, clock
 
     yield factory
     for store in opened:
-        loop.run_until_complete(store.aclose())
+        store.close()
 
 
 def decide(limiter, *descriptors, hits=1, domain="fg"):
-    return limiter.loop.run_until_complete(limiter.should_rate_limit(domain, list(descriptors), hits))
-
-
-# -- backend-specific ------------------------------------------------------------------------
+    return limiter.should_rate_limit(domain, list(descriptors), hits)
 
 
 def test_over_limit_within_a_window_and_reset_after(make_limiter):
@@ -167,11 +155,10 @@ def test_response_message_carries_what_envoy_needs(make_limiter):
 # -- backend-specific ------------------------------------------------------------------------
 
 
-def test_memory_store_sweeps_expired_windows(loop):
+def test_memory_store_sweeps_expired_windows():
     clock = FakeClock()
     store = MemoryCounterStore(clock=clock, sweep_interval=1.0)
     limiter = RateLimiter(CONFIG, store, clock=clock)
-    limiter.loop = loop
     for tenant in "abc":
         decide(limiter, desc(tenant, "deal_brain"))
     assert store.statistics().keys == 3
@@ -181,16 +168,15 @@ def test_memory_store_sweeps_expired_windows(loop):
     assert (stats.keys, stats.expired) == (1, 3)
 
 
-def test_redis_keys_expire_with_their_window(redis_url, loop):
+def test_redis_keys_expire_with_their_window(redis_url):
     import redis
 
     clock = FakeClock()
     prefix = f"test-{uuid.uuid4().hex[:8]}:"
     store = RedisCounterStore.from_url(redis_url)
     limiter = RateLimiter(CONFIG, store, clock=clock, key_prefix=prefix)
-    limiter.loop = loop
     decide(limiter, desc("a", "omnirag_submit"))
-    loop.run_until_complete(store.aclose())
+    store.close()
     client = redis.Redis.from_url(redis_url)
     try:
         keys = client.keys(f"{prefix}*")
@@ -203,11 +189,30 @@ def test_redis_keys_expire_with_their_window(redis_url, loop):
         client.close()
 
 
-def test_unreachable_redis_raises_counter_store_error(loop):
+def test_unreachable_redis_raises_counter_store_error():
     clock = FakeClock()
     # a port nothing listens on (a reserved, unassigned one); connecting fails fast
     limiter = RateLimiter(CONFIG, RedisCounterStore.from_url("redis://127.0.0.1:1/0"), clock=clock)
-    limiter.loop = loop
     with pytest.raises(CounterStoreError, match="redis"):
         decide(limiter, desc("a", "deal_brain"))
     assert limiter.statistics().store_errors == 1
+
+
+def test_concurrent_threads_never_lose_a_count(make_limiter):
+    """The server decides in several threads: 8 threads x 50 hits must count exactly 400."""
+    limiter, _ = make_limiter()
+    big = parse_config({"domain": "fg", "descriptors": [
+        {"key": "k", "rate_limit": {"unit": "hour", "requests_per_unit": 1000}}]})
+    limiter = RateLimiter(big, limiter.store, clock=FakeClock(), key_prefix=f"test-{uuid.uuid4().hex[:8]}:")
+
+    def hammer():
+        for _ in range(50):
+            decide(limiter, Descriptor((("k", "v"),)))
+
+    threads = [threading.Thread(target=hammer) for _ in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert decide(limiter, Descriptor((("k", "v"),))).statuses[0].limit_remaining == 1000 - 401
+    assert limiter.statistics().requests == 401

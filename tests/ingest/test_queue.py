@@ -10,11 +10,10 @@ import trio
 
 from services.ingest import JobState
 from services.ingest import _queue as q
-from services.ingest._pipeline import vector_literal
 
 from ._helpers import claim, open_db, states, submit
 
-VEC = vector_literal([0.0] * 383 + [1.0])
+VEC = [0.0] * 383 + [1.0]
 
 
 async def test_twenty_concurrent_identical_submits_make_one_job(fresh_database_url: str) -> None:

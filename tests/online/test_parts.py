@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import math
+
 import floodgate
 import pytest
 import trio
 
 import services.online
+from services.online._admission import HEADROOM, Door, endpoint_capacity
 from services.online._chunks import ChunkHit
 from services.online._deal_brain import RRF_K, fuse
 from services.online._degrade import degradable, degradations_of
@@ -179,3 +182,35 @@ def test_provider_settings_never_show_keys() -> None:
     assert "secret" not in repr(settings)
     assert "secret" not in str(settings)
     assert settings.api_keys() == {"llm": "sk-secret", "search": "s3cret"}
+
+
+def test_the_door_limit_follows_the_measured_times() -> None:
+    capacity = endpoint_capacity(make_budget(), "deal_brain")
+    assert capacity.bottleneck == "llm"
+    assert capacity.bottleneck_latency == 0.4
+    door = Door(capacity)
+    assert door.limit == capacity.in_flight == math.ceil(40 * 0.6 * HEADROOM)
+    for _ in range(capacity.in_flight):
+        door.enter()
+    with pytest.raises(floodgate.Overloaded) as refused:
+        door.enter()
+    assert refused.value.dependency == "llm"
+    assert refused.value.retry_after == 1.0
+    for _ in range(capacity.in_flight):
+        door.leave()
+    # Requests take twice as long while the LLM step does not: more must be inside to keep it busy.
+    for _ in range(200):
+        door.enter()
+        door.leave(request_time=2 * capacity.latency, bottleneck_time=capacity.bottleneck_latency)
+    assert door.limit == 2 * capacity.in_flight
+    # The LLM step itself takes twice as long (its gate is full): fewer inside, down to the floor.
+    for _ in range(400):
+        door.enter()
+        door.leave(request_time=capacity.latency, bottleneck_time=2 * capacity.bottleneck_latency)
+    assert door.limit == math.ceil(capacity.in_flight / 2)
+    door.enter()
+    # Degraded or failed requests say nothing about the times.
+    before = door.statistics()
+    door.leave()
+    assert door.statistics().limit == before.limit
+    assert door.statistics().in_flight == before.in_flight - 1

@@ -68,6 +68,13 @@ def test_served_simulator_answers_and_stops_on_sigterm(tmp_path) -> None:
             assert json.loads(lines[0][6:])["object"] == "chat.completion.chunk"
             search = client.get("/v1/search", params={"q": "vector databases", "count": 3}).json()
             assert len(search["results"]) == 3
+            # A refused request must leave the keep-alive connection usable for the next one
+            # (hypercorn stalls a connection answered before its request body was read).
+            client.put("/admin/behaviour", json={"embeddings": {"error_rate": 1.0}})
+            for _ in range(60):
+                refused = client.post("/v1/embeddings", json={"model": "m", "input": "x " * 200}, timeout=2)
+                assert refused.status_code == 503
+                assert client.get("/admin/behaviour", timeout=2).status_code == 200
             stats = client.get("/admin/stats").json()
             assert stats["seed"] == 7
             assert stats["apis"]["chat"]["statuses"] == {"200": 1, "503": 1}

@@ -1,0 +1,168 @@
+#!/usr/bin/env python
+"""``make bench-ingest``: real omniRAG jobs through the ingest API and a worker, against the simulator.
+
+The embeddings API answers after a fixed latency; the worker embeds in batches of a fixed size with at
+most ``k`` requests in flight (``k`` = the budget's per-process embed limit for ``ingest_worker``). The
+most the embed budget allows is then ``k x batch / latency`` chunks per second; the benchmark reports
+documents/s and chunks/s achieved over the run (first claim to last completion, from the job table) and
+their ratio to that bound, plus the simulator's peak concurrency (which must never exceed ``k``).
+
+Everything is real: an embedded PostgreSQL, ``python -m services.upstreams``, ``python -m services.ingest
+api`` and ``worker`` as processes, jobs submitted over HTTP. A copy of config/budget.toml with the embed
+budget set to give ``k`` is used, so the figure does not depend on the machine's core count.
+
+Last line: ``{"embed_budget_utilisation": U, ...}``; target U >= 0.9.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import httpx
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+import floodgate  # noqa: E402
+
+from cluster.migrate import apply_migrations  # noqa: E402
+from cluster.postgres import EmbeddedPostgres  # noqa: E402
+from tests.conftest import free_port  # noqa: E402
+from tests.ingest._processes import set_behaviour, start_api, start_simulator, start_worker, wait_healthy  # noqa: E402
+
+
+def budget_with_embed_limit(source: Path, target: Path, k: int) -> int:
+    """Copy the budget with the embed global concurrency set so ingest_worker's share gives ``k``."""
+    text = source.read_text()
+    budget = floodgate.load_budget(source)
+    share = budget.exact_process_share("ingest_worker", "embed") / budget.global_limit("embed")
+    global_needed = int(k / share + 0.999)
+    section = re.search(r"(?ms)^\[dependencies\.embed\]\n.*?(?=^\[)", text)
+    assert section is not None, "no [dependencies.embed] section in the budget"
+    patched = re.sub(r"(?m)^global_concurrency = \d+", f"global_concurrency = {global_needed}", section.group(0), count=1)
+    target.write_text(text[: section.start()] + patched + text[section.end():])
+    actual = floodgate.load_budget(target).process_limit("ingest_worker", "embed")
+    return actual
+
+
+def document(i: int, words: int) -> str:
+    return " ".join(f"w{(i * 31 + n * 7) % 5000}" for n in range(words))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--documents", type=int, default=80)
+    parser.add_argument("--chunks-per-document", type=int, default=64)
+    parser.add_argument("--batch", type=int, default=16, help="chunks per embeddings request")
+    parser.add_argument("--latency-ms", type=float, default=100.0, help="the simulator's fixed embed latency")
+    parser.add_argument("--k", type=int, default=8, help="embed requests in flight allowed by the budget")
+    args = parser.parse_args()
+
+    chunk_tokens, overlap = 50, 10
+    words = chunk_tokens + (args.chunks_per_document - 1) * (chunk_tokens - overlap)
+    root = Path(tempfile.mkdtemp(prefix="bench-ingest-"))
+    k = budget_with_embed_limit(REPO / "config" / "budget.toml", root / "budget.toml", args.k)
+    pg = EmbeddedPostgres(root / "data", port=free_port(), settings={"synchronous_commit": "off", "max_connections": "100"})
+    pg.ensure_initialised()
+    pg_log = open(root / "postgres.log", "wb")
+    pg_proc = subprocess.Popen(pg.server_command(), stdout=pg_log, stderr=pg_log, **pg.process_identity())
+    children = []
+    try:
+        while subprocess.run(pg.is_ready_command()).returncode != 0:
+            if pg_proc.poll() is not None:
+                raise SystemExit("bench-ingest: PostgreSQL did not start")
+            time.sleep(0.1)
+        dsn = pg.dsn("postgres")
+        asyncio.run(apply_migrations(dsn))
+        simulator = start_simulator(root)
+        children.append(simulator)
+        set_behaviour(simulator, {"embeddings": {"latency": {"fixed_ms": args.latency_ms}}})
+        api = start_api(dsn, root, budget_file=root / "budget.toml")
+        children.append(api)
+        wait_healthy(api, "/readyz")
+
+        with httpx.Client(base_url=api.url, timeout=10) as client:
+            for i in range(args.documents):
+                response = client.post(
+                    "/v1/omnirag/jobs", headers={"x-floodgate-tenant": f"tenant{i % 4}"},
+                    json={"doc_id": f"doc{i}", "text": document(i, words), "metadata": {"bench": True}},
+                )
+                response.raise_for_status()
+        worker = start_worker(
+            "bench-worker", dsn, simulator, root, budget_file=root / "budget.toml", job_concurrency=8,
+            tenant_running_cap=8, embed_batch_size=args.batch, embed_parallelism=4, chunk_tokens=chunk_tokens,
+            chunk_overlap=overlap, lease_seconds=30,
+        )
+        children.append(worker)
+        wait_healthy(worker)
+
+        async def wait_and_measure() -> dict:
+            import asyncpg
+
+            conn = await asyncpg.connect(dsn)
+            try:
+                deadline = time.monotonic() + 600
+                while True:
+                    row = await conn.fetchrow(
+                        """SELECT count(*) FILTER (WHERE state = 'succeeded') AS done,
+                                  count(*) FILTER (WHERE state IN ('failed', 'dead')) AS bad FROM ingest_jobs""")
+                    if row["bad"]:
+                        raise SystemExit(f"bench-ingest: {row['bad']} jobs failed")
+                    if row["done"] == args.documents:
+                        break
+                    if time.monotonic() > deadline:
+                        raise SystemExit("bench-ingest: jobs did not finish in 10 minutes")
+                    await asyncio.sleep(0.2)
+                return dict(await conn.fetchrow(
+                    """SELECT extract(epoch FROM max(finished_at) - min(started_at))::float8 AS seconds,
+                              (SELECT count(*) FROM chunks) AS chunks,
+                              max(attempts) AS max_attempts FROM ingest_jobs"""))
+            finally:
+                await conn.close()
+
+        result = asyncio.run(wait_and_measure())
+        stats = httpx.get(simulator.url + "/admin/stats", timeout=5).json()
+    finally:
+        for child in reversed(children):
+            child.stop(timeout=10)
+        pg_proc.terminate()
+        pg_proc.wait(30)
+        pg_log.close()
+        shutil.rmtree(root, ignore_errors=True)
+
+    seconds, chunks = result["seconds"], result["chunks"]
+    allowed = k * args.batch / (args.latency_ms / 1000)
+    chunks_per_s = chunks / seconds
+    utilisation = chunks_per_s / allowed
+    peak = _peak_embed_concurrency(stats)
+    print(f"\n{args.documents} documents x {args.chunks_per_document} chunks = {chunks} chunks in {seconds:.2f}s; "
+          f"embed latency {args.latency_ms:.0f} ms, batch {args.batch}, k = {k}")
+    print(f"documents/s {args.documents / seconds:8.1f}")
+    print(f"chunks/s    {chunks_per_s:8.1f}   (embed budget allows k x batch / latency = {allowed:.0f})")
+    print(f"simulator peak concurrent embed requests: {peak} (budget k = {k}); max attempts per job {result['max_attempts']}")
+    print(json.dumps({"embed_budget_utilisation": round(utilisation, 3), "chunks_per_s": round(chunks_per_s, 1),
+                      "documents_per_s": round(args.documents / seconds, 2), "k": k,
+                      "peak_embed_concurrency": peak}))
+
+
+def _peak_embed_concurrency(stats: dict) -> int | None:
+    """The simulator's peak concurrent embeddings requests (its /admin/stats shape, searched loosely)."""
+    api = stats.get("apis", stats).get("embeddings") if isinstance(stats, dict) else None
+    if isinstance(api, dict):
+        for key in ("peak_concurrency", "peak_concurrent", "max_concurrency", "peak"):
+            if key in api:
+                return api[key]
+    return None
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,102 @@
+"""compose.yaml cannot run here (no Docker); this keeps it honest against the local cluster: every
+process `make up` starts is a compose service, with the same ports and the same settings."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from cluster.children import ChildSpec, cluster_children
+from cluster.settings import load_cluster_settings
+from tests.conftest import REPO_ROOT
+
+COMPOSE = REPO_ROOT / "compose.yaml"
+_DEFAULT = re.compile(r"\$\{([A-Z0-9_]+):-([^}]*)\}")
+
+
+def _interpolate(value: Any) -> Any:
+    """Compose's ``${VAR:-default}`` with nothing set: the default."""
+    if isinstance(value, str):
+        return _DEFAULT.sub(lambda m: m.group(2), value)
+    if isinstance(value, list):
+        return [_interpolate(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _interpolate(v) for k, v in value.items()}
+    return value
+
+
+@pytest.fixture(scope="module")
+def compose() -> dict[str, Any]:
+    return _interpolate(yaml.safe_load(COMPOSE.read_text()))["services"]
+
+
+@pytest.fixture(scope="module")
+def children() -> list[ChildSpec]:
+    settings = load_cluster_settings({})
+    return cluster_children(settings, envoy_config=Path("/tmp/envoy.yaml"))
+
+
+def _compose_name(child: str) -> str:
+    return re.sub(r"-\d+$", "", child)  # ingest-worker-1, -2 ... are the replicas of ingest-worker
+
+
+def _published(service: dict[str, Any]) -> set[int]:
+    return {int(p.split(":")[-1]) for p in service.get("ports", [])} | {
+        int(p) for p in service.get("expose", [])
+    }
+
+
+def test_every_process_of_make_up_is_a_compose_service(compose, children) -> None:
+    assert {_compose_name(c.name) for c in children} <= set(compose)
+    settings = load_cluster_settings({})
+    assert int(compose["ingest-worker"]["deploy"]["replicas"]) == settings.ingest_workers
+
+
+def test_same_ports(compose, children) -> None:
+    settings = load_cluster_settings({})
+    for child in children:
+        if child.port is None or child.name.startswith("ingest-worker-"):
+            continue
+        assert child.port in _published(compose[_compose_name(child.name)]), child.name
+    assert settings.ingest_worker_port in _published(compose["ingest-worker"])
+    assert settings.envoy_admin_port in _published(compose["envoy"])
+    assert compose["postgres"]["environment"]["PGPORT"] == str(settings.pg_port)
+
+
+def test_same_settings_for_each_python_service(compose, children) -> None:
+    """Every variable `make up` gives a service is set in compose too, with the same value except
+    where containers differ by nature: the bind address, host names and in-image paths."""
+    for child in children:
+        if not child.env or child.name == "migrate":
+            continue
+        env = compose[_compose_name(child.name)]["environment"]
+        missing = set(child.env) - set(env)
+        assert not missing, (child.name, missing)
+        for name, value in child.env.items():
+            if name.endswith("_HOST"):
+                assert env[name] == "0.0.0.0"
+            elif name.endswith("_DATABASE_URL"):
+                assert env[name] == value.replace("127.0.0.1", "postgres")
+            elif name.endswith("_BASE_URL"):
+                assert env[name] == value.replace("127.0.0.1", "upstreams")
+            elif name.endswith("_BUDGET_FILE"):
+                assert env[name] == "/app/config/budget.toml"
+            elif name.endswith("_LOG_FORMAT") or name.startswith("INGEST_WORKER_PORT"):
+                continue
+            else:
+                assert str(env[name]) == value, (child.name, name)
+
+
+def test_long_running_services_have_health_checks_and_start_in_order(compose) -> None:
+    for name in ("postgres", "upstreams", "online", "ingest-api", "ingest-worker", "envoy"):
+        assert "healthcheck" in compose[name], name
+    assert compose["migrate"]["depends_on"]["postgres"]["condition"] == "service_healthy"
+    for name in ("online", "ingest-api", "ingest-worker"):
+        assert compose[name]["depends_on"]["migrate"]["condition"] == "service_completed_successfully"
+    assert compose["envoy"]["image"] == "envoyproxy/envoy:v1.40-latest"
+    assert compose["postgres"]["image"] == "pgvector/pgvector:pg18"
+    assert set(compose["envoy"]["depends_on"]) >= {"online", "ingest-api", "envoy-config"}
