@@ -42,7 +42,9 @@ def header_block(path: str, authority: str) -> bytes:
     )
 
 
-def run(host: str, port: int, path: str, messages: list[bytes], *, seconds: float, in_flight: int) -> tuple[int, int]:
+def run(
+    host: str, port: int, path: str, messages: list[bytes], *, seconds: float, in_flight: int
+) -> tuple[int, int]:
     """Keep ``in_flight`` unary calls outstanding for ``seconds``; return (ok calls, failed calls)."""
     block = header_block(path, f"{host}:{port}")
     bodies = [b"\x00" + struct.pack(">I", len(m)) + m for m in messages]
@@ -50,8 +52,11 @@ def run(host: str, port: int, path: str, messages: list[bytes], *, seconds: floa
     sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     # our receive windows as large as HTTP/2 allows: the server never waits for a WINDOW_UPDATE
     settings = struct.pack(">HI", 0x4, 2**31 - 1)
-    sock.sendall(_PREFACE + _frame(_SETTINGS, 0, 0, settings)
-                 + _frame(_WINDOW_UPDATE, 0, 0, struct.pack(">I", 2**31 - 1 - 65535)))
+    sock.sendall(
+        _PREFACE
+        + _frame(_SETTINGS, 0, 0, settings)
+        + _frame(_WINDOW_UPDATE, 0, 0, struct.pack(">I", 2**31 - 1 - 65535))
+    )
     decoder = Decoder()
     next_stream = 1
     outstanding = 0
@@ -67,8 +72,9 @@ def run(host: str, port: int, path: str, messages: list[bytes], *, seconds: floa
         stream = next_stream
         next_stream += 2
         outstanding += 1
-        return (_frame(_HEADERS, _END_HEADERS, stream, block)
-                + _frame(_DATA, _END_STREAM, stream, bodies[(stream // 2) % len(bodies)]))
+        return _frame(_HEADERS, _END_HEADERS, stream, block) + _frame(
+            _DATA, _END_STREAM, stream, bodies[(stream // 2) % len(bodies)]
+        )
 
     sock.sendall(b"".join(request() for _ in range(in_flight)))
     while outstanding:
@@ -79,12 +85,12 @@ def run(host: str, port: int, path: str, messages: list[bytes], *, seconds: floa
         out = []
         offset = 0
         while len(buffer) - offset >= 9:
-            length = int.from_bytes(buffer[offset:offset + 3], "big")
+            length = int.from_bytes(buffer[offset : offset + 3], "big")
             if len(buffer) - offset < 9 + length:
                 break
             kind, flags = buffer[offset + 3], buffer[offset + 4]
-            stream = int.from_bytes(buffer[offset + 5:offset + 9], "big") & 0x7FFFFFFF
-            payload = buffer[offset + 9:offset + 9 + length]
+            stream = int.from_bytes(buffer[offset + 5 : offset + 9], "big") & 0x7FFFFFFF
+            payload = buffer[offset + 9 : offset + 9 + length]
             offset += 9 + length
             if kind == _DATA:
                 consumed += length

@@ -537,6 +537,7 @@ def main() -> int:
     for api, ms in LATENCY_MS.items():
         dep = {"embeddings": "embed", "chat": "llm"}.get(api, api)
         assert budget.dependency(dep).typical_latency == ms / 1000, f"{dep}: typical_latency is not {ms} ms"
+    load_at_start = os.getloadavg()[0]
     rates = [(f, f * capacity.rps) for f in (float(x) for x in args.factors.split(","))]
     print(f"bench: {capacity.describe()}; {args.duration:g}s per level", file=sys.stderr)
 
@@ -576,6 +577,9 @@ def main() -> int:
             db.stop()
 
     report(levels, capacity.rps)
+    print(
+        f"machine: {os.cpu_count()} cores; load average at start {load_at_start:.2f}, at end {os.getloadavg()[0]:.2f}"
+    )
     on = {lv.factor: lv for lv in levels if lv.mode == "gates on"}
     if args.modes != "both" or not {0.5, 3.0} <= set(on):
         return 0

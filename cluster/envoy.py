@@ -40,7 +40,13 @@ COMPOSE_HOSTS = {
     "ingest_api": "ingest-api",
     "ingest_worker": "ingest-worker",
     "upstreams": "upstreams",
+    "ratelimit": "ratelimit",
 }
+
+
+#: Clusters the renderer fills in when the config has them (the rate-limit service comes with the
+#: gateway issue); the others must exist.
+_OPTIONAL_CLUSTERS = frozenset({"ingest_worker", "upstreams", "ratelimit"})
 
 
 class EnvoyConfigError(Exception):
@@ -85,9 +91,16 @@ def render_envoy_config(
         "ingest_api": [settings.ingest_api_port],
         "ingest_worker": settings.ingest_worker_ports(),
         "upstreams": [settings.upstreams_port],
+        "ratelimit": [settings.ratelimit_port],
     }
+    present = {c.get("name") for c in resources["clusters"]}
     for name, ports in upstream_ports.items():
+        if name in _OPTIONAL_CLUSTERS and name not in present:
+            continue
         cluster = _named(resources["clusters"], name, "cluster")
+        if not ports:  # no ingest workers: keep the cluster, with no endpoint (its route answers 503)
+            cluster["load_assignment"]["endpoints"] = []
+            continue
         host = (hosts or {}).get(name, settings.host)
         if hosts and name in hosts:
             ports = sorted(set(ports))[:1]  # one DNS name resolves to all replicas

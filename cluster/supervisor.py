@@ -202,8 +202,12 @@ class Supervisor:
         child.is_ready = True
         child.state = "done" if child.spec.one_shot else "ready"
         child.first_ready.set()
-        where = f" at {child.spec.url}" if child.spec.url and not child.spec.one_shot else ""
-        self._output.say(f"{child.spec.name} {'finished' if child.spec.one_shot else 'ready'}{where}")
+        if child.spec.one_shot:
+            self._output.say(f"{child.spec.name} finished")
+        else:
+            where = f" at {child.spec.url}" if child.spec.url else ""
+            pid = child.process.pid if child.process is not None else "?"
+            self._output.say(f"{child.spec.name} ready{where} (pid {pid})")
         self._publish()
 
     # -- tasks ---------------------------------------------------------------------------------------

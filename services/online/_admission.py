@@ -11,13 +11,10 @@ throughput its scarcest dependency (the *bottleneck*) carries, times the time a 
 (`SHAPES` describes the typical request of each endpoint). A request that finds ``N`` requests
 inside is refused at once with 429: no downstream work, no wait, a millisecond.
 
-``N`` then follows the measured times (`Door.leave`): when a whole request gets slower than the
-budget's latencies say but its bottleneck step does not (CPU contention, a slow database), more
-requests must be inside to keep the bottleneck busy, so ``N = N0 x (T'/T) / (t'/t)`` with ``T'``
-and ``t'`` moving averages of the request's and its bottleneck step's durations (``t``: the
-typical bottleneck time). The bottleneck time includes waiting at its gate, so admitting too
-many lengthens ``t'`` and shrinks ``N`` again: a negative feedback that settles where the
-bottleneck is just full. ``N`` stays within ``[N0 / 2, 3 x N0]``.
+The limit is static on purpose. A door that grows when requests get slower (to keep the
+bottleneck busy) feeds on itself when the slowness comes from the load — CPU contention makes
+every step slower, a bigger door admits more, which makes it slower still; the benchmark showed
+exactly that. The budget is the source of truth: change ``typical_latency`` or the limits there.
 """
 
 from __future__ import annotations
@@ -42,8 +39,6 @@ __all__ = [
 #: Admit a little more than Little's law says, so jitter does not leave the bottleneck idle; the
 #: excess waits briefly at the bottleneck's gate.
 HEADROOM = 1.1
-#: Weight of a new sample in the moving averages (about the last 20 requests).
-SMOOTHING = 0.05
 
 
 @dataclass(frozen=True)
@@ -121,48 +116,37 @@ class DoorStatistics:
     limit: int
     admitted_total: int
     refused_total: int
-    request_time: float  # moving average, s
-    bottleneck_time: float  # moving average, s
 
 
 class Door:
-    """At most `limit` requests of one endpoint inside; the rest refused at once (`Overloaded`).
+    """At most ``capacity.in_flight`` requests of one endpoint inside; the rest refused at once.
 
-    Use ``door.enter()`` (raises) and exactly one ``door.leave(...)`` per admitted request;
-    report the request's duration and its bottleneck steps' duration when it ran them fully, so
-    the limit follows the measured times. All methods are synchronous: nothing here waits.
+    ``door.enter()`` raises `floodgate.Overloaded` (429, ``Retry-After: 1``, naming the
+    bottleneck dependency) when full; pair every successful ``enter`` with one ``leave``. Both
+    are synchronous: nothing here waits, so a refusal costs the caller a millisecond.
     """
 
     def __init__(self, capacity: EndpointCapacity, *, metrics: floodgate.FloodgateMetrics | None = None):
         self.capacity = capacity
         self.name = f"admission_{capacity.endpoint}"
-        self._floor = max(1, capacity.in_flight // 2)
-        self._ceiling = capacity.in_flight * 3
-        self._limit = capacity.in_flight
+        self.limit = capacity.in_flight
         self._in_flight = 0
         self._admitted = 0
         self._refused = 0
-        self._request_time = capacity.latency
-        self._bottleneck_time = capacity.bottleneck_latency
         self._metrics = metrics
         if metrics is not None:
-            self._m_capacity = metrics.gate_capacity.labels(self.name)
             self._m_in_use = metrics.gate_in_use.labels(self.name)
             self._m_refused = metrics.rejections.labels(self.name, "admission")
-            self._m_capacity.set(self._limit)
-
-    @property
-    def limit(self) -> int:
-        return self._limit
+            metrics.gate_capacity.labels(self.name).set(self.limit)
 
     def enter(self) -> None:
         """Take a place, or raise `floodgate.Overloaded` naming the bottleneck's budget."""
-        if self._in_flight >= self._limit:
+        if self._in_flight >= self.limit:
             self._refused += 1
             if self._metrics is not None:
                 self._m_refused.inc()
             raise floodgate.Overloaded(
-                f"{self.capacity.endpoint} is at its limit of {self._limit} requests in flight "
+                f"{self.capacity.endpoint} is at its limit of {self.limit} requests in flight "
                 f"(the {self.capacity.bottleneck} budget carries {self.capacity.rps:.3g} requests/s)",
                 dependency=self.capacity.bottleneck,
                 retry_after=1.0,
@@ -172,37 +156,21 @@ class Door:
         if self._metrics is not None:
             self._m_in_use.set(self._in_flight)
 
-    def leave(self, *, request_time: float | None = None, bottleneck_time: float | None = None) -> None:
-        """Give the place back; with both times (a request that ran its bottleneck steps fully),
-        update the moving averages and the limit."""
+    def leave(self) -> None:
+        if self._in_flight <= 0:
+            raise RuntimeError(f"{self.name}: leave() without enter()")
         self._in_flight -= 1
-        if request_time is not None and bottleneck_time is not None and bottleneck_time > 0:
-            self._request_time += SMOOTHING * (request_time - self._request_time)
-            self._bottleneck_time += SMOOTHING * (bottleneck_time - self._bottleneck_time)
-            self._limit = self._limit_for(self._request_time, self._bottleneck_time)
         if self._metrics is not None:
             self._m_in_use.set(self._in_flight)
-            self._m_capacity.set(self._limit)
-
-    def _limit_for(self, request_time: float, bottleneck_time: float) -> int:
-        c = self.capacity
-        scale = (request_time / c.latency) / (bottleneck_time / c.bottleneck_latency)
-        return min(self._ceiling, max(self._floor, math.ceil(c.in_flight * scale)))
 
     def statistics(self) -> DoorStatistics:
         return DoorStatistics(
-            self.capacity.endpoint,
-            self._in_flight,
-            self._limit,
-            self._admitted,
-            self._refused,
-            self._request_time,
-            self._bottleneck_time,
+            self.capacity.endpoint, self._in_flight, self.limit, self._admitted, self._refused
         )
 
     def __repr__(self) -> str:
         return (
-            f"<Door {self.capacity.endpoint!r} in_flight={self._in_flight}/{self._limit} "
+            f"<Door {self.capacity.endpoint!r} in_flight={self._in_flight}/{self.limit} "
             f"admitted={self._admitted} refused={self._refused}>"
         )
 

@@ -57,10 +57,6 @@ class ServerTiming:
     def steps(self) -> tuple[StepTime, ...]:
         return tuple(self._steps)
 
-    def time_in(self, dependency: str) -> float:
-        """Seconds spent in the completed steps that call ``dependency`` (summed)."""
-        return sum(s.seconds for s in self._steps if s.dependency == dependency and not s.cancelled)
-
     def cancelled_steps(self) -> tuple[StepTime, ...]:
         """Steps a cancellation cut short: what the request was waiting for when its deadline hit."""
         return tuple(s for s in self._steps if s.cancelled)

@@ -8,7 +8,7 @@ Each route does the same edge work, in this order, before any downstream is touc
 3. the request deadline: the endpoint's, or a shorter one from ``x-envoy-expected-rq-timeout-ms``,
    as a cancel scope around the endpoint's logic (504 when it passes),
 4. admission: a place among the requests the endpoint may have in flight (`_admission`: derived
-   from the budget by Little's law, then following the measured times), or a 429 at once.
+   from the budget by Little's law), or a 429 at once.
 
 Toolkit errors propagate to the chassis, which renders them (429/503/504/502 + ``Retry-After``).
 Every response of an endpoint carries ``Server-Timing``; the chassis adds ``x-request-id``.
@@ -22,7 +22,6 @@ from typing import Any, TypeVar
 
 import chassis
 import floodgate
-import trio
 from prometheus_client import CollectorRegistry
 from pydantic import BaseModel
 from quart import Response, g, jsonify, request
@@ -153,24 +152,15 @@ async def _handle(
     )
     door = state.doors[endpoint]
     door.enter()
-    admitted_at = trio.current_time()
-    ran_fully = False
     try:
         with floodgate.deadline_after(seconds):
             result = await run(body, ctx)
-        ran_fully = not ctx.degradations
     except floodgate.DeadlineExceeded as exc:
         if exc.dependency is not None:
             raise
         raise _deadline_error(endpoint, seconds, timing) from None
     finally:
-        if ran_fully:
-            door.leave(
-                request_time=trio.current_time() - admitted_at,
-                bottleneck_time=timing.time_in(door.capacity.bottleneck),
-            )
-        else:
-            door.leave()
+        door.leave()
     return jsonify(result.model_dump(mode="json"))
 
 

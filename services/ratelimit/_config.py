@@ -164,7 +164,9 @@ def load_config(path: str | Path) -> RateLimitConfig:
     return parse_config(documents, source=str(path))
 
 
-def parse_config(documents: Sequence[Mapping[str, Any]] | Mapping[str, Any], *, source: str = "config") -> RateLimitConfig:
+def parse_config(
+    documents: Sequence[Mapping[str, Any]] | Mapping[str, Any], *, source: str = "config"
+) -> RateLimitConfig:
     """Validate already-parsed YAML: one domain mapping or a list of them."""
     if isinstance(documents, Mapping):
         documents = [documents]
@@ -181,8 +183,9 @@ def parse_config(documents: Sequence[Mapping[str, Any]] | Mapping[str, Any], *, 
         if domain in domains:
             raise ConfigError(f"{source}: domain {domain!r} defined twice")
         children, wildcards = _parse_children(doc.get("descriptors") or [], f"{domain}.descriptors")
-        root = DescriptorNode(key="", value=None, rate_limit=None, shadow_mode=False, children=children,
-                              wildcards=wildcards)
+        root = DescriptorNode(
+            key="", value=None, rate_limit=None, shadow_mode=False, children=children, wildcards=wildcards
+        )
         domains[domain] = DomainConfig(domain=domain, root=root)
     if not domains:
         raise ConfigError(f"{source}: no domain defined")
@@ -225,8 +228,14 @@ def _parse_node(item: Any, where: str) -> DescriptorNode:
         raise ConfigError(f"{where}.shadow_mode: must be true or false")
     rate_limit = _parse_limit(item["rate_limit"], f"{where}.rate_limit") if "rate_limit" in item else None
     children, wildcards = _parse_children(item.get("descriptors") or [], f"{where}.descriptors")
-    return DescriptorNode(key=key, value=value, rate_limit=rate_limit, shadow_mode=shadow, children=children,
-                          wildcards=wildcards)
+    return DescriptorNode(
+        key=key,
+        value=value,
+        rate_limit=rate_limit,
+        shadow_mode=shadow,
+        children=children,
+        wildcards=wildcards,
+    )
 
 
 def _parse_limit(raw: Any, where: str) -> RateLimit:

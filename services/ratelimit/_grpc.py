@@ -12,8 +12,9 @@ import time
 import grpc
 import structlog
 from envoy.service.ratelimit.v3 import rls_pb2, rls_pb2_grpc
+from google.protobuf.duration_pb2 import Duration
 
-from ._config import Unit
+from ._config import RateLimit, Unit
 from ._limiter import Code, Decision, Descriptor, RateLimiter
 from ._metrics import RateLimitMetrics
 from ._store import CounterStoreError
@@ -24,8 +25,12 @@ log = structlog.get_logger("ratelimit")
 
 _PB = rls_pb2.RateLimitResponse
 _CODES = {Code.OK: _PB.OK, Code.OVER_LIMIT: _PB.OVER_LIMIT}
-_UNITS = {Unit.SECOND: _PB.RateLimit.SECOND, Unit.MINUTE: _PB.RateLimit.MINUTE,
-          Unit.HOUR: _PB.RateLimit.HOUR, Unit.DAY: _PB.RateLimit.DAY}
+_UNITS = {
+    Unit.SECOND: _PB.RateLimit.SECOND,
+    Unit.MINUTE: _PB.RateLimit.MINUTE,
+    Unit.HOUR: _PB.RateLimit.HOUR,
+    Unit.DAY: _PB.RateLimit.DAY,
+}
 
 
 def request_descriptors(request: rls_pb2.RateLimitRequest) -> list[Descriptor]:
@@ -36,21 +41,37 @@ def request_descriptors(request: rls_pb2.RateLimitRequest) -> list[Descriptor]:
     return descriptors
 
 
+def _limit_message(limit: RateLimit) -> rls_pb2.RateLimitResponse.RateLimit:
+    message = _LIMIT_MESSAGES.get(limit)
+    if message is None:
+        message = _PB.RateLimit(
+            requests_per_unit=limit.requests_per_unit, unit=_UNITS[limit.unit], name=limit.name or ""
+        )
+        _LIMIT_MESSAGES[limit] = message
+    return message
+
+
+_LIMIT_MESSAGES: dict[RateLimit, rls_pb2.RateLimitResponse.RateLimit] = {}  # a few per config: bounded
+
+
 def decision_to_response(decision: Decision) -> rls_pb2.RateLimitResponse:
-    response = _PB(overall_code=_CODES[decision.code])
+    statuses = []
     for status in decision.statuses:
-        pb = response.statuses.add(code=_CODES[status.code], limit_remaining=status.limit_remaining)
-        if status.limit is not None:
-            pb.current_limit.requests_per_unit = status.limit.requests_per_unit
-            pb.current_limit.unit = _UNITS[status.limit.unit]
-            if status.limit.name:
-                pb.current_limit.name = status.limit.name
+        fields = {"code": _CODES[status.code], "limit_remaining": status.limit_remaining}
+        if status.limit is not None and not status.limit.unlimited:
+            fields["current_limit"] = _limit_message(status.limit)
         if status.duration_until_reset is not None:
-            pb.duration_until_reset.FromNanoseconds(int(status.duration_until_reset * 1e9))
-    if decision.retry_after is not None:
+            nanos = int(status.duration_until_reset * 1e9)
+            fields["duration_until_reset"] = Duration(
+                seconds=nanos // 1_000_000_000, nanos=nanos % 1_000_000_000
+            )
+        statuses.append(_PB.DescriptorStatus(**fields))
+    response = _PB(overall_code=_CODES[decision.code], statuses=statuses)
+    retry_after = decision.retry_after
+    if retry_after is not None:
         # Envoy's own x-ratelimit-reset rounds down to whole seconds (0 in a one-second window),
         # which would tell clients to retry at once; Retry-After is rounded up and at least 1.
-        response.response_headers_to_add.add(key="retry-after", value=str(decision.retry_after))
+        response.response_headers_to_add.add(key="retry-after", value=str(retry_after))
     return response
 
 
@@ -63,7 +84,7 @@ class RateLimitServicer(rls_pb2_grpc.RateLimitServiceServicer):
         # labelled children resolved once per label set: labels() costs more than inc()
         self._requests: dict[tuple[str, Code], object] = {}
 
-    def ShouldRateLimit(  # noqa: N802 — the name is the gRPC method's
+    def ShouldRateLimit(
         self, request: rls_pb2.RateLimitRequest, context: grpc.ServicerContext
     ) -> rls_pb2.RateLimitResponse:
         started = time.perf_counter()
@@ -82,7 +103,9 @@ class RateLimitServicer(rls_pb2_grpc.RateLimitServiceServicer):
         counter.inc()
         for status in decision.statuses:
             if status.code is Code.OVER_LIMIT or status.shadow_over_limit:
-                self._metrics.over_limit.labels(status.metric_key or "", str(status.shadow_over_limit).lower()).inc()
+                self._metrics.over_limit.labels(
+                    status.metric_key or "", str(status.shadow_over_limit).lower()
+                ).inc()
         response = decision_to_response(decision)
         self._metrics.latency.observe(time.perf_counter() - started)
         return response

@@ -36,7 +36,7 @@ def start_probe_server(
         protocol_version = "HTTP/1.1"
         timeout = 5  # a client that stalls mid-request is dropped
 
-        def do_GET(self) -> None:  # noqa: N802 — the stdlib's name
+        def do_GET(self) -> None:
             path = self.path.split("?", 1)[0]
             if path == "/healthz":
                 self._send(200, "application/json", b'{"status":"ok"}')
@@ -58,7 +58,7 @@ def start_probe_server(
             self.end_headers()
             self.wfile.write(body)
 
-        def log_message(self, format: str, *args: object) -> None:  # noqa: A002
+        def log_message(self, format: str, *args: object) -> None:
             return  # probes are polled constantly; no access log
 
     server = ThreadingHTTPServer((host, port), Handler)

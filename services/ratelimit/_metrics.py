@@ -14,13 +14,17 @@ class RateLimitMetrics:
     def __init__(self, registry: CollectorRegistry) -> None:
         self.registry = registry
         self.requests = Counter(
-            "ratelimit_requests", "ShouldRateLimit calls by overall verdict", ["domain", "code"], registry=registry
+            "ratelimit_requests",
+            "ShouldRateLimit calls by overall verdict",
+            ["domain", "code"],
+            registry=registry,
         )
         self.over_limit = Counter(
             "ratelimit_over_limit", "descriptors over their limit", ["limit", "shadow"], registry=registry
         )
         self.store_errors = Counter(
-            "ratelimit_store_errors", "calls answered UNAVAILABLE because the counter store failed",
+            "ratelimit_store_errors",
+            "calls answered UNAVAILABLE because the counter store failed",
             registry=registry,
         )
         self.latency = Histogram(

@@ -18,10 +18,9 @@ from concurrent import futures
 
 import grpc
 import structlog
+from chassis import StartupError
 from envoy.service.ratelimit.v3 import rls_pb2_grpc
 from prometheus_client import CollectorRegistry
-
-from chassis import StartupError
 
 from ._config import ConfigError, load_config
 from ._grpc import RateLimitServicer
@@ -55,8 +54,9 @@ def build_limiter(settings: RateLimitSettings) -> RateLimiter:
     return RateLimiter(config, store, key_prefix=settings.key_prefix)
 
 
-def serve(settings: RateLimitSettings, *, stop: threading.Event | None = None,
-          install_signal_handlers: bool = True) -> None:
+def serve(
+    settings: RateLimitSettings, *, stop: threading.Event | None = None, install_signal_handlers: bool = True
+) -> None:
     """Serve until ``stop`` is set (or SIGTERM/SIGINT), then drain in-flight calls for ``grace_period``."""
     stop = stop or threading.Event()
     limiter = build_limiter(settings)
@@ -99,8 +99,15 @@ def serve(settings: RateLimitSettings, *, stop: threading.Event | None = None,
     if install_signal_handlers:
         for signum in (signal.SIGTERM, signal.SIGINT):
             signal.signal(signum, lambda *_: stop.set())
-    log.info("serving", grpc=address, http=f"{settings.host}:{settings.http_port}", config=str(settings.config),
-             store=repr(limiter.store), threads=threads, domains=sorted(limiter.config.domains))
+    log.info(
+        "serving",
+        grpc=address,
+        http=f"{settings.host}:{settings.http_port}",
+        config=str(settings.config),
+        store=repr(limiter.store),
+        threads=threads,
+        domains=sorted(limiter.config.domains),
+    )
     try:
         while not stop.wait(1.0):  # wake now and then: signal handlers run between waits
             pass

@@ -4,9 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import Field
-
 from chassis import BaseServiceSettings
+from pydantic import Field
 
 __all__ = ["RateLimitSettings"]
 

@@ -13,7 +13,7 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import NamedTuple, Protocol
 
 __all__ = [
     "CounterStore",
@@ -33,8 +33,7 @@ class CounterStoreError(Exception):
     """
 
 
-@dataclass(frozen=True)
-class Increment:
+class Increment(NamedTuple):
     key: str
     hits: int
     #: seconds after which the counter may be forgotten (its window is over)
@@ -109,7 +108,9 @@ class MemoryCounterStore:
         return None
 
     def statistics(self) -> MemoryStoreStatistics:
-        return MemoryStoreStatistics(keys=len(self._counters), increments=self._increments, expired=self._expired)
+        return MemoryStoreStatistics(
+            keys=len(self._counters), increments=self._increments, expired=self._expired
+        )
 
     def __repr__(self) -> str:
         s = self.statistics()
@@ -131,8 +132,9 @@ class RedisCounterStore:
         self._url = url
 
     @classmethod
-    def from_url(cls, url: str, *, max_connections: int = 32, pool_timeout: float = 0.1,
-                 socket_timeout: float = 0.1) -> RedisCounterStore:
+    def from_url(
+        cls, url: str, *, max_connections: int = 32, pool_timeout: float = 0.1, socket_timeout: float = 0.1
+    ) -> RedisCounterStore:
         import redis
 
         pool = redis.BlockingConnectionPool.from_url(

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import re
 import socket
 import subprocess
 from pathlib import Path
@@ -9,6 +11,8 @@ from pathlib import Path
 import psutil
 
 from tests.conftest import REPO_ROOT
+
+from ._procs import pid_gone
 
 
 def _run(command: list[str], env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
@@ -67,3 +71,24 @@ def test_down_and_status_without_a_cluster(cluster_env: dict[str, str], cluster_
     status = _run(cluster_command, cluster_env, "status")
     assert status.returncode == 3
     assert "no cluster has run here" in status.stdout
+
+
+def test_a_child_that_fails_to_start_stops_everything_with_its_last_lines(
+    cluster_env: dict[str, str], cluster_command, fresh_database_url: str
+) -> None:
+    """A real service with a bad setting exits at once: the cluster names it, shows its output, and
+    stops what it had started (migrations ran, the simulator was up)."""
+    cluster_env["DATABASE_URL"] = fresh_database_url  # the session's PostgreSQL: no initdb here
+    cluster_env["ONLINE_LOG_LEVEL"] = "loud"
+    result = _run(cluster_command, cluster_env, "up")
+    assert result.returncode == 1
+    lines = result.stderr.splitlines()
+    assert lines[0] == "floodgate: online exited with code 2 before it was ready"
+    assert any("ONLINE_LOG_LEVEL" in line for line in lines[1:])
+    started = re.search(r"^cluster +\| upstreams ready at \S+ \(pid (\d+)\)", result.stdout, re.MULTILINE)
+    assert started is not None, result.stdout
+    state = json.loads((Path(cluster_env["FLOODGATE_DATA_DIR"]) / "cluster.json").read_text())
+    assert state["status"] == "failed"
+    assert all(c["pid"] is None for c in state["children"])  # the supervisor saw each one exit
+    assert pid_gone(int(started.group(1)))
+    assert _processes_mentioning(Path(cluster_env["FLOODGATE_DATA_DIR"])) == []

@@ -94,3 +94,31 @@ def test_routes_and_what_the_gateway_does_not_expose() -> None:
     # Nothing routes /admin to the simulator: the upstreams cluster only serves /healthz/upstreams.
     upstream_routes = [r for r in routes if r.get("route", {}).get("cluster") == "upstreams"]
     assert [r["match"] for r in upstream_routes] == [{"path": "/healthz/upstreams"}]
+
+
+def test_zero_workers_and_an_optional_ratelimit_cluster(tmp_path: Path) -> None:
+    settings = load_cluster_settings({"FLOODGATE_INGEST_WORKERS": "0", "FLOODGATE_RATELIMIT_PORT": "18091"})
+    committed = yaml.safe_load(ENVOY_CONFIG.read_text())
+    committed["static_resources"]["clusters"].append(
+        {
+            "name": "ratelimit",
+            "type": "STRICT_DNS",
+            "connect_timeout": "1s",
+            "load_assignment": {
+                "cluster_name": "ratelimit",
+                "endpoints": [{"lb_endpoints": [_endpoint_doc(8091)]}],
+            },
+        }
+    )
+    source = tmp_path / "with-ratelimit.yaml"
+    source.write_text(yaml.safe_dump(committed))
+    config = render_envoy_config(settings, source=source)
+    assert _endpoints(config, "ratelimit") == [("127.0.0.1", 18091)]
+    assert _endpoints(config, "ingest_worker") == []
+    path = tmp_path / "rendered.yaml"
+    path.write_text(yaml.safe_dump(config))
+    assert _validate(path).returncode == 0
+
+
+def _endpoint_doc(port: int) -> dict:
+    return {"endpoint": {"address": {"socket_address": {"address": "127.0.0.1", "port_value": port}}}}

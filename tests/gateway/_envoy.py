@@ -55,7 +55,9 @@ def find_filter(config: Mapping[str, Any], name: str) -> dict[str, Any]:
 
 
 def hcm_of(config: Mapping[str, Any]) -> dict[str, Any]:
-    return _named(config["static_resources"]["listeners"], "edge")["filter_chains"][0]["filters"][0]["typed_config"]
+    return _named(config["static_resources"]["listeners"], "edge")["filter_chains"][0]["filters"][0][
+        "typed_config"
+    ]
 
 
 def route(config: Mapping[str, Any], name: str) -> dict[str, Any]:
@@ -83,12 +85,19 @@ def render_gateway(
 ) -> dict[str, Any]:
     config = copy.deepcopy(load_committed(source))
     config["admin"]["address"]["socket_address"]["port_value"] = admin_port
-    _named(config["static_resources"]["listeners"], "edge")["address"]["socket_address"]["port_value"] = gateway_port
+    _named(config["static_resources"]["listeners"], "edge")["address"]["socket_address"]["port_value"] = (
+        gateway_port
+    )
     for cluster in config["static_resources"]["clusters"]:
         ports = endpoints.get(cluster["name"], [free_port()])  # nothing listens there
-        cluster["load_assignment"]["endpoints"] = [{"lb_endpoints": [
-            {"endpoint": {"address": {"socket_address": {"address": "127.0.0.1", "port_value": p}}}} for p in ports
-        ]}]
+        cluster["load_assignment"]["endpoints"] = [
+            {
+                "lb_endpoints": [
+                    {"endpoint": {"address": {"socket_address": {"address": "127.0.0.1", "port_value": p}}}}
+                    for p in ports
+                ]
+            }
+        ]
     find_filter(config, "envoy.filters.http.api_key_auth")["typed_config"]["credentials"] = [
         {"key": key, "client": tenant} for key, tenant in keys.items()
     ]
@@ -117,24 +126,44 @@ class Gateway:
 
 
 @contextlib.contextmanager
-def start_gateway(log_dir: Path, *, endpoints: Mapping[str, Sequence[int]], keys: Mapping[str, str] = KEYS,
-                  source: Path = ENVOY_YAML, name: str = "envoy",
-                  mutate: Callable[[dict[str, Any]], None] | None = None) -> Iterator[Gateway]:
+def start_gateway(
+    log_dir: Path,
+    *,
+    endpoints: Mapping[str, Sequence[int]],
+    keys: Mapping[str, str] = KEYS,
+    source: Path = ENVOY_YAML,
+    name: str = "envoy",
+    mutate: Callable[[dict[str, Any]], None] | None = None,
+) -> Iterator[Gateway]:
     """Run Envoy on the committed config; ``mutate`` may change one number for a test (say which)."""
     port, admin_port = free_port(), free_port()
-    config = render_gateway(gateway_port=port, admin_port=admin_port, endpoints=endpoints, keys=keys,
-                            source=source)
+    config = render_gateway(
+        gateway_port=port, admin_port=admin_port, endpoints=endpoints, keys=keys, source=source
+    )
     if mutate is not None:
         mutate(config)
     path = log_dir / f"{name}.yaml"
     path.write_text(yaml.safe_dump(config, sort_keys=False))
-    argv = [str(envoy_binary()), "-c", str(path), "--use-dynamic-base-id", "--concurrency", "1",
-            "--log-level", "warn", "--disable-hot-restart"]
+    argv = [
+        str(envoy_binary()),
+        "-c",
+        str(path),
+        "--use-dynamic-base-id",
+        "--concurrency",
+        "1",
+        "--log-level",
+        "warn",
+        "--disable-hot-restart",
+    ]
     with run_process(name, argv, log_dir=log_dir) as proc:
         wait_http(f"http://127.0.0.1:{admin_port}/ready", proc)
         yield Gateway(proc, port, admin_port)
 
 
 def validate(path: Path) -> subprocess.CompletedProcess:
-    return subprocess.run([str(envoy_binary()), "--mode", "validate", "-c", str(path), "--log-level", "error"],
-                          capture_output=True, text=True, timeout=60)
+    return subprocess.run(
+        [str(envoy_binary()), "--mode", "validate", "-c", str(path), "--log-level", "error"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )

@@ -49,7 +49,9 @@ def wait_tcp(port: int, proc: Proc, timeout: float = 10.0) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc.process.poll() is not None:
-            raise RuntimeError(f"{proc.name} exited with {proc.process.returncode}:\n{proc.log_text()[-3000:]}")
+            raise RuntimeError(
+                f"{proc.name} exited with {proc.process.returncode}:\n{proc.log_text()[-3000:]}"
+            )
         with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), timeout=0.2):
             return
         time.sleep(0.02)
@@ -60,7 +62,9 @@ def wait_http(url: str, proc: Proc, timeout: float = 10.0) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc.process.poll() is not None:
-            raise RuntimeError(f"{proc.name} exited with {proc.process.returncode}:\n{proc.log_text()[-3000:]}")
+            raise RuntimeError(
+                f"{proc.name} exited with {proc.process.returncode}:\n{proc.log_text()[-3000:]}"
+            )
         with contextlib.suppress(httpx.HTTPError):
             if httpx.get(url, timeout=0.5).status_code == 200:
                 return
@@ -69,8 +73,14 @@ def wait_http(url: str, proc: Proc, timeout: float = 10.0) -> None:
 
 
 @contextlib.contextmanager
-def run_process(name: str, argv: list[str], *, log_dir: Path, env: dict[str, str] | None = None,
-                ports: dict[str, int] | None = None) -> Iterator[Proc]:
+def run_process(
+    name: str,
+    argv: list[str],
+    *,
+    log_dir: Path,
+    env: dict[str, str] | None = None,
+    ports: dict[str, int] | None = None,
+) -> Iterator[Proc]:
     log = log_dir / f"{name}.log"
     full_env = {**os.environ, **(env or {})}
     with open(log, "wb") as out:
@@ -83,9 +93,15 @@ def run_process(name: str, argv: list[str], *, log_dir: Path, env: dict[str, str
 
 
 @contextlib.contextmanager
-def start_ratelimit(log_dir: Path, *, config: Path | None = None, redis_url: str | None = None,
-                    name: str = "ratelimit", extra_env: dict[str, str] | None = None,
-                    ports: dict[str, int] | None = None) -> Iterator[Proc]:
+def start_ratelimit(
+    log_dir: Path,
+    *,
+    config: Path | None = None,
+    redis_url: str | None = None,
+    name: str = "ratelimit",
+    extra_env: dict[str, str] | None = None,
+    ports: dict[str, int] | None = None,
+) -> Iterator[Proc]:
     grpc_port, http_port = (ports["grpc"], ports["http"]) if ports else (free_port(), free_port())
     env = {
         "RATELIMIT_HOST": "127.0.0.1",
@@ -97,18 +113,30 @@ def start_ratelimit(log_dir: Path, *, config: Path | None = None, redis_url: str
     }
     if redis_url:
         env["RATELIMIT_REDIS_URL"] = redis_url
-    with run_process(name, [sys.executable, "-m", "services.ratelimit"], log_dir=log_dir, env=env,
-                     ports={"grpc": grpc_port, "http": http_port}) as proc:
+    with run_process(
+        name,
+        [sys.executable, "-m", "services.ratelimit"],
+        log_dir=log_dir,
+        env=env,
+        ports={"grpc": grpc_port, "http": http_port},
+    ) as proc:
         wait_http(f"http://127.0.0.1:{http_port}/healthz", proc)
         wait_tcp(grpc_port, proc)
         yield proc
 
 
 @contextlib.contextmanager
-def start_upstream(log_dir: Path, *, name: str = "upstream", env: dict[str, str] | None = None) -> Iterator[Proc]:
+def start_upstream(
+    log_dir: Path, *, name: str = "upstream", env: dict[str, str] | None = None
+) -> Iterator[Proc]:
     """The stand-in upstream app in tests/gateway/_upstream.py (echo / slow / fail by env and path)."""
     port = free_port()
-    with run_process(name, [sys.executable, "-m", "tests.gateway._upstream", str(port)], log_dir=log_dir,
-                     env={"UPSTREAM_NAME": name, **(env or {})}, ports={"http": port}) as proc:
+    with run_process(
+        name,
+        [sys.executable, "-m", "tests.gateway._upstream", str(port)],
+        log_dir=log_dir,
+        env={"UPSTREAM_NAME": name, **(env or {})},
+        ports={"http": port},
+    ) as proc:
         wait_http(f"http://127.0.0.1:{port}/healthz", proc)
         yield proc

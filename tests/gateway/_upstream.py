@@ -49,12 +49,23 @@ async def app(scope, receive, send):
         sleep_ms = float(headers.get("x-test-sleep-ms", SLEEP_MS))
     if sleep_ms:
         await asyncio.sleep(sleep_ms / 1000)
-    payload = json.dumps({
-        "name": NAME, "method": scope["method"], "path": scope["path"], "query": scope["query_string"].decode(),
-        "headers": headers, "body_bytes": body_bytes,
-    }).encode()
-    await send({"type": "http.response.start", "status": status,
-                "headers": [(b"content-type", b"application/json"), (b"x-upstream", NAME.encode())]})
+    payload = json.dumps(
+        {
+            "name": NAME,
+            "method": scope["method"],
+            "path": scope["path"],
+            "query": scope["query_string"].decode(),
+            "headers": headers,
+            "body_bytes": body_bytes,
+        }
+    ).encode()
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [(b"content-type", b"application/json"), (b"x-upstream", NAME.encode())],
+        }
+    )
     await send({"type": "http.response.body", "body": payload})
 
 

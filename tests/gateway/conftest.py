@@ -14,7 +14,9 @@ TEST_REDIS_URL = os.environ.get("FLOODGATE_TEST_REDIS_URL", "redis://127.0.0.1:6
 def _redis_answers(url: str) -> bool:
     parts = urlsplit(url)
     try:
-        with socket.create_connection((parts.hostname or "127.0.0.1", parts.port or 6379), timeout=0.2) as sock:
+        with socket.create_connection(
+            (parts.hostname or "127.0.0.1", parts.port or 6379), timeout=0.2
+        ) as sock:
             sock.sendall(b"PING\r\n")
             return sock.recv(16).startswith(b"+PONG")
     except OSError:
@@ -25,5 +27,7 @@ def _redis_answers(url: str) -> bool:
 def redis_url() -> str:
     """The Redis server the Redis-backend tests use; the test is skipped when none answers."""
     if not _redis_answers(TEST_REDIS_URL):
-        pytest.skip(f"no Redis server answers at {TEST_REDIS_URL} (set FLOODGATE_TEST_REDIS_URL to use another)")
+        pytest.skip(
+            f"no Redis server answers at {TEST_REDIS_URL} (set FLOODGATE_TEST_REDIS_URL to use another)"
+        )
     return TEST_REDIS_URL

@@ -4,12 +4,10 @@ test fails the moment they disagree)."""
 
 from __future__ import annotations
 
-import math
-
+import floodgate
 import pytest
 import yaml
 
-import floodgate
 from services.ratelimit import load_config
 
 from ._envoy import ENVOY_YAML, find_filter, hcm_of, load_committed, route, validate
@@ -29,19 +27,15 @@ ROUTES = {
 }
 
 
-
 def process_capacity(service: str) -> int:
     """Requests one process of ``service`` holds (in flight or waiting at its own door), as the
     service itself derives it from the budget; see gateway/envoy.yaml's clusters comment."""
     if service == "online":
-        # the online service's admission doors (services/online/_admission.py), one per endpoint
-        from services.online._admission import ADMISSION_MAX_WAIT, endpoint_capacity
+        # the online service's admission doors (services/online/_admission.py), one per endpoint:
+        # beyond them the service refuses at once, so it never holds more than their sum
+        from services.online._admission import SHAPES, endpoint_capacity
 
-        total = 0
-        for endpoint in ("deal_brain", "shadow_hunter", "nexus_assess"):
-            door = endpoint_capacity(BUDGET, endpoint)
-            total += door.in_flight + max(1, math.ceil(door.rps * ADMISSION_MAX_WAIT))
-        return total
+        return sum(endpoint_capacity(BUDGET, endpoint).in_flight for endpoint in SHAPES)
     if service == "ingest_api":
         # every API request holds one database connection; the db gate queues up to max_waiters more
         return BUDGET.process_limit("ingest_api", "db") + BUDGET.dependency("db").max_waiters
@@ -66,7 +60,9 @@ def test_envoy_validates_a_rendered_file(tmp_path):
     from ._envoy import render_gateway
 
     path = tmp_path / "envoy.yaml"
-    path.write_text(yaml.safe_dump(render_gateway(gateway_port=18080, admin_port=19901, endpoints={"online": [1, 2]})))
+    path.write_text(
+        yaml.safe_dump(render_gateway(gateway_port=18080, admin_port=19901, endpoints={"online": [1, 2]}))
+    )
     result = validate(path)
     assert result.returncode == 0, result.stderr or result.stdout
 
@@ -94,7 +90,9 @@ def test_route_retries_only_requests_never_processed(name):
 @pytest.mark.parametrize("name", list(ROUTES))
 def test_route_sends_tenant_and_route_descriptors_the_limits_know(name):
     actions = route(CONFIG, name)["route"]["rate_limits"][0]["actions"]
-    assert actions[0] == {"request_headers": {"header_name": "x-floodgate-tenant", "descriptor_key": "tenant"}}
+    assert actions[0] == {
+        "request_headers": {"header_name": "x-floodgate-tenant", "descriptor_key": "tenant"}
+    }
     generic = actions[1]["generic_key"]
     assert generic == {"descriptor_key": "route", "descriptor_value": name}
     domain = find_filter(CONFIG, "envoy.filters.http.ratelimit")["typed_config"]["domain"]
@@ -102,7 +100,9 @@ def test_route_sends_tenant_and_route_descriptors_the_limits_know(name):
     matched = limits.find_limit((("tenant", "any-tenant"), ("route", name)))
     assert matched is not None and not matched.shadow_mode
     # the local bucket is a flood guard above the per-tenant limit, never below it
-    bucket = route(CONFIG, name)["typed_per_filter_config"]["envoy.filters.http.local_ratelimit"]["token_bucket"]
+    bucket = route(CONFIG, name)["typed_per_filter_config"]["envoy.filters.http.local_ratelimit"][
+        "token_bucket"
+    ]
     assert bucket["max_tokens"] >= matched.rate_limit.requests_per_unit
 
 

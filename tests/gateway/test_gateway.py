@@ -7,8 +7,6 @@ replies. The stand-ins are honest for that: Envoy cannot tell them from the serv
 
 from __future__ import annotations
 
-import json
-
 import httpx
 import pytest
 
@@ -26,9 +24,14 @@ def gateway(tmp_path_factory):
         start_ratelimit(log_dir) as rls,
         start_upstream(log_dir, name="online") as online,
         start_upstream(log_dir, name="ingest") as ingest,
-        start_gateway(log_dir, endpoints={
-            "online": [online.ports["http"]], "ingest_api": [ingest.ports["http"]], "ratelimit": [rls.ports["grpc"]],
-        }) as gw,
+        start_gateway(
+            log_dir,
+            endpoints={
+                "online": [online.ports["http"]],
+                "ingest_api": [ingest.ports["http"]],
+                "ratelimit": [rls.ports["grpc"]],
+            },
+        ) as gw,
     ):
         yield gw
 
@@ -52,8 +55,12 @@ def assert_json_error(response: httpx.Response, status: int, code: str) -> dict:
 
 
 def test_missing_and_unknown_keys_get_401_json(client):
-    for headers in ({}, {"x-api-key": "not-a-key"}, {"authorization": "Bearer not-a-key"},
-                    {"authorization": "Basic a2V5LWFjbWUtMTo="}):
+    for headers in (
+        {},
+        {"x-api-key": "not-a-key"},
+        {"authorization": "Bearer not-a-key"},
+        {"authorization": "Basic a2V5LWFjbWUtMTo="},
+    ):
         response = client.post("/v1/deal-brain/answers", json={"q": "x"}, headers=headers)
         assert_json_error(response, 401, "unauthenticated")
         assert "x-api-key" in response.json()["error"]["message"]
@@ -63,10 +70,14 @@ def test_missing_and_unknown_keys_get_401_json(client):
 
 
 def test_key_maps_to_tenant_and_client_tenant_header_is_overwritten(client):
-    for headers, tenant in ((ACME, "acme"), ({"x-api-key": "key-acme-2"}, "acme"),
-                            ({"authorization": "Bearer key-globex-1"}, "globex")):
-        echoed = client.post("/v1/deal-brain/answers", json={},
-                             headers={**headers, "x-floodgate-tenant": "someone-else"}).json()
+    for headers, tenant in (
+        (ACME, "acme"),
+        ({"x-api-key": "key-acme-2"}, "acme"),
+        ({"authorization": "Bearer key-globex-1"}, "globex"),
+    ):
+        echoed = client.post(
+            "/v1/deal-brain/answers", json={}, headers={**headers, "x-floodgate-tenant": "someone-else"}
+        ).json()
         assert echoed["headers"]["x-floodgate-tenant"] == tenant
         # the key never reaches a service
         assert "x-api-key" not in echoed["headers"]
@@ -109,12 +120,16 @@ def test_slow_service_gets_504_json_at_the_route_deadline(client):
 
 def test_bodies_over_the_route_limit_get_413(client):
     assert client.post("/v1/deal-brain/answers", content=b"x" * 65536, headers=GLOBEX).status_code == 200
-    assert_json_error(client.post("/v1/deal-brain/answers", content=b"x" * 65537, headers=GLOBEX),
-                      413, "payload_too_large")
+    assert_json_error(
+        client.post("/v1/deal-brain/answers", content=b"x" * 65537, headers=GLOBEX), 413, "payload_too_large"
+    )
     # submissions carry documents: 5 MiB
     assert client.post("/v1/omnirag/jobs", content=b"x" * 1_000_000, headers=GLOBEX).status_code == 200
-    assert_json_error(client.post("/v1/omnirag/jobs", content=b"x" * (5 * 1024 * 1024 + 1), headers=GLOBEX),
-                      413, "payload_too_large")
+    assert_json_error(
+        client.post("/v1/omnirag/jobs", content=b"x" * (5 * 1024 * 1024 + 1), headers=GLOBEX),
+        413,
+        "payload_too_large",
+    )
 
 
 def test_oversized_headers_get_431_json(client):
@@ -151,12 +166,16 @@ def test_local_token_bucket_answers_429_json_with_retry_after(tmp_path):
     what a test can send quickly, so this run shrinks omnirag_read's bucket to 3 tokens (the only change)."""
 
     def shrink(config):
-        bucket = route(config, "omnirag_read")["typed_per_filter_config"]["envoy.filters.http.local_ratelimit"]
+        bucket = route(config, "omnirag_read")["typed_per_filter_config"][
+            "envoy.filters.http.local_ratelimit"
+        ]
         bucket["token_bucket"] = {"max_tokens": 3, "tokens_per_fill": 3, "fill_interval": "60s"}
 
-    with start_upstream(tmp_path, name="ingest") as ingest, start_gateway(
-        tmp_path, endpoints={"ingest_api": [ingest.ports["http"]]}, mutate=shrink
-    ) as gw, httpx.Client(base_url=gw.url) as c:
+    with (
+        start_upstream(tmp_path, name="ingest") as ingest,
+        start_gateway(tmp_path, endpoints={"ingest_api": [ingest.ports["http"]]}, mutate=shrink) as gw,
+        httpx.Client(base_url=gw.url) as c,
+    ):
         # two tenants share the bucket; the rate-limit service is absent here (requests pass it)
         statuses = [c.get("/v1/omnirag/jobs/1", headers=h).status_code for h in (ACME, GLOBEX) * 3]
         assert statuses == [200, 200, 200, 429, 429, 429]

@@ -46,14 +46,27 @@ def deployment(request, tmp_path_factory):
             redis_url = request.getfixturevalue("redis_url")
             prefix = f"gwtest-{uuid.uuid4().hex[:8]}:"  # keep concurrent runs' counters apart
             rls_ports = [
-                stack.enter_context(start_ratelimit(log_dir, name=f"ratelimit{i}", redis_url=redis_url,
-                                                    extra_env={"RATELIMIT_KEY_PREFIX": prefix})).ports["grpc"]
+                stack.enter_context(
+                    start_ratelimit(
+                        log_dir,
+                        name=f"ratelimit{i}",
+                        redis_url=redis_url,
+                        extra_env={"RATELIMIT_KEY_PREFIX": prefix},
+                    )
+                ).ports["grpc"]
                 for i in (1, 2)
             ]
         gateways = [
-            stack.enter_context(start_gateway(log_dir, name=f"envoy{i}", endpoints={
-                "online": [u.ports["http"] for u in online], "ratelimit": [rls_ports[i]],
-            }))
+            stack.enter_context(
+                start_gateway(
+                    log_dir,
+                    name=f"envoy{i}",
+                    endpoints={
+                        "online": [u.ports["http"] for u in online],
+                        "ratelimit": [rls_ports[i]],
+                    },
+                )
+            )
             for i in (0, 1)
         ]
         yield gateways, online

@@ -27,17 +27,23 @@ async def test_slow_service_excess_gets_fast_503_not_a_queue(tmp_path):
     with (
         start_upstream(tmp_path, name="online", env={"UPSTREAM_SLEEP_MS": "1500"}) as online,
         start_ratelimit(tmp_path) as rls,
-        start_gateway(tmp_path, keys=tenants, endpoints={
-            "online": [online.ports["http"]], "ratelimit": [rls.ports["grpc"]]}) as gw,
+        start_gateway(
+            tmp_path,
+            keys=tenants,
+            endpoints={"online": [online.ports["http"]], "ratelimit": [rls.ports["grpc"]]},
+        ) as gw,
     ):
         results: list[tuple[int, float, httpx.Response]] = []
         keys = list(tenants)
-        async with httpx.AsyncClient(timeout=10, limits=httpx.Limits(max_connections=capacity + excess)) as client:
+        async with httpx.AsyncClient(
+            timeout=10, limits=httpx.Limits(max_connections=capacity + excess)
+        ) as client:
 
             async def one(i: int) -> None:
                 started = time.monotonic()
-                response = await client.post(f"{gw.url}/v1/deal-brain/answers", json={},
-                                             headers={"x-api-key": keys[i % len(keys)]})
+                response = await client.post(
+                    f"{gw.url}/v1/deal-brain/answers", json={}, headers={"x-api-key": keys[i % len(keys)]}
+                )
                 results.append((response.status_code, time.monotonic() - started, response))
 
             async with trio.open_nursery() as nursery:
@@ -55,7 +61,7 @@ async def test_slow_service_excess_gets_fast_503_not_a_queue(tmp_path):
         assert gw.stat("cluster.online.upstream_rq_pending_overflow") == len(shed)
 
 
-async def test_outlier_detection_ejects_a_failing_instance(tmp_path):
+def test_outlier_detection_ejects_a_failing_instance(tmp_path):
     with (
         start_upstream(tmp_path, name="good") as good,
         start_upstream(tmp_path, name="bad", env={"UPSTREAM_STATUS": "500"}) as bad,
@@ -64,8 +70,12 @@ async def test_outlier_detection_ejects_a_failing_instance(tmp_path):
     ):
         # tenants rotate so the global limit never answers (no rate-limit service here anyway)
         keys = list(KEYS)
-        statuses = [client.post("/v1/shadow-hunter/hunts", json={}, headers={"x-api-key": keys[i % len(keys)]})
-                    .status_code for i in range(60)]
+        statuses = [
+            client.post(
+                "/v1/shadow-hunter/hunts", json={}, headers={"x-api-key": keys[i % len(keys)]}
+            ).status_code
+            for i in range(60)
+        ]
         # consecutive_5xx = 5: the bad instance fails at most 5 requests, then is ejected
         assert statuses.count(500) == 5, statuses
         assert statuses[-30:] == [200] * 30
@@ -82,8 +92,10 @@ def test_rate_limit_service_down_lets_requests_pass_and_counts_it(tmp_path):
         start_gateway(tmp_path, endpoints={"online": [online.ports["http"]]}) as gw,
         httpx.Client(base_url=gw.url, timeout=5) as client,
     ):
-        statuses = [client.post("/v1/deal-brain/answers", json={}, headers={"x-api-key": "key-acme-1"}).status_code
-                    for _ in range(30)]
+        statuses = [
+            client.post("/v1/deal-brain/answers", json={}, headers={"x-api-key": "key-acme-1"}).status_code
+            for _ in range(30)
+        ]
         # 30 > 20/s: with the service up, some would be 429
         assert statuses == [200] * 30
         assert gw.stat("cluster.online.ratelimit.error") == 30
@@ -95,13 +107,18 @@ def test_rate_limit_service_restart_is_survived(tmp_path):
     with (
         start_upstream(tmp_path, name="ingest") as ingest,
         start_ratelimit(tmp_path) as rls,
-        start_gateway(tmp_path, endpoints={"ingest_api": [ingest.ports["http"]], "ratelimit": [rls.ports["grpc"]]}) as gw,
+        start_gateway(
+            tmp_path, endpoints={"ingest_api": [ingest.ports["http"]], "ratelimit": [rls.ports["grpc"]]}
+        ) as gw,
         httpx.Client(base_url=gw.url, timeout=5) as client,
     ):
+
         def flood() -> list[int]:
             # omniRAG submissions: 5/s per tenant; 12 quick ones touch at most 2 windows -> >= 2 over
-            return [client.post("/v1/omnirag/jobs", json={}, headers={"x-api-key": "key-globex-1"}).status_code
-                    for _ in range(12)]
+            return [
+                client.post("/v1/omnirag/jobs", json={}, headers={"x-api-key": "key-globex-1"}).status_code
+                for _ in range(12)
+            ]
 
         assert 429 in flood()
         rls.stop()
@@ -112,5 +129,7 @@ def test_rate_limit_service_restart_is_survived(tmp_path):
 
 
 def test_committed_failure_mode_is_allow(tmp_path):
-    ratelimit = next(f for f in hcm_of(load_committed())["http_filters"] if f["name"] == "envoy.filters.http.ratelimit")
+    ratelimit = next(
+        f for f in hcm_of(load_committed())["http_filters"] if f["name"] == "envoy.filters.http.ratelimit"
+    )
     assert ratelimit["typed_config"]["failure_mode_deny"] is False

@@ -23,8 +23,14 @@ GLOBEX = {"x-api-key": "key-globex-1"}
 def gateway(tmp_path_factory, database_url):
     log_dir = tmp_path_factory.mktemp("tenants")
     port = free_port()
-    env = {"INGEST_API_PORT": str(port), "INGEST_API_DATABASE_URL": database_url, "INGEST_API_LOG_FORMAT": "json"}
-    with run_process("ingest-api", [sys.executable, "-m", "services.ingest", "api"], log_dir=log_dir, env=env) as api:
+    env = {
+        "INGEST_API_PORT": str(port),
+        "INGEST_API_DATABASE_URL": database_url,
+        "INGEST_API_LOG_FORMAT": "json",
+    }
+    with run_process(
+        "ingest-api", [sys.executable, "-m", "services.ingest", "api"], log_dir=log_dir, env=env
+    ) as api:
         wait_http(f"http://127.0.0.1:{port}/healthz", api, timeout=30)
         with start_gateway(log_dir, endpoints={"ingest_api": [port]}) as gw:
             yield gw
@@ -32,8 +38,9 @@ def gateway(tmp_path_factory, database_url):
 
 def test_a_tenant_cannot_see_or_touch_another_tenants_job(gateway):
     with httpx.Client(base_url=gateway.url, timeout=10) as client:
-        submitted = client.post("/v1/omnirag/jobs", headers=ACME,
-                                json={"doc_id": "acme-plan", "text": "acme's confidential plan"})
+        submitted = client.post(
+            "/v1/omnirag/jobs", headers=ACME, json={"doc_id": "acme-plan", "text": "acme's confidential plan"}
+        )
         assert submitted.status_code in (200, 202), submitted.text
         job_id = submitted.json()["job_id"]
 
@@ -52,7 +59,8 @@ def test_a_tenant_cannot_see_or_touch_another_tenants_job(gateway):
 def test_without_a_key_nothing_reaches_the_service(gateway):
     with httpx.Client(base_url=gateway.url, timeout=10) as client:
         before = gateway.stat("cluster.ingest_api.upstream_rq_total")
-        response = client.post("/v1/omnirag/jobs", json={"doc_id": "x", "text": "y"},
-                               headers={"x-floodgate-tenant": "acme"})
+        response = client.post(
+            "/v1/omnirag/jobs", json={"doc_id": "x", "text": "y"}, headers={"x-floodgate-tenant": "acme"}
+        )
         assert response.status_code == 401
         assert gateway.stat("cluster.ingest_api.upstream_rq_total") == before

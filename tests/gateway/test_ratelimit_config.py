@@ -13,8 +13,12 @@ TREE = {
             "key": "tenant",
             "descriptors": [
                 {"key": "route", "value": "a", "rate_limit": {"unit": "second", "requests_per_unit": 2}},
-                {"key": "route", "value": "b", "rate_limit": {"unit": "minute", "requests_per_unit": 7},
-                 "shadow_mode": True},
+                {
+                    "key": "route",
+                    "value": "b",
+                    "rate_limit": {"unit": "minute", "requests_per_unit": 7},
+                    "shadow_mode": True,
+                },
                 {"key": "route", "value": "pre*", "rate_limit": {"unit": "hour", "requests_per_unit": 3}},
                 {"key": "route", "rate_limit": {"unit": "day", "requests_per_unit": 9}},
             ],
@@ -67,14 +71,30 @@ def test_committed_config_has_the_issue_limits():
     ("doc", "message"),
     [
         ({"descriptors": []}, "'domain' must be a non-empty string"),
-        ({"domain": "d", "descriptors": [{"value": "x"}]}, "d.descriptors[0].key: must be a non-empty string"),
-        ({"domain": "d", "descriptors": [{"key": "k", "rate_limit": {"unit": "fortnight", "requests_per_unit": 1}}]},
-         "d.descriptors[0].rate_limit.unit: 'fortnight' is not one of second, minute, hour, day"),
-        ({"domain": "d", "descriptors": [{"key": "k", "rate_limit": {"unit": "second", "requests_per_unit": -1}}]},
-         "requests_per_unit: must be an integer >= 0"),
+        (
+            {"domain": "d", "descriptors": [{"value": "x"}]},
+            "d.descriptors[0].key: must be a non-empty string",
+        ),
+        (
+            {
+                "domain": "d",
+                "descriptors": [{"key": "k", "rate_limit": {"unit": "fortnight", "requests_per_unit": 1}}],
+            },
+            "d.descriptors[0].rate_limit.unit: 'fortnight' is not one of second, minute, hour, day",
+        ),
+        (
+            {
+                "domain": "d",
+                "descriptors": [{"key": "k", "rate_limit": {"unit": "second", "requests_per_unit": -1}}],
+            },
+            "requests_per_unit: must be an integer >= 0",
+        ),
         ({"domain": "d", "descriptors": [{"key": "k", "ratelimit": {}}]}, "unknown key(s) ['ratelimit']"),
         ({"domain": "d", "descriptors": [{"key": "k"}, {"key": "k"}]}, "duplicate descriptor 'k'"),
-        ({"domain": "d", "descriptors": [{"key": "k", "shadow_mode": "yes"}]}, "shadow_mode: must be true or false"),
+        (
+            {"domain": "d", "descriptors": [{"key": "k", "shadow_mode": "yes"}]},
+            "shadow_mode: must be true or false",
+        ),
     ],
 )
 def test_invalid_configs_name_the_key(doc, message):
@@ -85,8 +105,10 @@ def test_invalid_configs_name_the_key(doc, message):
 
 def test_several_domains_in_one_file(tmp_path):
     path = tmp_path / "rl.yaml"
-    path.write_text("domain: one\ndescriptors: []\n---\ndomain: two\ndescriptors:\n  - key: k\n"
-                    "    rate_limit: {unit: second, requests_per_unit: 1}\n")
+    path.write_text(
+        "domain: one\ndescriptors: []\n---\ndomain: two\ndescriptors:\n  - key: k\n"
+        "    rate_limit: {unit: second, requests_per_unit: 1}\n"
+    )
     config = load_config(path)
     assert sorted(config.domains) == ["one", "two"]
     assert config.domain("two").find_limit((("k", "v"),)) is not None

@@ -23,19 +23,35 @@ from services.ratelimit import (
     parse_config,
 )
 
-CONFIG = parse_config({
-    "domain": "fg",
-    "descriptors": [{
-        "key": "tenant",
+CONFIG = parse_config(
+    {
+        "domain": "fg",
         "descriptors": [
-            {"key": "route", "value": "deal_brain", "rate_limit": {"unit": "second", "requests_per_unit": 3}},
-            {"key": "route", "value": "omnirag_submit", "rate_limit": {"unit": "minute", "requests_per_unit": 2}},
-            {"key": "route", "value": "shadowed", "shadow_mode": True,
-             "rate_limit": {"unit": "second", "requests_per_unit": 1}},
-            {"key": "route", "value": "free", "rate_limit": {"unlimited": True}},
+            {
+                "key": "tenant",
+                "descriptors": [
+                    {
+                        "key": "route",
+                        "value": "deal_brain",
+                        "rate_limit": {"unit": "second", "requests_per_unit": 3},
+                    },
+                    {
+                        "key": "route",
+                        "value": "omnirag_submit",
+                        "rate_limit": {"unit": "minute", "requests_per_unit": 2},
+                    },
+                    {
+                        "key": "route",
+                        "value": "shadowed",
+                        "shadow_mode": True,
+                        "rate_limit": {"unit": "second", "requests_per_unit": 1},
+                    },
+                    {"key": "route", "value": "free", "rate_limit": {"unlimited": True}},
+                ],
+            }
         ],
-    }],
-})
+    }
+)
 
 
 class FakeClock:
@@ -201,8 +217,12 @@ def test_unreachable_redis_raises_counter_store_error():
 def test_concurrent_threads_never_lose_a_count(make_limiter):
     """The server decides in several threads: 8 threads x 50 hits must count exactly 400."""
     limiter, _ = make_limiter()
-    big = parse_config({"domain": "fg", "descriptors": [
-        {"key": "k", "rate_limit": {"unit": "hour", "requests_per_unit": 1000}}]})
+    big = parse_config(
+        {
+            "domain": "fg",
+            "descriptors": [{"key": "k", "rate_limit": {"unit": "hour", "requests_per_unit": 1000}}],
+        }
+    )
     limiter = RateLimiter(big, limiter.store, clock=FakeClock(), key_prefix=f"test-{uuid.uuid4().hex[:8]}:")
 
     def hammer():

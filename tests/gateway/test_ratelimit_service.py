@@ -17,12 +17,17 @@ from ._procs import REPO_ROOT, free_port, start_ratelimit
 
 
 def call(port: int, tenant: str, route: str, *, domain: str = "floodgate", timeout: float = 2.0):
-    request = rls_pb2.RateLimitRequest(domain=domain, descriptors=[
-        ratelimit_pb2.RateLimitDescriptor(entries=[
-            ratelimit_pb2.RateLimitDescriptor.Entry(key="tenant", value=tenant),
-            ratelimit_pb2.RateLimitDescriptor.Entry(key="route", value=route),
-        ])
-    ])
+    request = rls_pb2.RateLimitRequest(
+        domain=domain,
+        descriptors=[
+            ratelimit_pb2.RateLimitDescriptor(
+                entries=[
+                    ratelimit_pb2.RateLimitDescriptor.Entry(key="tenant", value=tenant),
+                    ratelimit_pb2.RateLimitDescriptor.Entry(key="route", value=route),
+                ]
+            )
+        ],
+    )
     with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
         return rls_pb2_grpc.RateLimitServiceStub(channel).ShouldRateLimit(request, timeout=timeout)
 
@@ -54,7 +59,10 @@ def test_grpc_decisions_probes_and_metrics(tmp_path, request, backend):
         assert httpx.get(f"{http}/readyz").status_code == 200
         metrics = httpx.get(f"{http}/metrics").text
         assert 'ratelimit_requests_total{code="over_limit",domain="floodgate"}' in metrics
-        assert 'ratelimit_over_limit_total{limit="floodgate.tenant.route_omnirag_submit",shadow="false"}' in metrics
+        assert (
+            'ratelimit_over_limit_total{limit="floodgate.tenant.route_omnirag_submit",shadow="false"}'
+            in metrics
+        )
         assert httpx.get(f"{http}/nope").status_code == 404
 
 
@@ -72,15 +80,28 @@ def test_redis_down_answers_unavailable_and_counts_it(tmp_path):
 
 
 def run_main(env: dict[str, str]) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "services.ratelimit"], cwd=REPO_ROOT, capture_output=True,
-                          text=True, timeout=20, env={"PATH": "/usr/bin:/bin", **env})
+    return subprocess.run(
+        [sys.executable, "-m", "services.ratelimit"],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=20,
+        env={"PATH": "/usr/bin:/bin", **env},
+    )
 
 
 def test_bad_config_stops_start_up_with_one_line(tmp_path):
     bad = tmp_path / "rl.yaml"
-    bad.write_text("domain: d\ndescriptors:\n  - key: k\n    rate_limit: {unit: weekly, requests_per_unit: 1}\n")
-    result = run_main({"RATELIMIT_CONFIG": str(bad), "RATELIMIT_PORT": str(free_port()),
-                       "RATELIMIT_HTTP_PORT": str(free_port())})
+    bad.write_text(
+        "domain: d\ndescriptors:\n  - key: k\n    rate_limit: {unit: weekly, requests_per_unit: 1}\n"
+    )
+    result = run_main(
+        {
+            "RATELIMIT_CONFIG": str(bad),
+            "RATELIMIT_PORT": str(free_port()),
+            "RATELIMIT_HTTP_PORT": str(free_port()),
+        }
+    )
     assert result.returncode == 2
     assert "ratelimit: invalid rate-limit config:" in result.stderr
     assert "rate_limit.unit: 'weekly' is not one of" in result.stderr

@@ -72,6 +72,7 @@ def submit_with_retries(client: httpx.Client, i: int, deadline: float) -> int:
 
 
 @pytest.mark.realtime
+@pytest.mark.slow  # about 10 s: its own PostgreSQL, three processes, a restart
 def test_api_and_worker_survive_a_postgres_restart(own_postgres: OwnPostgres, tmp_path: Path) -> None:
     dsn = own_postgres.pg.dsn("postgres")
     asyncio.run(apply_migrations(dsn))
