@@ -10,8 +10,9 @@ import errno
 import os
 import socket
 import subprocess
-import tomllib
 from pathlib import Path
+
+import floodgate
 
 from .envoy import envoy_binary, validate_command, write_envoy_config
 from .settings import ClusterSettings
@@ -68,27 +69,28 @@ def check_binaries(settings: ClusterSettings) -> None:
                 raise PreflightError(f"the PostgreSQL binary {POSTGRES_BIN_PATH / name} is missing")
 
 
-def check_budget(path: Path) -> None:
-    """The budget file loads and validates (``floodgate.load_budget`` when the toolkit has it)."""
+def check_budget(path: Path, *, ingest_workers: int | None = None) -> None:
+    """The budget file loads and validates, and the cluster runs no more processes than it plans for.
+
+    Per-process limits are the global budget divided by the planned process count, so starting more
+    ingest workers than ``services.ingest_worker`` plans would exceed the global budget.
+    """
     if not path.is_file():
         raise PreflightError(f"budget file {path} (FLOODGATE_BUDGET) does not exist")
     try:
-        import floodgate
-
-        load_budget = getattr(floodgate, "load_budget", None)
-    except ImportError:
-        load_budget = None
-    if load_budget is not None:
-        try:
-            load_budget(path)
-        except Exception as exc:  # the toolkit's BudgetError names the key; keep its words
-            first = " ".join(str(exc).split())
-            raise PreflightError(f"budget file {path} (FLOODGATE_BUDGET) is invalid: {first}") from None
-        return
-    try:
-        tomllib.loads(path.read_text())
-    except tomllib.TOMLDecodeError as exc:
-        raise PreflightError(f"budget file {path} (FLOODGATE_BUDGET) is not valid TOML: {exc}") from None
+        budget = floodgate.load_budget(path)
+    except Exception as exc:  # the toolkit's BudgetError names the key; keep its words
+        first = " ".join(str(exc).split())
+        raise PreflightError(f"budget file {path} (FLOODGATE_BUDGET) is invalid: {first}") from None
+    if ingest_workers is not None:
+        shape = budget.service("ingest_worker")
+        planned = shape.processes
+        if ingest_workers > planned:
+            raise PreflightError(
+                f"FLOODGATE_INGEST_WORKERS={ingest_workers} but {path} plans {planned} ingest_worker "
+                "process(es) (services.ingest_worker replicas x workers): raise it there first, "
+                "or the per-process budgets would add up to more than the global ones"
+            )
 
 
 def check_envoy_config(path: Path) -> None:
@@ -103,7 +105,7 @@ def run_preflight(settings: ClusterSettings) -> Path:
     """Every check, cheapest first; render the Envoy config on the way and return its path."""
     check_ports(settings)
     check_binaries(settings)
-    check_budget(settings.budget)
+    check_budget(settings.budget, ingest_workers=settings.ingest_workers)
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     config = write_envoy_config(settings)
     check_envoy_config(config)

@@ -13,7 +13,7 @@ from .conftest import REPO_BUDGET, budget_dict
 def test_repo_budget_loads_and_derives_local_limits(repo_budget):
     assert repo_budget.process_limit("online", "llm") == 16
     assert repo_budget.process_limit("online", "embed") == 8
-    assert repo_budget.process_limit("ingest_worker", "embed") == 24
+    assert repo_budget.process_limit("ingest_worker", "embed") == 12  # 32 x 0.75 over the 2 planned worker processes
     assert repo_budget.process_limit("online", "db") == 24
     assert repo_budget.process_limit("ingest_api", "db") == 16
     assert set(repo_budget.dependencies_of("online")) == {"llm", "search", "embed", "rerank", "db"}
