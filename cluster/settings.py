@@ -81,8 +81,12 @@ class ClusterSettings(BaseModel):
     ingest_workers: int = Field(default=2, ge=0, le=32)
     upstreams_port: int = Field(default=8090, ge=1, le=65535)
     upstreams_seed: int = 42
-    #: Reserved for the rate-limit service (a later issue); checked for conflicts already.
+    #: The gateway's rate-limit service: gRPC for Envoy, and its /healthz, /readyz, /metrics port.
     ratelimit_port: int = Field(default=8091, ge=1, le=65535)
+    ratelimit_http_port: int = Field(default=8092, ge=1, le=65535)
+    #: API keys -> tenants for the gateway (FLOODGATE_API_KEYS_FILE); unset: config/api_keys.yaml,
+    #: or the committed sample when that does not exist (cluster/api_keys.py).
+    api_keys_file: Path | None = None
     pg_port: int = Field(default=5433, ge=1, le=65535)
     data_dir: Path = Path(".data")
     #: An external PostgreSQL; when set, no embedded server runs.
@@ -97,6 +101,11 @@ class ClusterSettings(BaseModel):
     max_restarts: int = Field(default=5, ge=0)
     restart_window: float = Field(default=60.0, gt=0)
     providers: Mapping[str, ProviderSettings] = Field(default_factory=dict)
+
+    @field_validator("api_keys_file", mode="before")
+    @classmethod
+    def _empty_is_unset(cls, value: object) -> object:
+        return None if value == "" else value
 
     @field_validator("database_url")
     @classmethod
@@ -154,6 +163,8 @@ class ClusterSettings(BaseModel):
             (self.online_port, "FLOODGATE_ONLINE_PORT"),
             (self.ingest_api_port, "FLOODGATE_INGEST_API_PORT"),
             (self.upstreams_port, "FLOODGATE_UPSTREAMS_PORT"),
+            (self.ratelimit_port, "FLOODGATE_RATELIMIT_PORT"),
+            (self.ratelimit_http_port, "FLOODGATE_RATELIMIT_HTTP_PORT"),
         ]
         for i, port in enumerate(self.ingest_worker_ports(), start=1):
             ports.append((port, f"FLOODGATE_INGEST_WORKER_PORT (+{i - 1}, worker {i})"))
@@ -163,7 +174,7 @@ class ClusterSettings(BaseModel):
 
     def check_distinct_ports(self) -> None:
         seen: dict[int, str] = {}
-        for port, var in [*self.ports(), (self.ratelimit_port, "FLOODGATE_RATELIMIT_PORT")]:
+        for port, var in self.ports():
             if port > 65535:
                 raise ClusterSettingsError(f"{var}: port {port} is above 65535")
             if port in seen:

@@ -64,13 +64,15 @@ def _state(app: QuartTrio) -> IngestApi:
 
 
 async def _db_call(api: IngestApi, fn: Callable[..., Awaitable[T]], *args: Any) -> T:
-    """Database outages become 503 + Retry-After (the toolkit's own errors map themselves)."""
+    """A database that cannot be reached is a 503 with Retry-After: the job store is briefly away
+    (a restart, a failover), and the client's retry with the same Idempotency-Key is safe. A full
+    gate (Overloaded) and a timeout (DeadlineExceeded) keep the toolkit's own mapping."""
     try:
         return await api.db.run(fn, *args)
-    except floodgate.FloodgateError:
+    except (floodgate.Overloaded, floodgate.DeadlineExceeded):
         raise
     except Exception as exc:
-        if is_transient_db_error(exc):
+        if isinstance(exc, floodgate.DependencyError) or is_transient_db_error(exc):
             raise chassis.ApiError(503, "database_unavailable", "the job store is unavailable; retry shortly",
                                    headers={"Retry-After": "2"}) from exc
         raise
@@ -109,7 +111,10 @@ def _validate_submission(body: SubmitJobBody, settings: IngestApiSettings) -> tu
             details=[{"field": "text", "message": "exactly one of text or url is required"},
                      {"field": "url", "message": "exactly one of text or url is required"}],
         )
-    metadata_size = len(json.dumps(body.metadata).encode())
+    metadata_json = json.dumps(body.metadata)
+    if "\\u0000" in metadata_json:
+        raise _field_error(422, "invalid_request", "metadata", "metadata must not contain NUL characters")
+    metadata_size = len(metadata_json.encode())
     if metadata_size > settings.max_metadata_bytes:
         raise _field_error(413, "metadata_too_large", "metadata",
                            f"metadata is {metadata_size} bytes; the limit is {settings.max_metadata_bytes}")
@@ -120,10 +125,12 @@ def _validate_submission(body: SubmitJobBody, settings: IngestApiSettings) -> tu
                                f"text is {size} bytes; the limit is {settings.max_text_bytes}")
         if not body.text.strip():
             raise _field_error(422, "invalid_request", "text", "text is empty")
+        if "\x00" in body.text:  # PostgreSQL text cannot hold NUL
+            raise _field_error(422, "invalid_request", "text", "text must not contain NUL characters")
         return "text", hashlib.sha256(body.text.encode()).hexdigest()
     assert body.url is not None
     parts = urlsplit(body.url)
-    if parts.scheme not in ("http", "https") or not parts.netloc:
+    if parts.scheme not in ("http", "https") or not parts.netloc or "\x00" in body.url:
         raise _field_error(422, "invalid_request", "url", "url must be an absolute http(s) URL")
     return "url", hashlib.sha256(f"url:{body.url}".encode()).hexdigest()
 

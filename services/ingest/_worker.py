@@ -281,11 +281,12 @@ class Worker:
             started_at=trio.current_time(),
         )
         self._running[job.job_id] = running
-        self._idle = trio.Event()
+        if self._idle.is_set():
+            self._idle = trio.Event()
         self._job_started.set()
         if self._metrics is not None:
             self._metrics.running.set(len(self._running))
-        jobs.start_soon(self._run_job, running, name=f"ingest-job-{job.job_id}")
+        jobs.start_soon(self._run_job, running)
 
     async def _run_job(self, running: _RunningJob) -> None:
         job = running.job
@@ -307,7 +308,9 @@ class Worker:
             del self._running[job.job_id]
             if self._metrics is not None:
                 self._metrics.running.set(len(self._running))
-            self._wake.set()
+            # Wake the claim loop only when it would claim (short jobs end by the thousand per second).
+            if self.config.job_concurrency - len(self._running) >= self.config.min_claim:
+                self._wake.set()
             if not self._running:
                 self._idle.set()
 

@@ -137,7 +137,10 @@ class ShadowHunterRequest(_Request):
     )
     results_per_query: int = Field(default=5, ge=1, le=20)
     extract_top: int = Field(
-        default=4, ge=0, le=20, description="top deduplicated results the LLM extracts findings from"
+        default=4,
+        ge=0,
+        le=20,
+        description="top deduplicated results the LLM extracts findings from (at most the budget's max_items)",
     )
 
 

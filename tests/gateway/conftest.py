@@ -4,11 +4,19 @@ from __future__ import annotations
 
 import os
 import socket
+import uuid
 from urllib.parse import urlsplit
 
 import pytest
 
 TEST_REDIS_URL = os.environ.get("FLOODGATE_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
+#: every counter key the tests write starts with this; the session deletes them at the end
+_RUN_PREFIX = f"fgtest-{uuid.uuid4().hex[:8]}-"
+
+
+def redis_prefix() -> str:
+    """A fresh key prefix for one test's counters (so concurrent runs and tests never share keys)."""
+    return f"{_RUN_PREFIX}{uuid.uuid4().hex[:8]}:"
 
 
 def _redis_answers(url: str) -> bool:

@@ -29,7 +29,9 @@ def test_sample_file_loads_and_matches_the_committed_envoy_yaml():
 
 
 def test_several_keys_per_tenant_for_rotation(tmp_path):
-    parsed = keys({"tenants": {"acme": {"keys": ["k" * 16, "n" * 16]}, "globex": {"keys": ["g" * 20]}}}, tmp_path)
+    parsed = keys(
+        {"tenants": {"acme": {"keys": ["k" * 16, "n" * 16]}, "globex": {"keys": ["g" * 20]}}}, tmp_path
+    )
     assert parsed.credentials() == [
         {"key": "k" * 16, "client": "acme"},
         {"key": "n" * 16, "client": "acme"},
@@ -45,8 +47,10 @@ def test_several_keys_per_tenant_for_rotation(tmp_path):
         ({"tenants": {"Acme Corp": {"keys": ["k" * 16]}}}, "tenants.Acme Corp: tenant names must match"),
         ({"tenants": {"acme": {"keys": ["short"]}}}, "tenants.acme.keys[0]: a key is 16-256 printable"),
         ({"tenants": {"acme": {"keys": ["has space in it!!"]}}}, "tenants.acme.keys[0]"),
-        ({"tenants": {"acme": {"keys": ["k" * 16]}, "globex": {"keys": ["k" * 16]}}},
-         "tenants.globex.keys[0]: the same key is also a key of 'acme'"),
+        (
+            {"tenants": {"acme": {"keys": ["k" * 16]}, "globex": {"keys": ["k" * 16]}}},
+            "tenants.globex.keys[0]: the same key is also a key of 'acme'",
+        ),
         ({"tenants": {"acme": {"keys": []}}}, "no keys at all"),
         ({"tenants": {"acme": ["k" * 16]}}, "tenants.acme: expected {keys: [<key>, ...]}"),
     ],
@@ -62,8 +66,10 @@ def test_apply_replaces_the_credentials(tmp_path):
     apply_api_keys(config, keys({"tenants": {"initech": {"keys": ["i" * 16]}}}, tmp_path))
     auth = find_filter(config, "envoy.filters.http.api_key_auth")["typed_config"]
     assert auth["credentials"] == [{"key": "i" * 16, "client": "initech"}]
-    with pytest.raises(ApiKeysError, match="no envoy.filters.http.api_key_auth filter"):
-        apply_api_keys({"static_resources": {"listeners": []}}, keys({"tenants": {"a": {"keys": ["a" * 16]}}}, tmp_path))
+    with pytest.raises(ApiKeysError, match=r"no envoy\.filters\.http\.api_key_auth filter"):
+        apply_api_keys(
+            {"static_resources": {"listeners": []}}, keys({"tenants": {"a": {"keys": ["a" * 16]}}}, tmp_path)
+        )
 
 
 def test_file_resolution(tmp_path):

@@ -14,7 +14,6 @@ from __future__ import annotations
 import contextlib
 import math
 import time
-import uuid
 
 import httpx
 import pytest
@@ -22,6 +21,7 @@ import trio
 
 from ._envoy import start_gateway
 from ._procs import start_ratelimit, start_upstream
+from .conftest import redis_prefix
 
 LIMIT = 20  # dealBrain requests per second per tenant (config/ratelimit.yaml)
 
@@ -44,7 +44,7 @@ def deployment(request, tmp_path_factory):
             rls_ports = [rls.ports["grpc"]] * 2
         else:
             redis_url = request.getfixturevalue("redis_url")
-            prefix = f"gwtest-{uuid.uuid4().hex[:8]}:"  # keep concurrent runs' counters apart
+            prefix = redis_prefix()  # keep concurrent runs' counters apart
             rls_ports = [
                 stack.enter_context(
                     start_ratelimit(

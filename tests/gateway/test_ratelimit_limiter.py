@@ -8,7 +8,6 @@ never touch another user's keys, and windows far in the "future" of the fake clo
 from __future__ import annotations
 
 import threading
-import uuid
 
 import pytest
 
@@ -22,6 +21,8 @@ from services.ratelimit import (
     decision_to_response,
     parse_config,
 )
+
+from .conftest import redis_prefix
 
 CONFIG = parse_config(
     {
@@ -78,7 +79,7 @@ def make_limiter(request):
         else:
             store = RedisCounterStore.from_url(request.getfixturevalue("redis_url"))
             opened.append(store)
-        limiter = RateLimiter(config, store, clock=clock, key_prefix=f"test-{uuid.uuid4().hex[:8]}:")
+        limiter = RateLimiter(config, store, clock=clock, key_prefix=redis_prefix())
         return limiter, clock
 
     yield factory
@@ -188,7 +189,7 @@ def test_redis_keys_expire_with_their_window(redis_url):
     import redis
 
     clock = FakeClock()
-    prefix = f"test-{uuid.uuid4().hex[:8]}:"
+    prefix = redis_prefix()
     store = RedisCounterStore.from_url(redis_url)
     limiter = RateLimiter(CONFIG, store, clock=clock, key_prefix=prefix)
     decide(limiter, desc("a", "omnirag_submit"))
@@ -223,7 +224,7 @@ def test_concurrent_threads_never_lose_a_count(make_limiter):
             "descriptors": [{"key": "k", "rate_limit": {"unit": "hour", "requests_per_unit": 1000}}],
         }
     )
-    limiter = RateLimiter(big, limiter.store, clock=FakeClock(), key_prefix=f"test-{uuid.uuid4().hex[:8]}:")
+    limiter = RateLimiter(big, limiter.store, clock=FakeClock(), key_prefix=redis_prefix())
 
     def hammer():
         for _ in range(50):

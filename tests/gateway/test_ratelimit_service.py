@@ -14,6 +14,7 @@ from envoy.service.ratelimit.v3 import rls_pb2, rls_pb2_grpc
 from services import ratelimit
 
 from ._procs import REPO_ROOT, free_port, start_ratelimit
+from .conftest import redis_prefix
 
 
 def call(port: int, tenant: str, route: str, *, domain: str = "floodgate", timeout: float = 2.0):
@@ -42,7 +43,7 @@ def test_public_api_is_exported():
 def test_grpc_decisions_probes_and_metrics(tmp_path, request, backend):
     redis_url = request.getfixturevalue("redis_url") if backend == "redis" else None
     # a per-test prefix keeps Redis counters of concurrent runs apart
-    env = {"RATELIMIT_KEY_PREFIX": f"{tmp_path.name}:"}
+    env = {"RATELIMIT_KEY_PREFIX": redis_prefix()}
     with start_ratelimit(tmp_path, redis_url=redis_url, extra_env=env) as rls:
         port = rls.ports["grpc"]
         # omnirag_submit: 5 per second per tenant. 7 calls land in at most 2 windows, so >= 1 is over.

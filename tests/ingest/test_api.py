@@ -61,6 +61,10 @@ async def test_validation_names_the_field(fresh_database_url: str) -> None:
         assert status == 413 and err["details"][0]["field"] == "text"
         status, err = await error({"doc_id": "d", "url": "ftp://a.test/x"})
         assert status == 422 and err["details"][0]["field"] == "url"
+        status, err = await error({"doc_id": "d", "text": "nul \u0000 byte"})
+        assert status == 422 and err["details"][0]["field"] == "text"
+        status, err = await error({"doc_id": "d", "text": "x", "metadata": {"k": "\u0000"}})
+        assert status == 422 and err["details"][0]["field"] == "metadata"
         status, err = await error({"text": "x"})
         assert status == 422 and err["details"][0]["field"] == "doc_id"
         status, err = await error({"doc_id": "d", "text": "x", "priority": 5000})

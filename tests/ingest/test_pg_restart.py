@@ -4,8 +4,10 @@ job the API accepted ends succeeded. Uses its own embedded server, so stopping i
 from __future__ import annotations
 
 import asyncio
+import shutil
 import signal
 import subprocess
+import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -45,13 +47,17 @@ class OwnPostgres:
 
 
 @pytest.fixture
-def own_postgres(tmp_path: Path) -> Iterator[OwnPostgres]:
-    server = OwnPostgres(tmp_path)
+def own_postgres() -> Iterator[OwnPostgres]:
+    # Not under tmp_path: a pytest session starting elsewhere resets /tmp/pytest-of-<user> to 0700,
+    # which would stop the server's unprivileged user from reaching its data directory.
+    root = Path(tempfile.mkdtemp(prefix="ingest-pg-restart-"))
+    server = OwnPostgres(root)
     server.start()
     try:
         yield server
     finally:
         server.stop()
+        shutil.rmtree(root, ignore_errors=True)
 
 
 def submit_with_retries(client: httpx.Client, i: int, deadline: float) -> int:
@@ -63,7 +69,7 @@ def submit_with_retries(client: httpx.Client, i: int, deadline: float) -> int:
             response = client.post("/v1/omnirag/jobs", json=body, headers=headers)
             if response.status_code in (200, 202):
                 return response.json()["job_id"]
-            assert response.status_code in (502, 503, 504), response.text
+            assert response.status_code == 503 and response.headers["Retry-After"], response.text
         except httpx.TransportError:
             pass
         if time.monotonic() > deadline:

@@ -8,6 +8,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import pytest
 import trio
 
@@ -60,6 +61,13 @@ async def test_three_workers_300_jobs_each_succeeds_exactly_once(
             tenant = tenants[i % len(tenants)]
             texts[(tenant, f"doc{i}")] = document(i)
             await submit(db, tenant, f"doc{i}", texts[(tenant, f"doc{i}")])
+        # plus two url jobs, fetched by the workers from the simulator's corpus
+        async with httpx.AsyncClient(base_url=simulator.url, timeout=5) as client:
+            hits = (await client.get("/v1/search", params={"q": "market growth", "count": 2})).json()
+        urls = [hit["url"] for hit in hits["results"]]
+        assert len(urls) == 2
+        for n, url in enumerate(urls):
+            await submit(db, "acme", f"web{n}", None, source="url", url=url, content_hash=f"url:{url}")
         for name in ("w1", "w2", "w3"):
             # one chunk per document: the test is about the queue, not about embedding volume
             children.append(start_worker(name, fresh_database_url, simulator, tmp_path, job_concurrency=8,
@@ -69,7 +77,7 @@ async def test_three_workers_300_jobs_each_succeeds_exactly_once(
         started = time.monotonic()
 
         async def all_done() -> bool:
-            return await states(db) == {"succeeded": 300}
+            return await states(db) == {"succeeded": 302}
 
         await wait_until(all_done, within=60)
         elapsed = time.monotonic() - started
@@ -79,6 +87,10 @@ async def test_three_workers_300_jobs_each_succeeds_exactly_once(
         rows = await db.fetch("SELECT tenant_id, doc_id, count(*) AS n FROM chunks GROUP BY tenant_id, doc_id")
         got = {(r["tenant_id"], r["doc_id"]): r["n"] for r in rows}
         one_chunk = ChunkingConfig(chunk_tokens=64, overlap_tokens=8)
+        web = {key: got.pop(key) for key in [("acme", "web0"), ("acme", "web1")]}
+        assert all(n >= 1 for n in web.values())
+        titles = await db.fetch("SELECT DISTINCT metadata->>'url' AS url FROM chunks WHERE doc_id LIKE 'web%'")
+        assert sorted(r["url"] for r in titles) == sorted(urls)
         assert got == {key: len(split_into_chunks(text, one_chunk)) for key, text in texts.items()}
         assert set(got.values()) == {1}
         mismatched = await db.fetchval(
@@ -88,7 +100,7 @@ async def test_three_workers_300_jobs_each_succeeds_exactly_once(
         assert await db.fetchval("SELECT count(*) FROM ingest_chunk_staging") == 0
         # the workers' own counts agree: 300 completions in total, shared between the three
         done = [metric(c, "ingest_job_outcomes_total", 'outcome="succeeded"') for c in children]
-        assert sum(done) == 300 and all(n > 0 for n in done), done
+        assert sum(done) == 302 and all(n > 0 for n in done), done
         assert sum(metric(c, "ingest_transitions_refused_total") for c in children) == 0
     print(f"300 jobs on 3 workers in {elapsed:.2f}s; per worker {done}")
 

@@ -26,8 +26,9 @@ from ._helpers import open_db, states, submit
 
 
 class FakeEmbedder:
-    def __init__(self, *, block: bool = False, fail_status: int | None = None) -> None:
+    def __init__(self, *, block: bool = False, fail_status: int | None = None, delay: float = 0.005) -> None:
         self.block = block
+        self.delay = delay
         self.fail_status = fail_status
         self.calls = 0
         self.in_flight = 0
@@ -42,7 +43,7 @@ class FakeEmbedder:
         try:
             if self.block:
                 await trio.sleep_forever()
-            await trio.sleep(0.005)
+            await trio.sleep(self.delay)
             if self.fail_status is not None:
                 raise floodgate.DependencyError(f"HTTP {self.fail_status}", dependency="embed", status=self.fail_status)
             return [[float(len(t) % 7)] + [0.0] * 382 + [1.0] for t in texts]
@@ -151,7 +152,21 @@ async def test_cancel_a_running_job_by_heartbeat(fresh_database_url: str) -> Non
             shutdown.set()
 
 
-async def test_graceful_shutdown_finishes_quick_jobs_and_releases_the_rest(fresh_database_url: str) -> None:
+async def test_graceful_shutdown_lets_running_jobs_finish_within_the_grace(fresh_database_url: str) -> None:
+    async with open_db(fresh_database_url) as db:
+        for i in range(2):
+            await submit(db, "t", f"doc{i}", "words " * 50)
+        worker = make_worker(db, FakeEmbedder(delay=0.3), shutdown_grace=5.0)
+        shutdown = trio.Event()
+        async with trio.open_nursery() as nursery:
+            await nursery.start(functools.partial(worker.run, shutdown=shutdown))
+            await wait_for_states(db, {"running": 2})
+            shutdown.set()  # the run returns only once the worker has drained
+        assert await states(db) == {"succeeded": 2}
+        assert worker.statistics().outcomes == {"succeeded": 2}
+
+
+async def test_graceful_shutdown_releases_jobs_still_running_after_the_grace(fresh_database_url: str) -> None:
     async with open_db(fresh_database_url) as db:
         for i in range(3):
             await submit(db, "t", f"doc{i}", "words " * 50)

@@ -33,7 +33,7 @@ __all__ = [
     "resolve_api_keys_file",
 ]
 
-_ROOT = Path(__file__).resolve().parent.parent
+_ROOT = Path(__file__).resolve().parent.parent  # the repository
 API_KEYS_FILE = _ROOT / "config" / "api_keys.yaml"
 API_KEYS_SAMPLE = _ROOT / "config" / "api_keys.sample.yaml"
 
@@ -79,6 +79,8 @@ def load_api_keys(path: str | Path) -> ApiKeys:
         data = yaml.safe_load(path.read_text())
     except FileNotFoundError:
         raise ApiKeysError(f"{path}: file not found") from None
+    except OSError as exc:
+        raise ApiKeysError(f"{path}: cannot read: {exc.strerror}") from None
     except yaml.YAMLError as exc:
         raise ApiKeysError(f"{path}: not valid YAML: {exc}") from None
     return parse_api_keys(data, source=path)
@@ -86,7 +88,9 @@ def load_api_keys(path: str | Path) -> ApiKeys:
 
 def parse_api_keys(data: Any, *, source: Path) -> ApiKeys:
     if not isinstance(data, Mapping) or set(data) != {"tenants"} or not isinstance(data["tenants"], Mapping):
-        raise ApiKeysError(f"{source}: expected one top-level key 'tenants' mapping tenant -> {{keys: [...]}}")
+        raise ApiKeysError(
+            f"{source}: expected one top-level key 'tenants' mapping tenant -> {{keys: [...]}}"
+        )
     tenants: dict[str, tuple[str, ...]] = {}
     owner: dict[str, str] = {}
     for tenant, entry in data["tenants"].items():
@@ -98,8 +102,9 @@ def parse_api_keys(data: Any, *, source: Path) -> ApiKeys:
         keys = []
         for index, key in enumerate(entry["keys"]):
             if not isinstance(key, str) or not _KEY.match(key) or "," in key:
-                raise ApiKeysError(f"{where}.keys[{index}]: a key is 16-256 printable characters, "
-                                   "no whitespace or commas")
+                raise ApiKeysError(
+                    f"{where}.keys[{index}]: a key is 16-256 printable characters, no whitespace or commas"
+                )
             if key in owner:
                 raise ApiKeysError(f"{where}.keys[{index}]: the same key is also a key of {owner[key]!r}")
             owner[key] = tenant
