@@ -60,7 +60,7 @@ def document(i: int, words: int) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--documents", type=int, default=48)
+    parser.add_argument("--documents", type=int, default=96)
     parser.add_argument("--chunks-per-document", type=int, default=64)
     parser.add_argument("--batch", type=int, default=16, help="chunks per embeddings request")
     parser.add_argument("--latency-ms", type=float, default=250.0, help="the simulator's fixed embed latency")

@@ -279,8 +279,18 @@ def write_toml(data: dict[str, Any], path: Path) -> None:
 # -- the service ---------------------------------------------------------------------------------------
 
 
+LOG_DIR = Path(tempfile.gettempdir()) / "bench-overload-logs"
+
+
+def log_file(name: str):
+    """Children log to files, never to a pipe nobody reads: a full pipe blocks the writer, and a
+    blocked event loop would be measured as the service's latency."""
+    LOG_DIR.mkdir(exist_ok=True)
+    return open(LOG_DIR / f"{name}.log", "wb")  # closed when the process is stopped
+
+
 class OnlineProcess:
-    def __init__(self, *, budget_file: Path, provider_url: str, dsn: str) -> None:
+    def __init__(self, *, budget_file: Path, provider_url: str, dsn: str, name: str) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         env = {k: v for k, v in os.environ.items() if not k.startswith(("ONLINE_", "FLOODGATE_"))}
@@ -296,12 +306,13 @@ class OnlineProcess:
                 for dep in ("llm", "embed", "rerank", "search")
             },
         )
+        self.log = log_file(name)
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "services.online"],
             env=env,
             cwd=ROOT,
             stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
+            stderr=self.log,
         )
 
     def wait_ready(self) -> None:
@@ -314,14 +325,14 @@ class OnlineProcess:
         except subprocess.TimeoutExpired:
             self.proc.kill()
             self.proc.wait()
+        self.log.close()
 
 
 def wait_ready(url: str, proc: subprocess.Popen, timeout: float = 30.0) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc.poll() is not None:
-            err = proc.stderr.read().decode()[-2000:] if proc.stderr else ""
-            raise SystemExit(f"bench: {proc.args} exited with {proc.returncode}: {err}")
+            raise SystemExit(f"bench: {proc.args} exited with {proc.returncode}; see {LOG_DIR}")
         try:
             if httpx.get(url, timeout=1.0).status_code == 200:
                 return
@@ -377,30 +388,105 @@ def server_timing(header: str) -> dict[str, float]:
     return out
 
 
-def classify(response: httpx.Response) -> tuple[str, str | None]:
+def classify(response: Reply) -> tuple[str, str | None]:
     """(kind, reason): kind is ok, degraded, rejected (429/503) or error; reason says why not ok."""
     body = response.json()
-    if response.status_code == 200:
+    if response.status == 200:
         if not body["degraded"] and body["answer"]:
             return "ok", None
         why = ", ".join(f"{d['step']}:{d['reason']}" for d in body["degraded"]) or "no answer"
         return "degraded", f"degraded {why}"
     error = body.get("error") or {}
-    reason = f"{response.status_code} {error.get('code')} ({(error.get('details') or {}).get('dependency')})"
-    return ("rejected" if response.status_code in (429, 503) else "error"), reason
+    reason = f"{response.status} {error.get('code')} ({(error.get('details') or {}).get('dependency')})"
+    return ("rejected" if response.status in (429, 503) else "error"), reason
 
 
-async def run_level(client: httpx.AsyncClient, level: Level, offset: int) -> None:
+@dataclass
+class Reply:
+    status: int
+    headers: dict[str, str]
+    body: bytes
+
+    def json(self) -> Any:
+        return json.loads(self.body)
+
+
+class LoadClient:
+    """A minimal HTTP/1.1 keep-alive client for the load generator.
+
+    The generator must not be the bottleneck on a 2-core machine it shares with the service:
+    httpx costs a few milliseconds of CPU per request, this a fraction of one. Connections are
+    kept in a pool (as a gateway keeps them); the service answers with ``content-length``.
+    """
+
+    def __init__(self, host: str, port: int) -> None:
+        self.host, self.port = host, port
+        self._idle: list[tuple[trio.SocketStream, bytearray]] = []
+
+    async def warm(self, n: int) -> None:
+        async def open_one() -> None:
+            self._idle.append((await trio.open_tcp_stream(self.host, self.port), bytearray()))
+
+        for start in range(0, n, 50):  # a few at a time: the listen backlog is finite
+            async with trio.open_nursery() as nursery:
+                for _ in range(min(50, n - start)):
+                    nursery.start_soon(open_one)
+
+    async def post(self, path: str, body: bytes, headers: dict[str, str]) -> Reply:
+        stream, buffer = (
+            self._idle.pop()
+            if self._idle
+            else (await trio.open_tcp_stream(self.host, self.port), bytearray())
+        )
+        head = f"POST {path} HTTP/1.1\r\nhost: {self.host}\r\ncontent-type: application/json\r\n"
+        head += "".join(f"{k}: {v}\r\n" for k, v in headers.items())
+        head += f"content-length: {len(body)}\r\n\r\n"
+        try:
+            await stream.send_all(head.encode() + body)
+            while (end := buffer.find(b"\r\n\r\n")) < 0:
+                chunk = await stream.receive_some(65536)
+                if not chunk:
+                    raise ConnectionError("connection closed by the service")
+                buffer += chunk
+            lines = bytes(buffer[:end]).decode("latin-1").split("\r\n")
+            status = int(lines[0].split(" ", 2)[1])
+            reply_headers = {}
+            for line in lines[1:]:
+                name, _, value = line.partition(":")
+                reply_headers[name.strip().lower()] = value.strip()
+            length = int(reply_headers.get("content-length", "0"))
+            del buffer[: end + 4]
+            while len(buffer) < length:
+                chunk = await stream.receive_some(65536)
+                if not chunk:
+                    raise ConnectionError("connection closed by the service")
+                buffer += chunk
+            reply = Reply(status, reply_headers, bytes(buffer[:length]))
+            del buffer[:length]
+        except BaseException:
+            with trio.CancelScope(shield=True):
+                await stream.aclose()
+            raise
+        if reply_headers.get("connection", "").lower() == "close":
+            await stream.aclose()
+        else:
+            self._idle.append((stream, buffer))
+        return reply
+
+    async def aclose(self) -> None:
+        for stream, _ in self._idle:
+            await stream.aclose()
+        self._idle.clear()
+
+
+async def run_level(client: LoadClient, level: Level, offset: int) -> None:
     count = int(level.rate * level.duration)
     start = trio.current_time() + 0.05
 
     async def one(i: int, scheduled: float) -> None:
+        body = json.dumps({"question": f"{QUESTION} (request {offset + i})?", "top_k": 5}).encode()
         try:
-            response = await client.post(
-                "/v1/deal-brain/answers",
-                json={"question": f"{QUESTION} (request {offset + i})?", "top_k": 5},
-                headers={"x-floodgate-tenant": TENANT},
-            )
+            response = await client.post("/v1/deal-brain/answers", body, {"x-floodgate-tenant": TENANT})
             kind, reason = classify(response)
             if reason:
                 level.reasons[reason] += 1
@@ -409,7 +495,7 @@ async def run_level(client: httpx.AsyncClient, level: Level, offset: int) -> Non
                 level.server.append(timing.get("total", math.nan))
                 for name, seconds in timing.items():
                     level.steps.setdefault(name, []).append(seconds)
-        except (httpx.HTTPError, ValueError) as exc:
+        except (OSError, ValueError, trio.BrokenResourceError) as exc:
             kind = "error"
             level.reasons[f"client {type(exc).__name__}"] += 1
         level.outcomes.append((kind, trio.current_time() - scheduled))
@@ -442,16 +528,13 @@ async def run_mode(
     pids: dict[str, int],
 ) -> list[Level]:
     levels = []
-    limits = httpx.Limits(max_connections=5000, max_keepalive_connections=5000, keepalive_expiry=120.0)
-    async with httpx.AsyncClient(base_url=url, limits=limits, timeout=60.0) as client:
+    parts = httpx.URL(url)
+    client = LoadClient(parts.host, parts.port)
+    async with httpx.AsyncClient(base_url=url, timeout=30.0) as metrics_client:
         # Open the connections first, as a gateway's pool to the service would hold them: without
         # it, each level's new connections meet a full listen backlog under load, and TCP's SYN
         # retransmission (1 s, 3 s...) would be measured instead of the service.
-        peak = int(max(rate for _, rate in rates) * 1.5)
-        for _ in range(0, peak, 50):
-            async with trio.open_nursery() as nursery:
-                for _ in range(50):
-                    nursery.start_soon(partial(client.get, "/healthz"))
+        await client.warm(int(max(rate for _, rate in rates) * 1.5))
         # Warm-up (not measured): first-call costs.
         await run_level(client, Level(mode, 0.0, rates[0][1], 1.0, slo), offset=10_000_000)
         for index, (factor, rate) in enumerate(rates):
@@ -460,18 +543,19 @@ async def run_mode(
                 await provider.get("/bench/queues")  # reset the peak
             level = Level(mode, factor, rate, duration, slo)
             before = {name: cpu_seconds(pid) for name, pid in pids.items()}
-            lag_before = await loop_lag(client)
+            lag_before = await loop_lag(metrics_client)
             wall = time.monotonic()
             await run_level(client, level, offset=(index + 1) * 1_000_000)
             wall = time.monotonic() - wall
             level.cpu = {name: (cpu_seconds(pid) - before[name]) / wall for name, pid in pids.items()}
-            lag_after = await loop_lag(client)
+            lag_after = await loop_lag(metrics_client)
             samples = lag_after[1] - lag_before[1]
             level.loop_lag = (lag_after[0] - lag_before[0]) / samples if samples else math.nan
             async with httpx.AsyncClient(base_url=provider_url) as provider:
                 level.provider_queue = (await provider.get("/bench/queues")).json()["peak_waiting"]
             levels.append(level)
             print(f"  {mode:9s} {factor:>4g}x done: {level.goodput:.1f} good/s", file=sys.stderr, flush=True)
+    await client.aclose()
     return levels
 
 
@@ -550,7 +634,7 @@ def main() -> int:
         [sys.executable, __file__, "--serve-provider", str(provider_port), "--limits", json.dumps(limits)],
         cwd=ROOT,
         stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
+        stderr=log_file("provider"),
     )
     levels: list[Level] = []
     with tempfile.TemporaryDirectory() as tmp:
@@ -563,7 +647,9 @@ def main() -> int:
             modes = [("gates on", ROOT / "config" / "budget.toml"), ("gates off", naive_file)]
             modes = [m for m in modes if args.modes == "both" or m[0] == f"gates {args.modes}"]
             for mode, budget_file in modes:
-                online = OnlineProcess(budget_file=budget_file, provider_url=provider_url, dsn=dsn)
+                online = OnlineProcess(
+                    budget_file=budget_file, provider_url=provider_url, dsn=dsn, name=mode.replace(" ", "-")
+                )
                 try:
                     online.wait_ready()
                     pids = {"service": online.proc.pid, "provider": provider.pid, "load": os.getpid()}

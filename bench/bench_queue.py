@@ -11,8 +11,9 @@ Two figures per system, in one run, on the same embedded PostgreSQL 18 (a fresh 
 
 Floodgate runs the way the service runs it: trio, the toolkit's asyncpg pool through trio-asyncio, the
 real ``Worker`` (per-job task, lease keeper, claim loop with LISTEN/NOTIFY), the real claim SQL. Its
-no-op handler hands completions to a small batcher (one fenced UPDATE per flush), as pgqueuer's
-buffered acknowledgements do. The peers are installed into ``bench/.venv-peers`` (pinned below) and run
+no-op handler hands completions to a small batcher (one fenced UPDATE per flush) and returns, as
+pgqueuer's buffered acknowledgements do (``--ack awaited`` makes it wait for the write). The drain
+is timed until every completion is written. The peers are installed into ``bench/.venv-peers`` (pinned below) and run
 there, each in its own child process; every child prints one JSON line.
 
 Last line: ``{"throughput_ratio_vs_best_peer": T, "pickup_p50_ms": L, "jobs_per_s": J}``.
@@ -73,27 +74,35 @@ def child_floodgate(args: argparse.Namespace) -> dict:
 
     class BatchCompleter:
         """Completions of no-op jobs, flushed together: one fenced UPDATE per flush of up to
-        ``max_batch`` jobs, several flushes in flight at once (bounded by ``parallel``)."""
+        ``max_batch`` jobs, several flushes in flight at once (bounded by ``parallel``).
+
+        ``awaited``: the handler returns once its completion is written. Otherwise (the default,
+        as pgqueuer's buffered acknowledgements) it returns at once and the flush follows within
+        ``interval``; a crash in between only means the lease expires and the job runs again."""
 
         def __init__(self, pool: floodgate.PgPool, *, max_batch: int = 128, interval: float = 0.005,
-                     parallel: int = 4) -> None:
+                     parallel: int = 4, awaited: bool = False, on_flushed=None) -> None:  # noqa: ANN001
             self._pool, self._max, self._interval = pool, max_batch, interval
             self._limiter = trio.CapacityLimiter(parallel)
             self._pending: list[q.Fence] = []
             self._flushed = trio.Event()
             self._kick = trio.Event()
+            self._awaited = awaited
+            self._on_flushed = on_flushed or (lambda n: None)
 
         async def complete(self, fence: q.Fence) -> None:
             flushed = self._flushed
             self._pending.append(fence)
             if len(self._pending) >= self._max:
                 self._kick.set()
-            await flushed.wait()
+            if self._awaited:
+                await flushed.wait()
 
         async def _flush(self, batch: list[q.Fence], flushed: trio.Event) -> None:
             async with self._limiter:
-                await self._pool.run(q.complete_noop_jobs, batch)
+                written = await self._pool.run(q.complete_noop_jobs, batch)
             flushed.set()
+            self._on_flushed(written)
 
         async def run(self) -> None:
             async with trio.open_nursery() as nursery:
@@ -117,18 +126,21 @@ def child_floodgate(args: argparse.Namespace) -> dict:
         await pool.execute("VACUUM ANALYZE ingest_jobs")
         done = 0
         drained = trio.Event()
-        completer = BatchCompleter(pool)
 
-        async def noop(job: q.ClaimedJob) -> None:
+        def flushed(written: int) -> None:
             nonlocal done
-            await completer.complete(job.fence)
-            done += 1
+            done += written
             if done == args.jobs:
                 drained.set()
 
+        completer = BatchCompleter(pool, awaited=args.ack == "awaited", on_flushed=flushed)
+
+        async def noop(job: q.ClaimedJob) -> None:
+            await completer.complete(job.fence)
+
         batch = args.batch
         workers = [
-            Worker(WorkerConfig(worker_id=f"bench-{i}", job_concurrency=2 * batch, claim_batch=batch, min_claim=batch // 2,
+            Worker(WorkerConfig(worker_id=f"bench-{i}", job_concurrency=4 * batch, claim_batch=batch, min_claim=batch,
                                 lease_seconds=60, tenant_running_cap=None, poll_interval=0.05), db=pool, runner=noop)
             for i in range(args.workers)
         ]
@@ -374,7 +386,7 @@ def orchestrate(args: argparse.Namespace) -> None:
         python = sys.executable if system == "floodgate" else str(peers_python)
         cmd = [python, __file__, "--child", system, "--phase", phase, "--dsn", pg.dsn(database),
                "--jobs", str(args.jobs), "--workers", str(args.workers), "--batch", str(args.batch),
-               "--latency-jobs", str(args.latency_jobs), "--rate", str(args.rate)]
+               "--latency-jobs", str(args.latency_jobs), "--rate", str(args.rate), "--ack", args.ack]
         print(f"bench-queue: {system} {phase} #{n + 1} ...", file=sys.stderr, flush=True)
         out = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)})
         if out.returncode != 0:
@@ -417,6 +429,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--child", choices=SYSTEMS)
     parser.add_argument("--phase", choices=("throughput", "latency"), default="throughput")
+    parser.add_argument("--ack", choices=("buffered", "awaited"), default="buffered",
+                        help="floodgate's no-op handler: return before (as pgqueuer) or after its completion is written")
     parser.add_argument("--rounds", type=int, default=3, help="interleaved throughput rounds (best is kept)")
     parser.add_argument("--dsn")
     parser.add_argument("--systems", nargs="+", default=list(SYSTEMS), choices=SYSTEMS)

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import enum
 import functools
+import logging
 import random
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
@@ -159,6 +160,22 @@ async def keep_leases(
                 stop(key, StopReason.CANCEL_REQUESTED)
 
 
+class _JobLog:
+    """A job's logger, bound on first use: a successful no-op job at warning level logs nothing, and
+    binding costs more than the rest of its bookkeeping."""
+
+    __slots__ = ("_bound", "_fields")
+
+    def __init__(self, **fields: object) -> None:
+        self._fields = fields
+        self._bound: structlog.typing.FilteringBoundLogger | None = None
+
+    def __getattr__(self, name: str) -> object:
+        if self._bound is None:
+            self._bound = log.bind(**self._fields)
+        return getattr(self._bound, name)
+
+
 class Worker:
     """Runs ingest jobs from the queue. ``runner`` is the per-job work (the pipeline's ``run``)."""
 
@@ -297,7 +314,7 @@ class Worker:
                     await self._runner(job)
                 except Exception as exc:
                     error = primary_error(exc)
-            bound = log.bind(job_id=job.job_id, tenant=job.tenant_id, attempt=job.attempts)
+            bound = _JobLog(job_id=job.job_id, tenant=job.tenant_id, attempt=job.attempts)
             try:
                 await self._settle(running, error, bound)
             except Exception:
@@ -333,7 +350,7 @@ class Worker:
     async def _lease_keeper(self) -> None:
         await keep_leases(self._leases, self._send_heartbeats, self._stop, idle=self._wait_for_jobs)
 
-    async def _settle(self, running: _RunningJob, error: BaseException | None, bound: structlog.BoundLogger) -> None:
+    async def _settle(self, running: _RunningJob, error: BaseException | None, bound: _JobLog) -> None:
         """Record how the attempt ended, with one fenced transition (shielded, bounded, retried)."""
         job = running.job
         fence = job.fence
@@ -361,11 +378,11 @@ class Worker:
         return None
 
     async def _transition(self, transition: Transition, fn, fence: q.Fence, outcome: str,
-                          running: _RunningJob, bound: structlog.BoundLogger, **kwargs: object) -> None:
+                          running: _RunningJob, bound: _JobLog, **kwargs: object) -> None:
         if await self._write(transition, fn, fence, bound, **kwargs) is not None:
             self._outcome(outcome, running, bound, **({"error": kwargs["error"]} if "error" in kwargs else {}))
 
-    async def _write(self, transition: Transition, fn, fence: q.Fence, bound: structlog.BoundLogger,
+    async def _write(self, transition: Transition, fn, fence: q.Fence, bound: _JobLog,
                      **kwargs: object) -> object | None:
         """Run a settling transition; None if refused (reported) or impossible within the bound."""
         with trio.CancelScope(shield=True), trio.move_on_after(self.config.settle_timeout):
@@ -389,14 +406,15 @@ class Worker:
         bound.error("settle_timed_out", transition=str(transition), note="the lease reaper will recover the job")
         return None
 
-    def _outcome(self, outcome: str, running: _RunningJob, bound: structlog.BoundLogger, *, warn: bool = False,
+    def _outcome(self, outcome: str, running: _RunningJob, bound: _JobLog, *, warn: bool = False,
                  **fields: object) -> None:
         self._outcomes[outcome] = self._outcomes.get(outcome, 0) + 1
         duration = trio.current_time() - running.started_at
         if self._metrics is not None:
             self._metrics.outcomes.labels(outcome).inc()
             self._metrics.job_duration.labels(outcome).observe(duration)
-        (bound.warning if warn else bound.info)("job_" + outcome, duration_s=round(duration, 3), **fields)
+        if warn or log.is_enabled_for(logging.INFO):
+            (bound.warning if warn else bound.info)("job_" + outcome, duration_s=round(duration, 3), **fields)
 
     # -- housekeeping ---------------------------------------------------------------------------
 

@@ -1,18 +1,24 @@
 """Vector search over the tenant's ingested chunks (table ``chunks``, pgvector).
 
 Every query filters on ``tenant_id``: a tenant never sees another tenant's passages. The search
-is one transaction, one trio-asyncio crossing (``pool.run``): ``SET LOCAL`` turns on pgvector's
-iterative index scan so a selective tenant filter still returns ``limit`` rows from the HNSW
-index (without it, the index returns ``ef_search`` candidates and the filter may leave too few).
-``relaxed_order`` may return rows slightly out of order, so the outer query sorts them again.
+is one statement, one round trip, one trio-asyncio crossing (``pool.run``). The pool's sessions
+run with pgvector's iterative index scan on (``SESSION_SETTINGS``, set at connect), so a
+selective tenant filter still returns ``limit`` rows from the HNSW index (without it, the index
+returns ``ef_search`` candidates and the filter may leave too few). ``relaxed_order`` may return
+rows slightly out of order, so the outer query sorts them again.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-__all__ = ["ChunkHit", "ChunkSearch", "PgChunkSearch", "nearest_chunks"]
+__all__ = ["SESSION_SETTINGS", "ChunkHit", "ChunkSearch", "PgChunkSearch", "nearest_chunks", "vector_literal"]
+
+#: Settings of every pooled session (asyncpg ``server_settings``): a ``SET LOCAL`` per search would
+#: cost three more round trips.
+SESSION_SETTINGS = {"hnsw.iterative_scan": "relaxed_order"}
 
 
 @dataclass(frozen=True)
@@ -25,7 +31,7 @@ class ChunkHit:
 
 
 class ChunkSearch(Protocol):
-    async def nearest(self, tenant: str, vector: list[float], *, limit: int) -> list[ChunkHit]: ...
+    async def nearest(self, tenant: str, vector: Sequence[float], *, limit: int) -> list[ChunkHit]: ...
 
 
 _NEAREST_SQL = """
@@ -42,16 +48,14 @@ ORDER BY distance, doc_id, chunk_no
 """
 
 
-def vector_literal(vector: list[float]) -> str:
+def vector_literal(vector: Sequence[float]) -> str:
     """pgvector's text form; sent as text so no codec has to be registered on the connection."""
     return "[" + ",".join(f"{v:.7g}" for v in vector) + "]"
 
 
 async def nearest_chunks(conn: Any, tenant: str, vector: str, limit: int) -> list[ChunkHit]:
-    """The asyncio side (runs on asyncpg inside ``pool.run``): one transaction, tenant-filtered."""
-    async with conn.transaction(readonly=True):
-        await conn.execute("SET LOCAL hnsw.iterative_scan = relaxed_order")
-        rows = await conn.fetch(_NEAREST_SQL, tenant, vector, limit)
+    """The asyncio side (runs on asyncpg inside ``pool.run``): one tenant-filtered statement."""
+    rows = await conn.fetch(_NEAREST_SQL, tenant, vector, limit)
     return [
         ChunkHit(
             doc_id=row["doc_id"],
@@ -70,7 +74,7 @@ class PgChunkSearch:
     def __init__(self, pool: Any) -> None:
         self._pool = pool
 
-    async def nearest(self, tenant: str, vector: list[float], *, limit: int) -> list[ChunkHit]:
+    async def nearest(self, tenant: str, vector: Sequence[float], *, limit: int) -> list[ChunkHit]:
         return await self._pool.run(nearest_chunks, tenant, vector_literal(vector), limit, tenant=tenant)
 
     def __repr__(self) -> str:

@@ -14,6 +14,7 @@ fused score and the LLM to "passages only"; embed, db and search fail the reques
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from ._chunks import ChunkHit
@@ -47,7 +48,7 @@ class Candidate:
     title: str | None = None
 
 
-def fuse(documents: list[ChunkHit], web: list[WebHit], *, limit: int) -> list[Candidate]:
+def fuse(documents: Sequence[ChunkHit], web: Sequence[WebHit], *, limit: int) -> list[Candidate]:
     """Merge the two ranked lists by reciprocal rank fusion; web hits deduplicated by URL.
 
     RRF needs only ranks, so cosine similarities and BM25 scores, which live on different
@@ -88,12 +89,12 @@ async def answer_question(req: DealBrainRequest, ctx: RequestContext, down: Down
     policy = ctx.policy
     pool_size = policy.max_items or 20  # candidates per source and handed to rerank
     documents: list[ChunkHit] = []
-    web: list[WebHit] = []
+    web: Sequence[WebHit] = ()
 
     async def search_documents() -> None:
         nonlocal documents
 
-        async def embed() -> list[float] | None:
+        async def embed() -> Sequence[float] | None:
             with ctx.timing.step("embed", dependency="embed"):
                 return await down.embedder.embed_query(req.question, tenant=ctx.tenant)
 
@@ -126,7 +127,7 @@ async def answer_question(req: DealBrainRequest, ctx: RequestContext, down: Down
     async def search_web() -> None:
         nonlocal web
 
-        async def call() -> list[WebHit]:
+        async def call() -> Sequence[WebHit]:
             with ctx.timing.step("search", dependency="search"):
                 return await down.web.search(req.question, count=min(pool_size, 20), tenant=ctx.tenant)
 

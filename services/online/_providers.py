@@ -10,9 +10,9 @@ failure: `DependencyError` (502), never a crash of the handler.
 from __future__ import annotations
 
 import json
+from array import array
 from collections.abc import Awaitable, Callable, Hashable, Sequence
-from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, NamedTuple, Protocol
 
 import floodgate
 import httpx
@@ -127,12 +127,12 @@ class Embedder:
         self.model = model
         self._memo = memo
 
-    async def embed_query(self, text: str, *, tenant: str) -> list[float]:
+    async def embed_query(self, text: str, *, tenant: str) -> Sequence[float]:
         if self._memo is None:
             return await self._embed(text, tenant)
         return await self._memo.get_or_load(("embed", self.model, text), self._embed, text, tenant)
 
-    async def _embed(self, text: str, tenant: str) -> list[float]:
+    async def _embed(self, text: str, tenant: str) -> Sequence[float]:
         body = {
             "model": self.model,
             "input": [text],
@@ -153,7 +153,9 @@ class Embedder:
             or not all(isinstance(v, int | float) for v in vector)
         ):
             raise _bad_answer(self._client.name, f"embedding is not {EMBEDDING_DIMENSIONS} numbers")
-        return [float(v) for v in vector]
+        # float32, as pgvector stores it; one array object instead of 384 float objects, so a cache
+        # of thousands of query embeddings does not make every garbage collection walk them.
+        return array("f", vector)
 
 
 class Reranker:
@@ -188,8 +190,10 @@ class Reranker:
         return ranked[:top_n]
 
 
-@dataclass(frozen=True)
-class WebHit:
+class WebHit(NamedTuple):
+    """One search result. A tuple of plain values: thousands of them sit in the search cache, and
+    CPython's garbage collector stops tracking tuples of atoms, so they cost no GC pauses."""
+
     url: str
     title: str
     snippet: str
@@ -208,7 +212,7 @@ class WebSearch:
         self._client = client
         self._memo = memo
 
-    async def search(self, query: str, *, count: int, tenant: str) -> list[WebHit]:
+    async def search(self, query: str, *, count: int, tenant: str) -> tuple[WebHit, ...]:
         normalised = " ".join(query.lower().split())
         if self._memo is None:
             return await self._search(normalised, count, tenant)
@@ -216,7 +220,7 @@ class WebSearch:
             ("search", normalised, count), self._search, normalised, count, tenant
         )
 
-    async def _search(self, query: str, count: int, tenant: str) -> list[WebHit]:
+    async def _search(self, query: str, count: int, tenant: str) -> tuple[WebHit, ...]:
         response = await self._client.request(
             "GET", "/v1/search", params={"q": query, "count": count}, tenant=tenant
         )
@@ -235,4 +239,4 @@ class WebSearch:
                 )
         except (KeyError, TypeError, ValueError):
             raise _bad_answer(self._client.name, "results are not [{url, title, snippet}]") from None
-        return hits[:count]
+        return tuple(hits[:count])

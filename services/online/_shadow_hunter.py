@@ -102,7 +102,7 @@ async def hunt(req: ShadowHunterRequest, ctx: RequestContext, down: Downstreams)
         return lambda: down.web.search(query, count=req.results_per_query, tenant=ctx.tenant)
 
     with ctx.timing.step("search", dependency="search"):
-        searched: list[Settled[list[WebHit]]] = await gather_settled(
+        searched: list[Settled[tuple[WebHit, ...]]] = await gather_settled(
             [search(q) for q in queries], limit=ctx.policy.fan_out
         )
     succeeded = [s for s in searched if s.ok]

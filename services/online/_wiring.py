@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import floodgate
 import httpx
 
-from ._chunks import ChunkSearch, PgChunkSearch
+from ._chunks import SESSION_SETTINGS, ChunkSearch, PgChunkSearch
 from ._context import Downstreams
 from ._providers import ChatModel, Embedder, Reranker, WebSearch
 from .settings import OnlineSettings, ProviderSettings
@@ -88,5 +88,6 @@ async def open_downstreams(
             gate=deps["db"].gate,
             metrics=metrics,
             name="db",
+            server_settings=SESSION_SETTINGS,
         ) as pool:
             yield Wired(assemble(PgChunkSearch(pool)), deps, pool)

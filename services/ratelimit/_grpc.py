@@ -14,7 +14,7 @@ import structlog
 from envoy.service.ratelimit.v3 import rls_pb2, rls_pb2_grpc
 from google.protobuf.duration_pb2 import Duration
 
-from ._config import RateLimit, Unit
+from ._config import Unit
 from ._limiter import Code, Decision, Descriptor, RateLimiter
 from ._metrics import RateLimitMetrics
 from ._store import CounterStoreError
@@ -41,25 +41,16 @@ def request_descriptors(request: rls_pb2.RateLimitRequest) -> list[Descriptor]:
     return descriptors
 
 
-def _limit_message(limit: RateLimit) -> rls_pb2.RateLimitResponse.RateLimit:
-    message = _LIMIT_MESSAGES.get(limit)
-    if message is None:
-        message = _PB.RateLimit(
-            requests_per_unit=limit.requests_per_unit, unit=_UNITS[limit.unit], name=limit.name or ""
-        )
-        _LIMIT_MESSAGES[limit] = message
-    return message
-
-
-_LIMIT_MESSAGES: dict[RateLimit, rls_pb2.RateLimitResponse.RateLimit] = {}  # a few per config: bounded
-
-
 def decision_to_response(decision: Decision) -> rls_pb2.RateLimitResponse:
     statuses = []
     for status in decision.statuses:
         fields = {"code": _CODES[status.code], "limit_remaining": status.limit_remaining}
         if status.limit is not None and not status.limit.unlimited:
-            fields["current_limit"] = _limit_message(status.limit)
+            fields["current_limit"] = _PB.RateLimit(
+                requests_per_unit=status.limit.requests_per_unit,
+                unit=_UNITS[status.limit.unit],
+                name=status.limit.name or "",
+            )
         if status.duration_until_reset is not None:
             nanos = int(status.duration_until_reset * 1e9)
             fields["duration_until_reset"] = Duration(

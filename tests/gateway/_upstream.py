@@ -63,7 +63,11 @@ async def app(scope, receive, send):
         {
             "type": "http.response.start",
             "status": status,
-            "headers": [(b"content-type", b"application/json"), (b"x-upstream", NAME.encode())],
+            "headers": [
+                (b"content-type", b"application/json"),
+                (b"content-length", str(len(payload)).encode()),
+                (b"x-upstream", NAME.encode()),
+            ],
         }
     )
     await send({"type": "http.response.body", "body": payload})

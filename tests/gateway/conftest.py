@@ -11,7 +11,8 @@ import pytest
 
 TEST_REDIS_URL = os.environ.get("FLOODGATE_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 #: every counter key the tests write starts with this; the session deletes them at the end
-_RUN_PREFIX = f"fgtest-{uuid.uuid4().hex[:8]}-"
+# (the pid, not a random value: pytest may import this module twice, as conftest and as tests.gateway.conftest)
+_RUN_PREFIX = f"fgtest-{os.getpid()}-"
 
 
 def redis_prefix() -> str:
@@ -32,10 +33,20 @@ def _redis_answers(url: str) -> bool:
 
 
 @pytest.fixture(scope="session")
-def redis_url() -> str:
-    """The Redis server the Redis-backend tests use; the test is skipped when none answers."""
+def redis_url():
+    """The Redis server the Redis-backend tests use; the test is skipped when none answers. The keys
+    the tests wrote (prefixes from `redis_prefix()`) are deleted at the end of the session."""
     if not _redis_answers(TEST_REDIS_URL):
         pytest.skip(
             f"no Redis server answers at {TEST_REDIS_URL} (set FLOODGATE_TEST_REDIS_URL to use another)"
         )
-    return TEST_REDIS_URL
+    yield TEST_REDIS_URL
+    import redis
+
+    client = redis.Redis.from_url(TEST_REDIS_URL, socket_timeout=2)
+    try:
+        keys = list(client.scan_iter(match=f"{_RUN_PREFIX}*", count=1000))
+        if keys:
+            client.delete(*keys)
+    finally:
+        client.close()

@@ -128,6 +128,9 @@ def test_service_clusters_have_outlier_detection_and_health_checks(cluster_name)
     assert c["outlier_detection"]["consecutive_5xx"] >= 1
     assert c["outlier_detection"]["successful_active_health_check_uneject_host"] is False
     assert c["health_checks"][0]["http_health_check"]["path"] == "/healthz"
+    # pooled upstream connections close before the services' keep-alive (chassis: 75 s) does
+    options = c["typed_extension_protocol_options"]["envoy.extensions.upstreams.http.v3.HttpProtocolOptions"]
+    assert seconds(options["common_http_protocol_options"]["idle_timeout"]) < 75
 
 
 def test_filter_order_and_identity():

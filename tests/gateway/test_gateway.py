@@ -7,6 +7,9 @@ replies. The stand-ins are honest for that: Envoy cannot tell them from the serv
 
 from __future__ import annotations
 
+import math
+import time
+
 import httpx
 import pytest
 
@@ -186,3 +189,27 @@ def test_local_token_bucket_answers_429_json_with_retry_after(tmp_path):
         assert gw.stat("omnirag_read.http_local_rate_limit.rate_limited") == 4
         # other routes have their own buckets
         assert c.post("/v1/omnirag/jobs", json={}, headers=ACME).status_code == 200
+
+
+def test_retry_after_comes_from_the_window_reset(tmp_path):
+    """With a minute window, Retry-After is the time to the window's end (from the rate-limit
+    service), not the gateway's fallback of 1 s."""
+    config = tmp_path / "ratelimit.yaml"
+    config.write_text(
+        "domain: floodgate\ndescriptors:\n  - key: tenant\n    descriptors:\n      - key: route\n"
+        "        value: omnirag_submit\n        rate_limit: {unit: minute, requests_per_unit: 1}\n"
+    )
+    with (
+        start_ratelimit(tmp_path, config=config) as rls,
+        start_upstream(tmp_path, name="ingest") as ingest,
+        start_gateway(
+            tmp_path, endpoints={"ingest_api": [ingest.ports["http"]], "ratelimit": [rls.ports["grpc"]]}
+        ) as gw,
+        httpx.Client(base_url=gw.url) as c,
+    ):
+        assert c.post("/v1/omnirag/jobs", json={}, headers=ACME).status_code == 200
+        limited = c.post("/v1/omnirag/jobs", json={}, headers=ACME)
+        expected = math.ceil(60 - time.time() % 60)
+        assert limited.status_code == 429
+        assert limited.headers.get_list("retry-after") == [limited.headers["retry-after"]]  # one value
+        assert abs(int(limited.headers["retry-after"]) - expected) <= 1

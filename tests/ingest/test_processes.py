@@ -180,3 +180,33 @@ async def test_a_frozen_worker_that_wakes_up_cannot_overwrite_the_new_attempt(
         assert (job["state"], job["attempts"], job["lease_owner"]) == ("succeeded", 2, "wB")
         assert metric(a, "ingest_job_outcomes_total", 'outcome="lease_lost"') == 1
         assert metric(a, "ingest_job_outcomes_total", 'outcome="succeeded"') == 0
+
+
+@pytest.mark.realtime
+async def test_sigterm_releases_running_jobs_and_exits_cleanly(
+    fresh_database_url: str, simulator: Child, children: list[Child], tmp_path: Path
+) -> None:
+    """A deploy: SIGTERM stops claiming, the grace period runs out, the jobs go back to queued at once
+    with the attempt not counted, and the process exits 0."""
+    set_behaviour(simulator, {"embeddings": {"latency": {"fixed_ms": 3000}}})
+    async with open_db(fresh_database_url) as db:
+        for i in range(2):
+            await submit(db, "acme", f"doc{i}", document(i))
+        worker = start_worker("wT", fresh_database_url, simulator, tmp_path, shutdown_grace=0.3, **WORKER_CHUNKING)
+        children.append(worker)
+
+        async def both_running() -> bool:
+            return await states(db) == {"running": 2}
+
+        await wait_until(both_running, within=20)
+        await trio.sleep(0.2)  # inside the embed calls
+        worker.signal(signal.SIGTERM)
+        started = time.monotonic()
+        while worker.proc.poll() is None:
+            assert time.monotonic() - started < 5, "worker did not exit after SIGTERM"
+            await trio.sleep(0.05)
+        assert worker.proc.returncode == 0
+        rows = await db.fetch("SELECT state, attempts, lease_token FROM ingest_jobs")
+        assert [(r["state"], r["attempts"], r["lease_token"]) for r in rows] == [("queued", 0, None)] * 2
+        assert '"event": "job_released"' in worker.log()
+    set_behaviour(simulator, {"embeddings": {"latency": {"fixed_ms": 0}}})

@@ -149,3 +149,15 @@ async def test_deal_brain_never_returns_another_tenants_passages(database_url, t
     assert unknown.status_code == 200
     assert unknown.json()["passages"] == []
     assert unknown.json()["answer"] is None
+
+
+async def test_pooled_sessions_use_pgvector_iterative_scan(database_url) -> None:
+    async with trio_asyncio.open_loop():
+        budget = make_budget()
+        async with open_downstreams(
+            OnlineSettings(database_url=database_url),
+            ProviderSettings(),
+            budget,
+            metrics=floodgate.FloodgateMetrics(CollectorRegistry()),
+        ) as wired:
+            assert await wired.pool.fetchval("SHOW hnsw.iterative_scan") == "relaxed_order"
