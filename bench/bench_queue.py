@@ -81,7 +81,7 @@ def child_floodgate(args: argparse.Namespace) -> dict:
         ``interval``; a crash in between only means the lease expires and the job runs again."""
 
         def __init__(self, pool: floodgate.PgPool, *, max_batch: int = 128, interval: float = 0.005,
-                     parallel: int = 4, awaited: bool = False, on_flushed=None) -> None:  # noqa: ANN001
+                     parallel: int = 4, awaited: bool = False, on_flushed=None) -> None:
             self._pool, self._max, self._interval = pool, max_batch, interval
             self._limiter = trio.CapacityLimiter(parallel)
             self._pending: list[q.Fence] = []

@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import asyncio
 import os
+import shutil
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import uuid
 from collections.abc import Iterator
@@ -46,15 +48,17 @@ class PgServer:
 
 
 @pytest.fixture(scope="session")
-def pg_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PgServer]:
+def pg_server() -> Iterator[PgServer]:
     external = os.environ.get("DATABASE_URL")
     if external:
         yield PgServer(admin_dsn=external, embedded=None, process=None)
         return
     from cluster.postgres import EmbeddedPostgres
 
+    # Not under pytest's basetemp: a concurrent pytest session may reset that to 0700, which would
+    # lock out the server's unprivileged user when we run as root.
     pg = EmbeddedPostgres(
-        tmp_path_factory.mktemp("pg") / "data",
+        Path(tempfile.mkdtemp(prefix="floodgate-test-pg-")) / "data",
         port=free_port(),
         # A throwaway test server: durability off, enough connections for the concurrency tests.
         settings={"fsync": "off", "synchronous_commit": "off", "full_page_writes": "off", "max_connections": "300"},
@@ -77,6 +81,7 @@ def pg_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PgServer]:
             proc.kill()
             proc.wait()
         log.close()
+        shutil.rmtree(pg.datadir.parent, ignore_errors=True)
 
 
 def create_database(server: PgServer, *, migrate: bool = True) -> str:

@@ -25,7 +25,7 @@ INGEST_WORKER_EMBED_BATCH_SIZE      16           chunks per embeddings request
 INGEST_WORKER_EMBED_PARALLELISM     4            embeddings requests in flight per job (the process-wide
                                                  bound is the budget's embed limit)
 FLOODGATE_EMBED_BASE_URL            (none)       embeddings provider (OpenAI-compatible)
-FLOODGATE_EMBED_API_KEY / _MODEL    "" / sim     its key and model
+FLOODGATE_EMBED_API_KEY / _MODEL    "" / sim-embed-384  its key and model (empty = default)
 FLOODGATE_FETCH_BASE_URL            (none)       document fetch API (url jobs)
 ==================================  ===========  =============================================================
 """
@@ -37,7 +37,7 @@ import socket
 from pathlib import Path
 
 from chassis import BaseServiceSettings
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
 __all__ = ["IngestApiSettings", "IngestWorkerSettings", "ProviderSettings"]
 
@@ -87,6 +87,14 @@ class ProviderSettings(BaseModel):
 
     embed_base_url: str | None = None
     embed_api_key: str | None = None
-    embed_model: str = "floodgate-sim-embed"
+    embed_model: str = "sim-embed-384"
     fetch_base_url: str | None = None
     fetch_api_key: str | None = None
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _empty_is_unset(cls, value: object, info: ValidationInfo) -> object:
+        """The supervisor passes every provider variable, some empty: empty means "not set"."""
+        if value == "":
+            return cls.model_fields[info.field_name].default
+        return value
