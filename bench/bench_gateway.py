@@ -5,11 +5,12 @@ Two measurements, one run, nothing needs to be running (everything starts on fre
 1. **Added latency.** A trivial upstream (tests/gateway/_upstream.py: echoes, no work, so only the
    gateway's cost shows) is called directly and through Envoy — the committed gateway/envoy.yaml
    with API-key auth, the local token bucket and the global rate limit (a real ``ShouldRateLimit``
-   round trip to services/ratelimit) all on. An **open-loop** generator sends at a fixed moderate
-   rate, alternating direct and gateway requests so both see the same machine; latency is measured
-   from the scheduled send time. Tenants rotate so the limits never reject (every request pays the
-   full decision cost, nothing is short-cut by a 429). Added latency = gateway percentile minus
-   direct percentile.
+   round trip to services/ratelimit) all on — and, to show where the cost is, through a second
+   Envoy without the global limit. An **open-loop** generator sends at a fixed moderate rate,
+   round-robin over the three paths so all see the same machine; latency is measured from the
+   scheduled send time. Tenants rotate so the limits never reject (every request pays the full
+   decision cost, nothing is short-cut by a 429). Added latency = gateway percentile minus direct
+   percentile.
 2. **Rate-limit decisions per second.** ``ShouldRateLimit`` calls as fast as the service answers
    them (one descriptor per call, as Envoy sends for a route; every call a distinct tenant counter,
    none over its limit), for a few seconds, with the in-memory backend (and Redis when one answers
@@ -31,6 +32,7 @@ import argparse
 import json
 import math
 import multiprocessing
+import os
 import socket
 import sys
 import tempfile
@@ -42,7 +44,7 @@ import trio
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from tests.gateway._envoy import start_gateway  # noqa: E402
+from tests.gateway._envoy import hcm_of, start_gateway  # noqa: E402
 from tests.gateway._procs import start_ratelimit, start_upstream  # noqa: E402
 
 ROUTE = "/v1/omnirag/jobs/bench"  # GET, omnirag_read: 50/s per tenant, local bucket 500/s
@@ -102,25 +104,31 @@ class Http1Pool:
 
 
 async def open_loop(
-    direct_port: int, gateway_port: int, keys: list[str], rate: float, duration: float, warmup: float
+    targets: dict[str, int], keys: list[str], rate: float, duration: float, warmup: float
 ) -> dict[str, list[float]]:
-    """Send at ``rate`` requests/s in total, alternating targets; latencies in ms per target, measured
-    from the scheduled send time (open loop: a slow answer never delays the next request)."""
-    latencies: dict[str, list[float]] = {"direct": [], "gateway": []}
-    errors: dict[str, int] = {"direct": 0, "gateway": 0}
+    """Send at ``rate`` requests/s in total, round-robin over ``targets`` (name -> port), so every
+    target sees the same machine; latencies in ms per target, measured from the scheduled send time
+    (open loop: a slow answer never delays the next request)."""
+    names = list(targets)
+    latencies: dict[str, list[float]] = {name: [] for name in names}
+    errors: dict[str, int] = dict.fromkeys(names, 0)
+    first_error: dict[str, object] = {}
     total = int((duration + warmup) * rate)
     interval = 1.0 / rate
-    pools = {"direct": Http1Pool(direct_port), "gateway": Http1Pool(gateway_port)}
+    pools = {name: Http1Pool(port) for name, port in targets.items()}
     requests = [
         f"GET {ROUTE} HTTP/1.1\r\nhost: 127.0.0.1\r\nx-api-key: {key}\r\n\r\n".encode() for key in keys
     ]
 
     async def one(i: int, scheduled: float) -> None:
-        target = "direct" if i % 2 == 0 else "gateway"
+        target = names[i % len(names)]
         try:
-            ok = await pools[target].get(requests[(i // 2) % len(requests)]) == 200
-        except OSError:
-            ok = False
+            status = await pools[target].get(requests[(i // len(names)) % len(requests)])
+        except OSError as exc:
+            status = f"{type(exc).__name__}: {exc}"
+        ok = status == 200
+        if not ok:
+            first_error.setdefault(target, status)
         elapsed_ms = (trio.current_time() - scheduled) * 1000
         if scheduled - start < warmup:
             return
@@ -139,8 +147,16 @@ async def open_loop(
         await pool.aclose()
     for target, count in errors.items():
         if count:
-            print(f"warning: {count} {target} requests failed", file=sys.stderr)
+            print(
+                f"warning: {count} {target} requests failed (first: {first_error[target]})", file=sys.stderr
+            )
     return latencies
+
+
+def without_global_limit(config: dict) -> None:
+    """The same gateway minus the ratelimit filter: shows what the rate-limit round trip costs."""
+    hcm = hcm_of(config)
+    hcm["http_filters"] = [f for f in hcm["http_filters"] if f["name"] != "envoy.filters.http.ratelimit"]
 
 
 def _rls_client(
@@ -201,9 +217,7 @@ def redis_answers() -> bool:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument(
-        "--rate", type=float, default=200.0, help="requests/s in total (half direct, half gateway)"
-    )
+    parser.add_argument("--rate", type=float, default=300.0, help="requests/s in total, over the three paths")
     parser.add_argument("--duration", type=float, default=10.0, help="measured seconds of the latency run")
     parser.add_argument("--rls-seconds", type=float, default=4.0)
     parser.add_argument(
@@ -213,8 +227,9 @@ def main() -> int:
     args = parser.parse_args()
 
     # enough tenants that none reaches its 50/s limit on the measured route at this rate
-    tenants = max(4, math.ceil(args.rate / 2 / 25))
+    tenants = max(4, math.ceil(args.rate / 3 / 25))
     keys = {f"bench-key-{i:04d}-xxxxxxxx": f"bench{i}" for i in range(tenants)}
+    load_before = os.getloadavg()[0]
 
     with tempfile.TemporaryDirectory(prefix="bench-gateway-") as tmp:
         log_dir = Path(tmp)
@@ -226,16 +241,26 @@ def main() -> int:
                 keys=keys,
                 endpoints={"ingest_api": [upstream.ports["http"]], "ratelimit": [rls.ports["grpc"]]},
             ) as gw,
+            start_gateway(
+                log_dir,
+                name="envoy-no-global-limit",
+                keys=keys,
+                endpoints={"ingest_api": [upstream.ports["http"]]},
+                mutate=without_global_limit,
+            ) as gw_local,
         ):
-            gateway_port = int(gw.url.rsplit(":", 1)[1])
+            targets = {
+                "direct": upstream.ports["http"],
+                "gateway": int(gw.url.rsplit(":", 1)[1]),
+                "gw-no-rls": int(gw_local.url.rsplit(":", 1)[1]),
+            }
             print(
-                f"latency: {args.rate:g} req/s open loop for {args.duration:g} s, alternating direct / gateway "
-                f"(auth + local bucket + global limit on), {tenants} tenants",
+                f"latency: {args.rate:g} req/s open loop for {args.duration:g} s, round-robin over direct / "
+                f"gateway (auth + local bucket + global limit) / gateway without the global limit, "
+                f"{tenants} tenants; load average {load_before:.2f}",
                 flush=True,
             )
-            lat = trio.run(
-                open_loop, upstream.ports["http"], gateway_port, list(keys), args.rate, args.duration, 1.0
-            )
+            lat = trio.run(open_loop, targets, list(keys), args.rate, args.duration, 1.0)
             allowed = gw.stat("cluster.ingest_api.ratelimit.ok")
             failed = gw.stat("cluster.ingest_api.ratelimit.error")
             over = gw.stat("cluster.ingest_api.ratelimit.over_limit")
@@ -269,25 +294,25 @@ def main() -> int:
                     in_flight=args.rls_in_flight,
                 )
 
-    rows = []
-    for target in ("direct", "gateway"):
-        values = lat[target]
-        rows.append(
-            (target, len(values), percentile(values, 50), percentile(values, 90), percentile(values, 99))
-        )
+    stats = {
+        name: (len(v), percentile(v, 50), percentile(v, 90), percentile(v, 99)) for name, v in lat.items()
+    }
     print()
-    print(f"{'path':<10}{'n':>7}{'p50 ms':>10}{'p90 ms':>10}{'p99 ms':>10}")
-    for name, n, p50, p90, p99 in rows:
-        print(f"{name:<10}{n:>7}{p50:>10.3f}{p90:>10.3f}{p99:>10.3f}")
-    added_p50 = rows[1][2] - rows[0][2]
-    added_p99 = rows[1][4] - rows[0][4]
-    print(f"{'added':<10}{'':>7}{added_p50:>10.3f}{rows[1][3] - rows[0][3]:>10.3f}{added_p99:>10.3f}")
+    print(f"{'path':<12}{'n':>7}{'p50 ms':>10}{'p90 ms':>10}{'p99 ms':>10}")
+    for name, (n, p50, p90, p99) in stats.items():
+        print(f"{name:<12}{n:>7}{p50:>10.3f}{p90:>10.3f}{p99:>10.3f}")
+    for name, label in (("gateway", "added"), ("gw-no-rls", "added w/o RLS")):
+        d = [stats[name][k] - stats["direct"][k] for k in (1, 2, 3)]
+        print(f"{label:<19}{d[0]:>10.3f}{d[1]:>10.3f}{d[2]:>10.3f}")
+    added_p50 = stats["gateway"][1] - stats["direct"][1]
+    added_p99 = stats["gateway"][3] - stats["direct"][3]
     print()
     print(f"rate-limit service, memory backend: {decisions:,.0f} decisions/s")
     if redis_decisions is not None:
         print(f"rate-limit service, Redis backend:  {redis_decisions:,.0f} decisions/s (information)")
     else:
         print("rate-limit service, Redis backend: skipped (no Redis on 127.0.0.1:6379)")
+    print(f"load average after: {os.getloadavg()[0]:.2f} (other work on the machine inflates every figure)")
     print(
         json.dumps(
             {

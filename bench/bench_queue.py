@@ -26,6 +26,7 @@ import argparse
 import json
 import os
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -68,6 +69,7 @@ def child_floodgate(args: argparse.Namespace) -> dict:
     from cluster.migrate import apply_migrations
     from services.ingest import Worker, WorkerConfig
     from services.ingest import _queue as q
+    from services.ingest._db import release_without_session_reset
     from services.ingest._listener import PgListener
 
     chassis.configure_logging(service="bench", log_format="json", level="warning")
@@ -115,13 +117,13 @@ def child_floodgate(args: argparse.Namespace) -> dict:
                         flushed, self._flushed = self._flushed, trio.Event()
                         nursery.start_soon(self._flush, batch, flushed)
 
-    async def throughput(pool: floodgate.PgPool) -> float:
+    async def throughput(pool: floodgate.PgPool, jobs: int) -> float:
         await pool.execute(
             """WITH job AS (
                    INSERT INTO ingest_jobs (tenant_id, doc_id, content_hash, source)
                    SELECT 'bench', 'd' || g, 'h' || g, 'text' FROM generate_series(1, $1) g RETURNING id)
                INSERT INTO ingest_job_inputs (job_id, text) SELECT id, 'x' FROM job""",
-            args.jobs,
+            jobs,
         )
         await pool.execute("VACUUM ANALYZE ingest_jobs")
         done = 0
@@ -130,7 +132,7 @@ def child_floodgate(args: argparse.Namespace) -> dict:
         def flushed(written: int) -> None:
             nonlocal done
             done += written
-            if done == args.jobs:
+            if done == jobs:
                 drained.set()
 
         completer = BatchCompleter(pool, awaited=args.ack == "awaited", on_flushed=flushed)
@@ -147,18 +149,20 @@ def child_floodgate(args: argparse.Namespace) -> dict:
         stop = trio.Event()
         async with trio.open_nursery() as nursery:
             nursery.start_soon(completer.run)
-            started = time.perf_counter()
+            started, cpu = time.perf_counter(), time.process_time()
             for worker in workers:
                 await nursery.start(functools.partial(worker.run, shutdown=stop))
             await drained.wait()
-            elapsed = time.perf_counter() - started
+            elapsed, cpu = time.perf_counter() - started, time.process_time() - cpu
             stop.set()
             with trio.fail_after(30):
                 while any(w.statistics().running for w in workers):  # noqa: ASYNC110 - a benchmark watching counters
                     await trio.sleep(0.01)
             nursery.cancel_scope.cancel()
-        assert await pool.fetchval("SELECT count(*) FROM ingest_jobs WHERE state = 'succeeded'") == args.jobs
-        return args.jobs / elapsed
+        assert await pool.fetchval("SELECT count(*) FROM ingest_jobs WHERE state = 'succeeded'") == jobs
+        await pool.execute("DELETE FROM ingest_jobs")  # a later drain starts from an empty table again
+        result["client_cpu_us_per_job"] = round(cpu / jobs * 1e6, 1)
+        return jobs / elapsed
 
     async def pickup(pool: floodgate.PgPool) -> list[float]:
         latencies: list[float] = []
@@ -198,11 +202,20 @@ def child_floodgate(args: argparse.Namespace) -> dict:
     async def main() -> None:
         async with trio_asyncio.open_loop():
             await trio_asyncio.aio_as_trio(apply_migrations)(args.dsn)
-            async with floodgate.open_pg_pool(args.dsn, min_size=2, max_size=args.workers * 2 + 4,
-                                              max_waiters=100_000, max_wait=60.0) as pool:
-                if args.phase == "throughput":
-                    result["jobs_per_s"] = round(await throughput(pool), 1)
-                else:
+            size = args.workers * 2 + 4
+            # The service's pool settings (no session reset on release, see services/ingest/_db.py).
+            # Every connection is opened before the clock starts, as the peers' are.
+            open_pool = functools.partial(floodgate.open_pg_pool, args.dsn, min_size=size, max_size=size,
+                                          max_waiters=100_000, max_wait=60.0, reset=release_without_session_reset)
+            if args.phase == "throughput":
+                if args.warmup_jobs:
+                    # Warms the server and this process, not the timed pool's connections (as for the peers).
+                    async with open_pool() as warm:
+                        await throughput(warm, args.warmup_jobs)
+                async with open_pool() as pool:
+                    result["jobs_per_s"] = round(await throughput(pool, args.jobs), 1)
+            else:
+                async with open_pool() as pool:
                     result.update(latency_summary(await pickup(pool)))
 
     trio.run(main)
@@ -222,6 +235,8 @@ def child_pgqueuer(args: argparse.Namespace) -> dict:
     from pgqueuer.types import QueueExecutionMode
 
     logging.getLogger("pgqueuer").setLevel(logging.WARNING)
+
+    result: dict = {}
 
     async def main() -> dict:
         conn = await asyncpg.connect(args.dsn)
@@ -257,24 +272,33 @@ def child_pgqueuer(args: argparse.Namespace) -> dict:
             await conn.close()
             return latency_summary(latencies)
 
-        for start in range(0, args.jobs, 1000):
-            n = min(1000, args.jobs - start)
-            await queries.enqueue(["noop"] * n, [None] * n, [0] * n)
-        await conn.execute("VACUUM ANALYZE")
-
         async def noop(job) -> None:
             nonlocal done
             done += 1
 
-        managers = [await make_manager(noop) for _ in range(args.workers)]
-        started = time.perf_counter()
-        await asyncio.gather(*(qm.run(batch_size=args.batch, mode=QueueExecutionMode.drain) for qm, _ in managers))
-        elapsed = time.perf_counter() - started
-        assert done == args.jobs, done
-        for _, c in managers:
-            await c.close()
+        async def drain(jobs: int) -> float:
+            nonlocal done
+            done = 0
+            for start in range(0, jobs, 1000):
+                n = min(1000, jobs - start)
+                await queries.enqueue(["noop"] * n, [None] * n, [0] * n)
+            await conn.execute("VACUUM ANALYZE")
+            # Connected before the clock starts (floodgate's pool is opened in full likewise).
+            managers = [await make_manager(noop) for _ in range(args.workers)]
+            started, cpu = time.perf_counter(), time.process_time()
+            await asyncio.gather(*(qm.run(batch_size=args.batch, mode=QueueExecutionMode.drain) for qm, _ in managers))
+            elapsed, cpu = time.perf_counter() - started, time.process_time() - cpu
+            assert done == jobs, done
+            for _, c in managers:
+                await c.close()
+            result["client_cpu_us_per_job"] = round(cpu / jobs * 1e6, 1)
+            return jobs / elapsed
+
+        if args.warmup_jobs:
+            await drain(args.warmup_jobs)
+        jobs_per_s = await drain(args.jobs)
         await conn.close()
-        return {"jobs_per_s": round(args.jobs / elapsed, 1)}
+        return {"jobs_per_s": round(jobs_per_s, 1), **result}
 
     return asyncio.run(main())
 
@@ -322,17 +346,26 @@ def child_procrastinate(args: argparse.Namespace) -> dict:
                 except asyncio.CancelledError:
                     pass
                 return latency_summary(latencies)
-            for start in range(0, args.jobs, 1000):
-                await noop.batch_defer_async(*[{} for _ in range(min(1000, args.jobs - start))])
-            started = time.perf_counter()
-            await asyncio.gather(*(
-                app.run_worker_async(queues=["bench"], concurrency=args.batch, wait=False,
-                                     install_signal_handlers=False, name=f"w{i}")
-                for i in range(args.workers)
-            ))
-            elapsed = time.perf_counter() - started
-            assert done == args.jobs, done
-        return {"jobs_per_s": round(args.jobs / elapsed, 1)}
+
+            async def drain(jobs: int) -> float:
+                nonlocal done
+                done = 0
+                for start in range(0, jobs, 1000):
+                    await noop.batch_defer_async(*[{} for _ in range(min(1000, jobs - start))])
+                started = time.perf_counter()
+                await asyncio.gather(*(
+                    app.run_worker_async(queues=["bench"], concurrency=args.batch, wait=False,
+                                         install_signal_handlers=False, name=f"w{i}")
+                    for i in range(args.workers)
+                ))
+                elapsed = time.perf_counter() - started
+                assert done == jobs, done
+                return jobs / elapsed
+
+            if args.warmup_jobs:
+                await drain(args.warmup_jobs)
+            jobs_per_s = await drain(args.jobs)
+        return {"jobs_per_s": round(jobs_per_s, 1)}
 
     return asyncio.run(main())
 
@@ -378,6 +411,7 @@ def orchestrate(args: argparse.Namespace) -> None:
     root = Path(tempfile.mkdtemp(prefix="bench-queue-"))
     pg, proc = start_postgres(root)
     runs: dict[str, list[float]] = {s: [] for s in args.systems}
+    loads: dict[str, list[float]] = {s: [] for s in args.systems}
     results: dict[str, dict] = {s: {} for s in args.systems}
 
     def child(system: str, phase: str, n: int) -> dict:
@@ -386,7 +420,8 @@ def orchestrate(args: argparse.Namespace) -> None:
         python = sys.executable if system == "floodgate" else str(peers_python)
         cmd = [python, __file__, "--child", system, "--phase", phase, "--dsn", pg.dsn(database),
                "--jobs", str(args.jobs), "--workers", str(args.workers), "--batch", str(args.batch),
-               "--latency-jobs", str(args.latency_jobs), "--rate", str(args.rate), "--ack", args.ack]
+               "--latency-jobs", str(args.latency_jobs), "--rate", str(args.rate), "--ack", args.ack,
+               "--warmup-jobs", str(args.warmup_jobs)]
         print(f"bench-queue: {system} {phase} #{n + 1} ...", file=sys.stderr, flush=True)
         out = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)})
         if out.returncode != 0:
@@ -395,34 +430,45 @@ def orchestrate(args: argparse.Namespace) -> None:
         return json.loads(out.stdout.strip().splitlines()[-1])
 
     try:
-        # Interleaved rounds, best run per system: the machine is shared, and interleaving gives every
-        # system the same chance of a quiet moment. procrastinate is two orders of magnitude slower;
-        # one round is enough to place it.
+        # Interleaved rounds, the median per system: the machine is shared, so every system gets the
+        # same spread of quiet and busy moments, and the order alternates between rounds so that no
+        # system always runs right after another's load. procrastinate is two orders of magnitude
+        # slower; one round places it.
         for n in range(args.rounds):
-            for system in args.systems:
+            order = list(args.systems) if n % 2 == 0 else list(reversed(args.systems))
+            for system in order:
                 if system == "procrastinate" and n > 0:
                     continue
                 runs[system].append(child(system, "throughput", n)["jobs_per_s"])
+                loads[system].append(os.getloadavg()[0])
         for system in args.systems:
-            results[system] = {"jobs_per_s": max(runs[system]), "runs": runs[system],
+            results[system] = {"jobs_per_s": statistics.median(runs[system]), "runs": runs[system],
                                **child(system, "latency", 0)}
     finally:
         proc.terminate()
         proc.wait(30)
         shutil.rmtree(root, ignore_errors=True)
 
-    print(f"\n{args.jobs} no-op jobs, {args.workers} workers per system, batch/concurrency {args.batch}, "
-          f"best of {args.rounds} interleaved rounds; pickup at {args.rate}/s x {args.latency_jobs}")
-    print(f"{'system':<15}{'jobs/s':>10}  {'(all runs)':<26}{'pickup p50 ms':>14}{'p99 ms':>9}{'max ms':>9}")
+    print(f"\n{args.jobs} no-op jobs after a {args.warmup_jobs}-job warm-up, {args.workers} workers per system, "
+          f"batch/concurrency {args.batch}, median of {args.rounds} interleaved rounds; "
+          f"pickup at {args.rate}/s x {args.latency_jobs}")
+    print(f"{'system':<15}{'jobs/s':>10}  {'(all runs)':<44}{'pickup p50 ms':>14}{'p99 ms':>9}{'max ms':>9}")
     for system, r in results.items():
         all_runs = ", ".join(f"{x:.0f}" for x in r["runs"])
-        print(f"{system:<15}{r['jobs_per_s']:>10.0f}  {'(' + all_runs + ')':<26}{r['pickup_p50_ms']:>14.2f}"
+        print(f"{system:<15}{r['jobs_per_s']:>10.0f}  {'(' + all_runs + ')':<44}{r['pickup_p50_ms']:>14.2f}"
               f"{r['pickup_p99_ms']:>9.2f}{r['pickup_max_ms']:>9.2f}")
+    print("load average (1 min) after each run: "
+          + "; ".join(f"{s} " + ", ".join(f"{x:.1f}" for x in loads[s]) for s in args.systems))
     ours = results.get("floodgate", {})
-    peers = [r["jobs_per_s"] for s, r in results.items() if s != "floodgate"]
-    ratio = round(ours["jobs_per_s"] / max(peers), 2) if ours and peers else None
+    peers = {s: r["jobs_per_s"] for s, r in results.items() if s != "floodgate"}
+    ratio = round(ours["jobs_per_s"] / max(peers.values()), 2) if ours and peers else None
+    if ours and "pgqueuer" in peers and len(runs["pgqueuer"]) == len(runs["floodgate"]):
+        paired = [f / p for f, p in zip(runs["floodgate"], runs["pgqueuer"], strict=True)]
+        print("per-round ratio floodgate / pgqueuer: " + ", ".join(f"{x:.2f}" for x in paired)
+              + f" (median {statistics.median(paired):.2f})")
     print(json.dumps({"throughput_ratio_vs_best_peer": ratio, "pickup_p50_ms": ours.get("pickup_p50_ms"),
-                      "jobs_per_s": ours.get("jobs_per_s")}))
+                      "jobs_per_s": ours.get("jobs_per_s"), "rounds": args.rounds,
+                      "load_average": round(os.getloadavg()[0], 2)}))
 
 
 def main() -> None:
@@ -431,7 +477,9 @@ def main() -> None:
     parser.add_argument("--phase", choices=("throughput", "latency"), default="throughput")
     parser.add_argument("--ack", choices=("buffered", "awaited"), default="buffered",
                         help="floodgate's no-op handler: return before (as pgqueuer) or after its completion is written")
-    parser.add_argument("--rounds", type=int, default=3, help="interleaved throughput rounds (best is kept)")
+    parser.add_argument("--rounds", type=int, default=5, help="interleaved throughput rounds (the median is reported)")
+    parser.add_argument("--warmup-jobs", type=int, default=2000,
+                        help="an untimed drain before the timed one, in the same process, for every system")
     parser.add_argument("--dsn")
     parser.add_argument("--systems", nargs="+", default=list(SYSTEMS), choices=SYSTEMS)
     parser.add_argument("--jobs", type=int, default=20_000)

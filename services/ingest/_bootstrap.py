@@ -18,6 +18,7 @@ from quart_trio import QuartTrio
 
 from ._api import IngestApi, install_routes
 from ._chunking import ChunkingConfig
+from ._db import release_without_session_reset
 from ._listener import PgListener
 from ._metrics import IngestApiMetrics, WorkerMetrics
 from ._pipeline import JobPipeline, PipelineConfig
@@ -40,7 +41,8 @@ def _load_budget(path: object) -> floodgate.Budget:
 async def _pool(dsn: str, *, max_size: int, gate: floodgate.Gate, registry: CollectorRegistry) -> AsyncIterator[floodgate.PgPool]:
     try:
         async with floodgate.open_pg_pool(dsn, min_size=1, max_size=max_size, gate=gate, registry=registry,
-                                          name=gate.name, command_timeout=30) as pool:
+                                          name=gate.name, command_timeout=30,
+                                          reset=release_without_session_reset) as pool:
             yield pool
     except floodgate.DependencyError as exc:
         if "cannot open pool" in str(exc):

@@ -15,7 +15,7 @@ from typing import Any, Protocol, TypeVar
 import asyncpg
 import floodgate
 
-__all__ = ["TRANSIENT_DB_ERRORS", "Database", "is_transient_db_error"]
+__all__ = ["TRANSIENT_DB_ERRORS", "Database", "is_transient_db_error", "release_without_session_reset"]
 
 T = TypeVar("T")
 
@@ -45,3 +45,16 @@ TRANSIENT_DB_ERRORS: tuple[type[BaseException], ...] = (
 def is_transient_db_error(exc: BaseException) -> bool:
     """Worth retrying later: the database was unreachable or busy, not the statement wrong."""
     return isinstance(exc, TRANSIENT_DB_ERRORS)
+
+
+async def release_without_session_reset(conn: asyncpg.Connection) -> None:
+    """asyncpg pool ``reset=`` hook for ingest pools: hand a connection back without a reset query.
+
+    By default asyncpg runs ``SELECT pg_advisory_unlock_all(); CLOSE ALL; UNLISTEN *; RESET ALL``
+    every time a connection goes back to the pool: one more round trip per ``db.run``, as costly as
+    the claim it follows. Ingest code leaves no session state behind: its advisory locks are
+    transaction-scoped (``pg_advisory_xact_lock``), its settings ``SET LOCAL``, its cursors and
+    LISTENs nonexistent (the listener has its own connection). asyncpg still rolls back a
+    transaction left open (a cancelled call) before this hook runs, so there is nothing left to do.
+    """
+    del conn

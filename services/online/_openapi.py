@@ -77,8 +77,8 @@ ERROR_CONTRACT: dict[int, tuple[str, str, str, bool]] = {
     429: (
         "Overloaded",
         "overloaded",
-        "the endpoint is at its limit of requests in flight (derived from the budget; refused within "
-        "20 ms), or a non-degradable dependency's gate is full (queue full or max_wait passed) or its "
+        "the endpoint is at its limit of requests in flight (derived from the budget; refused at once, "
+        "before any work), or a non-degradable dependency's gate is full (queue full or max_wait passed) or its "
         "client-side rate limit would wait too long; `details.dependency` names the budget",
         True,
     ),

@@ -3,12 +3,12 @@
 Each route does the same edge work, in this order, before any downstream is touched:
 
 1. the tenant from the gateway's header (401/400),
-2. the body: size against the endpoint's ``max_body_bytes`` (413), JSON (400), fields (422),
+2. admission: a place among the requests the endpoint may have in flight (`_admission`: derived
+   from the budget by Little's law), or a 429 at once — before any other work,
+3. the body: size against the endpoint's ``max_body_bytes`` (413), JSON (400), fields (422),
    limits from the budget file such as ``max_items`` (422),
-3. the request deadline: the endpoint's, or a shorter one from ``x-envoy-expected-rq-timeout-ms``,
-   as a cancel scope around the endpoint's logic (504 when it passes),
-4. admission: a place among the requests the endpoint may have in flight (`_admission`: derived
-   from the budget by Little's law), or a 429 at once.
+4. the request deadline: the endpoint's, or a shorter one from ``x-envoy-expected-rq-timeout-ms``,
+   as a cancel scope around the endpoint's logic (504 when it passes).
 
 Toolkit errors propagate to the chassis, which renders them (429/503/504/502 + ``Retry-After``).
 Every response of an endpoint carries ``Server-Timing``; the chassis adds ``x-request-id``.
@@ -138,6 +138,24 @@ async def _handle(
     timing = ServerTiming()
     g.server_timing = timing
     tenant = chassis.require_tenant()
+    # The door first: a refused request costs no body parsing, no validation, no downstream work.
+    door = state.doors[endpoint]
+    door.enter()
+    try:
+        return await _admitted(endpoint, model, check, run, state, tenant, timing)
+    finally:
+        door.leave()
+
+
+async def _admitted(
+    endpoint: str,
+    model: type[M],
+    check: Callable[[M, floodgate.EndpointPolicy], None],
+    run: Callable[[M, RequestContext], Awaitable[BaseModel]],
+    state: OnlineState,
+    tenant: str,
+    timing: ServerTiming,
+) -> Response:
     policy = state.budget.endpoint(endpoint)
     body = await _read_body(model, policy.max_body_bytes)
     check(body, policy)
@@ -150,8 +168,6 @@ async def _handle(
         degradations=floodgate.Degradations(metrics=state.metrics),
         reserve=min(MAX_RESERVE, RESERVE_SHARE * seconds),
     )
-    door = state.doors[endpoint]
-    door.enter()
     try:
         with floodgate.deadline_after(seconds):
             result = await run(body, ctx)
@@ -159,8 +175,6 @@ async def _handle(
         if exc.dependency is not None:
             raise
         raise _deadline_error(endpoint, seconds, timing) from None
-    finally:
-        door.leave()
     return jsonify(result.model_dump(mode="json"))
 
 

@@ -120,3 +120,13 @@ async def test_the_endpoint_door_admits_what_the_budget_carries_and_refuses_the_
         assert waited == 0.0  # refused at the door: no downstream work, no waiting
         assert body["error"]["details"]["dependency"] == "llm"
         assert "requests in flight" in body["error"]["message"]
+
+
+async def test_the_door_refuses_before_any_other_work(autojump_clock) -> None:
+    async with online_harness() as h:
+        h.app.extensions["online"].doors["nexus_assess"].limit = 0
+        response = await h.post(ASSESS, b'{"not": json')  # would be a 400 if it were read
+        assert response.status_code == 429
+        assert response.headers["Retry-After"] == "1"
+        assert (await h.stats())["chat"]["requests"] == 0
+        assert h.app.extensions["online"].doors["nexus_assess"].statistics().refused_total == 1
