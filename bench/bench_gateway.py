@@ -88,7 +88,10 @@ class Http1Pool:
         except BaseException:
             await trio.aclose_forcefully(stream)
             raise
-        self._idle.append((stream, buffer))
+        if b"connection: close" in head:  # hypercorn closes after keep_alive_max_requests
+            await stream.aclose()
+        else:
+            self._idle.append((stream, buffer))
         return status
 
     @staticmethod

@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import re
 import shutil
 import subprocess
@@ -131,6 +132,7 @@ def main() -> None:
 
         result = asyncio.run(wait_and_measure())
         stats = httpx.get(simulator.url + "/admin/stats", timeout=5).json()
+        embed_call_ms = _mean_embed_call_ms(httpx.get(worker.url + "/metrics", timeout=5).text)
     finally:
         for child in reversed(children):
             child.stop(timeout=10)
@@ -149,9 +151,29 @@ def main() -> None:
     print(f"documents/s {args.documents / seconds:8.1f}")
     print(f"chunks/s    {chunks_per_s:8.1f}   (embed budget allows k x batch / latency = {allowed:.0f})")
     print(f"simulator peak concurrent embed requests: {peak} (budget k = {k}); max attempts per job {result['max_attempts']}")
+    print(f"embed call as the worker saw it: {embed_call_ms} ms on average (the simulator sleeps {args.latency_ms:.0f} ms)")
+    print(f"load average (1 min) at the end: {os.getloadavg()[0]:.2f}")
     print(json.dumps({"embed_budget_utilisation": round(utilisation, 3), "chunks_per_s": round(chunks_per_s, 1),
                       "documents_per_s": round(args.documents / seconds, 2), "k": k,
-                      "peak_embed_concurrency": peak}))
+                      "peak_embed_concurrency": peak, "embed_call_ms": embed_call_ms,
+                      "load_average": round(os.getloadavg()[0], 2)}))
+
+
+def _mean_embed_call_ms(metrics_text: str) -> float | None:
+    """Mean duration of the worker's embeddings calls, from its ``floodgate_downstream_latency_seconds``."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    total = count = 0.0
+    for family in text_string_to_metric_families(metrics_text):
+        if family.name != "floodgate_downstream_latency_seconds":
+            continue
+        for sample in family.samples:
+            if sample.labels.get("dependency") == "embed":
+                if sample.name.endswith("_sum"):
+                    total += sample.value
+                elif sample.name.endswith("_count"):
+                    count += sample.value
+    return round(1000 * total / count, 1) if count else None
 
 
 def _peak_embed_concurrency(stats: dict) -> int | None:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import uuid
 from collections.abc import Sequence
+from itertools import chain
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -572,37 +573,45 @@ async def start_chunks(conn: Any, fence: Fence, chunk_digests: Sequence[str]) ->
     return reusable
 
 
+# One statement, so one round trip: lock the attempt's job row (the token in the WHERE), stage the
+# batch only if that found the row, and advance progress. The row lock is taken before any staging
+# row is written, so the lease cannot be reclaimed halfway. Progress is counted up from the job row
+# itself: under READ COMMITTED the UPDATE sees the newest committed ``chunks_done`` even when another
+# batch of the same job committed while this statement waited for the lock (a recount of the staging
+# table would use this statement's older snapshot and miss that batch). Each chunk of an attempt is
+# staged once (``start_chunks`` counted the reused ones), so counting the batch is exact.
+_STAGE = """
+WITH attempt AS (
+    SELECT id FROM ingest_jobs WHERE id = $1 AND lease_token = $2 AND state = 'running' FOR NO KEY UPDATE
+), staged AS (
+    INSERT INTO ingest_chunk_staging (job_id, chunk_no, content, embedding)
+    SELECT a.id, t.n, t.c, (($5::float4[])[((t.o - 1) * $6 + 1):(t.o * $6)])::vector
+    FROM attempt a CROSS JOIN unnest($3::int[], $4::text[]) WITH ORDINALITY AS t(n, c, o)
+    ON CONFLICT (job_id, chunk_no) DO UPDATE SET content = excluded.content, embedding = excluded.embedding
+    RETURNING chunk_no
+)
+UPDATE ingest_jobs j SET updated_at = now(),
+    chunks_done = least(coalesce(j.chunks_total, 0),
+                        j.chunks_done + (SELECT count(*) FROM staged s WHERE s.chunk_no < coalesce(j.chunks_total, 0)))
+FROM attempt a
+WHERE j.id = a.id
+RETURNING true
+"""
+
+
 async def stage_chunks(
     conn: Any, fence: Fence, chunk_nos: Sequence[int], contents: Sequence[str], vectors: Sequence[Sequence[float]]
 ) -> bool:
-    """Stage embedded chunks and advance progress, fenced.
+    """Stage embedded chunks and advance progress, fenced, in one statement (see ``_STAGE``).
 
     The vectors travel as one flat ``float4[]`` (asyncpg's binary encoding, no text formatting of
-    floats in Python) and are sliced back into ``vector(384)`` values by PostgreSQL.
-
-    The job row is locked first (``FOR NO KEY UPDATE`` with the token in the WHERE), so the lease cannot
-    be reclaimed halfway through: either this attempt still owns the job and its rows land, or nothing
-    is written.
+    floats in Python) and are sliced back into ``vector(384)`` values by PostgreSQL. Returns False
+    (nothing written) if the attempt no longer holds the lease.
     """
-    async with conn.transaction():
-        if await conn.fetchval(_LOCK_ATTEMPT, fence.job_id, fence.token) is None:
-            return False
-        dims = len(vectors[0]) if vectors else 0
-        await conn.execute(
-            """INSERT INTO ingest_chunk_staging (job_id, chunk_no, content, embedding)
-               SELECT $1, n, c, (($4::float4[])[((o - 1) * $5 + 1):(o * $5)])::vector
-               FROM unnest($2::int[], $3::text[]) WITH ORDINALITY AS t(n, c, o)
-               ON CONFLICT (job_id, chunk_no) DO UPDATE SET content = excluded.content, embedding = excluded.embedding""",
-            fence.job_id, list(chunk_nos), list(contents), [x for v in vectors for x in v], dims,
-        )
-        await conn.execute(
-            """UPDATE ingest_jobs SET updated_at = now(),
-                   chunks_done = (SELECT count(*) FROM ingest_chunk_staging s
-                                  WHERE s.job_id = $1 AND s.chunk_no < coalesce(chunks_total, 0))
-               WHERE id = $1""",
-            fence.job_id,
-        )
-    return True
+    dims = len(vectors[0]) if vectors else 0
+    flat = list(chain.from_iterable(vectors))
+    staged = await conn.fetchval(_STAGE, fence.job_id, fence.token, list(chunk_nos), list(contents), flat, dims)
+    return staged is not None
 
 
 _SUCCEED = """

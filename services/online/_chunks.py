@@ -14,7 +14,15 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-__all__ = ["SESSION_SETTINGS", "ChunkHit", "ChunkSearch", "PgChunkSearch", "nearest_chunks", "vector_literal"]
+__all__ = [
+    "SESSION_SETTINGS",
+    "ChunkHit",
+    "ChunkSearch",
+    "PgChunkSearch",
+    "keep_session",
+    "nearest_chunks",
+    "vector_literal",
+]
 
 #: Settings of every pooled session (asyncpg ``server_settings``): a ``SET LOCAL`` per search would
 #: cost three more round trips.
@@ -46,6 +54,12 @@ SELECT doc_id, chunk_no, content, metadata->>'title' AS title, 1 - distance AS s
 FROM nearest
 ORDER BY distance, doc_id, chunk_no
 """
+
+
+async def keep_session(conn: Any) -> None:
+    """The pool's ``reset``: nothing. asyncpg's default resets every session on release (one more
+    round trip per search, and through the trio-asyncio bridge); the online service runs single
+    read-only statements that leave no session state behind (no locks, listeners, SETs)."""
 
 
 def vector_literal(vector: Sequence[float]) -> str:

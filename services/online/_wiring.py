@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import floodgate
 import httpx
 
-from ._chunks import SESSION_SETTINGS, ChunkSearch, PgChunkSearch
+from ._chunks import SESSION_SETTINGS, ChunkSearch, PgChunkSearch, keep_session
 from ._context import Downstreams
 from ._providers import ChatModel, Embedder, Reranker, WebSearch
 from .settings import OnlineSettings, ProviderSettings
@@ -89,5 +89,6 @@ async def open_downstreams(
             metrics=metrics,
             name="db",
             server_settings=SESSION_SETTINGS,
+            reset=keep_session,
         ) as pool:
             yield Wired(assemble(PgChunkSearch(pool)), deps, pool)
