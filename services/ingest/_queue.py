@@ -614,12 +614,50 @@ async def stage_chunks(
     return staged is not None
 
 
+# Fence the job to succeeded and count its staged chunks, in one statement.
 _SUCCEED = """
-UPDATE ingest_jobs SET state = 'succeeded', finished_at = now(), lease_token = NULL,
-    lease_expires_at = NULL, chunks_done = coalesce(chunks_total, 0), last_error = NULL,
-    last_error_kind = NULL, updated_at = now()
-WHERE id = $1 AND lease_token = $2 AND state = 'running'
-RETURNING tenant_id, doc_id, coalesce(chunks_total, 0) AS total
+WITH done AS (
+    UPDATE ingest_jobs SET state = 'succeeded', finished_at = now(), lease_token = NULL,
+        lease_expires_at = NULL, chunks_done = coalesce(chunks_total, 0), last_error = NULL,
+        last_error_kind = NULL, updated_at = now()
+    WHERE id = $1 AND lease_token = $2 AND state = 'running'
+    RETURNING tenant_id, doc_id, coalesce(chunks_total, 0) AS total
+)
+SELECT d.tenant_id, d.doc_id, d.total,
+       (SELECT count(*) FROM ingest_chunk_staging s WHERE s.job_id = $1 AND s.chunk_no < d.total) AS staged
+FROM done d
+"""
+
+# Then, in one statement, the document moves to this version (only if it is newer than the one whose
+# chunks it holds): the document row, the chunks past the new count deleted, the new chunks upserted,
+# or the job marked superseded; and the staging and input rows dropped. Every part reads the same
+# snapshot, so the chunk upsert still sees the staging rows that the same statement deletes.
+_PUBLISH = """
+WITH newest AS (
+    INSERT INTO ingest_documents AS d (tenant_id, doc_id, job_id, content_hash, chunks)
+    VALUES ($1, $2, $3, $4, $5)
+    ON CONFLICT (tenant_id, doc_id) DO UPDATE
+        SET job_id = excluded.job_id, content_hash = excluded.content_hash,
+            chunks = excluded.chunks, updated_at = now()
+        WHERE d.job_id < excluded.job_id
+    RETURNING job_id
+), trimmed AS (
+    DELETE FROM chunks WHERE tenant_id = $1 AND doc_id = $2 AND chunk_no >= $5 AND EXISTS (SELECT 1 FROM newest)
+), written AS (
+    INSERT INTO chunks (tenant_id, doc_id, chunk_no, content, embedding, content_hash, metadata, updated_at)
+    SELECT $1, $2, s.chunk_no, s.content, s.embedding, $4, $6::jsonb, now()
+    FROM ingest_chunk_staging s WHERE s.job_id = $3 AND s.chunk_no < $5 AND EXISTS (SELECT 1 FROM newest)
+    ON CONFLICT (tenant_id, doc_id, chunk_no) DO UPDATE SET
+        content = excluded.content, embedding = excluded.embedding,
+        content_hash = excluded.content_hash, metadata = excluded.metadata, updated_at = now()
+), superseded AS (
+    UPDATE ingest_jobs SET last_error_kind = 'superseded',
+        last_error = 'a newer version of the document was ingested first; chunks left unchanged'
+    WHERE id = $3 AND NOT EXISTS (SELECT 1 FROM newest)
+), unstaged AS (
+    DELETE FROM ingest_chunk_staging WHERE job_id = $3
+)
+DELETE FROM ingest_job_inputs WHERE job_id = $3
 """
 
 
@@ -629,47 +667,17 @@ async def complete_job(conn: Any, fence: Fence, *, document_hash: str, metadata:
     The chunks change only if this job is newer than the one whose chunks the document holds
     (``ingest_documents``), so a late old version never overwrites a newer one; the job still succeeds
     (its work is superseded, not failed). Returns False (nothing written) if the attempt lost its lease.
+    Two statements in one transaction (``_SUCCEED``, ``_PUBLISH``): four round trips with BEGIN and
+    COMMIT, whatever the number of chunks.
     """
     async with conn.transaction():
         job = await conn.fetchrow(_SUCCEED, fence.job_id, fence.token)
         if job is None:
             return False
         tenant, doc_id, total = job["tenant_id"], job["doc_id"], job["total"]
-        staged = await conn.fetchval(
-            "SELECT count(*) FROM ingest_chunk_staging WHERE job_id = $1 AND chunk_no < $2", fence.job_id, total
-        )
-        if staged != total:
-            raise RuntimeError(f"job {fence.job_id}: {staged} of {total} chunks staged at completion")
-        newest = await conn.fetchval(
-            """INSERT INTO ingest_documents AS d (tenant_id, doc_id, job_id, content_hash, chunks)
-               VALUES ($1, $2, $3, $4, $5)
-               ON CONFLICT (tenant_id, doc_id) DO UPDATE
-                   SET job_id = excluded.job_id, content_hash = excluded.content_hash,
-                       chunks = excluded.chunks, updated_at = now()
-                   WHERE d.job_id < excluded.job_id
-               RETURNING job_id""",
-            tenant, doc_id, fence.job_id, document_hash, total,
-        )
-        if newest is not None:
-            await conn.execute(
-                "DELETE FROM chunks WHERE tenant_id = $1 AND doc_id = $2 AND chunk_no >= $3", tenant, doc_id, total
-            )
-            await conn.execute(
-                """INSERT INTO chunks (tenant_id, doc_id, chunk_no, content, embedding, content_hash, metadata, updated_at)
-                   SELECT $1, $2, s.chunk_no, s.content, s.embedding, $4, $5::jsonb, now()
-                   FROM ingest_chunk_staging s WHERE s.job_id = $3 AND s.chunk_no < $6
-                   ON CONFLICT (tenant_id, doc_id, chunk_no) DO UPDATE SET
-                       content = excluded.content, embedding = excluded.embedding,
-                       content_hash = excluded.content_hash, metadata = excluded.metadata, updated_at = now()""",
-                tenant, doc_id, fence.job_id, document_hash, json.dumps(metadata), total,
-            )
-        else:
-            await conn.execute(
-                "UPDATE ingest_jobs SET last_error_kind = 'superseded', last_error = $2 WHERE id = $1",
-                fence.job_id, "a newer version of the document was ingested first; chunks left unchanged",
-            )
-        await conn.execute("DELETE FROM ingest_chunk_staging WHERE job_id = $1", fence.job_id)
-        await conn.execute("DELETE FROM ingest_job_inputs WHERE job_id = $1", fence.job_id)
+        if job["staged"] != total:
+            raise RuntimeError(f"job {fence.job_id}: {job['staged']} of {total} chunks staged at completion")
+        await conn.execute(_PUBLISH, tenant, doc_id, fence.job_id, document_hash, total, json.dumps(metadata))
     return True
 
 
