@@ -58,6 +58,24 @@ def run(
         + _frame(_WINDOW_UPDATE, 0, 0, struct.pack(">I", 2**31 - 1 - 65535))
     )
     decoder = Decoder()
+    decoded: dict[bytes, tuple[object, int, list]] = {}
+
+    def decode(block: bytes) -> list:
+        # A server sends the same few header blocks over and over; decoding them with the pure-
+        # Python hpack would make this client the bottleneck. Same bytes + same dynamic table
+        # (newest entry by identity, entry count) = same fields; only blocks that left the table
+        # unchanged are remembered (see services/ratelimit/_h2grpc.py, which does the same).
+        table = decoder.header_table.dynamic_entries
+        state = (table[0] if table else None, len(table))
+        hit = decoded.get(block)
+        if hit is not None and hit[0] is state[0] and hit[1] == state[1]:
+            return hit[2]
+        pairs = decoder.decode(block, raw=True)
+        after = decoder.header_table.dynamic_entries
+        if (after[0] if after else None) is state[0] and len(after) == state[1] and len(decoded) < 256:
+            decoded[block] = (state[0], state[1], pairs)
+        return pairs
+
     next_stream = 1
     outstanding = 0
     ok = failed = 0
@@ -96,7 +114,7 @@ def run(
                 consumed += length
             elif kind == _HEADERS:
                 # every header block goes through the decoder: HPACK state is per connection
-                pairs = decoder.decode(header_blocks.pop(stream, b"") + payload, raw=True)
+                pairs = decode(header_blocks.pop(stream, b"") + payload)
                 if flags & _END_STREAM:
                     status = dict(pairs).get(b"grpc-status")
                     if status == b"0":

@@ -149,7 +149,7 @@ def child_floodgate(args: argparse.Namespace) -> dict:
         stop = trio.Event()
         async with trio.open_nursery() as nursery:
             nursery.start_soon(completer.run)
-            started, cpu = time.perf_counter(), time.process_time()
+            started, cpu, calls = time.perf_counter(), time.process_time(), pool.statistics().crossings_total
             for worker in workers:
                 await nursery.start(functools.partial(worker.run, shutdown=stop))
             await drained.wait()
@@ -162,6 +162,7 @@ def child_floodgate(args: argparse.Namespace) -> dict:
         assert await pool.fetchval("SELECT count(*) FROM ingest_jobs WHERE state = 'succeeded'") == jobs
         await pool.execute("DELETE FROM ingest_jobs")  # a later drain starts from an empty table again
         result["client_cpu_us_per_job"] = round(cpu / jobs * 1e6, 1)
+        result["db_calls_per_1000_jobs"] = round((pool.statistics().crossings_total - calls) * 1000 / jobs, 1)
         return jobs / elapsed
 
     async def pickup(pool: floodgate.PgPool) -> list[float]:

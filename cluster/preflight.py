@@ -80,7 +80,7 @@ def check_budget(path: Path, *, ingest_workers: int | None = None) -> None:
         raise PreflightError(f"budget file {path} (FLOODGATE_BUDGET) does not exist")
     try:
         budget = floodgate.load_budget(path)
-    except Exception as exc:  # the toolkit's BudgetError names the key; keep its words
+    except (floodgate.BudgetError, OSError, UnicodeDecodeError) as exc:  # BudgetError names the key
         first = " ".join(str(exc).split())
         raise PreflightError(f"budget file {path} (FLOODGATE_BUDGET) is invalid: {first}") from None
     if ingest_workers is not None:

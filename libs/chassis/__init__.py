@@ -14,7 +14,7 @@ from ._app import (
 )
 from ._errors import ApiError, error_payload, retry_after_header
 from ._logging import configure_logging
-from ._request import parse_body, require_tenant
+from ._request import is_valid_tenant, parse_body, require_tenant
 from ._serve import StartupError, run_service, serve
 from ._settings import BaseServiceSettings, SettingsError, load_settings
 
@@ -31,6 +31,7 @@ __all__ = [
     "configure_logging",
     "create_app",
     "error_payload",
+    "is_valid_tenant",
     "load_settings",
     "parse_body",
     "require_tenant",

@@ -14,6 +14,7 @@ import uuid
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 
+import floodgate
 import structlog
 import trio
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
@@ -21,7 +22,7 @@ from quart import Response, g, jsonify, request
 from quart_trio import QuartTrio
 from werkzeug.exceptions import HTTPException
 
-from ._errors import ApiError, error_payload, retry_after_header
+from ._errors import ApiError, error_payload
 
 __all__ = ["REQUEST_ID_HEADER", "TENANT_HEADER", "ChassisState", "ReadinessCheck", "chassis_state", "create_app"]
 
@@ -36,16 +37,21 @@ log = structlog.get_logger("chassis")
 
 @dataclass
 class ChassisState:
-    """App-lifetime objects the chassis owns; stored on the app, never in module globals."""
+    """App-lifetime objects the chassis owns; stored on the app, never in module globals.
+
+    ``readiness`` maps a name to an async check that ``/readyz`` runs (each within
+    ``READINESS_TIMEOUT`` seconds); a service adds its own once its pools are open.
+    """
 
     service: str
     registry: CollectorRegistry
+    requests: Counter
+    latency: Histogram
     readiness: dict[str, ReadinessCheck] = field(default_factory=dict)
-    requests: Counter | None = None
-    latency: Histogram | None = None
 
 
 def chassis_state(app: QuartTrio) -> ChassisState:
+    """The chassis' state of ``app`` (made by `create_app`)."""
     return app.extensions["chassis"]
 
 
@@ -56,21 +62,39 @@ def create_app(
     readiness: Mapping[str, ReadinessCheck] | None = None,
     max_body_bytes: int = 1_048_576,
 ) -> QuartTrio:
-    """Make a service app. Add readiness checks later with ``chassis_state(app).readiness[name] = fn``."""
+    """Make a service app: a QuartTrio app with the edge contract every service shares.
+
+    - ``/healthz`` (alive); ``/readyz`` runs the ``readiness`` checks concurrently, each bounded by
+      ``READINESS_TIMEOUT``, and answers 503 naming the ones that failed; ``/metrics`` is the
+      Prometheus text of ``registry`` (a fresh one per app unless given: never the global one).
+    - ``x-request-id`` is taken from the gateway or made, bound to structlog's context with the
+      tenant, and echoed in the response. Request bodies (at most ``max_body_bytes``) are read
+      before the handler runs, so an early answer cannot wedge a keep-alive connection.
+    - Every error is JSON ``{"error": {"code", "message", "details"}}``: an `ApiError` as raised;
+      a ``floodgate.FloodgateError`` with its own status (429/503/504/502) and ``Retry-After``;
+      an oversize body as 413 (and the connection closed); anything unexpected as a 500 that
+      names the request id and is logged with its traceback, never sent to the client.
+
+    Add readiness checks later with ``chassis_state(app).readiness[name] = fn``.
+    """
     app = QuartTrio(service)
     app.config["MAX_CONTENT_LENGTH"] = max_body_bytes
     app.config["JSON_SORT_KEYS"] = False
     registry = registry if registry is not None else CollectorRegistry()
-    state = ChassisState(service=service, registry=registry, readiness=dict(readiness or {}))
-    state.requests = Counter(
-        "http_requests", "HTTP requests handled", ["route", "method", "status"], registry=registry
-    )
-    state.latency = Histogram(
-        "http_request_duration_seconds",
-        "HTTP request duration",
-        ["route", "method"],
+    state = ChassisState(
+        service=service,
         registry=registry,
-        buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
+        requests=Counter(
+            "http_requests", "HTTP requests handled", ["route", "method", "status"], registry=registry
+        ),
+        latency=Histogram(
+            "http_request_duration_seconds",
+            "HTTP request duration",
+            ["route", "method"],
+            registry=registry,
+            buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
+        ),
+        readiness=dict(readiness or {}),
     )
     app.extensions["chassis"] = state
     _install_request_context(app, state)
@@ -159,21 +183,18 @@ def _install_error_handlers(app: QuartTrio) -> None:
 
 
 def _toolkit_error_response(exc: Exception) -> Response | None:
-    """Map ``floodgate.FloodgateError`` (overload, open breaker, deadline...) to its status and body."""
-    import floodgate
+    """Map a ``floodgate.FloodgateError`` (overload, open breaker, deadline...) to the status, body
+    and ``Retry-After`` the toolkit defines for it.
 
+    quart-trio hands a nursery's exception group to the handlers one leaf at a time, so a fan-out
+    whose branch was refused arrives here as that branch's toolkit error."""
     if not isinstance(exc, floodgate.FloodgateError):
         return None
-    log.info(
-        "request_refused",
-        code=exc.code,
-        dependency=exc.dependency,
-        reason=exc.reason,
-        status=exc.http_status,
-    )
-    return _json_error(
-        exc.http_status, {"error": floodgate.error_body(exc)}, retry_after_header(exc.retry_after)
-    )
+    log.info("request_refused", code=exc.code, dependency=exc.dependency, reason=exc.reason,
+             status=exc.http_status)
+    retry_after = floodgate.retry_after_header(exc)
+    headers = {"Retry-After": retry_after} if retry_after is not None else None
+    return _json_error(exc.http_status, {"error": floodgate.error_body(exc)}, headers)
 
 
 def _install_probe_routes(app: QuartTrio, state: ChassisState) -> None:

@@ -15,6 +15,9 @@ __all__ = ["configure_logging"]
 
 
 def configure_logging(*, service: str, log_format: str = "auto", level: str = "info") -> None:
+    """Configure structlog once per process (``run_service`` does it): ``json`` lines, a
+    ``console`` renderer, or ``auto`` (console when stderr is a terminal); events below ``level``
+    are dropped. Every event carries ``service`` and the request context the chassis binds."""
     use_console = log_format == "console" or (log_format == "auto" and sys.stderr.isatty())
     renderer = structlog.dev.ConsoleRenderer() if use_console else structlog.processors.JSONRenderer()
     structlog.configure(

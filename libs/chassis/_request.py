@@ -12,11 +12,17 @@ from quart import request
 from ._app import TENANT_HEADER
 from ._errors import ApiError
 
-__all__ = ["parse_body", "require_tenant"]
+__all__ = ["is_valid_tenant", "parse_body", "require_tenant"]
 
 M = TypeVar("M", bound=BaseModel)
 
 _TENANT_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+
+
+def is_valid_tenant(tenant: str) -> bool:
+    """Whether ``tenant`` is a well-formed tenant id (what `require_tenant` accepts); for code that
+    reads the header before the framework does, such as an ASGI middleware."""
+    return _TENANT_RE.match(tenant) is not None
 
 
 def require_tenant() -> str:
@@ -24,7 +30,7 @@ def require_tenant() -> str:
     tenant = request.headers.get(TENANT_HEADER)
     if not tenant:
         raise ApiError(401, "missing_tenant", f"the {TENANT_HEADER} header (set by the gateway) is missing")
-    if not _TENANT_RE.match(tenant):
+    if not is_valid_tenant(tenant):
         raise ApiError(400, "invalid_tenant", f"the {TENANT_HEADER} header is not a valid tenant id")
     return tenant
 

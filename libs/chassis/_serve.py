@@ -11,7 +11,7 @@ from __future__ import annotations
 import errno
 import signal
 import sys
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from typing import TypeVar
 
 import structlog
@@ -53,10 +53,24 @@ async def serve(
     config.keep_alive_timeout = 75  # longer than the gateway's idle timeout, so Envoy closes first
     try:
         await hypercorn_serve(app, config, shutdown_trigger=shutdown_trigger, task_status=task_status)
-    except OSError as exc:
-        if exc.errno == errno.EADDRINUSE:
+    except BaseException as exc:
+        # hypercorn binds inside its nurseries, so the OSError arrives wrapped in exception groups.
+        if _address_in_use(exc):
             raise StartupError(f"cannot listen on {host}:{port}: address already in use") from None
         raise
+
+
+def _address_in_use(exc: BaseException) -> bool:
+    return any(isinstance(leaf, OSError) and leaf.errno == errno.EADDRINUSE for leaf in _leaves(exc))
+
+
+def _leaves(exc: BaseException) -> Iterator[BaseException]:
+    """The exceptions inside ``exc``, with the nurseries' exception groups taken apart."""
+    if isinstance(exc, BaseExceptionGroup):
+        for inner in exc.exceptions:
+            yield from _leaves(inner)
+    else:
+        yield exc
 
 
 def run_service(
@@ -89,14 +103,7 @@ def run_service(
 
 def _find_startup_error(exc: BaseException) -> StartupError | None:
     """Nurseries wrap errors in groups; dig out the StartupError that explains a failed start."""
-    if isinstance(exc, StartupError):
-        return exc
-    if isinstance(exc, BaseExceptionGroup):
-        for inner in exc.exceptions:
-            found = _find_startup_error(inner)
-            if found is not None:
-                return found
-    return None
+    return next((leaf for leaf in _leaves(exc) if isinstance(leaf, StartupError)), None)
 
 
 async def _run_until_signalled(service: str, settings: BaseModel, main: Callable) -> None:

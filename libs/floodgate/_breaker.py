@@ -37,7 +37,8 @@ class Ticket(NamedTuple):
 
 
 class BreakerState(enum.IntEnum):
-    # The values are the ones exported in the floodgate_breaker_state gauge.
+    """A circuit's state; the values are the ones exported in the floodgate_breaker_state gauge."""
+
     CLOSED = 0
     HALF_OPEN = 1
     OPEN = 2
@@ -45,6 +46,9 @@ class BreakerState(enum.IntEnum):
 
 @dataclass(frozen=True)
 class BreakerStatistics:
+    """A snapshot of a `CircuitBreaker`; ``calls``, ``failures`` and ``slow_calls`` cover the
+    sliding window, ``transitions`` counts every state change since creation."""
+
     name: str
     state: BreakerState
     calls: int

@@ -333,9 +333,6 @@ def _cross_checks(budget: Budget) -> list[str]:
     pool_parts: list[str] = []
     for dep_name, dep in budget.dependencies.items():
         key = f"dependencies.{dep_name}"
-        for service in dep.shares:
-            if service not in services:
-                problems.append(f"{key}.shares.{service}: unknown service (known: {', '.join(services)})")
         total_share = sum(dep.shares.values())
         if total_share > 1.0 + 1e-9:
             problems.append(f"{key}.shares: shares sum to {total_share:g}, more than 1.0 of the dependency")
@@ -346,6 +343,7 @@ def _cross_checks(budget: Budget) -> list[str]:
             )
         for service in dep.shares:
             if service not in services:
+                problems.append(f"{key}.shares.{service}: unknown service (known: {', '.join(services)})")
                 continue
             exact = budget.exact_process_share(service, dep_name)
             if exact < 1.0 - 1e-9:

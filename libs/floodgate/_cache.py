@@ -51,6 +51,8 @@ class CacheStore(Protocol):
 
 @dataclass(frozen=True)
 class SingleflightStatistics:
+    """A snapshot of a `Singleflight`: keys in flight now, and calls that joined one in all."""
+
     name: str
     in_flight: int
     shared_total: int
@@ -118,6 +120,8 @@ class Singleflight:
 
 @dataclass(frozen=True)
 class CacheStatistics:
+    """A snapshot of a `TTLCache`; ``evictions`` counts entries pushed out by ``max_entries``."""
+
     name: str
     size: int
     max_entries: int

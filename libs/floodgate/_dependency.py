@@ -48,6 +48,10 @@ _log = structlog.get_logger("floodgate")
 
 @dataclass(frozen=True)
 class DependencyStatistics:
+    """A snapshot of a `Dependency`: its gate, breaker, retry budget and rate limit, with
+    ``calls_total`` (guarded calls made) and ``failures_total`` (those that ended in an error
+    after the retries the policy allowed)."""
+
     name: str
     gate: GateStatistics
     breaker: BreakerStatistics
@@ -73,8 +77,14 @@ class _Failure:
 class Dependency:
     """One downstream with its gate, rate limit, breaker, retry policy and retry budget.
 
-    Build them with `Dependencies.from_budget`; construct directly in tests. ``rng`` is the
-    random source of the backoff jitter (a callable returning a float in [0, 1)).
+    ``await dep.call(fn, *args, tenant=..., idempotent=...)`` runs ``fn`` under all of them;
+    ``await dep.request(method, url, ...)`` does the same for an HTTP request sent with the
+    dependency's own httpx client. Every refusal or failure comes out as one of the toolkit's
+    exceptions (see `call`), each carrying the HTTP status a service edge answers with.
+
+    Build them with `Dependencies.from_budget` (sized for one process from the budget);
+    construct directly in tests. ``rng`` is the random source of the backoff jitter (a callable
+    returning a float in [0, 1)).
     """
 
     def __init__(
@@ -483,9 +493,17 @@ class Dependencies(Mapping[str, Dependency]):
         return len(self._deps)
 
     async def aclose(self) -> None:
-        for dep in self._deps.values():
-            with anyio.CancelScope(shield=True):
-                await dep.aclose()
+        """Close every dependency's HTTP client, shielded from cancellation (this runs at shutdown).
+        One that fails to close does not keep the others open: its error is raised at the end."""
+        first_error: Exception | None = None
+        with anyio.CancelScope(shield=True):
+            for dep in self._deps.values():
+                try:
+                    await dep.aclose()
+                except Exception as exc:
+                    first_error = first_error or exc
+        if first_error is not None:
+            raise first_error
 
     async def __aenter__(self) -> Dependencies:
         return self

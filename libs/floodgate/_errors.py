@@ -18,7 +18,8 @@ by what happened rather than where::
 Each carries ``http_status``, ``code``, ``dependency``, ``retry_after`` (seconds or None) and
 ``reason``. The HTTP mapping lives here and nowhere else: a service edge renders
 ``{"error": error_body(exc)}`` with status ``exc.http_status`` and, when
-``exc.retry_after`` is set, a ``Retry-After`` header of ``math.ceil(exc.retry_after)``.
+``exc.retry_after`` is set, a ``Retry-After`` header of `retry_after_header` (the chassis does
+this for every service).
 """
 
 from __future__ import annotations
@@ -140,7 +141,8 @@ def error_body(exc: FloodgateError) -> dict[str, Any]:
 
 
 def retry_after_header(exc: FloodgateError) -> str | None:
-    """The ``Retry-After`` header value for ``exc`` (whole seconds, rounded up), or None."""
+    """The ``Retry-After`` header value for ``exc``, or None: whole seconds rounded up, and at
+    least 1, so a refused client never comes back too early nor is told to retry at once."""
     if exc.retry_after is None:
         return None
-    return str(max(0, math.ceil(exc.retry_after)))
+    return str(max(1, math.ceil(exc.retry_after)))

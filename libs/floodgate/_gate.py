@@ -218,25 +218,29 @@ class Gate:
             self._m_in_use.set(self._in_use)
             self._m_waiting.set(len(self._queue))
 
-    # -- public API ------------------------------------------------------------------------------
-
-    def acquire_nowait(self, tenant: str = DEFAULT_TENANT) -> None:
-        """Take a slot if one is free and nobody waits; else raise `anyio.WouldBlock`."""
+    def _take_free_slot(self, tenant: str) -> bool:
+        """Take a slot if one is free and nobody waits (a newcomer never overtakes a waiter)."""
         if self._in_use >= self.capacity or self._queue:
-            raise anyio.WouldBlock
+            return False
         self._take(tenant)
         if self._metrics is not None:
             self._m_in_use.set(self._in_use)
             self._m_wait.observe(0.0)  # zero waits belong in the distribution too
+        return True
+
+    # -- public API ------------------------------------------------------------------------------
+
+    def acquire_nowait(self, tenant: str = DEFAULT_TENANT) -> None:
+        """Take a slot if one is free and nobody waits; else raise `anyio.WouldBlock`."""
+        if not self._take_free_slot(tenant):
+            raise anyio.WouldBlock
 
     async def acquire(self, tenant: str = DEFAULT_TENANT) -> None:
         """Take a slot, waiting (bounded, fairly) if needed. Raises `Overloaded`."""
-        if self._in_use < self.capacity and not self._queue:
-            self._take(tenant)
-            if self._metrics is not None:
-                self._m_in_use.set(self._in_use)
-                self._m_wait.observe(0.0)
+        if self._take_free_slot(tenant):
             return
+        # A caller cancelled already gets its Cancelled, not a rejection the gate did not make.
+        await anyio.lowlevel.checkpoint_if_cancelled()
         if len(self._queue) >= self.max_waiters or self.max_wait <= 0:
             raise self._reject(
                 "queue_full", f"all {self.capacity} slots busy and {len(self._queue)} waiting", tenant

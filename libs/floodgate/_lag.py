@@ -22,6 +22,8 @@ _log = structlog.get_logger("floodgate")
 
 @dataclass(frozen=True)
 class LoopLagStatistics:
+    """A snapshot of a `LoopLagMonitor`: how late (seconds) the last and the worst wake-up were."""
+
     samples: int
     last_lag: float
     max_lag: float

@@ -47,6 +47,8 @@ _CONNECTION_ERRORS = (
 
 @dataclass(frozen=True)
 class PgPoolStatistics:
+    """A snapshot of a `PgPool`: connections open/idle/checked out, its gate, and bridge crossings."""
+
     name: str
     size: int
     idle: int
@@ -162,8 +164,14 @@ async def _create_pool(dsn: str, kwargs: dict[str, Any]) -> asyncpg.Pool:
     return await asyncpg.create_pool(dsn, **kwargs)
 
 
-async def _close_pool(pool: asyncpg.Pool) -> None:
-    await pool.close()
+async def _close_pool(pool: asyncpg.Pool, grace: float) -> None:
+    # Runs on the asyncio side of the bridge, hence asyncio's wait_for. Pool.close() waits until
+    # every connection is released: one held by a stuck task would hold the process's shutdown
+    # forever. After ``grace`` seconds, terminate: close them all at once.
+    try:
+        await asyncio.wait_for(pool.close(), grace)
+    except TimeoutError:
+        pool.terminate()
 
 
 def _bridge_for_backend() -> Callable[[Callable[..., Awaitable[Any]]], Callable[..., Awaitable[Any]]]:
@@ -195,6 +203,7 @@ async def open_pg_pool(
     name: str = "db",
     max_waiters: int = 64,
     max_wait: float = 1.0,
+    close_timeout: float = 10.0,
     **pool_kwargs: Any,
 ) -> AsyncIterator[PgPool]:
     """Open an asyncpg pool for this process; close it on exit.
@@ -202,8 +211,9 @@ async def open_pg_pool(
     ``max_size`` should be ``budget.process_limit(service, "db")``; pass the dependency's
     gate (``deps["db"].gate``) so the pool shares its budget, else a gate of ``max_size``
     slots with ``max_waiters``/``max_wait`` is made. Under trio a trio-asyncio loop must be
-    open. Other keyword arguments go to `asyncpg.create_pool` (e.g. ``init``,
-    ``command_timeout``).
+    open. On exit the pool waits up to ``close_timeout`` seconds for connections still in use
+    to come back, then closes them anyway. Other keyword arguments go to
+    `asyncpg.create_pool` (e.g. ``init``, ``command_timeout``).
     """
     if max_size < 1 or not 0 <= min_size <= max_size:
         raise ValueError(f"need 0 <= min_size <= max_size and max_size >= 1 (got {min_size}, {max_size})")
@@ -223,4 +233,4 @@ async def open_pg_pool(
         yield pool
     finally:
         with anyio.CancelScope(shield=True):
-            await bridge(_close_pool)(raw)
+            await bridge(_close_pool)(raw, close_timeout)

@@ -14,6 +14,8 @@ __all__ = ["TokenBucket", "TokenBucketStatistics"]
 
 @dataclass(frozen=True)
 class TokenBucketStatistics:
+    """A snapshot of a `TokenBucket`; ``tokens`` below zero are tokens reserved by waiters."""
+
     rate: float
     burst: int
     tokens: float
@@ -22,7 +24,14 @@ class TokenBucketStatistics:
 
 
 class TokenBucket:
-    """``rate`` tokens per second, holding at most ``burst``; starts full."""
+    """``rate`` tokens per second, holding at most ``burst``; starts full.
+
+    `try_take` is the fast path. `reserve` is for a caller that may wait: it returns how long
+    to sleep before the reserved token may be used, or None (nothing taken) when that would
+    exceed ``max_wait`` — the caller then refuses at once (`Dependency` raises `Overloaded`)
+    instead of queueing behind the provider's limit. A reserver cancelled before its turn must
+    `refund`, or the bucket would stay throttled below ``rate``.
+    """
 
     __slots__ = ("_granted", "_last", "_refused", "_tokens", "burst", "rate")
 

@@ -33,6 +33,9 @@ def backoff_delay(retry: int, *, base: float, cap: float, rng: Callable[[], floa
 
 @dataclass(frozen=True)
 class RetryBudgetStatistics:
+    """A snapshot of a `RetryBudget` over its window: ``allowed`` is how many retries the
+    window's ``calls`` permit, ``denied_total`` how many retries it has refused in all."""
+
     calls: int
     retries: int
     allowed: float

@@ -32,6 +32,10 @@ class RollingCounts:
 
     def _advance(self, now: float) -> int:
         index = int(now // self._width)
+        if index < self._index:
+            # A caller's ``now`` read before an await can be older than one already recorded:
+            # count it in the current bucket, so the buckets stay in order and expire in order.
+            return int(self._index)
         if index != self._index:
             self._index = index
             oldest_kept = index - self.buckets + 1

@@ -10,7 +10,7 @@ from ._errors import BadDocument, FailureKind, JobError, LeaseLost, ProviderResp
 from ._pipeline import JobPipeline, PipelineConfig
 from ._providers import Embedder, FetchedDocument, Fetcher, ToolkitEmbedder, ToolkitFetcher
 from ._states import ACTIVE_STATES, TERMINAL_STATES, TRANSITIONS, JobState, Transition, TransitionRefused
-from ._timing import ClaimPacer, LeaseClock, RetryBackoff
+from ._timing import CallSpacer, CallSpacerStatistics, ClaimPacer, LeaseClock, RetryBackoff
 from ._worker import StopReason, Worker, WorkerConfig, WorkerStatistics, keep_leases
 from .settings import IngestApiSettings, IngestWorkerSettings, ProviderSettings
 
@@ -19,6 +19,8 @@ __all__ = [
     "TERMINAL_STATES",
     "TRANSITIONS",
     "BadDocument",
+    "CallSpacer",
+    "CallSpacerStatistics",
     "ChunkingConfig",
     "ClaimPacer",
     "Embedder",

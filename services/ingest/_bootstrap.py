@@ -23,7 +23,7 @@ from ._listener import PgListener
 from ._metrics import IngestApiMetrics, WorkerMetrics
 from ._pipeline import JobPipeline, PipelineConfig
 from ._providers import ToolkitEmbedder, ToolkitFetcher
-from ._timing import RetryBackoff
+from ._timing import CallSpacer, RetryBackoff
 from ._worker import Worker, WorkerConfig
 from .settings import IngestApiSettings, IngestWorkerSettings, ProviderSettings
 
@@ -113,7 +113,8 @@ async def open_worker(settings: IngestWorkerSettings, providers: ProviderSetting
                            gate=deps["db_write"].gate, registry=registry) as pool:
         # The worker queues its own embedding work here, at the budget's limit, so the toolkit's gate
         # (bounded wait, fast rejection — right for online requests) is never oversubscribed by jobs.
-        embed_limiter = trio.CapacityLimiter(budget.process_limit("ingest_worker", "embed"))
+        embed_slots = budget.process_limit("ingest_worker", "embed")
+        embed_limiter = trio.CapacityLimiter(embed_slots)
         pipeline = JobPipeline(
             PipelineConfig(
                 chunking=ChunkingConfig(settings.chunk_tokens, settings.chunk_overlap, settings.max_chunks),
@@ -125,6 +126,7 @@ async def open_worker(settings: IngestWorkerSettings, providers: ProviderSetting
             embedder=ToolkitEmbedder(deps["embed"], model=providers.embed_model),
             fetcher=ToolkitFetcher(deps["fetch"]) if "fetch" in urls else None,
             embed_limiter=embed_limiter,
+            embed_spacer=CallSpacer(slots=embed_slots) if settings.embed_spacing else None,
         )
         metrics = WorkerMetrics(registry)
         pipeline._on_chunks = metrics.chunks.inc

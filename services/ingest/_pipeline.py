@@ -2,7 +2,8 @@
 
 Embedding runs in parallel within two bounds: ``embed_parallelism`` batches per job, and the process's
 embed limiter shared by all jobs (sized from the toolkit's embed budget, so the worker queues its own
-work instead of meeting the gate's fast rejection). Each staged batch is a fenced write; the completion
+work instead of meeting the gate's fast rejection). A process-wide ``CallSpacer`` spreads the starts
+of those calls over the call latency, so they reach the provider evenly rather than as a burst. Each staged batch is a fenced write; the completion
 replaces the document's chunks in one transaction (see ``_queue.complete_job``).
 """
 
@@ -21,6 +22,7 @@ from ._chunking import ChunkingConfig, chunk_digest, split_into_chunks
 from ._db import Database
 from ._errors import BadDocument, LeaseLost
 from ._providers import Embedder, Fetcher
+from ._timing import CallSpacer
 
 __all__ = ["JobPipeline", "PipelineConfig"]
 
@@ -44,6 +46,7 @@ class JobPipeline:
         embedder: Embedder,
         fetcher: Fetcher | None,
         embed_limiter: trio.CapacityLimiter,
+        embed_spacer: CallSpacer | None = None,
         on_chunks: Any = None,
     ) -> None:
         self.config = config
@@ -51,6 +54,7 @@ class JobPipeline:
         self._embedder = embedder
         self._fetcher = fetcher
         self._embed_limiter = embed_limiter
+        self._embed_spacer = embed_spacer
         self._on_chunks = on_chunks or (lambda n: None)
 
     async def run(self, job: q.ClaimedJob) -> None:
@@ -96,7 +100,14 @@ class JobPipeline:
     ) -> None:
         contents = [chunks[n] for n in batch]
         async with per_job, self._embed_limiter:
-            vectors = await self._embedder.embed(contents, tenant=job.tenant_id)
+            spacer = self._embed_spacer
+            if spacer is None:
+                vectors = await self._embedder.embed(contents, tenant=job.tenant_id)
+            else:
+                await trio.sleep_until(spacer.reserve(trio.current_time()))
+                started = trio.current_time()
+                vectors = await self._embedder.embed(contents, tenant=job.tenant_id)
+                spacer.observed(trio.current_time() - started)
         if not await self._db.run(q.stage_chunks, job.fence, batch, contents, vectors):
             raise LeaseLost(f"job {job.job_id}: lease lost while staging chunks")
         self._on_chunks(len(batch))

@@ -12,9 +12,9 @@ from __future__ import annotations
 import json
 import uuid
 from collections.abc import Sequence
-from itertools import chain
 from dataclasses import dataclass
 from datetime import datetime
+from itertools import chain
 from typing import Any
 
 from ._states import JobState
@@ -549,28 +549,30 @@ async def heartbeat_many(conn: Any, fences: Sequence[Fence], lease_seconds: floa
     return {r["id"]: Heartbeat(alive=True, cancel_requested=r["cancel_requested"]) for r in rows}
 
 
-_LOCK_ATTEMPT = """
-SELECT 1 FROM ingest_jobs WHERE id = $1 AND lease_token = $2 AND state = 'running' FOR NO KEY UPDATE
+# One statement: lock the attempt's job row (token in the WHERE), find the chunks an earlier attempt
+# already staged with the same content (md5 per chunk, compared in SQL), record the chunk count.
+_START_CHUNKS = """
+WITH attempt AS (
+    SELECT id FROM ingest_jobs WHERE id = $1 AND lease_token = $2 AND state = 'running' FOR NO KEY UPDATE
+), reusable AS (
+    SELECT s.chunk_no FROM ingest_chunk_staging s JOIN attempt a ON s.job_id = a.id
+    WHERE s.chunk_no < cardinality($3::text[]) AND md5(s.content) = ($3::text[])[s.chunk_no + 1]
+), recorded AS (
+    UPDATE ingest_jobs j SET chunks_total = cardinality($3::text[]),
+        chunks_done = (SELECT count(*) FROM reusable), updated_at = now()
+    FROM attempt a WHERE j.id = a.id
+    RETURNING j.id
+)
+SELECT coalesce((SELECT array_agg(chunk_no) FROM reusable), '{}'::int[]) AS reusable FROM recorded
 """
 
 
 async def start_chunks(conn: Any, fence: Fence, chunk_digests: Sequence[str]) -> set[int] | None:
     """Record the job's chunk count; return the chunk numbers already staged with the same content by
-    an earlier attempt (to skip re-embedding them), or None if the attempt no longer holds the lease."""
-    async with conn.transaction():
-        if await conn.fetchval(_LOCK_ATTEMPT, fence.job_id, fence.token) is None:
-            return None
-        staged = await conn.fetch(
-            """SELECT chunk_no, md5(content) AS digest FROM ingest_chunk_staging
-               WHERE job_id = $1 AND chunk_no < $2""",
-            fence.job_id, len(chunk_digests),
-        )
-        reusable = {r["chunk_no"] for r in staged if r["digest"] == chunk_digests[r["chunk_no"]]}
-        await conn.execute(
-            "UPDATE ingest_jobs SET chunks_total = $2, chunks_done = $3, updated_at = now() WHERE id = $1",
-            fence.job_id, len(chunk_digests), len(reusable),
-        )
-    return reusable
+    an earlier attempt (to skip re-embedding them), or None if the attempt no longer holds the lease.
+    One statement (``_START_CHUNKS``), so one round trip."""
+    row = await conn.fetchrow(_START_CHUNKS, fence.job_id, fence.token, list(chunk_digests))
+    return None if row is None else set(row["reusable"])
 
 
 # One statement, so one round trip: lock the attempt's job row (the token in the WHERE), stage the

@@ -206,6 +206,9 @@ class Worker:
         self._idle = trio.Event()
         self._idle.set()
         self._job_started = trio.Event()
+        # Whether each success is logged, decided once per run: asking the lazy module logger costs
+        # more than the rest of a no-op job's bookkeeping.
+        self._log_successes = True
 
     # -- signals from outside (listener callbacks, tests) -------------------------------------------
 
@@ -235,6 +238,7 @@ class Worker:
     # -- the process ------------------------------------------------------------------------------
 
     async def run(self, *, shutdown: trio.Event, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        self._log_successes = log.is_enabled_for(logging.INFO)
         async with trio.open_nursery() as services:
             if self._listener is not None:
                 await services.start(self._listener.run)
@@ -413,7 +417,7 @@ class Worker:
         if self._metrics is not None:
             self._metrics.outcomes.labels(outcome).inc()
             self._metrics.job_duration.labels(outcome).observe(duration)
-        if warn or log.is_enabled_for(logging.INFO):
+        if warn or self._log_successes:
             (bound.warning if warn else bound.info)("job_" + outcome, duration_s=round(duration, 3), **fields)
 
     # -- housekeeping ---------------------------------------------------------------------------

@@ -78,6 +78,9 @@ class IngestWorkerSettings(BaseServiceSettings):
     max_text_bytes: int = Field(default=4 * 1_048_576, gt=0)
     embed_batch_size: int = Field(default=16, ge=1, le=2048)
     embed_parallelism: int = Field(default=4, ge=1)
+    # Spread embed calls evenly over the observed call latency instead of sending them in bursts
+    # (services/ingest/_timing.py::CallSpacer). Off: the limiter alone.
+    embed_spacing: bool = True
 
 
 class ProviderSettings(BaseModel):

@@ -9,7 +9,8 @@ throughput its scarcest dependency (the *bottleneck*) carries, times the time a 
     N0 = ceil(X x T x HEADROOM)          T = the endpoint's critical path, typical request
 
 (`SHAPES` describes the typical request of each endpoint). A request that finds ``N`` requests
-inside is refused at once with 429: no downstream work, no wait, a millisecond.
+inside is refused at once with 429, in front of the web framework (`_front_door`): no downstream
+work, no wait, no body parsing, tens of microseconds.
 
 The limit is static on purpose. A door that grows when requests get slower (to keep the
 bottleneck busy) feeds on itself when the slowness comes from the load — CPU contention makes
@@ -123,7 +124,7 @@ class Door:
 
     ``door.enter()`` raises `floodgate.Overloaded` (429, ``Retry-After: 1``, naming the
     bottleneck dependency) when full; pair every successful ``enter`` with one ``leave``. Both
-    are synchronous: nothing here waits, so a refusal costs the caller a millisecond.
+    are synchronous: nothing here waits. `try_enter` is the non-raising twin.
     """
 
     def __init__(self, capacity: EndpointCapacity, *, metrics: floodgate.FloodgateMetrics | None = None):
@@ -139,22 +140,36 @@ class Door:
             self._m_refused = metrics.rejections.labels(self.name, "admission")
             metrics.gate_capacity.labels(self.name).set(self.limit)
 
-    def enter(self) -> None:
-        """Take a place, or raise `floodgate.Overloaded` naming the bottleneck's budget."""
+    def try_enter(self) -> bool:
+        """Take a place if one is free; False (counted as a refusal) when the door is full.
+
+        The twin of `enter` for callers that answer the refusal themselves (the ASGI front door,
+        `services.online._front_door`): no exception is built on the hot path of overload.
+        """
         if self._in_flight >= self.limit:
             self._refused += 1
             if self._metrics is not None:
                 self._m_refused.inc()
-            raise floodgate.Overloaded(
-                f"{self.capacity.endpoint} is at its limit of {self.limit} requests in flight "
-                f"(the {self.capacity.bottleneck} budget carries {self.capacity.rps:.3g} requests/s)",
-                dependency=self.capacity.bottleneck,
-                retry_after=1.0,
-            )
+            return False
         self._in_flight += 1
         self._admitted += 1
         if self._metrics is not None:
             self._m_in_use.set(self._in_flight)
+        return True
+
+    def enter(self) -> None:
+        """Take a place, or raise `floodgate.Overloaded` naming the bottleneck's budget."""
+        if not self.try_enter():
+            raise self.refusal()
+
+    def refusal(self) -> floodgate.Overloaded:
+        """The error a refused request gets: 429, ``Retry-After: 1``, the bottleneck named."""
+        return floodgate.Overloaded(
+            f"{self.capacity.endpoint} is at its limit of {self.limit} requests in flight "
+            f"(the {self.capacity.bottleneck} budget carries {self.capacity.rps:.3g} requests/s)",
+            dependency=self.capacity.bottleneck,
+            retry_after=1.0,
+        )
 
     def leave(self) -> None:
         if self._in_flight <= 0:

@@ -4,7 +4,8 @@ Each route does the same edge work, in this order, before any downstream is touc
 
 1. the tenant from the gateway's header (401/400),
 2. admission: a place among the requests the endpoint may have in flight (`_admission`: derived
-   from the budget by Little's law), or a 429 at once — before any other work,
+   from the budget by Little's law), or a 429 at once — checked in front of Quart by
+   `_front_door.FrontDoor`, so a refused request costs no framework work at all,
 3. the body: size against the endpoint's ``max_body_bytes`` (413), JSON (400), fields (422),
    limits from the budget file such as ``max_items`` (422),
 4. the request deadline: the endpoint's, or a shorter one from ``x-envoy-expected-rq-timeout-ms``,
@@ -30,6 +31,7 @@ from quart_trio import QuartTrio
 from ._admission import Door, make_doors
 from ._context import Downstreams, RequestContext
 from ._deal_brain import answer_question
+from ._front_door import DoorRoute, FrontDoor
 from ._models import DealBrainRequest, NexusAssessRequest, ShadowHunterRequest
 from ._nexus_assess import assess
 from ._openapi import build_openapi
@@ -37,7 +39,14 @@ from ._shadow_hunter import hunt
 from ._timing import ServerTiming
 from .settings import OnlineSettings
 
-__all__ = ["OnlineState", "create_app", "online_state"]
+__all__ = ["PATHS", "OnlineState", "create_app", "online_state"]
+
+#: The route of each endpoint.
+PATHS = {
+    "deal_brain": "/v1/deal-brain/answers",
+    "shadow_hunter": "/v1/shadow-hunter/hunts",
+    "nexus_assess": "/v1/nexus-assess/assessments",
+}
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -93,6 +102,11 @@ def create_app(
     state = OnlineState(budget, downstreams, metrics, assessments, doors, build_openapi(budget))
     app.extensions["online"] = state
     _install_routes(app, state)
+    app.asgi_app = FrontDoor(  # type: ignore[method-assign]
+        app.asgi_app,
+        [DoorRoute(PATHS[name], door, budget.endpoint(name).max_body_bytes) for name, door in doors.items()],
+        chassis_state=chassis.chassis_state(app),
+    )
     return app
 
 
@@ -138,24 +152,7 @@ async def _handle(
     timing = ServerTiming()
     g.server_timing = timing
     tenant = chassis.require_tenant()
-    # The door first: a refused request costs no body parsing, no validation, no downstream work.
-    door = state.doors[endpoint]
-    door.enter()
-    try:
-        return await _admitted(endpoint, model, check, run, state, tenant, timing)
-    finally:
-        door.leave()
-
-
-async def _admitted(
-    endpoint: str,
-    model: type[M],
-    check: Callable[[M, floodgate.EndpointPolicy], None],
-    run: Callable[[M, RequestContext], Awaitable[BaseModel]],
-    state: OnlineState,
-    tenant: str,
-    timing: ServerTiming,
-) -> Response:
+    # Admitted already: `FrontDoor` holds this request's place at the endpoint's door.
     policy = state.budget.endpoint(endpoint)
     body = await _read_body(model, policy.max_body_bytes)
     check(body, policy)
@@ -220,7 +217,7 @@ def _install_routes(app: QuartTrio, state: OnlineState) -> None:
             response.headers["Server-Timing"] = timing.header()
         return response
 
-    @app.post("/v1/deal-brain/answers")
+    @app.post(PATHS["deal_brain"])
     async def deal_brain() -> Response:
         return await _handle(
             "deal_brain",
@@ -230,7 +227,7 @@ def _install_routes(app: QuartTrio, state: OnlineState) -> None:
             state,
         )
 
-    @app.post("/v1/shadow-hunter/hunts")
+    @app.post(PATHS["shadow_hunter"])
     async def shadow_hunter() -> Response:
         return await _handle(
             "shadow_hunter",
@@ -240,7 +237,7 @@ def _install_routes(app: QuartTrio, state: OnlineState) -> None:
             state,
         )
 
-    @app.post("/v1/nexus-assess/assessments")
+    @app.post(PATHS["nexus_assess"])
     async def nexus_assess() -> Response:
         return await _handle(
             "nexus_assess",

@@ -13,13 +13,18 @@ import grpc
 import structlog
 from envoy.service.ratelimit.v3 import rls_pb2, rls_pb2_grpc
 from google.protobuf.duration_pb2 import Duration
+from google.protobuf.message import DecodeError
 
 from ._config import Unit
+from ._h2grpc import GrpcStatus
+from ._h2server import GrpcAbort
 from ._limiter import Code, Decision, Descriptor, RateLimiter
 from ._metrics import RateLimitMetrics
 from ._store import CounterStoreError
 
-__all__ = ["RateLimitServicer", "decision_to_response"]
+__all__ = ["SHOULD_RATE_LIMIT_PATH", "RateLimitServicer", "decision_to_response"]
+
+SHOULD_RATE_LIMIT_PATH = "/envoy.service.ratelimit.v3.RateLimitService/ShouldRateLimit"
 
 log = structlog.get_logger("ratelimit")
 
@@ -67,17 +72,19 @@ def decision_to_response(decision: Decision) -> rls_pb2.RateLimitResponse:
 
 
 class RateLimitServicer(rls_pb2_grpc.RateLimitServiceServicer):
-    """Runs in the gRPC server's worker threads; the limiter and the store are thread-safe."""
+    """Decides calls for either server: grpcio's (`ShouldRateLimit`, in its worker threads) or the
+    single-threaded `UnaryGrpcServer` (`handle_unary`, raw message bytes in and out). The limiter
+    and the store are thread-safe."""
 
     def __init__(self, limiter: RateLimiter, metrics: RateLimitMetrics) -> None:
         self._limiter = limiter
         self._metrics = metrics
         # labelled children resolved once per label set: labels() costs more than inc()
         self._requests: dict[tuple[str, Code], object] = {}
+        self._over: dict[tuple[str, bool], object] = {}
 
-    def ShouldRateLimit(
-        self, request: rls_pb2.RateLimitRequest, context: grpc.ServicerContext
-    ) -> rls_pb2.RateLimitResponse:
+    def decide(self, request: rls_pb2.RateLimitRequest) -> rls_pb2.RateLimitResponse:
+        """The response for ``request``. Raises `CounterStoreError` (counted) when the store fails."""
         started = time.perf_counter()
         # hits_addend 0 means "not set" in proto3: one hit, as in the reference service.
         hits = request.hits_addend or 1
@@ -86,7 +93,7 @@ class RateLimitServicer(rls_pb2_grpc.RateLimitServiceServicer):
         except CounterStoreError as exc:
             self._metrics.store_errors.inc()
             log.warning("counter_store_failed", error=str(exc))
-            context.abort(grpc.StatusCode.UNAVAILABLE, f"counter store unavailable: {exc}")
+            raise
         key = (request.domain, decision.code)
         counter = self._requests.get(key)
         if counter is None:
@@ -94,9 +101,35 @@ class RateLimitServicer(rls_pb2_grpc.RateLimitServiceServicer):
         counter.inc()
         for status in decision.statuses:
             if status.code is Code.OVER_LIMIT or status.shadow_over_limit:
-                self._metrics.over_limit.labels(
-                    status.metric_key or "", str(status.shadow_over_limit).lower()
-                ).inc()
+                over_key = (status.metric_key or "", status.shadow_over_limit)
+                over = self._over.get(over_key)
+                if over is None:
+                    over = self._over[over_key] = self._metrics.over_limit.labels(
+                        over_key[0], str(over_key[1]).lower()
+                    )
+                over.inc()
         response = decision_to_response(decision)
         self._metrics.latency.observe(time.perf_counter() - started)
         return response
+
+    def ShouldRateLimit(
+        self, request: rls_pb2.RateLimitRequest, context: grpc.ServicerContext
+    ) -> rls_pb2.RateLimitResponse:
+        try:
+            return self.decide(request)
+        except CounterStoreError as exc:
+            context.abort(grpc.StatusCode.UNAVAILABLE, f"counter store unavailable: {exc}")
+            raise  # abort() raises; this line is never reached
+
+    def handle_unary(self, path: str, message: bytes) -> bytes:
+        """`UnaryGrpcServer`'s handler: serialized request in, serialized response out."""
+        if path != SHOULD_RATE_LIMIT_PATH:
+            raise GrpcAbort(GrpcStatus.UNIMPLEMENTED, f"unknown method {path}")
+        try:
+            request = rls_pb2.RateLimitRequest.FromString(message)
+        except DecodeError:
+            raise GrpcAbort(GrpcStatus.INTERNAL, "cannot parse the request message") from None
+        try:
+            return self.decide(request).SerializeToString()
+        except CounterStoreError as exc:
+            raise GrpcAbort(GrpcStatus.UNAVAILABLE, f"counter store unavailable: {exc}") from None

@@ -15,6 +15,7 @@ from __future__ import annotations
 import signal
 import threading
 from concurrent import futures
+from typing import Protocol
 
 import grpc
 import structlog
@@ -24,6 +25,7 @@ from prometheus_client import CollectorRegistry
 
 from ._config import ConfigError, load_config
 from ._grpc import RateLimitServicer
+from ._h2server import UnaryGrpcServer
 from ._http import start_probe_server
 from ._limiter import RateLimiter
 from ._metrics import RateLimitMetrics
@@ -68,20 +70,9 @@ def serve(
             log.warning("redis_unreachable_at_start", error=str(exc))
     registry = CollectorRegistry()
     metrics = RateLimitMetrics(registry)
-    threads = settings.threads or (8 if settings.redis_url else 2)
-    server = grpc.server(
-        futures.ThreadPoolExecutor(max_workers=threads, thread_name_prefix="rls"),
-        maximum_concurrent_rpcs=settings.max_concurrent_rpcs,
-        options=[("grpc.so_reuseport", 0)],  # a port in use must fail, not be shared
-    )
-    rls_pb2_grpc.add_RateLimitServiceServicer_to_server(RateLimitServicer(limiter, metrics), server)
+    servicer = RateLimitServicer(limiter, metrics)
     address = f"{settings.host}:{settings.port}"
-    try:
-        bound = server.add_insecure_port(address)
-    except RuntimeError:
-        bound = 0
-    if bound == 0:
-        raise StartupError(f"cannot listen on {address} (gRPC): address in use or not available")
+    grpc_server = _start_grpc_server(settings, servicer, address)
 
     def ready() -> str | None:
         try:
@@ -93,9 +84,9 @@ def serve(
     try:
         probes = start_probe_server(settings.host, settings.http_port, registry=registry, ready=ready)
     except OSError as exc:
-        server.stop(None)
+        grpc_server.stop(0)
         raise StartupError(f"cannot listen on {settings.host}:{settings.http_port}: {exc.strerror}") from None
-    server.start()
+    grpc_server.start()
     if install_signal_handlers:
         for signum in (signal.SIGTERM, signal.SIGINT):
             signal.signal(signum, lambda *_: stop.set())
@@ -105,7 +96,7 @@ def serve(
         http=f"{settings.host}:{settings.http_port}",
         config=str(settings.config),
         store=repr(limiter.store),
-        threads=threads,
+        server=settings.grpc_server,
         domains=sorted(limiter.config.domains),
     )
     try:
@@ -114,6 +105,73 @@ def serve(
         log.info("shutdown_requested")
     finally:
         probes.close()
-        server.stop(settings.grace_period).wait(settings.grace_period + 1)
+        grpc_server.stop(settings.grace_period)
         limiter.store.close()
         log.info("stopped", limiter=repr(limiter))
+
+
+class _GrpcServer(Protocol):
+    def start(self) -> None: ...
+
+    def stop(self, grace: float) -> None:
+        """Stop taking calls, finish the ones in progress within ``grace`` seconds, return when done."""
+        ...
+
+
+class _SingleThreadServer:
+    """`UnaryGrpcServer` in its own (non-daemon) thread."""
+
+    def __init__(self, server: UnaryGrpcServer) -> None:
+        self._server = server
+        self._thread = threading.Thread(target=server.serve_forever, name="rls-grpc")
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self, grace: float) -> None:
+        if self._thread.is_alive():
+            self._server.stop(grace)
+            self._thread.join(grace + 2)
+        elif self._thread.ident is None:  # never started: just release the port
+            self._server.close()
+
+
+class _GrpcioServer:
+    def __init__(self, server: grpc.Server) -> None:
+        self._server = server
+
+    def start(self) -> None:
+        self._server.start()
+
+    def stop(self, grace: float) -> None:
+        self._server.stop(grace).wait(grace + 1)
+
+
+def _start_grpc_server(settings: RateLimitSettings, servicer: RateLimitServicer, address: str) -> _GrpcServer:
+    """Bind the gRPC port (a port in use is a `StartupError`); the caller starts serving."""
+    if settings.grpc_server == "single_thread":
+        try:
+            return _SingleThreadServer(
+                UnaryGrpcServer(
+                    settings.host,
+                    settings.port,
+                    servicer.handle_unary,
+                    max_concurrent_streams=settings.max_concurrent_rpcs,
+                )
+            )
+        except OSError as exc:
+            raise StartupError(f"cannot listen on {address} (gRPC): {exc.strerror}") from None
+    threads = settings.threads or (8 if settings.redis_url else 2)
+    server = grpc.server(
+        futures.ThreadPoolExecutor(max_workers=threads, thread_name_prefix="rls"),
+        maximum_concurrent_rpcs=settings.max_concurrent_rpcs,
+        options=[("grpc.so_reuseport", 0)],  # a port in use must fail, not be shared
+    )
+    rls_pb2_grpc.add_RateLimitServiceServicer_to_server(servicer, server)
+    try:
+        bound = server.add_insecure_port(address)
+    except RuntimeError:
+        bound = 0
+    if bound == 0:
+        raise StartupError(f"cannot listen on {address} (gRPC): address in use or not available")
+    return _GrpcioServer(server)

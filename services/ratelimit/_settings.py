@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 from chassis import BaseServiceSettings
 from pydantic import Field
@@ -20,7 +21,11 @@ class RateLimitSettings(BaseServiceSettings):
     redis_url: str | None = None
     #: gRPC calls in progress at once; more are refused at once with RESOURCE_EXHAUSTED
     max_concurrent_rpcs: int = Field(default=1024, ge=1)
-    #: gRPC worker threads; 0 = 2 with the memory store (CPU-bound: more threads only contend for
+    #: which gRPC server answers: ``single_thread`` (services.ratelimit._h2server: reads, decides
+    #: and answers in one thread, no hand-offs; the default) or ``grpcio`` (grpcio's threaded server:
+    #: the fallback, and the better fit when a slow Redis should not hold up other calls)
+    grpc_server: Literal["single_thread", "grpcio"] = "single_thread"
+    #: gRPC worker threads of the grpcio server; 0 = 2 with the memory store (CPU-bound: more threads only contend for
     #: the GIL), 8 with Redis (each call waits a round trip, which releases the GIL)
     threads: int = Field(default=0, ge=0, le=64)
     redis_max_connections: int = Field(default=32, ge=1)

@@ -125,11 +125,11 @@ Produce = Callable[[], Awaitable["Response | SseStream"]]
 
 
 async def simulate(api: str, produce: Produce) -> Response:
-    """Run one request of ``api`` through the simulated provider behaviour, then ``produce``."""
-    # Receive the whole request before answering, even a refusal: answering while the body is
-    # still arriving leaves hypercorn's keep-alive connection stuck for the client's next request
-    # (seen in about 1 of 10 refusals). Bounded by Quart's BODY_TIMEOUT.
-    await request.get_data(cache=True)
+    """Run one request of ``api`` through the simulated provider behaviour, then ``produce``.
+
+    The chassis has already read the request body (a refusal sent while the body is still
+    arriving would wedge the keep-alive connection), so a refusal here is safe to send at once.
+    """
     simulator = upstreams_state().simulator
     ticket = simulator.arrive(api, api_key(), trio.current_time())
     status = NO_RESPONSE

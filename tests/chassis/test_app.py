@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-import pytest
-from pydantic import BaseModel, Field
-
 import chassis
+import floodgate
+import pytest
+import trio
 from chassis import ApiError, BaseServiceSettings, SettingsError, load_settings
+from pydantic import BaseModel, Field
 
 
 class Item(BaseModel):
@@ -30,6 +31,23 @@ def make_app(**kwargs):
     @app.get("/boom")
     async def boom():
         raise RuntimeError("secret internals")
+
+    @app.get("/overloaded")
+    async def overloaded():
+        raise floodgate.Overloaded("all 2 slots busy", dependency="llm", retry_after=1.2)
+
+    async def fan_out(*errors: Exception) -> None:
+        async def branch(error: Exception) -> None:
+            raise error
+
+        async with trio.open_nursery() as nursery:
+            for error in errors:
+                nursery.start_soon(branch, error)
+
+    @app.get("/fan-out-overloaded")
+    async def fan_out_overloaded():
+        await fan_out(floodgate.Overloaded("busy", dependency="search", retry_after=0.2),
+                      floodgate.Overloaded("busy", dependency="search", retry_after=0.2))
 
     return app
 
@@ -87,6 +105,24 @@ async def test_unexpected_exception_is_500_without_internals() -> None:
     assert body["error"]["code"] == "internal_error"
     assert body["error"]["details"] == {"request_id": "r-1"}
     assert "secret" not in (await response.get_data()).decode()
+
+
+async def test_toolkit_error_maps_to_its_status_with_retry_after() -> None:
+    response = await make_app().test_client().get("/overloaded")
+    assert response.status_code == 429
+    assert response.headers["Retry-After"] == "2"
+    assert (await response.get_json())["error"] == {
+        "code": "overloaded",
+        "message": "llm: all 2 slots busy",
+        "details": {"dependency": "llm", "reason": "all 2 slots busy", "retry_after": 1.2},
+    }
+
+
+async def test_a_nursery_of_toolkit_errors_maps_to_their_status() -> None:
+    response = await make_app().test_client().get("/fan-out-overloaded")
+    assert response.status_code == 429
+    assert response.headers["Retry-After"] == "1"
+    assert (await response.get_json())["error"]["details"]["dependency"] == "search"
 
 
 async def test_unknown_route_is_json_404() -> None:

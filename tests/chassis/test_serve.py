@@ -2,12 +2,29 @@
 
 from __future__ import annotations
 
+import socket
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from functools import partial
+
+import chassis
 import httpx
 import pytest
 import trio
+from quart_trio import QuartTrio
 
-import chassis
-from tests.conftest import free_port
+
+@asynccontextmanager
+async def served(app: QuartTrio, *, grace_period: float) -> AsyncIterator[tuple[str, trio.Event]]:
+    """Serve ``app`` on a port the OS picks; yields its base URL and the shutdown event."""
+    shutdown = trio.Event()
+    async with trio.open_nursery() as nursery:
+        urls = await nursery.start(
+            partial(chassis.serve, app, host="127.0.0.1", port=0, grace_period=grace_period,
+                    shutdown_trigger=shutdown.wait)
+        )
+        yield urls[0], shutdown
+        shutdown.set()
 
 
 @pytest.mark.realtime
@@ -15,26 +32,15 @@ async def test_early_answers_do_not_wedge_keep_alive_connections() -> None:
     # An answer sent before the request body was read used to leave bytes on the connection,
     # and the next request on it hung. The chassis now reads (bounded) bodies first.
     app = chassis.create_app("t", max_body_bytes=100_000)
-    port = free_port()
-    shutdown = trio.Event()
-    async with trio.open_nursery() as nursery:
-        await nursery.start(
-            lambda task_status: chassis.serve(
-                app, host="127.0.0.1", port=port, grace_period=1,
-                shutdown_trigger=shutdown.wait, task_status=task_status,
-            )
-        )
-        base = f"http://127.0.0.1:{port}"
-        async with httpx.AsyncClient(timeout=2) as client:
-            for _ in range(100):
-                refused = await client.post(f"{base}/no-such-route", content=b"x" * 5000)
-                assert refused.status_code == 404
-                assert (await client.get(f"{base}/healthz")).status_code == 200
-            too_big = await client.post(f"{base}/no-such-route", content=b"x" * 200_000)
-            assert too_big.status_code == 413
-            assert too_big.headers["connection"] == "close"
+    async with served(app, grace_period=1) as (base, _), httpx.AsyncClient(timeout=2) as client:
+        for _ in range(100):
+            refused = await client.post(f"{base}/no-such-route", content=b"x" * 5000)
+            assert refused.status_code == 404
             assert (await client.get(f"{base}/healthz")).status_code == 200
-        shutdown.set()
+        too_big = await client.post(f"{base}/no-such-route", content=b"x" * 200_000)
+        assert too_big.status_code == 413
+        assert too_big.headers["connection"] == "close"
+        assert (await client.get(f"{base}/healthz")).status_code == 200
 
 
 @pytest.mark.realtime
@@ -48,23 +54,29 @@ async def test_graceful_shutdown_finishes_in_flight_requests() -> None:
         await trio.sleep(0.1)
         return {"done": True}
 
-    port = free_port()
-    shutdown = trio.Event()
-    async with trio.open_nursery() as nursery:
-        await nursery.start(
-            lambda task_status: chassis.serve(
-                app, host="127.0.0.1", port=port, grace_period=5,
-                shutdown_trigger=shutdown.wait, task_status=task_status,
-            )
-        )
-        result = {}
+    result = {}
+    async with served(app, grace_period=5) as (base, shutdown), trio.open_nursery() as nursery:
 
         async def call() -> None:
             async with httpx.AsyncClient(timeout=5) as client:
-                result["response"] = await client.get(f"http://127.0.0.1:{port}/slow")
+                result["response"] = await client.get(f"{base}/slow")
 
         nursery.start_soon(call)
         await started.wait()
         shutdown.set()  # shutdown requested while the request is in flight
     assert result["response"].status_code == 200
     assert result["response"].json() == {"done": True}
+
+
+async def test_a_port_in_use_is_one_startup_error() -> None:
+    # hypercorn binds inside its nurseries: the OSError arrives wrapped in exception groups, and
+    # the chassis must still turn it into the one line a supervisor shows.
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        with pytest.raises(chassis.StartupError, match=rf"^cannot listen on 127\.0\.0\.1:{port}: address already in use$"):
+            await chassis.serve(
+                chassis.create_app("t"), host="127.0.0.1", port=port, grace_period=1,
+                shutdown_trigger=trio.sleep_forever,
+            )

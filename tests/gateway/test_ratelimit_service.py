@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import threading
 
 import grpc
 import httpx
@@ -39,11 +40,12 @@ def test_public_api_is_exported():
     assert sorted(ratelimit.__all__) == sorted(set(ratelimit.__all__))
 
 
+@pytest.mark.parametrize("server", ["single_thread", "grpcio"])
 @pytest.mark.parametrize("backend", ["memory", "redis"])
-def test_grpc_decisions_probes_and_metrics(tmp_path, request, backend):
+def test_grpc_decisions_probes_and_metrics(tmp_path, request, backend, server):
     redis_url = request.getfixturevalue("redis_url") if backend == "redis" else None
     # a per-test prefix keeps Redis counters of concurrent runs apart
-    env = {"RATELIMIT_KEY_PREFIX": redis_prefix()}
+    env = {"RATELIMIT_KEY_PREFIX": redis_prefix(), "RATELIMIT_GRPC_SERVER": server}
     with start_ratelimit(tmp_path, redis_url=redis_url, extra_env=env) as rls:
         port = rls.ports["grpc"]
         # omnirag_submit: 5 per second per tenant. 7 calls land in at most 2 windows, so >= 1 is over.
@@ -67,8 +69,10 @@ def test_grpc_decisions_probes_and_metrics(tmp_path, request, backend):
         assert httpx.get(f"{http}/nope").status_code == 404
 
 
-def test_redis_down_answers_unavailable_and_counts_it(tmp_path):
-    with start_ratelimit(tmp_path, redis_url="redis://127.0.0.1:1/0") as rls:
+@pytest.mark.parametrize("server", ["single_thread", "grpcio"])
+def test_redis_down_answers_unavailable_and_counts_it(tmp_path, server):
+    env = {"RATELIMIT_GRPC_SERVER": server}
+    with start_ratelimit(tmp_path, redis_url="redis://127.0.0.1:1/0", extra_env=env) as rls:
         with pytest.raises(grpc.RpcError) as info:
             call(rls.ports["grpc"], "acme", "deal_brain")
         assert info.value.code() == grpc.StatusCode.UNAVAILABLE
@@ -78,6 +82,51 @@ def test_redis_down_answers_unavailable_and_counts_it(tmp_path):
         assert ready.status_code == 503  # ...but not ready, and says why
         assert "counter store" in ready.json()["error"]["message"]
         assert "ratelimit_store_errors_total 1.0" in httpx.get(f"{http}/metrics").text
+
+
+def test_concurrent_clients_count_exactly_and_unknown_methods_are_refused(tmp_path):
+    """The single-threaded server under several grpcio clients at once (each its own connection,
+    many streams each): every call answered, counts exact, then SIGTERM stops it cleanly."""
+    config = tmp_path / "rl.yaml"
+    config.write_text(
+        "domain: floodgate\ndescriptors:\n  - key: tenant\n    descriptors:\n      - key: route\n"
+        "        rate_limit: {unit: day, requests_per_unit: 150}\n"
+    )
+    with start_ratelimit(tmp_path, config=config) as rls:
+        port = rls.ports["grpc"]
+        request = rls_pb2.RateLimitRequest(
+            domain="floodgate",
+            descriptors=[
+                ratelimit_pb2.RateLimitDescriptor(
+                    entries=[
+                        ratelimit_pb2.RateLimitDescriptor.Entry(key="tenant", value="acme"),
+                        ratelimit_pb2.RateLimitDescriptor.Entry(key="route", value="any"),
+                    ]
+                )
+            ],
+        )
+        codes: list[int] = []
+
+        def client() -> None:
+            with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+                stub = rls_pb2_grpc.RateLimitServiceStub(channel)
+                futures = [stub.ShouldRateLimit.future(request, timeout=10) for _ in range(50)]
+                codes.extend(f.result().overall_code for f in futures)
+
+        threads = [threading.Thread(target=client) for _ in range(4)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(30)
+        assert codes.count(rls_pb2.RateLimitResponse.OK) == 150
+        assert codes.count(rls_pb2.RateLimitResponse.OVER_LIMIT) == 50
+
+        with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+            unknown = channel.unary_unary("/envoy.service.ratelimit.v3.RateLimitService/Nope")
+            with pytest.raises(grpc.RpcError) as info:
+                unknown(b"", timeout=2)
+        assert info.value.code() == grpc.StatusCode.UNIMPLEMENTED
+    assert rls.process.returncode == 0, rls.log_text()[-2000:]
 
 
 def run_main(env: dict[str, str]) -> subprocess.CompletedProcess:

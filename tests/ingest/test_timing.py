@@ -3,7 +3,15 @@
 import pytest
 import trio
 
-from services.ingest import ClaimPacer, LeaseClock, RetryBackoff, StopReason, keep_leases
+from services.ingest import (
+    CallSpacer,
+    CallSpacerStatistics,
+    ClaimPacer,
+    LeaseClock,
+    RetryBackoff,
+    StopReason,
+    keep_leases,
+)
 from services.ingest._queue import Heartbeat
 
 
@@ -162,3 +170,55 @@ async def test_keep_leases_recovers_after_a_failed_heartbeat_and_waits_for_jobs(
     # 6.0 fails, retried at 6.25 (ok: lease now ends at 9.25), next due 7.25
     assert [round(t - t0, 6) for t, _ in leases.sent] == [6.0, 6.25, 7.25]
     assert leases.stopped == {}
+
+
+def test_call_spacer_spreads_starts_over_the_observed_duration() -> None:
+    spacer = CallSpacer(slots=4, fraction=0.8, smoothing=0.5)
+    # No observation yet: no gap, calls start at once.
+    assert [spacer.reserve(10.0) for _ in range(3)] == [10.0, 10.0, 10.0]
+    spacer.observed(1.0)
+    assert spacer.gap == pytest.approx(0.2)  # 0.8 x 1.0 s / 4 slots
+    # A burst of four is spread 0.2 s apart; a later caller never starts before "now".
+    assert [spacer.reserve(20.0) for _ in range(4)] == pytest.approx([20.0, 20.2, 20.4, 20.6])
+    assert spacer.reserve(30.0) == 30.0
+    spacer.observed(2.0)  # exponentially weighted: 1.0 + 0.5 x (2.0 - 1.0)
+    assert spacer.statistics() == CallSpacerStatistics(mean_duration=1.5, gap=pytest.approx(0.3), delayed=3)
+    with pytest.raises(ValueError):
+        CallSpacer(slots=0)
+
+
+async def test_pipeline_spaces_embed_calls_and_keeps_the_limit(autojump_clock: trio.abc.Clock) -> None:
+    """Eight batches, a limit of 4 and calls of 1 s: the first four leave together (nothing observed
+    yet), the next four leave 0.2 s apart as the first ones return, never more than 4 in flight."""
+    from services.ingest import ChunkingConfig, JobPipeline, PipelineConfig
+    from services.ingest._queue import ClaimedJob, Fence
+
+    starts: list[float] = []
+    in_flight = peak = 0
+
+    class SlowEmbedder:
+        async def embed(self, texts, *, tenant):
+            nonlocal in_flight, peak
+            starts.append(trio.current_time())
+            in_flight += 1
+            peak = max(peak, in_flight)
+            await trio.sleep(1.0)
+            in_flight -= 1
+            return [[0.0] * 3 for _ in texts]
+
+    class Db:
+        async def run(self, fn, *args):
+            name = getattr(fn, "func", fn).__name__
+            return {"start_chunks": set(), "stage_chunks": True, "complete_job": True}[name]
+
+    pipeline = JobPipeline(
+        PipelineConfig(chunking=ChunkingConfig(1, 0, 100), embed_batch_size=1, embed_parallelism=8),
+        db=Db(), embedder=SlowEmbedder(), fetcher=None, embed_limiter=trio.CapacityLimiter(4),
+        embed_spacer=CallSpacer(slots=4, fraction=0.8, smoothing=1.0),
+    )
+    job = ClaimedJob(job_id=1, tenant_id="t", doc_id="d", content_hash="h", attempts=1, max_attempts=3,
+                     fence=Fence(1, __import__("uuid").uuid4()), text="a b c d e f g h", url=None, metadata={})
+    await pipeline.run(job)
+    assert peak == 4
+    assert starts[:4] == [0.0] * 4
+    assert starts[4:] == pytest.approx([1.0, 1.2, 1.4, 1.6])

@@ -28,7 +28,7 @@ def test_guarded_call_gate_and_deadline_under_asyncio():
                 await gate.acquire("b")
         with pytest.raises(floodgate.DeadlineExceeded):
             with floodgate.deadline_after(0.01):
-                await anyio.sleep(1)
+                await anyio.sleep_forever()
         return dep.statistics()
 
     stats = anyio.run(main, backend="asyncio")

@@ -5,10 +5,11 @@ from __future__ import annotations
 import math
 
 import floodgate
+import httpx
 import pytest
 import trio
 
-from .conftest import make_dependency
+from .conftest import budget_dict, make_dependency
 
 
 class Script:
@@ -348,3 +349,19 @@ async def test_cancellation_at_any_await_leaves_everything_consistent(autojump_c
     assert dep.bucket is not None
     # a token reserved by a cancelled waiter was given back: one per attempt made, plus the holder's
     assert dep.bucket.statistics(now).granted_total == 1 + len(fn.times)
+
+
+async def test_closing_dependencies_closes_every_client_even_when_one_fails():
+    class FailsToClose(httpx.AsyncClient):
+        async def aclose(self) -> None:
+            raise RuntimeError("close failed")
+
+    policy = floodgate.parse_budget(budget_dict()).dependency("api")
+    healthy = httpx.AsyncClient()
+    deps = floodgate.Dependencies({
+        "first": floodgate.Dependency("first", policy, capacity=1, client=FailsToClose()),
+        "second": floodgate.Dependency("second", policy, capacity=1, client=healthy),
+    })
+    with pytest.raises(RuntimeError, match="close failed"):
+        await deps.aclose()
+    assert healthy.is_closed

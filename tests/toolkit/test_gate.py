@@ -297,3 +297,13 @@ async def test_gate_metrics(autojump_clock):
     assert value("floodgate_gate_wait_seconds_count", {"gate": "embed"}) == 2
     assert value("floodgate_gate_wait_seconds_sum", {"gate": "embed"}) == pytest.approx(0.4)
     assert value("floodgate_gate_in_use", {"gate": "embed"}) == 0
+
+
+async def test_a_caller_cancelled_already_is_cancelled_not_rejected(autojump_clock):
+    gate = floodgate.Gate("g", 1, max_waiters=0, max_wait=0)
+    gate.acquire_nowait("a")
+    with trio.CancelScope() as scope:
+        scope.cancel()
+        await gate.acquire("b")  # raises Cancelled, which the scope absorbs
+    assert scope.cancelled_caught
+    assert gate.statistics().rejected_total == 0

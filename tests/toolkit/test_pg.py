@@ -67,3 +67,24 @@ def test_pool_under_asyncio_calls_asyncpg_directly(database_url):
             return await pool.run_in_transaction(lambda conn: conn.fetchval("select 'in tx'"))
 
     assert asyncio.run(main()) == "in tx"
+
+
+def test_closing_does_not_wait_forever_for_a_connection_still_in_use(database_url):
+    async def main():
+        loop = asyncio.get_running_loop()
+        holding = asyncio.Event()
+
+        async def hold_forever(conn):
+            holding.set()
+            await asyncio.Event().wait()  # a stuck task that never gives its connection back
+
+        async with floodgate.open_pg_pool(database_url, min_size=1, max_size=1, close_timeout=0.05) as pool:
+            stuck = asyncio.create_task(pool.run(hold_forever))
+            await holding.wait()
+            closing_at = loop.time()
+        closed_after = loop.time() - closing_at
+        stuck.cancel()
+        return closed_after
+
+    closed_after = asyncio.run(asyncio.wait_for(main(), 10))
+    assert 0.05 <= closed_after < 2

@@ -1,0 +1,288 @@
+"""The I/O around `UnaryGrpcConnection`: one thread, one ``selectors`` loop, every connection.
+
+Each readable socket is read once (up to 256 KiB: Envoy sends many calls per read under load), its
+complete calls are decided right there, in the thread that read them, and the answers are written
+back in one ``send``. No thread hand-offs, which is the point (see `services.ratelimit._h2grpc`).
+The handler must therefore be quick and never block for long: the memory store answers in
+microseconds; the Redis store's round trips are bounded by its socket timeout (100 ms), and a
+Redis that slow makes Envoy's 200 ms rate-limit timeout pass requests (failure mode allow) anyway.
+
+Bounds: ``max_connections`` (more are accepted and closed at once), 1 MiB of unsent output per
+connection (beyond it the connection is not read until the peer reads), and the stream and message
+limits of `UnaryGrpcConnection`. `stop` sends GOAWAY to every connection, flushes what is queued
+(for at most ``grace`` seconds) and closes; Envoy then reconnects elsewhere or applies its failure mode.
+"""
+
+from __future__ import annotations
+
+import errno
+import selectors
+import socket
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import structlog
+
+from ._h2grpc import GrpcStatus, H2ProtocolError, UnaryCall, UnaryGrpcConnection
+
+__all__ = ["GrpcAbort", "UnaryGrpcServer", "UnaryGrpcServerStatistics"]
+
+log = structlog.get_logger("ratelimit")
+
+_READ_SIZE = 262144
+_MAX_UNSENT = 1 << 20
+
+
+class GrpcAbort(Exception):
+    """Raised by a handler to answer the call with a gRPC error status instead of a message."""
+
+    def __init__(self, code: int, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
+#: ``handler(path, request_message) -> response_message``; raises `GrpcAbort` to fail the call
+Handler = Callable[[str, bytes], bytes]
+
+
+@dataclass(frozen=True)
+class UnaryGrpcServerStatistics:
+    connections: int
+    accepted: int
+    rejected_connections: int
+    calls: int
+    protocol_errors: int
+
+
+class _Conn:
+    __slots__ = ("closing", "proto", "reading", "sock", "unsent")
+
+    def __init__(self, sock: socket.socket, proto: UnaryGrpcConnection) -> None:
+        self.sock = sock
+        self.proto = proto
+        self.unsent = b""
+        self.reading = True
+        self.closing = False  # close once unsent is empty
+
+
+class UnaryGrpcServer:
+    """Binds at construction (so a port in use fails at start-up), serves in `serve_forever`."""
+
+    def __init__(
+        self,
+        host: str,
+        port: int,
+        handler: Handler,
+        *,
+        max_connections: int = 256,
+        max_concurrent_streams: int = 1024,
+        max_message_bytes: int = 65536,
+        reuse_port: bool = False,
+    ) -> None:
+        self._handler = handler
+        self._max_connections = max_connections
+        self._max_streams = max_concurrent_streams
+        self._max_message = max_message_bytes
+        self._listener = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
+        self._listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if reuse_port:
+            self._listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        try:
+            self._listener.bind((host, port))
+            self._listener.listen(128)
+        except OSError:
+            self._listener.close()
+            raise
+        self._listener.setblocking(False)
+        self.port = self._listener.getsockname()[1]
+        self._selector = selectors.DefaultSelector()
+        self._selector.register(self._listener, selectors.EVENT_READ, None)
+        self._wake_r, self._wake_w = socket.socketpair()
+        self._wake_r.setblocking(False)
+        self._selector.register(self._wake_r, selectors.EVENT_READ, "wake")
+        self._conns: dict[int, _Conn] = {}
+        self._stop_requested = threading.Event()
+        self._stopped = threading.Event()
+        self._grace = 0.0
+        self._accepted = 0
+        self._rejected = 0
+        self._calls = 0
+        self._protocol_errors = 0
+
+    # -- control (any thread) ----------------------------------------------------------------------
+
+    def stop(self, grace: float) -> None:
+        """Ask `serve_forever` to GOAWAY, flush for at most ``grace`` seconds, close; wait for it."""
+        self._grace = grace
+        self._stop_requested.set()
+        try:
+            self._wake_w.send(b"x")
+        except OSError:
+            pass
+        self._stopped.wait(grace + 2)
+
+    def close(self) -> None:
+        """Release the port of a server whose `serve_forever` never ran."""
+        self._selector.close()
+        self._listener.close()
+        self._wake_r.close()
+        self._wake_w.close()
+
+    # -- the loop ----------------------------------------------------------------------------------
+
+    def serve_forever(self) -> None:
+        try:
+            while not self._stop_requested.is_set():
+                for key, events in self._selector.select():
+                    self._dispatch(key, events)
+            self._drain()
+        finally:
+            for conn in list(self._conns.values()):
+                self._close(conn)
+            self._selector.close()
+            self._listener.close()
+            self._wake_r.close()
+            self._wake_w.close()
+            self._stopped.set()
+
+    def _dispatch(self, key: selectors.SelectorKey, events: int) -> None:
+        if key.data is None:
+            self._accept()
+        elif key.data == "wake":
+            self._wake_r.recv(64)
+        else:
+            conn: _Conn = key.data
+            if events & selectors.EVENT_WRITE:
+                self._flush(conn)
+            if events & selectors.EVENT_READ and conn.reading and conn.sock.fileno() >= 0:
+                self._read(conn)
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                sock, _ = self._listener.accept()
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as exc:  # EMFILE and friends: keep serving the connections we have
+                log.warning("accept_failed", error=str(exc))
+                return
+            if len(self._conns) >= self._max_connections:
+                self._rejected += 1
+                sock.close()
+                continue
+            self._accepted += 1
+            sock.setblocking(False)
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            conn = _Conn(
+                sock,
+                UnaryGrpcConnection(
+                    max_concurrent_streams=self._max_streams, max_message_bytes=self._max_message
+                ),
+            )
+            self._conns[sock.fileno()] = conn
+            self._selector.register(sock, selectors.EVENT_READ, conn)
+            self._send(conn, conn.proto.data_to_send())
+
+    def _read(self, conn: _Conn) -> None:
+        try:
+            data = conn.sock.recv(_READ_SIZE)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError:
+            self._close(conn)
+            return
+        if not data:
+            self._close(conn)
+            return
+        proto = conn.proto
+        try:
+            calls = proto.receive(data)
+        except H2ProtocolError as exc:
+            self._protocol_errors += 1
+            log.warning("grpc_protocol_error", error=str(exc))
+            conn.closing = True
+            self._send(conn, proto.data_to_send())
+            return
+        for call in calls:
+            self._answer(proto, call)
+        self._calls += len(calls)
+        if proto.peer_gone and proto.open_streams == 0:
+            conn.closing = True
+        self._send(conn, proto.data_to_send())
+
+    def _answer(self, proto: UnaryGrpcConnection, call: UnaryCall) -> None:
+        try:
+            response = self._handler(call.path, call.message)
+        except GrpcAbort as abort:
+            proto.fail(call.stream_id, abort.code, abort.message)
+        except Exception as exc:  # a bug must cost one call, not the connection
+            log.exception("handler_failed", path=call.path)
+            proto.fail(call.stream_id, GrpcStatus.UNKNOWN, f"{type(exc).__name__}")
+        else:
+            proto.respond(call.stream_id, response)
+
+    def _send(self, conn: _Conn, data: bytes) -> None:
+        if data:
+            conn.unsent += data
+        self._flush(conn)
+
+    def _flush(self, conn: _Conn) -> None:
+        if conn.unsent:
+            try:
+                sent = conn.sock.send(conn.unsent)
+            except (BlockingIOError, InterruptedError):
+                sent = 0
+            except OSError as exc:
+                if exc.errno not in (errno.EPIPE, errno.ECONNRESET):
+                    log.warning("send_failed", error=str(exc))
+                self._close(conn)
+                return
+            conn.unsent = conn.unsent[sent:]
+        if not conn.unsent and conn.closing:
+            self._close(conn)
+            return
+        # read only while the peer keeps up with what we write (bounded output buffer)
+        conn.reading = len(conn.unsent) < _MAX_UNSENT
+        events = (selectors.EVENT_READ if conn.reading else 0) | (selectors.EVENT_WRITE if conn.unsent else 0)
+        self._selector.modify(conn.sock, events, conn)
+
+    def _close(self, conn: _Conn) -> None:
+        fd = conn.sock.fileno()
+        if fd < 0:
+            return
+        self._conns.pop(fd, None)
+        try:
+            self._selector.unregister(conn.sock)
+        except (KeyError, ValueError):
+            pass
+        conn.sock.close()
+
+    def _drain(self) -> None:
+        """GOAWAY everywhere, answer what is already buffered, flush, within the grace period."""
+        self._selector.unregister(self._listener)
+        self._listener.close()
+        for conn in list(self._conns.values()):
+            conn.proto.goaway()
+            conn.closing = True
+            self._send(conn, conn.proto.data_to_send())
+        deadline = time.monotonic() + self._grace
+        while self._conns and (remaining := deadline - time.monotonic()) > 0:
+            for key, events in self._selector.select(remaining):
+                if isinstance(key.data, _Conn) and events & selectors.EVENT_WRITE:
+                    self._flush(key.data)
+
+    def statistics(self) -> UnaryGrpcServerStatistics:
+        return UnaryGrpcServerStatistics(
+            connections=len(self._conns),
+            accepted=self._accepted,
+            rejected_connections=self._rejected,
+            calls=self._calls,
+            protocol_errors=self._protocol_errors,
+        )
+
+    def __repr__(self) -> str:
+        s = self.statistics()
+        return f"<UnaryGrpcServer port={self.port} connections={s.connections} calls={s.calls}>"
