@@ -34,6 +34,7 @@ import math
 import multiprocessing
 import os
 import socket
+import statistics
 import sys
 import tempfile
 import time
@@ -223,11 +224,16 @@ def redis_answers() -> bool:
         return False
 
 
+def median(values: list[float]) -> float:
+    return statistics.median(values)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--rate", type=float, default=300.0, help="requests/s in total, over the three paths")
-    parser.add_argument("--duration", type=float, default=10.0, help="measured seconds of the latency run")
-    parser.add_argument("--rls-seconds", type=float, default=4.0)
+    parser.add_argument("--duration", type=float, default=6.0, help="measured seconds of each latency round")
+    parser.add_argument("--rounds", type=int, default=3, help="rounds of each measurement; medians reported")
+    parser.add_argument("--rls-seconds", type=float, default=3.0, help="seconds of each throughput round")
     parser.add_argument(
         "--rls-clients", type=int, default=1, help="client connections (processes) for the RLS run"
     )
@@ -237,7 +243,19 @@ def main() -> int:
     # enough tenants that none reaches its 50/s limit on the measured route at this rate
     tenants = max(4, math.ceil(args.rate / 3 / 25))
     keys = {f"bench-key-{i:04d}-xxxxxxxx": f"bench{i}" for i in range(tenants)}
-    load_before = os.getloadavg()[0]
+    loads = [os.getloadavg()[0]]
+
+    def throughput(port: int) -> float:
+        rounds = []
+        for _ in range(args.rounds):
+            decisions, failed = rls_throughput(
+                port, seconds=args.rls_seconds, clients=args.rls_clients, in_flight=args.rls_in_flight
+            )
+            if failed:
+                print(f"warning: {failed} rate-limit calls failed", file=sys.stderr)
+            rounds.append(decisions)
+        print(f"  rounds: {', '.join(f'{r:,.0f}' for r in rounds)} decisions/s", flush=True)
+        return median(rounds)
 
     with tempfile.TemporaryDirectory(prefix="bench-gateway-") as tmp:
         log_dir = Path(tmp)
@@ -263,12 +281,23 @@ def main() -> int:
                 "gw-no-rls": int(gw_local.url.rsplit(":", 1)[1]),
             }
             print(
-                f"latency: {args.rate:g} req/s open loop for {args.duration:g} s, round-robin over direct / "
-                f"gateway (auth + local bucket + global limit) / gateway without the global limit, "
-                f"{tenants} tenants; load average {load_before:.2f}",
+                f"latency: {args.rate:g} req/s open loop, {args.rounds} rounds of {args.duration:g} s (+1 s "
+                f"warm-up), round-robin over direct / gateway (auth + local bucket + global limit) / "
+                f"gateway without the global limit, {tenants} tenants; load average {loads[0]:.2f}",
                 flush=True,
             )
-            lat = trio.run(open_loop, targets, list(keys), args.rate, args.duration, 1.0)
+            rounds: list[dict[str, tuple[float, float, float]]] = []
+            for r in range(args.rounds):
+                lat = trio.run(open_loop, targets, list(keys), args.rate, args.duration, 1.0)
+                stats = {name: tuple(percentile(v, q) for q in (50, 90, 99)) for name, v in lat.items()}
+                rounds.append(stats)
+                loads.append(os.getloadavg()[0])
+                added = [stats["gateway"][k] - stats["direct"][k] for k in range(3)]
+                print(
+                    f"  round {r + 1}: added p50 {added[0]:.3f} ms, p99 {added[2]:.3f} ms "
+                    f"(n={min(len(v) for v in lat.values())} per path; load average {loads[-1]:.2f})",
+                    flush=True,
+                )
             allowed = gw.stat("cluster.ingest_api.ratelimit.ok")
             failed = gw.stat("cluster.ingest_api.ratelimit.error")
             over = gw.stat("cluster.ingest_api.ratelimit.over_limit")
@@ -276,51 +305,59 @@ def main() -> int:
 
             print(
                 f"rls throughput: {args.rls_clients} connection(s) x {args.rls_in_flight} calls in flight, "
-                f"{args.rls_seconds:g} s, memory backend",
+                f"{args.rounds} rounds of {args.rls_seconds:g} s, memory backend",
                 flush=True,
             )
-            decisions, failed = rls_throughput(
-                rls.ports["grpc"],
-                seconds=args.rls_seconds,
-                clients=args.rls_clients,
-                in_flight=args.rls_in_flight,
-            )
-            if failed:
-                print(f"warning: {failed} rate-limit calls failed", file=sys.stderr)
+            decisions = throughput(rls.ports["grpc"])
+            loads.append(os.getloadavg()[0])
+        # the previous design, grpcio's threaded server, as the baseline (same limiter, same client)
+        print("rls throughput, baseline: grpcio's threaded server (RATELIMIT_GRPC_SERVER=grpcio)", flush=True)
+        with start_ratelimit(
+            log_dir, name="ratelimit-grpcio", extra_env={"RATELIMIT_GRPC_SERVER": "grpcio"}
+        ) as base:
+            baseline_decisions = throughput(base.ports["grpc"])
         redis_decisions = None
         if redis_answers():
+            print("rls throughput, Redis backend (information)", flush=True)
             with start_ratelimit(
                 log_dir,
                 name="ratelimit-redis",
                 redis_url="redis://127.0.0.1:6379/0",
                 extra_env={"RATELIMIT_KEY_PREFIX": f"bench-{int(time.time())}:"},
             ) as rls_redis:
-                redis_decisions, _ = rls_throughput(
-                    rls_redis.ports["grpc"],
-                    seconds=args.rls_seconds,
-                    clients=args.rls_clients,
-                    in_flight=args.rls_in_flight,
-                )
+                redis_decisions = throughput(rls_redis.ports["grpc"])
 
-    stats = {
-        name: (len(v), percentile(v, 50), percentile(v, 90), percentile(v, 99)) for name, v in lat.items()
+    names = list(rounds[0])
+    stats = {name: tuple(median([r[name][k] for r in rounds]) for k in range(3)) for name in names}
+    added_rounds = {
+        name: [tuple(r[name][k] - r["direct"][k] for k in range(3)) for r in rounds]
+        for name in ("gateway", "gw-no-rls")
     }
     print()
-    print(f"{'path':<12}{'n':>7}{'p50 ms':>10}{'p90 ms':>10}{'p99 ms':>10}")
-    for name, (n, p50, p90, p99) in stats.items():
-        print(f"{name:<12}{n:>7}{p50:>10.3f}{p90:>10.3f}{p99:>10.3f}")
+    print(f"median of {args.rounds} rounds")
+    print(f"{'path':<19}{'p50 ms':>10}{'p90 ms':>10}{'p99 ms':>10}")
+    for name in names:
+        p50, p90, p99 = stats[name]
+        print(f"{name:<19}{p50:>10.3f}{p90:>10.3f}{p99:>10.3f}")
     for name, label in (("gateway", "added"), ("gw-no-rls", "added w/o RLS")):
-        d = [stats[name][k] - stats["direct"][k] for k in (1, 2, 3)]
+        d = [median([a[k] for a in added_rounds[name]]) for k in range(3)]
         print(f"{label:<19}{d[0]:>10.3f}{d[1]:>10.3f}{d[2]:>10.3f}")
-    added_p50 = stats["gateway"][1] - stats["direct"][1]
-    added_p99 = stats["gateway"][3] - stats["direct"][3]
+    added_p50 = median([a[0] for a in added_rounds["gateway"]])
+    added_p99 = median([a[2] for a in added_rounds["gateway"]])
     print()
-    print(f"rate-limit service, memory backend: {decisions:,.0f} decisions/s")
+    print(
+        f"rate-limit service, memory backend: {decisions:,.0f} decisions/s "
+        f"(baseline grpcio server: {baseline_decisions:,.0f}/s; ratio {decisions / baseline_decisions:.2f}x)"
+    )
     if redis_decisions is not None:
         print(f"rate-limit service, Redis backend:  {redis_decisions:,.0f} decisions/s (information)")
     else:
         print("rate-limit service, Redis backend: skipped (no Redis on 127.0.0.1:6379)")
-    print(f"load average after: {os.getloadavg()[0]:.2f} (other work on the machine inflates every figure)")
+    loads.append(os.getloadavg()[0])
+    print(
+        f"load average (1 min) during the run: {' -> '.join(f'{x:.2f}' for x in loads)} "
+        "(other work on the machine inflates every figure)"
+    )
     print(
         json.dumps(
             {

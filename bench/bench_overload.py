@@ -80,6 +80,14 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def machine_busy() -> tuple[float, float]:
+    """(busy, total) CPU seconds of the whole machine so far, all cores (Linux /proc/stat)."""
+    ticks = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    idle = ticks[3] + ticks[4]  # idle + iowait
+    hz = os.sysconf("SC_CLK_TCK")
+    return (sum(ticks) - idle) / hz, sum(ticks) / hz
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -359,6 +367,10 @@ class Level:
     loop_lag: float = math.nan  # the service's mean event-loop lag during the level, s
     provider_queue: dict[str, int] = field(default_factory=dict)
     cpu: dict[str, float] = field(default_factory=dict)  # process -> share of one core during the level
+    #: cores busy on the whole machine during the level, and the 1-minute load average at its end:
+    #: what else ran (other work on a shared machine, PostgreSQL) is busy - sum(cpu)
+    machine: float = math.nan
+    load_average: float = math.nan
 
     def latencies(self, kind: str) -> list[float]:
         return sorted(t for k, t in self.outcomes if k == kind)
@@ -544,10 +556,13 @@ async def run_mode(
             level = Level(mode, factor, rate, duration, slo)
             before = {name: cpu_seconds(pid) for name, pid in pids.items()}
             lag_before = await loop_lag(metrics_client)
+            busy_before = machine_busy()[0]
             wall = time.monotonic()
             await run_level(client, level, offset=(index + 1) * 1_000_000)
             wall = time.monotonic() - wall
             level.cpu = {name: (cpu_seconds(pid) - before[name]) / wall for name, pid in pids.items()}
+            level.machine = (machine_busy()[0] - busy_before) / wall
+            level.load_average = os.getloadavg()[0]
             lag_after = await loop_lag(metrics_client)
             samples = lag_after[1] - lag_before[1]
             level.loop_lag = (lag_after[0] - lag_before[0]) / samples if samples else math.nan
@@ -566,7 +581,7 @@ def report(levels: list[Level], capacity: float) -> None:
     header = (
         f"{'mode':9s} {'load':>5s} {'offered/s':>9s} {'goodput/s':>9s} {'p50 ms':>7s} {'p95 ms':>7s} "
         f"{'p99 ms':>7s} {'rejected':>8s} {'rej p99':>8s} {'degraded':>8s} {'errors':>7s} {'llm queue':>9s} "
-        f"{'cpu svc/prov/load':>17s} {'srv p99':>7s} {'lag ms':>6s}"
+        f"{'cpu svc/prov/load':>17s} {'others':>6s} {'srv p99':>7s} {'lag ms':>6s} {'load1':>5s}"
     )
     print(header)
     print("-" * len(header))
@@ -580,12 +595,14 @@ def report(levels: list[Level], capacity: float) -> None:
             f"{pct(rej, 0.99) * 1000:>8.1f} {lv.count('degraded') / n:>8.1%} {lv.count('error') / n:>7.1%} "
             f"{lv.provider_queue.get('/v1/chat/completions', 0):>9d} "
             f"{lv.cpu.get('service', 0):>6.0%}/{lv.cpu.get('provider', 0):.0%}/{lv.cpu.get('load', 0):.0%} "
-            f"{pct(sorted(lv.server), 0.99) * 1000:>7.0f} {lv.loop_lag * 1000:>6.1f}"
+            f"{lv.machine - sum(lv.cpu.values()):>6.0%} "
+            f"{pct(sorted(lv.server), 0.99) * 1000:>7.0f} {lv.loop_lag * 1000:>6.1f} {lv.load_average:>5.2f}"
         )
     print(
         f"capacity the budget implies: {capacity:g} requests/s; good = full answer within the SLO p99; "
         "llm queue = longest queue at the LLM provider; cpu = share of one core per process; "
-        "srv p99 = Server-Timing total; lag = the service's mean event-loop lag"
+        "others = the rest of the machine's busy CPU (PostgreSQL, other work), in cores; "
+        "srv p99 = Server-Timing total; lag = the service's mean event-loop lag; load1 = load average at the end"
     )
     for lv in levels:
         steps = ", ".join(f"{name} {pct(sorted(v), 0.99) * 1000:.0f}" for name, v in lv.steps.items())

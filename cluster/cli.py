@@ -15,6 +15,7 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import trio
 
@@ -38,7 +39,22 @@ def _running_pid(settings: ClusterSettings) -> int | None:
         pid = int(settings.pid_file.read_text().strip())
     except (FileNotFoundError, ValueError):
         return None
-    return pid if pid_alive(pid) else None
+    return pid if pid_alive(pid) and _is_supervisor(pid) else None
+
+
+def _is_supervisor(pid: int) -> bool:
+    """Is ``pid`` a ``python -m cluster up``? A pid file left by a supervisor that died (or by a
+    reboot) may name a pid the OS has since given to another process: `down` must never signal it.
+    Without procfs there is no telling; the pid is trusted as before."""
+    if not Path("/proc/self/cmdline").exists():
+        return True
+    try:
+        argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+    except FileNotFoundError:  # it exited meanwhile
+        return False
+    except PermissionError:
+        return True
+    return b"cluster" in argv
 
 
 def _check_not_running(settings: ClusterSettings) -> bool:

@@ -13,12 +13,13 @@ import time
 import uuid
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 import floodgate
 import structlog
 import trio
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
-from quart import Response, g, jsonify, request
+from quart import Quart, Response, g, jsonify, request
 from quart_trio import QuartTrio
 from werkzeug.exceptions import HTTPException
 
@@ -33,6 +34,9 @@ READINESS_TIMEOUT = 2.0
 ReadinessCheck = Callable[[], Awaitable[object]]
 
 log = structlog.get_logger("chassis")
+
+# What handlers raise on purpose; anything else reaching the edge is a bug (a 500).
+_EXPECTED_ERRORS = (ApiError, HTTPException, floodgate.FloodgateError)
 
 
 @dataclass
@@ -53,6 +57,20 @@ class ChassisState:
 def chassis_state(app: QuartTrio) -> ChassisState:
     """The chassis' state of ``app`` (made by `create_app`)."""
     return app.extensions["chassis"]
+
+
+class _ChassisApp(QuartTrio):
+    """QuartTrio, except for a nursery's exception group that holds an unexpected error.
+
+    quart-trio answers a group with the handler of its first leaf that has one, so a bug raised
+    next to an ``Overloaded`` became a 429 and the bug was never logged. A group holding anything
+    but the errors handlers raise on purpose is answered as the bug it contains: a logged 500.
+    """
+
+    async def handle_user_exception(self, error: Exception | BaseExceptionGroup) -> Any:
+        if isinstance(error, ExceptionGroup) and error.split(_EXPECTED_ERRORS)[1] is not None:
+            return await Quart.handle_user_exception(self, error)  # the handler of Exception: 500
+        return await super().handle_user_exception(error)
 
 
 def create_app(
@@ -77,7 +95,7 @@ def create_app(
 
     Add readiness checks later with ``chassis_state(app).readiness[name] = fn``.
     """
-    app = QuartTrio(service)
+    app = _ChassisApp(service)
     app.config["MAX_CONTENT_LENGTH"] = max_body_bytes
     app.config["JSON_SORT_KEYS"] = False
     registry = registry if registry is not None else CollectorRegistry()

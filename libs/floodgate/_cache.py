@@ -87,10 +87,13 @@ class Singleflight:
         self._metric = metrics.singleflight_shared.labels(name) if metrics is not None else None
 
     async def do(self, key: Hashable, fn: Callable[..., Awaitable[T]], *args: Any) -> T:
+        joined = False
         while (flight := self._flights.get(key)) is not None:
-            self._shared += 1
-            if self._metric is not None:
-                self._metric.inc()
+            if not joined:  # once per call, even if a cancelled leader makes it wait again
+                joined = True
+                self._shared += 1
+                if self._metric is not None:
+                    self._metric.inc()
             await flight.event.wait()
             if flight.cancelled:
                 continue

@@ -18,7 +18,7 @@ from quart_trio import QuartTrio
 
 from ._api import IngestApi, install_routes
 from ._chunking import ChunkingConfig
-from ._db import release_without_session_reset
+from ._db import register_vector_codec, release_without_session_reset
 from ._listener import PgListener
 from ._metrics import IngestApiMetrics, WorkerMetrics
 from ._pipeline import JobPipeline, PipelineConfig
@@ -38,11 +38,12 @@ def _load_budget(path: object) -> floodgate.Budget:
 
 
 @asynccontextmanager
-async def _pool(dsn: str, *, max_size: int, gate: floodgate.Gate, registry: CollectorRegistry) -> AsyncIterator[floodgate.PgPool]:
+async def _pool(dsn: str, *, max_size: int, gate: floodgate.Gate, registry: CollectorRegistry,
+                **pool_kwargs: object) -> AsyncIterator[floodgate.PgPool]:
     try:
         async with floodgate.open_pg_pool(dsn, min_size=1, max_size=max_size, gate=gate, registry=registry,
                                           name=gate.name, command_timeout=30,
-                                          reset=release_without_session_reset) as pool:
+                                          reset=release_without_session_reset, **pool_kwargs) as pool:
             yield pool
     except floodgate.DependencyError as exc:
         if "cannot open pool" in str(exc):
@@ -110,7 +111,7 @@ async def open_worker(settings: IngestWorkerSettings, providers: ProviderSetting
         budget, service="ingest_worker", registry=registry, http_base_urls=urls, api_keys=keys
     )
     async with deps, _pool(settings.database_url, max_size=budget.process_limit("ingest_worker", "db_write"),
-                           gate=deps["db_write"].gate, registry=registry) as pool:
+                           gate=deps["db_write"].gate, registry=registry, init=register_vector_codec) as pool:
         # The worker queues its own embedding work here, at the budget's limit, so the toolkit's gate
         # (bounded wait, fast rejection — right for online requests) is never oversubscribed by jobs.
         embed_slots = budget.process_limit("ingest_worker", "embed")
@@ -121,6 +122,7 @@ async def open_worker(settings: IngestWorkerSettings, providers: ProviderSetting
                 embed_batch_size=settings.embed_batch_size,
                 embed_parallelism=settings.embed_parallelism,
                 max_text_bytes=settings.max_text_bytes,
+                binary_vectors=True,  # the pool registers the codec (init= above)
             ),
             db=pool,
             embedder=ToolkitEmbedder(deps["embed"], model=providers.embed_model),

@@ -9,13 +9,24 @@ arguments for ``fn`` are bound with ``functools.partial``: ``run`` passes only p
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+import array
+import struct
+import sys
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, Protocol, TypeVar
 
 import asyncpg
 import floodgate
 
-__all__ = ["TRANSIENT_DB_ERRORS", "Database", "is_transient_db_error", "release_without_session_reset"]
+__all__ = [
+    "TRANSIENT_DB_ERRORS",
+    "Database",
+    "decode_vector",
+    "encode_vector",
+    "is_transient_db_error",
+    "register_vector_codec",
+    "release_without_session_reset",
+]
 
 T = TypeVar("T")
 
@@ -58,3 +69,37 @@ async def release_without_session_reset(conn: asyncpg.Connection) -> None:
     transaction left open (a cancelled call) before this hook runs, so there is nothing left to do.
     """
     del conn
+
+
+# pgvector's binary format: dimensions (int16), an unused int16, then big-endian float4 values.
+_VECTOR_HEADER = struct.Struct(">HH")
+
+
+def encode_vector(value: Sequence[float] | bytes) -> bytes:
+    """A vector in pgvector's binary format. ``bytes`` are taken as already encoded."""
+    if isinstance(value, bytes | bytearray | memoryview):
+        return bytes(value)
+    values = array.array("f", value)  # one C loop, not one Python call per float
+    if sys.byteorder == "little":
+        values.byteswap()
+    return _VECTOR_HEADER.pack(len(values), 0) + values.tobytes()
+
+
+def decode_vector(data: bytes) -> list[float]:
+    dims, _ = _VECTOR_HEADER.unpack_from(data)
+    values = array.array("f", data[_VECTOR_HEADER.size : _VECTOR_HEADER.size + 4 * dims])
+    if sys.byteorder == "little":
+        values.byteswap()
+    return values.tolist()
+
+
+async def register_vector_codec(conn: asyncpg.Connection) -> None:
+    """asyncpg pool ``init=`` hook: exchange pgvector's ``vector`` in binary on this connection.
+
+    Without it, vectors travel as one flat ``float4[]`` that asyncpg encodes float by float (about
+    1.3 ms for a batch of 16 x 384); in binary a batch is 16 small ``bytes`` (about 0.3 ms with the
+    packing). Needs the ``vector`` extension (migration 0001). Code that stages chunks on such a
+    connection says so: ``stage_chunks(..., binary_vectors=True)``.
+    """
+    await conn.set_type_codec("vector", schema="public", encoder=encode_vector, decoder=decode_vector,
+                              format="binary")

@@ -35,6 +35,8 @@ class PipelineConfig:
     embed_batch_size: int = 16
     embed_parallelism: int = 4  # batches in flight per job
     max_text_bytes: int = 1_048_576  # a fetched document beyond this is a bad document
+    # The pool's connections exchange pgvector values in binary (``_db.register_vector_codec``).
+    binary_vectors: bool = False
 
 
 class JobPipeline:
@@ -108,6 +110,7 @@ class JobPipeline:
                 started = trio.current_time()
                 vectors = await self._embedder.embed(contents, tenant=job.tenant_id)
                 spacer.observed(trio.current_time() - started)
-        if not await self._db.run(q.stage_chunks, job.fence, batch, contents, vectors):
+        stage = functools.partial(q.stage_chunks, binary_vectors=self.config.binary_vectors)
+        if not await self._db.run(stage, job.fence, batch, contents, vectors):
             raise LeaseLost(f"job {job.job_id}: lease lost while staging chunks")
         self._on_chunks(len(batch))

@@ -601,15 +601,46 @@ RETURNING true
 """
 
 
+# The same, with the vectors as ``vector[]`` in binary (a connection set up by ``register_vector_codec``).
+_STAGE_BINARY = """
+WITH attempt AS (
+    SELECT id FROM ingest_jobs WHERE id = $1 AND lease_token = $2 AND state = 'running' FOR NO KEY UPDATE
+), staged AS (
+    INSERT INTO ingest_chunk_staging (job_id, chunk_no, content, embedding)
+    SELECT a.id, t.n, t.c, t.v
+    FROM attempt a CROSS JOIN unnest($3::int[], $4::text[], $5::vector[]) AS t(n, c, v)
+    ON CONFLICT (job_id, chunk_no) DO UPDATE SET content = excluded.content, embedding = excluded.embedding
+    RETURNING chunk_no
+)
+UPDATE ingest_jobs j SET updated_at = now(),
+    chunks_done = least(coalesce(j.chunks_total, 0),
+                        j.chunks_done + (SELECT count(*) FROM staged s WHERE s.chunk_no < coalesce(j.chunks_total, 0)))
+FROM attempt a
+WHERE j.id = a.id
+RETURNING true
+"""
+
+
 async def stage_chunks(
-    conn: Any, fence: Fence, chunk_nos: Sequence[int], contents: Sequence[str], vectors: Sequence[Sequence[float]]
+    conn: Any,
+    fence: Fence,
+    chunk_nos: Sequence[int],
+    contents: Sequence[str],
+    vectors: Sequence[Sequence[float]],
+    *,
+    binary_vectors: bool = False,
 ) -> bool:
     """Stage embedded chunks and advance progress, fenced, in one statement (see ``_STAGE``).
 
     The vectors travel as one flat ``float4[]`` (asyncpg's binary encoding, no text formatting of
-    floats in Python) and are sliced back into ``vector(384)`` values by PostgreSQL. Returns False
-    (nothing written) if the attempt no longer holds the lease.
+    floats in Python) and are sliced back into ``vector(384)`` values by PostgreSQL; or, with
+    ``binary_vectors`` on a connection set up by ``_db.register_vector_codec``, as a binary
+    ``vector[]`` (four times cheaper to encode). Returns False (nothing written) if the attempt no
+    longer holds the lease.
     """
+    if binary_vectors:
+        staged = await conn.fetchval(_STAGE_BINARY, fence.job_id, fence.token, list(chunk_nos), list(contents), vectors)
+        return staged is not None
     dims = len(vectors[0]) if vectors else 0
     flat = list(chain.from_iterable(vectors))
     staged = await conn.fetchval(_STAGE, fence.job_id, fence.token, list(chunk_nos), list(contents), flat, dims)

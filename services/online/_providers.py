@@ -147,15 +147,15 @@ class Embedder:
             vector = data["data"][0]["embedding"]
         except (KeyError, IndexError, TypeError):
             raise _bad_answer(self._client.name, "no data[0].embedding") from None
-        if (
-            not isinstance(vector, list)
-            or len(vector) != EMBEDDING_DIMENSIONS
-            or not all(isinstance(v, int | float) for v in vector)
-        ):
+        if not isinstance(vector, list) or len(vector) != EMBEDDING_DIMENSIONS:
             raise _bad_answer(self._client.name, f"embedding is not {EMBEDDING_DIMENSIONS} numbers")
         # float32, as pgvector stores it; one array object instead of 384 float objects, so a cache
-        # of thousands of query embeddings does not make every garbage collection walk them.
-        return array("f", vector)
+        # of thousands of query embeddings does not make every garbage collection walk them. The
+        # conversion is also the type check: anything but a number raises TypeError.
+        try:
+            return array("f", vector)
+        except (TypeError, OverflowError):
+            raise _bad_answer(self._client.name, f"embedding is not {EMBEDDING_DIMENSIONS} numbers") from None
 
 
 class Reranker:

@@ -172,7 +172,9 @@ async def _handle(
         if exc.dependency is not None:
             raise
         raise _deadline_error(endpoint, seconds, timing) from None
-    return jsonify(result.model_dump(mode="json"))
+    # pydantic serialises in Rust, in the models' field order: a fraction of the CPU of
+    # model_dump() followed by the json module.
+    return Response(result.model_dump_json(), content_type="application/json")
 
 
 def _deadline_error(endpoint: str, seconds: float, timing: ServerTiming) -> floodgate.DeadlineExceeded:

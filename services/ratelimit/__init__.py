@@ -4,6 +4,9 @@ Reads the descriptor configuration format of the reference service ``envoyproxy/
 (``config/ratelimit.yaml``), counts fixed windows in Redis (``REDIS_URL``) or in memory, and answers
 Envoy's ``ShouldRateLimit`` with per-descriptor statuses so Envoy can emit ``x-ratelimit-*`` headers.
 Run it with ``python -m services.ratelimit``. The decision logic (`RateLimiter`) is usable alone.
+gRPC is served by a small single-threaded HTTP/2 server (`UnaryGrpcServer` around the sans-I/O
+`UnaryGrpcConnection`) that decides each call in the thread that read it; grpcio's threaded server
+remains available (``RATELIMIT_GRPC_SERVER=grpcio``).
 """
 
 from ._config import (
@@ -17,7 +20,9 @@ from ._config import (
     load_config,
     parse_config,
 )
-from ._grpc import RateLimitServicer, decision_to_response
+from ._grpc import SHOULD_RATE_LIMIT_PATH, RateLimitServicer, decision_to_response
+from ._h2grpc import GrpcStatus, H2ProtocolError, UnaryCall, UnaryGrpcConnection, UnaryGrpcStatistics
+from ._h2server import GrpcAbort, UnaryGrpcServer, UnaryGrpcServerStatistics
 from ._limiter import (
     Code,
     Decision,
@@ -40,6 +45,7 @@ from ._store import (
 )
 
 __all__ = [
+    "SHOULD_RATE_LIMIT_PATH",
     "Code",
     "ConfigError",
     "CounterStore",
@@ -50,6 +56,9 @@ __all__ = [
     "DescriptorDecision",
     "DescriptorNode",
     "DomainConfig",
+    "GrpcAbort",
+    "GrpcStatus",
+    "H2ProtocolError",
     "Increment",
     "MatchedLimit",
     "MemoryCounterStore",
@@ -62,6 +71,11 @@ __all__ = [
     "RateLimiter",
     "RateLimiterStatistics",
     "RedisCounterStore",
+    "UnaryCall",
+    "UnaryGrpcConnection",
+    "UnaryGrpcServer",
+    "UnaryGrpcServerStatistics",
+    "UnaryGrpcStatistics",
     "Unit",
     "build_limiter",
     "decision_to_response",

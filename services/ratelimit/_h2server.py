@@ -55,6 +55,8 @@ class UnaryGrpcServerStatistics:
     rejected_connections: int
     calls: int
     protocol_errors: int
+    #: header blocks answered from the connections' HPACK decode caches (of ``calls``)
+    header_cache_hits: int
 
 
 class _Conn:
@@ -111,6 +113,7 @@ class UnaryGrpcServer:
         self._rejected = 0
         self._calls = 0
         self._protocol_errors = 0
+        self._closed_cache_hits = 0
 
     # -- control (any thread) ----------------------------------------------------------------------
 
@@ -253,7 +256,8 @@ class UnaryGrpcServer:
         fd = conn.sock.fileno()
         if fd < 0:
             return
-        self._conns.pop(fd, None)
+        if self._conns.pop(fd, None) is not None:
+            self._closed_cache_hits += conn.proto.statistics().header_cache_hits
         try:
             self._selector.unregister(conn.sock)
         except (KeyError, ValueError):
@@ -281,6 +285,8 @@ class UnaryGrpcServer:
             rejected_connections=self._rejected,
             calls=self._calls,
             protocol_errors=self._protocol_errors,
+            header_cache_hits=self._closed_cache_hits
+            + sum(c.proto.statistics().header_cache_hits for c in self._conns.values()),
         )
 
     def __repr__(self) -> str:

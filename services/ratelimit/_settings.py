@@ -19,14 +19,16 @@ class RateLimitSettings(BaseServiceSettings):
     config: Path = Path("config/ratelimit.yaml")
     #: counters in Redis when set (limits global across instances), in memory otherwise
     redis_url: str | None = None
-    #: gRPC calls in progress at once; more are refused at once with RESOURCE_EXHAUSTED
+    #: gRPC calls in progress at once (per connection with single_thread, which advertises it as
+    #: HTTP/2 MAX_CONCURRENT_STREAMS and refuses more streams; per process with grpcio, which
+    #: answers more with RESOURCE_EXHAUSTED); Envoy treats either as a failure and lets requests pass
     max_concurrent_rpcs: int = Field(default=1024, ge=1)
     #: which gRPC server answers: ``single_thread`` (services.ratelimit._h2server: reads, decides
     #: and answers in one thread, no hand-offs; the default) or ``grpcio`` (grpcio's threaded server:
     #: the fallback, and the better fit when a slow Redis should not hold up other calls)
     grpc_server: Literal["single_thread", "grpcio"] = "single_thread"
-    #: gRPC worker threads of the grpcio server; 0 = 2 with the memory store (CPU-bound: more threads only contend for
-    #: the GIL), 8 with Redis (each call waits a round trip, which releases the GIL)
+    #: worker threads of the grpcio server (unused by single_thread); 0 = 2 with the memory store
+    #: (CPU-bound: more threads only contend for the GIL), 8 with Redis (round trips release the GIL)
     threads: int = Field(default=0, ge=0, le=64)
     redis_max_connections: int = Field(default=32, ge=1)
     #: bounds one Redis round trip and the wait for a pooled connection (seconds)

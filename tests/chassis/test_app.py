@@ -49,6 +49,10 @@ def make_app(**kwargs):
         await fan_out(floodgate.Overloaded("busy", dependency="search", retry_after=0.2),
                       floodgate.Overloaded("busy", dependency="search", retry_after=0.2))
 
+    @app.get("/fan-out-bug")
+    async def fan_out_bug():
+        await fan_out(floodgate.Overloaded("busy", dependency="search"), KeyError("secret internals"))
+
     return app
 
 
@@ -123,6 +127,15 @@ async def test_a_nursery_of_toolkit_errors_maps_to_their_status() -> None:
     assert response.status_code == 429
     assert response.headers["Retry-After"] == "1"
     assert (await response.get_json())["error"]["details"]["dependency"] == "search"
+
+
+async def test_a_bug_next_to_a_toolkit_error_in_a_nursery_is_a_500() -> None:
+    # Whichever branch trio reports first, the bug must not hide behind the 429.
+    for _ in range(10):
+        response = await make_app().test_client().get("/fan-out-bug")
+        assert response.status_code == 500
+        assert (await response.get_json())["error"]["code"] == "internal_error"
+        assert "secret" not in (await response.get_data()).decode()
 
 
 async def test_unknown_route_is_json_404() -> None:

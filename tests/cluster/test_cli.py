@@ -73,6 +73,24 @@ def test_down_and_status_without_a_cluster(cluster_env: dict[str, str], cluster_
     assert "no cluster has run here" in status.stdout
 
 
+def test_down_never_signals_a_stranger_that_reuses_a_stale_pid(
+    cluster_env: dict[str, str], cluster_command
+) -> None:
+    # A supervisor that died left its pid file; the OS has since given that pid to another process.
+    stranger = subprocess.Popen(["sleep", "30"])
+    try:
+        data_dir = Path(cluster_env["FLOODGATE_DATA_DIR"])
+        data_dir.mkdir(parents=True)
+        (data_dir / "cluster.pid").write_text(f"{stranger.pid}\n")
+        down = _run(cluster_command, cluster_env, "down")
+        assert (down.returncode, down.stdout) == (0, "floodgate: no cluster is running\n")
+        assert stranger.poll() is None
+        assert not (data_dir / "cluster.pid").exists()
+    finally:
+        stranger.kill()
+        stranger.wait()
+
+
 def test_a_child_that_fails_to_start_stops_everything_with_its_last_lines(
     cluster_env: dict[str, str], cluster_command, fresh_database_url: str
 ) -> None:

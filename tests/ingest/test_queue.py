@@ -155,6 +155,36 @@ async def test_reclaimed_job_reuses_chunks_staged_by_its_predecessor(fresh_datab
         assert (job.chunks_total, job.chunks_done) == (3, 2)
 
 
+async def test_binary_vectors_stage_fenced_with_exact_progress(fresh_database_url: str) -> None:
+    """The binary path (the worker's pool registers the vector codec) stores the same vectors as the
+    float4[] path; progress counts batches of one attempt exactly; a stale attempt writes nothing."""
+    import floodgate
+    import trio_asyncio
+
+    from services.ingest._db import register_vector_codec
+
+    vec_a = [float(i) / 384 for i in range(384)]
+    vec_b = [0.0] * 383 + [1.0]
+    async with trio_asyncio.open_loop(), floodgate.open_pg_pool(
+        fresh_database_url, min_size=1, max_size=4, init=register_vector_codec
+    ) as db:
+        await submit(db, "t", "doc", "a b c")
+        [job] = await claim(db)
+        await db.run(q.start_chunks, job.fence, ["d0", "d1", "d2"])
+        binary = functools.partial(q.stage_chunks, binary_vectors=True)
+        assert await db.run(binary, job.fence, [0, 1], ["a", "b"], [vec_a, vec_b])
+        assert (await db.run(q.get_job, "t", job.job_id)).chunks_done == 2
+        assert await db.run(binary, job.fence, [2], ["c"], [vec_b])
+        assert (await db.run(q.get_job, "t", job.job_id)).chunks_done == 3
+        stale = q.Fence(job.job_id, __import__("uuid").uuid4())
+        assert not await db.run(binary, stale, [0], ["x"], [vec_b])
+        assert await db.run(functools.partial(q.complete_job, document_hash="h", metadata={}), job.fence)
+        rows = await db.fetch("SELECT chunk_no, content, embedding FROM chunks ORDER BY chunk_no")
+        assert [(r["chunk_no"], r["content"]) for r in rows] == [(0, "a"), (1, "b"), (2, "c")]
+        assert rows[0]["embedding"] == pytest.approx(vec_a)  # read back through the same codec
+        assert rows[2]["embedding"] == vec_b
+
+
 async def test_retry_with_backoff_then_dead_with_last_error(fresh_database_url: str) -> None:
     async with open_db(fresh_database_url) as db:
         await submit(db, "t", "doc", "text", max_attempts=2)

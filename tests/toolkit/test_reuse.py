@@ -207,3 +207,32 @@ async def test_loop_lag_monitor_sees_a_blocked_loop():
         await trio.sleep(0.03)
         nursery.cancel_scope.cancel()
     assert monitor.statistics().max_lag >= 0.04
+
+
+async def test_singleflight_counts_a_call_that_joined_once_even_when_its_leader_is_cancelled(autojump_clock):
+    flights = floodgate.Singleflight()
+
+    async def slow():
+        await trio.sleep(1)
+        return "done"
+
+    got = []
+
+    async def follower():
+        got.append(await flights.do("k", slow))
+
+    async with trio.open_nursery() as nursery:
+        leader = trio.CancelScope()
+
+        async def lead():
+            with leader:
+                await flights.do("k", slow)
+
+        nursery.start_soon(lead)
+        await trio.sleep(0.1)
+        nursery.start_soon(follower)
+        nursery.start_soon(follower)
+        await trio.sleep(0.1)
+        leader.cancel()  # one follower runs ``slow`` again, the other joins that second flight
+    assert got == ["done", "done"]
+    assert flights.statistics().shared_total == 2
