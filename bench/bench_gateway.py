@@ -12,13 +12,18 @@ Two measurements, one run, nothing needs to be running (everything starts on fre
    decision cost, nothing is short-cut by a 429). Added latency = gateway percentile minus direct
    percentile.
 2. **Rate-limit decisions per second.** ``ShouldRateLimit`` calls as fast as the service answers
-   them (one descriptor per call, as Envoy sends for a route; every call a distinct tenant counter,
-   none over its limit), for a few seconds, with the in-memory backend (and Redis when one answers
-   on 127.0.0.1:6379, for information). The client is bench/_h2load.py, pre-encoded HTTP/2 frames
+   them (one descriptor per call, as Envoy sends for a route; 4096 tenants rotate, so no counter
+   reaches its limit and every call is a full decision), for a few seconds, with the in-memory
+   backend (and Redis when one answers on 127.0.0.1:6379, for information). The client is bench/_h2load.py, pre-encoded HTTP/2 frames
    in a separate process: grpcio's Python client costs about as much CPU per call as the server,
    and on 2 cores it would measure itself; Envoy, the real client, is C++.
 
-Prints a table, then a last line of JSON::
+Every measurement runs ``--rounds`` times (3) and the medians are reported, with the load average
+after each round: the machine is shared, and one round can land on someone else's burst. The
+throughput run is repeated against grpcio's threaded server (``RATELIMIT_GRPC_SERVER=grpcio``, the
+previous design, same limiter, same client) as the baseline, and the ratio printed.
+
+Prints per-round lines and a table of medians, then a last line of JSON::
 
     {"gateway_added_p50_ms": A, "gateway_added_p99_ms": B, "rls_decisions_per_s": R}
 

@@ -11,6 +11,10 @@ Everything is real: an embedded PostgreSQL, ``python -m services.upstreams``, ``
 api`` and ``worker`` as processes, jobs submitted over HTTP. A copy of config/budget.toml with the embed
 budget set to give ``k`` is used, so the figure does not depend on the machine's core count.
 
+Each of ``--rounds`` rounds pre-fills the queue with its own documents, starts a fresh worker and times
+it; U is the median of the rounds (each printed with the load average), and the worker's own mean
+embed call duration is printed too: U can never exceed latency / that duration.
+
 Last line: ``{"embed_budget_utilisation": U, ...}``; target U >= 0.9.
 """
 
@@ -68,6 +72,8 @@ def main() -> None:
     parser.add_argument("--latency-ms", type=float, default=250.0, help="the simulator's fixed embed latency")
     parser.add_argument("--k", type=int, default=8, help="embed requests in flight allowed by the budget")
     parser.add_argument("--rounds", type=int, default=3, help="rounds, each with a fresh worker (the median is reported)")
+    parser.add_argument("--embed-spacing", action=argparse.BooleanOptionalAction, default=True,
+                        help="the worker's CallSpacer (INGEST_WORKER_EMBED_SPACING); --no-embed-spacing to compare")
     args = parser.parse_args()
 
     chunk_tokens, overlap = 50, 10
@@ -153,7 +159,7 @@ def run_round(n: int, args: argparse.Namespace, dsn: str, simulator, api, root: 
     worker = start_worker(
         f"bench-worker-{n}", dsn, simulator, root, budget_file=root / "budget.toml", job_concurrency=8,
         tenant_running_cap=8, embed_batch_size=args.batch, embed_parallelism=4, chunk_tokens=chunk_tokens,
-        chunk_overlap=overlap, lease_seconds=30,
+        chunk_overlap=overlap, lease_seconds=30, embed_spacing=args.embed_spacing,
     )
     try:
         wait_healthy(worker)

@@ -4,8 +4,12 @@
 Two figures per system, in one run, on the same embedded PostgreSQL 18 (a fresh database each):
 
 * **throughput** — a queue pre-filled with 20,000 no-op jobs, drained by N workers in one process
-  (claim + complete; each system's own worker loop, tuned as its docs suggest); jobs per second,
-  the best of ``--rounds`` interleaved rounds (the machine is shared; procrastinate runs once).
+  (claim + complete; each system's own worker loop, tuned as its docs suggest); jobs per second.
+  Same PostgreSQL, same worker count and batch size for every system. Each child first drains an
+  untimed warm-up queue (``--warmup-jobs``) with its own connections, then the timed queue with
+  connections opened before the clock starts. The figure is the median of ``--rounds`` interleaved
+  rounds whose order alternates (the machine is shared; procrastinate, 30-60x slower, runs once);
+  the load average after each run and the per-round ratios are printed with it.
 * **pickup latency** — jobs submitted one by one at a low steady rate into an idle, listening worker;
   the time from submit to the handler starting, p50 and p99.
 
@@ -16,7 +20,8 @@ pgqueuer's buffered acknowledgements do (``--ack awaited`` makes it wait for the
 is timed until every completion is written. The peers are installed into ``bench/.venv-peers`` (pinned below) and run
 there, each in its own child process; every child prints one JSON line.
 
-Last line: ``{"throughput_ratio_vs_best_peer": T, "pickup_p50_ms": L, "jobs_per_s": J}``.
+Last line: ``{"throughput_ratio_vs_best_peer": T, "pickup_p50_ms": L, "jobs_per_s": J, ...}`` (T: median
+jobs/s of floodgate over the best peer's median).
 Targets: T >= 1.0 (stretch 1.5), L <= 20.
 """
 

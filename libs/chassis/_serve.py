@@ -51,6 +51,10 @@ async def serve(
     config.accesslog = None  # the chassis logs one structured event per request instead
     config.errorlog = None
     config.keep_alive_timeout = 75  # longer than the gateway's idle timeout, so Envoy closes first
+    # hypercorn's default listen backlog (100) overflows when a burst of clients connects at once
+    # (a gateway scaling its pool, a load test): the kernel drops the SYNs and TCP retries after
+    # 1 s, 3 s... — seconds of latency the service never sees. The kernel caps it at somaxconn.
+    config.backlog = 1024
     try:
         await hypercorn_serve(app, config, shutdown_trigger=shutdown_trigger, task_status=task_status)
     except BaseException as exc:

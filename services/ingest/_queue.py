@@ -17,6 +17,7 @@ from datetime import datetime
 from itertools import chain
 from typing import Any
 
+from ._db import encode_vector
 from ._states import JobState
 
 __all__ = [
@@ -639,7 +640,9 @@ async def stage_chunks(
     longer holds the lease.
     """
     if binary_vectors:
-        staged = await conn.fetchval(_STAGE_BINARY, fence.job_id, fence.token, list(chunk_nos), list(contents), vectors)
+        # Packed here: asyncpg would take a list of float lists for a two-dimensional array.
+        packed = [encode_vector(v) for v in vectors]
+        staged = await conn.fetchval(_STAGE_BINARY, fence.job_id, fence.token, list(chunk_nos), list(contents), packed)
         return staged is not None
     dims = len(vectors[0]) if vectors else 0
     flat = list(chain.from_iterable(vectors))

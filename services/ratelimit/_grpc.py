@@ -7,15 +7,15 @@ plain values; the decisions themselves live in `RateLimiter`. A failing counter 
 
 from __future__ import annotations
 
+import functools
 import time
 
 import grpc
 import structlog
 from envoy.service.ratelimit.v3 import rls_pb2, rls_pb2_grpc
-from google.protobuf.duration_pb2 import Duration
 from google.protobuf.message import DecodeError
 
-from ._config import Unit
+from ._config import RateLimit, Unit
 from ._h2grpc import GrpcStatus
 from ._h2server import GrpcAbort
 from ._limiter import Code, Decision, Descriptor, RateLimiter
@@ -39,36 +39,41 @@ _UNITS = {
 
 
 def request_descriptors(request: rls_pb2.RateLimitRequest) -> list[Descriptor]:
-    descriptors = []
-    for d in request.descriptors:
-        hits = d.hits_addend.value if d.HasField("hits_addend") else None
-        descriptors.append(Descriptor(entries=tuple((e.key, e.value) for e in d.entries), hits_addend=hits))
-    return descriptors
+    return [
+        Descriptor(
+            tuple([(e.key, e.value) for e in d.entries]),
+            d.hits_addend.value if d.HasField("hits_addend") else None,
+        )
+        for d in request.descriptors
+    ]
 
 
 def decision_to_response(decision: Decision) -> rls_pb2.RateLimitResponse:
-    statuses = []
+    response = _PB(overall_code=_CODES[decision.code])
     for status in decision.statuses:
-        fields = {"code": _CODES[status.code], "limit_remaining": status.limit_remaining}
-        if status.limit is not None and not status.limit.unlimited:
-            fields["current_limit"] = _PB.RateLimit(
-                requests_per_unit=status.limit.requests_per_unit,
-                unit=_UNITS[status.limit.unit],
-                name=status.limit.name or "",
-            )
+        out = response.statuses.add(code=_CODES[status.code], limit_remaining=status.limit_remaining)
+        limit = status.limit
+        if limit is not None and not limit.unlimited:
+            out.current_limit.CopyFrom(_limit_message(limit))
         if status.duration_until_reset is not None:
             nanos = int(status.duration_until_reset * 1e9)
-            fields["duration_until_reset"] = Duration(
-                seconds=nanos // 1_000_000_000, nanos=nanos % 1_000_000_000
-            )
-        statuses.append(_PB.DescriptorStatus(**fields))
-    response = _PB(overall_code=_CODES[decision.code], statuses=statuses)
+            reset = out.duration_until_reset
+            reset.seconds = nanos // 1_000_000_000
+            reset.nanos = nanos % 1_000_000_000
     retry_after = decision.retry_after
     if retry_after is not None:
         # Envoy's own x-ratelimit-reset rounds down to whole seconds (0 in a one-second window),
         # which would tell clients to retry at once; Retry-After is rounded up and at least 1.
         response.response_headers_to_add.add(key="retry-after", value=str(retry_after))
     return response
+
+
+@functools.lru_cache(maxsize=1024)
+def _limit_message(limit: RateLimit) -> rls_pb2.RateLimitResponse.RateLimit:
+    """The ``current_limit`` message of a configured limit, built once (callers copy it)."""
+    return _PB.RateLimit(
+        requests_per_unit=limit.requests_per_unit, unit=_UNITS[limit.unit], name=limit.name or ""
+    )
 
 
 class RateLimitServicer(rls_pb2_grpc.RateLimitServiceServicer):

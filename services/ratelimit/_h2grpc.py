@@ -150,7 +150,7 @@ class UnaryGrpcConnection:
         self._max_streams = max_concurrent_streams
         self._max_message = max_message_bytes
         self._decoder = hpack.Decoder()
-        self._header_cache: dict[bytes, tuple[object, int, list[tuple[bytes, bytes]]]] = {}
+        self._header_cache: dict[bytes, tuple[object, int, int, tuple[str, bytes]]] = {}
         self._header_cache_hits = 0
         self._buffer = bytearray()
         self._out: list[bytes] = []
@@ -276,7 +276,8 @@ class UnaryGrpcConnection:
             self._continuation = (stream_id, flags, bytearray(payload))
 
     def _on_header_block(self, stream_id: int, flags: int, block: bytes, calls: list[UnaryCall]) -> None:
-        fields = self._decode_headers(block)
+        # every block is decoded, even for refused streams: the HPACK table is per connection
+        path, content_type = self._decode_headers(block)
         stream = self._streams.get(stream_id)
         if stream is None:
             if stream_id % 2 == 0 or stream_id <= self._last_stream_id:
@@ -289,42 +290,45 @@ class UnaryGrpcConnection:
                 self._out.append(_frame(_RST_STREAM, 0, stream_id, struct.pack(">I", _REFUSED_STREAM)))
                 return
             stream = self._streams[stream_id] = _Stream(self._peer_initial_window)
-            for name, value in fields:
-                if name == b":path":
-                    stream.path = value.decode("ascii", "replace")
-                elif name == b"content-type":
-                    stream.content_type = value
+            stream.path = path
+            stream.content_type = content_type
         if flags & _END_STREAM:
             self._complete(stream_id, stream, calls)
 
-    def _decode_headers(self, block: bytes) -> list[tuple[bytes, bytes]]:
-        """HPACK-decode ``block``, from a cache when the same bytes meet the same dynamic table.
+    def _decode_headers(self, block: bytes) -> tuple[str, bytes]:
+        """HPACK-decode ``block`` into what a call needs: ``(:path, content-type)``.
 
         Envoy sends nearly the same header block for every call, and once its fields are in the
         dynamic table the block is a dozen index bytes. Decoding that with the pure-Python ``hpack``
         costs more than deciding the call, so blocks that left the table unchanged are remembered
         with the table state they were decoded against: the same bytes against the same table
         decode to the same fields. The state is the newest entry (held, compared by identity, so
-        its id cannot be reused) and the entry count: every insertion makes a new newest entry,
-        every eviction without insertion (a size update) changes the count.
+        its id cannot be reused), the entry count and the size limit: every insertion makes a new
+        newest entry, an eviction without insertion changes the count, a size update the limit.
         """
-        table = self._decoder.header_table.dynamic_entries
-        state = (table[0] if table else None, len(table))
+        table = self._decoder.header_table
+        entries = table.dynamic_entries
+        state = (entries[0] if entries else None, len(entries), table.maxsize)
         cached = self._header_cache.get(block)
-        if cached is not None and cached[0] is state[0] and cached[1] == state[1]:
+        if cached is not None and cached[0] is state[0] and cached[1:3] == state[1:]:
             self._header_cache_hits += 1
-            return cached[2]
+            return cached[3]
         try:
-            # every block is decoded, even for refused streams: the HPACK table is per connection
             fields = self._decoder.decode(block, raw=True)
         except hpack.HPACKError as exc:
             self._connection_error(_COMPRESSION_ERROR, f"HPACK: {exc}")
-        after = self._decoder.header_table.dynamic_entries
-        if (after[0] if after else None) is state[0] and len(after) == state[1]:
+        path, content_type = "", b""
+        for name, value in fields:
+            if name == b":path":
+                path = value.decode("ascii", "replace")
+            elif name == b"content-type":
+                content_type = value
+        entries = table.dynamic_entries
+        if (entries[0] if entries else None) is state[0] and (len(entries), table.maxsize) == state[1:]:
             if len(self._header_cache) >= _HEADER_CACHE_SIZE:
                 self._header_cache.clear()
-            self._header_cache[block] = (state[0], state[1], fields)
-        return fields
+            self._header_cache[block] = (*state, (path, content_type))
+        return path, content_type
 
     def _on_data(self, flags: int, stream_id: int, payload: bytes, calls: list[UnaryCall]) -> None:
         self._unacked_received += len(payload)  # padding counts against flow control too

@@ -60,7 +60,7 @@ class UnaryGrpcServerStatistics:
 
 
 class _Conn:
-    __slots__ = ("closing", "proto", "reading", "sock", "unsent")
+    __slots__ = ("closing", "events", "proto", "reading", "sock", "unsent")
 
     def __init__(self, sock: socket.socket, proto: UnaryGrpcConnection) -> None:
         self.sock = sock
@@ -68,6 +68,7 @@ class _Conn:
         self.unsent = b""
         self.reading = True
         self.closing = False  # close once unsent is empty
+        self.events = selectors.EVENT_READ  # what the selector watches for
 
 
 class UnaryGrpcServer:
@@ -250,7 +251,9 @@ class UnaryGrpcServer:
         # read only while the peer keeps up with what we write (bounded output buffer)
         conn.reading = len(conn.unsent) < _MAX_UNSENT
         events = (selectors.EVENT_READ if conn.reading else 0) | (selectors.EVENT_WRITE if conn.unsent else 0)
-        self._selector.modify(conn.sock, events, conn)
+        if events != conn.events:  # a syscall: only when the interest changes, not on every answer
+            conn.events = events
+            self._selector.modify(conn.sock, events, conn)
 
     def _close(self, conn: _Conn) -> None:
         fd = conn.sock.fileno()

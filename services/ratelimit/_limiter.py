@@ -40,6 +40,9 @@ __all__ = [
 
 Clock = Callable[[], float]
 
+#: remembered descriptor matches per limiter (tenants x routes in practice)
+_MATCH_CACHE_SIZE = 65536
+
 
 class Code(enum.Enum):
     OK = "ok"
@@ -79,6 +82,8 @@ class Decision(NamedTuple):
     @property
     def retry_after(self) -> int | None:
         """Whole seconds until every over-limit window has reset (the ``Retry-After`` value), or None."""
+        if self.code is Code.OK:  # the common case, asked on every call: nothing to wait for
+            return None
         waits = [
             s.duration_until_reset
             for s in self.statuses
@@ -162,6 +167,7 @@ class RateLimiter:
         self._shadow_over_limit = 0
         self._store_errors = 0
         self._lock = threading.Lock()
+        self._matches: dict[tuple[str, tuple[tuple[str, str], ...]], tuple[MatchedLimit | None, str]] = {}
 
     @property
     def config(self) -> RateLimitConfig:
@@ -174,11 +180,10 @@ class RateLimiter:
     def plan(self, domain: str, descriptors: Sequence[Descriptor], hits_addend: int = 1) -> DecisionPlan:
         """Match descriptors and lay out the counter increments (no I/O)."""
         now = self._clock()
-        domain_config = self._config.domain(domain)
         slots: list[_Slot | None] = []
         increments: list[Increment] = []
         for descriptor in descriptors:
-            matched = domain_config.find_limit(descriptor.entries) if domain_config is not None else None
+            matched, key_stem = self._match(domain, descriptor.entries)
             if matched is None:
                 slots.append(None)
                 continue
@@ -186,16 +191,31 @@ class RateLimiter:
             if matched.rate_limit.unlimited:
                 slots.append(_Slot(matched, hits, 0.0, -1))
                 continue
-            unit = matched.rate_limit.unit.seconds
+            unit = matched.rate_limit.unit.value
             window_start = math.floor(now / unit) * unit
-            parts = "".join(f"{key}_{value}_" for key, value in descriptor.entries)
-            increments.append(
-                Increment(
-                    key=f"{self._key_prefix}{domain}_{parts}{window_start}", hits=hits, expire_seconds=unit
-                )
-            )
+            increments.append(Increment(f"{key_stem}{window_start}", hits, unit))
             slots.append(_Slot(matched, hits, window_start + unit - now, len(increments) - 1))
         return DecisionPlan(slots=tuple(slots), increments=tuple(increments))
+
+    def _match(self, domain: str, entries: tuple[tuple[str, str], ...]) -> tuple[MatchedLimit | None, str]:
+        """The limit for ``entries`` and its counter key without the window, remembered.
+
+        Envoy sends the same few descriptors over and over (tenants x routes), and walking the
+        tree builds the metric key and the counter key each time; a dict lookup does not. The
+        config never changes while the limiter lives, so an entry never goes stale; the dict is
+        bounded (emptied when full) so that a flood of distinct values cannot grow it.
+        """
+        key = (domain, entries)
+        found = self._matches.get(key)
+        if found is None:
+            domain_config = self._config.domain(domain)
+            matched = domain_config.find_limit(entries) if domain_config is not None else None
+            parts = "".join(f"{k}_{v}_" for k, v in entries)
+            found = (matched, f"{self._key_prefix}{domain}_{parts}")
+            if len(self._matches) >= _MATCH_CACHE_SIZE:
+                self._matches.clear()
+            self._matches[key] = found
+        return found
 
     def should_rate_limit(
         self, domain: str, descriptors: Sequence[Descriptor], hits_addend: int = 1
@@ -204,26 +224,49 @@ class RateLimiter:
 
         Thread-safe (the gRPC server calls it from several threads): the store's increments are
         atomic, and the statistics are updated under a lock."""
-        plan = self.plan(domain, descriptors, hits_addend)
+        return self.should_rate_limit_many([(domain, descriptors, hits_addend)])[0]
+
+    def should_rate_limit_many(
+        self, requests: Sequence[tuple[str, Sequence[Descriptor], int]]
+    ) -> list[Decision]:
+        """Decide several requests ``(domain, descriptors, hits_addend)`` with **one** store call.
+
+        The single-threaded server hands over every call it read at once: with Redis that is one
+        pipelined round trip for the whole batch instead of one each, so a batch costs what one
+        call did, and calls that arrive while Redis answers form the next batch. The increments
+        are applied in request order, so a batch decides exactly as the same requests one by one
+        would. A store failure fails the whole batch (`CounterStoreError`), counted per request.
+        """
+        plans = [self.plan(domain, descriptors, hits) for domain, descriptors, hits in requests]
+        descriptor_count = sum(len(r[1]) for r in requests)
+        increments = [inc for plan in plans for inc in plan.increments]
         counts: Sequence[int] = ()
-        if plan.increments:
+        if increments:
             try:
-                counts = self._store.increment(plan.increments)
+                counts = self._store.increment(increments)
             except Exception:
                 with self._lock:
-                    self._requests += 1
-                    self._descriptors += len(descriptors)
-                    self._store_errors += 1
+                    self._requests += len(requests)
+                    self._descriptors += descriptor_count
+                    self._store_errors += len(requests)
                 raise
-        decision = plan.decide(counts)
-        over = sum(s.code is Code.OVER_LIMIT for s in decision.statuses)
-        shadow = sum(s.shadow_over_limit for s in decision.statuses)
+        decisions = []
+        offset = 0
+        over = shadow = 0
+        for plan in plans:
+            used = len(plan.increments)
+            decision = plan.decide(counts[offset : offset + used])
+            offset += used
+            if decision.code is Code.OVER_LIMIT:
+                over += sum(s.code is Code.OVER_LIMIT for s in decision.statuses)
+            shadow += sum(s.shadow_over_limit for s in decision.statuses)
+            decisions.append(decision)
         with self._lock:
-            self._requests += 1
-            self._descriptors += len(descriptors)
+            self._requests += len(requests)
+            self._descriptors += descriptor_count
             self._over_limit += over
             self._shadow_over_limit += shadow
-        return decision
+        return decisions
 
     def statistics(self) -> RateLimiterStatistics:
         return RateLimiterStatistics(

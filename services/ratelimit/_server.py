@@ -4,10 +4,10 @@ Which gRPC server, measured on this 2-core machine (one ``ShouldRateLimit`` call
 throughput with 64 calls in flight from a C-like client), all with the same limiter:
 
 - **single_thread** (default, `UnaryGrpcServer`): one thread reads a batch of calls, decides them
-  and writes the answers; round trip ~250 us, ~11,000-16,000 decisions/s.
+  and writes the answers; round trip ~165-250 us, ~11,000-25,000 decisions/s.
 - **grpcio** (``RATELIMIT_GRPC_SERVER=grpcio``): grpcio's threaded server hands every call across
   C-core's I/O thread, its completion-queue poller and a worker (and back), each hop a wake-up
-  that waits for a core on a busy machine: round trip ~450-700 us, ~3,400-4,000 decisions/s.
+  that waits for a core on a busy machine: round trip ~450-850 us, ~3,400-4,000 decisions/s.
   ``grpc.aio`` measured no better (~260 us of CPU per call). Kept as the fallback.
 
 Pure-CPU decisions (memory store) cannot use a second core from one process either way (the GIL),

@@ -1,0 +1,121 @@
+"""`UnaryGrpcServer`, the I/O loop around the HTTP/2 state machine, in-process on a free port.
+
+Real sockets, bounded waits: calls answered (a failing handler costs one call, not the
+connection), the connection limit, and GOAWAY + close on stop.
+"""
+
+from __future__ import annotations
+
+import socket
+import struct
+import threading
+from collections.abc import Iterator
+
+import pytest
+
+from services.ratelimit import GrpcAbort, GrpcStatus, UnaryGrpcServer
+from services.ratelimit._h2grpc import PREFACE
+
+from .test_ratelimit_h2grpc import DATA, END_HEADERS, END_STREAM, GOAWAY, HEADERS, SETTINGS, frame, grpc_body
+
+# :method POST, :scheme http, :path /svc/M (literal, no indexing), content-type application/grpc
+BLOCK = b"\x83\x86" + b"\x04\x07/svc/Ok" + b"\x00\x0ccontent-type\x10application/grpc"
+BAD_BLOCK = b"\x83\x86" + b"\x04\x08/svc/Bad" + b"\x00\x0ccontent-type\x10application/grpc"
+BUG_BLOCK = b"\x83\x86" + b"\x04\x08/svc/Bug" + b"\x00\x0ccontent-type\x10application/grpc"
+
+
+def handler(path: str, message: bytes) -> bytes:
+    if path == "/svc/Bad":
+        raise GrpcAbort(GrpcStatus.UNAVAILABLE, "store down")
+    if path == "/svc/Bug":
+        raise ZeroDivisionError
+    return b"ok:" + message
+
+
+@pytest.fixture
+def server() -> Iterator[UnaryGrpcServer]:
+    srv = UnaryGrpcServer("127.0.0.1", 0, handler, max_connections=2)
+    thread = threading.Thread(target=srv.serve_forever)
+    thread.start()
+    try:
+        yield srv
+    finally:
+        srv.stop(1.0)
+        thread.join(5)
+        assert not thread.is_alive()
+
+
+def connect(port: int) -> socket.socket:
+    sock = socket.create_connection(("127.0.0.1", port), timeout=5)
+    sock.sendall(PREFACE + frame(SETTINGS, 0, 0))
+    return sock
+
+
+def read_frames(sock: socket.socket, until) -> list[tuple[int, int, int, bytes]]:
+    """Read frames until ``until(frames)`` is true or the peer closes (5 s socket timeout)."""
+    frames: list[tuple[int, int, int, bytes]] = []
+    buffer = b""
+    while not until(frames):
+        chunk = sock.recv(65536)
+        if not chunk:
+            break
+        buffer += chunk
+        while len(buffer) >= 9 and len(buffer) >= 9 + int.from_bytes(buffer[:3], "big"):
+            length = int.from_bytes(buffer[:3], "big")
+            frames.append((buffer[3], buffer[4], int.from_bytes(buffer[5:9], "big"), buffer[9 : 9 + length]))
+            buffer = buffer[9 + length :]
+    return frames
+
+
+def ended(stream: int):
+    return lambda frames: any(s == stream and k == HEADERS and f & END_STREAM for k, f, s, _ in frames)
+
+
+def test_calls_errors_and_a_failing_handler(server):
+    with connect(server.port) as sock:
+        for stream, block in ((1, BLOCK), (3, BAD_BLOCK), (5, BUG_BLOCK), (7, BLOCK)):
+            sock.sendall(
+                frame(HEADERS, END_HEADERS, stream, block) + frame(DATA, END_STREAM, stream, grpc_body(b"x"))
+            )
+        frames = read_frames(sock, ended(7))
+    bodies = {s: p for k, f, s, p in frames if k == DATA}
+    assert bodies[1] == grpc_body(b"ok:x") and bodies[7] == grpc_body(b"ok:x")
+    trailers = {s: p for k, f, s, p in frames if k == HEADERS and f & END_STREAM}
+    assert b"grpc-status\x0214" in trailers[3] and b"store down" in trailers[3]
+    assert b"grpc-status\x012" in trailers[5]  # UNKNOWN, and the connection went on (stream 7)
+    assert server.statistics().calls == 4
+
+
+def test_connections_beyond_the_limit_are_closed(server):
+    with connect(server.port) as a, connect(server.port) as b:
+        for sock in (a, b):  # both served
+            sock.sendall(frame(HEADERS, END_HEADERS, 1, BLOCK) + frame(DATA, END_STREAM, 1, grpc_body(b"")))
+            assert read_frames(sock, ended(1))
+        with connect(server.port) as c:
+            try:  # closed at once (reset, since our preface was never read)
+                assert c.recv(1) == b""
+            except ConnectionResetError:
+                pass
+    assert server.statistics().rejected_connections == 1
+
+
+def test_stop_sends_goaway_and_closes():
+    srv = UnaryGrpcServer("127.0.0.1", 0, handler)
+    thread = threading.Thread(target=srv.serve_forever)
+    thread.start()
+    with connect(srv.port) as sock:
+        sock.sendall(frame(HEADERS, END_HEADERS, 1, BLOCK) + frame(DATA, END_STREAM, 1, grpc_body(b"")))
+        read_frames(sock, ended(1))
+        srv.stop(1.0)
+        frames = read_frames(sock, lambda frames: False)  # until the server closes
+    thread.join(5)
+    goaway = [p for k, f, s, p in frames if k == GOAWAY]
+    assert goaway and struct.unpack(">II", goaway[0][:8]) == (1, 0)  # last stream 1, NO_ERROR
+    assert not thread.is_alive()
+    with pytest.raises(OSError):
+        socket.create_connection(("127.0.0.1", srv.port), timeout=1).close()
+
+
+def test_a_port_in_use_fails_at_construction(server):
+    with pytest.raises(OSError):
+        UnaryGrpcServer("127.0.0.1", server.port, handler)
