@@ -191,8 +191,10 @@ class Reranker:
 
 
 class WebHit(NamedTuple):
-    """One search result. A tuple of plain values: thousands of them sit in the search cache, and
-    CPython's garbage collector stops tracking tuples of atoms, so they cost no GC pauses."""
+    """One search result: one small object of plain values (thousands sit in the search cache).
+    Note: CPython's collector untracks only *exact* tuples of atoms; a NamedTuple stays tracked
+    (measured: ~5000 in the oldest generation after a benchmark run, a small part of a full
+    collection's work)."""
 
     url: str
     title: str

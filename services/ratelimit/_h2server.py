@@ -1,8 +1,8 @@
 """The I/O around `UnaryGrpcConnection`: one thread, one ``selectors`` loop, every connection.
 
 Each readable socket is read once (up to 256 KiB: Envoy sends many calls per read under load), its
-complete calls are decided right there, in the thread that read them, and the answers are written
-back in one ``send``. No thread hand-offs, which is the point (see `services.ratelimit._h2grpc`).
+complete calls are decided right there, together (one handler call, so one store round trip), in
+the thread that read them, and the answers are written back in one ``send``. No thread hand-offs, which is the point (see `services.ratelimit._h2grpc`).
 The handler must therefore be quick and never block for long: the memory store answers in
 microseconds; the Redis store's round trips are bounded by its socket timeout (100 ms), and a
 Redis that slow makes Envoy's 200 ms rate-limit timeout pass requests (failure mode allow) anyway.
@@ -20,7 +20,7 @@ import selectors
 import socket
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import structlog
@@ -44,8 +44,9 @@ class GrpcAbort(Exception):
         self.message = message
 
 
-#: ``handler(path, request_message) -> response_message``; raises `GrpcAbort` to fail the call
-Handler = Callable[[str, bytes], bytes]
+#: ``handler(calls) -> results``: every call read together, answered in order, each with its
+#: response message or the `GrpcAbort` that fails it (one batch: one Redis round trip)
+Handler = Callable[[Sequence[UnaryCall]], Sequence[bytes | GrpcAbort]]
 
 
 @dataclass(frozen=True)
@@ -210,23 +211,24 @@ class UnaryGrpcServer:
             conn.closing = True
             self._send(conn, proto.data_to_send())
             return
-        for call in calls:
-            self._answer(proto, call)
+        if calls:
+            self._answer(proto, calls)
         self._calls += len(calls)
         if proto.peer_gone and proto.open_streams == 0:
             conn.closing = True
         self._send(conn, proto.data_to_send())
 
-    def _answer(self, proto: UnaryGrpcConnection, call: UnaryCall) -> None:
+    def _answer(self, proto: UnaryGrpcConnection, calls: list[UnaryCall]) -> None:
         try:
-            response = self._handler(call.path, call.message)
-        except GrpcAbort as abort:
-            proto.fail(call.stream_id, abort.code, abort.message)
-        except Exception as exc:  # a bug must cost one call, not the connection
-            log.exception("handler_failed", path=call.path)
-            proto.fail(call.stream_id, GrpcStatus.UNKNOWN, f"{type(exc).__name__}")
-        else:
-            proto.respond(call.stream_id, response)
+            results = self._handler(calls)
+        except Exception as exc:  # a bug must cost these calls, not the connection
+            log.exception("handler_failed", calls=len(calls))
+            results = [GrpcAbort(GrpcStatus.UNKNOWN, type(exc).__name__)] * len(calls)
+        for call, result in zip(calls, results, strict=True):
+            if isinstance(result, GrpcAbort):
+                proto.fail(call.stream_id, result.code, result.message)
+            else:
+                proto.respond(call.stream_id, result)
 
     def _send(self, conn: _Conn, data: bytes) -> None:
         if data:

@@ -111,8 +111,9 @@ class DecisionPlan(NamedTuple):
         """Judge the store's new counter values (one per increment, in order)."""
         if len(counts) != len(self.increments):
             raise ValueError(f"expected {len(self.increments)} counter values, got {len(counts)}")
-        statuses = tuple(self._judge(slot, counts) for slot in self.slots)
-        over = any(s.code is Code.OVER_LIMIT for s in statuses)
+        # list comprehensions, not generators: this runs on every call, often on a cold CPU cache
+        statuses = tuple([self._judge(slot, counts) for slot in self.slots])
+        over = Code.OVER_LIMIT in [s.code for s in statuses]
         return Decision(code=Code.OVER_LIMIT if over else Code.OK, statuses=statuses)
 
     @staticmethod
@@ -238,8 +239,11 @@ class RateLimiter:
         would. A store failure fails the whole batch (`CounterStoreError`), counted per request.
         """
         plans = [self.plan(domain, descriptors, hits) for domain, descriptors, hits in requests]
-        descriptor_count = sum(len(r[1]) for r in requests)
-        increments = [inc for plan in plans for inc in plan.increments]
+        descriptor_count = 0
+        increments: list[Increment] = []
+        for plan in plans:
+            descriptor_count += len(plan.slots)
+            increments += plan.increments
         counts: Sequence[int] = ()
         if increments:
             try:
@@ -257,9 +261,9 @@ class RateLimiter:
             used = len(plan.increments)
             decision = plan.decide(counts[offset : offset + used])
             offset += used
-            if decision.code is Code.OVER_LIMIT:
-                over += sum(s.code is Code.OVER_LIMIT for s in decision.statuses)
-            shadow += sum(s.shadow_over_limit for s in decision.statuses)
+            for status in decision.statuses:
+                over += status.code is Code.OVER_LIMIT
+                shadow += status.shadow_over_limit
             decisions.append(decision)
         with self._lock:
             self._requests += len(requests)

@@ -24,8 +24,8 @@ class RateLimitSettings(BaseServiceSettings):
     #: answers more with RESOURCE_EXHAUSTED); Envoy treats either as a failure and lets requests pass
     max_concurrent_rpcs: int = Field(default=1024, ge=1)
     #: which gRPC server answers: ``single_thread`` (services.ratelimit._h2server: reads, decides
-    #: and answers in one thread, no hand-offs; the default) or ``grpcio`` (grpcio's threaded server:
-    #: the fallback, and the better fit when a slow Redis should not hold up other calls)
+    #: and answers in one thread, no hand-offs, one Redis round trip per batch read; the default)
+    #: or ``grpcio`` (grpcio's threaded server, the previous design: the fallback)
     grpc_server: Literal["single_thread", "grpcio"] = "single_thread"
     #: worker threads of the grpcio server (unused by single_thread); 0 = 2 with the memory store
     #: (CPU-bound: more threads only contend for the GIL), 8 with Redis (round trips release the GIL)

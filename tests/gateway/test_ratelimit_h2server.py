@@ -9,11 +9,11 @@ from __future__ import annotations
 import socket
 import struct
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 
 import pytest
 
-from services.ratelimit import GrpcAbort, GrpcStatus, UnaryGrpcServer
+from services.ratelimit import GrpcAbort, GrpcStatus, UnaryCall, UnaryGrpcServer
 from services.ratelimit._h2grpc import PREFACE
 
 from .test_ratelimit_h2grpc import DATA, END_HEADERS, END_STREAM, GOAWAY, HEADERS, SETTINGS, frame, grpc_body
@@ -24,12 +24,16 @@ BAD_BLOCK = b"\x83\x86" + b"\x04\x08/svc/Bad" + b"\x00\x0ccontent-type\x10applic
 BUG_BLOCK = b"\x83\x86" + b"\x04\x08/svc/Bug" + b"\x00\x0ccontent-type\x10application/grpc"
 
 
-def handler(path: str, message: bytes) -> bytes:
+def answer(path: str, message: bytes) -> bytes | GrpcAbort:
     if path == "/svc/Bad":
-        raise GrpcAbort(GrpcStatus.UNAVAILABLE, "store down")
+        return GrpcAbort(GrpcStatus.UNAVAILABLE, "store down")
     if path == "/svc/Bug":
         raise ZeroDivisionError
     return b"ok:" + message
+
+
+def handler(calls: Sequence[UnaryCall]) -> list[bytes | GrpcAbort]:
+    return [answer(call.path, call.message) for call in calls]
 
 
 @pytest.fixture
@@ -71,19 +75,49 @@ def ended(stream: int):
     return lambda frames: any(s == stream and k == HEADERS and f & END_STREAM for k, f, s, _ in frames)
 
 
+def call(sock: socket.socket, stream: int, block: bytes) -> list[tuple[int, int, int, bytes]]:
+    sock.sendall(
+        frame(HEADERS, END_HEADERS, stream, block) + frame(DATA, END_STREAM, stream, grpc_body(b"x"))
+    )
+    return read_frames(sock, ended(stream))
+
+
 def test_calls_errors_and_a_failing_handler(server):
     with connect(server.port) as sock:
-        for stream, block in ((1, BLOCK), (3, BAD_BLOCK), (5, BUG_BLOCK), (7, BLOCK)):
-            sock.sendall(
-                frame(HEADERS, END_HEADERS, stream, block) + frame(DATA, END_STREAM, stream, grpc_body(b"x"))
-            )
-        frames = read_frames(sock, ended(7))
+        frames = (
+            call(sock, 1, BLOCK) + call(sock, 3, BAD_BLOCK) + call(sock, 5, BUG_BLOCK) + call(sock, 7, BLOCK)
+        )
     bodies = {s: p for k, f, s, p in frames if k == DATA}
     assert bodies[1] == grpc_body(b"ok:x") and bodies[7] == grpc_body(b"ok:x")
     trailers = {s: p for k, f, s, p in frames if k == HEADERS and f & END_STREAM}
     assert b"grpc-status\x0214" in trailers[3] and b"store down" in trailers[3]
     assert b"grpc-status\x012" in trailers[5]  # UNKNOWN, and the connection went on (stream 7)
     assert server.statistics().calls == 4
+
+
+def test_calls_read_together_are_handled_together():
+    batches: list[int] = []
+
+    def counting(calls: Sequence[UnaryCall]) -> list[bytes | GrpcAbort]:
+        batches.append(len(calls))
+        return handler(calls)
+
+    srv = UnaryGrpcServer("127.0.0.1", 0, counting)
+    thread = threading.Thread(target=srv.serve_forever)
+    thread.start()
+    try:
+        with connect(srv.port) as sock:
+            data = b"".join(
+                frame(HEADERS, END_HEADERS, s, BLOCK) + frame(DATA, END_STREAM, s, grpc_body(b"x"))
+                for s in (1, 3, 5)
+            )
+            sock.sendall(data)  # one write: one read on the server (loopback, 3 small frames pairs)
+            frames = read_frames(sock, ended(5))
+    finally:
+        srv.stop(1.0)
+        thread.join(5)
+    assert sum(batches) == 3 and len([f for f in frames if f[0] == DATA]) == 3
+    assert max(batches) >= 2  # at least two arrived in one read and went to the handler at once
 
 
 def test_connections_beyond_the_limit_are_closed(server):

@@ -169,6 +169,28 @@ def test_response_message_carries_what_envoy_needs(make_limiter):
     assert status.duration_until_reset.ToMilliseconds() == 750
 
 
+def test_a_batch_decides_as_the_same_requests_one_by_one(make_limiter):
+    """The single-threaded server decides the calls it read together with one store call."""
+    limiter, _ = make_limiter()
+    batch = [("fg", [desc("a", "deal_brain")], 1)] * 5 + [("fg", [desc("b", "deal_brain")], 1)]
+    codes = [d.code for d in limiter.should_rate_limit_many(batch)]
+    assert codes == [Code.OK] * 3 + [Code.OVER_LIMIT] * 2 + [Code.OK]
+    remaining = [
+        d.statuses[0].limit_remaining for d in limiter.should_rate_limit_many(batch[:1] + batch[-1:])
+    ]
+    assert remaining == [0, 1]  # a: over (6th hit); b: its 2nd of 3
+    stats = limiter.statistics()
+    assert (stats.requests, stats.over_limit) == (8, 3)
+
+
+def test_a_failing_store_fails_the_whole_batch_and_counts_each():
+    clock = FakeClock()
+    limiter = RateLimiter(CONFIG, RedisCounterStore.from_url("redis://127.0.0.1:1/0"), clock=clock)
+    with pytest.raises(CounterStoreError):
+        limiter.should_rate_limit_many([("fg", [desc("a", "deal_brain")], 1)] * 3)
+    assert limiter.statistics().store_errors == 3
+
+
 # -- backend-specific ------------------------------------------------------------------------
 
 
