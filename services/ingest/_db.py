@@ -9,14 +9,12 @@ arguments for ``fn`` are bound with ``functools.partial``: ``run`` passes only p
 
 from __future__ import annotations
 
-import array
-import struct
-import sys
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, Protocol, TypeVar
 
 import asyncpg
 import floodgate
+from pgvector import Vector
 
 __all__ = [
     "TRANSIENT_DB_ERRORS",
@@ -71,26 +69,16 @@ async def release_without_session_reset(conn: asyncpg.Connection) -> None:
     del conn
 
 
-# pgvector's binary format: dimensions (int16), an unused int16, then big-endian float4 values.
-_VECTOR_HEADER = struct.Struct(">HH")
-
-
 def encode_vector(value: Sequence[float] | bytes) -> bytes:
-    """A vector in pgvector's binary format. ``bytes`` are taken as already encoded."""
+    """A vector in pgvector's binary format (the ``pgvector`` package's codec). ``bytes`` are taken
+    as already encoded, so a batch can be packed before it crosses into the database task."""
     if isinstance(value, bytes | bytearray | memoryview):
         return bytes(value)
-    values = array.array("f", value)  # one C loop, not one Python call per float
-    if sys.byteorder == "little":
-        values.byteswap()
-    return _VECTOR_HEADER.pack(len(values), 0) + values.tobytes()
+    return Vector(value if isinstance(value, list) else list(value)).to_binary()
 
 
 def decode_vector(data: bytes) -> list[float]:
-    dims, _ = _VECTOR_HEADER.unpack_from(data)
-    values = array.array("f", data[_VECTOR_HEADER.size : _VECTOR_HEADER.size + 4 * dims])
-    if sys.byteorder == "little":
-        values.byteswap()
-    return values.tolist()
+    return Vector.from_binary(data).to_list()
 
 
 async def register_vector_codec(conn: asyncpg.Connection) -> None:
