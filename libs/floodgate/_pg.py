@@ -42,6 +42,14 @@ _CONNECTION_ERRORS = (
     asyncpg.CannotConnectNowError,
     asyncpg.AdminShutdownError,
     asyncpg.CrashShutdownError,
+    # asyncpg's "the protocol is in a state it cannot go on from". The case that matters: a server
+    # that stops (fast shutdown, failover, pg_terminate_backend) sends each idle session a FATAL
+    # ErrorResponse, then closes its socket. asyncpg reads the message in one loop iteration and
+    # the EOF in a later one; a caller that takes the connection in between gets
+    # InternalClientError("cannot switch to state 11; another operation (2) is in progress"), not
+    # a connection error. It is the same outage, so callers must see the same DependencyError
+    # (their "try again later"); `_with_connection` also closes such a connection for good.
+    asyncpg.InternalClientError,
 )
 
 
@@ -90,6 +98,11 @@ class PgPool:
                 self._m_size.set(self.raw.get_size())
             try:
                 return await fn(conn, *args)
+            except asyncpg.InternalClientError:
+                # The connection's protocol state is unknown: never hand it out again. (asyncpg
+                # aborts it on most of its paths already; terminate() is idempotent.)
+                conn.terminate()
+                raise
             finally:
                 self._in_use -= 1
                 if self._metrics is not None:

@@ -40,6 +40,10 @@ TRANSIENT_DB_ERRORS: tuple[type[BaseException], ...] = (
     asyncpg.CannotConnectNowError,  # starting up / shutting down
     asyncpg.AdminShutdownError,
     asyncpg.CrashShutdownError,
+    # A connection the server killed (its FATAL read, its EOF not yet) used in between: see the
+    # toolkit's `_pg._CONNECTION_ERRORS`, which maps it to DependencyError for pooled calls; the
+    # listener's own connection meets it raw.
+    asyncpg.InternalClientError,
     asyncpg.TooManyConnectionsError,
     asyncpg.SerializationError,
     asyncpg.DeadlockDetectedError,

@@ -280,12 +280,18 @@ class Worker:
                     claimed = await self._db.run(_claim, cfg, asked)
                 delay = pacer.after_claim(claimed=len(claimed), asked=asked)
             except Exception as exc:
-                if not (isinstance(exc, trio.TooSlowError) or is_transient_db_error(exc)):
-                    raise
+                # Never let the claim loop end on an error while the process lives on: the lease keeper
+                # would go on extending the running jobs' leases (the reaper could never recover them)
+                # while nothing claims the queued ones. An error not known as transient (asyncpg's
+                # InternalClientError from a connection the server killed was one) is logged with its
+                # traceback and retried with the same backoff; the attempt limits bound the jobs.
                 self._claim_errors += 1
                 claimed = []
                 delay = pacer.after_error()
-                log.warning("claim_failed", error=f"{type(exc).__name__}: {exc}", retry_in=round(delay, 3))
+                if isinstance(exc, trio.TooSlowError) or is_transient_db_error(exc):
+                    log.warning("claim_failed", error=f"{type(exc).__name__}: {exc}", retry_in=round(delay, 3))
+                else:
+                    log.exception("claim_failed_unexpectedly", retry_in=round(delay, 3))
             if self._metrics is not None:
                 self._metrics.claim_duration.observe(trio.current_time() - sent_at)
                 self._metrics.claimed.inc(len(claimed))

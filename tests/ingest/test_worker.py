@@ -183,3 +183,37 @@ async def test_graceful_shutdown_releases_jobs_still_running_after_the_grace(fre
         rows = await db.fetch("SELECT state, attempts, lease_token FROM ingest_jobs")
         assert [(r["state"], r["attempts"], r["lease_token"]) for r in rows] == [("queued", 0, None)] * 3
         assert worker.statistics().outcomes == {"released": 3}
+
+
+class FailingClaims:
+    """The worker's db, with its first ``n`` claims raising ``error`` (other calls go through)."""
+
+    def __init__(self, db, error: BaseException, n: int) -> None:
+        self._db = db
+        self._error = error
+        self.left = n
+
+    async def run(self, fn, /, *args):
+        if getattr(fn, "__name__", "") == "_claim" and self.left > 0:
+            self.left -= 1
+            raise self._error
+        return await self._db.run(fn, *args)
+
+
+async def test_an_unexpected_claim_error_does_not_stop_the_claim_loop(fresh_database_url: str) -> None:
+    # Once the claim loop ended on such an error (asyncpg's InternalClientError, before it was known as
+    # transient), and the process lived on: its lease keeper went on extending the leases of the jobs
+    # it held, and no one claimed the queued ones. An error of a kind no list knows must not do that.
+    async with open_db(fresh_database_url) as db:
+        await submit(db, "t", "doc1", "some words to embed")
+        await submit(db, "t", "doc2", "other words to embed")
+        failing = FailingClaims(db, RuntimeError("an error no one foresaw"), 2)
+        worker = make_worker(failing, FakeEmbedder())
+        shutdown = trio.Event()
+        async with trio.open_nursery() as nursery:
+            await nursery.start(functools.partial(worker.run, shutdown=shutdown))
+            await wait_for_states(db, {"succeeded": 2})
+            shutdown.set()
+        assert failing.left == 0
+        stats = worker.statistics()
+        assert stats.claim_errors == 2 and stats.outcomes == {"succeeded": 2}

@@ -88,3 +88,33 @@ def test_closing_does_not_wait_forever_for_a_connection_still_in_use(database_ur
 
     closed_after = asyncio.run(asyncio.wait_for(main(), 10))
     assert 0.05 <= closed_after < 2
+
+
+def _fatal_error_response(message: bytes) -> bytes:
+    """A PostgreSQL ErrorResponse as a server sends it to every session on a fast shutdown (57P01)."""
+    body = b"SFATAL\0VFATAL\0C57P01\0M" + message + b"\0\0"
+    return b"E" + (len(body) + 4).to_bytes(4, "big") + body
+
+
+async def _no_reset(conn: asyncpg.Connection) -> None:
+    pass
+
+
+@pytest.mark.parametrize("reset", [None, _no_reset], ids=["default_reset", "no_reset"])
+async def test_a_connection_the_server_killed_while_idle_is_a_dependency_error_then_replaced(database_url, reset):
+    # When PostgreSQL stops (fast shutdown, failover, pg_terminate_backend) each idle session first gets
+    # a FATAL ErrorResponse, then its socket closes. asyncpg handles the message in one loop iteration
+    # and the EOF in a later one: a caller that takes the connection in between gets asyncpg's
+    # InternalClientError ("another operation (2) is in progress"), not a connection error. Here the
+    # message is delivered and the EOF withheld, so the window is open for as long as the test needs.
+    kwargs = {} if reset is None else {"reset": reset}
+    async with trio_asyncio.open_loop():
+        async with floodgate.open_pg_pool(database_url, min_size=1, max_size=1, **kwargs) as pool:
+            assert await pool.fetchval("select 1") == 1
+            (holder,) = [h for h in pool.raw._holders if h.is_connected()]
+            holder._con._protocol.data_received(_fatal_error_response(b"terminating connection due to administrator command"))
+            with pytest.raises(floodgate.DependencyError, match="InternalClientError"):
+                await pool.fetchval("select 2")
+            # The broken connection is not handed out again: the next call gets a new one.
+            assert await pool.fetchval("select 3") == 3
+            assert pool.statistics().in_use == 0
