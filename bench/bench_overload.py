@@ -14,7 +14,7 @@ The design method's central claim, measured. Three processes on loopback:
   the load down (no coordinated omission).
 
 Offered load is 0.5x, 1x, 2x and 3x the capacity the budget implies for dealBrain (Little's law
-over its dependencies, `services.online._admission.endpoint_capacity`: 16 LLM slots / 0.4 s = 40
+over its dependencies, `services.online.endpoint_capacity`: 16 LLM slots / 0.4 s = 40
 requests/s). A request is *good* when it is a full answer (200, nothing degraded) within the
 endpoint's ``slo_p99_ms``; goodput is good requests per second of offered load.
 
@@ -60,7 +60,7 @@ sys.path.insert(0, str(ROOT))
 
 import floodgate  # noqa: E402
 
-from services.online._admission import endpoint_capacity  # noqa: E402
+from services.online import endpoint_capacity  # noqa: E402
 
 LATENCY_MS = {"embeddings": 20, "search": 150, "rerank": 50, "chat": 400}
 PROVIDER_PATHS = {  # simulator route -> the budget dependency whose global concurrency it serves

@@ -6,15 +6,23 @@ gate per dependency, a deadline per request, and a failure policy per endpoint (
 fall back, which fail the request). Run it with ``python -m services.online``.
 """
 
+from ._admission import SHAPES as _SHAPES
+from ._admission import EndpointCapacity, endpoint_capacity
 from ._wiring import open_downstreams
 from .app import OnlineState, create_app, online_state
 from .settings import OnlineSettings, ProviderSettings
 
+#: The endpoints whose admission doors this service sizes from the budget.
+ENDPOINTS: tuple[str, ...] = tuple(_SHAPES)
+
 __all__ = [
+    "ENDPOINTS",
+    "EndpointCapacity",
     "OnlineSettings",
     "OnlineState",
     "ProviderSettings",
     "create_app",
+    "endpoint_capacity",
     "online_state",
     "open_downstreams",
 ]

@@ -31,11 +31,11 @@ def process_capacity(service: str) -> int:
     """Requests one process of ``service`` holds (in flight or waiting at its own door), as the
     service itself derives it from the budget; see gateway/envoy.yaml's clusters comment."""
     if service == "online":
-        # the online service's admission doors (services/online/_admission.py), one per endpoint:
+        # the online service's admission doors, one per endpoint, sized from the budget:
         # beyond them the service refuses at once, so it never holds more than their sum
-        from services.online._admission import SHAPES, endpoint_capacity
+        from services.online import ENDPOINTS, endpoint_capacity
 
-        return sum(endpoint_capacity(BUDGET, endpoint).in_flight for endpoint in SHAPES)
+        return sum(endpoint_capacity(BUDGET, endpoint).in_flight for endpoint in ENDPOINTS)
     if service == "ingest_api":
         # every API request holds one database connection; the db gate queues up to max_waiters more
         return BUDGET.process_limit("ingest_api", "db") + BUDGET.dependency("db").max_waiters

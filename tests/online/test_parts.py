@@ -24,6 +24,9 @@ from .conftest import make_budget
 def test_public_api_is_declared() -> None:
     assert sorted(services.online.__all__) == sorted(
         [
+            "ENDPOINTS",
+            "EndpointCapacity",
+            "endpoint_capacity",
             "OnlineSettings",
             "OnlineState",
             "ProviderSettings",
