@@ -280,11 +280,12 @@ class Worker:
                     claimed = await self._db.run(_claim, cfg, asked)
                 delay = pacer.after_claim(claimed=len(claimed), asked=asked)
             except Exception as exc:
-                # Never let the claim loop end on an error while the process lives on: the lease keeper
-                # would go on extending the running jobs' leases (the reaper could never recover them)
-                # while nothing claims the queued ones. An error not known as transient (asyncpg's
-                # InternalClientError from a connection the server killed was one) is logged with its
-                # traceback and retried with the same backoff; the attempt limits bound the jobs.
+                # An error not known as transient is logged with its traceback and retried with the
+                # same backoff; it does not end the claim loop. Ending it ended the whole worker process:
+                # asyncpg's InternalClientError, raised by a connection the server had just killed, once
+                # took down the only worker during a PostgreSQL restart, leaving its jobs `running` until
+                # some other worker's reaper came, and the queued ones unclaimed. One odd error in one
+                # claim is not worth a process; the heartbeats, reaper and attempt limits stay in force.
                 self._claim_errors += 1
                 claimed = []
                 delay = pacer.after_error()

@@ -201,9 +201,9 @@ class FailingClaims:
 
 
 async def test_an_unexpected_claim_error_does_not_stop_the_claim_loop(fresh_database_url: str) -> None:
-    # Once the claim loop ended on such an error (asyncpg's InternalClientError, before it was known as
-    # transient), and the process lived on: its lease keeper went on extending the leases of the jobs
-    # it held, and no one claimed the queued ones. An error of a kind no list knows must not do that.
+    # Such an error once ended the claim loop and with it the worker process (asyncpg's
+    # InternalClientError during a PostgreSQL restart, before it was known as transient). An error of a
+    # kind no list knows is logged and the claim retried.
     async with open_db(fresh_database_url) as db:
         await submit(db, "t", "doc1", "some words to embed")
         await submit(db, "t", "doc2", "other words to embed")
