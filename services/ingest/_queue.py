@@ -340,6 +340,32 @@ SELECT tenant_id, CASE WHEN $3 THEN pg_try_advisory_xact_lock($4, hashtext(tenan
 FROM chosen
 """
 
+
+def _flip_and_read(owner: str, lease: str) -> str:
+    """The end both claim statements share: the picked rows become running with a fresh lease token
+    (``owner`` and ``lease`` name the statement's parameters), then their inputs are read."""
+    return f"""), claimed AS (
+UPDATE ingest_jobs j SET
+    state = 'running',
+    attempts = j.attempts + 1,
+    lease_token = gen_random_uuid(),
+    lease_owner = {owner},
+    lease_expires_at = now() + make_interval(secs => {lease}),
+    started_at = coalesce(j.started_at, now()),
+    updated_at = now()
+FROM picked p
+WHERE j.id = p.id AND j.state = 'queued'
+RETURNING j.id, j.tenant_id, j.doc_id, j.content_hash, j.attempts, j.max_attempts, j.lease_token
+)
+-- The inputs by primary key, one probe per claimed job (a plain join lets the planner hash the whole
+-- inputs table).
+SELECT c.*, i.text, i.url, i.metadata
+FROM claimed c LEFT JOIN LATERAL (
+    SELECT text, url, metadata FROM ingest_job_inputs WHERE job_id = c.id LIMIT 1  -- LIMIT: not flattened
+) i ON true
+"""
+
+
 # Runs in the same transaction, in a later statement than the tenant locks: under READ COMMITTED each
 # statement takes a new snapshot, so the running count below sees every claim committed by a worker
 # that held the tenant's lock before us. (Counting in the same statement that takes the lock would
@@ -370,26 +396,7 @@ WITH slots AS (
     WHERE r.rank <= r.free
     ORDER BY r.rank, r.priority, r.run_at, r.id   -- round-robin between tenants within one batch
     LIMIT {limit}
-), claimed AS (
-UPDATE ingest_jobs j SET
-    state = 'running',
-    attempts = j.attempts + 1,
-    lease_token = gen_random_uuid(),
-    lease_owner = $2,
-    lease_expires_at = now() + make_interval(secs => $3),
-    started_at = coalesce(j.started_at, now()),
-    updated_at = now()
-FROM picked p
-WHERE j.id = p.id AND j.state = 'queued'
-RETURNING j.id, j.tenant_id, j.doc_id, j.content_hash, j.attempts, j.max_attempts, j.lease_token
-)
--- The inputs by primary key, one probe per claimed job (a plain join lets the planner hash the whole
--- inputs table).
-SELECT c.*, i.text, i.url, i.metadata
-FROM claimed c LEFT JOIN LATERAL (
-    SELECT text, url, metadata FROM ingest_job_inputs WHERE job_id = c.id LIMIT 1  -- LIMIT: not flattened
-) i ON true
-"""
+""" + _flip_and_read("$2", "$3")
 
 
 # Without a per-tenant cap nothing needs serialising, so the claim is one statement (no transaction
@@ -425,26 +432,7 @@ WITH RECURSIVE heads AS (
     ) r
     ORDER BY r.rank, r.priority, r.run_at, r.id
     LIMIT {limit}
-), claimed AS (
-UPDATE ingest_jobs j SET
-    state = 'running',
-    attempts = j.attempts + 1,
-    lease_token = gen_random_uuid(),
-    lease_owner = $1,
-    lease_expires_at = now() + make_interval(secs => $2),
-    started_at = coalesce(j.started_at, now()),
-    updated_at = now()
-FROM picked p
-WHERE j.id = p.id AND j.state = 'queued'
-RETURNING j.id, j.tenant_id, j.doc_id, j.content_hash, j.attempts, j.max_attempts, j.lease_token
-)
--- The inputs by primary key, one probe per claimed job (a plain join lets the planner hash the whole
--- inputs table).
-SELECT c.*, i.text, i.url, i.metadata
-FROM claimed c LEFT JOIN LATERAL (
-    SELECT text, url, metadata FROM ingest_job_inputs WHERE job_id = c.id LIMIT 1  -- LIMIT: not flattened
-) i ON true
-"""
+""" + _flip_and_read("$1", "$2")
 
 
 def _claim_sql(template: str, **limits: int) -> str:
