@@ -61,22 +61,12 @@ async def gather_strict(calls: Sequence[Callable[[], Awaitable[T]]], *, limit: i
 
     The first branch to fail cancels the others and its error is raised unwrapped.
     """
-    limiter = trio.CapacityLimiter(limit)
     results: list[T | None] = [None] * len(calls)
 
     async def run(index: int, call: Callable[[], Awaitable[T]]) -> None:
-        async with limiter:
-            results[index] = await call()
+        results[index] = await call()
 
-    try:
-        async with trio.open_nursery() as nursery:
-            for index, call in enumerate(calls):
-                nursery.start_soon(run, index, call)
-    except BaseExceptionGroup as group:
-        chosen = collapse(group)
-        if chosen is group:
-            raise
-        raise chosen from None
+    await _run_bounded(calls, limit, run)
     return results  # type: ignore[return-value]
 
 
@@ -86,23 +76,37 @@ async def gather_settled(calls: Sequence[Callable[[], Awaitable[T]]], *, limit: 
     Only toolkit errors (overload, open breaker, deadline, dependency failure) are settled;
     anything else is a bug and propagates.
     """
-    limiter = trio.CapacityLimiter(limit)
     outcomes: list[Settled[T]] = [Settled() for _ in calls]
 
     async def run(index: int, call: Callable[[], Awaitable[T]]) -> None:
+        try:
+            outcomes[index] = Settled(value=await call())
+        except floodgate.FloodgateError as exc:
+            outcomes[index] = Settled(error=exc)
+
+    await _run_bounded(calls, limit, run)
+    return outcomes
+
+
+async def _run_bounded(
+    calls: Sequence[Callable[[], Awaitable[T]]],
+    limit: int,
+    run: Callable[[int, Callable[[], Awaitable[T]]], Awaitable[None]],
+) -> None:
+    """``run(index, call)`` for every call in one nursery, at most ``limit`` at a time; a failure
+    cancels the rest and is raised unwrapped when it is the only meaningful one (``collapse``)."""
+    limiter = trio.CapacityLimiter(limit)
+
+    async def bounded(index: int, call: Callable[[], Awaitable[T]]) -> None:
         async with limiter:
-            try:
-                outcomes[index] = Settled(value=await call())
-            except floodgate.FloodgateError as exc:
-                outcomes[index] = Settled(error=exc)
+            await run(index, call)
 
     try:
         async with trio.open_nursery() as nursery:
             for index, call in enumerate(calls):
-                nursery.start_soon(run, index, call)
+                nursery.start_soon(bounded, index, call)
     except BaseExceptionGroup as group:
         chosen = collapse(group)
         if chosen is group:
             raise
         raise chosen from None
-    return outcomes
