@@ -8,8 +8,10 @@ is an explicit, fast `Overloaded`. The budgets come from one validated file (`lo
 The implementation lives in private modules; this module re-exports the public API.
 """
 
+from ._adaptive import AdaptiveLimit, AdaptiveLimitStatistics
 from ._breaker import BreakerState, BreakerStatistics, CircuitBreaker
 from ._budget import (
+    AdmissionPolicy,
     BreakerPolicy,
     Budget,
     BudgetError,
@@ -59,6 +61,9 @@ __all__ = [
     "DEFAULT_TENANT",
     "ENVOY_TIMEOUT_HEADER",
     "MISSING",
+    "AdaptiveLimit",
+    "AdaptiveLimitStatistics",
+    "AdmissionPolicy",
     "BreakerPolicy",
     "BreakerState",
     "BreakerStatistics",

@@ -23,6 +23,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 __all__ = [
+    "AdmissionPolicy",
     "BreakerPolicy",
     "Budget",
     "BudgetError",
@@ -193,6 +194,20 @@ class DependencyPolicy(_Policy):
         return self
 
 
+class AdmissionPolicy(_Policy):
+    """How an endpoint's door follows latency (`floodgate.AdaptiveLimit`).
+
+    The door's ceiling is what the budget implies (Little's law); with ``adaptive`` on it admits
+    less while the mean latency of completed requests stays above ``latency_tolerance`` times its
+    recent best, down to ``min_fraction`` of the ceiling.
+    """
+
+    adaptive: bool = True
+    latency_tolerance: float = Field(default=1.2, ge=1.0, le=10.0)
+    min_fraction: Fraction = 0.25
+    baseline_window: Seconds = 60.0
+
+
 class EndpointPolicy(_Policy):
     """An online endpoint's deadline, fan-out, SLO targets and failure policy."""
 
@@ -207,6 +222,7 @@ class EndpointPolicy(_Policy):
     cache_ttl: Seconds | None = None
     max_items: int | None = Field(default=None, ge=1)
     max_body_bytes: int = Field(default=1_048_576, ge=1)
+    admission: AdmissionPolicy = AdmissionPolicy()
 
     @model_validator(mode="after")
     def _slo_order(self) -> EndpointPolicy:
@@ -231,7 +247,9 @@ class Budget(_Policy):
         try:
             return self.dependencies[name]
         except KeyError:
-            raise LookupError(f"unknown dependency {name!r} (budget has {sorted(self.dependencies)})") from None
+            raise LookupError(
+                f"unknown dependency {name!r} (budget has {sorted(self.dependencies)})"
+            ) from None
 
     def endpoint(self, name: str) -> EndpointPolicy:
         try:
@@ -317,7 +335,10 @@ def _describe(err: Mapping[str, Any]) -> str:
     path = ".".join(str(part) for part in err["loc"]) or "<root>"
     template = _MESSAGES.get(err["type"])
     if template is not None:
-        ctx = {key: f"{value:g}" if isinstance(value, float) else value for key, value in err.get("ctx", {}).items()}
+        ctx = {
+            key: f"{value:g}" if isinstance(value, float) else value
+            for key, value in err.get("ctx", {}).items()
+        }
         message = template.format(**ctx)
     else:
         message = err["msg"].removeprefix("Value error, ")
@@ -336,7 +357,11 @@ def _cross_checks(budget: Budget) -> list[str]:
         total_share = sum(dep.shares.values())
         if total_share > 1.0 + 1e-9:
             problems.append(f"{key}.shares: shares sum to {total_share:g}, more than 1.0 of the dependency")
-        if dep.kind == "postgres" and dep.global_concurrency is not None and dep.global_concurrency > available:
+        if (
+            dep.kind == "postgres"
+            and dep.global_concurrency is not None
+            and dep.global_concurrency > available
+        ):
             problems.append(
                 f"{key}.global_concurrency: {dep.global_concurrency} exceeds database_max_connections - "
                 f"database_reserve = {available}"

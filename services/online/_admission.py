@@ -12,10 +12,14 @@ throughput its scarcest dependency (the *bottleneck*) carries, times the time a 
 inside is refused at once with 429, in front of the web framework (`_front_door`): no downstream
 work, no wait, no body parsing, tens of microseconds.
 
-The limit is static on purpose. A door that grows when requests get slower (to keep the
-bottleneck busy) feeds on itself when the slowness comes from the load — CPU contention makes
-every step slower, a bigger door admits more, which makes it slower still; the benchmark showed
-exactly that. The budget is the source of truth: change ``typical_latency`` or the limits there.
+``N0`` is the door's ceiling. Below it the door follows latency (`floodgate.AdaptiveLimit`, on
+by default: ``[endpoints.<name>.admission]`` in the budget): when completed requests take longer
+than ``latency_tolerance`` times their recent best — the process is slower than the budget
+assumes (CPU contention, a slow provider) — it admits fewer, down to ``min_fraction`` of N0, so
+the extra load is refused at once instead of queueing inside. It never admits more than N0: a
+door that grew when requests got slower (to keep the bottleneck busy) fed on itself when the
+slowness came from the load, and the benchmark showed exactly that. The budget is the source of
+truth for the ceiling: change ``typical_latency`` or the limits there.
 """
 
 from __future__ import annotations
@@ -34,6 +38,7 @@ __all__ = [
     "EndpointCapacity",
     "EndpointShape",
     "endpoint_capacity",
+    "make_door",
     "make_doors",
 ]
 
@@ -120,17 +125,28 @@ class DoorStatistics:
 
 
 class Door:
-    """At most ``capacity.in_flight`` requests of one endpoint inside; the rest refused at once.
+    """At most `limit` requests of one endpoint inside; the rest refused at once.
 
     ``door.enter()`` raises `floodgate.Overloaded` (429, ``Retry-After: 1``, naming the
     bottleneck dependency) when full; pair every successful ``enter`` with one ``leave``. Both
     are synchronous: nothing here waits. `try_enter` is the non-raising twin.
+
+    The limit is ``capacity.in_flight`` or, with ``adaptive``, an `floodgate.AdaptiveLimit`
+    under that ceiling fed by `observe` (the latency of each completed request).
     """
 
-    def __init__(self, capacity: EndpointCapacity, *, metrics: floodgate.FloodgateMetrics | None = None):
+    def __init__(
+        self,
+        capacity: EndpointCapacity,
+        *,
+        metrics: floodgate.FloodgateMetrics | None = None,
+        adaptive: floodgate.AdaptiveLimit | None = None,
+    ):
+        if adaptive is not None and adaptive.ceiling != capacity.in_flight:
+            raise ValueError("the adaptive limit's ceiling must be the capacity's in_flight")
         self.capacity = capacity
         self.name = f"admission_{capacity.endpoint}"
-        self.limit = capacity.in_flight
+        self.adaptive = adaptive
         self._in_flight = 0
         self._admitted = 0
         self._refused = 0
@@ -138,7 +154,14 @@ class Door:
         if metrics is not None:
             self._m_in_use = metrics.gate_in_use.labels(self.name)
             self._m_refused = metrics.rejections.labels(self.name, "admission")
-            metrics.gate_capacity.labels(self.name).set(self.limit)
+            self._m_capacity = metrics.gate_capacity.labels(self.name)
+            self._m_capacity.set(self.limit)
+
+    @property
+    def limit(self) -> int:
+        """Requests admitted at once now (the adaptive limit, or the budget's number)."""
+        adaptive = self.adaptive
+        return self.capacity.in_flight if adaptive is None else adaptive.limit
 
     def try_enter(self) -> bool:
         """Take a place if one is free; False (counted as a refusal) when the door is full.
@@ -146,6 +169,9 @@ class Door:
         The twin of `enter` for callers that answer the refusal themselves (the ASGI front door,
         `services.online._front_door`): no exception is built on the hot path of overload.
         """
+        adaptive = self.adaptive
+        if adaptive is not None:
+            adaptive.note_in_flight(self._in_flight + 1)
         if self._in_flight >= self.limit:
             self._refused += 1
             if self._metrics is not None:
@@ -178,6 +204,16 @@ class Door:
         if self._metrics is not None:
             self._m_in_use.set(self._in_flight)
 
+    def observe(self, latency: float, now: float) -> None:
+        """Feed the adaptive limit one completed request's latency (no-op for a static door).
+
+        Only requests whose time says something about capacity: answers and server-side failures
+        (5xx, including deadline 504s), not client errors that end before any downstream work.
+        """
+        adaptive = self.adaptive
+        if adaptive is not None and adaptive.observe(latency, now) and self._metrics is not None:
+            self._m_capacity.set(adaptive.limit)
+
     def statistics(self) -> DoorStatistics:
         return DoorStatistics(
             self.capacity.endpoint, self._in_flight, self.limit, self._admitted, self._refused
@@ -193,4 +229,21 @@ class Door:
 def make_doors(
     budget: floodgate.Budget, metrics: floodgate.FloodgateMetrics | None = None
 ) -> dict[str, Door]:
-    return {name: Door(endpoint_capacity(budget, name), metrics=metrics) for name in SHAPES}
+    return {name: make_door(budget, name, metrics) for name in SHAPES}
+
+
+def make_door(
+    budget: floodgate.Budget, endpoint: str, metrics: floodgate.FloodgateMetrics | None = None
+) -> Door:
+    """The endpoint's door as the budget describes it (static or adaptive, with its ceiling)."""
+    capacity = endpoint_capacity(budget, endpoint)
+    policy = budget.endpoint(endpoint).admission
+    adaptive = None
+    if policy.adaptive:
+        adaptive = floodgate.AdaptiveLimit(
+            capacity.in_flight,
+            floor=max(1, math.ceil(capacity.in_flight * policy.min_fraction)),
+            tolerance=policy.latency_tolerance,
+            baseline_window=policy.baseline_window,
+        )
+    return Door(capacity, metrics=metrics, adaptive=adaptive)

@@ -36,6 +36,7 @@ from typing import Any
 import chassis
 import floodgate
 import structlog
+import trio
 
 from ._admission import Door
 
@@ -95,12 +96,36 @@ class FrontDoor:
             return
         door = route.door
         if door.try_enter():
-            try:
-                await self.app(scope, receive, send)
-            finally:
-                door.leave()
+            if door.adaptive is None:
+                try:
+                    await self.app(scope, receive, send)
+                finally:
+                    door.leave()
+                return
+            await self._admit_measured(door, scope, receive, send)
             return
         await self._refuse(route, scope, receive, send, request_id)
+
+    async def _admit_measured(self, door: Door, scope: Scope, receive: Receive, send: Send) -> None:
+        """Run the app for an admitted request and feed its latency to the door's adaptive limit."""
+        status = 0
+
+        async def send_watched(message: MutableMapping[str, Any]) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        started = trio.current_time()
+        try:
+            await self.app(scope, receive, send_watched)
+        finally:
+            door.leave()
+        # Client errors (bad body, validation) end before any downstream work: their time says
+        # nothing about how loaded the process is. Answers and 5xx (deadlines included) do.
+        if status < 400 or status >= 500:
+            now = trio.current_time()
+            door.observe(now - started, now)
 
     # -- the refusal -----------------------------------------------------------------------------
 

@@ -11,6 +11,7 @@ on the virtual clock and can assert exact times. The database edge is either ``M
 from __future__ import annotations
 
 import copy
+import dataclasses
 import math
 import tomllib
 from collections.abc import AsyncIterator, Mapping
@@ -25,6 +26,7 @@ import pytest
 from prometheus_client import CollectorRegistry
 from quart_trio import QuartTrio
 
+from services.online._admission import Door
 from services.online._chunks import ChunkHit, ChunkSearch
 from services.online._wiring import Wired, open_downstreams
 from services.online.app import create_app
@@ -163,3 +165,9 @@ def memory_chunks() -> MemoryChunks:
 
 def finite(x: float) -> bool:
     return math.isfinite(x)
+
+
+def close_door(door: Door) -> None:
+    """Make ``door`` refuse every request: a static door with no room."""
+    door.adaptive = None
+    door.capacity = dataclasses.replace(door.capacity, in_flight=0)

@@ -10,7 +10,7 @@ import trio
 
 from services.online._admission import endpoint_capacity
 
-from .conftest import SIM_API, online_harness
+from .conftest import SIM_API, close_door, online_harness
 
 DEAL = "/v1/deal-brain/answers"
 HUNT = "/v1/shadow-hunter/hunts"
@@ -124,7 +124,7 @@ async def test_the_endpoint_door_admits_what_the_budget_carries_and_refuses_the_
 
 async def test_the_door_refuses_before_any_other_work(autojump_clock) -> None:
     async with online_harness() as h:
-        h.app.extensions["online"].doors["nexus_assess"].limit = 0
+        close_door(h.app.extensions["online"].doors["nexus_assess"])
         response = await h.post(ASSESS, b'{"not": json')  # would be a 400 if it were read
         assert response.status_code == 429
         assert response.headers["Retry-After"] == "1"

@@ -1,0 +1,153 @@
+"""A concurrency limit steered by latency: lower when requests slow down, back up when they recover.
+
+A limit sized from the budget (Little's law: throughput x latency) is right when the process runs
+as the budget assumes. When something the budget cannot see slows every request — a neighbour
+taking the CPU, a slow event loop, a provider slower than its typical latency — the same number
+of requests in flight no longer finishes at the same rate, and the difference is spent waiting:
+latency grows while throughput does not. `AdaptiveLimit` watches the latency of completed
+requests and lowers the limit when it rises above its recent best by more than ``tolerance``; it
+raises the limit again, never above ``ceiling``, when latency is back.
+
+The rule is the gradient limit of Netflix's concurrency-limits (Gradient2), simplified. Every
+``interval`` seconds in which at least ``min_samples`` requests completed::
+
+    short    = mean latency of the requests completed in the interval
+    baseline = the lowest `short` of the last `baseline_window` seconds
+    target   = limit + sqrt(limit)                    if short <= tolerance x baseline
+             = limit x max(0.5, tolerance x baseline / short)      otherwise
+    limit    = limit + smoothing x (target - limit),  clamped to [floor, ceiling]
+
+so latency settles near ``tolerance x baseline`` when the limit binds. The limit grows only when
+it was used (some moment of the interval had at least half of it in flight): an idle door learns
+nothing about how much it could carry. (Gradient2 always adds its queue allowance, so it settles
+where the gradient cancels it — 1.5x the baseline and more for a limit of 25; adding it only
+while latency is within tolerance keeps the settling point where ``tolerance`` says.)
+
+It never grows *because* requests got slower. A door that did (to keep the bottleneck busy
+while each request took longer) fed on itself whenever the slowness came from the load — more
+admitted, more contention, slower still — and the benchmark showed it. The ceiling stays the
+budget's number, so this only ever admits less than the static door would.
+
+Known limit: a latency rise that lasts longer than ``baseline_window`` becomes the new baseline
+(the window's best is then the slow state), and the limit drifts back up towards the ceiling.
+That is the intended answer to a provider that became slower for good; for sustained overload it
+means the door degrades to the static limit, not below it.
+
+Pure bookkeeping: no clock, no I/O. The caller passes ``now`` (any monotonic seconds — trio's
+clock in a service, so tests run on `trio.testing.MockClock`).
+"""
+
+from __future__ import annotations
+
+import math
+from collections import deque
+from dataclasses import dataclass
+
+__all__ = ["AdaptiveLimit", "AdaptiveLimitStatistics"]
+
+
+@dataclass(frozen=True)
+class AdaptiveLimitStatistics:
+    limit: int
+    ceiling: int
+    floor: int
+    baseline: float  # s; nan before the first interval
+    last_latency: float  # mean latency of the last interval, s; nan before the first
+    updates: int
+
+
+class AdaptiveLimit:
+    """A limit between ``floor`` and ``ceiling`` that follows the latency of completed requests.
+
+    Feed it with `observe` (each completed request's latency) and `note_in_flight` (how many are
+    inside when one enters); read `limit`. It starts at ``ceiling``.
+    """
+
+    def __init__(
+        self,
+        ceiling: int,
+        *,
+        floor: int = 1,
+        tolerance: float = 1.2,
+        smoothing: float = 0.2,
+        interval: float = 1.0,
+        min_samples: int = 10,
+        baseline_window: float = 60.0,
+    ) -> None:
+        if not 1 <= floor <= ceiling:
+            raise ValueError(f"need 1 <= floor <= ceiling, got floor={floor}, ceiling={ceiling}")
+        if tolerance < 1.0:
+            raise ValueError(f"tolerance must be >= 1 (latency may grow this much), got {tolerance}")
+        if not 0 < smoothing <= 1:
+            raise ValueError(f"smoothing must be in (0, 1], got {smoothing}")
+        if interval <= 0 or baseline_window < interval or min_samples < 1:
+            raise ValueError("need interval > 0, baseline_window >= interval and min_samples >= 1")
+        self.ceiling = ceiling
+        self.floor = floor
+        self.tolerance = tolerance
+        self.smoothing = smoothing
+        self.interval = interval
+        self.min_samples = min_samples
+        self.baseline_window = baseline_window
+        self._estimate = float(ceiling)
+        self.limit = ceiling
+        # the interval being measured
+        self._started: float | None = None
+        self._total = 0.0
+        self._count = 0
+        self._peak = 0
+        # (end time, mean latency) of past intervals, kept for baseline_window seconds
+        self._history: deque[tuple[float, float]] = deque()
+        self._last = math.nan
+        self._updates = 0
+
+    def note_in_flight(self, in_flight: int) -> None:
+        """Record how many requests are inside (call when one enters, or is refused)."""
+        if in_flight > self._peak:
+            self._peak = in_flight
+
+    def observe(self, latency: float, now: float) -> bool:
+        """Record one completed request; True when this closed an interval and the limit was updated."""
+        if self._started is None:  # the first interval began when its first request entered
+            self._started = now - latency
+        self._total += latency
+        self._count += 1
+        if now - self._started < self.interval or self._count < self.min_samples:
+            return False
+        self._update(self._total / self._count, now)
+        self._started, self._total, self._count, self._peak = now, 0.0, 0, 0
+        return True
+
+    def _update(self, short: float, now: float) -> None:
+        history = self._history
+        while history and history[0][0] <= now - self.baseline_window:
+            history.popleft()
+        history.append((now, short))
+        allowed = self.tolerance * min(mean for _, mean in history)
+        estimate = self._estimate
+        if short > allowed:
+            target = estimate * max(0.5, allowed / short)
+        elif self._peak * 2 >= self.limit:
+            target = estimate + math.sqrt(estimate)
+        else:
+            target = estimate  # unused headroom proves nothing: hold
+        estimate += self.smoothing * (target - estimate)
+        self._estimate = min(float(self.ceiling), max(float(self.floor), estimate))
+        self.limit = max(self.floor, min(self.ceiling, math.floor(self._estimate)))
+        self._last = short
+        self._updates += 1
+
+    @property
+    def baseline(self) -> float:
+        return min((mean for _, mean in self._history), default=math.nan)
+
+    def statistics(self) -> AdaptiveLimitStatistics:
+        return AdaptiveLimitStatistics(
+            self.limit, self.ceiling, self.floor, self.baseline, self._last, self._updates
+        )
+
+    def __repr__(self) -> str:
+        return (
+            f"<AdaptiveLimit {self.limit} in [{self.floor}, {self.ceiling}] "
+            f"baseline={self.baseline * 1000:.0f}ms last={self._last * 1000:.0f}ms>"
+        )

@@ -1,0 +1,167 @@
+"""AdaptiveLimit: a concurrency limit that follows the latency of completed requests.
+
+It is pure bookkeeping over the times it is given, so every case here feeds explicit times and
+checks exact limits: no clock at all, nothing to tolerate.
+"""
+
+from __future__ import annotations
+
+import math
+
+import floodgate
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+
+def run_interval(
+    limit: floodgate.AdaptiveLimit, now: float, latency: float, *, n: int = 10, used: int | None = None
+) -> float:
+    """``n`` requests of ``latency`` completing over one interval ending at ``now + interval``;
+    ``used`` requests inside at the busiest moment (default: the whole limit)."""
+    limit.note_in_flight(limit.limit if used is None else used)
+    step = limit.interval / n
+    updated = [limit.observe(latency, now + step * (i + 1)) for i in range(n)]
+    assert updated == [False] * (n - 1) + [True]
+    return now + limit.interval
+
+
+def test_steady_latency_keeps_the_ceiling() -> None:
+    limit = floodgate.AdaptiveLimit(27, floor=7)
+    now = 0.0
+    for _ in range(20):
+        now = run_interval(limit, now, 0.62)
+    assert limit.limit == 27
+    stats = limit.statistics()
+    assert (stats.baseline, stats.last_latency, stats.updates) == (0.62, 0.62, 20)
+
+
+def test_latency_above_tolerance_lowers_the_limit_by_the_gradient() -> None:
+    limit = floodgate.AdaptiveLimit(27, floor=7, tolerance=1.2, smoothing=0.2)
+    now = run_interval(limit, 0.0, 0.5)  # baseline 0.5
+    now = run_interval(limit, now, 1.0)  # twice the baseline: gradient 1.2 * 0.5 / 1.0 = 0.6
+    # target 27 * 0.6 = 16.2; estimate 27 + 0.2 * (16.2 - 27) = 24.84
+    assert limit.limit == 24
+    now = run_interval(limit, now, 1.0)
+    # estimate 24.84 + 0.2 * (24.84 * 0.6 - 24.84) = 22.8528
+    assert limit.limit == 22
+
+
+def test_within_tolerance_is_not_a_reason_to_shrink() -> None:
+    limit = floodgate.AdaptiveLimit(27, floor=7, tolerance=1.2)
+    now = run_interval(limit, 0.0, 0.5)
+    for _ in range(10):
+        now = run_interval(limit, now, 0.59)  # 1.18x the baseline
+    assert limit.limit == 27
+
+
+def test_a_latency_far_above_the_baseline_shrinks_by_at_most_half_per_target() -> None:
+    limit = floodgate.AdaptiveLimit(20, floor=1, smoothing=1.0)
+    now = run_interval(limit, 0.0, 0.1)
+    run_interval(limit, now, 10.0)  # gradient 0.012 is held at 0.5
+    assert limit.limit == 10
+
+
+def test_the_limit_never_goes_below_the_floor() -> None:
+    limit = floodgate.AdaptiveLimit(27, floor=7)
+    now = run_interval(limit, 0.0, 0.5)
+    for _ in range(50):
+        now = run_interval(limit, now, 5.0, used=7)
+    assert limit.limit == 7
+
+
+def test_recovery_grows_by_the_square_root_back_to_the_ceiling_and_no_further() -> None:
+    limit = floodgate.AdaptiveLimit(27, floor=7, smoothing=0.2)
+    now = run_interval(limit, 0.0, 0.5)
+    for _ in range(50):
+        now = run_interval(limit, now, 5.0)
+    assert limit.limit == 7
+    now = run_interval(limit, now, 0.5)  # estimate 7 + 0.2 * sqrt(7) = 7.529
+    assert limit.limit == 7
+    now = run_interval(limit, now, 0.5)  # 7.529 + 0.2 * sqrt(7.529) = 8.078
+    assert limit.limit == 8
+    seen = []
+    for _ in range(40):
+        now = run_interval(limit, now, 0.5)
+        seen.append(limit.limit)
+    assert seen == sorted(seen)
+    assert seen[-1] == 27
+
+
+def test_an_unused_limit_does_not_grow() -> None:
+    limit = floodgate.AdaptiveLimit(27, floor=7)
+    now = run_interval(limit, 0.0, 0.5)
+    for _ in range(20):
+        now = run_interval(limit, now, 5.0)
+    low = limit.limit
+    for _ in range(20):
+        now = run_interval(limit, now, 0.5, used=low // 2 - 1)  # a quiet period: under half used
+    assert limit.limit == low
+    for _ in range(2):  # the first step up is less than one request
+        now = run_interval(limit, now, 0.5, used=low // 2 + 1)
+    assert limit.limit > low
+
+
+def test_no_update_before_the_interval_ends_or_before_min_samples() -> None:
+    limit = floodgate.AdaptiveLimit(27, interval=1.0, min_samples=10)
+    limit.note_in_flight(27)
+    # Ten completions within 0.6 s of the first request's start: not an interval yet.
+    assert not any(limit.observe(0.1, 0.05 * i) for i in range(1, 11))
+    # The interval (from the first request's start, 0.05 - 0.1) has passed and ten are counted.
+    assert limit.observe(0.1, 0.95) is True
+    assert limit.statistics().updates == 1
+    # A slow trickle: the interval passes long before ten complete, so nothing updates until they do.
+    assert not any(limit.observe(5.0, 0.95 + 3.0 * i) for i in range(1, 10))
+    assert limit.observe(5.0, 31.0) is True
+
+
+def test_a_lasting_slowdown_becomes_the_new_baseline_after_the_window() -> None:
+    limit = floodgate.AdaptiveLimit(27, floor=7, baseline_window=10.0)
+    now = run_interval(limit, 0.0, 0.5)
+    for _ in range(5):
+        now = run_interval(limit, now, 1.0)
+    assert limit.limit < 27
+    assert limit.baseline == 0.5
+    seen = []
+    for _ in range(40):
+        now = run_interval(limit, now, 1.0)  # the 0.5 s interval leaves the window at 10 s
+        seen.append(limit.limit)
+    assert limit.baseline == 1.0
+    lowest = seen.index(min(seen))
+    assert lowest < 10  # it fell while 0.5 s was the baseline...
+    assert seen[lowest:] == sorted(seen[lowest:])  # ...then rose...
+    assert seen[-1] == 27  # ...back to the ceiling: the slow state is the new normal
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"ceiling": 5, "floor": 6}, "floor <= ceiling"),
+        ({"ceiling": 5, "floor": 0}, "floor <= ceiling"),
+        ({"ceiling": 5, "tolerance": 0.9}, "tolerance"),
+        ({"ceiling": 5, "smoothing": 0.0}, "smoothing"),
+        ({"ceiling": 5, "interval": 2.0, "baseline_window": 1.0}, "baseline_window"),
+    ],
+)
+def test_invalid_settings_are_refused(kwargs: dict, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        floodgate.AdaptiveLimit(**kwargs)
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    ceiling=st.integers(1, 200),
+    latencies=st.lists(st.floats(0.001, 30.0), min_size=1, max_size=400),
+    used=st.lists(st.integers(0, 250), min_size=1, max_size=400),
+)
+def test_the_limit_stays_between_floor_and_ceiling(
+    ceiling: int, latencies: list[float], used: list[int]
+) -> None:
+    floor = max(1, math.ceil(ceiling / 4))
+    limit = floodgate.AdaptiveLimit(ceiling, floor=floor, min_samples=1, interval=0.5)
+    now = 0.0
+    for i, latency in enumerate(latencies):
+        limit.note_in_flight(used[i % len(used)])
+        now += 0.2
+        limit.observe(latency, now)
+        assert floor <= limit.limit <= ceiling
