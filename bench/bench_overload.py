@@ -254,6 +254,7 @@ def naive_budget(data: dict[str, Any]) -> dict[str, Any]:
         dep["max_waiters"] = 100_000
         dep.pop("rate_limit", None)
     data["endpoints"]["deal_brain"]["fan_out"] = 1_000
+    data["endpoints"]["deal_brain"]["admission"] = {"adaptive": False}
     return data
 
 
@@ -365,6 +366,7 @@ class Level:
     reasons: Counter = field(default_factory=Counter)  # why requests were not full answers
     steps: dict[str, list[float]] = field(default_factory=dict)  # Server-Timing step -> durations, s
     loop_lag: float = math.nan  # the service's mean event-loop lag during the level, s
+    door: float = math.nan  # dealBrain's door limit at the end of the level
     provider_queue: dict[str, int] = field(default_factory=dict)
     cpu: dict[str, float] = field(default_factory=dict)  # process -> share of one core during the level
     #: cores busy on the whole machine during the level, and the 1-minute load average at its end:
@@ -519,15 +521,18 @@ async def run_level(client: LoadClient, level: Level, offset: int) -> None:
             nursery.start_soon(one, i, scheduled)
 
 
-async def loop_lag(client: httpx.AsyncClient) -> tuple[float, float]:
-    """(sum, count) of the service's ``floodgate_loop_lag_seconds`` histogram."""
+async def service_metrics(client: httpx.AsyncClient) -> tuple[float, float, float]:
+    """(sum, count) of the service's ``floodgate_loop_lag_seconds`` histogram, and dealBrain's
+    door limit now."""
     text = (await client.get("/metrics")).text
     values = {}
     for line in text.splitlines():
         if line.startswith(("floodgate_loop_lag_seconds_sum", "floodgate_loop_lag_seconds_count")):
             name, value = line.split()
             values[name.rsplit("_", 1)[1]] = float(value)
-    return values.get("sum", 0.0), values.get("count", 0.0)
+        elif line.startswith('floodgate_gate_capacity{gate="admission_deal_brain"}'):
+            values["door"] = float(line.split()[-1])
+    return values.get("sum", 0.0), values.get("count", 0.0), values.get("door", math.nan)
 
 
 async def run_mode(
@@ -555,7 +560,7 @@ async def run_mode(
                 await provider.get("/bench/queues")  # reset the peak
             level = Level(mode, factor, rate, duration, slo)
             before = {name: cpu_seconds(pid) for name, pid in pids.items()}
-            lag_before = await loop_lag(metrics_client)
+            lag_before = await service_metrics(metrics_client)
             busy_before = machine_busy()[0]
             wall = time.monotonic()
             await run_level(client, level, offset=(index + 1) * 1_000_000)
@@ -563,7 +568,8 @@ async def run_mode(
             level.cpu = {name: (cpu_seconds(pid) - before[name]) / wall for name, pid in pids.items()}
             level.machine = (machine_busy()[0] - busy_before) / wall
             level.load_average = os.getloadavg()[0]
-            lag_after = await loop_lag(metrics_client)
+            lag_after = await service_metrics(metrics_client)
+            level.door = lag_after[2]
             samples = lag_after[1] - lag_before[1]
             level.loop_lag = (lag_after[0] - lag_before[0]) / samples if samples else math.nan
             async with httpx.AsyncClient(base_url=provider_url) as provider:
@@ -581,7 +587,7 @@ def report(levels: list[Level], capacity: float) -> None:
     header = (
         f"{'mode':9s} {'load':>5s} {'offered/s':>9s} {'goodput/s':>9s} {'p50 ms':>7s} {'p95 ms':>7s} "
         f"{'p99 ms':>7s} {'rejected':>8s} {'rej p99':>8s} {'degraded':>8s} {'errors':>7s} {'llm queue':>9s} "
-        f"{'cpu svc/prov/load':>17s} {'others':>6s} {'srv p99':>7s} {'lag ms':>6s} {'load1':>5s}"
+        f"{'cpu svc/prov/load':>17s} {'others':>6s} {'srv p99':>7s} {'lag ms':>6s} {'door':>5s} {'load1':>5s}"
     )
     print(header)
     print("-" * len(header))
@@ -596,13 +602,15 @@ def report(levels: list[Level], capacity: float) -> None:
             f"{lv.provider_queue.get('/v1/chat/completions', 0):>9d} "
             f"{lv.cpu.get('service', 0):>6.0%}/{lv.cpu.get('provider', 0):.0%}/{lv.cpu.get('load', 0):.0%} "
             f"{lv.machine - sum(lv.cpu.values()):>6.0%} "
-            f"{pct(sorted(lv.server), 0.99) * 1000:>7.0f} {lv.loop_lag * 1000:>6.1f} {lv.load_average:>5.2f}"
+            f"{pct(sorted(lv.server), 0.99) * 1000:>7.0f} {lv.loop_lag * 1000:>6.1f} {lv.door:>5.0f} "
+            f"{lv.load_average:>5.2f}"
         )
     print(
         f"capacity the budget implies: {capacity:g} requests/s; good = full answer within the SLO p99; "
         "llm queue = longest queue at the LLM provider; cpu = share of one core per process; "
         "others = the rest of the machine's busy CPU (PostgreSQL, other work), in cores; "
-        "srv p99 = Server-Timing total; lag = the service's mean event-loop lag; load1 = load average at the end"
+        "srv p99 = Server-Timing total; lag = the service's mean event-loop lag; door = dealBrain's admission "
+        "limit at the end of the level; load1 = load average at the end"
     )
     for lv in levels:
         steps = ", ".join(f"{name} {pct(sorted(v), 0.99) * 1000:.0f}" for name, v in lv.steps.items())

@@ -38,7 +38,7 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-from ._text import content_words, count_tokens, sentences
+from ._text import content_words, count_tokens, sentence_words, text_cache
 
 __all__ = ["TASKS", "ChatPrompt", "Completion", "complete", "read_prompt"]
 
@@ -48,6 +48,9 @@ _TASK_RE = re.compile(r"^\s*floodgate-task:\s*([A-Za-z0-9_-]+)\s*$", re.MULTILIN
 _PASSAGE_RE = re.compile(r"^\s*\[(\d{1,3})\]\s*(.*)$")
 _LABEL_RE = re.compile(r"^\s*(question|query|subject|criterion|topic)\s*:\s*(.*)$", re.IGNORECASE)
 _COUNT_RE = re.compile(r"\b(\d{1,2})\s+(?:\w+\s+)?(?:search\s+)?quer(?:y|ies)\b", re.IGNORECASE)
+# The passages quoted in prompts repeat across calls (the top documents for a topic), so each one's
+# sentences and their words are computed once.
+_sentence_words = text_cache(sentence_words)
 _ANGLES = (
     "latest news",
     "acquisition deal",
@@ -183,15 +186,15 @@ def _question(text: str) -> str:
 def _ranked_sentences(prompt: ChatPrompt) -> list[tuple[int, int, str, int | None]]:
     """(overlap, position, sentence, passage number) for context sentences sharing a question word."""
     question_words = set(content_words(prompt.question))
-    pool: list[tuple[str, int | None]] = []
+    pool: list[tuple[str, frozenset[str], int | None]] = []
     if prompt.passages:
         for number, text in prompt.passages:
-            pool.extend((s, number) for s in sentences(text))
+            pool.extend((s, words, number) for s, words in _sentence_words(text))
     else:
-        pool.extend((s, None) for s in sentences(prompt.context))
+        pool.extend((s, words, None) for s, words in _sentence_words(prompt.context))
     scored = []
-    for position, (sentence, number) in enumerate(pool):
-        overlap = len(question_words & set(content_words(sentence)))
+    for position, (sentence, words, number) in enumerate(pool):
+        overlap = len(question_words & words)
         if overlap:
             scored.append((overlap, position, sentence, number))
     scored.sort(key=lambda item: (-item[0], item[1]))

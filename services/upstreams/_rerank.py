@@ -7,10 +7,9 @@ are in [0, 1]; ties keep the documents' input order, so results are fully determ
 
 from __future__ import annotations
 
-from collections import Counter
 from dataclasses import dataclass
 
-from ._text import content_words
+from ._text import content_words, text_cache, word_counts
 
 __all__ = ["RankedDocument", "rerank", "score"]
 
@@ -21,11 +20,16 @@ class RankedDocument:
     relevance_score: float
 
 
+# Candidate passages repeat across calls (the same top documents for every question on a topic),
+# so each is tokenised once. The counts are shared: read them, never change them.
+_word_counts = text_cache(word_counts)
+
+
 def score(query_words: set[str], document: str) -> float:
     if not query_words:
         return 0.0
-    counts = Counter(content_words(document))
-    matched = [w for w in query_words if counts[w]]
+    counts = _word_counts(document)
+    matched = [w for w in query_words if w in counts]
     if not matched:
         return 0.0
     coverage = len(matched) / len(query_words)
