@@ -367,6 +367,7 @@ class Level:
     steps: dict[str, list[float]] = field(default_factory=dict)  # Server-Timing step -> durations, s
     loop_lag: float = math.nan  # the service's mean event-loop lag during the level, s
     door: float = math.nan  # dealBrain's door limit at the end of the level
+    send_lag: list[float] = field(default_factory=list)  # how late the generator started each request, s
     provider_queue: dict[str, int] = field(default_factory=dict)
     cpu: dict[str, float] = field(default_factory=dict)  # process -> share of one core during the level
     #: cores busy on the whole machine during the level, and the 1-minute load average at its end:
@@ -498,6 +499,7 @@ async def run_level(client: LoadClient, level: Level, offset: int) -> None:
     start = trio.current_time() + 0.05
 
     async def one(i: int, scheduled: float) -> None:
+        level.send_lag.append(trio.current_time() - scheduled)
         body = json.dumps({"question": f"{QUESTION} (request {offset + i})?", "top_k": 5}).encode()
         try:
             response = await client.post("/v1/deal-brain/answers", body, {"x-floodgate-tenant": TENANT})
@@ -587,7 +589,7 @@ def report(levels: list[Level], capacity: float) -> None:
     header = (
         f"{'mode':9s} {'load':>5s} {'offered/s':>9s} {'goodput/s':>9s} {'p50 ms':>7s} {'p95 ms':>7s} "
         f"{'p99 ms':>7s} {'rejected':>8s} {'rej p99':>8s} {'degraded':>8s} {'errors':>7s} {'llm queue':>9s} "
-        f"{'cpu svc/prov/load':>17s} {'others':>6s} {'srv p99':>7s} {'lag ms':>6s} {'door':>5s} {'load1':>5s}"
+        f"{'cpu svc/prov/load':>17s} {'others':>6s} {'srv p99':>7s} {'lag ms':>6s} {'door':>5s} {'gen p99':>7s} {'load1':>5s}"
     )
     print(header)
     print("-" * len(header))
@@ -603,14 +605,15 @@ def report(levels: list[Level], capacity: float) -> None:
             f"{lv.cpu.get('service', 0):>6.0%}/{lv.cpu.get('provider', 0):.0%}/{lv.cpu.get('load', 0):.0%} "
             f"{lv.machine - sum(lv.cpu.values()):>6.0%} "
             f"{pct(sorted(lv.server), 0.99) * 1000:>7.0f} {lv.loop_lag * 1000:>6.1f} {lv.door:>5.0f} "
-            f"{lv.load_average:>5.2f}"
+            f"{pct(sorted(lv.send_lag), 0.99) * 1000:>7.1f} {lv.load_average:>5.2f}"
         )
     print(
         f"capacity the budget implies: {capacity:g} requests/s; good = full answer within the SLO p99; "
         "llm queue = longest queue at the LLM provider; cpu = share of one core per process; "
         "others = the rest of the machine's busy CPU (PostgreSQL, other work), in cores; "
         "srv p99 = Server-Timing total; lag = the service's mean event-loop lag; door = dealBrain's admission "
-        "limit at the end of the level; load1 = load average at the end"
+        "limit at the end of the level; gen p99 = how late the load generator started a request (p99, ms: "
+        "part of every latency above, since latency counts from the scheduled time); load1 = load average at the end"
     )
     for lv in levels:
         steps = ", ".join(f"{name} {pct(sorted(v), 0.99) * 1000:.0f}" for name, v in lv.steps.items())

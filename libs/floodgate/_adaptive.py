@@ -17,7 +17,19 @@ The rule is the gradient limit of Netflix's concurrency-limits (Gradient2), simp
              = limit x max(0.5, tolerance x baseline / short)      otherwise
     limit    = limit + smoothing x (target - limit),  clamped to [floor, ceiling]
 
-so latency settles near ``tolerance x baseline`` when the limit binds. The limit grows only when
+so latency settles near ``tolerance x baseline`` when the limit binds.
+
+Latency alone is a blunt signal for the most common waste: requests admitted beyond what the
+bottleneck serves wait at its gate, adding their wait to every answer and nothing to the
+throughput, and a mean latency within tolerance hides a p99 that is not. With ``queue_allowance``
+set, the caller also reports how many wait at the bottleneck (`note_queue`, on each entry); when
+the interval's mean ``q`` exceeds the allowance, Little's law says the limit is ``q - allowance``
+requests too high::
+
+    target   = min(target, limit - (q - allowance))     if q > allowance
+
+and a limit with such a queue does not grow. A small allowance keeps the bottleneck busy through
+jitter; zero would leave it idle whenever arrivals bunch. The limit grows only when
 it was used (some moment of the interval had at least half of it in flight): an idle door learns
 nothing about how much it could carry. (Gradient2 always adds its queue allowance, so it settles
 where the gradient cancels it — 1.5x the baseline and more for a limit of 25; adding it only
@@ -53,14 +65,16 @@ class AdaptiveLimitStatistics:
     floor: int
     baseline: float  # s; nan before the first interval
     last_latency: float  # mean latency of the last interval, s; nan before the first
+    last_queue: float  # mean bottleneck queue of the last interval; nan before the first
     updates: int
 
 
 class AdaptiveLimit:
     """A limit between ``floor`` and ``ceiling`` that follows the latency of completed requests.
 
-    Feed it with `observe` (each completed request's latency) and `note_in_flight` (how many are
-    inside when one enters); read `limit`. It starts at ``ceiling``.
+    Feed it with `observe` (each completed request's latency), `note_in_flight` (how many are
+    inside when one enters) and, with ``queue_allowance``, `note_queue` (how many wait at the
+    bottleneck when one enters); read `limit`. It starts at ``ceiling``.
     """
 
     def __init__(
@@ -73,6 +87,7 @@ class AdaptiveLimit:
         interval: float = 1.0,
         min_samples: int = 10,
         baseline_window: float = 60.0,
+        queue_allowance: float | None = None,
     ) -> None:
         if not 1 <= floor <= ceiling:
             raise ValueError(f"need 1 <= floor <= ceiling, got floor={floor}, ceiling={ceiling}")
@@ -82,6 +97,8 @@ class AdaptiveLimit:
             raise ValueError(f"smoothing must be in (0, 1], got {smoothing}")
         if interval <= 0 or baseline_window < interval or min_samples < 1:
             raise ValueError("need interval > 0, baseline_window >= interval and min_samples >= 1")
+        if queue_allowance is not None and queue_allowance < 0:
+            raise ValueError(f"queue_allowance must be >= 0, got {queue_allowance}")
         self.ceiling = ceiling
         self.floor = floor
         self.tolerance = tolerance
@@ -89,6 +106,7 @@ class AdaptiveLimit:
         self.interval = interval
         self.min_samples = min_samples
         self.baseline_window = baseline_window
+        self.queue_allowance = queue_allowance
         self._estimate = float(ceiling)
         self.limit = ceiling
         # the interval being measured
@@ -96,15 +114,23 @@ class AdaptiveLimit:
         self._total = 0.0
         self._count = 0
         self._peak = 0
+        self._queued = 0  # sum of the bottleneck queue lengths reported in the interval
+        self._queue_reports = 0
         # (end time, mean latency) of past intervals, kept for baseline_window seconds
         self._history: deque[tuple[float, float]] = deque()
         self._last = math.nan
+        self._last_queue = math.nan
         self._updates = 0
 
     def note_in_flight(self, in_flight: int) -> None:
         """Record how many requests are inside (call when one enters, or is refused)."""
         if in_flight > self._peak:
             self._peak = in_flight
+
+    def note_queue(self, waiting: int) -> None:
+        """Record how many requests wait at the bottleneck now (call when one enters)."""
+        self._queued += waiting
+        self._queue_reports += 1
 
     def observe(self, latency: float, now: float) -> bool:
         """Record one completed request; True when this closed an interval and the limit was updated."""
@@ -114,19 +140,24 @@ class AdaptiveLimit:
         self._count += 1
         if now - self._started < self.interval or self._count < self.min_samples:
             return False
-        self._update(self._total / self._count, now)
+        queue = self._queued / self._queue_reports if self._queue_reports else 0.0
+        self._update(self._total / self._count, queue, now)
         self._started, self._total, self._count, self._peak = now, 0.0, 0, 0
+        self._queued, self._queue_reports = 0, 0
         return True
 
-    def _update(self, short: float, now: float) -> None:
+    def _update(self, short: float, queue: float, now: float) -> None:
         history = self._history
         while history and history[0][0] <= now - self.baseline_window:
             history.popleft()
         history.append((now, short))
         allowed = self.tolerance * min(mean for _, mean in history)
         estimate = self._estimate
-        if short > allowed:
-            target = estimate * max(0.5, allowed / short)
+        excess = queue - self.queue_allowance if self.queue_allowance is not None else 0.0
+        if short > allowed or excess > 0:
+            target = estimate * max(0.5, min(1.0, allowed / short))
+            if excess > 0:
+                target = min(target, max(estimate * 0.5, estimate - excess))
         elif self._peak * 2 >= self.limit:
             target = estimate + math.sqrt(estimate)
         else:
@@ -135,6 +166,7 @@ class AdaptiveLimit:
         self._estimate = min(float(self.ceiling), max(float(self.floor), estimate))
         self.limit = max(self.floor, min(self.ceiling, math.floor(self._estimate)))
         self._last = short
+        self._last_queue = queue
         self._updates += 1
 
     @property
@@ -143,7 +175,7 @@ class AdaptiveLimit:
 
     def statistics(self) -> AdaptiveLimitStatistics:
         return AdaptiveLimitStatistics(
-            self.limit, self.ceiling, self.floor, self.baseline, self._last, self._updates
+            self.limit, self.ceiling, self.floor, self.baseline, self._last, self._last_queue, self._updates
         )
 
     def __repr__(self) -> str:

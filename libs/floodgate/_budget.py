@@ -199,11 +199,13 @@ class AdmissionPolicy(_Policy):
 
     The door's ceiling is what the budget implies (Little's law); with ``adaptive`` on it admits
     less while the mean latency of completed requests stays above ``latency_tolerance`` times its
-    recent best, down to ``min_fraction`` of the ceiling.
+    recent best, or while more than ``bottleneck_queue`` requests on average wait at the gate of
+    the endpoint's bottleneck dependency; never less than ``min_fraction`` of the ceiling.
     """
 
     adaptive: bool = True
     latency_tolerance: float = Field(default=1.2, ge=1.0, le=10.0)
+    bottleneck_queue: float = Field(default=1.0, ge=0.0)
     min_fraction: Fraction = 0.25
     baseline_window: Seconds = 60.0
 

@@ -287,6 +287,11 @@ class Gate:
         """``async with gate.slot(tenant=...):`` holds a slot for the block."""
         return _Slot(self, tenant)
 
+    @property
+    def waiting(self) -> int:
+        """Callers waiting for a slot now (cheap: for probes read on every request)."""
+        return len(self._queue)
+
     def statistics(self) -> GateStatistics:
         return GateStatistics(
             name=self.name,

@@ -35,6 +35,11 @@ class Wired:
     dependencies: floodgate.Dependencies
     pool: floodgate.PgPool | None
 
+    @property
+    def gates(self) -> dict[str, floodgate.Gate]:
+        """Each dependency's gate, by dependency name."""
+        return {name: dep.gate for name, dep in self.dependencies.items()}
+
 
 def _cache(
     budget: floodgate.Budget, dependency: str, metrics: floodgate.FloodgateMetrics

@@ -79,8 +79,10 @@ def create_app(
     downstreams: Downstreams,
     registry: CollectorRegistry | None = None,
     readiness: Mapping[str, chassis.ReadinessCheck] | None = None,
+    gates: Mapping[str, floodgate.Gate] | None = None,
 ) -> QuartTrio:
-    """The app, with its providers already opened (see `services.online._wiring`)."""
+    """The app, with its providers already opened (see `services.online._wiring`); ``gates``
+    (dependency -> gate, `Wired.gates`) lets the endpoint doors watch their bottleneck's queue."""
     registry = registry if registry is not None else CollectorRegistry()
     policies = [budget.endpoint(name) for name in ("deal_brain", "shadow_hunter", "nexus_assess")]
     app = chassis.create_app(
@@ -98,7 +100,7 @@ def create_app(
         if nexus.cache_ttl
         else None
     )
-    doors = make_doors(budget, metrics)
+    doors = make_doors(budget, metrics, gates)
     state = OnlineState(budget, downstreams, metrics, assessments, doors, build_openapi(budget))
     app.extensions["online"] = state
     _install_routes(app, state)

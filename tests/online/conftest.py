@@ -141,7 +141,9 @@ async def online_harness(
     async with open_downstreams(
         settings, providers, budget, metrics=metrics, transport=transport, chunks=chunks or MemoryChunks()
     ) as wired:
-        app = create_app(settings, budget=budget, downstreams=wired.downstreams, registry=registry)
+        app = create_app(
+            settings, budget=budget, downstreams=wired.downstreams, registry=registry, gates=wired.gates
+        )
         yield Harness(app, simulator, wired, budget, registry)
 
 

@@ -4,6 +4,7 @@ admitted request gives its place back however it ends."""
 from __future__ import annotations
 
 import json
+import math
 
 import pytest
 import trio
@@ -170,7 +171,7 @@ async def test_the_door_admits_fewer_while_answers_are_slow_and_recovers(
     async with online_harness(behaviour=slow, chunks=memory_chunks) as h:
         door = h.app.extensions["online"].doors["deal_brain"]
         ceiling = door.capacity.in_flight
-        assert door.adaptive is not None and door.limit == ceiling == 27
+        assert door.adaptive is not None and door.limit == ceiling == 25
         statuses: list[int] = []
         sent = 0
 
@@ -235,3 +236,29 @@ async def test_a_static_door_when_the_budget_says_so(autojump_clock) -> None:
         assert door.adaptive is None
         assert door.limit == door.capacity.in_flight
         assert h.app.extensions["online"].doors["nexus_assess"].adaptive is not None
+
+
+async def test_the_dealbrain_door_watches_the_llm_gate(autojump_clock) -> None:
+    # The LLM budget is shared by all three endpoints: when others fill it, dealBrain's requests
+    # would only wait at its gate, so the door counts that queue (and admits fewer past the
+    # budget's allowance).
+    async with online_harness() as h:
+        door = h.app.extensions["online"].doors["deal_brain"]
+        gate = h.wired.dependencies["llm"].gate
+        for _ in range(gate.capacity):
+            gate.acquire_nowait("other")
+        async with trio.open_nursery() as nursery:
+            for _ in range(4):
+                nursery.start_soon(gate.acquire, "other")
+            await trio.sleep(0.01)
+            assert gate.waiting == 4
+            for _ in range(10):  # ten requests that each saw 4 waiting, answered in 0.6 s
+                assert door.try_enter()
+                await trio.sleep(0.05)  # all within the waiters' max_wait
+                door.leave()
+                door.observe(0.6, trio.current_time())
+            stats = door.adaptive.statistics()
+            assert stats.last_queue == 4.0
+            # 3 over the allowance of 1: the limit went down by the smoothed excess
+            assert door.limit == math.floor(25 - 0.2 * 3)
+            nursery.cancel_scope.cancel()

@@ -165,3 +165,46 @@ def test_the_limit_stays_between_floor_and_ceiling(
         now += 0.2
         limit.observe(latency, now)
         assert floor <= limit.limit <= ceiling
+
+
+def run_queued_interval(
+    limit: floodgate.AdaptiveLimit, now: float, latency: float, waiting: list[int]
+) -> float:
+    """One interval at ``latency`` in which entering requests saw ``waiting`` at the bottleneck."""
+    for w in waiting:
+        limit.note_queue(w)
+    return run_interval(limit, now, latency)
+
+
+def test_a_queue_at_the_bottleneck_beyond_the_allowance_lowers_the_limit_by_the_excess() -> None:
+    limit = floodgate.AdaptiveLimit(27, floor=7, smoothing=1.0, queue_allowance=1.0)
+    now = run_queued_interval(limit, 0.0, 0.6, [0, 0, 0, 0])
+    assert limit.limit == 27
+    # latency within tolerance, but on average 4 requests waited at the bottleneck: 3 too many
+    now = run_queued_interval(limit, now, 0.65, [3, 5, 4, 4])
+    assert limit.limit == 24
+    assert limit.statistics().last_queue == 4.0
+    # within the allowance: free to grow again (the door was used)
+    now = run_queued_interval(limit, now, 0.6, [1, 0, 1, 0])
+    assert limit.limit == 27  # 24 + sqrt(24), clamped
+
+
+def test_a_queue_within_the_allowance_or_no_allowance_changes_nothing() -> None:
+    within = floodgate.AdaptiveLimit(27, floor=7, smoothing=1.0, queue_allowance=2.0)
+    ignored = floodgate.AdaptiveLimit(27, floor=7, smoothing=1.0)
+    now = 0.0
+    for _ in range(5):
+        run_queued_interval(within, now, 0.6, [2, 2, 1, 3])
+        now = run_queued_interval(ignored, now, 0.6, [9, 9, 9, 9])
+    assert within.limit == ignored.limit == 27
+
+
+def test_a_queue_and_a_slow_interval_take_the_lower_target_and_at_most_half() -> None:
+    limit = floodgate.AdaptiveLimit(20, floor=1, smoothing=1.0, queue_allowance=0.0)
+    now = run_queued_interval(limit, 0.0, 0.5, [0])
+    # latency: 20 x 1.2 x 0.5 / 1.0 = 12; queue: 20 - 2 = 18: the lower wins
+    now = run_queued_interval(limit, now, 1.0, [2])
+    assert limit.limit == 12
+    # a queue of 100: at most half per interval
+    run_queued_interval(limit, now, 0.5, [100])
+    assert limit.limit == 6
