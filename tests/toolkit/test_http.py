@@ -109,3 +109,19 @@ def test_parse_retry_after():
     assert floodgate.parse_retry_after("soon") is None
     assert floodgate.parse_retry_after(None) is None
     assert floodgate.parse_retry_after("Wed, 21 Oct 2015 07:28:10 GMT", now=1445412480.0) == 10.0
+
+
+async def test_a_cookie_set_on_one_tenants_call_never_rides_on_anothers(autojump_clock):
+    # One client serves every tenant: a jar would carry tenant A's provider session to tenant B.
+    seen: list[httpx.Request] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        seen.append(request)
+        return httpx.Response(200, headers={"set-cookie": "session=tenant-a; Path=/"}, json={})
+
+    async with build(handler) as deps:
+        first = await deps["api"].request("GET", "/v1/models", tenant="a")
+        await deps["api"].request("GET", "/v1/models", tenant="b")
+        assert len(deps["api"].client.cookies) == 0
+    assert first.cookies["session"] == "tenant-a"  # the caller still sees what was set
+    assert [r.headers.get("cookie") for r in seen] == [None, None]
