@@ -77,6 +77,14 @@ def test_error_names_the_key_path():
          "dependencies.api: global_concurrency is required for kind = 'http'"),
         (lambda d: d["dependencies"]["api"]["retry"].update(backoff_cap=0.01),
          "dependencies.api.retry: backoff_cap must be >= backoff_base"),
+        (lambda d: d["endpoints"]["ep"].update(admission={"latency_tolerance": 0.9}),
+         "endpoints.ep.admission.latency_tolerance: must be >= 1"),
+        (lambda d: d["endpoints"]["ep"].update(admission={"min_fraction": 0}),
+         "endpoints.ep.admission.min_fraction: must be > 0"),
+        (lambda d: d["endpoints"]["ep"].update(admission={"bottleneck_queue": -1}),
+         "endpoints.ep.admission.bottleneck_queue: must be >= 0"),
+        (lambda d: d["endpoints"]["ep"].update(admission={"adaptiv": False}),
+         "endpoints.ep.admission.adaptiv: unknown key"),
     ],
 )
 def test_invalid_values_are_named(mutate, expected):
