@@ -171,7 +171,7 @@ async def test_the_door_admits_fewer_while_answers_are_slow_and_recovers(
     async with online_harness(behaviour=slow, chunks=memory_chunks) as h:
         door = h.app.extensions["online"].doors["deal_brain"]
         ceiling = door.capacity.in_flight
-        assert door.adaptive is not None and door.limit == ceiling == 25
+        assert door.adaptive is not None and door.limit == ceiling == 26
         statuses: list[int] = []
         sent = 0
 
@@ -260,5 +260,5 @@ async def test_the_dealbrain_door_watches_the_llm_gate(autojump_clock) -> None:
             stats = door.adaptive.statistics()
             assert stats.last_queue == 4.0
             # 3 over the allowance of 1: the limit went down by the smoothed excess
-            assert door.limit == math.floor(25 - 0.2 * 3)
+            assert door.limit == math.floor(26 - 0.2 * 3)
             nursery.cancel_scope.cancel()
