@@ -194,9 +194,11 @@ async def test_rerank_breaker_opens_after_the_configured_failures_and_half_opens
         assert body["degraded"][0]["reason"] == "circuit_open"
         assert (await h.stats())["rerank"]["requests"] == policy.min_calls
 
-        # After open_duration the next calls are probes; when they succeed, it closes.
+        # At open_duration after it opened the next calls are probes; when they succeed, it closes.
+        # (Sleep to that instant, not "half, then half": (t + 2.5) + 2.5 can round below t + 5.0.)
         await h.behave({"rerank": {"error_rate": 0.0}})
-        await trio.sleep(policy.open_duration / 2)
+        opened_at = breaker.statistics(trio.current_time()).opened_at
+        await trio.sleep_until(opened_at + policy.open_duration)
         body = await (await h.post(DEAL, {"question": QUESTION})).get_json()
         assert body["degraded"] == []
         assert breaker.state is (
