@@ -28,6 +28,7 @@ from .settings import ClusterSettings, load_cluster_settings
 __all__ = [
     "COMPOSE_HOSTS",
     "ENVOY_CONFIG",
+    "ONLINE_CLUSTERS",
     "EnvoyConfigError",
     "api_keys_for",
     "envoy_binary",
@@ -38,9 +39,14 @@ __all__ = [
 
 ENVOY_CONFIG = Path(__file__).resolve().parent.parent / "gateway" / "envoy.yaml"
 
+#: The online service's clusters: one per endpoint (Envoy's circuit breakers are per cluster, and
+#: each endpoint gets its own, equal to its door) and `online` for its health route; all of them
+#: lead to the same instances.
+ONLINE_CLUSTERS = ("online", "online_deal_brain", "online_shadow_hunter", "online_nexus_assess")
+
 #: Envoy cluster name -> compose service name (the container's DNS name on the compose network).
 COMPOSE_HOSTS = {
-    "online": "online",
+    **dict.fromkeys(ONLINE_CLUSTERS, "online"),
     "ingest_api": "ingest-api",
     "ingest_worker": "ingest-worker",
     "upstreams": "upstreams",
@@ -94,7 +100,7 @@ def render_envoy_config(
         edge["address"]["socket_address"]["address"] = listen_host
 
     upstream_ports = {
-        "online": [settings.online_port],
+        **{name: [settings.online_port] for name in ONLINE_CLUSTERS},
         "ingest_api": [settings.ingest_api_port],
         "ingest_worker": settings.ingest_worker_ports(),
         "upstreams": [settings.upstreams_port],

@@ -9,6 +9,7 @@ import yaml
 from cluster.envoy import (
     COMPOSE_HOSTS,
     ENVOY_CONFIG,
+    ONLINE_CLUSTERS,
     render_envoy_config,
     validate_command,
     write_envoy_config,
@@ -61,7 +62,8 @@ def test_a_rendered_config_has_the_settings_ports_and_validates(tmp_path: Path) 
     assert config["admin"]["address"]["socket_address"] == {"address": "127.0.0.1", "port_value": 19901}
     listener = config["static_resources"]["listeners"][0]["address"]["socket_address"]
     assert listener == {"address": "127.0.0.1", "port_value": 18080}
-    assert _endpoints(config, "online") == [("127.0.0.1", 18081)]
+    for name in ONLINE_CLUSTERS:  # the health cluster and one per endpoint, all to the one service
+        assert _endpoints(config, name) == [("127.0.0.1", 18081)]
     assert _endpoints(config, "ingest_api") == [("127.0.0.1", 18082)]
     assert _endpoints(config, "ingest_worker") == [("127.0.0.1", p) for p in (18083, 18084, 18085)]
     assert _endpoints(config, "upstreams") == [("127.0.0.1", 18090)]
@@ -72,7 +74,8 @@ def test_a_rendered_config_has_the_settings_ports_and_validates(tmp_path: Path) 
 def test_compose_rendering_points_at_service_names(tmp_path: Path) -> None:
     config = render_envoy_config(load_cluster_settings({}), hosts=COMPOSE_HOSTS, listen_host="0.0.0.0")
     assert _endpoints(config, "ingest_worker") == [("ingest-worker", 8083)]  # DNS gives every replica
-    assert _endpoints(config, "online") == [("online", 8081)]
+    for name in ONLINE_CLUSTERS:
+        assert _endpoints(config, name) == [("online", 8081)]
     path = tmp_path / "compose-envoy.yaml"
     path.write_text(yaml.safe_dump(config))
     # validate resolves nothing, so service names are fine here.
@@ -86,9 +89,14 @@ def test_routes_and_what_the_gateway_does_not_expose() -> None:
     routes = hcm["route_config"]["virtual_hosts"][0]["routes"]
     by_match = {next(iter(r["match"].items())): r for r in routes}
     assert by_match[("prefix", "/v1/omnirag/")]["route"]["cluster"] == "ingest_api"
-    # (gateway issue) one route per online endpoint; any other /v1 path is a 404 after the key check
-    for prefix in ("/v1/deal-brain/", "/v1/shadow-hunter/", "/v1/nexus-assess/"):
-        assert by_match[("prefix", prefix)]["route"]["cluster"] == "online"
+    # (gateway issue) one route per online endpoint, each to its own cluster of the online service;
+    # any other /v1 path is a 404 after the key check
+    for prefix, endpoint in (
+        ("/v1/deal-brain/", "deal_brain"),
+        ("/v1/shadow-hunter/", "shadow_hunter"),
+        ("/v1/nexus-assess/", "nexus_assess"),
+    ):
+        assert by_match[("prefix", prefix)]["route"]["cluster"] == f"online_{endpoint}"
     assert by_match[("prefix", "/v1/")]["direct_response"]["status"] == 404
     assert by_match[("path", "/healthz/online")]["route"]["prefix_rewrite"] == "/healthz"
     # Specific routes must come before the /v1/ catch-all, or it would answer them.

@@ -17,7 +17,7 @@ from typing import Any
 import httpx
 import yaml
 
-from cluster.envoy import envoy_binary
+from cluster.envoy import ONLINE_CLUSTERS, envoy_binary
 
 from ._procs import REPO_ROOT, Proc, free_port, run_process, wait_http
 
@@ -83,7 +83,10 @@ def render_gateway(
         gateway_port
     )
     for cluster in config["static_resources"]["clusters"]:
-        ports = endpoints.get(cluster["name"], [free_port()])  # nothing listens there
+        name = cluster["name"]
+        # "online" stands for every cluster of the online service (one per endpoint, and health)
+        service = "online" if name in ONLINE_CLUSTERS else name
+        ports = endpoints.get(name) or endpoints.get(service) or [free_port()]  # nothing listens there
         cluster["load_assignment"]["endpoints"] = [
             {
                 "lb_endpoints": [

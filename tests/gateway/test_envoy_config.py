@@ -18,28 +18,27 @@ CONFIG = load_committed()
 
 #: gateway route -> (budget endpoint policy, Envoy cluster, budget service)
 ROUTES = {
-    "deal_brain": ("deal_brain", "online", "online"),
-    "shadow_hunter": ("shadow_hunter", "online", "online"),
-    "nexus_assess": ("nexus_assess", "online", "online"),
+    "deal_brain": ("deal_brain", "online_deal_brain", "online"),
+    "shadow_hunter": ("shadow_hunter", "online_shadow_hunter", "online"),
+    "nexus_assess": ("nexus_assess", "online_nexus_assess", "online"),
     "omnirag_submit": ("omnirag_submit", "ingest_api", "ingest_api"),
     # status/list/cancel have no policy of their own: the ingest API's deadline is the submit one
     "omnirag_read": ("omnirag_submit", "ingest_api", "ingest_api"),
 }
 
 
-def process_capacity(service: str) -> int:
-    """Requests one process of ``service`` holds (in flight or waiting at its own door), as the
-    service itself derives it from the budget; see gateway/envoy.yaml's clusters comment."""
-    if service == "online":
-        # the online service's admission doors, one per endpoint, sized from the budget:
-        # beyond them the service refuses at once, so it never holds more than their sum
-        from services.online import ENDPOINTS, endpoint_capacity
+def process_capacity(cluster_name: str) -> int:
+    """Requests one process behind ``cluster_name`` holds (in flight or waiting at its own door),
+    as the service itself derives it from the budget; see gateway/envoy.yaml's clusters comment."""
+    if cluster_name.startswith("online_"):
+        # the endpoint's admission door, sized from the budget: beyond it the service refuses at once
+        from services.online import endpoint_capacity
 
-        return sum(endpoint_capacity(BUDGET, endpoint).in_flight for endpoint in ENDPOINTS)
-    if service == "ingest_api":
+        return endpoint_capacity(BUDGET, cluster_name.removeprefix("online_")).in_flight
+    if cluster_name == "ingest_api":
         # every API request holds one database connection; the db gate queues up to max_waiters more
         return BUDGET.process_limit("ingest_api", "db") + BUDGET.dependency("db").max_waiters
-    raise LookupError(service)
+    raise LookupError(cluster_name)
 
 
 def cluster(name: str) -> dict:
@@ -112,9 +111,17 @@ def test_issue_limits():
     assert limits.find_limit((("tenant", "t"), ("route", "omnirag_submit"))).rate_limit.requests_per_unit == 5
 
 
-@pytest.mark.parametrize(("cluster_name", "service"), [("online", "online"), ("ingest_api", "ingest_api")])
+@pytest.mark.parametrize(
+    ("cluster_name", "service"),
+    [
+        ("online_deal_brain", "online"),
+        ("online_shadow_hunter", "online"),
+        ("online_nexus_assess", "online"),
+        ("ingest_api", "ingest_api"),
+    ],
+)
 def test_circuit_breakers_follow_the_budget(cluster_name, service):
-    expected = BUDGET.service(service).processes * process_capacity(service)
+    expected = BUDGET.service(service).processes * process_capacity(cluster_name)
     thresholds = cluster(cluster_name)["circuit_breakers"]["thresholds"][0]
     assert thresholds["max_connections"] == expected
     assert thresholds["max_requests"] == expected
@@ -122,7 +129,20 @@ def test_circuit_breakers_follow_the_budget(cluster_name, service):
     assert thresholds["retry_budget"]["budget_percent"]["value"] <= 20.0
 
 
-@pytest.mark.parametrize("cluster_name", ["online", "ingest_api"])
+def test_every_online_endpoint_route_has_a_cluster_of_its_own():
+    # Envoy's breakers are per cluster: a shared one would let one endpoint's flood shed the others
+    from services.online import ENDPOINTS
+
+    clusters = [route(CONFIG, name)["route"]["cluster"] for name in ENDPOINTS]
+    assert clusters == [f"online_{name}" for name in ENDPOINTS]
+    addresses = {str(cluster(name)["load_assignment"]["endpoints"]) for name in ("online", *clusters)}
+    assert len(addresses) == 1  # all of them lead to the same online instances
+
+
+@pytest.mark.parametrize(
+    "cluster_name",
+    ["online", "online_deal_brain", "online_shadow_hunter", "online_nexus_assess", "ingest_api"],
+)
 def test_service_clusters_have_outlier_detection_and_health_checks(cluster_name):
     c = cluster(cluster_name)
     assert c["outlier_detection"]["consecutive_5xx"] >= 1

@@ -30,7 +30,7 @@ def failed_open(gateways) -> int:
     """Requests let through because the rate-limit service did not answer in time (the documented
     failure mode). On a loaded machine a few can happen; they are excluded from the count of
     requests the limiter allowed, and must stay rare."""
-    return sum(g.stat("cluster.online.ratelimit.failure_mode_allowed") for g in gateways)
+    return sum(g.stat("cluster.online_deal_brain.ratelimit.failure_mode_allowed") for g in gateways)
 
 
 @pytest.fixture(scope="module", params=["memory", "redis"])

@@ -12,14 +12,14 @@ from ._envoy import KEYS, hcm_of, load_committed, start_gateway
 from ._procs import start_ratelimit, start_upstream
 
 
-def online_thresholds() -> dict:
+def thresholds(cluster_name: str) -> dict:
     config = load_committed()
-    online = next(c for c in config["static_resources"]["clusters"] if c["name"] == "online")
-    return online["circuit_breakers"]["thresholds"][0]
+    cluster = next(c for c in config["static_resources"]["clusters"] if c["name"] == cluster_name)
+    return cluster["circuit_breakers"]["thresholds"][0]
 
 
 async def test_slow_service_excess_gets_fast_503_not_a_queue(tmp_path):
-    limits = online_thresholds()
+    limits = thresholds("online_deal_brain")
     capacity = limits["max_connections"] + limits["max_pending_requests"]
     excess = 24
     # enough tenants that no tenant reaches its 20/s global limit: the breaker is what answers
@@ -58,7 +58,48 @@ async def test_slow_service_excess_gets_fast_503_not_a_queue(tmp_path):
         body = shed[0][1].json()
         assert body["error"]["code"] == "overloaded"
         assert shed[0][1].headers["retry-after"] == "1"
-        assert gw.stat("cluster.online.upstream_rq_pending_overflow") == len(shed)
+        assert gw.stat("cluster.online_deal_brain.upstream_rq_pending_overflow") == len(shed)
+
+
+async def test_a_flood_of_one_endpoint_does_not_shed_the_others(tmp_path):
+    # One cluster (and breaker) per online endpoint: dealBrain's excess is shed at its own limit,
+    # while shadowHunter's requests, to the same instance at the same moment, all go through.
+    limits = thresholds("online_deal_brain")
+    flood = limits["max_connections"] + limits["max_pending_requests"] + 12
+    hunts = thresholds("online_shadow_hunter")["max_connections"]
+    tenants = {f"key-t{i}": f"t{i}" for i in range((flood + hunts) // 5 + 1)}
+    keys = list(tenants)
+    with (
+        start_upstream(tmp_path, name="online", env={"UPSTREAM_SLEEP_MS": "1500"}) as online,
+        start_ratelimit(tmp_path) as rls,
+        start_gateway(
+            tmp_path,
+            keys=tenants,
+            endpoints={"online": [online.ports["http"]], "ratelimit": [rls.ports["grpc"]]},
+        ) as gw,
+    ):
+        statuses: dict[str, list[int]] = {"deal": [], "hunt": []}
+        async with httpx.AsyncClient(
+            timeout=10, limits=httpx.Limits(max_connections=flood + hunts)
+        ) as client:
+
+            async def one(kind: str, path: str, i: int) -> None:
+                response = await client.post(
+                    f"{gw.url}{path}", json={}, headers={"x-api-key": keys[i % len(keys)]}
+                )
+                statuses[kind].append(response.status_code)
+
+            async with trio.open_nursery() as nursery:
+                for i in range(flood):
+                    nursery.start_soon(one, "deal", "/v1/deal-brain/answers", i)
+                await trio.sleep(0.2)  # the flood is in: dealBrain's breaker is full
+                for i in range(hunts):
+                    nursery.start_soon(one, "hunt", "/v1/shadow-hunter/hunts", flood + i)
+        assert (
+            statuses["deal"].count(503) >= flood - limits["max_connections"] - limits["max_pending_requests"]
+        )
+        assert statuses["hunt"] == [200] * hunts
+        assert gw.stat("cluster.online_shadow_hunter.upstream_rq_pending_overflow") == 0
 
 
 def test_outlier_detection_ejects_a_failing_instance(tmp_path):
@@ -79,10 +120,12 @@ def test_outlier_detection_ejects_a_failing_instance(tmp_path):
         # consecutive_5xx = 5: the bad instance fails at most 5 requests, then is ejected
         assert statuses.count(500) == 5, statuses
         assert statuses[-30:] == [200] * 30
-        assert gw.stat("cluster.online.outlier_detection.ejections_enforced_consecutive_5xx") == 1
-        assert gw.stat("cluster.online.outlier_detection.ejections_active") == 1
+        assert (
+            gw.stat("cluster.online_shadow_hunter.outlier_detection.ejections_enforced_consecutive_5xx") == 1
+        )
+        assert gw.stat("cluster.online_shadow_hunter.outlier_detection.ejections_active") == 1
         # active health checks still pass for it (its /healthz is fine): ejection is outlier detection's
-        assert gw.stat("cluster.online.health_check.healthy") >= 2
+        assert gw.stat("cluster.online_shadow_hunter.health_check.healthy") >= 2
 
 
 def test_rate_limit_service_down_lets_requests_pass_and_counts_it(tmp_path):
@@ -98,8 +141,8 @@ def test_rate_limit_service_down_lets_requests_pass_and_counts_it(tmp_path):
         ]
         # 30 > 20/s: with the service up, some would be 429
         assert statuses == [200] * 30
-        assert gw.stat("cluster.online.ratelimit.error") == 30
-        assert gw.stat("cluster.online.ratelimit.failure_mode_allowed") == 30
+        assert gw.stat("cluster.online_deal_brain.ratelimit.error") == 30
+        assert gw.stat("cluster.online_deal_brain.ratelimit.failure_mode_allowed") == 30
 
 
 def test_rate_limit_service_restart_is_survived(tmp_path):
