@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import copy
 import json
 import math
@@ -337,6 +338,26 @@ class OnlineProcess:
         self.log.close()
 
 
+@contextlib.contextmanager
+def gateway_in_front(service_port: int):
+    """Envoy on the committed gateway/envoy.yaml in front of the service: API-key auth, the
+    per-route local bucket (200/s for dealBrain), one cluster per endpoint with its breaker at the
+    door's ceiling. The global per-tenant limit (20/s) is left out: it would answer the benchmark's
+    one tenant with 429s — a different protection, measured by ``make bench-gateway``."""
+    from bench_gateway import without_global_limit
+
+    from tests.gateway._envoy import start_gateway
+
+    with start_gateway(
+        LOG_DIR,
+        endpoints={"online": [service_port]},
+        keys={GATEWAY_KEY: TENANT},
+        mutate=without_global_limit,
+        name="bench-overload-envoy",
+    ) as gateway:
+        yield gateway
+
+
 def wait_ready(url: str, proc: subprocess.Popen, timeout: float = 30.0) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -494,7 +515,16 @@ class LoadClient:
         self._idle.clear()
 
 
-async def run_level(client: LoadClient, level: Level, offset: int) -> None:
+#: How the generator names the tenant: the header the gateway sets, when it calls the service
+#: directly; an API key, when it goes through the gateway (which then sets the header itself).
+DIRECT_HEADERS = {"x-floodgate-tenant": TENANT}
+GATEWAY_KEY = "bench-overload-key"
+GATEWAY_HEADERS = {"x-api-key": GATEWAY_KEY}
+
+
+async def run_level(
+    client: LoadClient, level: Level, offset: int, headers: dict[str, str] = DIRECT_HEADERS
+) -> None:
     count = int(level.rate * level.duration)
     start = trio.current_time() + 0.05
 
@@ -502,7 +532,7 @@ async def run_level(client: LoadClient, level: Level, offset: int) -> None:
         level.send_lag.append(trio.current_time() - scheduled)
         body = json.dumps({"question": f"{QUESTION} (request {offset + i})?", "top_k": 5}).encode()
         try:
-            response = await client.post("/v1/deal-brain/answers", body, {"x-floodgate-tenant": TENANT})
+            response = await client.post("/v1/deal-brain/answers", body, headers)
             kind, reason = classify(response)
             if reason:
                 level.reasons[reason] += 1
@@ -545,17 +575,21 @@ async def run_mode(
     duration: float,
     slo: float,
     pids: dict[str, int],
+    gateway_url: str | None = None,
 ) -> list[Level]:
+    """One mode's levels; the load goes to ``gateway_url`` when given (metrics still come from the
+    service at ``url``)."""
     levels = []
-    parts = httpx.URL(url)
+    parts = httpx.URL(gateway_url or url)
     client = LoadClient(parts.host, parts.port)
+    headers = GATEWAY_HEADERS if gateway_url else DIRECT_HEADERS
     async with httpx.AsyncClient(base_url=url, timeout=30.0) as metrics_client:
         # Open the connections first, as a gateway's pool to the service would hold them: without
         # it, each level's new connections meet a full listen backlog under load, and TCP's SYN
         # retransmission (1 s, 3 s...) would be measured instead of the service.
         await client.warm(int(max(rate for _, rate in rates) * 1.5))
         # Warm-up (not measured): first-call costs.
-        await run_level(client, Level(mode, 0.0, rates[0][1], 1.0, slo), offset=10_000_000)
+        await run_level(client, Level(mode, 0.0, rates[0][1], 1.0, slo), offset=10_000_000, headers=headers)
         for index, (factor, rate) in enumerate(rates):
             await trio.sleep(1.0)
             async with httpx.AsyncClient(base_url=provider_url) as provider:
@@ -565,7 +599,7 @@ async def run_mode(
             lag_before = await service_metrics(metrics_client)
             busy_before = machine_busy()[0]
             wall = time.monotonic()
-            await run_level(client, level, offset=(index + 1) * 1_000_000)
+            await run_level(client, level, offset=(index + 1) * 1_000_000, headers=headers)
             wall = time.monotonic() - wall
             level.cpu = {name: (cpu_seconds(pid) - before[name]) / wall for name, pid in pids.items()}
             level.machine = (machine_busy()[0] - busy_before) / wall
@@ -633,6 +667,11 @@ def main() -> int:
         help="loads to offer, as multiples of capacity (default 0.5,1,2,3; 0.5 and 3 are needed for the JSON)",
     )
     parser.add_argument("--modes", choices=("both", "on", "off"), default="both")
+    parser.add_argument(
+        "--via-gateway",
+        action="store_true",
+        help="gates on: send the load through Envoy (gateway/envoy.yaml) as in production",
+    )
     parser.add_argument("--serve-provider", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--limits", type=str, help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -681,9 +720,14 @@ def main() -> int:
                 try:
                     online.wait_ready()
                     pids = {"service": online.proc.pid, "provider": provider.pid, "load": os.getpid()}
-                    levels += trio.run(
-                        partial(run_mode, mode, online.url, provider_url, rates, args.duration, slo, pids)
-                    )
+                    with contextlib.ExitStack() as stack:
+                        gateway_url = None
+                        if args.via_gateway and mode == "gates on":
+                            gateway_url = stack.enter_context(gateway_in_front(online.port)).url
+                        run = partial(
+                            run_mode, mode, online.url, provider_url, rates, args.duration, slo, pids
+                        )
+                        levels += trio.run(partial(run, gateway_url=gateway_url))
                 finally:
                     online.stop()
         finally:
