@@ -95,6 +95,14 @@ def test_unauthenticated_routes_still_drop_a_client_tenant_header(client):
     assert client.get("/healthz/gateway").json() == {"status": "ok", "service": "gateway"}
 
 
+def test_the_online_contract_is_published_without_a_key(client):
+    echoed = client.get("/openapi/online.json")
+    assert echoed.status_code == 200
+    assert echoed.json()["path"] == "/openapi.json"  # the service's own document
+    # GET only: anything else falls through to the catch-all (404 after the key check)
+    assert client.post("/openapi/online.json", json={}).status_code in (401, 404)
+
+
 # -- routing, deadlines, sizes ---------------------------------------------------------------------
 
 
