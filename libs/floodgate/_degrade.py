@@ -2,7 +2,8 @@
 
 ``optional`` runs a step; when its dependency is overloaded, open, too slow or failing (any
 `FloodgateError`), or the step's own ``within`` time runs out, it returns the fallback and
-records the step in `Degradations`, so that the response can say ``"degraded": ["rerank"]``.
+records the step in `Degradations`, so that the response can say ``"degraded": ["rerank"]`` —
+with the dependency that failed, why, and (``fallback_name``) what was served instead.
 Cancellation of the request itself is never swallowed.
 """
 
@@ -31,9 +32,14 @@ class Degradation:
     step: str
     dependency: str
     reason: str
+    #: what was served instead (a name the caller chose, e.g. the budget file's ``fused_score``)
+    fallback: str | None = None
 
     def as_dict(self) -> dict[str, str]:
-        return {"step": self.step, "dependency": self.dependency, "reason": self.reason}
+        item = {"step": self.step, "dependency": self.dependency, "reason": self.reason}
+        if self.fallback is not None:
+            item["fallback"] = self.fallback
+        return item
 
 
 class Degradations:
@@ -44,8 +50,10 @@ class Degradations:
         self._items: list[Degradation] = []
         self._metrics = metrics
 
-    def record(self, step: str, *, dependency: str | None = None, reason: str) -> None:
-        item = Degradation(step, dependency or step, reason)
+    def record(
+        self, step: str, *, dependency: str | None = None, reason: str, fallback: str | None = None
+    ) -> None:
+        item = Degradation(step, dependency or step, reason, fallback)
         self._items.append(item)
         if self._metrics is not None:
             self._metrics.degraded.labels(step, reason).inc()
@@ -80,6 +88,8 @@ async def optional(
     fallback_factory: Callable[[FloodgateError | None], Any] | None = None,
     degradations: Degradations | None = None,
     within: float | None = None,
+    dependency: str | None = None,
+    fallback_name: str | None = None,
 ) -> Any:
     """``await fn(*args)``, or the fallback when the step cannot be done in time.
 
@@ -88,12 +98,16 @@ async def optional(
     takes longer than ``within`` seconds (reason ``"timeout"``). ``fallback_factory`` (called
     with the error, or None on ``within``) computes the fallback instead of ``fallback``.
     Other exceptions and the request's own cancellation propagate.
+
+    The record names the dependency the error names, else ``dependency`` (the one the step
+    calls: what a ``within`` timeout is charged to), else the step; and ``fallback_name``.
     """
-    def fall_back(error: FloodgateError | None, reason: str, dependency: str | None) -> Any:
+    def fall_back(error: FloodgateError | None, reason: str, failed: str | None) -> Any:
+        charged = failed or dependency
         if degradations is not None:
-            degradations.record(step, dependency=dependency, reason=reason)
+            degradations.record(step, dependency=charged, reason=reason, fallback=fallback_name)
         else:
-            _log.warning("floodgate.degraded", step=step, dependency=dependency or step, reason=reason)
+            _log.warning("floodgate.degraded", step=step, dependency=charged or step, reason=reason)
         return fallback_factory(error) if fallback_factory is not None else fallback
 
     try:

@@ -57,7 +57,12 @@ async def degradable(
             ) from exc
 
     return await floodgate.optional(
-        step, bounded, fallback_factory=lambda _error: fallback(), degradations=degradations
+        step,
+        bounded,
+        fallback_factory=lambda _error: fallback(),
+        degradations=degradations,
+        dependency=dependency,
+        fallback_name=policy.degradable[dependency],
     )
 
 
@@ -68,14 +73,15 @@ def degradations_of(
     extra: Mapping[str, str] | None = None,
 ) -> list[Degradation]:
     """The response's ``degraded`` list: each fallen-back step, its dependency, why, and the
-    fallback the budget file names for it (``extra`` names fallbacks of endpoint-built-in steps)."""
+    fallback served — as recorded (the budget file's name, see `degradable`), else looked up
+    (``extra`` names fallbacks of endpoint-built-in steps)."""
     names = {**policy.degradable, **(extra or {})}
     return [
         Degradation(
             step=item.step,
             dependency=item.dependency,
             reason=item.reason,
-            fallback=names.get(item.step) or names.get(item.dependency, "none"),
+            fallback=item.fallback or names.get(item.step) or names.get(item.dependency, "none"),
         )
         for item in degradations
     ]

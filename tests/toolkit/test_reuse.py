@@ -52,6 +52,28 @@ async def test_optional_step_time_limit(autojump_clock):
     assert degraded.as_list() == [{"step": "rerank", "dependency": "rerank", "reason": "timeout"}]
 
 
+async def test_optional_charges_a_timeout_to_its_dependency_and_names_the_fallback(autojump_clock):
+    degraded = floodgate.Degradations()
+    result = await floodgate.optional(
+        "rerank", trio.sleep_forever, fallback="fused", degradations=degraded, within=0.3,
+        dependency="reranker", fallback_name="fused_score",
+    )
+    assert result == "fused"
+
+    async def failing():
+        raise floodgate.Overloaded("full", dependency="reranker-eu")
+
+    await floodgate.optional(
+        "rerank", failing, degradations=degraded, dependency="reranker", fallback_name="fused_score"
+    )
+    assert degraded.as_list() == [
+        {"step": "rerank", "dependency": "reranker", "reason": "timeout", "fallback": "fused_score"},
+        # the error's own dependency wins: it says which budget refused
+        {"step": "rerank", "dependency": "reranker-eu", "reason": "overloaded", "fallback": "fused_score"},
+    ]
+    assert [d.fallback for d in degraded] == ["fused_score", "fused_score"]
+
+
 async def test_optional_does_not_swallow_request_cancellation_or_bugs(autojump_clock):
     degraded = floodgate.Degradations()
     with pytest.raises(floodgate.DeadlineExceeded):
