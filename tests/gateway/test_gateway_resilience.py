@@ -3,12 +3,14 @@ service's failure mode — real Envoy on the committed config, stand-in upstream
 
 from __future__ import annotations
 
+import contextlib
 import time
+from collections.abc import Iterator
 
 import httpx
 import trio
 
-from ._envoy import KEYS, hcm_of, load_committed, start_gateway
+from ._envoy import KEYS, Gateway, hcm_of, load_committed, start_gateway
 from ._procs import start_ratelimit, start_upstream
 
 
@@ -18,12 +20,10 @@ def thresholds(cluster_name: str) -> dict:
     return cluster["circuit_breakers"]["thresholds"][0]
 
 
-async def test_slow_service_excess_gets_fast_503_not_a_queue(tmp_path):
-    limits = thresholds("online_deal_brain")
-    capacity = limits["max_connections"] + limits["max_pending_requests"]
-    excess = 24
-    # enough tenants that no tenant reaches its 20/s global limit: the breaker is what answers
-    tenants = {f"key-t{i}": f"t{i}" for i in range((capacity + excess) // 10 + 1)}
+@contextlib.contextmanager
+def slow_online_behind_gateway(tmp_path, tenants: dict[str, str]) -> Iterator[Gateway]:
+    """Envoy on the committed config, the rate-limit service, and an online stand-in that takes
+    1.5 s per request."""
     with (
         start_upstream(tmp_path, name="online", env={"UPSTREAM_SLEEP_MS": "1500"}) as online,
         start_ratelimit(tmp_path) as rls,
@@ -33,6 +33,16 @@ async def test_slow_service_excess_gets_fast_503_not_a_queue(tmp_path):
             endpoints={"online": [online.ports["http"]], "ratelimit": [rls.ports["grpc"]]},
         ) as gw,
     ):
+        yield gw
+
+
+async def test_slow_service_excess_gets_fast_503_not_a_queue(tmp_path):
+    limits = thresholds("online_deal_brain")
+    capacity = limits["max_connections"] + limits["max_pending_requests"]
+    excess = 24
+    # enough tenants that no tenant reaches its 20/s global limit: the breaker is what answers
+    tenants = {f"key-t{i}": f"t{i}" for i in range((capacity + excess) // 10 + 1)}
+    with slow_online_behind_gateway(tmp_path, tenants) as gw:
         results: list[tuple[int, float, httpx.Response]] = []
         keys = list(tenants)
         async with httpx.AsyncClient(
@@ -69,15 +79,7 @@ async def test_a_flood_of_one_endpoint_does_not_shed_the_others(tmp_path):
     hunts = thresholds("online_shadow_hunter")["max_connections"]
     tenants = {f"key-t{i}": f"t{i}" for i in range((flood + hunts) // 5 + 1)}
     keys = list(tenants)
-    with (
-        start_upstream(tmp_path, name="online", env={"UPSTREAM_SLEEP_MS": "1500"}) as online,
-        start_ratelimit(tmp_path) as rls,
-        start_gateway(
-            tmp_path,
-            keys=tenants,
-            endpoints={"online": [online.ports["http"]], "ratelimit": [rls.ports["grpc"]]},
-        ) as gw,
-    ):
+    with slow_online_behind_gateway(tmp_path, tenants) as gw:
         statuses: dict[str, list[int]] = {"deal": [], "hunt": []}
         async with httpx.AsyncClient(
             timeout=10, limits=httpx.Limits(max_connections=flood + hunts)
