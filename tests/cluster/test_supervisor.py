@@ -36,16 +36,22 @@ def py(code: str) -> tuple[str, ...]:
     return (PY, "-c", textwrap.dedent(code))
 
 
+#: Python that blocks until a signal ends the process: a service that runs until it is stopped
+#: (no timer: nothing here waits on the clock).
+UNTIL_STOPPED = "import signal; signal.pause()"
+
+
 def sleeper(name: str, marker: Path | None = None) -> tuple[str, ...]:
-    """A child that prints its pid, optionally touches ``marker`` (its readiness), then sleeps."""
+    """A child that prints its pid, optionally touches ``marker`` (its readiness), then runs until
+    stopped. (The supervisor's probe sees it "starting" before the marker exists either way: the
+    probe runs after the start.)"""
     touch = f"open({str(marker)!r}, 'w').close()" if marker else "pass"
     return py(
         f"""
-        import os, time
+        import os, signal
         print("pid", os.getpid(), flush=True)
-        time.sleep(0.2)
         {touch}
-        time.sleep(60)
+        signal.pause()
         """
     )
 
@@ -152,17 +158,41 @@ async def test_a_crashed_service_is_restarted_with_backoff(tmp_path: Path) -> No
 
 
 async def test_a_service_that_keeps_crashing_brings_the_cluster_down(tmp_path: Path) -> None:
-    marker = tmp_path / "db"
+    marker, up = tmp_path / "db", tmp_path / "flaky-up"
     children = [
         ChildSpec("db", sleeper("db", marker), ready=file_ready(marker)),
-        # Ready at once, then dies 0.2 s later, every time.
+        # Dies with code 4 when told (SIGUSR1), which the test does as soon as the supervisor has
+        # published it ready — every time, so a crash after start, never before. Ready = its
+        # marker, written once the handler is in place and removed as it dies (no stale marker
+        # for the next instance).
         ChildSpec(
-            "flaky", py("import time; time.sleep(0.2); raise SystemExit(4)"), ready=CommandReady(("true",))
+            "flaky",
+            py(
+                f"""
+                import os, signal, sys
+                def crash(*_):
+                    os.remove({str(up)!r})
+                    sys.exit(4)
+                signal.signal(signal.SIGUSR1, crash)
+                open({str(up)!r}, "w").close()
+                signal.pause()
+                """
+            ),
+            ready=file_ready(up),
         ),
     ]
     recorder = Recorder()
+    told: set[int] = set()
+
+    def crash_when_ready(stats: SupervisorStatistics) -> None:
+        recorder(stats)
+        for child in stats.children:
+            if child.name == "flaky" and child.ready and child.pid is not None and child.pid not in told:
+                told.add(child.pid)
+                os.kill(child.pid, signal.SIGUSR1)
+
     policy = RestartPolicy(max_restarts=2, window=60, base_delay=0.05, max_delay=0.05)
-    supervisor, _ = make(children, recorder, restart_policy=policy)
+    supervisor, _ = make(children, crash_when_ready, restart_policy=policy)  # type: ignore[arg-type]
     with trio.fail_after(15):
         code = await supervisor.run()
     assert code == 1
@@ -199,7 +229,7 @@ async def test_a_child_that_never_gets_ready_stops_everything_started_so_far(tmp
         ChildSpec("db", sleeper("db", marker), ready=file_ready(marker)),
         ChildSpec(
             "stuck",
-            py("import time; print('waiting for a config that never comes', flush=True); time.sleep(60)"),
+            py(f"print('waiting for a config that never comes', flush=True); {UNTIL_STOPPED}"),
             ready=CommandReady(("false",)),
             needs=("db",),
         ),
@@ -244,11 +274,11 @@ async def test_a_missing_binary_fails_with_one_line() -> None:
 async def test_stop_reaches_grandchildren_and_kills_what_ignores_sigterm(tmp_path: Path) -> None:
     """Each child has its own process group: its own children are stopped with it."""
     code = """
-        import signal, subprocess, sys, time
+        import signal, subprocess, sys
         signal.signal(signal.SIGTERM, signal.SIG_IGN)   # a child that ignores the polite signal
-        grandchild = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+        grandchild = subprocess.Popen([sys.executable, "-c", "import signal; signal.pause()"])
         print("grandchild", grandchild.pid, flush=True)
-        time.sleep(60)
+        signal.pause()   # an ignored signal does not end pause(): only SIGKILL does
     """
     children = [ChildSpec("parent", py(code), ready=CommandReady(("true",)))]
     recorder = Recorder()
@@ -273,7 +303,7 @@ def test_a_sigkilled_supervisor_leaves_no_orphans(tmp_path: Path) -> None:
             from dataclasses import asdict
             from cluster.children import ChildSpec, CommandReady
             from cluster.supervisor import Supervisor
-            code = "import subprocess, sys, time; subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(60)']); time.sleep(60)"
+            code = "import signal, subprocess, sys; subprocess.Popen([sys.executable, '-c', 'import signal; signal.pause()']); signal.pause()"
             children = [ChildSpec(f"c{{i}}", (sys.executable, "-c", code), ready=CommandReady(("true",))) for i in range(3)]
             def publish(stats):
                 with open({str(state)!r}, "w") as f:
