@@ -12,7 +12,7 @@ from ._app import (
     chassis_state,
     create_app,
 )
-from ._errors import ApiError, error_payload, retry_after_header
+from ._errors import ApiError, error_payload, exception_leaves, retry_after_header
 from ._logging import configure_logging
 from ._request import is_valid_tenant, parse_body, require_tenant
 from ._serve import StartupError, run_service, serve
@@ -31,6 +31,7 @@ __all__ = [
     "configure_logging",
     "create_app",
     "error_payload",
+    "exception_leaves",
     "is_valid_tenant",
     "load_settings",
     "parse_body",

@@ -11,9 +11,10 @@ Every error a service returns is JSON of one shape::
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
 from typing import Any
 
-__all__ = ["ApiError", "error_payload", "retry_after_header"]
+__all__ = ["ApiError", "error_payload", "exception_leaves", "retry_after_header"]
 
 
 class ApiError(Exception):
@@ -55,3 +56,13 @@ def retry_after_header(seconds: float | None) -> dict[str, str]:
     if seconds is None:
         return {}
     return {"Retry-After": str(max(1, math.ceil(seconds)))}
+
+
+def exception_leaves(exc: BaseException) -> Iterator[BaseException]:
+    """The exceptions inside ``exc``, with exception groups (nurseries wrap errors in them) taken
+    apart, depth first; ``exc`` itself when it is not a group."""
+    if isinstance(exc, BaseExceptionGroup):
+        for inner in exc.exceptions:
+            yield from exception_leaves(inner)
+    else:
+        yield exc

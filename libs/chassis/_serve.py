@@ -11,7 +11,7 @@ from __future__ import annotations
 import errno
 import signal
 import sys
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
 import structlog
@@ -21,6 +21,7 @@ from hypercorn.trio import serve as hypercorn_serve
 from pydantic import BaseModel
 from quart_trio import QuartTrio
 
+from ._errors import exception_leaves
 from ._logging import configure_logging
 from ._settings import BaseServiceSettings, SettingsError, load_settings
 
@@ -65,16 +66,7 @@ async def serve(
 
 
 def _address_in_use(exc: BaseException) -> bool:
-    return any(isinstance(leaf, OSError) and leaf.errno == errno.EADDRINUSE for leaf in _leaves(exc))
-
-
-def _leaves(exc: BaseException) -> Iterator[BaseException]:
-    """The exceptions inside ``exc``, with the nurseries' exception groups taken apart."""
-    if isinstance(exc, BaseExceptionGroup):
-        for inner in exc.exceptions:
-            yield from _leaves(inner)
-    else:
-        yield exc
+    return any(isinstance(leaf, OSError) and leaf.errno == errno.EADDRINUSE for leaf in exception_leaves(exc))
 
 
 def run_service(
@@ -107,7 +99,7 @@ def run_service(
 
 def _find_startup_error(exc: BaseException) -> StartupError | None:
     """Nurseries wrap errors in groups; dig out the StartupError that explains a failed start."""
-    return next((leaf for leaf in _leaves(exc) if isinstance(leaf, StartupError)), None)
+    return next((leaf for leaf in exception_leaves(exc) if isinstance(leaf, StartupError)), None)
 
 
 async def _run_until_signalled(service: str, settings: BaseModel, main: Callable) -> None:

@@ -16,8 +16,8 @@ retryable — ``max_attempts`` bounds it, and the job ends ``dead`` with the err
 from __future__ import annotations
 
 import enum
-from collections.abc import Iterator
 
+import chassis
 import floodgate
 import httpx
 import trio
@@ -76,7 +76,7 @@ def classify_failure(exc: BaseException) -> FailureKind:
 def primary_error(exc: BaseException) -> BaseException:
     """The one error that decides an attempt's fate when parallel steps failed together (a nursery's
     exception group): a lost lease first (write nothing), then a bad document, then the first error."""
-    leaves = list(_leaves(exc))
+    leaves = list(chassis.exception_leaves(exc))
     for leaf in leaves:
         if isinstance(leaf, LeaseLost):
             return leaf
@@ -85,10 +85,3 @@ def primary_error(exc: BaseException) -> BaseException:
             return leaf
     return leaves[0] if leaves else exc
 
-
-def _leaves(exc: BaseException) -> Iterator[BaseException]:
-    if isinstance(exc, BaseExceptionGroup):
-        for inner in exc.exceptions:
-            yield from _leaves(inner)
-    else:
-        yield exc

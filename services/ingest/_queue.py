@@ -571,13 +571,15 @@ async def start_chunks(conn: Any, fence: Fence, chunk_digests: Sequence[str]) ->
 # batch of the same job committed while this statement waited for the lock (a recount of the staging
 # table would use this statement's older snapshot and miss that batch). Each chunk of an attempt is
 # staged once (``start_chunks`` counted the reused ones), so counting the batch is exact.
-_STAGE = """
+def _stage_statement(rows: str) -> str:
+    """The staging statement, with ``rows`` (the ``SELECT ... FROM attempt a ...`` that turns the
+    parameters into (job_id, chunk_no, content, embedding) rows) as the only part that varies."""
+    return f"""
 WITH attempt AS (
     SELECT id FROM ingest_jobs WHERE id = $1 AND lease_token = $2 AND state = 'running' FOR NO KEY UPDATE
 ), staged AS (
     INSERT INTO ingest_chunk_staging (job_id, chunk_no, content, embedding)
-    SELECT a.id, t.n, t.c, (($5::float4[])[((t.o - 1) * $6 + 1):(t.o * $6)])::vector
-    FROM attempt a CROSS JOIN unnest($3::int[], $4::text[]) WITH ORDINALITY AS t(n, c, o)
+    {rows}
     ON CONFLICT (job_id, chunk_no) DO UPDATE SET content = excluded.content, embedding = excluded.embedding
     RETURNING chunk_no
 )
@@ -589,25 +591,18 @@ WHERE j.id = a.id
 RETURNING true
 """
 
+
+# The vectors as one flat ``float4[]`` ($5) of $6 numbers each, sliced per row.
+_STAGE = _stage_statement(
+    """SELECT a.id, t.n, t.c, (($5::float4[])[((t.o - 1) * $6 + 1):(t.o * $6)])::vector
+    FROM attempt a CROSS JOIN unnest($3::int[], $4::text[]) WITH ORDINALITY AS t(n, c, o)"""
+)
 
 # The same, with the vectors as ``vector[]`` in binary (a connection set up by ``register_vector_codec``).
-_STAGE_BINARY = """
-WITH attempt AS (
-    SELECT id FROM ingest_jobs WHERE id = $1 AND lease_token = $2 AND state = 'running' FOR NO KEY UPDATE
-), staged AS (
-    INSERT INTO ingest_chunk_staging (job_id, chunk_no, content, embedding)
-    SELECT a.id, t.n, t.c, t.v
-    FROM attempt a CROSS JOIN unnest($3::int[], $4::text[], $5::vector[]) AS t(n, c, v)
-    ON CONFLICT (job_id, chunk_no) DO UPDATE SET content = excluded.content, embedding = excluded.embedding
-    RETURNING chunk_no
+_STAGE_BINARY = _stage_statement(
+    """SELECT a.id, t.n, t.c, t.v
+    FROM attempt a CROSS JOIN unnest($3::int[], $4::text[], $5::vector[]) AS t(n, c, v)"""
 )
-UPDATE ingest_jobs j SET updated_at = now(),
-    chunks_done = least(coalesce(j.chunks_total, 0),
-                        j.chunks_done + (SELECT count(*) FROM staged s WHERE s.chunk_no < coalesce(j.chunks_total, 0)))
-FROM attempt a
-WHERE j.id = a.id
-RETURNING true
-"""
 
 
 async def stage_chunks(

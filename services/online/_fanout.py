@@ -16,6 +16,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Generic, TypeVar
 
+import chassis
 import floodgate
 import trio
 
@@ -42,18 +43,11 @@ def collapse(group: BaseExceptionGroup) -> BaseException:
     cancelled, _ = group.split(trio.Cancelled)
     if cancelled is not None:
         return group
-    for leaf in _leaves(group):
+    for leaf in chassis.exception_leaves(group):
         if isinstance(leaf, floodgate.FloodgateError):
             return leaf
     return group
 
-
-def _leaves(exc: BaseException):
-    if isinstance(exc, BaseExceptionGroup):
-        for inner in exc.exceptions:
-            yield from _leaves(inner)
-    else:
-        yield exc
 
 
 async def gather_strict(calls: Sequence[Callable[[], Awaitable[T]]], *, limit: int) -> list[T]:

@@ -112,16 +112,18 @@ async def test_singleflight_shares_one_call(autojump_clock):
     assert flights.statistics().shared_total == 4 and flights.statistics().in_flight == 0
 
 
-async def test_singleflight_shares_errors_and_survives_a_cancelled_leader(autojump_clock):
-    flights = floodgate.Singleflight()
-    attempts = []
+async def followers_of_a_cancelled_leader(
+    flights: floodgate.Singleflight, followers: int, attempts: list[float]
+) -> list[str]:
+    """A leader starts a 1 s call of key "k", ``followers`` join it at 0.1 s, the leader is
+    cancelled at 0.2 s; returns what the followers got (``attempts``: when each call started)."""
 
     async def slow():
         attempts.append(trio.current_time())
         await trio.sleep(1)
         return "done"
 
-    got = []
+    got: list[str] = []
 
     async def follower():
         got.append(await flights.do("k", slow))
@@ -135,9 +137,17 @@ async def test_singleflight_shares_errors_and_survives_a_cancelled_leader(autoju
 
         nursery.start_soon(lead)
         await trio.sleep(0.1)
-        nursery.start_soon(follower)
+        for _ in range(followers):
+            nursery.start_soon(follower)
         await trio.sleep(0.1)
         leader.cancel()
+    return got
+
+
+async def test_singleflight_shares_errors_and_survives_a_cancelled_leader(autojump_clock):
+    flights = floodgate.Singleflight()
+    attempts: list[float] = []
+    got = await followers_of_a_cancelled_leader(flights, 1, attempts)
     assert got == ["done"] and attempts == [0.0, pytest.approx(0.2)]
 
     async def failing():
@@ -233,28 +243,7 @@ async def test_loop_lag_monitor_sees_a_blocked_loop():
 
 async def test_singleflight_counts_a_call_that_joined_once_even_when_its_leader_is_cancelled(autojump_clock):
     flights = floodgate.Singleflight()
-
-    async def slow():
-        await trio.sleep(1)
-        return "done"
-
-    got = []
-
-    async def follower():
-        got.append(await flights.do("k", slow))
-
-    async with trio.open_nursery() as nursery:
-        leader = trio.CancelScope()
-
-        async def lead():
-            with leader:
-                await flights.do("k", slow)
-
-        nursery.start_soon(lead)
-        await trio.sleep(0.1)
-        nursery.start_soon(follower)
-        nursery.start_soon(follower)
-        await trio.sleep(0.1)
-        leader.cancel()  # one follower runs ``slow`` again, the other joins that second flight
+    # one follower runs ``slow`` again, the other joins that second flight
+    got = await followers_of_a_cancelled_leader(flights, 2, [])
     assert got == ["done", "done"]
     assert flights.statistics().shared_total == 2
