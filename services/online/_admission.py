@@ -262,10 +262,5 @@ def make_door(
         baseline_window=policy.baseline_window,
         queue_allowance=policy.bottleneck_queue if gate is not None else None,
     )
-    waiting = None
-    if gate is not None:
-
-        def waiting() -> int:
-            return gate.waiting
-
+    waiting = (lambda: gate.waiting) if gate is not None else None
     return Door(capacity, metrics=metrics, adaptive=adaptive, bottleneck_waiting=waiting)
