@@ -54,8 +54,10 @@ def budget_with_embed_limit(source: Path, target: Path, k: int) -> int:
     global_needed = int(k / share + 0.999)
     section = re.search(r"(?ms)^\[dependencies\.embed\]\n.*?(?=^\[)", text)
     assert section is not None, "no [dependencies.embed] section in the budget"
-    patched = re.sub(r"(?m)^global_concurrency = \d+", f"global_concurrency = {global_needed}", section.group(0), count=1)
-    target.write_text(text[: section.start()] + patched + text[section.end():])
+    patched = re.sub(
+        r"(?m)^global_concurrency = \d+", f"global_concurrency = {global_needed}", section.group(0), count=1
+    )
+    target.write_text(text[: section.start()] + patched + text[section.end() :])
     actual = floodgate.load_budget(target).process_limit("ingest_worker", "embed")
     return actual
 
@@ -71,16 +73,24 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=16, help="chunks per embeddings request")
     parser.add_argument("--latency-ms", type=float, default=250.0, help="the simulator's fixed embed latency")
     parser.add_argument("--k", type=int, default=8, help="embed requests in flight allowed by the budget")
-    parser.add_argument("--rounds", type=int, default=3, help="rounds, each with a fresh worker (the median is reported)")
-    parser.add_argument("--embed-spacing", action=argparse.BooleanOptionalAction, default=True,
-                        help="the worker's CallSpacer (INGEST_WORKER_EMBED_SPACING); --no-embed-spacing to compare")
+    parser.add_argument(
+        "--rounds", type=int, default=3, help="rounds, each with a fresh worker (the median is reported)"
+    )
+    parser.add_argument(
+        "--embed-spacing",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="the worker's CallSpacer (INGEST_WORKER_EMBED_SPACING); --no-embed-spacing to compare",
+    )
     args = parser.parse_args()
 
     chunk_tokens, overlap = 50, 10
     words = chunk_tokens + (args.chunks_per_document - 1) * (chunk_tokens - overlap)
     root = Path(tempfile.mkdtemp(prefix="bench-ingest-"))
     k = budget_with_embed_limit(REPO / "config" / "budget.toml", root / "budget.toml", args.k)
-    pg = EmbeddedPostgres(root / "data", port=free_port(), settings={"synchronous_commit": "off", "max_connections": "100"})
+    pg = EmbeddedPostgres(
+        root / "data", port=free_port(), settings={"synchronous_commit": "off", "max_connections": "100"}
+    )
     pg.ensure_initialised()
     pg_log = open(root / "postgres.log", "wb")
     pg_proc = subprocess.Popen(pg.server_command(), stdout=pg_log, stderr=pg_log, **pg.process_identity())
@@ -103,9 +113,13 @@ def main() -> None:
         for n in range(args.rounds):
             rounds.append(run_round(n, args, dsn, simulator, api, root, words, chunk_tokens, overlap))
             r = rounds[-1]
-            print(f"bench-ingest: round {n + 1}: {r['chunks']} chunks in {r['seconds']:.2f}s, "
-                  f"U = {r['chunks'] / r['seconds'] / allowed(args, k):.3f}, embed call {r['embed_call_ms']} ms, "
-                  f"load average {r['load']:.2f}", file=sys.stderr, flush=True)
+            print(
+                f"bench-ingest: round {n + 1}: {r['chunks']} chunks in {r['seconds']:.2f}s, "
+                f"U = {r['chunks'] / r['seconds'] / allowed(args, k):.3f}, embed call {r['embed_call_ms']} ms, "
+                f"load average {r['load']:.2f}",
+                file=sys.stderr,
+                flush=True,
+            )
         stats = httpx.get(simulator.url + "/admin/stats", timeout=5).json()
     finally:
         for child in reversed(children):
@@ -121,21 +135,41 @@ def main() -> None:
     seconds, chunks = median_round["seconds"], median_round["chunks"]
     chunks_per_s = chunks / seconds
     peak = _peak_embed_concurrency(stats)
-    print(f"\n{args.documents} documents x {args.chunks_per_document} chunks per round; embed latency "
-          f"{args.latency_ms:.0f} ms, batch {args.batch}, k = {k}; median of {args.rounds} rounds "
-          f"(a fresh worker on a pre-filled queue each)")
-    print("U per round: " + ", ".join(f"{u:.3f}" for u in utilisations)
-          + "; load average: " + ", ".join(f"{r['load']:.2f}" for r in rounds))
+    print(
+        f"\n{args.documents} documents x {args.chunks_per_document} chunks per round; embed latency "
+        f"{args.latency_ms:.0f} ms, batch {args.batch}, k = {k}; median of {args.rounds} rounds "
+        f"(a fresh worker on a pre-filled queue each)"
+    )
+    print(
+        "U per round: "
+        + ", ".join(f"{u:.3f}" for u in utilisations)
+        + "; load average: "
+        + ", ".join(f"{r['load']:.2f}" for r in rounds)
+    )
     print(f"documents/s {args.documents / seconds:8.1f}")
     print(f"chunks/s    {chunks_per_s:8.1f}   (embed budget allows k x batch / latency = {bound:.0f})")
-    print(f"simulator peak concurrent embed requests: {peak} (budget k = {k}); "
-          f"max attempts per job {max(r['max_attempts'] for r in rounds)}")
-    print(f"embed call as the worker saw it: {median_round['embed_call_ms']} ms on average "
-          f"(the simulator sleeps {args.latency_ms:.0f} ms)")
-    print(json.dumps({"embed_budget_utilisation": round(statistics.median(utilisations), 3),
-                      "chunks_per_s": round(chunks_per_s, 1), "documents_per_s": round(args.documents / seconds, 2),
-                      "k": k, "peak_embed_concurrency": peak, "embed_call_ms": median_round["embed_call_ms"],
-                      "rounds": [round(u, 3) for u in utilisations], "load_average": round(os.getloadavg()[0], 2)}))
+    print(
+        f"simulator peak concurrent embed requests: {peak} (budget k = {k}); "
+        f"max attempts per job {max(r['max_attempts'] for r in rounds)}"
+    )
+    print(
+        f"embed call as the worker saw it: {median_round['embed_call_ms']} ms on average "
+        f"(the simulator sleeps {args.latency_ms:.0f} ms)"
+    )
+    print(
+        json.dumps(
+            {
+                "embed_budget_utilisation": round(statistics.median(utilisations), 3),
+                "chunks_per_s": round(chunks_per_s, 1),
+                "documents_per_s": round(args.documents / seconds, 2),
+                "k": k,
+                "peak_embed_concurrency": peak,
+                "embed_call_ms": median_round["embed_call_ms"],
+                "rounds": [round(u, 3) for u in utilisations],
+                "load_average": round(os.getloadavg()[0], 2),
+            }
+        )
+    )
 
 
 def allowed(args: argparse.Namespace, k: int) -> float:
@@ -143,23 +177,47 @@ def allowed(args: argparse.Namespace, k: int) -> float:
     return k * args.batch / (args.latency_ms / 1000)
 
 
-def run_round(n: int, args: argparse.Namespace, dsn: str, simulator, api, root: Path, words: int,
-              chunk_tokens: int, overlap: int) -> dict:
+def run_round(
+    n: int,
+    args: argparse.Namespace,
+    dsn: str,
+    simulator,
+    api,
+    root: Path,
+    words: int,
+    chunk_tokens: int,
+    overlap: int,
+) -> dict:
     """Pre-fill the queue with this round's documents, start a worker, time it from its first claim to
     its last completion (from the job table), stop it."""
     with httpx.Client(base_url=api.url, timeout=10) as client:
         first_id = None
         for i in range(args.documents):
             response = client.post(
-                "/v1/omnirag/jobs", headers={"x-floodgate-tenant": f"tenant{i % 4}"},
-                json={"doc_id": f"r{n}-doc{i}", "text": document(n * 1000 + i, words), "metadata": {"bench": True}},
+                "/v1/omnirag/jobs",
+                headers={"x-floodgate-tenant": f"tenant{i % 4}"},
+                json={
+                    "doc_id": f"r{n}-doc{i}",
+                    "text": document(n * 1000 + i, words),
+                    "metadata": {"bench": True},
+                },
             )
             response.raise_for_status()
             first_id = first_id or response.json()["job_id"]
     worker = start_worker(
-        f"bench-worker-{n}", dsn, simulator, root, budget_file=root / "budget.toml", job_concurrency=8,
-        tenant_running_cap=8, embed_batch_size=args.batch, embed_parallelism=4, chunk_tokens=chunk_tokens,
-        chunk_overlap=overlap, lease_seconds=30, embed_spacing=args.embed_spacing,
+        f"bench-worker-{n}",
+        dsn,
+        simulator,
+        root,
+        budget_file=root / "budget.toml",
+        job_concurrency=8,
+        tenant_running_cap=8,
+        embed_batch_size=args.batch,
+        embed_parallelism=4,
+        chunk_tokens=chunk_tokens,
+        chunk_overlap=overlap,
+        lease_seconds=30,
+        embed_spacing=args.embed_spacing,
     )
     try:
         wait_healthy(worker)
@@ -174,7 +232,9 @@ def run_round(n: int, args: argparse.Namespace, dsn: str, simulator, api, root: 
                     row = await conn.fetchrow(
                         """SELECT count(*) FILTER (WHERE state = 'succeeded') AS done,
                                   count(*) FILTER (WHERE state IN ('failed', 'dead')) AS bad
-                           FROM ingest_jobs WHERE id >= $1""", first_id)
+                           FROM ingest_jobs WHERE id >= $1""",
+                        first_id,
+                    )
                     if row["bad"]:
                         raise SystemExit(f"bench-ingest: {row['bad']} jobs failed")
                     if row["done"] == args.documents:
@@ -182,11 +242,15 @@ def run_round(n: int, args: argparse.Namespace, dsn: str, simulator, api, root: 
                     if time.monotonic() > deadline:
                         raise SystemExit("bench-ingest: jobs did not finish in 10 minutes")
                     await asyncio.sleep(0.2)
-                return dict(await conn.fetchrow(
-                    """SELECT extract(epoch FROM max(finished_at) - min(started_at))::float8 AS seconds,
+                return dict(
+                    await conn.fetchrow(
+                        """SELECT extract(epoch FROM max(finished_at) - min(started_at))::float8 AS seconds,
                               (SELECT count(*) FROM chunks WHERE doc_id LIKE $2) AS chunks,
                               max(attempts) AS max_attempts FROM ingest_jobs WHERE id >= $1""",
-                    first_id, f"r{n}-%"))
+                        first_id,
+                        f"r{n}-%",
+                    )
+                )
             finally:
                 await conn.close()
 

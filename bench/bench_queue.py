@@ -55,13 +55,17 @@ def percentile(values: list[float], p: float) -> float:
 
 def latency_summary(latencies_s: list[float]) -> dict[str, float]:
     ms = [x * 1000 for x in latencies_s]
-    return {"pickup_p50_ms": round(percentile(ms, 50), 2), "pickup_p99_ms": round(percentile(ms, 99), 2),
-            "pickup_max_ms": round(max(ms), 2)}
+    return {
+        "pickup_p50_ms": round(percentile(ms, 50), 2),
+        "pickup_p99_ms": round(percentile(ms, 99), 2),
+        "pickup_max_ms": round(max(ms), 2),
+    }
 
 
 # ---------------------------------------------------------------------------------------------------
 # Floodgate (child, project venv)
 # ---------------------------------------------------------------------------------------------------
+
 
 def child_floodgate(args: argparse.Namespace) -> dict:
     import functools
@@ -87,8 +91,16 @@ def child_floodgate(args: argparse.Namespace) -> dict:
         as pgqueuer's buffered acknowledgements) it returns at once and the flush follows within
         ``interval``; a crash in between only means the lease expires and the job runs again."""
 
-        def __init__(self, pool: floodgate.PgPool, *, max_batch: int = 128, interval: float = 0.005,
-                     parallel: int = 4, awaited: bool = False, on_flushed=None) -> None:
+        def __init__(
+            self,
+            pool: floodgate.PgPool,
+            *,
+            max_batch: int = 128,
+            interval: float = 0.005,
+            parallel: int = 4,
+            awaited: bool = False,
+            on_flushed=None,
+        ) -> None:
             self._pool, self._max, self._interval = pool, max_batch, interval
             self._limiter = trio.CapacityLimiter(parallel)
             self._pending: list[q.Fence] = []
@@ -147,8 +159,19 @@ def child_floodgate(args: argparse.Namespace) -> dict:
 
         batch = args.batch
         workers = [
-            Worker(WorkerConfig(worker_id=f"bench-{i}", job_concurrency=4 * batch, claim_batch=batch, min_claim=batch,
-                                lease_seconds=60, tenant_running_cap=None, poll_interval=0.05), db=pool, runner=noop)
+            Worker(
+                WorkerConfig(
+                    worker_id=f"bench-{i}",
+                    job_concurrency=4 * batch,
+                    claim_batch=batch,
+                    min_claim=batch,
+                    lease_seconds=60,
+                    tenant_running_cap=None,
+                    poll_interval=0.05,
+                ),
+                db=pool,
+                runner=noop,
+            )
             for i in range(args.workers)
         ]
         stop = trio.Event()
@@ -181,9 +204,15 @@ def child_floodgate(args: argparse.Namespace) -> dict:
                 all_seen.set()
 
         worker = Worker(
-            WorkerConfig(worker_id="bench-latency", job_concurrency=16, claim_batch=8, tenant_running_cap=4,
-                         poll_interval=1.0),
-            db=pool, runner=record,
+            WorkerConfig(
+                worker_id="bench-latency",
+                job_concurrency=16,
+                claim_batch=8,
+                tenant_running_cap=4,
+                poll_interval=1.0,
+            ),
+            db=pool,
+            runner=record,
             listener_factory=lambda wake, cancel: PgListener(args.dsn, on_jobs=wake, on_cancel=cancel),
         )
         stop = trio.Event()
@@ -192,9 +221,18 @@ def child_floodgate(args: argparse.Namespace) -> dict:
             await trio.sleep(0.5)  # the listener connects
             for i in range(args.latency_jobs):
                 submit = functools.partial(
-                    q.submit_job, tenant=f"t{i % 4}", doc_id=f"lat{i}", content_hash=f"h{i}", source="text",
-                    text="x", url=None, metadata={"t": time.time()}, priority=100, max_attempts=3,
-                    idempotency_key=None, max_queued=1_000_000,
+                    q.submit_job,
+                    tenant=f"t{i % 4}",
+                    doc_id=f"lat{i}",
+                    content_hash=f"h{i}",
+                    source="text",
+                    text="x",
+                    url=None,
+                    metadata={"t": time.time()},
+                    priority=100,
+                    max_attempts=3,
+                    idempotency_key=None,
+                    max_queued=1_000_000,
                 )
                 await pool.run(submit)
                 await trio.sleep(1 / args.rate)
@@ -211,8 +249,15 @@ def child_floodgate(args: argparse.Namespace) -> dict:
             size = args.workers * 2 + 4
             # The service's pool settings (no session reset on release, see services/ingest/_db.py).
             # Every connection is opened before the clock starts, as the peers' are.
-            open_pool = functools.partial(floodgate.open_pg_pool, args.dsn, min_size=size, max_size=size,
-                                          max_waiters=100_000, max_wait=60.0, reset=release_without_session_reset)
+            open_pool = functools.partial(
+                floodgate.open_pg_pool,
+                args.dsn,
+                min_size=size,
+                max_size=size,
+                max_waiters=100_000,
+                max_wait=60.0,
+                reset=release_without_session_reset,
+            )
             if args.phase == "throughput":
                 if args.warmup_jobs:
                     # Warms the server and this process, not the timed pool's connections (as for the peers).
@@ -231,6 +276,7 @@ def child_floodgate(args: argparse.Namespace) -> dict:
 # ---------------------------------------------------------------------------------------------------
 # pgqueuer (child, peers venv)
 # ---------------------------------------------------------------------------------------------------
+
 
 def child_pgqueuer(args: argparse.Namespace) -> dict:
     import asyncio
@@ -292,7 +338,9 @@ def child_pgqueuer(args: argparse.Namespace) -> dict:
             # Connected before the clock starts (floodgate's pool is opened in full likewise).
             managers = [await make_manager(noop) for _ in range(args.workers)]
             started, cpu = time.perf_counter(), time.process_time()
-            await asyncio.gather(*(qm.run(batch_size=args.batch, mode=QueueExecutionMode.drain) for qm, _ in managers))
+            await asyncio.gather(
+                *(qm.run(batch_size=args.batch, mode=QueueExecutionMode.drain) for qm, _ in managers)
+            )
             elapsed, cpu = time.perf_counter() - started, time.process_time() - cpu
             assert done == jobs, done
             for _, c in managers:
@@ -313,6 +361,7 @@ def child_pgqueuer(args: argparse.Namespace) -> dict:
 # procrastinate (child, peers venv)
 # ---------------------------------------------------------------------------------------------------
 
+
 def child_procrastinate(args: argparse.Namespace) -> dict:
     import asyncio
     import logging
@@ -322,7 +371,9 @@ def child_procrastinate(args: argparse.Namespace) -> dict:
     logging.getLogger("procrastinate").setLevel(logging.WARNING)
 
     async def main() -> dict:
-        app = App(connector=PsycopgConnector(conninfo=args.dsn, min_size=2, max_size=args.workers * args.batch + 4))
+        app = App(
+            connector=PsycopgConnector(conninfo=args.dsn, min_size=2, max_size=args.workers * args.batch + 4)
+        )
         done = 0
         latencies: list[float] = []
         all_seen = asyncio.Event()
@@ -339,8 +390,15 @@ def child_procrastinate(args: argparse.Namespace) -> dict:
         async with app.open_async():
             await app.schema_manager.apply_schema_async()
             if args.phase == "latency":
-                task = asyncio.create_task(app.run_worker_async(
-                    queues=["bench"], concurrency=8, wait=True, install_signal_handlers=False, name="latency"))
+                task = asyncio.create_task(
+                    app.run_worker_async(
+                        queues=["bench"],
+                        concurrency=8,
+                        wait=True,
+                        install_signal_handlers=False,
+                        name="latency",
+                    )
+                )
                 await asyncio.sleep(0.5)
                 for _ in range(args.latency_jobs):
                     await noop.defer_async(t=time.time())
@@ -359,11 +417,18 @@ def child_procrastinate(args: argparse.Namespace) -> dict:
                 for start in range(0, jobs, 1000):
                     await noop.batch_defer_async(*[{} for _ in range(min(1000, jobs - start))])
                 started = time.perf_counter()
-                await asyncio.gather(*(
-                    app.run_worker_async(queues=["bench"], concurrency=args.batch, wait=False,
-                                         install_signal_handlers=False, name=f"w{i}")
-                    for i in range(args.workers)
-                ))
+                await asyncio.gather(
+                    *(
+                        app.run_worker_async(
+                            queues=["bench"],
+                            concurrency=args.batch,
+                            wait=False,
+                            install_signal_handlers=False,
+                            name=f"w{i}",
+                        )
+                        for i in range(args.workers)
+                    )
+                )
                 elapsed = time.perf_counter() - started
                 assert done == jobs, done
                 return jobs / elapsed
@@ -379,6 +444,7 @@ def child_procrastinate(args: argparse.Namespace) -> dict:
 # ---------------------------------------------------------------------------------------------------
 # Orchestrator (project venv)
 # ---------------------------------------------------------------------------------------------------
+
 
 def ensure_peers_venv() -> Path:
     python = PEERS_VENV / "bin" / "python"
@@ -399,8 +465,11 @@ def start_postgres(root: Path):
 
     # Same server and settings for every system. Durability is relaxed (a benchmark box, not data we
     # keep): commits do not wait for the disk, so figures measure the queues, not this machine's fsync.
-    pg = EmbeddedPostgres(root / "data", port=free_port(),
-                          settings={"synchronous_commit": "off", "max_connections": "200", "shared_buffers": "256MB"})
+    pg = EmbeddedPostgres(
+        root / "data",
+        port=free_port(),
+        settings={"synchronous_commit": "off", "max_connections": "200", "shared_buffers": "256MB"},
+    )
     pg.ensure_initialised()
     log = open(root / "postgres.log", "wb")
     proc = subprocess.Popen(pg.server_command(), stdout=log, stderr=log, **pg.process_identity())
@@ -424,12 +493,34 @@ def orchestrate(args: argparse.Namespace) -> None:
         database = f"bench_{system}_{phase}_{n}"
         subprocess.run(pg.psql_command(f"CREATE DATABASE {database}"), check=True)
         python = sys.executable if system == "floodgate" else str(peers_python)
-        cmd = [python, __file__, "--child", system, "--phase", phase, "--dsn", pg.dsn(database),
-               "--jobs", str(args.jobs), "--workers", str(args.workers), "--batch", str(args.batch),
-               "--latency-jobs", str(args.latency_jobs), "--rate", str(args.rate), "--ack", args.ack,
-               "--warmup-jobs", str(args.warmup_jobs)]
+        cmd = [
+            python,
+            __file__,
+            "--child",
+            system,
+            "--phase",
+            phase,
+            "--dsn",
+            pg.dsn(database),
+            "--jobs",
+            str(args.jobs),
+            "--workers",
+            str(args.workers),
+            "--batch",
+            str(args.batch),
+            "--latency-jobs",
+            str(args.latency_jobs),
+            "--rate",
+            str(args.rate),
+            "--ack",
+            args.ack,
+            "--warmup-jobs",
+            str(args.warmup_jobs),
+        ]
         print(f"bench-queue: {system} {phase} #{n + 1} ...", file=sys.stderr, flush=True)
-        out = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)})
+        out = subprocess.run(
+            cmd, capture_output=True, text=True, cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)}
+        )
         if out.returncode != 0:
             raise SystemExit(f"bench-queue: {system} failed:\n{out.stderr[-4000:]}")
         subprocess.run(pg.psql_command(f"DROP DATABASE {database}"), check=True)
@@ -448,50 +539,84 @@ def orchestrate(args: argparse.Namespace) -> None:
                 runs[system].append(child(system, "throughput", n)["jobs_per_s"])
                 loads[system].append(os.getloadavg()[0])
         for system in args.systems:
-            results[system] = {"jobs_per_s": statistics.median(runs[system]), "runs": runs[system],
-                               **child(system, "latency", 0)}
+            results[system] = {
+                "jobs_per_s": statistics.median(runs[system]),
+                "runs": runs[system],
+                **child(system, "latency", 0),
+            }
     finally:
         proc.terminate()
         proc.wait(30)
         shutil.rmtree(root, ignore_errors=True)
 
-    print(f"\n{args.jobs} no-op jobs after a {args.warmup_jobs}-job warm-up, {args.workers} workers per system, "
-          f"batch/concurrency {args.batch}, median of {args.rounds} interleaved rounds; "
-          f"pickup at {args.rate}/s x {args.latency_jobs}")
+    print(
+        f"\n{args.jobs} no-op jobs after a {args.warmup_jobs}-job warm-up, {args.workers} workers per system, "
+        f"batch/concurrency {args.batch}, median of {args.rounds} interleaved rounds; "
+        f"pickup at {args.rate}/s x {args.latency_jobs}"
+    )
     print(f"{'system':<15}{'jobs/s':>10}  {'(all runs)':<44}{'pickup p50 ms':>14}{'p99 ms':>9}{'max ms':>9}")
     for system, r in results.items():
         all_runs = ", ".join(f"{x:.0f}" for x in r["runs"])
-        print(f"{system:<15}{r['jobs_per_s']:>10.0f}  {'(' + all_runs + ')':<44}{r['pickup_p50_ms']:>14.2f}"
-              f"{r['pickup_p99_ms']:>9.2f}{r['pickup_max_ms']:>9.2f}")
-    print("load average (1 min) after each run: "
-          + "; ".join(f"{s} " + ", ".join(f"{x:.1f}" for x in loads[s]) for s in args.systems))
+        print(
+            f"{system:<15}{r['jobs_per_s']:>10.0f}  {'(' + all_runs + ')':<44}{r['pickup_p50_ms']:>14.2f}"
+            f"{r['pickup_p99_ms']:>9.2f}{r['pickup_max_ms']:>9.2f}"
+        )
+    print(
+        "load average (1 min) after each run: "
+        + "; ".join(f"{s} " + ", ".join(f"{x:.1f}" for x in loads[s]) for s in args.systems)
+    )
     ours = results.get("floodgate", {})
     peers = {s: r["jobs_per_s"] for s, r in results.items() if s != "floodgate"}
     ratio = round(ours["jobs_per_s"] / max(peers.values()), 2) if ours and peers else None
     if ours and "pgqueuer" in peers and len(runs["pgqueuer"]) == len(runs["floodgate"]):
         paired = [f / p for f, p in zip(runs["floodgate"], runs["pgqueuer"], strict=True)]
-        print("per-round ratio floodgate / pgqueuer: " + ", ".join(f"{x:.2f}" for x in paired)
-              + f" (median {statistics.median(paired):.2f})")
-    print(json.dumps({"throughput_ratio_vs_best_peer": ratio, "pickup_p50_ms": ours.get("pickup_p50_ms"),
-                      "jobs_per_s": ours.get("jobs_per_s"), "rounds": args.rounds,
-                      "load_average": round(os.getloadavg()[0], 2)}))
+        print(
+            "per-round ratio floodgate / pgqueuer: "
+            + ", ".join(f"{x:.2f}" for x in paired)
+            + f" (median {statistics.median(paired):.2f})"
+        )
+    print(
+        json.dumps(
+            {
+                "throughput_ratio_vs_best_peer": ratio,
+                "pickup_p50_ms": ours.get("pickup_p50_ms"),
+                "jobs_per_s": ours.get("jobs_per_s"),
+                "rounds": args.rounds,
+                "load_average": round(os.getloadavg()[0], 2),
+            }
+        )
+    )
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--child", choices=SYSTEMS)
     parser.add_argument("--phase", choices=("throughput", "latency"), default="throughput")
-    parser.add_argument("--ack", choices=("buffered", "awaited"), default="buffered",
-                        help="floodgate's no-op handler: return before (as pgqueuer) or after its completion is written")
-    parser.add_argument("--rounds", type=int, default=5, help="interleaved throughput rounds (the median is reported)")
-    parser.add_argument("--warmup-jobs", type=int, default=2000,
-                        help="an untimed drain before the timed one, in the same process, for every system")
+    parser.add_argument(
+        "--ack",
+        choices=("buffered", "awaited"),
+        default="buffered",
+        help="floodgate's no-op handler: return before (as pgqueuer) or after its completion is written",
+    )
+    parser.add_argument(
+        "--rounds", type=int, default=5, help="interleaved throughput rounds (the median is reported)"
+    )
+    parser.add_argument(
+        "--warmup-jobs",
+        type=int,
+        default=2000,
+        help="an untimed drain before the timed one, in the same process, for every system",
+    )
     parser.add_argument("--dsn")
     parser.add_argument("--systems", nargs="+", default=list(SYSTEMS), choices=SYSTEMS)
     parser.add_argument("--jobs", type=int, default=20_000)
     parser.add_argument("--workers", type=int, default=4, help="worker loops per system, one process")
-    parser.add_argument("--batch", type=int, default=64,
-                        help="jobs per claim (floodgate, pgqueuer) / concurrency per worker (procrastinate)")
+    parser.add_argument(
+        "--batch",
+        type=int,
+        default=64,
+        help="jobs per claim (floodgate, pgqueuer) / concurrency per worker (procrastinate)",
+    )
     parser.add_argument("--latency-jobs", type=int, default=200)
     parser.add_argument("--rate", type=float, default=40.0, help="jobs per second for the pickup test")
     args = parser.parse_args()

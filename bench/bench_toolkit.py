@@ -47,11 +47,14 @@ def bench_policy(budget: floodgate.Budget) -> floodgate.DependencyPolicy:
     the token bucket's bookkeeping is measured, not its throttling."""
     llm = budget.dependency("llm")
     assert llm.rate_limit is not None
-    return llm.model_copy(update={"rate_limit": llm.rate_limit.model_copy(update={"rpm": 1e12, "burst": 10**9})})
+    return llm.model_copy(
+        update={"rate_limit": llm.rate_limit.model_copy(update={"rpm": 1e12, "burst": 10**9})}
+    )
 
 
-def make_dependency(budget: floodgate.Budget, registry: CollectorRegistry,
-                    client: httpx.AsyncClient | None = None) -> floodgate.Dependency:
+def make_dependency(
+    budget: floodgate.Budget, registry: CollectorRegistry, client: httpx.AsyncClient | None = None
+) -> floodgate.Dependency:
     policy = bench_policy(budget)
     return floodgate.Dependency(
         "bench", policy, capacity=64, rate=1e10, client=client, metrics=floodgate.FloodgateMetrics(registry)
@@ -62,7 +65,9 @@ async def noop() -> None:
     return None
 
 
-async def bench_noop(dep: floodgate.Dependency, *, rounds: int, batch: int) -> tuple[list[float], list[float]]:
+async def bench_noop(
+    dep: floodgate.Dependency, *, rounds: int, batch: int
+) -> tuple[list[float], list[float]]:
     """Per-call seconds of each batch, unguarded and guarded."""
     plain: list[float] = []
     guarded: list[float] = []
@@ -80,8 +85,9 @@ async def bench_noop(dep: floodgate.Dependency, *, rounds: int, batch: int) -> t
     return plain, guarded
 
 
-async def bench_loopback(base_url: str, budget: floodgate.Budget, registry: CollectorRegistry, *, rounds: int,
-                         batch: int) -> tuple[list[float], list[float]]:
+async def bench_loopback(
+    base_url: str, budget: floodgate.Budget, registry: CollectorRegistry, *, rounds: int, batch: int
+) -> tuple[list[float], list[float]]:
     """Per-request seconds of every request, unguarded and guarded (same client settings)."""
     policy = bench_policy(budget)
     plain_client = make_http_client(policy, base_url=base_url, capacity=64)
@@ -97,7 +103,7 @@ async def bench_loopback(base_url: str, budget: floodgate.Budget, registry: Coll
         with floodgate.deadline_after(3600):
             for i in range(rounds * batch):
                 # Alternate one by one, swapping which goes first, so both see the same conditions.
-                for guarded_turn in ((False, True) if i % 2 == 0 else (True, False)):
+                for guarded_turn in (False, True) if i % 2 == 0 else (True, False):
                     start = clock()
                     if guarded_turn:
                         await dep.request("GET", "/v1/models", tenant="bench")
@@ -111,15 +117,26 @@ async def bench_loopback(base_url: str, budget: floodgate.Budget, registry: Coll
 
 def start_simulator() -> tuple[subprocess.Popen[bytes], str]:
     port = free_port()
-    env = {**os.environ, "UPSTREAMS_PORT": str(port), "UPSTREAMS_LOG_LEVEL": "warning",
-           "UPSTREAMS_LOG_FORMAT": "json"}
-    proc = subprocess.Popen([sys.executable, "-m", "services.upstreams"], cwd=ROOT, env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    env = {
+        **os.environ,
+        "UPSTREAMS_PORT": str(port),
+        "UPSTREAMS_LOG_LEVEL": "warning",
+        "UPSTREAMS_LOG_FORMAT": "json",
+    }
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "services.upstreams"],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
     base_url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
         if proc.poll() is not None:
-            raise SystemExit(f"simulator exited: {proc.stderr.read().decode()[-2000:] if proc.stderr else ''}")
+            raise SystemExit(
+                f"simulator exited: {proc.stderr.read().decode()[-2000:] if proc.stderr else ''}"
+            )
         try:
             if httpx.get(f"{base_url}/healthz", timeout=0.5).status_code == 200:
                 return proc, base_url
@@ -150,7 +167,9 @@ def main() -> None:
     proc, base_url = start_simulator()
     try:
         lb_plain, lb_guarded = trio.run(
-            lambda: bench_loopback(base_url, budget, CollectorRegistry(), rounds=http_rounds, batch=http_batch)
+            lambda: bench_loopback(
+                base_url, budget, CollectorRegistry(), rounds=http_rounds, batch=http_batch
+            )
         )
     finally:
         proc.terminate()
@@ -167,16 +186,26 @@ def main() -> None:
 
     print(f"floodgate toolkit bench (trio {trio.__version__}, python {sys.version.split()[0]})")
     print(f"{'case':<34}{'unguarded us':>14}{'guarded us':>14}{'diff us':>11}{'ratio':>8}")
-    print(f"{'no-op coroutine (median/call)':<34}{us(noop_plain):>14}{us(noop_guarded):>14}"
-          f"{us(overhead):>11}{noop_guarded / noop_plain:8.1f}")
-    print(f"{'loopback GET /v1/models (p50)':<34}{us(lb_plain_med):>14}{us(lb_guarded_med):>14}"
-          f"{us(lb_guarded_med - lb_plain_med):>11}{ratio:8.3f}")
-    print(f"{'loopback GET /v1/models (p90)':<34}{us(p(lb_plain, 90)):>14}{us(p(lb_guarded, 90)):>14}"
-          f"{us(p(lb_guarded, 90) - p(lb_plain, 90)):>11}{p(lb_guarded, 90) / p(lb_plain, 90):8.3f}")
-    print(f"no-op: {rounds} rounds x {batch} calls each way; loopback: {len(lb_plain)} requests each way, "
-          f"alternating one by one")
-    print(f"targets: guarded_overhead_us < 30 ({'met' if overhead * 1e6 < 30 else 'MISSED'}), "
-          f"loopback_ratio < 1.05 ({'met' if ratio < 1.05 else 'MISSED'})")
+    print(
+        f"{'no-op coroutine (median/call)':<34}{us(noop_plain):>14}{us(noop_guarded):>14}"
+        f"{us(overhead):>11}{noop_guarded / noop_plain:8.1f}"
+    )
+    print(
+        f"{'loopback GET /v1/models (p50)':<34}{us(lb_plain_med):>14}{us(lb_guarded_med):>14}"
+        f"{us(lb_guarded_med - lb_plain_med):>11}{ratio:8.3f}"
+    )
+    print(
+        f"{'loopback GET /v1/models (p90)':<34}{us(p(lb_plain, 90)):>14}{us(p(lb_guarded, 90)):>14}"
+        f"{us(p(lb_guarded, 90) - p(lb_plain, 90)):>11}{p(lb_guarded, 90) / p(lb_plain, 90):8.3f}"
+    )
+    print(
+        f"no-op: {rounds} rounds x {batch} calls each way; loopback: {len(lb_plain)} requests each way, "
+        f"alternating one by one"
+    )
+    print(
+        f"targets: guarded_overhead_us < 30 ({'met' if overhead * 1e6 < 30 else 'MISSED'}), "
+        f"loopback_ratio < 1.05 ({'met' if ratio < 1.05 else 'MISSED'})"
+    )
     print(json.dumps({"guarded_overhead_us": round(overhead * 1e6, 2), "loopback_ratio": round(ratio, 4)}))
 
 

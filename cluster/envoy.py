@@ -176,8 +176,11 @@ def main(argv: list[str] | None = None) -> int:
         config = render_envoy_config(settings)
     keys = api_keys_for(settings)
     if keys.is_sample:
-        print(f"cluster.envoy: using the SAMPLE API keys of {keys.source.name} (create config/api_keys.yaml "
-              "or set FLOODGATE_API_KEYS_FILE)", file=sys.stderr)
+        print(
+            f"cluster.envoy: using the SAMPLE API keys of {keys.source.name} (create config/api_keys.yaml "
+            "or set FLOODGATE_API_KEYS_FILE)",
+            file=sys.stderr,
+        )
     text = _dump(apply_api_keys(config, keys))
     if args.output is None:
         sys.stdout.write(text)

@@ -66,8 +66,10 @@ class EmbeddedPostgres:
             return
         cmd = [
             str(POSTGRES_BIN_PATH / "initdb"),
-            "-D", str(self.datadir),
-            "-U", "postgres",
+            "-D",
+            str(self.datadir),
+            "-U",
+            "postgres",
             "--auth=trust",
             "--encoding=UTF8",
             "--no-locale",
@@ -81,11 +83,16 @@ class EmbeddedPostgres:
         """The foreground ``postgres`` command: TCP on ``host`` only, no Unix socket, logs to stderr."""
         cmd = [
             str(POSTGRES_BIN_PATH / "postgres"),
-            "-D", str(self.datadir),
-            "-p", str(self.port),
-            "-c", f"listen_addresses={self.host}",
-            "-c", "unix_socket_directories=",
-            "-c", "logging_collector=off",
+            "-D",
+            str(self.datadir),
+            "-p",
+            str(self.port),
+            "-c",
+            f"listen_addresses={self.host}",
+            "-c",
+            "unix_socket_directories=",
+            "-c",
+            "logging_collector=off",
         ]
         for name, value in self.settings.items():
             cmd += ["-c", f"{name}={value}"]
@@ -103,15 +110,33 @@ class EmbeddedPostgres:
 
     def is_ready_command(self) -> list[str]:
         return [
-            str(POSTGRES_BIN_PATH / "pg_isready"), "-q", "-h", self.host, "-p", str(self.port), "-U", "postgres",
+            str(POSTGRES_BIN_PATH / "pg_isready"),
+            "-q",
+            "-h",
+            self.host,
+            "-p",
+            str(self.port),
+            "-U",
+            "postgres",
         ]
 
     def psql_command(self, sql: str, database: str = "postgres") -> list[str]:
         return [
             str(POSTGRES_BIN_PATH / "psql"),
-            "-X", "-q", "-v", "ON_ERROR_STOP=1",
-            "-h", self.host, "-p", str(self.port), "-U", "postgres", "-d", database,
-            "-c", sql,
+            "-X",
+            "-q",
+            "-v",
+            "ON_ERROR_STOP=1",
+            "-h",
+            self.host,
+            "-p",
+            str(self.port),
+            "-U",
+            "postgres",
+            "-d",
+            database,
+            "-c",
+            sql,
         ]
 
 

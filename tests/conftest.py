@@ -61,7 +61,12 @@ def pg_server() -> Iterator[PgServer]:
         Path(tempfile.mkdtemp(prefix="floodgate-test-pg-")) / "data",
         port=free_port(),
         # A throwaway test server: durability off, enough connections for the concurrency tests.
-        settings={"fsync": "off", "synchronous_commit": "off", "full_page_writes": "off", "max_connections": "300"},
+        settings={
+            "fsync": "off",
+            "synchronous_commit": "off",
+            "full_page_writes": "off",
+            "max_connections": "300",
+        },
     )
     pg.ensure_initialised()
     log = open(pg.datadir.parent / "postgres.log", "wb")

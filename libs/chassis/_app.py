@@ -25,7 +25,14 @@ from werkzeug.exceptions import HTTPException
 
 from ._errors import ApiError, error_payload
 
-__all__ = ["REQUEST_ID_HEADER", "TENANT_HEADER", "ChassisState", "ReadinessCheck", "chassis_state", "create_app"]
+__all__ = [
+    "REQUEST_ID_HEADER",
+    "TENANT_HEADER",
+    "ChassisState",
+    "ReadinessCheck",
+    "chassis_state",
+    "create_app",
+]
 
 REQUEST_ID_HEADER = "x-request-id"
 TENANT_HEADER = "x-floodgate-tenant"
@@ -208,8 +215,9 @@ def _toolkit_error_response(exc: Exception) -> Response | None:
     whose branch was refused arrives here as that branch's toolkit error."""
     if not isinstance(exc, floodgate.FloodgateError):
         return None
-    log.info("request_refused", code=exc.code, dependency=exc.dependency, reason=exc.reason,
-             status=exc.http_status)
+    log.info(
+        "request_refused", code=exc.code, dependency=exc.dependency, reason=exc.reason, status=exc.http_status
+    )
     retry_after = floodgate.retry_after_header(exc)
     headers = {"Retry-After": retry_after} if retry_after is not None else None
     return _json_error(exc.http_status, {"error": floodgate.error_body(exc)}, headers)

@@ -34,4 +34,6 @@ def configure_logging(*, service: str, log_format: str = "auto", level: str = "i
     )
     structlog.contextvars.bind_contextvars(service=service)
     # hypercorn and libraries log through the stdlib: keep their warnings, in the same stream.
-    logging.basicConfig(level=logging.WARNING, stream=sys.stderr, format=f"{service} %(name)s %(levelname)s %(message)s")
+    logging.basicConfig(
+        level=logging.WARNING, stream=sys.stderr, format=f"{service} %(name)s %(levelname)s %(message)s"
+    )

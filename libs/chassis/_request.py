@@ -42,7 +42,9 @@ async def parse_body(model: type[M]) -> M:
         data = json.loads(raw or b"null")
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         detail = {"line": exc.lineno, "column": exc.colno} if isinstance(exc, json.JSONDecodeError) else None
-        raise ApiError(400, "invalid_json", f"request body is not valid JSON: {exc}", details=detail) from None
+        raise ApiError(
+            400, "invalid_json", f"request body is not valid JSON: {exc}", details=detail
+        ) from None
     if not isinstance(data, dict):
         raise ApiError(400, "invalid_json", "request body must be a JSON object")
     try:

@@ -117,7 +117,9 @@ class CircuitBreaker:
             self._move(BreakerState.HALF_OPEN, now)
         if self._probes_in_flight >= self.policy.half_open_probes:
             raise CircuitOpen(
-                "circuit half-open, probes in flight", dependency=self.name, retry_after=self.policy.open_duration
+                "circuit half-open, probes in flight",
+                dependency=self.name,
+                retry_after=self.policy.open_duration,
             )
         self._probes_in_flight += 1
         return Ticket(self._transitions, True)
@@ -151,7 +153,13 @@ class CircuitBreaker:
     def statistics(self, now: float) -> BreakerStatistics:
         calls, failures, slow_calls = self._counts.totals(now)
         return BreakerStatistics(
-            self.name, self._state, calls, failures, slow_calls, self._probes_in_flight, self._opened_at,
+            self.name,
+            self._state,
+            calls,
+            failures,
+            slow_calls,
+            self._probes_in_flight,
+            self._opened_at,
             self._transitions,
         )
 

@@ -194,8 +194,9 @@ class TTLCache:
     async def set(self, key: Hashable, value: Any, *, ttl: float | None = None) -> None:
         self.set_nowait(key, value, ttl=ttl)
 
-    async def get_or_load(self, key: Hashable, fn: Callable[..., Awaitable[T]], *args: Any,
-                          ttl: float | None = None) -> T:
+    async def get_or_load(
+        self, key: Hashable, fn: Callable[..., Awaitable[T]], *args: Any, ttl: float | None = None
+    ) -> T:
         """The cached value, or ``await fn(*args)`` — run once for concurrent misses of the
         same key — cached for ``ttl`` (default: the cache's). Errors are not cached."""
         value = self.get_nowait(key)
@@ -210,9 +211,12 @@ class TTLCache:
         return await self._flights.do(key, load)
 
     def statistics(self) -> CacheStatistics:
-        return CacheStatistics(self.name, len(self._entries), self.max_entries, self._hits, self._misses,
-                               self._evictions)
+        return CacheStatistics(
+            self.name, len(self._entries), self.max_entries, self._hits, self._misses, self._evictions
+        )
 
     def __repr__(self) -> str:
-        return (f"<TTLCache {self.name!r} size={len(self._entries)}/{self.max_entries} ttl={self.ttl:g} "
-                f"hits={self._hits} misses={self._misses}>")
+        return (
+            f"<TTLCache {self.name!r} size={len(self._entries)}/{self.max_entries} ttl={self.ttl:g} "
+            f"hits={self._hits} misses={self._misses}>"
+        )

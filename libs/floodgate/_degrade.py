@@ -102,6 +102,7 @@ async def optional(
     The record names the dependency the error names, else ``dependency`` (the one the step
     calls: what a ``within`` timeout is charged to), else the step; and ``fallback_name``.
     """
+
     def fall_back(error: FloodgateError | None, reason: str, failed: str | None) -> Any:
         charged = failed or dependency
         if degradations is not None:

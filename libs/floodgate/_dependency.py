@@ -152,8 +152,12 @@ class Dependency:
         if self._metrics is not None:
             self._metrics.breaker_state.labels(name).set(int(after))
             self._metrics.breaker_transitions.labels(name, before.name.lower(), after.name.lower()).inc()
-        _log.warning("floodgate.breaker_transition", dependency=name, from_state=before.name.lower(),
-                     to_state=after.name.lower())
+        _log.warning(
+            "floodgate.breaker_transition",
+            dependency=name,
+            from_state=before.name.lower(),
+            to_state=after.name.lower(),
+        )
 
     # -- the guarded call ------------------------------------------------------------------------
 
@@ -197,8 +201,16 @@ class Dependency:
         finally:
             self.gate.release(tenant)
 
-    async def _attempts(self, fn: Callable[..., Awaitable[T]], args: tuple[Any, ...], tenant: str,
-                        idempotent: bool, ops: HotPath, now: float, deadline: float) -> T:
+    async def _attempts(
+        self,
+        fn: Callable[..., Awaitable[T]],
+        args: tuple[Any, ...],
+        tenant: str,
+        idempotent: bool,
+        ops: HotPath,
+        now: float,
+        deadline: float,
+    ) -> T:
         policy = self.policy
         attempt_timeout = policy.timeouts.attempt
         started = now
@@ -241,15 +253,23 @@ class Dependency:
             duration = t1 - t0
             if failure is None:
                 self.breaker.record(t1, ticket, failed=False, duration=duration)
-                self._observe(str(result.status_code) if isinstance(result, httpx.Response) else "ok", duration)
+                self._observe(
+                    str(result.status_code) if isinstance(result, httpx.Response) else "ok", duration
+                )
                 return result
             self.breaker.record(t1, ticket, failed=failure.unhealthy, duration=duration)
             self._observe(failure.label, duration)
             delay = self._retry_delay(failure, attempt, started, t1, idempotent, tenant)
             if self._metrics is not None:
                 self._metrics.retries.labels(self.name, failure.label).inc()
-            _log.info("floodgate.retry", dependency=self.name, tenant=tenant, attempt=attempt,
-                      failure=failure.label, delay=round(delay, 4))
+            _log.info(
+                "floodgate.retry",
+                dependency=self.name,
+                tenant=tenant,
+                attempt=attempt,
+                failure=failure.label,
+                delay=round(delay, 4),
+            )
             await anyio.sleep(delay)
 
     def _classify(self, exc: BaseException) -> _Failure | None:
@@ -259,19 +279,26 @@ class Dependency:
             if status is None:
                 return _Failure("transport", exc, retryable=retry.retry_on_transport_error)
             return _Failure(
-                str(status), exc, status=status, retry_after=exc.retry_after,
+                str(status),
+                exc,
+                status=status,
+                retry_after=exc.retry_after,
                 retryable=status in retry.retry_on_status,
                 safe_to_repeat=status == 429,
                 unhealthy=status >= 500,
             )
         if isinstance(exc, httpx.TimeoutException):
             return _Failure(
-                "timeout", exc, retryable=retry.retry_on_timeout,
+                "timeout",
+                exc,
+                retryable=retry.retry_on_timeout,
                 safe_to_repeat=isinstance(exc, httpx.ConnectTimeout | httpx.PoolTimeout),
             )
         if isinstance(exc, httpx.TransportError | OSError):
             return _Failure(
-                "transport", exc, retryable=retry.retry_on_transport_error,
+                "transport",
+                exc,
+                retryable=retry.retry_on_transport_error,
                 safe_to_repeat=isinstance(exc, httpx.ConnectError | ConnectionRefusedError),
             )
         return None
@@ -287,23 +314,33 @@ class Dependency:
         if failure.status is not None:
             assert isinstance(failure.exc, DependencyError)
             return DependencyError(
-                f"HTTP {failure.status} ({tried}; {why})", dependency=self.name, status=failure.status,
-                retry_after=failure.retry_after, response=failure.exc.response,
+                f"HTTP {failure.status} ({tried}; {why})",
+                dependency=self.name,
+                status=failure.status,
+                retry_after=failure.retry_after,
+                response=failure.exc.response,
             )
         exc = failure.exc
         detail = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
         return DependencyError(f"{detail} ({tried}; {why})", dependency=self.name)
 
-    def _retry_delay(self, failure: _Failure, attempt: int, started: float, now: float, idempotent: bool,
-                     tenant: str) -> float:
+    def _retry_delay(
+        self, failure: _Failure, attempt: int, started: float, now: float, idempotent: bool, tenant: str
+    ) -> float:
         """Seconds to wait before the next attempt; raises the final error when not retrying."""
         retry = self.policy.retry
 
         def give_up(why: str) -> FloodgateError:
             self._failures += 1
             error = self._final_error(failure, attempt, why)
-            _log.warning("floodgate.call_failed", dependency=self.name, tenant=tenant, attempts=attempt,
-                         failure=failure.label, why=why)
+            _log.warning(
+                "floodgate.call_failed",
+                dependency=self.name,
+                tenant=tenant,
+                attempts=attempt,
+                failure=failure.label,
+                why=why,
+            )
             error.__cause__ = failure.exc
             return error
 
@@ -329,7 +366,8 @@ class Dependency:
             self._rejected("retry_budget")
             _log.warning("floodgate.retry_budget_exhausted", dependency=self.name, tenant=tenant)
             error = RetryBudgetExhausted(
-                f"retry budget spent ({failure.label} on attempt {attempt})", dependency=self.name,
+                f"retry budget spent ({failure.label} on attempt {attempt})",
+                dependency=self.name,
                 retry_after=max(1.0, failure.retry_after or 0.0),
             )
             error.__cause__ = failure.exc
@@ -349,7 +387,8 @@ class Dependency:
             self._rejected("rate_limited")
             _log.info("floodgate.rejected", dependency=self.name, tenant=tenant, reason="rate_limited")
             raise Overloaded(
-                f"client-side rate limit ({bucket.rate * 60:g}/min per process)", dependency=self.name,
+                f"client-side rate limit ({bucket.rate * 60:g}/min per process)",
+                dependency=self.name,
                 retry_after=bucket.wait_needed(now),
             )
         try:
@@ -385,8 +424,9 @@ class Dependency:
             idempotent = method.upper() in IDEMPOTENT_METHODS
         return await self.call(self._send, method, url, headers, kwargs, tenant=tenant, idempotent=idempotent)
 
-    async def _send(self, method: str, url: str, headers: Mapping[str, str] | None,
-                    kwargs: dict[str, Any]) -> httpx.Response:
+    async def _send(
+        self, method: str, url: str, headers: Mapping[str, str] | None, kwargs: dict[str, Any]
+    ) -> httpx.Response:
         assert self.client is not None
         all_headers = deadline_headers()
         if headers:
@@ -394,8 +434,11 @@ class Dependency:
         response = await self.client.request(method, url, headers=all_headers, **kwargs)
         if response.status_code >= 400:
             raise DependencyError(
-                f"HTTP {response.status_code}", dependency=self.name, status=response.status_code,
-                retry_after=parse_retry_after(response.headers.get("retry-after")), response=response,
+                f"HTTP {response.status_code}",
+                dependency=self.name,
+                status=response.status_code,
+                retry_after=parse_retry_after(response.headers.get("retry-after")),
+                response=response,
             )
         return response
 
@@ -469,12 +512,21 @@ class Dependencies(Mapping[str, Dependency]):
             if policy.kind == "http" and name in base_urls:
                 dep_transport = transport.get(name) if isinstance(transport, Mapping) else transport
                 client = make_http_client(
-                    policy, base_url=base_urls[name], capacity=capacity, api_key=keys.get(name),
-                    headers=headers, transport=dep_transport,
+                    policy,
+                    base_url=base_urls[name],
+                    capacity=capacity,
+                    api_key=keys.get(name),
+                    headers=headers,
+                    transport=dep_transport,
                 )
             deps[name] = Dependency(
-                name, policy, capacity=capacity, rate=budget.process_rate(service, name), client=client,
-                metrics=metrics, rng=rng,
+                name,
+                policy,
+                capacity=capacity,
+                rate=budget.process_rate(service, name),
+                client=client,
+                metrics=metrics,
+                rng=rng,
             )
         return cls(deps, service=service)
 

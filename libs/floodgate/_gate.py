@@ -209,8 +209,14 @@ class Gate:
         if self._metrics is not None:
             self._metrics.rejections.labels(self.name, reason).inc()
         # info, not warning: under overload this fires for every rejected call by design
-        _log.info("floodgate.rejected", dependency=self.name, tenant=tenant, reason=reason,
-                  in_use=self._in_use, waiting=len(self._queue))
+        _log.info(
+            "floodgate.rejected",
+            dependency=self.name,
+            tenant=tenant,
+            reason=reason,
+            in_use=self._in_use,
+            waiting=len(self._queue),
+        )
         return Overloaded(message, dependency=self.name, retry_after=self.retry_after)
 
     def _publish(self) -> None:

@@ -49,6 +49,7 @@ class _CookielessClient(httpx.AsyncClient):
         super().__init__(**kwargs)  # type: ignore[arg-type]
         self._cookies = _NoCookies()
 
+
 IDEMPOTENT_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE"})
 
 

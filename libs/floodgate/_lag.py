@@ -34,8 +34,9 @@ class LoopLagMonitor:
     late ``sleep(interval)`` returned, reports it in ``floodgate_loop_lag_seconds`` and logs a
     warning when the lag exceeds ``warn_after``."""
 
-    def __init__(self, *, interval: float = 0.25, warn_after: float = 0.1,
-                 metrics: FloodgateMetrics | None = None):
+    def __init__(
+        self, *, interval: float = 0.25, warn_after: float = 0.1, metrics: FloodgateMetrics | None = None
+    ):
         if interval <= 0:
             raise ValueError("interval must be > 0")
         self.interval = interval

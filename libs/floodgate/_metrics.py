@@ -48,44 +48,73 @@ class FloodgateMetrics:
         self.registry = registry
         r = registry
         self.gate_in_use = Gauge("floodgate_gate_in_use", "Slots held", ["gate"], registry=r)
-        self.gate_waiting = Gauge("floodgate_gate_waiting", "Callers waiting for a slot", ["gate"], registry=r)
+        self.gate_waiting = Gauge(
+            "floodgate_gate_waiting", "Callers waiting for a slot", ["gate"], registry=r
+        )
         self.gate_capacity = Gauge("floodgate_gate_capacity", "Slots in the gate", ["gate"], registry=r)
         self.gate_wait = Histogram(
-            "floodgate_gate_wait_seconds", "Time waited for a slot (granted or not)", ["gate"],
-            buckets=_WAIT_BUCKETS, registry=r,
+            "floodgate_gate_wait_seconds",
+            "Time waited for a slot (granted or not)",
+            ["gate"],
+            buckets=_WAIT_BUCKETS,
+            registry=r,
         )
         self.rejections = Counter(
-            "floodgate_rejections", "Calls refused by floodgate, by reason", ["dependency", "reason"], registry=r
+            "floodgate_rejections",
+            "Calls refused by floodgate, by reason",
+            ["dependency", "reason"],
+            registry=r,
         )
         self.attempts = Counter(
-            "floodgate_attempts", "Attempts sent to a dependency, by outcome", ["dependency", "outcome"], registry=r
+            "floodgate_attempts",
+            "Attempts sent to a dependency, by outcome",
+            ["dependency", "outcome"],
+            registry=r,
         )
-        self.retries = Counter("floodgate_retries", "Retries, by reason", ["dependency", "reason"], registry=r)
+        self.retries = Counter(
+            "floodgate_retries", "Retries, by reason", ["dependency", "reason"], registry=r
+        )
         self.latency = Histogram(
-            "floodgate_downstream_latency_seconds", "Duration of one attempt, by status",
-            ["dependency", "status"], buckets=_LATENCY_BUCKETS, registry=r,
+            "floodgate_downstream_latency_seconds",
+            "Duration of one attempt, by status",
+            ["dependency", "status"],
+            buckets=_LATENCY_BUCKETS,
+            registry=r,
         )
         self.breaker_state = Gauge(
-            "floodgate_breaker_state", "Circuit state: 0 closed, 1 half-open, 2 open", ["dependency"], registry=r
+            "floodgate_breaker_state",
+            "Circuit state: 0 closed, 1 half-open, 2 open",
+            ["dependency"],
+            registry=r,
         )
         self.breaker_transitions = Counter(
-            "floodgate_breaker_transitions", "Circuit state changes", ["dependency", "from_state", "to_state"],
+            "floodgate_breaker_transitions",
+            "Circuit state changes",
+            ["dependency", "from_state", "to_state"],
             registry=r,
         )
         self.cache_requests = Counter(
             "floodgate_cache_requests", "Cache lookups, by result (hit/miss)", ["cache", "result"], registry=r
         )
         self.singleflight_shared = Counter(
-            "floodgate_singleflight_shared", "Calls that joined an identical call in flight", ["name"], registry=r
+            "floodgate_singleflight_shared",
+            "Calls that joined an identical call in flight",
+            ["name"],
+            registry=r,
         )
         self.pool_in_use = Gauge("floodgate_pool_in_use", "Connections checked out", ["pool"], registry=r)
         self.pool_size = Gauge("floodgate_pool_size", "Connections open", ["pool"], registry=r)
         self.pool_acquire_wait = Histogram(
-            "floodgate_pool_acquire_wait_seconds", "Time to check out a connection", ["pool"],
-            buckets=_WAIT_BUCKETS, registry=r,
+            "floodgate_pool_acquire_wait_seconds",
+            "Time to check out a connection",
+            ["pool"],
+            buckets=_WAIT_BUCKETS,
+            registry=r,
         )
         self.loop_lag = Histogram(
-            "floodgate_loop_lag_seconds", "How late a sleep woke up (event loop lag)", buckets=_LAG_BUCKETS,
+            "floodgate_loop_lag_seconds",
+            "How late a sleep woke up (event loop lag)",
+            buckets=_LAG_BUCKETS,
             registry=r,
         )
         self.loop_lag_max = Gauge("floodgate_loop_lag_max_seconds", "Largest lag seen", registry=r)

@@ -69,9 +69,16 @@ class PgPoolStatistics:
 class PgPool:
     """The process's asyncpg pool. Build it with `open_pg_pool`."""
 
-    def __init__(self, pool: asyncpg.Pool, *, name: str, gate: Gate, max_size: int,
-                 bridge: Callable[[Callable[..., Awaitable[Any]]], Callable[..., Awaitable[Any]]],
-                 metrics: FloodgateMetrics | None):
+    def __init__(
+        self,
+        pool: asyncpg.Pool,
+        *,
+        name: str,
+        gate: Gate,
+        max_size: int,
+        bridge: Callable[[Callable[..., Awaitable[Any]]], Callable[..., Awaitable[Any]]],
+        metrics: FloodgateMetrics | None,
+    ):
         self.raw = pool
         self.name = name
         self.gate = gate
@@ -125,8 +132,9 @@ class PgPool:
             except _CONNECTION_ERRORS as exc:
                 raise DependencyError(f"{type(exc).__name__}: {exc}", dependency=self.name) from exc
 
-    async def run_in_transaction(self, fn: Callable[..., Awaitable[T]], *args: Any,
-                                 tenant: str = DEFAULT_TENANT) -> T:
+    async def run_in_transaction(
+        self, fn: Callable[..., Awaitable[T]], *args: Any, tenant: str = DEFAULT_TENANT
+    ) -> T:
         """`run`, with ``fn`` inside a transaction (committed when it returns)."""
         return await self.run(_in_transaction, fn, args, tenant=tenant)
 
@@ -144,15 +152,22 @@ class PgPool:
 
     def statistics(self) -> PgPoolStatistics:
         return PgPoolStatistics(
-            self.name, self.raw.get_size(), self.raw.get_idle_size(), self._in_use, self.max_size,
-            self.gate.statistics(), self._crossings,
+            self.name,
+            self.raw.get_size(),
+            self.raw.get_idle_size(),
+            self._in_use,
+            self.max_size,
+            self.gate.statistics(),
+            self._crossings,
         )
 
     def __repr__(self) -> str:
         return f"<PgPool {self.name!r} in_use={self._in_use}/{self.max_size} crossings={self._crossings}>"
 
 
-async def _in_transaction(conn: asyncpg.Connection, fn: Callable[..., Awaitable[T]], args: tuple[Any, ...]) -> T:
+async def _in_transaction(
+    conn: asyncpg.Connection, fn: Callable[..., Awaitable[T]], args: tuple[Any, ...]
+) -> T:
     async with conn.transaction():
         return await fn(conn, *args)
 
@@ -236,7 +251,9 @@ async def open_pg_pool(
     if gate is None:
         gate = Gate(name, max_size, max_waiters=max_waiters, max_wait=max_wait, metrics=metrics)
     elif gate.capacity > max_size:
-        raise ValueError(f"gate {gate.name!r} admits {gate.capacity} callers but the pool has {max_size} connections")
+        raise ValueError(
+            f"gate {gate.name!r} admits {gate.capacity} callers but the pool has {max_size} connections"
+        )
     try:
         raw = await bridge(_create_pool)(dsn, {"min_size": min_size, "max_size": max_size, **pool_kwargs})
     except _CONNECTION_ERRORS as exc:

@@ -86,10 +86,18 @@ def make_plan(budget: Budget, latencies: Mapping[str, float] | None = None) -> P
             limit = budget.process_limit(service, name)
             rate = budget.process_rate(service, name)
             row = DependencyRow(
-                service=service, dependency=name, kind=dep.kind, global_limit=budget.global_limit(name),
-                share=dep.shares[service], processes=shape.processes,
-                exact=budget.exact_process_share(service, name), limit=limit, max_waiters=dep.max_waiters,
-                max_wait=dep.max_wait, latency=latency, rps_per_process=limit / latency,
+                service=service,
+                dependency=name,
+                kind=dep.kind,
+                global_limit=budget.global_limit(name),
+                share=dep.shares[service],
+                processes=shape.processes,
+                exact=budget.exact_process_share(service, name),
+                limit=limit,
+                max_waiters=dep.max_waiters,
+                max_wait=dep.max_wait,
+                latency=latency,
+                rps_per_process=limit / latency,
                 rps_total=limit / latency * shape.processes,
                 rate_limit_rps_total=None if rate is None else rate * shape.processes,
             )
@@ -100,21 +108,32 @@ def make_plan(budget: Budget, latencies: Mapping[str, float] | None = None) -> P
     for name, dep in budget.dependencies.items():
         key = f"dependencies.{name}"
         if dep.max_wait >= dep.timeouts.attempt:
-            warnings.append(f"{key}: max_wait {dep.max_wait:g}s >= timeouts.attempt {dep.timeouts.attempt:g}s "
-                            "(callers may wait longer for a slot than for the call)")
+            warnings.append(
+                f"{key}: max_wait {dep.max_wait:g}s >= timeouts.attempt {dep.timeouts.attempt:g}s "
+                "(callers may wait longer for a slot than for the call)"
+            )
     used = sum(n for _, _, n in pools)
     available = budget.deployment.database_available
     if available and used > 0.9 * available:
         warnings.append(f"database pools use {used} of {available} usable connections (> 90%): no headroom")
     endpoints: list[EndpointRow] = []
     for ep_name, ep in budget.endpoints.items():
-        endpoints.append(EndpointRow(
-            ep_name, ep.deadline, ep.fan_out, ep.slo_p95_ms, ep.slo_p99_ms, tuple(ep.required),
-            tuple(ep.degradable.items()),
-        ))
+        endpoints.append(
+            EndpointRow(
+                ep_name,
+                ep.deadline,
+                ep.fan_out,
+                ep.slo_p95_ms,
+                ep.slo_p99_ms,
+                tuple(ep.required),
+                tuple(ep.degradable.items()),
+            )
+        )
         key = f"endpoints.{ep_name}"
         if ep.slo_p99_ms > ep.deadline * 1000:
-            warnings.append(f"{key}: slo_p99_ms {ep.slo_p99_ms:g} is longer than the deadline {ep.deadline:g}s")
+            warnings.append(
+                f"{key}: slo_p99_ms {ep.slo_p99_ms:g} is longer than the deadline {ep.deadline:g}s"
+            )
         for dep_name in [*ep.required, *ep.degradable]:
             dep = budget.dependency(dep_name)
             if dep.timeouts.attempt > ep.deadline:
@@ -127,7 +146,9 @@ def make_plan(budget: Budget, latencies: Mapping[str, float] | None = None) -> P
     return Plan(
         database_max_connections=budget.deployment.database_max_connections,
         database_reserve=budget.deployment.database_reserve,
-        dependencies=tuple(rows), endpoints=tuple(endpoints), database_pools=tuple(pools),
+        dependencies=tuple(rows),
+        endpoints=tuple(endpoints),
+        database_pools=tuple(pools),
         warnings=tuple(warnings),
     )
 
@@ -136,8 +157,10 @@ def _row_warnings(row: DependencyRow) -> list[str]:
     key = f"{row.service}.{row.dependency}"
     warnings = []
     if row.exact - row.limit >= 0.5:
-        warnings.append(f"{key}: rounding down {row.exact:.2f} to {row.limit} wastes "
-                        f"{(row.exact - row.limit) * row.processes:.0f} slots over {row.processes} processes")
+        warnings.append(
+            f"{key}: rounding down {row.exact:.2f} to {row.limit} wastes "
+            f"{(row.exact - row.limit) * row.processes:.0f} slots over {row.processes} processes"
+        )
     if row.binding == "rate limit":
         assert row.rate_limit_rps_total is not None
         warnings.append(

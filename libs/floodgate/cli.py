@@ -41,7 +41,9 @@ def _latency(arg: str) -> tuple[str, float]:
         if seconds <= 0:
             raise ValueError
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected DEPENDENCY=LATENCY like llm=1.5s or search=150ms, got {arg!r}") from None
+        raise argparse.ArgumentTypeError(
+            f"expected DEPENDENCY=LATENCY like llm=1.5s or search=150ms, got {arg!r}"
+        ) from None
     return name, seconds
 
 
@@ -60,33 +62,82 @@ def _ms(seconds: float) -> str:
 
 def render_plan(plan: Plan, *, source: str, out: TextIO) -> None:
     print(f"floodgate plan for {source}", file=out)
-    print(f"database: max_connections {plan.database_max_connections} - reserve {plan.database_reserve} "
-          f"= {plan.database_available} usable", file=out)
+    print(
+        f"database: max_connections {plan.database_max_connections} - reserve {plan.database_reserve} "
+        f"= {plan.database_available} usable",
+        file=out,
+    )
     print(file=out)
-    print("Per-process limits: limit = floor(global x share / processes); "
-          "throughput by Little's law = limit / latency", file=out)
+    print(
+        "Per-process limits: limit = floor(global x share / processes); "
+        "throughput by Little's law = limit / latency",
+        file=out,
+    )
     rows = []
     for r in plan.dependencies:
         rate = "-" if r.rate_limit_rps_total is None else f"{r.rate_limit_rps_total:.1f}/s"
-        rows.append([
-            r.service, r.dependency, r.kind, str(r.global_limit), f"{r.share:g}", str(r.processes),
-            f"{r.exact:.2f}", str(r.limit), str(r.max_waiters), _ms(r.max_wait), _ms(r.latency),
-            f"{r.rps_per_process:.1f}/s", f"{r.rps_total:.1f}/s", rate, r.binding,
-        ])
-    _table(["service", "dependency", "kind", "global", "share", "procs", "exact", "limit", "waiters", "max_wait",
-            "latency", "per proc", "total", "rpm cap", "binds"], rows, out)
+        rows.append(
+            [
+                r.service,
+                r.dependency,
+                r.kind,
+                str(r.global_limit),
+                f"{r.share:g}",
+                str(r.processes),
+                f"{r.exact:.2f}",
+                str(r.limit),
+                str(r.max_waiters),
+                _ms(r.max_wait),
+                _ms(r.latency),
+                f"{r.rps_per_process:.1f}/s",
+                f"{r.rps_total:.1f}/s",
+                rate,
+                r.binding,
+            ]
+        )
+    _table(
+        [
+            "service",
+            "dependency",
+            "kind",
+            "global",
+            "share",
+            "procs",
+            "exact",
+            "limit",
+            "waiters",
+            "max_wait",
+            "latency",
+            "per proc",
+            "total",
+            "rpm cap",
+            "binds",
+        ],
+        rows,
+        out,
+    )
     print(file=out)
     pools = " + ".join(f"{dep}.{svc} {n}" for dep, svc, n in plan.database_pools) or "none"
-    print(f"Database pools (all processes): {pools} = {plan.database_used} of {plan.database_available} usable",
-          file=out)
+    print(
+        f"Database pools (all processes): {pools} = {plan.database_used} of {plan.database_available} usable",
+        file=out,
+    )
     if plan.endpoints:
         print(file=out)
         print("Endpoints", file=out)
         _table(
             ["endpoint", "deadline", "fan_out", "slo p95/p99", "required", "degradable (fallback)"],
-            [[e.endpoint, _ms(e.deadline), str(e.fan_out), f"{e.slo_p95_ms:g}/{e.slo_p99_ms:g}ms",
-              ", ".join(e.required) or "-", ", ".join(f"{d}->{f}" for d, f in e.degradable) or "-"]
-             for e in plan.endpoints],
+            [
+                [
+                    e.endpoint,
+                    _ms(e.deadline),
+                    str(e.fan_out),
+                    f"{e.slo_p95_ms:g}/{e.slo_p99_ms:g}ms",
+                    ", ".join(e.required) or "-",
+                    ", ".join(f"{d}->{f}" for d, f in e.degradable) or "-",
+                ]
+                for e in plan.endpoints
+            ],
             out,
         )
     print(file=out)
@@ -109,12 +160,22 @@ def _plan_json(plan: Plan) -> dict:
 def main(argv: Sequence[str] | None = None, *, out: TextIO | None = None, err: TextIO | None = None) -> int:
     out = out or sys.stdout
     err = err or sys.stderr
-    parser = argparse.ArgumentParser(prog="floodgate", description="Concurrency budgets: inspect the budget file.")
+    parser = argparse.ArgumentParser(
+        prog="floodgate", description="Concurrency budgets: inspect the budget file."
+    )
     sub = parser.add_subparsers(dest="command", required=True)
-    plan_cmd = sub.add_parser("plan", help="print derived per-process limits, pool sizes, throughput, warnings")
+    plan_cmd = sub.add_parser(
+        "plan", help="print derived per-process limits, pool sizes, throughput, warnings"
+    )
     plan_cmd.add_argument("--budget", default="config/budget.toml", help="budget file (default: %(default)s)")
-    plan_cmd.add_argument("--latency", action="append", type=_latency, default=[], metavar="DEP=LATENCY",
-                          help="assumed latency of one call, e.g. llm=1.2s or search=150ms (repeatable)")
+    plan_cmd.add_argument(
+        "--latency",
+        action="append",
+        type=_latency,
+        default=[],
+        metavar="DEP=LATENCY",
+        help="assumed latency of one call, e.g. llm=1.2s or search=150ms (repeatable)",
+    )
     plan_cmd.add_argument("--json", action="store_true", help="print the plan as JSON")
     plan_cmd.add_argument("--strict", action="store_true", help="exit 1 when the plan has warnings")
     try:

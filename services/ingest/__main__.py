@@ -15,7 +15,10 @@ from .settings import IngestApiSettings, IngestWorkerSettings, ProviderSettings
 async def serve_api(settings: IngestApiSettings, shutdown: trio.Event) -> None:
     async with trio_asyncio.open_loop(), open_api(settings) as app:
         await chassis.serve(
-            app, host=settings.host, port=settings.port, grace_period=settings.grace_period,
+            app,
+            host=settings.host,
+            port=settings.port,
+            grace_period=settings.grace_period,
             shutdown_trigger=shutdown.wait,
         )
 
@@ -38,7 +41,10 @@ async def serve_worker(settings: IngestWorkerSettings, shutdown: trio.Event) -> 
             nursery.start_soon(run_worker)
             # Probes and /metrics stay up while the worker drains; they stop after it.
             await chassis.serve(
-                process.app, host=settings.host, port=settings.port, grace_period=settings.grace_period,
+                process.app,
+                host=settings.host,
+                port=settings.port,
+                grace_period=settings.grace_period,
                 shutdown_trigger=worker_done.wait,
             )
 

@@ -55,8 +55,12 @@ class IngestApi:
     metrics: IngestApiMetrics
 
 
-def _field_error(status: int, code: str, field: str, message: str, headers: dict[str, str] | None = None) -> chassis.ApiError:
-    return chassis.ApiError(status, code, message, details=[{"field": field, "message": message}], headers=headers)
+def _field_error(
+    status: int, code: str, field: str, message: str, headers: dict[str, str] | None = None
+) -> chassis.ApiError:
+    return chassis.ApiError(
+        status, code, message, details=[{"field": field, "message": message}], headers=headers
+    )
 
 
 def _state(app: QuartTrio) -> IngestApi:
@@ -73,14 +77,20 @@ async def _db_call(api: IngestApi, fn: Callable[..., Awaitable[T]], *args: Any) 
         raise
     except Exception as exc:
         if isinstance(exc, floodgate.DependencyError) or is_transient_db_error(exc):
-            raise chassis.ApiError(503, "database_unavailable", "the job store is unavailable; retry shortly",
-                                   headers={"Retry-After": "2"}) from exc
+            raise chassis.ApiError(
+                503,
+                "database_unavailable",
+                "the job store is unavailable; retry shortly",
+                headers={"Retry-After": "2"},
+            ) from exc
         raise
 
 
 def _parse_job_id(raw: str) -> int:
     if not raw.isdigit() or len(raw) > 18 or int(raw) == 0:
-        raise _field_error(400, "invalid_job_id", "job_id", f"job_id must be a positive integer, got {raw[:40]!r}")
+        raise _field_error(
+            400, "invalid_job_id", "job_id", f"job_id must be a positive integer, got {raw[:40]!r}"
+        )
     return int(raw)
 
 
@@ -107,22 +117,31 @@ def _validate_submission(body: SubmitJobBody, settings: IngestApiSettings) -> tu
     """-> (source, content_hash). Exactly one of text/url; sizes; an http(s) url."""
     if (body.text is None) == (body.url is None):
         raise chassis.ApiError(
-            422, "invalid_request", "give exactly one of text or url",
-            details=[{"field": "text", "message": "exactly one of text or url is required"},
-                     {"field": "url", "message": "exactly one of text or url is required"}],
+            422,
+            "invalid_request",
+            "give exactly one of text or url",
+            details=[
+                {"field": "text", "message": "exactly one of text or url is required"},
+                {"field": "url", "message": "exactly one of text or url is required"},
+            ],
         )
     metadata_json = json.dumps(body.metadata)
     if "\\u0000" in metadata_json:
         raise _field_error(422, "invalid_request", "metadata", "metadata must not contain NUL characters")
     metadata_size = len(metadata_json.encode())
     if metadata_size > settings.max_metadata_bytes:
-        raise _field_error(413, "metadata_too_large", "metadata",
-                           f"metadata is {metadata_size} bytes; the limit is {settings.max_metadata_bytes}")
+        raise _field_error(
+            413,
+            "metadata_too_large",
+            "metadata",
+            f"metadata is {metadata_size} bytes; the limit is {settings.max_metadata_bytes}",
+        )
     if body.text is not None:
         size = len(body.text.encode())
         if size > settings.max_text_bytes:
-            raise _field_error(413, "text_too_large", "text",
-                               f"text is {size} bytes; the limit is {settings.max_text_bytes}")
+            raise _field_error(
+                413, "text_too_large", "text", f"text is {size} bytes; the limit is {settings.max_text_bytes}"
+            )
         if not body.text.strip():
             raise _field_error(422, "invalid_request", "text", "text is empty")
         if "\x00" in body.text:  # PostgreSQL text cannot hold NUL
@@ -142,20 +161,34 @@ def install_routes(app: QuartTrio) -> None:
         tenant = chassis.require_tenant()
         key = request.headers.get(IDEMPOTENCY_HEADER)
         if key is not None and not (1 <= len(key) <= 255):
-            raise _field_error(400, "invalid_idempotency_key", IDEMPOTENCY_HEADER, "Idempotency-Key must be 1-255 characters")
+            raise _field_error(
+                400, "invalid_idempotency_key", IDEMPOTENCY_HEADER, "Idempotency-Key must be 1-255 characters"
+            )
         body = await chassis.parse_body(SubmitJobBody)
         source, content_hash = _validate_submission(body, api.settings)
         try:
-            result = await _db_call(api, functools.partial(
-                q.submit_job, tenant=tenant, doc_id=body.doc_id, content_hash=content_hash, source=source,
-                text=body.text, url=body.url, metadata=body.metadata, priority=body.priority,
-                max_attempts=api.settings.max_attempts, idempotency_key=key,
-                max_queued=api.settings.max_queued_per_tenant,
-            ))
+            result = await _db_call(
+                api,
+                functools.partial(
+                    q.submit_job,
+                    tenant=tenant,
+                    doc_id=body.doc_id,
+                    content_hash=content_hash,
+                    source=source,
+                    text=body.text,
+                    url=body.url,
+                    metadata=body.metadata,
+                    priority=body.priority,
+                    max_attempts=api.settings.max_attempts,
+                    idempotency_key=key,
+                    max_queued=api.settings.max_queued_per_tenant,
+                ),
+            )
         except q.QuotaExceeded as exc:
             api.metrics.submissions.labels("quota_exceeded").inc()
             raise chassis.ApiError(
-                429, "queue_quota_exceeded",
+                429,
+                "queue_quota_exceeded",
                 f"tenant has {exc.queued} queued jobs (limit {exc.limit}); retry later",
                 details={"queued": exc.queued, "limit": exc.limit},
                 headers=chassis.retry_after_header(api.settings.quota_retry_after),
@@ -165,7 +198,9 @@ def install_routes(app: QuartTrio) -> None:
             raise _field_error(422, "idempotency_key_reused", IDEMPOTENCY_HEADER, str(exc)) from None
         api.metrics.submissions.labels("created" if result.created else "existing").inc()
         payload = {
-            "job_id": result.job_id, "state": str(result.state), "status_url": _job_url(result.job_id),
+            "job_id": result.job_id,
+            "state": str(result.state),
+            "status_url": _job_url(result.job_id),
             "created": result.created,
         }
         response = jsonify(payload)
@@ -192,15 +227,18 @@ def install_routes(app: QuartTrio) -> None:
             try:
                 state = JobState(raw_state)
             except ValueError:
-                raise _field_error(400, "invalid_state", "state",
-                                   f"state must be one of {[s.value for s in JobState]}") from None
+                raise _field_error(
+                    400, "invalid_state", "state", f"state must be one of {[s.value for s in JobState]}"
+                ) from None
         raw_limit = request.args.get("limit", "50")
         if not raw_limit.isdigit() or not 1 <= int(raw_limit) <= 200:
             raise _field_error(400, "invalid_limit", "limit", "limit must be an integer from 1 to 200")
         limit = int(raw_limit)
         cursor = request.args.get("cursor")
         before = _decode_cursor(cursor) if cursor else None
-        records = await _db_call(api, functools.partial(q.list_jobs, state=state, limit=limit + 1, before_id=before), tenant)
+        records = await _db_call(
+            api, functools.partial(q.list_jobs, state=state, limit=limit + 1, before_id=before), tenant
+        )
         page = records[:limit]
         next_cursor = _encode_cursor(page[-1].job_id) if len(records) > limit else None
         return jsonify({"jobs": [r.to_json() for r in page], "next_cursor": next_cursor})
@@ -215,11 +253,21 @@ def install_routes(app: QuartTrio) -> None:
             raise _field_error(404, "job_not_found", "job_id", f"no job {job_id} for this tenant")
         api.metrics.cancels.labels(str(outcome.state)).inc()
         if not outcome.changed and outcome.state != JobState.CANCELLED:
-            raise chassis.ApiError(409, "job_finished", f"job {jid} already ended as {outcome.state}",
-                                   details={"state": str(outcome.state)})
+            raise chassis.ApiError(
+                409,
+                "job_finished",
+                f"job {jid} already ended as {outcome.state}",
+                details={"state": str(outcome.state)},
+            )
         running = outcome.state == JobState.RUNNING
-        response = jsonify({"job_id": jid, "state": str(outcome.state), "cancel_requested": True,
-                            "status_url": _job_url(jid)})
+        response = jsonify(
+            {
+                "job_id": jid,
+                "state": str(outcome.state),
+                "cancel_requested": True,
+                "status_url": _job_url(jid),
+            }
+        )
         # Running: accepted, the worker stops within seconds; poll status_url for "cancelled".
         response.status_code = 202 if running else 200
         return response
@@ -233,8 +281,12 @@ def install_routes(app: QuartTrio) -> None:
             record = await _db_call(api, q.get_job, tenant, jid)
             if record is None:
                 raise _field_error(404, "job_not_found", "job_id", f"no job {job_id} for this tenant")
-            raise chassis.ApiError(409, "not_requeueable", f"only failed or dead jobs can be requeued (job is {record.state})",
-                                   details={"state": str(record.state)})
+            raise chassis.ApiError(
+                409,
+                "not_requeueable",
+                f"only failed or dead jobs can be requeued (job is {record.state})",
+                details={"state": str(record.state)},
+            )
         response = jsonify({"job_id": jid, "state": "queued", "status_url": _job_url(jid)})
         response.status_code = 202
         return response

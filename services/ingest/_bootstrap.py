@@ -38,16 +38,27 @@ def _load_budget(path: object) -> floodgate.Budget:
 
 
 @asynccontextmanager
-async def _pool(dsn: str, *, max_size: int, gate: floodgate.Gate, registry: CollectorRegistry,
-                **pool_kwargs: object) -> AsyncIterator[floodgate.PgPool]:
+async def _pool(
+    dsn: str, *, max_size: int, gate: floodgate.Gate, registry: CollectorRegistry, **pool_kwargs: object
+) -> AsyncIterator[floodgate.PgPool]:
     try:
-        async with floodgate.open_pg_pool(dsn, min_size=1, max_size=max_size, gate=gate, registry=registry,
-                                          name=gate.name, command_timeout=30,
-                                          reset=release_without_session_reset, **pool_kwargs) as pool:
+        async with floodgate.open_pg_pool(
+            dsn,
+            min_size=1,
+            max_size=max_size,
+            gate=gate,
+            registry=registry,
+            name=gate.name,
+            command_timeout=30,
+            reset=release_without_session_reset,
+            **pool_kwargs,
+        ) as pool:
             yield pool
     except floodgate.DependencyError as exc:
         if "cannot open pool" in str(exc):
-            raise chassis.StartupError(f"PostgreSQL at {dsn.rsplit('@', 1)[-1]} does not answer: {exc}") from None
+            raise chassis.StartupError(
+                f"PostgreSQL at {dsn.rsplit('@', 1)[-1]} does not answer: {exc}"
+            ) from None
         raise
 
 
@@ -65,8 +76,15 @@ async def open_api(settings: IngestApiSettings) -> AsyncIterator[QuartTrio]:
     budget = _load_budget(settings.budget_file)
     registry = CollectorRegistry()
     deps = floodgate.Dependencies.from_budget(budget, service="ingest_api", registry=registry)
-    async with deps, _pool(settings.database_url, max_size=budget.process_limit("ingest_api", "db"),
-                           gate=deps["db"].gate, registry=registry) as pool:
+    async with (
+        deps,
+        _pool(
+            settings.database_url,
+            max_size=budget.process_limit("ingest_api", "db"),
+            gate=deps["db"].gate,
+            registry=registry,
+        ) as pool,
+    ):
         yield build_api_app(settings, pool, registry)
 
 
@@ -95,11 +113,15 @@ class WorkerProcess:
 
 
 @asynccontextmanager
-async def open_worker(settings: IngestWorkerSettings, providers: ProviderSettings) -> AsyncIterator[WorkerProcess]:
+async def open_worker(
+    settings: IngestWorkerSettings, providers: ProviderSettings
+) -> AsyncIterator[WorkerProcess]:
     """A worker wired from the budget: ``db_write`` pool, ``embed``/``fetch`` dependencies, embed limiter."""
     budget = _load_budget(settings.budget_file)
     if not providers.embed_base_url:
-        raise chassis.StartupError("FLOODGATE_EMBED_BASE_URL is not set: the worker has no embeddings provider")
+        raise chassis.StartupError(
+            "FLOODGATE_EMBED_BASE_URL is not set: the worker has no embeddings provider"
+        )
     registry = CollectorRegistry()
     urls = {"embed": providers.embed_base_url}
     keys = {"embed": providers.embed_api_key} if providers.embed_api_key else {}
@@ -110,8 +132,16 @@ async def open_worker(settings: IngestWorkerSettings, providers: ProviderSetting
     deps = floodgate.Dependencies.from_budget(
         budget, service="ingest_worker", registry=registry, http_base_urls=urls, api_keys=keys
     )
-    async with deps, _pool(settings.database_url, max_size=budget.process_limit("ingest_worker", "db_write"),
-                           gate=deps["db_write"].gate, registry=registry, init=register_vector_codec) as pool:
+    async with (
+        deps,
+        _pool(
+            settings.database_url,
+            max_size=budget.process_limit("ingest_worker", "db_write"),
+            gate=deps["db_write"].gate,
+            registry=registry,
+            init=register_vector_codec,
+        ) as pool,
+    ):
         # The worker queues its own embedding work here, at the budget's limit, so the toolkit's gate
         # (bounded wait, fast rejection — right for online requests) is never oversubscribed by jobs.
         embed_slots = budget.process_limit("ingest_worker", "embed")
@@ -133,8 +163,13 @@ async def open_worker(settings: IngestWorkerSettings, providers: ProviderSetting
         metrics = WorkerMetrics(registry)
         pipeline._on_chunks = metrics.chunks.inc
         worker = Worker(
-            worker_config(settings), db=pool, runner=pipeline, metrics=metrics,
-            listener_factory=lambda wake, cancel: PgListener(settings.database_url, on_jobs=wake, on_cancel=cancel),
+            worker_config(settings),
+            db=pool,
+            runner=pipeline,
+            metrics=metrics,
+            listener_factory=lambda wake, cancel: PgListener(
+                settings.database_url, on_jobs=wake, on_cancel=cancel
+            ),
         )
         app = chassis.create_app("ingest-worker", registry=registry)
         chassis.chassis_state(app).readiness["db"] = lambda: pool.fetchval("SELECT 1")

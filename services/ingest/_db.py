@@ -93,5 +93,6 @@ async def register_vector_codec(conn: asyncpg.Connection) -> None:
     packing). Needs the ``vector`` extension (migration 0001). Code that stages chunks on such a
     connection says so: ``stage_chunks(..., binary_vectors=True)``.
     """
-    await conn.set_type_codec("vector", schema="public", encoder=encode_vector, decoder=decode_vector,
-                              format="binary")
+    await conn.set_type_codec(
+        "vector", schema="public", encoder=encode_vector, decoder=decode_vector, format="binary"
+    )

@@ -66,7 +66,9 @@ def classify_failure(exc: BaseException) -> FailureKind:
         if status is not None and 400 <= status < 500 and status not in _RETRYABLE_4XX:
             return FailureKind.PERMANENT
         return FailureKind.RETRYABLE
-    if isinstance(exc, floodgate.FloodgateError | trio.TooSlowError | httpx.TransportError | ProviderResponseError):
+    if isinstance(
+        exc, floodgate.FloodgateError | trio.TooSlowError | httpx.TransportError | ProviderResponseError
+    ):
         return FailureKind.RETRYABLE
     if is_transient_db_error(exc):
         return FailureKind.RETRYABLE
@@ -84,4 +86,3 @@ def primary_error(exc: BaseException) -> BaseException:
         if classify_failure(leaf) is FailureKind.PERMANENT:
             return leaf
     return leaves[0] if leaves else exc
-

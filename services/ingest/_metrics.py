@@ -14,32 +14,57 @@ _CLAIM_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.
 
 class WorkerMetrics:
     def __init__(self, registry: CollectorRegistry) -> None:
-        self.queue_depth = Gauge("ingest_queue_depth", "Jobs by tenant and active state (whole queue)",
-                                 ["tenant", "state"], registry=registry)
-        self.oldest_queued_age = Gauge("ingest_oldest_runnable_job_age_seconds",
-                                       "How long the oldest runnable job of a tenant has waited", ["tenant"],
-                                       registry=registry)
-        self.claim_duration = Histogram("ingest_claim_duration_seconds", "Time of one claim transaction",
-                                        registry=registry, buckets=_CLAIM_BUCKETS)
-        self.claimed = Counter("ingest_jobs_claimed", "Jobs claimed (attempts started) by this worker",
-                               registry=registry)
+        self.queue_depth = Gauge(
+            "ingest_queue_depth",
+            "Jobs by tenant and active state (whole queue)",
+            ["tenant", "state"],
+            registry=registry,
+        )
+        self.oldest_queued_age = Gauge(
+            "ingest_oldest_runnable_job_age_seconds",
+            "How long the oldest runnable job of a tenant has waited",
+            ["tenant"],
+            registry=registry,
+        )
+        self.claim_duration = Histogram(
+            "ingest_claim_duration_seconds",
+            "Time of one claim transaction",
+            registry=registry,
+            buckets=_CLAIM_BUCKETS,
+        )
+        self.claimed = Counter(
+            "ingest_jobs_claimed", "Jobs claimed (attempts started) by this worker", registry=registry
+        )
         self.running = Gauge("ingest_jobs_running_here", "Jobs this worker is running now", registry=registry)
-        self.outcomes = Counter("ingest_job_outcomes", "Attempts by how they ended on this worker",
-                                ["outcome"], registry=registry)
-        self.job_duration = Histogram("ingest_job_duration_seconds", "Duration of one attempt, by outcome",
-                                      ["outcome"], registry=registry, buckets=_DURATION_BUCKETS)
-        self.retries = Counter("ingest_job_retries", "Attempts that failed and were scheduled again",
-                               registry=registry)
-        self.dead = Counter("ingest_jobs_dead", "Jobs moved to dead (retries exhausted or lease expiries)",
-                            registry=registry)
-        self.lease_expiries = Counter("ingest_lease_expiries", "Leases found expired and reclaimed by the reaper",
-                                      registry=registry)
-        self.refused = Counter("ingest_transitions_refused",
-                               "Transitions that changed nothing (wrong state or stale lease token)",
-                               ["transition"], registry=registry)
+        self.outcomes = Counter(
+            "ingest_job_outcomes", "Attempts by how they ended on this worker", ["outcome"], registry=registry
+        )
+        self.job_duration = Histogram(
+            "ingest_job_duration_seconds",
+            "Duration of one attempt, by outcome",
+            ["outcome"],
+            registry=registry,
+            buckets=_DURATION_BUCKETS,
+        )
+        self.retries = Counter(
+            "ingest_job_retries", "Attempts that failed and were scheduled again", registry=registry
+        )
+        self.dead = Counter(
+            "ingest_jobs_dead", "Jobs moved to dead (retries exhausted or lease expiries)", registry=registry
+        )
+        self.lease_expiries = Counter(
+            "ingest_lease_expiries", "Leases found expired and reclaimed by the reaper", registry=registry
+        )
+        self.refused = Counter(
+            "ingest_transitions_refused",
+            "Transitions that changed nothing (wrong state or stale lease token)",
+            ["transition"],
+            registry=registry,
+        )
         self.chunks = Counter("ingest_chunks_embedded", "Chunks embedded and staged", registry=registry)
-        self.purged = Counter("ingest_jobs_purged", "Finished jobs deleted after the retention period",
-                              registry=registry)
+        self.purged = Counter(
+            "ingest_jobs_purged", "Finished jobs deleted after the retention period", registry=registry
+        )
         self._tenants: set[str] = set()
 
     def set_depth(self, rows: Iterable[tuple[str, int, int, float]]) -> None:
@@ -58,6 +83,9 @@ class WorkerMetrics:
 
 class IngestApiMetrics:
     def __init__(self, registry: CollectorRegistry) -> None:
-        self.submissions = Counter("ingest_submissions", "Job submissions by result", ["result"], registry=registry)
-        self.cancels = Counter("ingest_cancel_requests", "Cancel requests by the state they found", ["state"],
-                               registry=registry)
+        self.submissions = Counter(
+            "ingest_submissions", "Job submissions by result", ["result"], registry=registry
+        )
+        self.cancels = Counter(
+            "ingest_cancel_requests", "Cancel requests by the state they found", ["state"], registry=registry
+        )

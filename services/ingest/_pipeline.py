@@ -80,7 +80,9 @@ class JobPipeline:
         if not chunks:
             raise BadDocument("document has no text to ingest")
         if len(chunks) > self.config.chunking.max_chunks:
-            raise BadDocument(f"document makes {len(chunks)} chunks; the limit is {self.config.chunking.max_chunks}")
+            raise BadDocument(
+                f"document makes {len(chunks)} chunks; the limit is {self.config.chunking.max_chunks}"
+            )
 
         reusable = await self._db.run(q.start_chunks, job.fence, [chunk_digest(c) for c in chunks])
         if reusable is None:

@@ -20,7 +20,14 @@ import floodgate
 
 from ._errors import BadDocument, ProviderResponseError
 
-__all__ = ["EMBEDDING_DIMENSIONS", "Embedder", "FetchedDocument", "Fetcher", "ToolkitEmbedder", "ToolkitFetcher"]
+__all__ = [
+    "EMBEDDING_DIMENSIONS",
+    "Embedder",
+    "FetchedDocument",
+    "Fetcher",
+    "ToolkitEmbedder",
+    "ToolkitFetcher",
+]
 
 EMBEDDING_DIMENSIONS = 384  # the chunks table's vector(384)
 
@@ -51,9 +58,11 @@ class ToolkitEmbedder:
         # base64 (little-endian float32, as OpenAI's own SDK asks for): a quarter of the bytes of JSON
         # floats, and decoded in C instead of by the JSON parser.
         response = await self._dependency.request(
-            "POST", "/v1/embeddings",
+            "POST",
+            "/v1/embeddings",
             json={"model": self._model, "input": list(texts), "encoding_format": "base64"},
-            tenant=tenant, idempotent=True,  # embedding the same text twice is harmless
+            tenant=tenant,
+            idempotent=True,  # embedding the same text twice is harmless
         )
         try:
             data = sorted(response.json()["data"], key=lambda item: item["index"])
@@ -95,6 +104,8 @@ class ToolkitFetcher:
             raise
         try:
             body: Any = response.json()
-            return FetchedDocument(url=str(body.get("url", url)), title=str(body.get("title", "")), text=str(body["text"]))
+            return FetchedDocument(
+                url=str(body.get("url", url)), title=str(body.get("title", "")), text=str(body["text"])
+            )
         except (ValueError, KeyError, TypeError, AttributeError) as exc:
             raise ProviderResponseError(f"fetch response is malformed: {exc!r}") from exc

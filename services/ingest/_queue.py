@@ -126,8 +126,10 @@ class JobRecord:
 
     def to_json(self) -> dict[str, Any]:
         total = self.chunks_total
-        percent = 100.0 if self.state == JobState.SUCCEEDED else (
-            round(100.0 * self.chunks_done / total, 1) if total else 0.0
+        percent = (
+            100.0
+            if self.state == JobState.SUCCEEDED
+            else (round(100.0 * self.chunks_done / total, 1) if total else 0.0)
         )
         iso = lambda t: t.isoformat() if t is not None else None  # noqa: E731
         return {
@@ -220,8 +222,18 @@ async def submit_job(
     """
     for _ in range(5):
         row = await conn.fetchrow(
-            _SUBMIT, tenant, doc_id, content_hash, idempotency_key, source, priority, max_attempts,
-            text, url, json.dumps(metadata), max_queued,
+            _SUBMIT,
+            tenant,
+            doc_id,
+            content_hash,
+            idempotency_key,
+            source,
+            priority,
+            max_attempts,
+            text,
+            url,
+            json.dumps(metadata),
+            max_queued,
         )
         if row["id"] is not None:
             return SubmitResult(row["id"], JobState(row["state"]), created=True)
@@ -245,18 +257,31 @@ _JOB_COLUMNS = """id, tenant_id, doc_id, source, state, priority, attempts, max_
 
 def _record(row: Any) -> JobRecord:
     return JobRecord(
-        job_id=row["id"], tenant_id=row["tenant_id"], doc_id=row["doc_id"], source=row["source"],
-        state=JobState(row["state"]), priority=row["priority"], attempts=row["attempts"],
-        max_attempts=row["max_attempts"], chunks_total=row["chunks_total"], chunks_done=row["chunks_done"],
-        cancel_requested=row["cancel_requested"], last_error=row["last_error"],
-        last_error_kind=row["last_error_kind"], created_at=row["created_at"], started_at=row["started_at"],
-        finished_at=row["finished_at"], run_at=row["run_at"],
+        job_id=row["id"],
+        tenant_id=row["tenant_id"],
+        doc_id=row["doc_id"],
+        source=row["source"],
+        state=JobState(row["state"]),
+        priority=row["priority"],
+        attempts=row["attempts"],
+        max_attempts=row["max_attempts"],
+        chunks_total=row["chunks_total"],
+        chunks_done=row["chunks_done"],
+        cancel_requested=row["cancel_requested"],
+        last_error=row["last_error"],
+        last_error_kind=row["last_error_kind"],
+        created_at=row["created_at"],
+        started_at=row["started_at"],
+        finished_at=row["finished_at"],
+        run_at=row["run_at"],
     )
 
 
 async def get_job(conn: Any, tenant: str, job_id: int) -> JobRecord | None:
     """The tenant's job, or None — another tenant's job is indistinguishable from a missing one."""
-    row = await conn.fetchrow(f"SELECT {_JOB_COLUMNS} FROM ingest_jobs WHERE id = $1 AND tenant_id = $2", job_id, tenant)
+    row = await conn.fetchrow(
+        f"SELECT {_JOB_COLUMNS} FROM ingest_jobs WHERE id = $1 AND tenant_id = $2", job_id, tenant
+    )
     return _record(row) if row is not None else None
 
 
@@ -268,7 +293,10 @@ async def list_jobs(
         f"""SELECT {_JOB_COLUMNS} FROM ingest_jobs
             WHERE tenant_id = $1 AND ($2::text IS NULL OR state = $2) AND ($3::bigint IS NULL OR id < $3)
             ORDER BY id DESC LIMIT $4""",
-        tenant, str(state) if state is not None else None, before_id, limit,
+        tenant,
+        str(state) if state is not None else None,
+        before_id,
+        limit,
     )
     return [_record(r) for r in rows]
 
@@ -293,7 +321,9 @@ async def cancel_job(conn: Any, tenant: str, job_id: int) -> CancelOutcome | Non
     row = await conn.fetchrow(_CANCEL, job_id, tenant)
     if row is not None:
         return CancelOutcome(JobState(row["state"]), changed=True)
-    current = await conn.fetchval("SELECT state FROM ingest_jobs WHERE id = $1 AND tenant_id = $2", job_id, tenant)
+    current = await conn.fetchval(
+        "SELECT state FROM ingest_jobs WHERE id = $1 AND tenant_id = $2", job_id, tenant
+    )
     return None if current is None else CancelOutcome(JobState(current), changed=False)
 
 
@@ -305,7 +335,8 @@ async def requeue_job(conn: Any, tenant: str, job_id: int) -> bool:
            WHERE id = $1 AND tenant_id = $2 AND state IN ('failed', 'dead')
              AND EXISTS (SELECT 1 FROM ingest_job_inputs WHERE job_id = $1)
            RETURNING id""",
-        job_id, tenant,
+        job_id,
+        tenant,
     )
     return row is not None
 
@@ -450,9 +481,15 @@ def _claim_sql(template: str, **limits: int) -> str:
 def _claimed(rows: Sequence[Any]) -> list[ClaimedJob]:
     return [
         ClaimedJob(
-            job_id=r["id"], tenant_id=r["tenant_id"], doc_id=r["doc_id"], content_hash=r["content_hash"],
-            attempts=r["attempts"], max_attempts=r["max_attempts"], fence=Fence(r["id"], r["lease_token"]),
-            text=r["text"], url=r["url"],
+            job_id=r["id"],
+            tenant_id=r["tenant_id"],
+            doc_id=r["doc_id"],
+            content_hash=r["content_hash"],
+            attempts=r["attempts"],
+            max_attempts=r["max_attempts"],
+            fence=Fence(r["id"], r["lease_token"]),
+            text=r["text"],
+            url=r["url"],
             metadata=json.loads(m) if (m := r["metadata"]) and m != "{}" else {},
         )
         for r in rows
@@ -497,13 +534,16 @@ async def claim_jobs(
             first = rows[0]["tenant_id"]
             await conn.execute("SELECT pg_advisory_xact_lock($1, hashtext($2))", ADVISORY_LOCK_CLASS, first)
             tenants = [first]
-        claimed = await conn.fetch(_claim_sql(_CLAIM, limit=limit, cap=cap), tenants, worker_id, lease_seconds)
+        claimed = await conn.fetch(
+            _claim_sql(_CLAIM, limit=limit, cap=cap), tenants, worker_id, lease_seconds
+        )
     return _claimed(claimed)
 
 
 # --------------------------------------------------------------------------------------------
 # A running attempt: heartbeat, progress, completion (all fenced by the lease token)
 # --------------------------------------------------------------------------------------------
+
 
 @dataclass(frozen=True)
 class Heartbeat:
@@ -519,9 +559,15 @@ async def heartbeat(conn: Any, fence: Fence, lease_seconds: float) -> Heartbeat:
     row = await conn.fetchrow(
         """UPDATE ingest_jobs SET lease_expires_at = now() + make_interval(secs => $3), updated_at = now()
            WHERE id = $1 AND lease_token = $2 AND state = 'running' RETURNING cancel_requested""",
-        fence.job_id, fence.token, lease_seconds,
+        fence.job_id,
+        fence.token,
+        lease_seconds,
     )
-    return Heartbeat(alive=False, cancel_requested=False) if row is None else Heartbeat(True, row["cancel_requested"])
+    return (
+        Heartbeat(alive=False, cancel_requested=False)
+        if row is None
+        else Heartbeat(True, row["cancel_requested"])
+    )
 
 
 async def heartbeat_many(conn: Any, fences: Sequence[Fence], lease_seconds: float) -> dict[int, Heartbeat]:
@@ -533,7 +579,9 @@ async def heartbeat_many(conn: Any, fences: Sequence[Fence], lease_seconds: floa
            WHERE j.id = ANY($1::bigint[])  -- a primary-key probe per job, not a scan of running jobs
              AND j.id = f.id AND j.lease_token = f.token AND j.state = 'running'
            RETURNING j.id, j.cancel_requested""",
-        [f.job_id for f in fences], [f.token for f in fences], lease_seconds,
+        [f.job_id for f in fences],
+        [f.token for f in fences],
+        lease_seconds,
     )
     return {r["id"]: Heartbeat(alive=True, cancel_requested=r["cancel_requested"]) for r in rows}
 
@@ -625,11 +673,15 @@ async def stage_chunks(
     if binary_vectors:
         # Packed here: asyncpg would take a list of float lists for a two-dimensional array.
         packed = [encode_vector(v) for v in vectors]
-        staged = await conn.fetchval(_STAGE_BINARY, fence.job_id, fence.token, list(chunk_nos), list(contents), packed)
+        staged = await conn.fetchval(
+            _STAGE_BINARY, fence.job_id, fence.token, list(chunk_nos), list(contents), packed
+        )
         return staged is not None
     dims = len(vectors[0]) if vectors else 0
     flat = list(chain.from_iterable(vectors))
-    staged = await conn.fetchval(_STAGE, fence.job_id, fence.token, list(chunk_nos), list(contents), flat, dims)
+    staged = await conn.fetchval(
+        _STAGE, fence.job_id, fence.token, list(chunk_nos), list(contents), flat, dims
+    )
     return staged is not None
 
 
@@ -702,15 +754,18 @@ async def complete_job(conn: Any, fence: Fence, *, document_hash: str, metadata:
 
 async def complete_noop_jobs(conn: Any, fences: Sequence[Fence]) -> int:
     """running -> succeeded for many jobs that wrote nothing (benchmarks, housekeeping jobs); fenced."""
-    return len(await conn.fetch(
-        """UPDATE ingest_jobs j SET state = 'succeeded', finished_at = now(), lease_token = NULL,
+    return len(
+        await conn.fetch(
+            """UPDATE ingest_jobs j SET state = 'succeeded', finished_at = now(), lease_token = NULL,
                lease_expires_at = NULL, updated_at = now()
            FROM unnest($1::bigint[], $2::uuid[]) AS f(id, token)
            WHERE j.id = ANY($1::bigint[])  -- a primary-key probe per job, not a scan of running jobs
              AND j.id = f.id AND j.lease_token = f.token AND j.state = 'running'
            RETURNING j.id""",
-        [f.job_id for f in fences], [f.token for f in fences],
-    ))
+            [f.job_id for f in fences],
+            [f.token for f in fences],
+        )
+    )
 
 
 _RETRY_OR_BURY = """
@@ -733,34 +788,47 @@ async def retry_or_bury(conn: Any, fence: Fence, *, delay: float, error: str) ->
 
 async def fail_job(conn: Any, fence: Fence, *, error: str) -> bool:
     """running -> failed: the document is at fault (empty, undecodable, fetch said 404...)."""
-    return await conn.fetchval(
-        """UPDATE ingest_jobs SET state = 'failed', finished_at = now(), lease_token = NULL,
+    return (
+        await conn.fetchval(
+            """UPDATE ingest_jobs SET state = 'failed', finished_at = now(), lease_token = NULL,
                lease_expires_at = NULL, last_error = $3, last_error_kind = 'permanent', updated_at = now()
            WHERE id = $1 AND lease_token = $2 AND state = 'running' RETURNING true""",
-        fence.job_id, fence.token, error[:2000],
-    ) is not None
+            fence.job_id,
+            fence.token,
+            error[:2000],
+        )
+        is not None
+    )
 
 
 async def release_job(conn: Any, fence: Fence) -> bool:
     """running -> queued at once, the attempt not counted (graceful shutdown); wakes another worker."""
-    return await conn.fetchval(
-        """WITH released AS (
+    return (
+        await conn.fetchval(
+            """WITH released AS (
                UPDATE ingest_jobs SET state = 'queued', attempts = greatest(attempts - 1, 0), run_at = now(),
                    lease_token = NULL, lease_expires_at = NULL, updated_at = now()
                WHERE id = $1 AND lease_token = $2 AND state = 'running' RETURNING id)
            SELECT pg_notify('ingest_jobs', '') IS NOT NULL FROM released""",
-        fence.job_id, fence.token,
-    ) is not None
+            fence.job_id,
+            fence.token,
+        )
+        is not None
+    )
 
 
 async def cancel_running(conn: Any, fence: Fence) -> bool:
     """running -> cancelled: the worker acknowledges a cancel request and stops."""
-    return await conn.fetchval(
-        """UPDATE ingest_jobs SET state = 'cancelled', finished_at = now(), lease_token = NULL,
+    return (
+        await conn.fetchval(
+            """UPDATE ingest_jobs SET state = 'cancelled', finished_at = now(), lease_token = NULL,
                lease_expires_at = NULL, updated_at = now()
            WHERE id = $1 AND lease_token = $2 AND state = 'running' RETURNING true""",
-        fence.job_id, fence.token,
-    ) is not None
+            fence.job_id,
+            fence.token,
+        )
+        is not None
+    )
 
 
 # --------------------------------------------------------------------------------------------
@@ -802,7 +870,8 @@ async def purge_finished(conn: Any, *, older_than: float, batch: int = 1000) -> 
                 WHERE state IN {_TERMINAL_SQL} AND finished_at < now() - make_interval(secs => $1)
                 ORDER BY finished_at LIMIT $2 FOR UPDATE SKIP LOCKED)
             DELETE FROM ingest_jobs j USING old WHERE j.id = old.id RETURNING j.id""",
-        older_than, batch,
+        older_than,
+        batch,
     )
     return len(deleted)
 

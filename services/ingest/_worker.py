@@ -224,8 +224,12 @@ class Worker:
 
     def statistics(self) -> WorkerStatistics:
         return WorkerStatistics(
-            running=len(self._running), claimed=self._claimed, outcomes=dict(self._outcomes),
-            refused=self._refused, claim_errors=self._claim_errors, reaped=self._reaped,
+            running=len(self._running),
+            claimed=self._claimed,
+            outcomes=dict(self._outcomes),
+            refused=self._refused,
+            claim_errors=self._claim_errors,
+            reaped=self._reaped,
         )
 
     def __repr__(self) -> str:
@@ -237,7 +241,9 @@ class Worker:
 
     # -- the process ------------------------------------------------------------------------------
 
-    async def run(self, *, shutdown: trio.Event, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+    async def run(
+        self, *, shutdown: trio.Event, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
+    ) -> None:
         self._log_successes = log.is_enabled_for(logging.INFO)
         async with trio.open_nursery() as services:
             if self._listener is not None:
@@ -290,7 +296,9 @@ class Worker:
                 claimed = []
                 delay = pacer.after_error()
                 if isinstance(exc, trio.TooSlowError) or is_transient_db_error(exc):
-                    log.warning("claim_failed", error=f"{type(exc).__name__}: {exc}", retry_in=round(delay, 3))
+                    log.warning(
+                        "claim_failed", error=f"{type(exc).__name__}: {exc}", retry_in=round(delay, 3)
+                    )
                 else:
                     log.exception("claim_failed_unexpectedly", retry_in=round(delay, 3))
             if self._metrics is not None:
@@ -305,7 +313,8 @@ class Worker:
     def _start_job(self, jobs: trio.Nursery, job: q.ClaimedJob, sent_at: float) -> None:
         self._claimed += 1
         running = _RunningJob(
-            job=job, lease=LeaseClock.granted(duration=self.config.lease_seconds, sent_at=sent_at),
+            job=job,
+            lease=LeaseClock.granted(duration=self.config.lease_seconds, sent_at=sent_at),
             started_at=trio.current_time(),
         )
         self._running[job.job_id] = running
@@ -369,15 +378,20 @@ class Worker:
         if reason is StopReason.LEASE_LOST or isinstance(error, LeaseLost):
             return self._outcome("lease_lost", running, bound, warn=True)
         if reason is StopReason.CANCEL_REQUESTED:
-            return await self._transition(Transition.CANCEL_RUNNING, q.cancel_running, fence, "cancelled", running, bound)
+            return await self._transition(
+                Transition.CANCEL_RUNNING, q.cancel_running, fence, "cancelled", running, bound
+            )
         if reason is StopReason.SHUTDOWN:
-            return await self._transition(Transition.RELEASE, q.release_job, fence, "released", running, bound)
+            return await self._transition(
+                Transition.RELEASE, q.release_job, fence, "released", running, bound
+            )
         if error is None:
             return self._outcome("succeeded", running, bound)
         message = f"{type(error).__name__}: {error}"
         if classify_failure(error) is FailureKind.PERMANENT:
-            return await self._transition(Transition.FAIL, q.fail_job, fence, "failed", running, bound,
-                                          error=message)
+            return await self._transition(
+                Transition.FAIL, q.fail_job, fence, "failed", running, bound, error=message
+            )
         delay = self.config.backoff.delay(job.attempts, rng=self._rng)
         state = await self._write(Transition.RETRY, q.retry_or_bury, fence, bound, delay=delay, error=message)
         if state is None:
@@ -388,13 +402,24 @@ class Worker:
         self._outcome(outcome, running, bound, warn=True, error=message, retry_in=round(delay, 3))
         return None
 
-    async def _transition(self, transition: Transition, fn, fence: q.Fence, outcome: str,
-                          running: _RunningJob, bound: _JobLog, **kwargs: object) -> None:
+    async def _transition(
+        self,
+        transition: Transition,
+        fn,
+        fence: q.Fence,
+        outcome: str,
+        running: _RunningJob,
+        bound: _JobLog,
+        **kwargs: object,
+    ) -> None:
         if await self._write(transition, fn, fence, bound, **kwargs) is not None:
-            self._outcome(outcome, running, bound, **({"error": kwargs["error"]} if "error" in kwargs else {}))
+            self._outcome(
+                outcome, running, bound, **({"error": kwargs["error"]} if "error" in kwargs else {})
+            )
 
-    async def _write(self, transition: Transition, fn, fence: q.Fence, bound: _JobLog,
-                     **kwargs: object) -> object | None:
+    async def _write(
+        self, transition: Transition, fn, fence: q.Fence, bound: _JobLog, **kwargs: object
+    ) -> object | None:
         """Run a settling transition; None if refused (reported) or impossible within the bound."""
         with trio.CancelScope(shield=True), trio.move_on_after(self.config.settle_timeout):
             pacer = ClaimPacer(error_base=0.05, max_error_delay=1.0)
@@ -414,11 +439,14 @@ class Worker:
                 bound.warning("transition_refused", transition=str(transition), reason=refused.reason)
                 return None
             return result
-        bound.error("settle_timed_out", transition=str(transition), note="the lease reaper will recover the job")
+        bound.error(
+            "settle_timed_out", transition=str(transition), note="the lease reaper will recover the job"
+        )
         return None
 
-    def _outcome(self, outcome: str, running: _RunningJob, bound: _JobLog, *, warn: bool = False,
-                 **fields: object) -> None:
+    def _outcome(
+        self, outcome: str, running: _RunningJob, bound: _JobLog, *, warn: bool = False, **fields: object
+    ) -> None:
         self._outcomes[outcome] = self._outcomes.get(outcome, 0) + 1
         duration = trio.current_time() - running.started_at
         if self._metrics is not None:
@@ -446,11 +474,15 @@ class Worker:
                 if trio.current_time() >= next_full:
                     next_full = trio.current_time() + cfg.maintenance_interval
                     with trio.fail_after(cfg.claim_timeout):
-                        purged = await self._db.run(functools.partial(q.purge_finished, older_than=cfg.retention_seconds))
+                        purged = await self._db.run(
+                            functools.partial(q.purge_finished, older_than=cfg.retention_seconds)
+                        )
                         depth = await self._db.run(q.queue_depth)
                     if self._metrics is not None:
                         self._metrics.purged.inc(purged)
-                        self._metrics.set_depth((d.tenant_id, d.queued, d.running, d.oldest_runnable_age) for d in depth)
+                        self._metrics.set_depth(
+                            (d.tenant_id, d.queued, d.running, d.oldest_runnable_age) for d in depth
+                        )
             except Exception as exc:
                 if not (isinstance(exc, trio.TooSlowError) or is_transient_db_error(exc)):
                     log.exception("maintenance_failed")
@@ -461,6 +493,9 @@ class Worker:
 
 async def _claim(conn: object, cfg: WorkerConfig, asked: int) -> list[q.ClaimedJob]:
     return await q.claim_jobs(
-        conn, worker_id=cfg.worker_id, limit=asked, lease_seconds=cfg.lease_seconds,
+        conn,
+        worker_id=cfg.worker_id,
+        limit=asked,
+        lease_seconds=cfg.lease_seconds,
         tenant_cap=cfg.tenant_running_cap,
     )

@@ -49,7 +49,6 @@ def collapse(group: BaseExceptionGroup) -> BaseException:
     return group
 
 
-
 async def gather_strict(calls: Sequence[Callable[[], Awaitable[T]]], *, limit: int) -> list[T]:
     """Run ``calls`` at most ``limit`` at a time; all results in order, or the first failure.
 

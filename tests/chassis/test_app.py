@@ -46,8 +46,10 @@ def make_app(**kwargs):
 
     @app.get("/fan-out-overloaded")
     async def fan_out_overloaded():
-        await fan_out(floodgate.Overloaded("busy", dependency="search", retry_after=0.2),
-                      floodgate.Overloaded("busy", dependency="search", retry_after=0.2))
+        await fan_out(
+            floodgate.Overloaded("busy", dependency="search", retry_after=0.2),
+            floodgate.Overloaded("busy", dependency="search", retry_after=0.2),
+        )
 
     @app.get("/fan-out-bug")
     async def fan_out_bug():
@@ -184,7 +186,9 @@ async def test_missing_tenant_is_401() -> None:
 
 async def test_valid_request_passes() -> None:
     client = make_app().test_client()
-    response = await client.post("/items", json={"name": "x", "count": 1}, headers={"x-floodgate-tenant": "t1"})
+    response = await client.post(
+        "/items", json={"name": "x", "count": 1}, headers={"x-floodgate-tenant": "t1"}
+    )
     assert response.status_code == 200
     assert await response.get_json() == {"tenant": "t1", "name": "x"}
 

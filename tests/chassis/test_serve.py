@@ -20,8 +20,14 @@ async def served(app: QuartTrio, *, grace_period: float) -> AsyncIterator[tuple[
     shutdown = trio.Event()
     async with trio.open_nursery() as nursery:
         urls = await nursery.start(
-            partial(chassis.serve, app, host="127.0.0.1", port=0, grace_period=grace_period,
-                    shutdown_trigger=shutdown.wait)
+            partial(
+                chassis.serve,
+                app,
+                host="127.0.0.1",
+                port=0,
+                grace_period=grace_period,
+                shutdown_trigger=shutdown.wait,
+            )
         )
         yield urls[0], shutdown
         shutdown.set()
@@ -75,8 +81,13 @@ async def test_a_port_in_use_is_one_startup_error() -> None:
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         port = taken.getsockname()[1]
-        with pytest.raises(chassis.StartupError, match=rf"^cannot listen on 127\.0\.0\.1:{port}: address already in use$"):
+        with pytest.raises(
+            chassis.StartupError, match=rf"^cannot listen on 127\.0\.0\.1:{port}: address already in use$"
+        ):
             await chassis.serve(
-                chassis.create_app("t"), host="127.0.0.1", port=port, grace_period=1,
+                chassis.create_app("t"),
+                host="127.0.0.1",
+                port=port,
+                grace_period=1,
                 shutdown_trigger=trio.sleep_forever,
             )

@@ -59,7 +59,15 @@ def test_detach_status_down(cluster_env: dict[str, str], cluster_command, fresh_
         status = _run(cluster_command, cluster_env, "status")
         assert status.returncode == 0
         rows = {line.split()[0]: line for line in status.stdout.splitlines()[2:]}
-        assert set(rows) == {"migrate", "upstreams", "online", "ingest-api", "ingest-worker-1", "ratelimit", "envoy"}
+        assert set(rows) == {
+            "migrate",
+            "upstreams",
+            "online",
+            "ingest-api",
+            "ingest-worker-1",
+            "ratelimit",
+            "envoy",
+        }
         assert all(" yes " in rows[name] for name in rows if name != "migrate")
 
         down = _run(cluster_command, cluster_env, "down")

@@ -22,7 +22,9 @@ def test_migrations_are_applied_once_and_recorded(pg_server, tmp_path: Path) -> 
     async def recorded():
         conn = await asyncpg.connect(dsn)
         try:
-            return [r["version"] for r in await conn.fetch("SELECT version FROM schema_migrations ORDER BY 1")]
+            return [
+                r["version"] for r in await conn.fetch("SELECT version FROM schema_migrations ORDER BY 1")
+            ]
         finally:
             await conn.close()
 

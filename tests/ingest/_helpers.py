@@ -18,23 +18,38 @@ from services.ingest import _queue as q
 async def open_db(dsn: str, *, max_size: int = 10) -> AsyncIterator[floodgate.PgPool]:
     """A trio-asyncio loop plus the toolkit's pool (generous gate: tests measure the queue, not it)."""
     async with trio_asyncio.open_loop():
-        async with floodgate.open_pg_pool(dsn, min_size=1, max_size=max_size, max_waiters=1000, max_wait=30.0) as pool:
+        async with floodgate.open_pg_pool(
+            dsn, min_size=1, max_size=max_size, max_waiters=1000, max_wait=30.0
+        ) as pool:
             yield pool
 
 
-async def submit(db: Any, tenant: str, doc_id: str, text: str | None = "hello world", **overrides: Any) -> q.SubmitResult:
+async def submit(
+    db: Any, tenant: str, doc_id: str, text: str | None = "hello world", **overrides: Any
+) -> q.SubmitResult:
     args: dict[str, Any] = dict(
-        tenant=tenant, doc_id=doc_id, content_hash=hashlib.sha256((text or "").encode()).hexdigest(), source="text",
-        text=text, url=None, metadata={}, priority=100, max_attempts=5, idempotency_key=None, max_queued=100_000,
+        tenant=tenant,
+        doc_id=doc_id,
+        content_hash=hashlib.sha256((text or "").encode()).hexdigest(),
+        source="text",
+        text=text,
+        url=None,
+        metadata={},
+        priority=100,
+        max_attempts=5,
+        idempotency_key=None,
+        max_queued=100_000,
     )
     args.update(overrides)
     return await db.run(functools.partial(q.submit_job, **args))
 
 
-async def claim(db: Any, worker: str = "w", *, limit: int = 10, lease: float = 30.0, cap: int | None = None) -> list[q.ClaimedJob]:
-    return await db.run(functools.partial(
-        q.claim_jobs, worker_id=worker, limit=limit, lease_seconds=lease, tenant_cap=cap
-    ))
+async def claim(
+    db: Any, worker: str = "w", *, limit: int = 10, lease: float = 30.0, cap: int | None = None
+) -> list[q.ClaimedJob]:
+    return await db.run(
+        functools.partial(q.claim_jobs, worker_id=worker, limit=limit, lease_seconds=lease, tenant_cap=cap)
+    )
 
 
 async def states(db: Any) -> dict[str, int]:

@@ -73,8 +73,13 @@ def wait_healthy(child: Child, path: str = "/healthz", timeout: float = 20.0) ->
 
 def start_simulator(log_dir: Path) -> Child:
     port = free_port()
-    child = start_child("upstreams", ["-m", "services.upstreams"],
-                        {"UPSTREAMS_PORT": str(port), "UPSTREAMS_LOG_FORMAT": "json"}, port, log_dir)
+    child = start_child(
+        "upstreams",
+        ["-m", "services.upstreams"],
+        {"UPSTREAMS_PORT": str(port), "UPSTREAMS_LOG_FORMAT": "json"},
+        port,
+        log_dir,
+    )
     wait_healthy(child)
     return child
 

@@ -30,7 +30,9 @@ async def test_submit_status_and_idempotent_resubmit(fresh_database_url: str) ->
         first = await client.post("/v1/omnirag/jobs", json=body, headers=T1)
         assert first.status_code == 202
         created = await first.get_json()
-        assert created["state"] == "queued" and created["status_url"] == f"/v1/omnirag/jobs/{created['job_id']}"
+        assert (
+            created["state"] == "queued" and created["status_url"] == f"/v1/omnirag/jobs/{created['job_id']}"
+        )
         assert first.headers["Location"] == created["status_url"]
         again = await client.post("/v1/omnirag/jobs", json=body, headers=T1)
         assert again.status_code == 200 and (await again.get_json())["job_id"] == created["job_id"]
@@ -49,6 +51,7 @@ async def test_submit_status_and_idempotent_resubmit(fresh_database_url: str) ->
 
 async def test_validation_names_the_field(fresh_database_url: str) -> None:
     async with api(fresh_database_url, max_text_bytes=100) as (client, _db):
+
         async def error(body: object, headers: dict = T1) -> tuple[int, dict]:
             response = await client.post("/v1/omnirag/jobs", json=body, headers=headers)
             return response.status_code, (await response.get_json())["error"]
@@ -73,20 +76,29 @@ async def test_validation_names_the_field(fresh_database_url: str) -> None:
         assert status == 422 and err["details"][0]["field"] == "surprise"
         status, err = await error({"doc_id": "d", "text": "x"}, headers={})
         assert status == 401 and err["code"] == "missing_tenant"
-        response = await client.post("/v1/omnirag/jobs", data=b"{not json", headers={**T1, "content-type": "application/json"})
+        response = await client.post(
+            "/v1/omnirag/jobs", data=b"{not json", headers={**T1, "content-type": "application/json"}
+        )
         assert response.status_code == 400
         response = await client.get("/v1/omnirag/jobs/abc", headers=T1)
-        assert response.status_code == 400 and (await response.get_json())["error"]["details"][0]["field"] == "job_id"
+        assert (
+            response.status_code == 400
+            and (await response.get_json())["error"]["details"][0]["field"] == "job_id"
+        )
 
 
 async def test_quota_is_a_429_with_retry_after(fresh_database_url: str) -> None:
     async with api(fresh_database_url, max_queued_per_tenant=2, quota_retry_after=7) as (client, _db):
         for i in range(2):
-            assert (await client.post("/v1/omnirag/jobs", json={"doc_id": f"d{i}", "text": "x"}, headers=T1)).status_code == 202
+            assert (
+                await client.post("/v1/omnirag/jobs", json={"doc_id": f"d{i}", "text": "x"}, headers=T1)
+            ).status_code == 202
         refused = await client.post("/v1/omnirag/jobs", json={"doc_id": "d9", "text": "x"}, headers=T1)
         assert refused.status_code == 429 and refused.headers["Retry-After"] == "7"
         assert (await refused.get_json())["error"]["details"] == {"queued": 2, "limit": 2}
-        assert (await client.post("/v1/omnirag/jobs", json={"doc_id": "d9", "text": "x"}, headers=T2)).status_code == 202
+        assert (
+            await client.post("/v1/omnirag/jobs", json={"doc_id": "d9", "text": "x"}, headers=T2)
+        ).status_code == 202
 
 
 async def test_idempotency_key(fresh_database_url: str) -> None:
@@ -104,12 +116,16 @@ async def test_list_with_keyset_pagination_and_filters(fresh_database_url: str) 
     async with api(fresh_database_url) as (client, db):
         ids = []
         for i in range(5):
-            response = await client.post("/v1/omnirag/jobs", json={"doc_id": f"d{i}", "text": f"t{i}"}, headers=T1)
+            response = await client.post(
+                "/v1/omnirag/jobs", json={"doc_id": f"d{i}", "text": f"t{i}"}, headers=T1
+            )
             ids.append((await response.get_json())["job_id"])
         await client.post("/v1/omnirag/jobs", json={"doc_id": "x", "text": "x"}, headers=T2)
         page = await (await client.get("/v1/omnirag/jobs?limit=3", headers=T1)).get_json()
         assert [j["job_id"] for j in page["jobs"]] == ids[::-1][:3] and page["next_cursor"]
-        rest = await (await client.get(f"/v1/omnirag/jobs?limit=3&cursor={page['next_cursor']}", headers=T1)).get_json()
+        rest = await (
+            await client.get(f"/v1/omnirag/jobs?limit=3&cursor={page['next_cursor']}", headers=T1)
+        ).get_json()
         assert [j["job_id"] for j in rest["jobs"]] == ids[::-1][3:] and rest["next_cursor"] is None
         await claim(db, limit=1)
         running = await (await client.get("/v1/omnirag/jobs?state=running", headers=T1)).get_json()
@@ -122,6 +138,7 @@ async def test_list_with_keyset_pagination_and_filters(fresh_database_url: str) 
 
 async def test_cancel_and_requeue(fresh_database_url: str) -> None:
     async with api(fresh_database_url) as (client, db):
+
         async def new(doc: str) -> int:
             response = await client.post("/v1/omnirag/jobs", json={"doc_id": doc, "text": doc}, headers=T1)
             return (await response.get_json())["job_id"]
@@ -129,7 +146,9 @@ async def test_cancel_and_requeue(fresh_database_url: str) -> None:
         queued = await new("q")
         response = await client.post(f"/v1/omnirag/jobs/{queued}/cancel", headers=T1)
         assert response.status_code == 200 and (await response.get_json())["state"] == "cancelled"
-        assert (await client.post(f"/v1/omnirag/jobs/{queued}/cancel", headers=T1)).status_code == 200  # idempotent
+        assert (
+            await client.post(f"/v1/omnirag/jobs/{queued}/cancel", headers=T1)
+        ).status_code == 200  # idempotent
         assert (await client.post(f"/v1/omnirag/jobs/{queued}/cancel", headers=T2)).status_code == 404
 
         running_id = await new("r")

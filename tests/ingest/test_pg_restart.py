@@ -24,15 +24,20 @@ from ._processes import Child, start_api, start_simulator, start_worker, wait_he
 
 class OwnPostgres:
     def __init__(self, root: Path) -> None:
-        self.pg = EmbeddedPostgres(root / "data", port=free_port(),
-                                   settings={"fsync": "off", "synchronous_commit": "off", "max_connections": "100"})
+        self.pg = EmbeddedPostgres(
+            root / "data",
+            port=free_port(),
+            settings={"fsync": "off", "synchronous_commit": "off", "max_connections": "100"},
+        )
         self.log = root / "postgres.log"
         self.proc: subprocess.Popen | None = None
 
     def start(self) -> None:
         self.pg.ensure_initialised()
         with open(self.log, "ab") as log:
-            self.proc = subprocess.Popen(self.pg.server_command(), stdout=log, stderr=log, **self.pg.process_identity())
+            self.proc = subprocess.Popen(
+                self.pg.server_command(), stdout=log, stderr=log, **self.pg.process_identity()
+            )
         deadline = time.monotonic() + 30
         while subprocess.run(self.pg.is_ready_command()).returncode != 0:
             if self.proc.poll() is not None or time.monotonic() > deadline:
@@ -101,8 +106,10 @@ def test_api_and_worker_survive_a_postgres_restart(own_postgres: OwnPostgres, tm
             own_postgres.start()
             accepted += [submit_with_retries(client, i, deadline) for i in range(20, 40)]
             while True:
-                states = [client.get(f"/v1/omnirag/jobs/{j}", headers={"x-floodgate-tenant": "acme"})
-                          for j in accepted]
+                states = [
+                    client.get(f"/v1/omnirag/jobs/{j}", headers={"x-floodgate-tenant": "acme"})
+                    for j in accepted
+                ]
                 if all(s.status_code == 200 and s.json()["state"] == "succeeded" for s in states):
                     break
                 assert time.monotonic() < deadline, [s.json().get("state") for s in states]

@@ -70,8 +70,18 @@ async def test_three_workers_300_jobs_each_succeeds_exactly_once(
             await submit(db, "acme", f"web{n}", None, source="url", url=url, content_hash=f"url:{url}")
         for name in ("w1", "w2", "w3"):
             # one chunk per document: the test is about the queue, not about embedding volume
-            children.append(start_worker(name, fresh_database_url, simulator, tmp_path, job_concurrency=8,
-                                         tenant_running_cap=6, chunk_tokens=64, chunk_overlap=8))
+            children.append(
+                start_worker(
+                    name,
+                    fresh_database_url,
+                    simulator,
+                    tmp_path,
+                    job_concurrency=8,
+                    tenant_running_cap=6,
+                    chunk_tokens=64,
+                    chunk_overlap=8,
+                )
+            )
         for child in children:
             wait_healthy(child)
         started = time.monotonic()
@@ -84,18 +94,23 @@ async def test_three_workers_300_jobs_each_succeeds_exactly_once(
 
         # each job ran once (no second attempt anywhere) and its chunks are complete, with no extras
         assert await db.fetchval("SELECT count(*) FROM ingest_jobs WHERE attempts <> 1") == 0
-        rows = await db.fetch("SELECT tenant_id, doc_id, count(*) AS n FROM chunks GROUP BY tenant_id, doc_id")
+        rows = await db.fetch(
+            "SELECT tenant_id, doc_id, count(*) AS n FROM chunks GROUP BY tenant_id, doc_id"
+        )
         got = {(r["tenant_id"], r["doc_id"]): r["n"] for r in rows}
         one_chunk = ChunkingConfig(chunk_tokens=64, overlap_tokens=8)
         web = {key: got.pop(key) for key in [("acme", "web0"), ("acme", "web1")]}
         assert all(n >= 1 for n in web.values())
-        titles = await db.fetch("SELECT DISTINCT metadata->>'url' AS url FROM chunks WHERE doc_id LIKE 'web%'")
+        titles = await db.fetch(
+            "SELECT DISTINCT metadata->>'url' AS url FROM chunks WHERE doc_id LIKE 'web%'"
+        )
         assert sorted(r["url"] for r in titles) == sorted(urls)
         assert got == {key: len(split_into_chunks(text, one_chunk)) for key, text in texts.items()}
         assert set(got.values()) == {1}
         mismatched = await db.fetchval(
             """SELECT count(*) FROM ingest_documents d JOIN ingest_jobs j ON j.id = d.job_id
-               WHERE j.tenant_id <> d.tenant_id OR j.doc_id <> d.doc_id""")
+               WHERE j.tenant_id <> d.tenant_id OR j.doc_id <> d.doc_id"""
+        )
         assert mismatched == 0
         assert await db.fetchval("SELECT count(*) FROM ingest_chunk_staging") == 0
         # the workers' own counts agree: 300 completions in total, shared between the three
@@ -120,7 +135,9 @@ async def test_sigkill_mid_job_another_worker_reclaims_and_completes(
         children.append(a)
 
         async def a_is_mid_job() -> bool:
-            n = await db.fetchval("SELECT count(*) FROM ingest_jobs WHERE state = 'running' AND chunks_done > 0")
+            n = await db.fetchval(
+                "SELECT count(*) FROM ingest_jobs WHERE state = 'running' AND chunks_done > 0"
+            )
             return n == 2
 
         await wait_until(a_is_mid_job, within=20)
@@ -137,7 +154,9 @@ async def test_sigkill_mid_job_another_worker_reclaims_and_completes(
         jobs = await db.fetch("SELECT attempts, lease_owner, chunks_total, chunks_done FROM ingest_jobs")
         assert all(j["attempts"] == 2 and j["lease_owner"] == "wB" for j in jobs)
         assert all(j["chunks_total"] == j["chunks_done"] == 8 for j in jobs)
-        rows = await db.fetch("SELECT doc_id, array_agg(chunk_no ORDER BY chunk_no) AS nos FROM chunks GROUP BY doc_id")
+        rows = await db.fetch(
+            "SELECT doc_id, array_agg(chunk_no ORDER BY chunk_no) AS nos FROM chunks GROUP BY doc_id"
+        )
         assert {r["doc_id"]: list(r["nos"]) for r in rows} == {d: list(range(8)) for d in texts}
         assert metric(b, "ingest_lease_expiries_total") == 2
         # B reused the chunks A had already staged rather than embedding everything again
@@ -192,7 +211,9 @@ async def test_sigterm_releases_running_jobs_and_exits_cleanly(
     async with open_db(fresh_database_url) as db:
         for i in range(2):
             await submit(db, "acme", f"doc{i}", document(i))
-        worker = start_worker("wT", fresh_database_url, simulator, tmp_path, shutdown_grace=0.3, **WORKER_CHUNKING)
+        worker = start_worker(
+            "wT", fresh_database_url, simulator, tmp_path, shutdown_grace=0.3, **WORKER_CHUNKING
+        )
         children.append(worker)
 
         async def both_running() -> bool:

@@ -75,8 +75,10 @@ async def test_fairness_cap_holds_under_concurrent_claimers(fresh_database_url: 
         for _round in range(6):
             async with trio.open_nursery() as nursery:
                 for w in range(8):
+
                     async def claimer(w: int = w) -> None:
                         claimed.extend(await claim(db, f"w{w}", limit=10, cap=cap))
+
                     nursery.start_soon(claimer)
             running = await db.fetch(
                 "SELECT tenant_id, count(*) AS n FROM ingest_jobs WHERE state = 'running' GROUP BY tenant_id"
@@ -129,7 +131,9 @@ async def test_fencing_a_stale_attempt_cannot_write(fresh_database_url: str) -> 
         assert await db.run(functools.partial(q.retry_or_bury, delay=1, error="x"), first.fence) is None
         assert not await db.run(q.release_job, first.fence)
         # the current attempt completes normally
-        reusable = await db.run(q.start_chunks, second.fence, [__import__("hashlib").md5(b"some text").hexdigest()])
+        reusable = await db.run(
+            q.start_chunks, second.fence, [__import__("hashlib").md5(b"some text").hexdigest()]
+        )
         assert reusable == set()  # the stale staged chunk has different content: not reused
         assert await db.run(q.stage_chunks, second.fence, [0], ["some text"], [VEC])
         assert await db.run(complete, second.fence)
@@ -165,9 +169,10 @@ async def test_binary_vectors_stage_fenced_with_exact_progress(fresh_database_ur
 
     vec_a = [float(i) / 384 for i in range(384)]
     vec_b = [0.0] * 383 + [1.0]
-    async with trio_asyncio.open_loop(), floodgate.open_pg_pool(
-        fresh_database_url, min_size=1, max_size=4, init=register_vector_codec
-    ) as db:
+    async with (
+        trio_asyncio.open_loop(),
+        floodgate.open_pg_pool(fresh_database_url, min_size=1, max_size=4, init=register_vector_codec) as db,
+    ):
         await submit(db, "t", "doc", "a b c")
         [job] = await claim(db)
         await db.run(q.start_chunks, job.fence, ["d0", "d1", "d2"])
@@ -233,7 +238,9 @@ async def test_cancel_queued_running_and_finished(fresh_database_url: str) -> No
         assert await db.run(q.cancel_running, running.fence)
         assert await db.run(q.cancel_job, "t", running.job_id) == q.CancelOutcome(JobState.CANCELLED, False)
         # a cancelled job cannot be completed by the worker that was running it
-        assert not await db.run(functools.partial(q.complete_job, document_hash="h", metadata={}), running.fence)
+        assert not await db.run(
+            functools.partial(q.complete_job, document_hash="h", metadata={}), running.fence
+        )
 
 
 async def test_a_late_old_version_never_overwrites_a_newer_one(fresh_database_url: str) -> None:
@@ -297,5 +304,7 @@ async def test_keyset_listing(fresh_database_url: str) -> None:
         page1 = await db.run(functools.partial(list_page, before_id=None), "t")
         page2 = await db.run(functools.partial(list_page, before_id=page1[-1].job_id), "t")
         assert [r.job_id for r in page1 + page2] == ids[::-1][:4]
-        queued = await db.run(functools.partial(q.list_jobs, state=JobState.RUNNING, limit=10, before_id=None), "t")
+        queued = await db.run(
+            functools.partial(q.list_jobs, state=JobState.RUNNING, limit=10, before_id=None), "t"
+        )
         assert queued == []

@@ -82,7 +82,9 @@ async def run_keeper(leases: Leases, send, until: float) -> None:
 
 async def test_keep_leases_extends_on_schedule_in_one_statement(autojump_clock: trio.abc.Clock) -> None:
     t0 = trio.current_time()
-    leases = Leases(a=LeaseClock.granted(duration=3.0, sent_at=t0), b=LeaseClock.granted(duration=3.0, sent_at=t0 + 0.4))
+    leases = Leases(
+        a=LeaseClock.granted(duration=3.0, sent_at=t0), b=LeaseClock.granted(duration=3.0, sent_at=t0 + 0.4)
+    )
 
     async def db(keys: list[str]) -> dict[str, Heartbeat]:
         await trio.sleep(0.1)  # the database takes 100 ms
@@ -97,7 +99,9 @@ async def test_keep_leases_extends_on_schedule_in_one_statement(autojump_clock: 
     assert leases.leases["b"].expires_at == pytest.approx(t0 + 6.0)
 
 
-async def test_keep_leases_stops_a_job_on_cancel_request_or_lost_lease(autojump_clock: trio.abc.Clock) -> None:
+async def test_keep_leases_stops_a_job_on_cancel_request_or_lost_lease(
+    autojump_clock: trio.abc.Clock,
+) -> None:
     t0 = trio.current_time()
     leases = Leases(**{k: LeaseClock.granted(duration=3.0, sent_at=t0) for k in ("keep", "cancel", "taken")})
 
@@ -127,7 +131,9 @@ async def test_keep_leases_gives_up_when_the_database_is_away(autojump_clock: tr
     assert stopped_at == [3.0]
 
 
-async def test_keep_leases_a_hanging_heartbeat_is_bounded_by_the_expiry(autojump_clock: trio.abc.Clock) -> None:
+async def test_keep_leases_a_hanging_heartbeat_is_bounded_by_the_expiry(
+    autojump_clock: trio.abc.Clock,
+) -> None:
     t0 = trio.current_time()
     leases = Leases(a=LeaseClock.granted(duration=3.0, sent_at=t0))
     stopped_at: list[float] = []
@@ -147,7 +153,9 @@ async def test_keep_leases_a_hanging_heartbeat_is_bounded_by_the_expiry(autojump
     assert leases.stopped == {"a": StopReason.LEASE_LOST} and stopped_at == [3.0]
 
 
-async def test_keep_leases_recovers_after_a_failed_heartbeat_and_waits_for_jobs(autojump_clock: trio.abc.Clock) -> None:
+async def test_keep_leases_recovers_after_a_failed_heartbeat_and_waits_for_jobs(
+    autojump_clock: trio.abc.Clock,
+) -> None:
     t0 = trio.current_time()
     leases = Leases()
     calls = 0
@@ -213,11 +221,24 @@ async def test_pipeline_spaces_embed_calls_and_keeps_the_limit(autojump_clock: t
 
     pipeline = JobPipeline(
         PipelineConfig(chunking=ChunkingConfig(1, 0, 100), embed_batch_size=1, embed_parallelism=8),
-        db=Db(), embedder=SlowEmbedder(), fetcher=None, embed_limiter=trio.CapacityLimiter(4),
+        db=Db(),
+        embedder=SlowEmbedder(),
+        fetcher=None,
+        embed_limiter=trio.CapacityLimiter(4),
         embed_spacer=CallSpacer(slots=4, fraction=0.8, smoothing=1.0),
     )
-    job = ClaimedJob(job_id=1, tenant_id="t", doc_id="d", content_hash="h", attempts=1, max_attempts=3,
-                     fence=Fence(1, __import__("uuid").uuid4()), text="a b c d e f g h", url=None, metadata={})
+    job = ClaimedJob(
+        job_id=1,
+        tenant_id="t",
+        doc_id="d",
+        content_hash="h",
+        attempts=1,
+        max_attempts=3,
+        fence=Fence(1, __import__("uuid").uuid4()),
+        text="a b c d e f g h",
+        url=None,
+        metadata={},
+    )
     await pipeline.run(job)
     assert peak == 4
     assert starts[:4] == [0.0] * 4

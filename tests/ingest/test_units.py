@@ -78,11 +78,19 @@ def test_provider_settings_treat_empty_variables_as_unset() -> None:
 
     from services.ingest import ProviderSettings
 
-    env = {"FLOODGATE_EMBED_BASE_URL": "http://embed.test", "FLOODGATE_EMBED_MODEL": "", "FLOODGATE_EMBED_API_KEY": "",
-           "FLOODGATE_FETCH_BASE_URL": ""}
+    env = {
+        "FLOODGATE_EMBED_BASE_URL": "http://embed.test",
+        "FLOODGATE_EMBED_MODEL": "",
+        "FLOODGATE_EMBED_API_KEY": "",
+        "FLOODGATE_FETCH_BASE_URL": "",
+    }
     settings = load_settings(ProviderSettings, "FLOODGATE_", env)
     assert settings.embed_base_url == "http://embed.test"
-    assert (settings.embed_model, settings.embed_api_key, settings.fetch_base_url) == ("sim-embed-384", None, None)
+    assert (settings.embed_model, settings.embed_api_key, settings.fetch_base_url) == (
+        "sim-embed-384",
+        None,
+        None,
+    )
 
 
 def test_worker_settings_map_to_the_worker_config() -> None:
@@ -91,8 +99,11 @@ def test_worker_settings_map_to_the_worker_config() -> None:
     from services.ingest import IngestWorkerSettings
     from services.ingest._bootstrap import worker_config
 
-    settings = load_settings(IngestWorkerSettings, "INGEST_WORKER_", {"INGEST_WORKER_TENANT_RUNNING_CAP": "0",
-                                                                      "INGEST_WORKER_LEASE_SECONDS": "3"})
+    settings = load_settings(
+        IngestWorkerSettings,
+        "INGEST_WORKER_",
+        {"INGEST_WORKER_TENANT_RUNNING_CAP": "0", "INGEST_WORKER_LEASE_SECONDS": "3"},
+    )
     config = worker_config(settings)
     assert config.tenant_running_cap is None and config.lease_seconds == 3.0
     with pytest.raises(SettingsError, match="INGEST_WORKER_JOB_CONCURRENCY"):

@@ -45,7 +45,9 @@ class FakeEmbedder:
                 await trio.sleep_forever()
             await trio.sleep(self.delay)
             if self.fail_status is not None:
-                raise floodgate.DependencyError(f"HTTP {self.fail_status}", dependency="embed", status=self.fail_status)
+                raise floodgate.DependencyError(
+                    f"HTTP {self.fail_status}", dependency="embed", status=self.fail_status
+                )
             return [[float(len(t) % 7)] + [0.0] * 382 + [1.0] for t in texts]
         finally:
             self.in_flight -= 1
@@ -62,12 +64,26 @@ class FakeFetcher:
 
 def make_worker(db, embedder, *, dsn: str | None = None, embed_limit: int = 4, **config) -> Worker:
     pipeline = JobPipeline(
-        PipelineConfig(chunking=ChunkingConfig(chunk_tokens=20, overlap_tokens=5), embed_batch_size=4,
-                       embed_parallelism=2),
-        db=db, embedder=embedder, fetcher=FakeFetcher(), embed_limiter=trio.CapacityLimiter(embed_limit),
+        PipelineConfig(
+            chunking=ChunkingConfig(chunk_tokens=20, overlap_tokens=5),
+            embed_batch_size=4,
+            embed_parallelism=2,
+        ),
+        db=db,
+        embedder=embedder,
+        fetcher=FakeFetcher(),
+        embed_limiter=trio.CapacityLimiter(embed_limit),
     )
-    defaults = dict(worker_id="w1", job_concurrency=4, claim_batch=4, lease_seconds=5.0, poll_interval=0.05,
-                    reap_interval=0.1, shutdown_grace=0.5, backoff=RetryBackoff(base=0.02, cap=0.05))
+    defaults = dict(
+        worker_id="w1",
+        job_concurrency=4,
+        claim_batch=4,
+        lease_seconds=5.0,
+        poll_interval=0.05,
+        reap_interval=0.1,
+        shutdown_grace=0.5,
+        backoff=RetryBackoff(base=0.02, cap=0.05),
+    )
     defaults.update(config)
     listener = (lambda wake, cancel: PgListener(dsn, on_jobs=wake, on_cancel=cancel)) if dsn else None
     return Worker(WorkerConfig(**defaults), db=db, runner=pipeline, listener_factory=listener)
@@ -85,10 +101,10 @@ async def test_jobs_run_through_the_pipeline(fresh_database_url: str) -> None:
         text = " ".join(f"word{i}" for i in range(100))  # 100 tokens -> 7 chunks of 20 with overlap 5
         for i in range(6):
             await submit(db, f"t{i % 2}", f"doc{i}", text + f" v{i}", metadata={"n": i})
-        await submit(db, "t0", "web", None, source="url", url="https://example.com/a",
-                     content_hash="u1")
-        await submit(db, "t0", "gone", None, source="url", url="https://example.com/missing",
-                     content_hash="u2")
+        await submit(db, "t0", "web", None, source="url", url="https://example.com/a", content_hash="u1")
+        await submit(
+            db, "t0", "gone", None, source="url", url="https://example.com/missing", content_hash="u2"
+        )
         embedder = FakeEmbedder()
         worker = make_worker(db, embedder, embed_limit=3)
         shutdown = trio.Event()
@@ -97,10 +113,14 @@ async def test_jobs_run_through_the_pipeline(fresh_database_url: str) -> None:
             await wait_for_states(db, {"succeeded": 7, "failed": 1})
             shutdown.set()
         assert embedder.peak <= 3  # the process-wide embed limit holds across jobs
-        counts = await db.fetch("SELECT doc_id, count(*) AS n, max(metadata->>'n') AS m FROM chunks GROUP BY doc_id")
+        counts = await db.fetch(
+            "SELECT doc_id, count(*) AS n, max(metadata->>'n') AS m FROM chunks GROUP BY doc_id"
+        )
         by_doc = {r["doc_id"]: r["n"] for r in counts}
         assert by_doc["doc0"] == 7 and len(by_doc) == 7
-        failed = await db.fetchrow("SELECT last_error, last_error_kind FROM ingest_jobs WHERE doc_id = 'gone'")
+        failed = await db.fetchrow(
+            "SELECT last_error, last_error_kind FROM ingest_jobs WHERE doc_id = 'gone'"
+        )
         assert failed["last_error_kind"] == "permanent" and "404" in failed["last_error"]
         assert worker.statistics().outcomes == {"succeeded": 7, "failed": 1}
 

@@ -21,11 +21,21 @@ def budget_dict(**dependency_overrides: Any) -> dict[str, Any]:
         "max_waiters": 2,
         "max_wait": 1.0,
         "timeouts": {"connect": 1.0, "read": 5.0, "attempt": 5.0, "min_time_to_start": 0.05},
-        "retry": {"max_attempts": 3, "max_total": 30.0, "backoff_base": 0.1, "backoff_cap": 1.0,
-                  "retry_after_cap": 5.0},
+        "retry": {
+            "max_attempts": 3,
+            "max_total": 30.0,
+            "backoff_base": 0.1,
+            "backoff_cap": 1.0,
+            "retry_after_cap": 5.0,
+        },
         "retry_budget": {"ratio": 1.0, "window": 10.0, "min_retries": 100},
-        "breaker": {"window": 10.0, "min_calls": 100, "failure_rate": 0.5, "open_duration": 5.0,
-                    "slow_call_duration": 100.0},
+        "breaker": {
+            "window": 10.0,
+            "min_calls": 100,
+            "failure_rate": 0.5,
+            "open_duration": 5.0,
+            "slow_call_duration": 100.0,
+        },
     }
     for key, value in dependency_overrides.items():
         if isinstance(value, dict) and isinstance(api.get(key), dict):

@@ -30,7 +30,11 @@ def test_each_error_maps_to_one_http_status(cls, status, code):
     exc = cls("too busy", dependency="llm", retry_after=1.2)
     assert isinstance(exc, floodgate.FloodgateError)
     assert (exc.http_status, exc.code, exc.dependency, exc.retry_after, exc.reason) == (
-        status, code, "llm", 1.2, "too busy",
+        status,
+        code,
+        "llm",
+        1.2,
+        "too busy",
     )
     body = floodgate.error_body(exc)
     assert body["code"] == code
@@ -43,13 +47,32 @@ def test_each_error_maps_to_one_http_status(cls, status, code):
 def test_dependency_error_carries_the_downstream_status():
     exc = floodgate.DependencyError("HTTP 503", dependency="search", status=503)
     assert floodgate.error_body(exc)["details"] == {
-        "dependency": "search", "reason": "HTTP 503", "retry_after": None, "status": 503,
+        "dependency": "search",
+        "reason": "HTTP 503",
+        "retry_after": None,
+        "status": 503,
     }
     assert floodgate.retry_after_header(exc) is None
 
 
 def test_contract_names_exist():
-    for name in ["Gate", "Dependencies", "Dependency", "Degradations", "optional", "Singleflight", "TTLCache",
-                 "CacheStore", "open_pg_pool", "FloodgateMetrics", "LoopLagMonitor", "deadline_after",
-                 "time_left", "deadline_from_headers", "deadline_headers", "load_budget", "BudgetError"]:
+    for name in [
+        "Gate",
+        "Dependencies",
+        "Dependency",
+        "Degradations",
+        "optional",
+        "Singleflight",
+        "TTLCache",
+        "CacheStore",
+        "open_pg_pool",
+        "FloodgateMetrics",
+        "LoopLagMonitor",
+        "deadline_after",
+        "time_left",
+        "deadline_from_headers",
+        "deadline_headers",
+        "load_budget",
+        "BudgetError",
+    ]:
         assert name in floodgate.__all__

@@ -13,7 +13,9 @@ from .conftest import REPO_BUDGET, budget_dict
 def test_repo_budget_loads_and_derives_local_limits(repo_budget):
     assert repo_budget.process_limit("online", "llm") == 16
     assert repo_budget.process_limit("online", "embed") == 8
-    assert repo_budget.process_limit("ingest_worker", "embed") == 12  # 32 x 0.75 over the 2 planned worker processes
+    assert (
+        repo_budget.process_limit("ingest_worker", "embed") == 12
+    )  # 32 x 0.75 over the 2 planned worker processes
     assert repo_budget.process_limit("online", "db") == 24
     assert repo_budget.process_limit("ingest_api", "db") == 16
     assert set(repo_budget.dependencies_of("online")) == {"llm", "search", "embed", "rerank", "db"}
@@ -65,26 +67,48 @@ def test_error_names_the_key_path():
     [
         (lambda d: d["dependencies"]["api"].update(max_wait=-1), "dependencies.api.max_wait: must be >= 0"),
         (lambda d: d["dependencies"]["api"].pop("shares"), "dependencies.api.shares: is required"),
-        (lambda d: d["deployment"].pop("database_max_connections"),
-         "deployment.database_max_connections: is required"),
+        (
+            lambda d: d["deployment"].pop("database_max_connections"),
+            "deployment.database_max_connections: is required",
+        ),
         (lambda d: d["dependencies"]["api"].update(colour="red"), "dependencies.api.colour: unknown key"),
-        (lambda d: d["dependencies"]["api"]["timeouts"].update(attempt=0),
-         "dependencies.api.timeouts.attempt: must be > 0"),
+        (
+            lambda d: d["dependencies"]["api"]["timeouts"].update(attempt=0),
+            "dependencies.api.timeouts.attempt: must be > 0",
+        ),
         (lambda d: d["services"]["svc"].update(workers=0), "services.svc.workers: must be >= 1"),
-        (lambda d: d["endpoints"]["ep"].update(slo_p95_ms=500), "endpoints.ep: slo_p95_ms must be <= slo_p99_ms"),
-        (lambda d: d["dependencies"]["api"]["shares"].update(svc=1.5), "dependencies.api.shares.svc: must be <= 1"),
-        (lambda d: d["dependencies"]["api"].pop("global_concurrency"),
-         "dependencies.api: global_concurrency is required for kind = 'http'"),
-        (lambda d: d["dependencies"]["api"]["retry"].update(backoff_cap=0.01),
-         "dependencies.api.retry: backoff_cap must be >= backoff_base"),
-        (lambda d: d["endpoints"]["ep"].update(admission={"latency_tolerance": 0.9}),
-         "endpoints.ep.admission.latency_tolerance: must be >= 1"),
-        (lambda d: d["endpoints"]["ep"].update(admission={"min_fraction": 0}),
-         "endpoints.ep.admission.min_fraction: must be > 0"),
-        (lambda d: d["endpoints"]["ep"].update(admission={"bottleneck_queue": -1}),
-         "endpoints.ep.admission.bottleneck_queue: must be >= 0"),
-        (lambda d: d["endpoints"]["ep"].update(admission={"adaptiv": False}),
-         "endpoints.ep.admission.adaptiv: unknown key"),
+        (
+            lambda d: d["endpoints"]["ep"].update(slo_p95_ms=500),
+            "endpoints.ep: slo_p95_ms must be <= slo_p99_ms",
+        ),
+        (
+            lambda d: d["dependencies"]["api"]["shares"].update(svc=1.5),
+            "dependencies.api.shares.svc: must be <= 1",
+        ),
+        (
+            lambda d: d["dependencies"]["api"].pop("global_concurrency"),
+            "dependencies.api: global_concurrency is required for kind = 'http'",
+        ),
+        (
+            lambda d: d["dependencies"]["api"]["retry"].update(backoff_cap=0.01),
+            "dependencies.api.retry: backoff_cap must be >= backoff_base",
+        ),
+        (
+            lambda d: d["endpoints"]["ep"].update(admission={"latency_tolerance": 0.9}),
+            "endpoints.ep.admission.latency_tolerance: must be >= 1",
+        ),
+        (
+            lambda d: d["endpoints"]["ep"].update(admission={"min_fraction": 0}),
+            "endpoints.ep.admission.min_fraction: must be > 0",
+        ),
+        (
+            lambda d: d["endpoints"]["ep"].update(admission={"bottleneck_queue": -1}),
+            "endpoints.ep.admission.bottleneck_queue: must be >= 0",
+        ),
+        (
+            lambda d: d["endpoints"]["ep"].update(admission={"adaptiv": False}),
+            "endpoints.ep.admission.adaptiv: unknown key",
+        ),
     ],
 )
 def test_invalid_values_are_named(mutate, expected):
@@ -108,7 +132,11 @@ def test_database_pools_that_exceed_max_connections_do_not_fit():
     data["services"]["worker"] = {"replicas": 2, "workers": 2}
     data["dependencies"]["api"]["global_concurrency"] = 20
     data["dependencies"]["db"] = {"kind": "postgres", "global_concurrency": 80, "shares": {"svc": 1.0}}
-    data["dependencies"]["db_write"] = {"kind": "postgres", "global_concurrency": 40, "shares": {"worker": 1.0}}
+    data["dependencies"]["db_write"] = {
+        "kind": "postgres",
+        "global_concurrency": 40,
+        "shares": {"worker": 1.0},
+    }
     [problem] = problems_of(data)
     assert problem.startswith("dependencies: database pools of all services need 120 connections")
     assert "database_max_connections - database_reserve = 90" in problem

@@ -56,7 +56,11 @@ async def test_deadline_headers(autojump_clock):
         ({}, None, None),
         ({"x-envoy-expected-rq-timeout-ms": "1500"}, 8.0, 1.5),
         ({"X-Floodgate-Deadline-Ms": "700", "x-envoy-expected-rq-timeout-ms": "1500"}, 8.0, 0.7),
-        ({"x-floodgate-deadline-ms": "20000"}, 8.0, 8.0),  # a caller cannot ask for more than the endpoint allows
+        (
+            {"x-floodgate-deadline-ms": "20000"},
+            8.0,
+            8.0,
+        ),  # a caller cannot ask for more than the endpoint allows
         ({"x-floodgate-deadline-ms": "20000"}, None, 20.0),
         ({"x-floodgate-deadline-ms": "soon"}, 8.0, 8.0),
         ({"x-envoy-expected-rq-timeout-ms": "0"}, 8.0, 8.0),

@@ -179,7 +179,13 @@ async def test_breaker_opens_half_opens_and_closes(autojump_clock):
     dep = make_dependency(
         global_concurrency=3,
         retry={"max_attempts": 1},
-        breaker={"min_calls": 4, "failure_rate": 0.5, "open_duration": 5.0, "half_open_probes": 2, "window": 10.0},
+        breaker={
+            "min_calls": 4,
+            "failure_rate": 0.5,
+            "open_duration": 5.0,
+            "half_open_probes": 2,
+            "window": 10.0,
+        },
     )
     for outcome in ["ok", status(500), "ok", status(503)]:
         try:
@@ -299,7 +305,9 @@ async def test_other_exceptions_pass_through_unretried(autojump_clock):
 
 async def test_transport_errors_are_retried_and_mapped(autojump_clock):
     dep = make_dependency()
-    fn = Script(ConnectionRefusedError("refused"), ConnectionRefusedError("refused"), ConnectionRefusedError("no"))
+    fn = Script(
+        ConnectionRefusedError("refused"), ConnectionRefusedError("refused"), ConnectionRefusedError("no")
+    )
     with pytest.raises(floodgate.DependencyError, match="ConnectionRefusedError: no") as info:
         await dep.call(fn)  # connection refused: never processed, safe to retry even if not idempotent
     assert info.value.status is None and len(fn.times) == 3
@@ -322,7 +330,8 @@ async def test_cancellation_at_any_await_leaves_everything_consistent(autojump_c
     #   1.0 attempt 1 fails (503); 1.0-1.1 backoff; 1.1-2.0 waits for a token;
     #   2.0-2.5 attempt 2 hangs until its timeout; 2.5-2.7 backoff; 2.7-3.0 token; 3.0-3.5 attempt 3 hangs
     dep = make_dependency(
-        global_concurrency=1, rate_limit={"rpm": 60, "burst": 1, "max_wait": 2.0},
+        global_concurrency=1,
+        rate_limit={"rpm": 60, "burst": 1, "max_wait": 2.0},
         timeouts={"attempt": 0.5, "min_time_to_start": 0.0},
     )
     fn = Script(status(503), "hang", "hang")
@@ -358,10 +367,12 @@ async def test_closing_dependencies_closes_every_client_even_when_one_fails():
 
     policy = floodgate.parse_budget(budget_dict()).dependency("api")
     healthy = httpx.AsyncClient()
-    deps = floodgate.Dependencies({
-        "first": floodgate.Dependency("first", policy, capacity=1, client=FailsToClose()),
-        "second": floodgate.Dependency("second", policy, capacity=1, client=healthy),
-    })
+    deps = floodgate.Dependencies(
+        {
+            "first": floodgate.Dependency("first", policy, capacity=1, client=FailsToClose()),
+            "second": floodgate.Dependency("second", policy, capacity=1, client=healthy),
+        }
+    )
     with pytest.raises(RuntimeError, match="close failed"):
         await deps.aclose()
     assert healthy.is_closed

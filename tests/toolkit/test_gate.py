@@ -245,7 +245,8 @@ def test_gate_invariants_under_random_load(capacity, max_waiters, max_wait, weig
     weights=st.dictionaries(tenants, st.integers(1, 3), max_size=3),
     ops=st.lists(
         st.tuples(st.sampled_from(["push a", "push b", "push c", "pop", "remove"]), st.integers(0, 50)),
-        min_size=4, max_size=60,
+        min_size=4,
+        max_size=60,
     ),
 )
 def test_fair_queue_no_tenant_served_beyond_its_weight_while_another_waits(weights, ops):
@@ -284,7 +285,9 @@ async def test_gate_metrics(autojump_clock):
     from prometheus_client import CollectorRegistry
 
     registry = CollectorRegistry()
-    gate = floodgate.Gate("embed", 1, max_waiters=1, max_wait=1.0, metrics=floodgate.FloodgateMetrics(registry))
+    gate = floodgate.Gate(
+        "embed", 1, max_waiters=1, max_wait=1.0, metrics=floodgate.FloodgateMetrics(registry)
+    )
     value = registry.get_sample_value
     async with trio.open_nursery() as nursery:
         nursery.start_soon(hold, gate, "a", 0.5)

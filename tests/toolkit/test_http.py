@@ -14,8 +14,13 @@ from .conftest import budget_dict
 def build(handler, *, registry=None, **overrides) -> floodgate.Dependencies:
     budget = floodgate.parse_budget(budget_dict(**overrides))
     return floodgate.Dependencies.from_budget(
-        budget, service="svc", registry=registry, http_base_urls={"api": "http://api.test"},
-        api_keys={"api": "sk-test"}, transport=httpx.MockTransport(handler), rng=lambda: 1.0,
+        budget,
+        service="svc",
+        registry=registry,
+        http_base_urls={"api": "http://api.test"},
+        api_keys={"api": "sk-test"},
+        transport=httpx.MockTransport(handler),
+        rng=lambda: 1.0,
     )
 
 
@@ -31,8 +36,9 @@ async def test_request_retries_503_honouring_retry_after(autojump_clock):
     registry = CollectorRegistry()
     async with build(handler, registry=registry) as deps:
         with floodgate.deadline_after(5.0):
-            resp = await deps["api"].request("POST", "/v1/embeddings", json={"input": "x"}, tenant="t1",
-                                             idempotent=True)
+            resp = await deps["api"].request(
+                "POST", "/v1/embeddings", json={"input": "x"}, tenant="t1", idempotent=True
+            )
     assert resp.json() == {"ok": True}
     assert [t for t, _ in seen] == [0.0, 2.0]
     request = seen[1][1]

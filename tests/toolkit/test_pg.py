@@ -24,7 +24,9 @@ async def test_pool_under_trio_runs_a_transaction_in_one_crossing(database_url):
     registry = CollectorRegistry()
     gate = floodgate.Gate("db", 2, max_waiters=8, max_wait=5.0)
     async with trio_asyncio.open_loop():
-        async with floodgate.open_pg_pool(database_url, min_size=1, max_size=2, gate=gate, registry=registry) as pool:
+        async with floodgate.open_pg_pool(
+            database_url, min_size=1, max_size=2, gate=gate, registry=registry
+        ) as pool:
             await pool.execute("create table if not exists fg_items (tenant text, value int)")
             await pool.execute("delete from fg_items")
             counts = []
@@ -101,7 +103,9 @@ async def _no_reset(conn: asyncpg.Connection) -> None:
 
 
 @pytest.mark.parametrize("reset", [None, _no_reset], ids=["default_reset", "no_reset"])
-async def test_a_connection_the_server_killed_while_idle_is_a_dependency_error_then_replaced(database_url, reset):
+async def test_a_connection_the_server_killed_while_idle_is_a_dependency_error_then_replaced(
+    database_url, reset
+):
     # When PostgreSQL stops (fast shutdown, failover, pg_terminate_backend) each idle session first gets
     # a FATAL ErrorResponse, then its socket closes. asyncpg handles the message in one loop iteration
     # and the EOF in a later one: a caller that takes the connection in between gets asyncpg's
@@ -112,7 +116,9 @@ async def test_a_connection_the_server_killed_while_idle_is_a_dependency_error_t
         async with floodgate.open_pg_pool(database_url, min_size=1, max_size=1, **kwargs) as pool:
             assert await pool.fetchval("select 1") == 1
             (holder,) = [h for h in pool.raw._holders if h.is_connected()]
-            holder._con._protocol.data_received(_fatal_error_response(b"terminating connection due to administrator command"))
+            holder._con._protocol.data_received(
+                _fatal_error_response(b"terminating connection due to administrator command")
+            )
             with pytest.raises(floodgate.DependencyError, match="InternalClientError"):
                 await pool.fetchval("select 2")
             # The broken connection is not handed out again: the next call gets a new one.

@@ -57,8 +57,12 @@ def test_production_shape_warnings():
 
 def test_strict_exits_1_on_warnings(tmp_path):
     path = tmp_path / "budget.toml"
-    path.write_text(REPO_BUDGET.read_text().replace("max_waiters = 32\nmax_wait = 1.0\ntypical_latency = 0.4",
-                                                   "max_waiters = 500\nmax_wait = 1.0\ntypical_latency = 0.4"))
+    path.write_text(
+        REPO_BUDGET.read_text().replace(
+            "max_waiters = 32\nmax_wait = 1.0\ntypical_latency = 0.4",
+            "max_waiters = 500\nmax_wait = 1.0\ntypical_latency = 0.4",
+        )
+    )
     code, out, _ = run("plan", "--budget", str(path), "--strict")
     assert code == 1
     assert "online.llm: 500 waiters need 12.50s to drain at 40.0/s but max_wait is 1s" in out

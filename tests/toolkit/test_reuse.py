@@ -22,7 +22,10 @@ async def test_optional_falls_back_and_records_why(autojump_clock):
     assert await floodgate.optional("search", search, fallback=[], degradations=degraded) == ["r1"]
     assert degraded.steps == ["rerank"]
     assert degraded.as_list() == [{"step": "rerank", "dependency": "rerank", "reason": "circuit_open"}]
-    assert registry.get_sample_value("floodgate_degraded_total", {"step": "rerank", "reason": "circuit_open"}) == 1
+    assert (
+        registry.get_sample_value("floodgate_degraded_total", {"step": "rerank", "reason": "circuit_open"})
+        == 1
+    )
 
 
 @pytest.mark.parametrize(
@@ -40,14 +43,18 @@ async def test_optional_covers_every_floodgate_error(error):
     async def step():
         raise error
 
-    result = await floodgate.optional("answer", step, fallback_factory=lambda exc: exc.code, degradations=degraded)
+    result = await floodgate.optional(
+        "answer", step, fallback_factory=lambda exc: exc.code, degradations=degraded
+    )
     assert result == error.code
     assert degraded.as_list() == [{"step": "answer", "dependency": "llm", "reason": error.code}]
 
 
 async def test_optional_step_time_limit(autojump_clock):
     degraded = floodgate.Degradations()
-    result = await floodgate.optional("rerank", trio.sleep_forever, fallback=None, degradations=degraded, within=0.3)
+    result = await floodgate.optional(
+        "rerank", trio.sleep_forever, fallback=None, degradations=degraded, within=0.3
+    )
     assert result is None and trio.current_time() == pytest.approx(0.3)
     assert degraded.as_list() == [{"step": "rerank", "dependency": "rerank", "reason": "timeout"}]
 
@@ -55,8 +62,13 @@ async def test_optional_step_time_limit(autojump_clock):
 async def test_optional_charges_a_timeout_to_its_dependency_and_names_the_fallback(autojump_clock):
     degraded = floodgate.Degradations()
     result = await floodgate.optional(
-        "rerank", trio.sleep_forever, fallback="fused", degradations=degraded, within=0.3,
-        dependency="reranker", fallback_name="fused_score",
+        "rerank",
+        trio.sleep_forever,
+        fallback="fused",
+        degradations=degraded,
+        within=0.3,
+        dependency="reranker",
+        fallback_name="fused_score",
     )
     assert result == "fused"
 
@@ -181,7 +193,9 @@ async def test_ttl_cache_expires_entries_at_ttl(autojump_clock):
     assert await cache.get("none") is None  # None is a value, MISSING is absence
     stats = cache.statistics()
     assert (stats.hits, stats.misses) == (2, 1)
-    assert registry.get_sample_value("floodgate_cache_requests_total", {"cache": "embed", "result": "hit"}) == 2
+    assert (
+        registry.get_sample_value("floodgate_cache_requests_total", {"cache": "embed", "result": "hit"}) == 2
+    )
 
 
 async def test_ttl_cache_evicts_least_recently_used(autojump_clock):
