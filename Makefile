@@ -33,9 +33,9 @@ test: $(STAMP)  ## the default suite (fast; no running service needed)
 test-all: $(STAMP)  ## including slow soak/load tests
 	$(PY) -m pytest $(ARGS)
 
-lint: $(STAMP)
+lint: $(STAMP)  ## fails on a lint error or an unformatted file
 	$(VENV)/bin/ruff check .
-	$(VENV)/bin/ruff format --check . || true
+	$(VENV)/bin/ruff format --check .
 
 plan: $(STAMP)  ## derived per-process limits and pool sizes from config/budget.toml
 	$(VENV)/bin/floodgate plan
