@@ -21,7 +21,7 @@ import trio
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
 from quart import Quart, Response, g, jsonify, request
 from quart_trio import QuartTrio
-from werkzeug.exceptions import HTTPException
+from werkzeug.exceptions import HTTPException, MethodNotAllowed
 
 from ._errors import ApiError, error_payload
 
@@ -97,7 +97,8 @@ def create_app(
       before the handler runs, so an early answer cannot wedge a keep-alive connection.
     - Every error is JSON ``{"error": {"code", "message", "details"}}``: an `ApiError` as raised;
       a ``floodgate.FloodgateError`` with its own status (429/503/504/502) and ``Retry-After``;
-      an oversize body as 413 (and the connection closed); anything unexpected as a 500 that
+      an oversize body as 413 (and the connection closed); a method the path does not serve as 405
+      with ``Allow`` (never a 404: the path exists); anything unexpected as a 500 that
       names the request id and is logged with its traceback, never sent to the client.
 
     Add readiness checks later with ``chassis_state(app).readiness[name] = fn``.
@@ -187,6 +188,18 @@ def _install_error_handlers(app: QuartTrio) -> None:
                 413,
                 error_payload("body_too_large", message, {"limit_bytes": limit}),
                 {"Connection": "close"},
+            )
+        if isinstance(exc, MethodNotAllowed):
+            # The path exists, the method does not: say which ones do (RFC 9110 requires Allow).
+            allowed = sorted(exc.valid_methods or ())
+            return _json_error(
+                405,
+                error_payload(
+                    "method_not_allowed",
+                    f"{request.method} is not served at {request.path}; allowed: {', '.join(allowed)}",
+                    {"allowed": allowed},
+                ),
+                {"Allow": ", ".join(allowed)},
             )
         return _json_error(exc.code or 500, error_payload(code, message))
 

@@ -95,6 +95,25 @@ async def test_metrics_in_prometheus_text() -> None:
     assert 'http_requests_total{method="GET",route="/healthz",status="200"} 1.0' in text
 
 
+async def test_a_method_the_path_does_not_serve_is_405_with_allow() -> None:
+    client = make_app().test_client()
+    for method, path, allowed in (
+        ("GET", "/items", ["OPTIONS", "POST"]),
+        ("DELETE", "/items", ["OPTIONS", "POST"]),
+        ("POST", "/healthz", ["GET", "HEAD", "OPTIONS"]),
+        ("PUT", "/metrics", ["GET", "HEAD", "OPTIONS"]),
+    ):
+        response = await client.open(path, method=method)
+        assert response.status_code == 405, (method, path)
+        assert response.headers["Allow"] == ", ".join(allowed)
+        assert response.content_type == "application/json"
+        error = (await response.get_json())["error"]
+        assert error["code"] == "method_not_allowed"
+        assert error["details"] == {"allowed": allowed}
+    # a path that does not exist at all is still a 404
+    assert (await client.delete("/nowhere")).status_code == 404
+
+
 async def test_api_error_is_json_with_headers() -> None:
     response = await make_app().test_client().get("/refuse")
     assert response.status_code == 409
