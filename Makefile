@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
 .PHONY: venv up start down status test test-all lint clean plan \
-        bench-toolkit bench-queue bench-ingest bench-overload bench-gateway
+        bench-toolkit bench-queue bench-ingest bench-overload bench-gateway bench-retry
 
 venv: $(STAMP)
 
@@ -54,6 +54,10 @@ bench-overload: $(STAMP)
 
 bench-gateway: $(STAMP)
 	$(PY) bench/bench_gateway.py
+
+bench-retry: $(STAMP)  ## floodgate's retry loop vs stamina and tenacity (installs the bench extra)
+	$(PY) -m pip install --quiet -e '.[bench]'
+	$(PY) bench/bench_retry.py
 
 clean:
 	-@test -x $(PY) && $(PY) -m cluster down >/dev/null 2>&1 || true
