@@ -9,7 +9,10 @@ directly.
 
 The pool's size comes from the budget (``budget.process_limit(service, "db")``) and a `Gate`
 of the same capacity sits in front of it, so waiting for a connection is bounded, fair
-between tenants, and rejected with `Overloaded` like any other dependency.
+between tenants, and rejected with `Overloaded` like any other dependency. The dependency's
+``timeouts`` bound opening a connection (``connect``) and every statement (``attempt``: the
+server's ``statement_timeout`` and asyncpg's ``command_timeout``); a statement that runs out of
+time is a `DeadlineExceeded` naming the pool.
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ import anyio
 import asyncpg
 import sniffio
 
+from ._budget import TimeoutPolicy
 from ._errors import DeadlineExceeded, DependencyError
 from ._gate import DEFAULT_TENANT, Gate, GateStatistics
 from ._metrics import FloodgateMetrics
@@ -121,7 +125,9 @@ class PgPool:
         ``fn`` is an *asyncio* coroutine function (it awaits asyncpg directly); open the
         transaction inside it (``async with conn.transaction():``) or use
         `run_in_transaction`. Waits for the db gate (`Overloaded` when full). Connection
-        failures become `DependencyError`; SQL errors (constraint violations...) pass through.
+        failures become `DependencyError`, a statement out of time (``command_timeout``, the
+        server's ``statement_timeout``) `DeadlineExceeded`; other SQL errors (constraint
+        violations...) pass through.
         """
         async with self.gate.slot(tenant):
             self._crossings += 1
@@ -129,6 +135,10 @@ class PgPool:
                 return await self._cross(fn, args)
             except TimeoutError as exc:  # before OSError, its base class
                 raise DeadlineExceeded("database call timed out", dependency=self.name) from exc
+            except asyncpg.QueryCanceledError as exc:
+                # The server's statement_timeout (or an operator's pg_cancel_backend): either way
+                # the database did not answer in time, and the session is fine for the next call.
+                raise DeadlineExceeded(f"database statement cancelled: {exc}", dependency=self.name) from exc
             except _CONNECTION_ERRORS as exc:
                 raise DependencyError(f"{type(exc).__name__}: {exc}", dependency=self.name) from exc
 
@@ -202,6 +212,24 @@ async def _close_pool(pool: asyncpg.Pool, grace: float) -> None:
         pool.terminate()
 
 
+def _with_timeouts(timeouts: TimeoutPolicy, pool_kwargs: dict[str, Any]) -> dict[str, Any]:
+    """asyncpg's connection arguments for ``timeouts``; one source only, so no silent override."""
+    given = {"timeout", "command_timeout"} & set(pool_kwargs)
+    settings = dict(pool_kwargs.get("server_settings") or {})
+    if "statement_timeout" in settings:
+        given.add("server_settings['statement_timeout']")
+    if given:
+        raise TypeError(f"open_pg_pool: timeouts= sets {', '.join(sorted(given))}; pass one or the other")
+    # PostgreSQL reads a bare number as milliseconds; 0 would mean "no timeout".
+    settings["statement_timeout"] = str(max(1, round(timeouts.attempt * 1000)))
+    return {
+        **pool_kwargs,
+        "timeout": timeouts.connect,
+        "command_timeout": timeouts.attempt,
+        "server_settings": settings,
+    }
+
+
 def _bridge_for_backend() -> Callable[[Callable[..., Awaitable[Any]]], Callable[..., Awaitable[Any]]]:
     backend = sniffio.current_async_library()
     if backend == "asyncio":
@@ -232,6 +260,7 @@ async def open_pg_pool(
     max_waiters: int = 64,
     max_wait: float = 1.0,
     close_timeout: float = 10.0,
+    timeouts: TimeoutPolicy | None = None,
     **pool_kwargs: Any,
 ) -> AsyncIterator[PgPool]:
     """Open an asyncpg pool for this process; close it on exit.
@@ -240,11 +269,18 @@ async def open_pg_pool(
     gate (``deps["db"].gate``) so the pool shares its budget, else a gate of ``max_size``
     slots with ``max_waiters``/``max_wait`` is made. Under trio a trio-asyncio loop must be
     open. On exit the pool waits up to ``close_timeout`` seconds for connections still in use
-    to come back, then closes them anyway. Other keyword arguments go to
-    `asyncpg.create_pool` (e.g. ``init``, ``command_timeout``).
+    to come back, then closes them anyway.
+
+    ``timeouts`` is the dependency's policy (``budget.dependency("db").timeouts``): ``connect``
+    bounds opening each connection, ``attempt`` each statement twice over — on the server
+    (``statement_timeout``, which also ends a statement whose client has gone) and in asyncpg
+    (``command_timeout``, which also covers a server that stopped answering). Other keyword
+    arguments go to `asyncpg.create_pool` (e.g. ``init``, ``reset``, ``server_settings``).
     """
     if max_size < 1 or not 0 <= min_size <= max_size:
         raise ValueError(f"need 0 <= min_size <= max_size and max_size >= 1 (got {min_size}, {max_size})")
+    if timeouts is not None:
+        pool_kwargs = _with_timeouts(timeouts, pool_kwargs)
     if metrics is None and registry is not None:
         metrics = FloodgateMetrics(registry)
     bridge = _bridge_for_backend()

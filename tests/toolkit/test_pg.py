@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import socket
 
 import asyncpg
 import floodgate
@@ -124,3 +125,75 @@ async def test_a_connection_the_server_killed_while_idle_is_a_dependency_error_t
             # The broken connection is not handed out again: the next call gets a new one.
             assert await pool.fetchval("select 3") == 3
             assert pool.statistics().in_use == 0
+
+
+# -- the budget's timeouts --------------------------------------------------------------------
+
+
+async def test_the_budget_db_timeouts_become_the_pools_statement_and_command_timeouts(database_url):
+    timeouts = floodgate.load_budget("config/budget.toml").dependency("db").timeouts
+    async with trio_asyncio.open_loop():
+        async with floodgate.open_pg_pool(database_url, max_size=1, timeouts=timeouts) as pool:
+            assert await pool.fetchval("show statement_timeout") == f"{timeouts.attempt:g}s"
+            assert pool.raw._connect_kwargs["command_timeout"] == timeouts.attempt
+            assert pool.raw._connect_kwargs["timeout"] == timeouts.connect
+
+
+async def test_a_statement_longer_than_the_attempt_timeout_is_a_deadline_exceeded(database_url):
+    timeouts = floodgate.TimeoutPolicy(attempt=0.2)
+    async with trio_asyncio.open_loop():
+        async with floodgate.open_pg_pool(
+            database_url, max_size=1, timeouts=timeouts, name="db_write"
+        ) as pool:
+            assert await pool.fetchval("show statement_timeout") == "200ms"
+            started = trio.current_time()
+            with pytest.raises(floodgate.DeadlineExceeded) as caught:
+                await pool.execute("select pg_sleep(5)")
+            assert caught.value.dependency == "db_write" and caught.value.http_status == 504
+            assert trio.current_time() - started < 2  # cut at the timeout, not after the 5 s
+            assert await pool.fetchval("select 1") == 1  # and the session is fine for the next call
+
+
+async def _sleep_with_statement_timeout(conn: asyncpg.Connection, millis: int) -> None:
+    async with conn.transaction():
+        await conn.execute(f"set local statement_timeout = {millis}")
+        await conn.execute("select pg_sleep(5)")
+
+
+async def test_the_servers_statement_timeout_is_a_deadline_exceeded_too(database_url):
+    # The server's own cancel (QueryCanceledError) ends before asyncpg's command_timeout here.
+    async with trio_asyncio.open_loop():
+        async with floodgate.open_pg_pool(
+            database_url, max_size=1, timeouts=floodgate.TimeoutPolicy(attempt=3.0)
+        ) as pool:
+            with pytest.raises(floodgate.DeadlineExceeded, match="statement timeout") as caught:
+                await pool.run(_sleep_with_statement_timeout, 50)
+            assert isinstance(caught.value.__cause__, asyncpg.QueryCanceledError)
+
+
+async def test_the_connect_timeout_bounds_opening_a_connection():
+    # A socket that completes the TCP handshake (the kernel does) but never answers PostgreSQL's
+    # startup message: only the connect timeout ends the wait.
+    with socket.socket() as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(8)
+        port = silent.getsockname()[1]
+        async with trio_asyncio.open_loop():
+            started = trio.current_time()
+            with pytest.raises(floodgate.DependencyError, match="cannot open pool: TimeoutError"):
+                async with floodgate.open_pg_pool(
+                    f"postgresql://nobody@127.0.0.1:{port}/x",
+                    max_size=1,
+                    timeouts=floodgate.TimeoutPolicy(connect=0.2),
+                ):
+                    pass
+            assert trio.current_time() - started < 2
+
+
+async def test_timeouts_and_the_asyncpg_arguments_they_set_are_one_or_the_other(database_url):
+    async with trio_asyncio.open_loop():
+        with pytest.raises(TypeError, match="command_timeout"):
+            async with floodgate.open_pg_pool(
+                database_url, max_size=1, timeouts=floodgate.TimeoutPolicy(), command_timeout=5
+            ):
+                pass
