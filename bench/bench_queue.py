@@ -1,17 +1,19 @@
 #!/usr/bin/env python
-"""``make bench-queue``: Floodgate's job queue against pgqueuer and procrastinate, on one PostgreSQL.
+"""Benchmark: Floodgate's job queue vs pgqueuer and procrastinate on one PostgreSQL, in alternating rounds.
 
-Two figures per system, in one run, on the same embedded PostgreSQL 18 (a fresh database each):
+Two figures per system, in each of ``--rounds`` rounds, on the same embedded PostgreSQL 18 (a fresh
+database each run):
 
 * **throughput** — a queue pre-filled with 20,000 no-op jobs, drained by N workers in one process
   (claim + complete; each system's own worker loop, tuned as its docs suggest); jobs per second.
   Same PostgreSQL, same worker count and batch size for every system. Each child first drains an
   untimed warm-up queue (``--warmup-jobs``) with its own connections, then the timed queue with
-  connections opened before the clock starts. The figure is the median of ``--rounds`` interleaved
-  rounds whose order alternates (the machine is shared; procrastinate, 30-60x slower, runs once);
-  the load average after each run and the per-round ratios are printed with it.
+  connections opened before the clock starts. The systems run in turn, the order reversed every
+  other round (the machine is shared; procrastinate, far slower, runs in the first round only); the
+  load average after each run and the per-round ratios are printed with it.
 * **pickup latency** — jobs submitted one by one at a low steady rate into an idle, listening worker;
-  the time from submit to the handler starting, p50 and p99.
+  the time from submit to the handler starting, p50 and p99; in every round after the throughput
+  runs, in the same alternating order (procrastinate again in the first round only).
 
 Floodgate runs the way the service runs it: trio, the toolkit's asyncpg pool through trio-asyncio, the
 real ``Worker`` (per-job task, lease keeper, claim loop with LISTEN/NOTIFY), the real claim SQL. Its
@@ -20,9 +22,13 @@ pgqueuer's buffered acknowledgements do (``--ack awaited`` makes it wait for the
 is timed until every completion is written. The peers are installed into ``bench/.venv-peers`` (pinned below) and run
 there, each in its own child process; every child prints one JSON line.
 
-Last line: ``{"throughput_ratio_vs_best_peer": T, "pickup_p50_ms": L, "jobs_per_s": J, ...}`` (T: median
-jobs/s of floodgate over the best peer's median).
-Targets: T >= 1.0 (stretch 1.5), L <= 20.
+Per round, T = floodgate's jobs/s over the best peer's in that round (the best peer: the highest
+median), and L = floodgate's pickup p50. Each target is judged on its median and spread over the
+rounds (bench/_rounds.py: met, missed, or straddles when the spread crosses the target).
+
+Last line: ``{"throughput_ratio_vs_best_peer": T, "pickup_p50_ms": L, "jobs_per_s": J, "..._spread":
+[q1, q3], "..._range": [min, max], "verdicts": {...}, "rounds": N, ...}`` (T, L, J: medians).
+Targets: T >= 1.0 (stretch 1.5, reported but not in ``verdicts``), L <= 20.
 """
 
 from __future__ import annotations
@@ -38,10 +44,15 @@ import tempfile
 import time
 from pathlib import Path
 
+from _rounds import Target, alternating, json_fields, judge  # stdlib only: the peers' venv imports it too
+
 REPO = Path(__file__).resolve().parent.parent
 PEERS_VENV = REPO / "bench" / ".venv-peers"
 PEER_PINS = ["pgqueuer==1.6.0", "procrastinate==3.10.0", "asyncpg==0.32.0"]
 SYSTEMS = ("floodgate", "pgqueuer", "procrastinate")
+THROUGHPUT_RATIO = Target("throughput_ratio_vs_best_peer", ">=", 1.0, digits=2)
+THROUGHPUT_STRETCH = Target("throughput_ratio_vs_best_peer", ">=", 1.5, digits=2)
+PICKUP_P50 = Target("pickup_p50_ms", "<=", 20, unit="ms", digits=2)
 
 
 def percentile(values: list[float], p: float) -> float:
@@ -487,7 +498,7 @@ def orchestrate(args: argparse.Namespace) -> None:
     pg, proc = start_postgres(root)
     runs: dict[str, list[float]] = {s: [] for s in args.systems}
     loads: dict[str, list[float]] = {s: [] for s in args.systems}
-    results: dict[str, dict] = {s: {} for s in args.systems}
+    pickups: dict[str, list[dict]] = {s: [] for s in args.systems}
 
     def child(system: str, phase: str, n: int) -> dict:
         database = f"bench_{system}_{phase}_{n}"
@@ -527,65 +538,76 @@ def orchestrate(args: argparse.Namespace) -> None:
         return json.loads(out.stdout.strip().splitlines()[-1])
 
     try:
-        # Interleaved rounds, the median per system: the machine is shared, so every system gets the
-        # same spread of quiet and busy moments, and the order alternates between rounds so that no
-        # system always runs right after another's load. procrastinate is two orders of magnitude
-        # slower; one round places it.
+        # Alternating rounds, the median per system: the machine is shared, so every system gets the
+        # same spread of quiet and busy moments, and the order reverses every other round so that no
+        # system always runs right after another's load. procrastinate is far slower; one round
+        # places it.
         for n in range(args.rounds):
-            order = list(args.systems) if n % 2 == 0 else list(reversed(args.systems))
-            for system in order:
-                if system == "procrastinate" and n > 0:
-                    continue
+            systems = [s for s in alternating(args.systems, n) if s != "procrastinate" or n == 0]
+            for system in systems:
                 runs[system].append(child(system, "throughput", n)["jobs_per_s"])
                 loads[system].append(os.getloadavg()[0])
-        for system in args.systems:
-            results[system] = {
-                "jobs_per_s": statistics.median(runs[system]),
-                "runs": runs[system],
-                **child(system, "latency", 0),
-            }
+            for system in systems:
+                pickups[system].append(child(system, "latency", n))
     finally:
         proc.terminate()
         proc.wait(30)
         shutil.rmtree(root, ignore_errors=True)
+    report(args, runs, loads, pickups)
 
+
+def report(
+    args: argparse.Namespace,
+    runs: dict[str, list[float]],
+    loads: dict[str, list[float]],
+    pickups: dict[str, list[dict]],
+) -> None:
+    """The table, a line per target and the JSON line, from every round's jobs/s and pickup figures."""
     print(
         f"\n{args.jobs} no-op jobs after a {args.warmup_jobs}-job warm-up, {args.workers} workers per system, "
-        f"batch/concurrency {args.batch}, median of {args.rounds} interleaved rounds; "
-        f"pickup at {args.rate}/s x {args.latency_jobs}"
+        f"batch/concurrency {args.batch}, {args.rounds} alternating rounds (medians); "
+        f"pickup at {args.rate}/s x {args.latency_jobs} per round"
     )
-    print(f"{'system':<15}{'jobs/s':>10}  {'(all runs)':<44}{'pickup p50 ms':>14}{'p99 ms':>9}{'max ms':>9}")
-    for system, r in results.items():
-        all_runs = ", ".join(f"{x:.0f}" for x in r["runs"])
+    print(
+        f"{'system':<15}{'jobs/s':>10}  {'(all runs)':<44}{'pickup p50 ms':>14}{'p99 ms':>9}{'max ms':>9}"
+        "  (pickup p50 per round)"
+    )
+    for system in args.systems:
+        all_runs = ", ".join(f"{x:.0f}" for x in runs[system])
+        p50s = [p["pickup_p50_ms"] for p in pickups[system]]
         print(
-            f"{system:<15}{r['jobs_per_s']:>10.0f}  {'(' + all_runs + ')':<44}{r['pickup_p50_ms']:>14.2f}"
-            f"{r['pickup_p99_ms']:>9.2f}{r['pickup_max_ms']:>9.2f}"
+            f"{system:<15}{statistics.median(runs[system]):>10.0f}  {'(' + all_runs + ')':<44}"
+            f"{statistics.median(p50s):>14.2f}"
+            f"{statistics.median(p['pickup_p99_ms'] for p in pickups[system]):>9.2f}"
+            f"{max(p['pickup_max_ms'] for p in pickups[system]):>9.2f}"
+            f"  ({', '.join(f'{x:.2f}' for x in p50s)})"
         )
     print(
         "load average (1 min) after each run: "
         + "; ".join(f"{s} " + ", ".join(f"{x:.1f}" for x in loads[s]) for s in args.systems)
     )
-    ours = results.get("floodgate", {})
-    peers = {s: r["jobs_per_s"] for s, r in results.items() if s != "floodgate"}
-    ratio = round(ours["jobs_per_s"] / max(peers.values()), 2) if ours and peers else None
-    if ours and "pgqueuer" in peers and len(runs["pgqueuer"]) == len(runs["floodgate"]):
-        paired = [f / p for f, p in zip(runs["floodgate"], runs["pgqueuer"], strict=True)]
-        print(
-            "per-round ratio floodgate / pgqueuer: "
-            + ", ".join(f"{x:.2f}" for x in paired)
-            + f" (median {statistics.median(paired):.2f})"
-        )
-    print(
-        json.dumps(
-            {
-                "throughput_ratio_vs_best_peer": ratio,
-                "pickup_p50_ms": ours.get("pickup_p50_ms"),
-                "jobs_per_s": ours.get("jobs_per_s"),
-                "rounds": args.rounds,
-                "load_average": round(os.getloadavg()[0], 2),
-            }
-        )
-    )
+    results = []
+    stretch = None
+    peers = [s for s in args.systems if s != "floodgate"]
+    if "floodgate" in args.systems and peers:
+        best = max(peers, key=lambda s: statistics.median(runs[s]))
+        if len(runs[best]) == len(runs["floodgate"]):
+            ratios = [f / p for f, p in zip(runs["floodgate"], runs[best], strict=True)]
+        else:  # a peer run in the first round only: each round against its one figure
+            ratios = [f / statistics.median(runs[best]) for f in runs["floodgate"]]
+        print(f"per-round ratio floodgate / {best} (the best peer): " + ", ".join(f"{x:.2f}" for x in ratios))
+        results.append(judge(THROUGHPUT_RATIO, ratios))
+        stretch = judge(THROUGHPUT_STRETCH, ratios)
+    if "floodgate" in args.systems:
+        results.append(judge(PICKUP_P50, [p["pickup_p50_ms"] for p in pickups["floodgate"]]))
+    for result in results:
+        print(result.line())
+    if stretch is not None:
+        print(f"stretch: {stretch.line()}")
+    fields: dict = {"throughput_ratio_vs_best_peer": None, "pickup_p50_ms": None}
+    fields.update(json_fields(results))
+    fields["jobs_per_s"] = statistics.median(runs["floodgate"]) if "floodgate" in args.systems else None
+    print(json.dumps({**fields, "rounds": args.rounds, "load_average": round(os.getloadavg()[0], 2)}))
 
 
 def main() -> None:
@@ -599,7 +621,7 @@ def main() -> None:
         help="floodgate's no-op handler: return before (as pgqueuer) or after its completion is written",
     )
     parser.add_argument(
-        "--rounds", type=int, default=5, help="interleaved throughput rounds (the median is reported)"
+        "--rounds", type=int, default=5, help="alternating rounds (median and spread reported)"
     )
     parser.add_argument(
         "--warmup-jobs",
