@@ -14,6 +14,7 @@ from ._app import (
 )
 from ._errors import ApiError, error_payload, exception_leaves, retry_after_header
 from ._logging import configure_logging
+from ._openapi import ErrorBody, ErrorResponse, ErrorSpec, error_responses, openapi_components, probe_paths
 from ._request import is_valid_tenant, parse_body, require_tenant
 from ._serve import StartupError, run_service, serve
 from ._settings import BaseServiceSettings, SettingsError, load_settings
@@ -24,6 +25,9 @@ __all__ = [
     "ApiError",
     "BaseServiceSettings",
     "ChassisState",
+    "ErrorBody",
+    "ErrorResponse",
+    "ErrorSpec",
     "ReadinessCheck",
     "SettingsError",
     "StartupError",
@@ -31,10 +35,13 @@ __all__ = [
     "configure_logging",
     "create_app",
     "error_payload",
+    "error_responses",
     "exception_leaves",
     "is_valid_tenant",
     "load_settings",
+    "openapi_components",
     "parse_body",
+    "probe_paths",
     "require_tenant",
     "retry_after_header",
     "run_service",

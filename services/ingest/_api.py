@@ -3,7 +3,10 @@
 A submission is one statement (``_queue.submit_job``); the work happens in the workers. Errors are the
 chassis' JSON shape and name the offending field: 422 bad fields, 413 oversize text, 404 unknown job
 (or another tenant's: indistinguishable), 409 a transition the job's state does not allow, 429 with
-``Retry-After`` over the tenant's queued-job quota, 503 with ``Retry-After`` when the database is away.
+``Retry-After`` over the tenant's queued-job quota, 503 with ``Retry-After`` when the database is away,
+504 when a submission passes its deadline (the budget's ``omnirag_submit``, or less if the caller's
+``x-floodgate-deadline-ms`` / ``x-envoy-expected-rq-timeout-ms`` asks for less).
+The contract is OpenAPI 3.1 at ``/openapi.json`` (`_openapi`).
 """
 
 from __future__ import annotations
@@ -34,6 +37,8 @@ __all__ = ["IngestApi", "SubmitJobBody", "install_routes"]
 T = TypeVar("T")
 JOBS_PATH = "/v1/omnirag/jobs"
 IDEMPOTENCY_HEADER = "Idempotency-Key"
+#: The budget file's endpoint for submissions (its deadline and body limit apply to them).
+SUBMIT_ENDPOINT = "omnirag_submit"
 
 
 class SubmitJobBody(BaseModel):
@@ -53,6 +58,7 @@ class IngestApi:
     settings: IngestApiSettings
     db: Database
     metrics: IngestApiMetrics
+    budget: floodgate.Budget
 
 
 def _field_error(
@@ -84,6 +90,21 @@ async def _db_call(api: IngestApi, fn: Callable[..., Awaitable[T]], *args: Any) 
                 headers={"Retry-After": "2"},
             ) from exc
         raise
+
+
+async def _submit_db_call(api: IngestApi, fn: Callable[..., Awaitable[T]], *args: Any) -> T:
+    """`_db_call` within the submission's deadline, the way the online service bounds its endpoints."""
+    seconds = floodgate.deadline_from_headers(request.headers, api.budget.endpoint(SUBMIT_ENDPOINT).deadline)
+    try:
+        with floodgate.deadline_after(seconds):
+            return await _db_call(api, fn, *args)
+    except floodgate.DeadlineExceeded as exc:
+        if exc.dependency is not None:
+            raise
+        raise floodgate.DeadlineExceeded(
+            f"{SUBMIT_ENDPOINT} deadline of {seconds:g}s passed while waiting for the job store",
+            dependency="db",
+        ) from None
 
 
 def _parse_job_id(raw: str) -> int:
@@ -167,7 +188,7 @@ def install_routes(app: QuartTrio) -> None:
         body = await chassis.parse_body(SubmitJobBody)
         source, content_hash = _validate_submission(body, api.settings)
         try:
-            result = await _db_call(
+            result = await _submit_db_call(
                 api,
                 functools.partial(
                     q.submit_job,
@@ -290,3 +311,12 @@ def install_routes(app: QuartTrio) -> None:
         response = jsonify({"job_id": jid, "state": "queued", "status_url": _job_url(jid)})
         response.status_code = 202
         return response
+
+    # Imported here: the document is generated from this module's models and paths.
+    from ._openapi import build_openapi
+
+    document = build_openapi(_state(app).settings)
+
+    @app.get("/openapi.json")
+    async def openapi() -> Response:
+        return jsonify(document)

@@ -3,7 +3,8 @@
 Schemas are generated from the pydantic models that validate the requests and shape the
 responses (so the document cannot drift from the code); the error contract — every status an
 endpoint can return, its ``code`` values and its headers — is written out once in
-``components.responses`` and referenced by each operation. Limits that come from the budget
+``components.responses`` (the chassis' `ErrorSpec`, as every service does) and referenced by each
+operation. Limits that come from the budget
 file (deadline, max items, body size) are written into the descriptions at start-up.
 """
 
@@ -11,6 +12,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import chassis
 import floodgate
 from pydantic import BaseModel
 from pydantic.json_schema import models_json_schema
@@ -18,7 +20,6 @@ from pydantic.json_schema import models_json_schema
 from ._models import (
     DealBrainRequest,
     DealBrainResponse,
-    ErrorResponse,
     NexusAssessRequest,
     NexusAssessResponse,
     ShadowHunterRequest,
@@ -53,56 +54,62 @@ class EndpointSpec:
         self.statuses = statuses
 
 
-#: status -> (component name, code values, when, Retry-After?)
-ERROR_CONTRACT: dict[int, tuple[str, str, str, bool]] = {
-    400: (
-        "BadRequest",
-        "invalid_json, invalid_tenant",
-        "the body is not a JSON object, or the tenant header is malformed",
-        False,
-    ),
-    401: ("MissingTenant", "missing_tenant", "the gateway did not set x-floodgate-tenant", False),
-    413: (
-        "PayloadTooLarge",
-        "body_too_large",
-        "the body is larger than the endpoint's max_body_bytes",
-        False,
-    ),
-    422: (
-        "ValidationFailed",
-        "invalid_request",
-        "a field is missing, of the wrong type or out of range; `details` lists each {field, message, type}",
-        False,
-    ),
-    429: (
-        "Overloaded",
-        "overloaded",
-        "the endpoint is at its limit of requests in flight (derived from the budget; refused at once, "
-        "before any work), or a non-degradable dependency's gate is full (queue full or max_wait passed) or its "
-        "client-side rate limit would wait too long; `details.dependency` names the budget",
-        True,
-    ),
-    500: ("InternalError", "internal_error", "a bug; `details.request_id` identifies the request", False),
-    502: (
-        "DependencyFailed",
-        "dependency_error",
-        "a non-degradable dependency failed (error status, transport error, or an answer that "
-        "does not parse) after the retries its policy allows",
-        False,
-    ),
-    503: (
-        "Unavailable",
-        "circuit_open, retry_budget_exhausted",
-        "the breaker of a non-degradable dependency is open, or its retry budget is spent",
-        True,
-    ),
-    504: (
-        "DeadlineExceeded",
-        "deadline_exceeded",
-        "the request deadline (the endpoint's, or a shorter x-envoy-expected-rq-timeout-ms) "
-        "passed, or a required call timed out; `details.dependency` names what it waited for",
-        False,
-    ),
+_E = chassis.ErrorSpec
+#: status -> the error it answers with: component name, code values, when, Retry-After?
+ERROR_CONTRACT: dict[int, chassis.ErrorSpec] = {
+    spec.status: spec
+    for spec in (
+        _E(
+            400,
+            "BadRequest",
+            ("invalid_json", "invalid_tenant"),
+            "the body is not a JSON object, or the tenant header is malformed",
+        ),
+        _E(401, "MissingTenant", ("missing_tenant",), f"the gateway did not set {chassis.TENANT_HEADER}"),
+        _E(
+            413,
+            "PayloadTooLarge",
+            ("body_too_large",),
+            "the body is larger than the endpoint's max_body_bytes",
+        ),
+        _E(
+            422,
+            "ValidationFailed",
+            ("invalid_request",),
+            "a field is missing, of the wrong type or out of range; `details` lists each {field, message, type}",
+        ),
+        _E(
+            429,
+            "Overloaded",
+            ("overloaded",),
+            "the endpoint is at its limit of requests in flight (derived from the budget; refused at once, "
+            "before any work), or a non-degradable dependency's gate is full (queue full or max_wait passed) "
+            "or its client-side rate limit would wait too long; `details.dependency` names the budget",
+            retry_after=True,
+        ),
+        _E(500, "InternalError", ("internal_error",), "a bug; `details.request_id` identifies the request"),
+        _E(
+            502,
+            "DependencyFailed",
+            ("dependency_error",),
+            "a non-degradable dependency failed (error status, transport error, or an answer that "
+            "does not parse) after the retries its policy allows",
+        ),
+        _E(
+            503,
+            "Unavailable",
+            ("circuit_open", "retry_budget_exhausted"),
+            "the breaker of a non-degradable dependency is open, or its retry budget is spent",
+            retry_after=True,
+        ),
+        _E(
+            504,
+            "DeadlineExceeded",
+            ("deadline_exceeded",),
+            "the request deadline (the endpoint's, or a shorter x-envoy-expected-rq-timeout-ms) "
+            "passed, or a required call timed out; `details.dependency` names what it waited for",
+        ),
+    )
 }
 
 _COMMON = (400, 401, 413, 422, 429, 500, 502, 503, 504)
@@ -158,23 +165,9 @@ ENDPOINTS: tuple[EndpointSpec, ...] = (
 )
 
 
-def _error_responses() -> dict[str, Any]:
-    responses: dict[str, Any] = {}
-    for status, (name, codes, when, retry_after) in ERROR_CONTRACT.items():
-        headers: dict[str, Any] = {"x-request-id": {"$ref": "#/components/headers/RequestId"}}
-        if retry_after:
-            headers["Retry-After"] = {"$ref": "#/components/headers/RetryAfter"}
-        responses[name] = {
-            "description": f"{status}: {when}. `error.code`: {codes}.",
-            "headers": headers,
-            "content": {"application/json": {"schema": {"$ref": "#/components/schemas/ErrorResponse"}}},
-        }
-    return responses
-
-
 def build_openapi(budget: floodgate.Budget, *, version: str = "1.0.0") -> dict[str, Any]:
     """The whole document, with the budget's limits written into each operation."""
-    models: list[tuple[type[BaseModel], Any]] = [(ErrorResponse, "serialization")]
+    models: list[tuple[type[BaseModel], Any]] = [(chassis.ErrorResponse, "serialization")]
     for spec in ENDPOINTS:
         models += [(spec.request, "validation"), (spec.response, "serialization")]
     _, top = models_json_schema(models, ref_template="#/components/schemas/{model}")
@@ -201,7 +194,7 @@ def build_openapi(budget: floodgate.Budget, *, version: str = "1.0.0") -> dict[s
             }
         }
         for status in spec.statuses:
-            responses[str(status)] = {"$ref": f"#/components/responses/{ERROR_CONTRACT[status][0]}"}
+            responses[str(status)] = {"$ref": f"#/components/responses/{ERROR_CONTRACT[status].name}"}
         paths[spec.path] = {
             "post": {
                 "operationId": spec.operation_id,
@@ -223,34 +216,18 @@ def build_openapi(budget: floodgate.Budget, *, version: str = "1.0.0") -> dict[s
                 "responses": responses,
             }
         }
-    for probe, text in (("/healthz", "the process is alive"), ("/readyz", "its database answers")):
-        paths[probe] = {
-            "get": {
-                "operationId": probe.strip("/"),
-                "summary": text,
-                "responses": {
-                    "200": {"description": text},
-                    "503": {"$ref": "#/components/responses/Unavailable"},
-                }
-                if probe == "/readyz"
-                else {"200": {"description": text}},
-            }
-        }
-    paths["/metrics"] = {
-        "get": {
-            "operationId": "metrics",
-            "summary": "Prometheus metrics",
-            "responses": {"200": {"description": "Prometheus text format"}},
-        }
-    }
+    paths.update(chassis.probe_paths(ready_when="its database answers"))
     paths["/openapi.json"] = {
         "get": {
             "operationId": "openapi",
             "summary": "this document",
-            "responses": {"200": {"description": "OpenAPI 3.1 document"}},
+            "responses": {
+                "200": {"description": "OpenAPI 3.1 document", "content": {"application/json": {}}}
+            },
         }
     }
 
+    shared = chassis.openapi_components()
     return {
         "openapi": "3.1.0",
         "info": {
@@ -267,36 +244,20 @@ def build_openapi(budget: floodgate.Budget, *, version: str = "1.0.0") -> dict[s
         "paths": paths,
         "components": {
             "schemas": schemas,
-            "responses": _error_responses(),
+            "responses": chassis.error_responses(ERROR_CONTRACT.values()),
             "parameters": {
-                "Tenant": {
-                    "name": "x-floodgate-tenant",
-                    "in": "header",
-                    "required": True,
-                    "description": "set by the gateway from the caller's credentials",
-                    "schema": {"type": "string", "pattern": "^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"},
-                },
-                "RequestIdIn": {
-                    "name": "x-request-id",
-                    "in": "header",
-                    "required": False,
-                    "description": "echoed back; generated when absent",
-                    "schema": {"type": "string"},
-                },
+                **shared["parameters"],
                 "ExpectedTimeout": {
                     "name": "x-envoy-expected-rq-timeout-ms",
                     "in": "header",
                     "required": False,
-                    "description": "a shorter deadline than the endpoint's (never a longer one)",
+                    "description": "a shorter deadline than the endpoint's (never a longer one); the "
+                    "gateway sets it from the route's timeout",
                     "schema": {"type": "integer", "minimum": 1},
                 },
             },
             "headers": {
-                "RequestId": {"description": "the request id", "schema": {"type": "string"}},
-                "RetryAfter": {
-                    "description": "whole seconds after which a retry is reasonable",
-                    "schema": {"type": "integer", "minimum": 0},
-                },
+                **shared["headers"],
                 "ServerTiming": {
                     "description": "time per step, e.g. `embed;dur=20.1, search;dur=150.3, total;dur=612.0`",
                     "schema": {"type": "string"},

@@ -57,3 +57,15 @@ async def test_every_routed_endpoint_is_documented_and_every_documented_one_is_r
         routed = {rule.rule for rule in h.app.url_map.iter_rules() if rule.endpoint != "static"}
         doc = await (await h.client.get("/openapi.json")).get_json()
     assert routed == set(doc["paths"])
+
+
+async def test_a_method_an_endpoint_does_not_serve_is_405_with_allow() -> None:
+    # past the front door (it admits POSTs only) to the chassis' 405, never a 404
+    async with online_harness() as h:
+        for path in ENDPOINT_PATHS:
+            response = await h.client.get(path, headers={"x-floodgate-tenant": "acme"})
+            assert response.status_code == 405
+            assert response.headers["Allow"] == "OPTIONS, POST"
+            assert (await response.get_json())["error"]["code"] == "method_not_allowed"
+        response = await h.client.post("/openapi.json")
+        assert response.status_code == 405 and response.headers["Allow"] == "GET, HEAD, OPTIONS"
