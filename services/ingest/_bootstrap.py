@@ -16,7 +16,7 @@ import trio
 from prometheus_client import CollectorRegistry
 from quart_trio import QuartTrio
 
-from ._api import IngestApi, install_routes
+from ._api import SUBMIT_ENDPOINT, IngestApi, install_routes
 from ._chunking import ChunkingConfig
 from ._db import register_vector_codec, release_without_session_reset
 from ._listener import PgListener
@@ -39,17 +39,25 @@ def _load_budget(path: object) -> floodgate.Budget:
 
 @asynccontextmanager
 async def _pool(
-    dsn: str, *, max_size: int, gate: floodgate.Gate, registry: CollectorRegistry, **pool_kwargs: object
+    dsn: str,
+    *,
+    budget: floodgate.Budget,
+    service: str,
+    dependencies: floodgate.Dependencies,
+    dependency: str,
+    registry: CollectorRegistry,
+    **pool_kwargs: object,
 ) -> AsyncIterator[floodgate.PgPool]:
+    """The process's pool for ``dependency``: its size, gate and timeouts from the budget."""
     try:
         async with floodgate.open_pg_pool(
             dsn,
             min_size=1,
-            max_size=max_size,
-            gate=gate,
+            max_size=budget.process_limit(service, dependency),
+            gate=dependencies[dependency].gate,
             registry=registry,
-            name=gate.name,
-            command_timeout=30,
+            name=dependency,
+            timeouts=budget.dependency(dependency).timeouts,
             reset=release_without_session_reset,
             **pool_kwargs,
         ) as pool:
@@ -62,9 +70,26 @@ async def _pool(
         raise
 
 
-def build_api_app(settings: IngestApiSettings, db: object, registry: CollectorRegistry) -> QuartTrio:
-    app = chassis.create_app("ingest-api", registry=registry, max_body_bytes=settings.max_body_bytes)
-    app.extensions["ingest"] = IngestApi(settings=settings, db=db, metrics=IngestApiMetrics(registry))  # type: ignore[arg-type]
+def build_api_app(
+    settings: IngestApiSettings,
+    db: object,
+    registry: CollectorRegistry,
+    *,
+    budget: floodgate.Budget | None = None,
+) -> QuartTrio:
+    """The API app on ``db``; ``budget`` defaults to the one ``settings.budget_file`` names. A
+    submission gets the budget's ``omnirag_submit`` deadline, and its body the smaller of that
+    endpoint's ``max_body_bytes`` and the service's setting."""
+    if budget is None:
+        budget = _load_budget(settings.budget_file)
+    body_limit = min(settings.max_body_bytes, budget.endpoint(SUBMIT_ENDPOINT).max_body_bytes)
+    app = chassis.create_app("ingest-api", registry=registry, max_body_bytes=body_limit)
+    app.extensions["ingest"] = IngestApi(
+        settings=settings,
+        db=db,  # type: ignore[arg-type]
+        metrics=IngestApiMetrics(registry),
+        budget=budget,
+    )
     chassis.chassis_state(app).readiness["db"] = lambda: db.fetchval("SELECT 1")  # type: ignore[attr-defined]
     install_routes(app)
     return app
@@ -80,12 +105,14 @@ async def open_api(settings: IngestApiSettings) -> AsyncIterator[QuartTrio]:
         deps,
         _pool(
             settings.database_url,
-            max_size=budget.process_limit("ingest_api", "db"),
-            gate=deps["db"].gate,
+            budget=budget,
+            service="ingest_api",
+            dependencies=deps,
+            dependency="db",
             registry=registry,
         ) as pool,
     ):
-        yield build_api_app(settings, pool, registry)
+        yield build_api_app(settings, pool, registry, budget=budget)
 
 
 def worker_config(settings: IngestWorkerSettings) -> WorkerConfig:
@@ -136,8 +163,10 @@ async def open_worker(
         deps,
         _pool(
             settings.database_url,
-            max_size=budget.process_limit("ingest_worker", "db_write"),
-            gate=deps["db_write"].gate,
+            budget=budget,
+            service="ingest_worker",
+            dependencies=deps,
+            dependency="db_write",
             registry=registry,
             init=register_vector_codec,
         ) as pool,

@@ -3,7 +3,8 @@
 `open_downstreams` builds the guarded dependencies (``floodgate.Dependencies.from_budget``: one
 gate, breaker, retry policy and httpx client per provider, sized for this process), the caches
 for reusable results (search, query embeddings), and the PostgreSQL pool (its size and gate from
-the budget's ``db`` share), and closes them all on exit. Tests pass ``transport`` to put an
+the budget's ``db`` share, its connect and statement timeouts from ``db.timeouts``), and closes
+them all on exit. Tests pass ``transport`` to put an
 in-process simulator behind the providers, and ``chunks`` to replace the database.
 """
 
@@ -98,6 +99,7 @@ async def open_downstreams(
             gate=deps["db"].gate,
             metrics=metrics,
             name="db",
+            timeouts=budget.dependency("db").timeouts,
             server_settings=SESSION_SETTINGS,
             reset=keep_session,
         ) as pool:

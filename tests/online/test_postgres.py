@@ -162,3 +162,18 @@ async def test_pooled_sessions_use_pgvector_iterative_scan(database_url) -> None
             metrics=floodgate.FloodgateMetrics(CollectorRegistry()),
         ) as wired:
             assert await wired.pool.fetchval("SHOW hnsw.iterative_scan") == "relaxed_order"
+
+
+async def test_pooled_sessions_have_the_budgets_db_statement_timeout(database_url) -> None:
+    budget = make_budget({"dependencies": {"db": {"timeouts": {"attempt": 0.75}}}})
+    async with trio_asyncio.open_loop():
+        async with open_downstreams(
+            OnlineSettings(database_url=database_url),
+            ProviderSettings(),
+            budget,
+            metrics=floodgate.FloodgateMetrics(CollectorRegistry()),
+        ) as wired:
+            assert await wired.pool.fetchval("SHOW statement_timeout") == "750ms"
+            with pytest.raises(floodgate.DeadlineExceeded) as caught:
+                await wired.pool.execute("SELECT pg_sleep(5)")
+            assert caught.value.dependency == "db"

@@ -130,8 +130,10 @@ async def test_a_connection_the_server_killed_while_idle_is_a_dependency_error_t
 # -- the budget's timeouts --------------------------------------------------------------------
 
 
-async def test_the_budget_db_timeouts_become_the_pools_statement_and_command_timeouts(database_url):
-    timeouts = floodgate.load_budget("config/budget.toml").dependency("db").timeouts
+async def test_the_budget_db_timeouts_become_the_pools_statement_and_command_timeouts(
+    database_url, repo_budget
+):
+    timeouts = repo_budget.dependency("db").timeouts
     async with trio_asyncio.open_loop():
         async with floodgate.open_pg_pool(database_url, max_size=1, timeouts=timeouts) as pool:
             assert await pool.fetchval("show statement_timeout") == f"{timeouts.attempt:g}s"
