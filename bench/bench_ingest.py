@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""``make bench-ingest``: real omniRAG jobs through the ingest API and a worker, against the simulator.
+"""Benchmark: omniRAG jobs through the ingest API and a worker vs what the embed budget allows, in rounds.
 
 The embeddings API answers after a fixed latency; the worker embeds in batches of a fixed size with at
 most ``k`` requests in flight (``k`` = the budget's per-process embed limit for ``ingest_worker``). The
@@ -12,10 +12,12 @@ api`` and ``worker`` as processes, jobs submitted over HTTP. A copy of config/bu
 budget set to give ``k`` is used, so the figure does not depend on the machine's core count.
 
 Each of ``--rounds`` rounds pre-fills the queue with its own documents, starts a fresh worker and times
-it; U is the median of the rounds (each printed with the load average), and the worker's own mean
-embed call duration is printed too: U can never exceed latency / that duration.
+it, giving one U (each printed with the load average); the worker's own mean embed call duration is
+printed too: U can never exceed latency / that duration. The target is judged on the median and spread
+of U over the rounds (bench/_rounds.py: met, missed, or straddles when the spread crosses it).
 
-Last line: ``{"embed_budget_utilisation": U, ...}``; target U >= 0.9.
+Last line: ``{"embed_budget_utilisation": U, "embed_budget_utilisation_spread": [q1, q3], ..._range,
+"verdicts": {...}, "rounds": [U per round], ...}`` (U: the median); target U >= 0.9.
 """
 
 from __future__ import annotations
@@ -26,7 +28,6 @@ import json
 import os
 import re
 import shutil
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -34,6 +35,7 @@ import time
 from pathlib import Path
 
 import httpx
+from _rounds import Target, json_fields, judge
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
@@ -44,6 +46,8 @@ from cluster.migrate import apply_migrations  # noqa: E402
 from cluster.postgres import EmbeddedPostgres  # noqa: E402
 from tests.conftest import free_port  # noqa: E402
 from tests.ingest._processes import set_behaviour, start_api, start_simulator, start_worker, wait_healthy  # noqa: E402
+
+UTILISATION = Target("embed_budget_utilisation", ">=", 0.9, digits=3)
 
 
 def budget_with_embed_limit(source: Path, target: Path, k: int) -> int:
@@ -74,7 +78,7 @@ def main() -> None:
     parser.add_argument("--latency-ms", type=float, default=250.0, help="the simulator's fixed embed latency")
     parser.add_argument("--k", type=int, default=8, help="embed requests in flight allowed by the budget")
     parser.add_argument(
-        "--rounds", type=int, default=3, help="rounds, each with a fresh worker (the median is reported)"
+        "--rounds", type=int, default=5, help="rounds, each with a fresh worker (median and spread reported)"
     )
     parser.add_argument(
         "--embed-spacing",
@@ -131,6 +135,7 @@ def main() -> None:
 
     bound = allowed(args, k)
     utilisations = [r["chunks"] / r["seconds"] / bound for r in rounds]
+    result = judge(UTILISATION, utilisations)
     median_round = sorted(rounds, key=lambda r: r["chunks"] / r["seconds"])[len(rounds) // 2]
     seconds, chunks = median_round["seconds"], median_round["chunks"]
     chunks_per_s = chunks / seconds
@@ -156,10 +161,11 @@ def main() -> None:
         f"embed call as the worker saw it: {median_round['embed_call_ms']} ms on average "
         f"(the simulator sleeps {args.latency_ms:.0f} ms)"
     )
+    print(result.line())
     print(
         json.dumps(
             {
-                "embed_budget_utilisation": round(statistics.median(utilisations), 3),
+                **json_fields([result]),
                 "chunks_per_s": round(chunks_per_s, 1),
                 "documents_per_s": round(args.documents / seconds, 2),
                 "k": k,

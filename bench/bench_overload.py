@@ -1,4 +1,6 @@
-"""Benchmark: does dealBrain keep its goodput and latency under overload, with the gates on and off?
+"""Benchmark: dealBrain under open-loop overload with its gates on vs off, in alternating rounds.
+
+Does dealBrain keep its goodput and latency under overload, with the gates on and off?
 
 The design method's central claim, measured. Three processes on loopback:
 
@@ -6,9 +8,10 @@ The design method's central claim, measured. Three processes on loopback:
   150 ms, rerank 50 ms, LLM 400 ms), each API serving at most its budget's ``global_concurrency``
   at once and *queueing* the rest, FIFO — as a self-hosted model server or a database does (a
   provider that answers 429 instead protects itself; one that queues is where overload hurts);
-* the **online service** (``python -m services.online``), run twice: with the repository's budget
-  (gates on), then with a budget that lifts every provider gate, rate limit, endpoint door and
-  per-request fan-out limit (gates off; retries, breakers and deadlines stay as they are);
+* the **online service** (``python -m services.online``), started afresh for each mode of each
+  round: with the repository's budget (gates on), or with a budget that lifts every provider gate,
+  rate limit, endpoint door and per-request fan-out limit (gates off; retries, breakers and
+  deadlines stay as they are);
 * this process, an **open-loop** load generator: requests are sent at fixed times whatever the
   server does, and latency is measured from the scheduled send time, so a slow server cannot slow
   the load down (no coordinated omission).
@@ -18,15 +21,25 @@ over its dependencies, `services.online.endpoint_capacity`: 16 LLM slots / 0.4 s
 requests/s). A request is *good* when it is a full answer (200, nothing degraded) within the
 endpoint's ``slo_p99_ms``; goodput is good requests per second of offered load.
 
-Prints a table per mode, then a last line of JSON::
-
-    {"goodput_ratio_at_3x": G, "p99_ratio_at_3x": P, "naive_goodput_ratio_at_3x": N}
+Each of ``--rounds`` rounds runs every level with the gates on; the gates-off baseline runs in the
+first ``--naive-rounds`` of them (by default the first only: it collapses far below, one round
+places it), the two modes' order reversed every other round. Each round gives one figure per target:
 
 G = goodput at 3x / capacity (gates on); P = p99 of full answers at 3x / p99 at 0.5x (gates on);
-N = goodput at 3x / capacity with the gates off. Targets: G >= 0.9, P <= 1.5, rejections
-answered within 50 ms at p99, and N well below G.
+R = p99 of the rejections at 3x, in ms (gates on; no figure in a round without rejections);
+N = goodput at 3x / capacity with the gates off. Targets: G >= 0.9, P <= 1.5, R < 50, each judged
+on its median and spread over the rounds (bench/_rounds.py: met, missed, or straddles when the
+spread crosses the target); and N well below G (reported, not judged).
 
-Run: ``make bench-overload`` (or ``.venv/bin/python bench/bench_overload.py [--duration S]``).
+Prints a table of every level of every round, a line per target, then a last line of JSON::
+
+    {"goodput_ratio_at_3x": G, "p99_ratio_at_3x": P, "naive_goodput_ratio_at_3x": N,
+     "rejection_p99_ms_at_3x": R, "..._spread": [q1, q3], "..._range": [min, max],
+     "verdicts": {...}, "rounds": n}
+
+(G, P, N, R the medians over the rounds.)
+
+Run: ``make bench-overload`` (or ``.venv/bin/python bench/bench_overload.py [--duration S] [--rounds N]``).
 Needs nothing running: it starts an embedded PostgreSQL (or uses ``DATABASE_URL``).
 """
 
@@ -55,6 +68,7 @@ from typing import Any
 
 import httpx
 import trio
+from _rounds import Result, Spread, Target, alternating, json_fields, judge
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -72,6 +86,9 @@ PROVIDER_PATHS = {  # simulator route -> the budget dependency whose global conc
 }
 FACTORS = (0.5, 1.0, 2.0, 3.0)
 TENANT = "bench"
+GOODPUT = Target("goodput_ratio_at_3x", ">=", 0.9, digits=3)
+P99_RATIO = Target("p99_ratio_at_3x", "<=", 1.5, digits=3)
+REJECTION_P99 = Target("rejection_p99_ms_at_3x", "<", 50, unit="ms", digits=1)
 QUESTION = "How much did Aldercrest Robotics pay to acquire Norfield Analytics"
 
 
@@ -387,6 +404,7 @@ class Level:
     reasons: Counter = field(default_factory=Counter)  # why requests were not full answers
     steps: dict[str, list[float]] = field(default_factory=dict)  # Server-Timing step -> durations, s
     loop_lag: float = math.nan  # the service's mean event-loop lag during the level, s
+    round: int = 0  # which round of the run (0: the first)
     door: float = math.nan  # dealBrain's door limit at the end of the level
     send_lag: list[float] = field(default_factory=list)  # how late the generator started each request, s
     provider_queue: dict[str, int] = field(default_factory=dict)
@@ -451,7 +469,7 @@ class LoadClient:
     """A minimal HTTP/1.1 keep-alive client for the load generator.
 
     The generator must not be the bottleneck on a 2-core machine it shares with the service:
-    httpx costs a few milliseconds of CPU per request, this a fraction of one. Connections are
+    httpx spends far more CPU per request than this. Connections are
     kept in a pool (as a gateway keeps them); the service answers with ``content-length``.
     """
 
@@ -576,6 +594,7 @@ async def run_mode(
     slo: float,
     pids: dict[str, int],
     gateway_url: str | None = None,
+    round_index: int = 0,
 ) -> list[Level]:
     """One mode's levels; the load goes to ``gateway_url`` when given (metrics still come from the
     service at ``url``)."""
@@ -594,7 +613,7 @@ async def run_mode(
             await trio.sleep(1.0)
             async with httpx.AsyncClient(base_url=provider_url) as provider:
                 await provider.get("/bench/queues")  # reset the peak
-            level = Level(mode, factor, rate, duration, slo)
+            level = Level(mode, factor, rate, duration, slo, round=round_index)
             before = {name: cpu_seconds(pid) for name, pid in pids.items()}
             lag_before = await service_metrics(metrics_client)
             busy_before = machine_busy()[0]
@@ -611,7 +630,11 @@ async def run_mode(
             async with httpx.AsyncClient(base_url=provider_url) as provider:
                 level.provider_queue = (await provider.get("/bench/queues")).json()["peak_waiting"]
             levels.append(level)
-            print(f"  {mode:9s} {factor:>4g}x done: {level.goodput:.1f} good/s", file=sys.stderr, flush=True)
+            print(
+                f"  {mode:9s} #{round_index + 1} {factor:>4g}x done: {level.goodput:.1f} good/s",
+                file=sys.stderr,
+                flush=True,
+            )
     await client.aclose()
     return levels
 
@@ -621,7 +644,7 @@ async def run_mode(
 
 def report(levels: list[Level], capacity: float) -> None:
     header = (
-        f"{'mode':9s} {'load':>5s} {'offered/s':>9s} {'goodput/s':>9s} {'p50 ms':>7s} {'p95 ms':>7s} "
+        f"{'mode':12s} {'load':>5s} {'offered/s':>9s} {'goodput/s':>9s} {'p50 ms':>7s} {'p95 ms':>7s} "
         f"{'p99 ms':>7s} {'rejected':>8s} {'rej p99':>8s} {'degraded':>8s} {'errors':>7s} {'llm queue':>9s} "
         f"{'cpu svc/prov/load':>17s} {'others':>6s} {'srv p99':>7s} {'lag ms':>6s} {'door':>5s} {'gen p99':>7s} {'load1':>5s}"
     )
@@ -632,7 +655,7 @@ def report(levels: list[Level], capacity: float) -> None:
         rej = lv.latencies("rejected")
         n = len(lv.outcomes) or 1
         print(
-            f"{lv.mode:9s} {lv.factor:>4g}x {lv.rate:>9.1f} {lv.goodput:>9.1f} {pct(ok, 0.5) * 1000:>7.0f} "
+            f"{lv.mode + ' #' + str(lv.round + 1):12s} {lv.factor:>4g}x {lv.rate:>9.1f} {lv.goodput:>9.1f} {pct(ok, 0.5) * 1000:>7.0f} "
             f"{pct(ok, 0.95) * 1000:>7.0f} {pct(ok, 0.99) * 1000:>7.0f} {lv.count('rejected') / n:>8.1%} "
             f"{pct(rej, 0.99) * 1000:>8.1f} {lv.count('degraded') / n:>8.1%} {lv.count('error') / n:>7.1%} "
             f"{lv.provider_queue.get('/v1/chat/completions', 0):>9d} "
@@ -651,10 +674,38 @@ def report(levels: list[Level], capacity: float) -> None:
     )
     for lv in levels:
         steps = ", ".join(f"{name} {pct(sorted(v), 0.99) * 1000:.0f}" for name, v in lv.steps.items())
-        print(f"  {lv.mode} {lv.factor:g}x: step p99 ms (full answers): {steps}")
+        print(f"  {lv.mode} #{lv.round + 1} {lv.factor:g}x: step p99 ms (full answers): {steps}")
         if lv.reasons:
             top = "; ".join(f"{n} x {r}" for r, n in lv.reasons.most_common(3))
-            print(f"  {lv.mode} {lv.factor:g}x: not full answers: {top}")
+            print(f"  {lv.mode} #{lv.round + 1} {lv.factor:g}x: not full answers: {top}")
+
+
+def judge_rounds(levels: list[Level], capacity: float) -> tuple[list[Result], Spread | None]:
+    """The targets judged on their per-round figures (a round lacking the 0.5x or 3x level gates on
+    gives none), and the gates-off goodput ratio's spread (None without a gates-off 3x level)."""
+    by_round: dict[tuple[str, int], dict[float, Level]] = {}
+    for lv in levels:
+        by_round.setdefault((lv.mode, lv.round), {})[lv.factor] = lv
+    goodput, p99_ratio, rejection, naive = [], [], [], []
+    for (mode, _), at in sorted(by_round.items(), key=lambda item: item[0][1]):
+        if 3.0 not in at:
+            continue
+        if mode == "gates off":
+            naive.append(at[3.0].goodput / capacity)
+            continue
+        goodput.append(at[3.0].goodput / capacity)
+        if 0.5 in at:
+            ratio = pct(at[3.0].latencies("ok"), 0.99) / pct(at[0.5].latencies("ok"), 0.99)
+            if not math.isnan(ratio):
+                p99_ratio.append(ratio)
+        if rejected := at[3.0].latencies("rejected"):
+            rejection.append(pct(rejected, 0.99) * 1000)
+    results = [
+        judge(target, values)
+        for target, values in ((GOODPUT, goodput), (P99_RATIO, p99_ratio), (REJECTION_P99, rejection))
+        if values
+    ]
+    return results, Spread.of(naive) if naive else None
 
 
 def main() -> int:
@@ -667,6 +718,12 @@ def main() -> int:
         help="loads to offer, as multiples of capacity (default 0.5,1,2,3; 0.5 and 3 are needed for the JSON)",
     )
     parser.add_argument("--modes", choices=("both", "on", "off"), default="both")
+    parser.add_argument(
+        "--rounds", type=int, default=3, help="rounds of gates on (median and spread reported; default 3)"
+    )
+    parser.add_argument(
+        "--naive-rounds", type=int, default=1, help="of those, how many also run the gates off (default 1)"
+    )
     parser.add_argument(
         "--via-gateway",
         action="store_true",
@@ -713,23 +770,28 @@ def main() -> int:
             wait_ready(f"{provider_url}/healthz", provider)
             modes = [("gates on", ROOT / "config" / "budget.toml"), ("gates off", naive_file)]
             modes = [m for m in modes if args.modes == "both" or m[0] == f"gates {args.modes}"]
-            for mode, budget_file in modes:
-                online = OnlineProcess(
-                    budget_file=budget_file, provider_url=provider_url, dsn=dsn, name=mode.replace(" ", "-")
-                )
-                try:
-                    online.wait_ready()
-                    pids = {"service": online.proc.pid, "provider": provider.pid, "load": os.getpid()}
-                    with contextlib.ExitStack() as stack:
-                        gateway_url = None
-                        if args.via_gateway and mode == "gates on":
-                            gateway_url = stack.enter_context(gateway_in_front(online.port)).url
-                        run = partial(
-                            run_mode, mode, online.url, provider_url, rates, args.duration, slo, pids
-                        )
-                        levels += trio.run(partial(run, gateway_url=gateway_url))
-                finally:
-                    online.stop()
+            for n in range(args.rounds):
+                this_round = [
+                    m for m in modes if m[0] == "gates on" or n < args.naive_rounds or args.modes == "off"
+                ]
+                for mode, budget_file in alternating(this_round, n):
+                    name = f"{mode.replace(' ', '-')}-{n + 1}"
+                    online = OnlineProcess(
+                        budget_file=budget_file, provider_url=provider_url, dsn=dsn, name=name
+                    )
+                    try:
+                        online.wait_ready()
+                        pids = {"service": online.proc.pid, "provider": provider.pid, "load": os.getpid()}
+                        with contextlib.ExitStack() as stack:
+                            gateway_url = None
+                            if args.via_gateway and mode == "gates on":
+                                gateway_url = stack.enter_context(gateway_in_front(online.port)).url
+                            run = partial(
+                                run_mode, mode, online.url, provider_url, rates, args.duration, slo, pids
+                            )
+                            levels += trio.run(partial(run, gateway_url=gateway_url, round_index=n))
+                    finally:
+                        online.stop()
         finally:
             provider.terminate()
             provider.wait(10)
@@ -739,16 +801,26 @@ def main() -> int:
     print(
         f"machine: {os.cpu_count()} cores; load average at start {load_at_start:.2f}, at end {os.getloadavg()[0]:.2f}"
     )
-    on = {lv.factor: lv for lv in levels if lv.mode == "gates on"}
-    if args.modes != "both" or not {0.5, 3.0} <= set(on):
+    on = {lv.factor for lv in levels if lv.mode == "gates on"}
+    if args.modes != "both" or not {0.5, 3.0} <= on:
         return 0
-    off = {lv.factor: lv for lv in levels if lv.mode == "gates off"}
-    result = {
-        "goodput_ratio_at_3x": round(on[3.0].goodput / capacity.rps, 3),
-        "p99_ratio_at_3x": round(pct(on[3.0].latencies("ok"), 0.99) / pct(on[0.5].latencies("ok"), 0.99), 3),
-        "naive_goodput_ratio_at_3x": round(off[3.0].goodput / capacity.rps, 3),
-    }
-    print(json.dumps(result))
+    results, naive = judge_rounds(levels, capacity.rps)
+    for result in results:
+        print(result.line())
+    if naive is not None:
+        print(
+            f"naive_goodput_ratio_at_3x (gates off; well below G): median {naive.median:.3f} "
+            f"(spread [{naive.q1:.3f}, {naive.q3:.3f}], range [{naive.low:.3f}, {naive.high:.3f}]; "
+            f"{naive.rounds} rounds)"
+        )
+    if not any(r.target is REJECTION_P99 for r in results):
+        print(f"{REJECTION_P99}: no rejections at 3x in any round")
+    fields = json_fields(results)
+    if naive is not None:
+        fields["naive_goodput_ratio_at_3x"] = round(naive.median, 3)
+        fields["naive_goodput_ratio_at_3x_spread"] = [round(naive.q1, 3), round(naive.q3, 3)]
+        fields["naive_goodput_ratio_at_3x_range"] = [round(naive.low, 3), round(naive.high, 3)]
+    print(json.dumps({**fields, "rounds": args.rounds}))
     return 0
 
 
