@@ -17,8 +17,8 @@ The design method's central claim, measured. Three processes on loopback:
   the load down (no coordinated omission).
 
 Offered load is 0.5x, 1x, 2x and 3x the capacity the budget implies for dealBrain (Little's law
-over its dependencies, `services.online.endpoint_capacity`: 16 LLM slots / 0.4 s = 40
-requests/s). A request is *good* when it is a full answer (200, nothing degraded) within the
+over its dependencies, `services.online.endpoint_capacity`: the LLM's slots over its latency, the
+run prints it). A request is *good* when it is a full answer (200, nothing degraded) within the
 endpoint's ``slo_p99_ms``; goodput is good requests per second of offered load.
 
 Each of ``--rounds`` rounds runs every level with the gates on; the gates-off baseline runs in the
