@@ -40,19 +40,19 @@ lint: $(STAMP)  ## fails on a lint error or an unformatted file
 plan: $(STAMP)  ## derived per-process limits and pool sizes from config/budget.toml
 	$(VENV)/bin/floodgate plan
 
-bench-toolkit: $(STAMP)
+bench-toolkit: $(STAMP)  ## a guarded call vs the same call unguarded (no-op and loopback GET)
 	$(PY) bench/bench_toolkit.py
 
-bench-queue: $(STAMP)
+bench-queue: $(STAMP)  ## the job queue vs pgqueuer and procrastinate: throughput and pickup latency
 	$(PY) bench/bench_queue.py
 
-bench-ingest: $(STAMP)
+bench-ingest: $(STAMP)  ## omniRAG ingest throughput vs what the embed budget allows
 	$(PY) bench/bench_ingest.py
 
-bench-overload: $(STAMP)
+bench-overload: $(STAMP)  ## dealBrain under open-loop overload, gates on vs off (several minutes)
 	$(PY) bench/bench_overload.py
 
-bench-gateway: $(STAMP)
+bench-gateway: $(STAMP)  ## latency Envoy adds vs direct; rate-limit decisions/s vs grpcio
 	$(PY) bench/bench_gateway.py
 
 bench-retry: $(STAMP)  ## floodgate's retry loop vs stamina and tenacity (installs the bench extra)
