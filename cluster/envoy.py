@@ -5,24 +5,31 @@ YAML and sets the listener, admin and endpoint addresses from :class:`ClusterSet
 changed in the parsed document, never by string templating), so the committed file stays the one
 source of routes and the cluster runs on whatever ports the environment chose. Writing it
 (:func:`write_envoy_config`, and ``render``) also puts the API keys of the keys file into the
-api_key_auth filter (:mod:`cluster.api_keys`) and keeps the file private (mode 0600).
+api_key_auth filter (:mod:`cluster.api_keys`), writes the gateway's OpenAPI document into the
+``openapi`` route (:mod:`cluster.gateway_openapi`, built from this very config and the services'
+documents for these settings, so it lists exactly what Envoy routes) and keeps the file private (mode 0600).
 
 ``python -m cluster.envoy render [--compose] [-o PATH]`` prints or writes a rendered config (compose
-uses it to point Envoy at the containers by name).
+uses it to point Envoy at the containers by name); ``python -m cluster.envoy openapi`` prints the
+gateway's OpenAPI document.
 """
 
 from __future__ import annotations
 
 import argparse
 import copy
+import json
 import sys
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+import chassis
+import floodgate
 import yaml
 
 from .api_keys import ApiKeys, apply_api_keys, load_api_keys, resolve_api_keys_file
+from .gateway_openapi import apply_gateway_openapi, build_gateway_openapi
 from .settings import ClusterSettings, load_cluster_settings
 
 __all__ = [
@@ -32,7 +39,9 @@ __all__ = [
     "EnvoyConfigError",
     "api_keys_for",
     "envoy_binary",
+    "gateway_openapi",
     "render_envoy_config",
+    "service_documents",
     "validate_command",
     "write_envoy_config",
 ]
@@ -124,6 +133,31 @@ def render_envoy_config(
     return config
 
 
+def service_documents(
+    settings: ClusterSettings, environ: Mapping[str, str] | None = None
+) -> dict[str, dict[str, Any]]:
+    """Envoy cluster name -> the OpenAPI document of the service behind it, as that service will
+    publish it with these settings (the budget file; ``INGEST_API_*`` from ``environ``)."""
+    # Imported here: the cluster's other commands (status, down...) need no service code.
+    from services.ingest import IngestApiSettings
+    from services.ingest import build_openapi as ingest_openapi
+    from services.online import build_openapi as online_openapi
+
+    online = online_openapi(floodgate.load_budget(settings.budget))
+    ingest = ingest_openapi(chassis.load_settings(IngestApiSettings, "INGEST_API_", environ))
+    return {**dict.fromkeys(ONLINE_CLUSTERS, online), "ingest_api": ingest}
+
+
+def gateway_openapi(config: Mapping[str, Any], settings: ClusterSettings) -> dict[str, Any]:
+    """The gateway's OpenAPI document for a rendered ``config``."""
+    return build_gateway_openapi(config, service_documents(settings))
+
+
+def _finish(config: dict[str, Any], settings: ClusterSettings, keys: ApiKeys) -> dict[str, Any]:
+    """What a rendered config gets before Envoy runs it: the keys and the API document."""
+    return apply_gateway_openapi(apply_api_keys(config, keys), gateway_openapi(config, settings))
+
+
 def api_keys_for(settings: ClusterSettings) -> ApiKeys:
     """The validated keys file the settings name (raises `cluster.api_keys.ApiKeysError`)."""
     return load_api_keys(resolve_api_keys_file(settings.api_keys_file))
@@ -133,7 +167,7 @@ def write_envoy_config(settings: ClusterSettings, path: Path | None = None) -> P
     """Render for ``settings`` with its API keys and write it (default ``<data dir>/envoy.yaml``,
     mode 0600: it holds the keys); return the path."""
     path = path if path is not None else settings.envoy_config_path
-    config = apply_api_keys(render_envoy_config(settings), api_keys_for(settings))
+    config = _finish(render_envoy_config(settings), settings, api_keys_for(settings))
     _write_private(path, _dump(config))
     return path
 
@@ -167,8 +201,12 @@ def main(argv: list[str] | None = None) -> int:
     render = sub.add_parser("render", help="render gateway/envoy.yaml for the current settings")
     render.add_argument("--compose", action="store_true", help="endpoints by compose service name")
     render.add_argument("-o", "--output", type=Path, help="write here instead of stdout")
+    sub.add_parser("openapi", help="print the gateway's OpenAPI document (what /openapi.json answers)")
     args = parser.parse_args(argv)
     settings = load_cluster_settings()
+    if args.command == "openapi":
+        print(json.dumps(gateway_openapi(render_envoy_config(settings), settings), indent=2))
+        return 0
     if args.compose:
         config = render_envoy_config(settings, hosts=COMPOSE_HOSTS, listen_host="0.0.0.0")
         config["admin"]["address"]["socket_address"]["address"] = "0.0.0.0"  # published on loopback only
@@ -181,7 +219,7 @@ def main(argv: list[str] | None = None) -> int:
             "or set FLOODGATE_API_KEYS_FILE)",
             file=sys.stderr,
         )
-    text = _dump(apply_api_keys(config, keys))
+    text = _dump(_finish(config, settings, keys))
     if args.output is None:
         sys.stdout.write(text)
     else:

@@ -11,6 +11,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
+import floodgate
 from pydantic import BaseModel, ConfigDict, Field
 
 from ._app import REQUEST_ID_HEADER, TENANT_HEADER
@@ -130,6 +131,22 @@ def openapi_components() -> dict[str, Any]:
                 "required": True,
                 "description": "set by the gateway from the caller's API key; a client never sends it",
                 "schema": {"type": "string", "pattern": "^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"},
+            },
+            "Deadline": {
+                "name": floodgate.DEADLINE_HEADER,
+                "in": "header",
+                "required": False,
+                "description": "milliseconds the caller will wait: a shorter deadline than the operation's "
+                "(never a longer one)",
+                "schema": {"type": "integer", "minimum": 1},
+            },
+            "ExpectedTimeout": {
+                "name": floodgate.ENVOY_TIMEOUT_HEADER,
+                "in": "header",
+                "required": False,
+                "description": "the gateway's route deadline in milliseconds (set by Envoy); a shorter "
+                "deadline than the operation's, never a longer one",
+                "schema": {"type": "integer", "minimum": 1},
             },
             "RequestIdIn": {
                 "name": REQUEST_ID_HEADER,

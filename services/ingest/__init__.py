@@ -7,6 +7,7 @@ never lost to a crash, a deploy or a database restart. See notes/README_ingest.m
 
 from ._chunking import ChunkingConfig, split_into_chunks
 from ._errors import BadDocument, FailureKind, JobError, LeaseLost, ProviderResponseError, classify_failure
+from ._openapi import build_openapi
 from ._pipeline import JobPipeline, PipelineConfig
 from ._providers import Embedder, FetchedDocument, Fetcher, ToolkitEmbedder, ToolkitFetcher
 from ._states import ACTIVE_STATES, TERMINAL_STATES, TRANSITIONS, JobState, Transition, TransitionRefused
@@ -46,6 +47,7 @@ __all__ = [
     "Worker",
     "WorkerConfig",
     "WorkerStatistics",
+    "build_openapi",
     "classify_failure",
     "keep_leases",
     "split_into_chunks",

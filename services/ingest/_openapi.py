@@ -148,7 +148,13 @@ ERROR_CONTRACT: dict[int, chassis.ErrorSpec] = {
             "the job store is briefly away (a retry with the same Idempotency-Key is safe)",
             retry_after=True,
         ),
-        _E(504, "DeadlineExceeded", ("deadline_exceeded",), "the request's deadline passed"),
+        _E(
+            504,
+            "DeadlineExceeded",
+            ("deadline_exceeded",),
+            "the request's deadline passed (a submission's: the budget's omnirag_submit, or a shorter one "
+            "the caller or the gateway asked for)",
+        ),
     )
 }
 
@@ -198,7 +204,7 @@ OPERATIONS: tuple[Operation, ...] = (
         success={202: "a new job, queued", 200: "the job this document was submitted as before"},
         response=JobAccepted,
         errors=(*_ANY, 422),
-        parameters=("Idempotency",),
+        parameters=("Idempotency", "Deadline", "ExpectedTimeout"),
         request=SubmitJobBody,
     ),
     Operation(

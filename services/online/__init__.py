@@ -8,6 +8,7 @@ fall back, which fail the request). Run it with ``python -m services.online``.
 
 from ._admission import SHAPES as _SHAPES
 from ._admission import EndpointCapacity, endpoint_capacity
+from ._openapi import build_openapi
 from ._wiring import open_downstreams
 from .app import OnlineState, create_app, online_state
 from .settings import OnlineSettings, ProviderSettings
@@ -21,6 +22,7 @@ __all__ = [
     "OnlineSettings",
     "OnlineState",
     "ProviderSettings",
+    "build_openapi",
     "create_app",
     "endpoint_capacity",
     "online_state",

@@ -106,7 +106,7 @@ ERROR_CONTRACT: dict[int, chassis.ErrorSpec] = {
             504,
             "DeadlineExceeded",
             ("deadline_exceeded",),
-            "the request deadline (the endpoint's, or a shorter x-envoy-expected-rq-timeout-ms) "
+            "the request deadline (the endpoint's, or a shorter one the caller or the gateway asked for) "
             "passed, or a required call timed out; `details.dependency` names what it waited for",
         ),
     )
@@ -203,6 +203,7 @@ def build_openapi(budget: floodgate.Budget, *, version: str = "1.0.0") -> dict[s
                 "parameters": [
                     {"$ref": "#/components/parameters/Tenant"},
                     {"$ref": "#/components/parameters/RequestIdIn"},
+                    {"$ref": "#/components/parameters/Deadline"},
                     {"$ref": "#/components/parameters/ExpectedTimeout"},
                 ],
                 "requestBody": {
@@ -245,17 +246,7 @@ def build_openapi(budget: floodgate.Budget, *, version: str = "1.0.0") -> dict[s
         "components": {
             "schemas": schemas,
             "responses": chassis.error_responses(ERROR_CONTRACT.values()),
-            "parameters": {
-                **shared["parameters"],
-                "ExpectedTimeout": {
-                    "name": "x-envoy-expected-rq-timeout-ms",
-                    "in": "header",
-                    "required": False,
-                    "description": "a shorter deadline than the endpoint's (never a longer one); the "
-                    "gateway sets it from the route's timeout",
-                    "schema": {"type": "integer", "minimum": 1},
-                },
-            },
+            "parameters": shared["parameters"],
             "headers": {
                 **shared["headers"],
                 "ServerTiming": {

@@ -95,12 +95,35 @@ def test_unauthenticated_routes_still_drop_a_client_tenant_header(client):
     assert client.get("/healthz/gateway").json() == {"status": "ok", "service": "gateway"}
 
 
-def test_the_online_contract_is_published_without_a_key(client):
-    echoed = client.get("/openapi/online.json")
-    assert echoed.status_code == 200
-    assert echoed.json()["path"] == "/openapi.json"  # the service's own document
-    # GET only: anything else falls through to the catch-all (404 after the key check)
-    assert client.post("/openapi/online.json", json={}).status_code in (401, 404)
+def test_the_api_contract_is_published_without_a_key(client):
+    response = client.get("/openapi.json")
+    assert response.status_code == 200
+    assert response.headers["content-type"] == "application/json"
+    # the committed placeholder: cluster/envoy.py writes the document into it when it renders
+    # (tests/cluster/test_gateway_openapi.py; the real one is fuzzed in test_gateway_openapi.py)
+    assert response.json()["openapi"] == "3.1.0"
+    assert client.head("/openapi.json").status_code == 200
+
+
+def test_the_gateways_own_paths_answer_other_methods_405_with_allow(client):
+    for method, path in (("POST", "/openapi.json"), ("DELETE", "/healthz/gateway"), ("PUT", "/openapi.json")):
+        response = client.request(method, path, headers=ACME)
+        body = assert_json_error(response, 405, "method_not_allowed")
+        assert response.headers["allow"] == "GET, HEAD"
+        assert body["error"]["details"] == {"allowed": ["GET", "HEAD"]}
+
+
+def test_every_method_on_a_v1_path_reaches_the_service(client):
+    # Envoy routes by path: a method the service does not serve is the service's to refuse (405 with
+    # Allow, from the chassis), never the gateway's 404
+    for method, path, upstream in (
+        ("DELETE", "/v1/omnirag/jobs", "ingest"),
+        ("PUT", "/v1/omnirag/jobs/7/cancel", "ingest"),
+        ("GET", "/v1/deal-brain/answers", "online"),
+        ("PATCH", "/v1/nexus-assess/assessments", "online"),
+    ):
+        echoed = client.request(method, path, headers=GLOBEX).json()
+        assert (echoed["name"], echoed["method"]) == (upstream, method)
 
 
 # -- routing, deadlines, sizes ---------------------------------------------------------------------

@@ -30,6 +30,7 @@ def test_public_api_is_declared() -> None:
             "OnlineSettings",
             "OnlineState",
             "ProviderSettings",
+            "build_openapi",
             "create_app",
             "online_state",
             "open_downstreams",
