@@ -91,7 +91,12 @@ class ServiceShape(_Policy):
 
 class TimeoutPolicy(_Policy):
     """Timeouts of one attempt. ``attempt`` bounds the whole attempt (connect + send + read);
-    a call never gets more than the time left before the request deadline."""
+    a call never gets more than the time left before the request deadline.
+
+    For a postgres dependency (its pool, `open_pg_pool`): ``connect`` bounds opening a
+    connection, ``attempt`` each statement (PostgreSQL's ``statement_timeout`` and asyncpg's
+    ``command_timeout``), ``min_time_to_start`` the pool's gate; ``read`` and ``write`` do not
+    apply and may not be set."""
 
     connect: Seconds = 1.0
     read: Seconds = 10.0
@@ -165,8 +170,20 @@ class CachePolicy(_Policy):
     max_entries: int = Field(ge=1)
 
 
+#: What a postgres dependency may not set, because its pool does not use it: the pool runs each
+#: unit of work once (a transaction is not blindly retried: the caller decides), behind the gate
+#: alone, with one timeout per statement.
+_NOT_FOR_POSTGRES = ("retry", "retry_budget", "breaker", "rate_limit", "cache")
+_TIMEOUTS_NOT_FOR_POSTGRES = ("read", "write")
+
+
 class DependencyPolicy(_Policy):
-    """Everything the toolkit needs to call one dependency."""
+    """Everything the toolkit needs to call one dependency.
+
+    An http dependency uses all of it (`Dependency`). A postgres one is a pool (`open_pg_pool`):
+    its size from the shares, its gate from ``max_waiters``/``max_wait``, its timeouts from
+    ``timeouts``; setting a key the pool does not use is an error rather than a silent no-op.
+    """
 
     kind: Literal["http", "postgres"] = "http"
     #: concurrent calls the provider (or database) allows for the whole deployment;
@@ -191,6 +208,18 @@ class DependencyPolicy(_Policy):
             raise ValueError("global_concurrency is required for kind = 'http'")
         if not self.shares:
             raise ValueError("shares must name at least one service")
+        if self.kind == "postgres":
+            unused = [key for key in _NOT_FOR_POSTGRES if key in self.model_fields_set]
+            unused += [
+                f"timeouts.{key}"
+                for key in _TIMEOUTS_NOT_FOR_POSTGRES
+                if key in self.timeouts.model_fields_set
+            ]
+            if unused:
+                raise ValueError(
+                    f"{', '.join(unused)} has no effect on a postgres dependency (its pool runs each unit "
+                    "of work once, behind its gate, with one timeout per statement: timeouts.attempt)"
+                )
         return self
 
 
@@ -211,10 +240,15 @@ class AdmissionPolicy(_Policy):
 
 
 class EndpointPolicy(_Policy):
-    """An online endpoint's deadline, fan-out, SLO targets and failure policy."""
+    """An endpoint's deadline, fan-out, SLO targets, failure policy and limits.
+
+    The online endpoints use all of it; ``omnirag_submit`` (the ingest API's submission) its
+    ``deadline`` and ``max_body_bytes``. The SLO targets bound nothing: `floodgate plan` checks
+    them against the deadline, and the OpenAPI documents publish them."""
 
     deadline: Seconds
-    fan_out: int = Field(default=4, ge=1)
+    #: calls one request may have in flight at once (its parallel steps); 1 unless it says more
+    fan_out: int = Field(default=1, ge=1)
     slo_p95_ms: Annotated[float, Field(gt=0)]
     slo_p99_ms: Annotated[float, Field(gt=0)]
     #: dependencies that may fail without failing the request: dependency -> fallback name

@@ -117,6 +117,39 @@ def test_invalid_values_are_named(mutate, expected):
     assert expected in problems_of(data)
 
 
+@pytest.mark.parametrize(
+    ("key", "value", "named"),
+    [
+        ("retry", {"max_attempts": 3}, "retry"),
+        ("retry_budget", {"ratio": 0.1}, "retry_budget"),
+        ("breaker", {"min_calls": 5}, "breaker"),
+        ("rate_limit", {"rpm": 600}, "rate_limit"),
+        ("cache", {"ttl": 60.0, "max_entries": 100}, "cache"),
+        ("timeouts", {"read": 1.0, "attempt": 2.0}, "timeouts.read"),
+    ],
+)
+def test_a_postgres_dependency_refuses_keys_its_pool_does_not_use(key, value, named):
+    # The pool runs each unit of work once behind its gate, with one timeout per statement: a key it
+    # would ignore is an error, not a setting that silently does nothing.
+    data = copy.deepcopy(budget_dict())
+    data["dependencies"]["db"][key] = value
+    [problem] = problems_of(data)
+    assert problem.startswith(f"dependencies.db: {named} has no effect on a postgres dependency")
+
+
+def test_a_postgres_dependency_takes_the_timeouts_its_pool_uses():
+    data = copy.deepcopy(budget_dict())
+    data["dependencies"]["db"]["timeouts"] = {"connect": 1.0, "attempt": 2.0, "min_time_to_start": 0.01}
+    timeouts = floodgate.parse_budget(data).dependency("db").timeouts
+    assert (timeouts.connect, timeouts.attempt, timeouts.min_time_to_start) == (1.0, 2.0, 0.01)
+
+
+def test_an_endpoint_without_fan_out_makes_one_call_at_a_time():
+    data = copy.deepcopy(budget_dict())
+    assert "fan_out" not in data["endpoints"]["ep"]
+    assert floodgate.parse_budget(data).endpoint("ep").fan_out == 1
+
+
 def test_provider_shares_over_one_do_not_fit():
     data = budget_dict()
     data["services"]["other"] = {"replicas": 1, "workers": 1}

@@ -173,6 +173,7 @@ async def test_the_servers_statement_timeout_is_a_deadline_exceeded_too(database
             assert isinstance(caught.value.__cause__, asyncpg.QueryCanceledError)
 
 
+@pytest.mark.realtime  # a real socket that never answers, and the connect timeout on the wall clock
 async def test_the_connect_timeout_bounds_opening_a_connection():
     # A socket that completes the TCP handshake (the kernel does) but never answers PostgreSQL's
     # startup message: only the connect timeout ends the wait.
