@@ -32,12 +32,12 @@ and a limit with such a queue does not grow. A small allowance keeps the bottlen
 jitter; zero would leave it idle whenever arrivals bunch. The limit grows only when
 it was used (some moment of the interval had at least half of it in flight): an idle door learns
 nothing about how much it could carry. (Gradient2 always adds its queue allowance, so it settles
-where the gradient cancels it — 1.5x the baseline and more for a limit of 25; adding it only
-while latency is within tolerance keeps the settling point where ``tolerance`` says.)
+where the gradient cancels it, well above the baseline; adding it only while latency is within
+tolerance keeps the settling point where ``tolerance`` says.)
 
 It never grows *because* requests got slower. A door that did (to keep the bottleneck busy
 while each request took longer) fed on itself whenever the slowness came from the load — more
-admitted, more contention, slower still — and the benchmark showed it. The ceiling stays the
+admitted, more contention, slower still (the overload benchmark showed it). The ceiling stays the
 budget's number, so this only ever admits less than the static door would.
 
 Known limit: a latency rise that lasts longer than ``baseline_window`` becomes the new baseline

@@ -7,8 +7,8 @@ total timeout and the request deadline are cancel scopes around the call, not ht
 
 The client keeps no cookies. One client serves every tenant, so a cookie a provider set on one
 tenant's call would ride along on the next tenant's — and provider APIs authenticate with keys,
-not sessions. It is also the cheapest fix on the hot path: httpx parses every response into its
-cookie jar through urllib's machinery, about 5 % of the online service's CPU in a profile.
+not sessions. It also takes work off the hot path: httpx parses every response into its cookie
+jar through urllib's machinery, a visible share of the online service's CPU in a profile.
 """
 
 from __future__ import annotations

@@ -2,7 +2,7 @@
 
 asyncpg speaks asyncio only. Under trio the pool lives in the trio-asyncio loop the process
 opened (``async with trio_asyncio.open_loop():``) and every use crosses the bridge. A crossing
-is costly (about 4x fewer ``select 1`` per second than native asyncio), so `PgPool.run`
+costs far more than a native asyncio await, so `PgPool.run`
 crosses *once per unit of work*: ``fn(conn, *args)`` is an asyncio coroutine function that
 runs a whole transaction on the asyncio side. Under asyncio the same API calls asyncpg
 directly.

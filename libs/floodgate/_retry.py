@@ -1,11 +1,14 @@
 """Retry policy pieces: the backoff schedule and the retry budget.
 
-The retry *loop* lives in `_dependency.py` and is floodgate's own rather than stamina's or
-tenacity's: it must honour a downstream ``Retry-After``, stop when the request deadline leaves
-too little time, spend from a retry budget shared by all calls to the dependency, and run
-under trio's virtual clock with an injectable random source. stamina and tenacity time their
-retries with ``time.monotonic`` and draw jitter from the global ``random``, so they can do
-neither of the last two; the loop is twenty lines, so we write it.
+The retry *loop* lives in `_dependency.py` (``Dependency._attempts`` and ``_retry_delay``) and is
+floodgate's own rather than stamina's or tenacity's. It spends from a retry budget shared by all
+calls to the dependency, which neither library has; it stops when the request deadline (the
+enclosing cancel scope) leaves too little time to start another attempt, where both stop on a
+duration of their own read from ``time.monotonic``, blind to trio's clock; and it draws jitter
+from an injectable random source, where stamina always uses the global ``random``. Both could
+honour ``Retry-After`` through a hook. The loop shares the gate slot, breaker ticket and
+classification of the call around it, so a library would wrap only part of it.
+docs/decisions/0003-retry-loop.md has the comparison and the measurements.
 """
 
 from __future__ import annotations

@@ -470,8 +470,8 @@ def _claim_sql(template: str, **limits: int) -> str:
     """A claim statement with its row limits written in as literals, not bound as parameters.
 
     A prepared statement with ``LIMIT $n`` is re-planned at every execution (PostgreSQL's custom
-    plans), and planning this statement costs about a third of running it; a generic plan, forced,
-    guesses the limit and runs twice as slowly. With literal limits the generic plan *is* the custom
+    plans), and planning this statement is a large part of running it; a generic plan, forced,
+    guesses the limit and runs markedly slower. With literal limits the generic plan *is* the custom
     plan, so PostgreSQL keeps it after five executions and a claim is only executed. The texts stay
     few (one per batch size the claim loop asks for), within asyncpg's statement cache.
     """
@@ -667,7 +667,7 @@ async def stage_chunks(
     The vectors travel as one flat ``float4[]`` (asyncpg's binary encoding, no text formatting of
     floats in Python) and are sliced back into ``vector(384)`` values by PostgreSQL; or, with
     ``binary_vectors`` on a connection set up by ``_db.register_vector_codec``, as a binary
-    ``vector[]`` (four times cheaper to encode). Returns False (nothing written) if the attempt no
+    ``vector[]`` (cheaper to encode). Returns False (nothing written) if the attempt no
     longer holds the lease.
     """
     if binary_vectors:

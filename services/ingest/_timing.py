@@ -137,7 +137,8 @@ class CallSpacer:
     duration / slots`` apart, the same number of calls per second arrive evenly and no call waits for
     another. The gap never lowers throughput: ``slots`` calls of that duration cannot start more often
     than ``slots / duration`` per second anyway, and ``fraction`` < 1 leaves room to catch up.
-    (Measured against the simulator at 250 ms and 8 slots: 284 ms per call in trains, 259 ms spaced.)
+    (Against the simulator, spaced calls come back measurably sooner than trains: see
+    ``bench/bench_ingest.py --no-embed-spacing`` and docs/benchmarks.md.)
 
     ``duration`` is the mean of the observed calls (exponentially weighted, ``smoothing`` per call);
     before the first observation there is no gap.

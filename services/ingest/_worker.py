@@ -345,7 +345,7 @@ class Worker:
             del self._running[job.job_id]
             if self._metrics is not None:
                 self._metrics.running.set(len(self._running))
-            # Wake the claim loop only when it would claim (short jobs end by the thousand per second).
+            # Wake the claim loop only when it would claim (short jobs end in quick succession).
             if self.config.job_concurrency - len(self._running) >= self.config.min_claim:
                 self._wake.set()
             if not self._running:

@@ -10,7 +10,7 @@ throughput its scarcest dependency (the *bottleneck*) carries, times the time a 
 
 (`SHAPES` describes the typical request of each endpoint). A request that finds ``N`` requests
 inside is refused at once with 429, in front of the web framework (`_front_door`): no downstream
-work, no wait, no body parsing, tens of microseconds.
+work, no wait, no body parsing: a few dictionary operations.
 
 ``N0`` is the door's ceiling. Below it the door follows latency (`floodgate.AdaptiveLimit`, on
 by default: ``[endpoints.<name>.admission]`` in the budget): when completed requests take longer
@@ -18,7 +18,7 @@ than ``latency_tolerance`` times their recent best — the process is slower tha
 assumes (CPU contention, a slow provider) — it admits fewer, down to ``min_fraction`` of N0, so
 the extra load is refused at once instead of queueing inside. It never admits more than N0: a
 door that grew when requests got slower (to keep the bottleneck busy) fed on itself when the
-slowness came from the load, and the benchmark showed exactly that. The budget is the source of
+slowness came from the load, as the overload benchmark showed. The budget is the source of
 truth for the ceiling: change ``typical_latency`` or the limits there.
 """
 
@@ -43,10 +43,10 @@ __all__ = [
 ]
 
 #: Little's law on the budget's typical latencies leaves out the service's own time per request
-#: (parsing, JSON, scheduling: dealBrain's p50 at low load is ~630 ms on the benchmark machine,
-#: against the 600 ms critical path), so the ceiling admits 5 % more: 26 for dealBrain. More
-#: only waits: with 10 % (27) the overload benchmark's p99 at 3x ran 1.05-1.2 s, with 25 about
-#: 1.0 s, for goodput within the run-to-run noise; below that the LLM sits idle (22: G 0.83).
+#: (parsing, JSON, scheduling: a request at low load takes a little longer than its critical
+#: path), so the ceiling admits 5 % more: 26 for dealBrain. More headroom only adds waiting (a
+#: higher p99 under overload for no more goodput); less leaves the LLM idle. The overload
+#: benchmark chose the value (docs/benchmarks.md).
 HEADROOM = 1.05
 
 

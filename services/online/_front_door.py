@@ -2,7 +2,7 @@
 
 Under overload most requests are refused, so the refusal is the service's hottest path, and it
 runs on the same event loop as the admitted requests: every microsecond it costs is queueing
-for them. Through Quart a refusal cost about a millisecond of CPU (request and app contexts,
+for them. Through Quart a refusal cost as much CPU as a small request (request and app contexts,
 before/after hooks, the error handler, ``jsonify``, a log event); here, in front of Quart, it is
 a dict lookup, the tenant header check, the door's counter, draining a small body and one
 pre-rendered response.

@@ -193,8 +193,7 @@ class Reranker:
 class WebHit(NamedTuple):
     """One search result: one small object of plain values (thousands sit in the search cache).
     Note: CPython's collector untracks only *exact* tuples of atoms; a NamedTuple stays tracked
-    (measured: ~5000 in the oldest generation after a benchmark run, a small part of a full
-    collection's work)."""
+    (after a benchmark run they were a small part of a full collection's work)."""
 
     url: str
     title: str

@@ -93,7 +93,7 @@ async def open_downstreams(
             # Opened at start-up, all of them: the budget reserves them for this process anyway,
             # and a pool that grows on demand opens its connections (TCP, auth, a backend
             # process, statements prepared again) exactly when a surge arrives, on the requests
-            # of the surge — the benchmark saw vector-search p99s of 400 ms from it.
+            # of the surge, whose vector-search tail latency the overload benchmark saw jump.
             min_size=connections,
             max_size=connections,
             gate=deps["db"].gate,

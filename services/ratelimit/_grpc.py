@@ -131,8 +131,8 @@ class RateLimitServicer(rls_pb2_grpc.RateLimitServiceServicer):
         """The request in ``message``, remembered by its bytes.
 
         Envoy sends the very same bytes for every request of one tenant on one route, and turning
-        them into descriptors (protobuf parse, then Python objects for every entry) costs about
-        a third of a decision when the call arrives on a cold CPU cache, as it does at moderate
+        them into descriptors (protobuf parse, then Python objects for every entry) is a large
+        part of a decision when the call arrives on a cold CPU cache, as it does at moderate
         rates. Parsing is a pure function of the bytes and the result is immutable, so remembering
         it is safe; the dict is bounded (emptied when full)."""
         item = self._parsed.get(message)

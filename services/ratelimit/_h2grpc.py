@@ -1,13 +1,14 @@
 """Unary gRPC over cleartext HTTP/2, as a sans-I/O state machine: bytes in, calls out, bytes back.
 
-Why this exists instead of grpcio's server: a ``ShouldRateLimit`` call is ~40 us of Python, but
+Why this exists instead of grpcio's server: a ``ShouldRateLimit`` decision is little Python work, but
 grpcio's threaded server hands each call across four or five threads (C-core's I/O thread, the
 completion-queue poller, a worker that waits for the request message, the poller again, the
-writer) and on a busy 2-core machine each hop waits for a core: measured, one call at a time, ~600 us
-round trip through grpcio against ~85 us for a single-threaded reader answering on the socket it
-read from. That round trip sits on every request's path through the gateway. This module speaks just
-the part of HTTP/2 (RFC 9113) and gRPC that a unary service needs, so one thread can read a batch of
-calls, decide them, and write the answers, with no hand-offs.
+writer) and on a busy 2-core machine each hop waits for a core, so a call's round trip through
+grpcio is several times that of a single-threaded reader answering on the socket it read from
+(figures: docs/decisions/0002-ratelimit-service.md). That round trip sits on every request's path
+through the gateway. This module speaks just the part of HTTP/2 (RFC 9113) and gRPC that a unary
+service needs, so one thread can read a batch of calls, decide them, and write the answers, with
+no hand-offs.
 
 What it implements, and how it bounds things:
 

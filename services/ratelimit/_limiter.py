@@ -49,9 +49,9 @@ class Code(enum.Enum):
     OVER_LIMIT = "over_limit"
 
 
-# The per-call value objects are NamedTuples, not frozen dataclasses: equally immutable, and several
-# times cheaper to create (a frozen dataclass sets each field through object.__setattr__), which
-# matters at thousands of decisions per second.
+# The per-call value objects are NamedTuples, not frozen dataclasses: equally immutable, and
+# cheaper to create (a frozen dataclass sets each field through object.__setattr__), which
+# matters on a path every decision takes.
 
 
 class Descriptor(NamedTuple):

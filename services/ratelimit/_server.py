@@ -1,20 +1,20 @@
 """Wiring and serving: settings in, a running gRPC server plus its probe port out.
 
-Which gRPC server, measured on this 2-core machine (one ``ShouldRateLimit`` call at a time, and
-throughput with 64 calls in flight from a C-like client), all with the same limiter:
+Which gRPC server (both with the same limiter; ``make bench-gateway`` measures them side by side,
+figures in docs/decisions/0002-ratelimit-service.md and docs/benchmarks.md):
 
 - **single_thread** (default, `UnaryGrpcServer`): one thread reads a batch of calls, decides them
-  and writes the answers; round trip ~165-250 us, ~11,000-28,000 decisions/s.
+  and writes the answers: the shortest round trip and the most decisions per second here.
 - **grpcio** (``RATELIMIT_GRPC_SERVER=grpcio``): grpcio's threaded server hands every call across
   C-core's I/O thread, its completion-queue poller and a worker (and back), each hop a wake-up
-  that waits for a core on a busy machine: round trip ~450-850 us, ~3,400-4,000 decisions/s.
-  ``grpc.aio`` measured no better (~260 us of CPU per call). Kept as the fallback.
+  that waits for a core on a busy machine, which makes every round trip longer and caps the rate.
+  ``grpc.aio`` measured no better. Kept as the fallback.
 
 Pure-CPU decisions (memory store) cannot use a second core from one process either way (the GIL),
 so one thread without hand-offs is the cheapest shape. With Redis, the calls read together are
 counted in one pipelined round trip (bounded by ``RATELIMIT_REDIS_TIMEOUT``), and calls arriving
-meanwhile form the next batch: measured ~16,000 decisions/s against grpcio's ~2,200/s with 8
-threads (one round trip per call). Calls in progress are bounded (``RATELIMIT_MAX_CONCURRENT_RPCS``:
+meanwhile form the next batch, where grpcio's server, even with 8 threads, makes one round trip
+per call. Calls in progress are bounded (``RATELIMIT_MAX_CONCURRENT_RPCS``:
 streams per connection beyond it are refused, which Envoy treats as a failure and lets the
 request pass).
 """

@@ -451,5 +451,5 @@ def _snippet(
 
 @cache
 def corpus() -> Corpus:
-    """The bundled corpus, built and indexed once per process (about 60 ms) on first use."""
+    """The bundled corpus, built and indexed once per process on first use."""
     return Corpus(_generate(CORPUS_SEED, CORPUS_SIZE))

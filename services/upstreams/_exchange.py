@@ -146,7 +146,7 @@ async def simulate(api: str, produce: Produce) -> Response:
             status = response.status_code
             return response
         # The answer is due at arrival + latency. Compute it while "waiting", so the simulator's own
-        # CPU time does not add to the configured latency (it did: ~9 ms per request under load).
+        # CPU time does not add to the configured latency (it did, noticeably, under load).
         answer_at = trio.current_time() + ticket.delay
         if ticket.outcome == "ok":
             try:
