@@ -28,9 +28,10 @@ from pydantic import BaseModel
 from quart import Response, g, jsonify, request
 from quart_trio import QuartTrio
 
-from ._admission import Door, make_doors
+from ._admission import SHAPES, Door, make_doors
 from ._context import Downstreams, RequestContext
 from ._deal_brain import answer_question
+from ._degrade import failure_policy_problems
 from ._front_door import DoorRoute, FrontDoor
 from ._models import DealBrainRequest, NexusAssessRequest, ShadowHunterRequest
 from ._nexus_assess import assess
@@ -82,9 +83,20 @@ def create_app(
     gates: Mapping[str, floodgate.Gate] | None = None,
 ) -> QuartTrio:
     """The app, with its providers already opened (see `services.online._wiring`); ``gates``
-    (dependency -> gate, `Wired.gates`) lets the endpoint doors watch their bottleneck's queue."""
+    (dependency -> gate, `Wired.gates`) lets the endpoint doors watch their bottleneck's queue.
+    Raises `chassis.StartupError` when an endpoint's failure policy in the budget (``required`` and
+    ``degradable``) does not name exactly the dependencies it calls."""
     registry = registry if registry is not None else CollectorRegistry()
     policies = [budget.endpoint(name) for name in ("deal_brain", "shadow_hunter", "nexus_assess")]
+    problems = [
+        problem
+        for name, shape in SHAPES.items()
+        for problem in failure_policy_problems(
+            name, budget.endpoint(name), shape.calls(budget.endpoint(name))
+        )
+    ]
+    if problems:
+        raise chassis.StartupError(str(floodgate.BudgetError(problems)))
     app = chassis.create_app(
         "online",
         registry=registry,

@@ -6,11 +6,13 @@ requests per API) must stay within the per-process limits the budget file derive
 
 from __future__ import annotations
 
+import chassis
+import pytest
 import trio
 
 from services.online._admission import endpoint_capacity
 
-from .conftest import SIM_API, close_door, online_harness
+from .conftest import SIM_API, close_door, make_budget, online_harness
 
 DEAL = "/v1/deal-brain/answers"
 HUNT = "/v1/shadow-hunter/hunts"
@@ -130,3 +132,29 @@ async def test_the_door_refuses_before_any_other_work(autojump_clock) -> None:
         assert response.headers["Retry-After"] == "1"
         assert (await h.stats())["chat"]["requests"] == 0
         assert h.app.extensions["online"].doors["nexus_assess"].statistics().refused_total == 1
+
+
+@pytest.mark.parametrize(
+    ("endpoint", "policy", "problem"),
+    [
+        (
+            "shadow_hunter",
+            {"required": []},
+            "endpoints.shadow_hunter: calls search but names it neither required nor degradable",
+        ),
+        (
+            "nexus_assess",
+            {"required": ["llm", "rerank"]},
+            "endpoints.nexus_assess: names rerank, which it does not call",
+        ),
+    ],
+)
+async def test_a_failure_policy_that_does_not_match_the_endpoint_stops_start_up(
+    autojump_clock, endpoint, policy, problem
+) -> None:
+    # `required` and `degradable` together name exactly what the endpoint calls, so what the budget
+    # file (and `floodgate plan`) says about failures is what the endpoint does.
+    with pytest.raises(chassis.StartupError) as caught:
+        async with online_harness(budget=make_budget({"endpoints": {endpoint: policy}})):
+            pass
+    assert problem in str(caught.value)
