@@ -31,7 +31,6 @@ import argparse
 import json
 import logging
 import os
-import statistics
 import sys
 import time
 from collections.abc import Awaitable, Callable
@@ -41,6 +40,7 @@ import floodgate
 import structlog
 import trio
 import trio.lowlevel
+from _rounds import Spread, alternating
 
 try:
     import stamina
@@ -135,8 +135,7 @@ async def run_rounds(failures: int, *, rounds: int, batch: int) -> dict[str, lis
             for _ in range(200):
                 await callers[case]()
         for index in range(rounds):
-            order = CASES if index % 2 == 0 else tuple(reversed(CASES))
-            for case in order:
+            for case in alternating(CASES, index):
                 call = callers[case]
                 downstream.attempts = 0
                 start = clock()
@@ -148,12 +147,9 @@ async def run_rounds(failures: int, *, rounds: int, batch: int) -> dict[str, lis
     return per_call
 
 
-def spread(values: list[float]) -> tuple[float, float, float, float, float]:
-    """(median, min, max, 25th, 75th percentile) in microseconds."""
-    q1, _, q3 = statistics.quantiles(values, n=4) if len(values) > 1 else (values[0],) * 3
-    return tuple(  # type: ignore[return-value]
-        v * 1e6 for v in (statistics.median(values), min(values), max(values), q1, q3)
-    )
+def in_us(values: list[float]) -> Spread:
+    """Median, interquartile range and range of per-call seconds, in microseconds."""
+    return Spread.of(v * 1e6 for v in values)
 
 
 def main() -> None:
@@ -168,10 +164,10 @@ def main() -> None:
     stamina.instrumentation.set_on_retry_hooks([])
 
     load_start = os.getloadavg()[0]
-    results: dict[str, dict[str, tuple[float, ...]]] = {}
+    results: dict[str, dict[str, Spread]] = {}
     for scenario, failures in (("success", 0), ("fail_twice", 2)):
         per_call = trio.run(lambda f=failures: run_rounds(f, rounds=rounds, batch=batch))
-        results[scenario] = {case: spread(values) for case, values in per_call.items()}
+        results[scenario] = {case: in_us(values) for case, values in per_call.items()}
     load_end = os.getloadavg()[0]
 
     versions = ", ".join(
@@ -184,12 +180,12 @@ def main() -> None:
     )
     print(f"{'scenario':<12}{'loop':<11}{'median us':>10}{'min-max us':>18}{'IQR us':>18}{'over bare':>11}")
     for scenario, cases in results.items():
-        bare = cases["bare"][0]
-        for case, (median, low, high, q1, q3) in cases.items():
-            over = "" if case == "bare" else f"{median - bare:+.2f}"
+        bare = cases["bare"].median
+        for case, s in cases.items():
+            over = "" if case == "bare" else f"{s.median - bare:+.2f}"
             print(
-                f"{scenario:<12}{case:<11}{median:>10.2f}{f'{low:.2f}-{high:.2f}':>18}"
-                f"{f'{q1:.2f}-{q3:.2f}':>18}{over:>11}"
+                f"{scenario:<12}{case:<11}{s.median:>10.2f}{f'{s.low:.2f}-{s.high:.2f}':>18}"
+                f"{f'{s.q1:.2f}-{s.q3:.2f}':>18}{over:>11}"
             )
     print(
         "floodgate's figure is the whole guarded call (gate, breaker, deadline, attempt timeout, "
@@ -197,9 +193,11 @@ def main() -> None:
     )
     summary: dict[str, object] = {}
     for scenario, cases in results.items():
-        for case, (median, low, high, *_) in cases.items():
-            summary[f"{scenario}_{case}_us"] = round(median, 2)
-            summary[f"{scenario}_{case}_spread_us"] = [round(low, 2), round(high, 2)]
+        for case, s in cases.items():
+            key = f"{scenario}_{case}_us"
+            summary[key] = round(s.median, 2)
+            summary[f"{key}_spread"] = [round(s.q1, 2), round(s.q3, 2)]
+            summary[f"{key}_range"] = [round(s.low, 2), round(s.high, 2)]
     summary.update(rounds=rounds, batch=batch, load_average=round(load_end, 2), cores=os.cpu_count())
     print(json.dumps(summary))
 
