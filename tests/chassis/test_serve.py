@@ -74,6 +74,7 @@ async def test_graceful_shutdown_finishes_in_flight_requests() -> None:
     assert result["response"].json() == {"done": True}
 
 
+@pytest.mark.realtime
 async def test_a_port_in_use_is_one_startup_error() -> None:
     # hypercorn binds inside its nurseries: the OSError arrives wrapped in exception groups, and
     # the chassis must still turn it into the one line a supervisor shows.

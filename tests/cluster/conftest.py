@@ -19,7 +19,7 @@ def _free_ports(n: int) -> list[int]:
 
 
 @pytest.fixture
-def cluster_env(tmp_path: Path) -> dict[str, str]:
+def cluster_env(tmp_path: Path, realtime) -> dict[str, str]:
     """Environment for a cluster that uses only free ports and ``tmp_path/data``.
 
     The ingest workers get consecutive ports from FLOODGATE_INGEST_WORKER_PORT, so that one is picked

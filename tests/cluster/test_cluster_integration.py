@@ -21,7 +21,7 @@ from tests.conftest import REPO_ROOT
 
 from ._procs import wait_all_gone
 
-pytestmark = pytest.mark.realtime
+pytestmark = [pytest.mark.realtime, pytest.mark.timeout(180)]  # its own waits add up to more than 2 minutes
 
 
 def _wait_ready(proc: subprocess.Popen, state_file: Path, log: Path, timeout: float = 60) -> dict:

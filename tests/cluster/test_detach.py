@@ -17,7 +17,7 @@ from tests.conftest import REPO_ROOT
 
 from ._procs import wait_all_gone
 
-pytestmark = pytest.mark.realtime
+pytestmark = [pytest.mark.realtime, pytest.mark.timeout(180)]  # each command may take up to 90 s
 
 
 def _run(

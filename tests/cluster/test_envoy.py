@@ -4,6 +4,7 @@ renderer changes ports by editing the parsed document."""
 import subprocess
 from pathlib import Path
 
+import pytest
 import yaml
 
 from cluster.envoy import (
@@ -33,6 +34,7 @@ def _endpoints(config: dict, cluster: str) -> list[tuple[str, int]]:
     ]
 
 
+@pytest.mark.realtime  # envoy --mode validate runs the binary
 def test_the_committed_config_validates() -> None:
     result = _validate(ENVOY_CONFIG)
     assert result.returncode == 0, result.stderr
@@ -43,6 +45,7 @@ def test_the_committed_config_matches_the_default_settings() -> None:
     assert render_envoy_config(load_cluster_settings({})) == committed
 
 
+@pytest.mark.realtime  # envoy --mode validate runs the binary
 def test_a_rendered_config_has_the_settings_ports_and_validates(tmp_path: Path) -> None:
     settings = load_cluster_settings(
         {
@@ -71,6 +74,7 @@ def test_a_rendered_config_has_the_settings_ports_and_validates(tmp_path: Path) 
     assert result.returncode == 0, result.stderr
 
 
+@pytest.mark.realtime  # envoy --mode validate runs the binary
 def test_compose_rendering_points_at_service_names(tmp_path: Path) -> None:
     config = render_envoy_config(load_cluster_settings({}), hosts=COMPOSE_HOSTS, listen_host="0.0.0.0")
     assert _endpoints(config, "ingest_worker") == [("ingest-worker", 8083)]  # DNS gives every replica
@@ -107,6 +111,7 @@ def test_routes_and_what_the_gateway_does_not_expose() -> None:
     assert [r["match"] for r in upstream_routes] == [{"path": "/healthz/upstreams"}]
 
 
+@pytest.mark.realtime  # envoy --mode validate runs the binary
 def test_zero_workers_and_the_ratelimit_cluster(tmp_path: Path) -> None:
     settings = load_cluster_settings({"FLOODGATE_INGEST_WORKERS": "0", "FLOODGATE_RATELIMIT_PORT": "18091"})
     config = render_envoy_config(settings)

@@ -33,7 +33,7 @@ def _redis_answers(url: str) -> bool:
 
 
 @pytest.fixture(scope="session")
-def redis_url():
+def redis_url(realtime):
     """The Redis server the Redis-backend tests use; the test is skipped when none answers. The keys
     the tests wrote (prefixes from `redis_prefix()`) are deleted at the end of the session."""
     if not _redis_answers(TEST_REDIS_URL):

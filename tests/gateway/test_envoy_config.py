@@ -50,11 +50,13 @@ def seconds(value: str) -> float:
     return float(value[:-1])
 
 
+@pytest.mark.realtime  # envoy --mode validate runs the binary
 def test_envoy_validates_the_committed_file():
     result = validate(ENVOY_YAML)
     assert result.returncode == 0, result.stderr or result.stdout
 
 
+@pytest.mark.realtime  # envoy --mode validate runs the binary
 def test_envoy_validates_a_rendered_file(tmp_path):
     from ._envoy import render_gateway
 

@@ -21,7 +21,7 @@ GLOBEX = {"x-api-key": "key-globex-1"}
 
 
 @pytest.fixture(scope="module")
-def gateway(tmp_path_factory):
+def gateway(tmp_path_factory, realtime):
     log_dir = tmp_path_factory.mktemp("gateway")
     with (
         start_ratelimit(log_dir) as rls,
@@ -195,6 +195,7 @@ def test_429_carries_retry_after_ratelimit_headers_and_json(client):
     assert int(ok.headers["x-ratelimit-remaining"]) < 5
 
 
+@pytest.mark.realtime
 def test_local_token_bucket_answers_429_json_with_retry_after(tmp_path):
     """The per-route bucket of one Envoy, for all tenants together. The committed buckets are far above
     what a test can send quickly, so this run shrinks omnirag_read's bucket to 3 tokens (the only change)."""
@@ -222,6 +223,7 @@ def test_local_token_bucket_answers_429_json_with_retry_after(tmp_path):
         assert c.post("/v1/omnirag/jobs", json={}, headers=ACME).status_code == 200
 
 
+@pytest.mark.realtime
 def test_retry_after_comes_from_the_window_reset(tmp_path):
     """With a minute window, Retry-After is the time to the window's end (from the rate-limit
     service), not the gateway's fallback of 1 s."""

@@ -23,9 +23,12 @@ from tests.conftest import REPO_ROOT, free_port
 ACME = {"x-api-key": "fg_dev_acme_8c1f2a7d4e6b"}  # config/api_keys.sample.yaml
 GLOBEX = {"x-api-key": "fg_dev_globex_5b9e0d3c7a21"}
 
+# the cluster fixture waits up to 120 s for the cluster (its set-up counts in the first test's time)
+pytestmark = pytest.mark.timeout(180)
+
 
 @pytest.fixture(scope="module")
-def cluster(tmp_path_factory):
+def cluster(tmp_path_factory, realtime):
     data = tmp_path_factory.mktemp("cluster") / "data"
     names = [
         "GATEWAY",

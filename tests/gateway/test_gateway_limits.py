@@ -34,7 +34,7 @@ def failed_open(gateways) -> int:
 
 
 @pytest.fixture(scope="module", params=["memory", "redis"])
-def deployment(request, tmp_path_factory):
+def deployment(request, tmp_path_factory, realtime):
     """Two gateways in front of two online instances; yields (gateways, online instances)."""
     log_dir = tmp_path_factory.mktemp(f"limits-{request.param}")
     with contextlib.ExitStack() as stack:

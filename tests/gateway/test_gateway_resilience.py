@@ -8,10 +8,13 @@ import time
 from collections.abc import Iterator
 
 import httpx
+import pytest
 import trio
 
 from ._envoy import KEYS, Gateway, hcm_of, load_committed, start_gateway
 from ._procs import start_ratelimit, start_upstream
+
+pytestmark = pytest.mark.realtime  # every test runs Envoy and its upstreams
 
 
 def thresholds(cluster_name: str) -> dict:

@@ -20,7 +20,7 @@ GLOBEX = {"x-api-key": "key-globex-1"}
 
 
 @pytest.fixture(scope="module")
-def gateway(tmp_path_factory, database_url):
+def gateway(tmp_path_factory, database_url, realtime):
     log_dir = tmp_path_factory.mktemp("tenants")
     port = free_port()
     env = {

@@ -37,7 +37,7 @@ def handler(calls: Sequence[UnaryCall]) -> list[bytes | GrpcAbort]:
 
 
 @pytest.fixture
-def server() -> Iterator[UnaryGrpcServer]:
+def server(realtime) -> Iterator[UnaryGrpcServer]:
     srv = UnaryGrpcServer("127.0.0.1", 0, handler, max_connections=2)
     thread = threading.Thread(target=srv.serve_forever)
     thread.start()
@@ -95,6 +95,7 @@ def test_calls_errors_and_a_failing_handler(server):
     assert server.statistics().calls == 4
 
 
+@pytest.mark.realtime
 def test_calls_read_together_are_handled_together():
     batches: list[int] = []
 
@@ -133,6 +134,7 @@ def test_connections_beyond_the_limit_are_closed(server):
     assert server.statistics().rejected_connections == 1
 
 
+@pytest.mark.realtime
 def test_stop_sends_goaway_and_closes():
     srv = UnaryGrpcServer("127.0.0.1", 0, handler)
     thread = threading.Thread(target=srv.serve_forever)

@@ -67,7 +67,7 @@ def desc(tenant: str, route: str) -> Descriptor:
     return Descriptor(entries=(("tenant", tenant), ("route", route)))
 
 
-@pytest.fixture(params=["memory", "redis"])
+@pytest.fixture(params=["memory", pytest.param("redis", marks=pytest.mark.realtime)])
 def make_limiter(request):
     """A factory of ``(limiter, clock)`` on one backend; closes the stores it opened."""
     opened = []

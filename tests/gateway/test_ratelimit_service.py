@@ -46,6 +46,7 @@ def test_public_api_is_exported():
     assert sorted(ratelimit.__all__) == sorted(set(ratelimit.__all__))
 
 
+@pytest.mark.realtime
 @pytest.mark.parametrize("server", ["single_thread", "grpcio"])
 @pytest.mark.parametrize("backend", ["memory", "redis"])
 def test_grpc_decisions_probes_and_metrics(tmp_path, request, backend, server):
@@ -78,6 +79,7 @@ def test_grpc_decisions_probes_and_metrics(tmp_path, request, backend, server):
         assert httpx.get(f"{http}/nope").status_code == 404
 
 
+@pytest.mark.realtime
 @pytest.mark.parametrize("server", ["single_thread", "grpcio"])
 def test_redis_down_answers_unavailable_and_counts_it(tmp_path, server):
     env = {"RATELIMIT_GRPC_SERVER": server}
@@ -93,6 +95,7 @@ def test_redis_down_answers_unavailable_and_counts_it(tmp_path, server):
         assert "ratelimit_store_errors_total 1.0" in httpx.get(f"{http}/metrics").text
 
 
+@pytest.mark.realtime
 def test_concurrent_clients_count_exactly_and_unknown_methods_are_refused(tmp_path):
     """The single-threaded server under several grpcio clients at once (each its own connection,
     many streams each): every call answered, counts exact, then SIGTERM stops it cleanly."""
@@ -149,6 +152,7 @@ def run_main(env: dict[str, str]) -> subprocess.CompletedProcess:
     )
 
 
+@pytest.mark.realtime
 def test_bad_config_stops_start_up_with_one_line(tmp_path):
     bad = tmp_path / "rl.yaml"
     bad.write_text(
@@ -166,6 +170,7 @@ def test_bad_config_stops_start_up_with_one_line(tmp_path):
     assert "rate_limit.unit: 'weekly' is not one of" in result.stderr
 
 
+@pytest.mark.realtime
 def test_bad_setting_and_port_in_use_are_named(tmp_path):
     result = run_main({"RATELIMIT_PORT": "notaport"})
     assert result.returncode == 2

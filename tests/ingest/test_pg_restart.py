@@ -52,7 +52,7 @@ class OwnPostgres:
 
 
 @pytest.fixture
-def own_postgres() -> Iterator[OwnPostgres]:
+def own_postgres(realtime) -> Iterator[OwnPostgres]:
     # Not under tmp_path: a pytest session starting elsewhere resets /tmp/pytest-of-<user> to 0700,
     # which would stop the server's unprivileged user from reaching its data directory.
     root = Path(tempfile.mkdtemp(prefix="ingest-pg-restart-"))
@@ -84,6 +84,7 @@ def submit_with_retries(client: httpx.Client, i: int, deadline: float) -> int:
 
 @pytest.mark.realtime
 @pytest.mark.slow  # about 10 s: its own PostgreSQL, three processes, a restart
+@pytest.mark.timeout(120)  # its own waits: 30 s for PostgreSQL, 60 s for the jobs
 def test_api_and_worker_survive_a_postgres_restart(own_postgres: OwnPostgres, tmp_path: Path) -> None:
     dsn = own_postgres.pg.dsn("postgres")
     asyncio.run(apply_migrations(dsn))

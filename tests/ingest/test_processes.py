@@ -22,7 +22,7 @@ WORKER_CHUNKING = {"chunk_tokens": 20, "chunk_overlap": 5, "embed_batch_size": 2
 
 
 @pytest.fixture(scope="module")
-def simulator(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Child]:
+def simulator(tmp_path_factory: pytest.TempPathFactory, realtime) -> Iterator[Child]:
     child = start_simulator(tmp_path_factory.mktemp("sim"))
     try:
         yield child
@@ -50,6 +50,7 @@ async def wait_until(predicate, within: float, interval: float = 0.05) -> None:
             await trio.sleep(interval)
 
 
+@pytest.mark.timeout(90)  # waits up to 60 s for the jobs
 async def test_three_workers_300_jobs_each_succeeds_exactly_once(
     fresh_database_url: str, simulator: Child, children: list[Child], tmp_path: Path
 ) -> None:
@@ -166,6 +167,7 @@ async def test_sigkill_mid_job_another_worker_reclaims_and_completes(
 
 @pytest.mark.realtime
 @pytest.mark.slow
+@pytest.mark.timeout(60)  # waits up to 2 x 20 s
 async def test_a_frozen_worker_that_wakes_up_cannot_overwrite_the_new_attempt(
     fresh_database_url: str, simulator: Child, children: list[Child], tmp_path: Path
 ) -> None:

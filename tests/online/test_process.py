@@ -40,6 +40,7 @@ def _wait_ready(url: str, proc: subprocess.Popen, timeout: float = 20.0) -> None
     raise AssertionError(f"{url} not ready within {timeout}s")
 
 
+@pytest.mark.realtime
 def test_bad_budget_file_stops_start_up_with_one_clear_message() -> None:
     result = subprocess.run(
         [sys.executable, "-m", "services.online"],
