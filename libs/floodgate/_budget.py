@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import math
 import tomllib
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -292,6 +292,23 @@ class Budget(_Policy):
             return self.endpoints[name]
         except KeyError:
             raise LookupError(f"unknown endpoint {name!r} (budget has {sorted(self.endpoints)})") from None
+
+    def failure_policy_problems(self, endpoint: str, calls: Iterable[str]) -> list[str]:
+        """What the failure policy of ``endpoint`` gets wrong about the dependencies it ``calls``
+        (its service knows them): one it calls but names neither ``required`` nor ``degradable``,
+        or one it names but never calls. A service refuses to start on any: what the file (and
+        `floodgate plan`) says about failures must be what the endpoint does."""
+        policy = self.endpoint(endpoint)
+        called = set(calls)
+        named = set(policy.required) | set(policy.degradable)
+        problems = []
+        if unnamed := sorted(called - named):
+            problems.append(
+                f"endpoints.{endpoint}: calls {', '.join(unnamed)} but names it neither required nor degradable"
+            )
+        if uncalled := sorted(named - called):
+            problems.append(f"endpoints.{endpoint}: names {', '.join(uncalled)}, which it does not call")
+        return problems
 
     def service(self, name: str) -> ServiceShape:
         try:

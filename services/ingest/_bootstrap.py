@@ -79,9 +79,15 @@ def build_api_app(
 ) -> QuartTrio:
     """The API app on ``db``; ``budget`` defaults to the one ``settings.budget_file`` names. A
     submission gets the budget's ``omnirag_submit`` deadline, and its body the smaller of that
-    endpoint's ``max_body_bytes`` and the service's setting."""
+    endpoint's ``max_body_bytes`` and the service's setting. The endpoint's failure policy must be
+    what a submission does, ``required = ["db"]`` (`chassis.StartupError` otherwise)."""
     if budget is None:
         budget = _load_budget(settings.budget_file)
+    problems = budget.failure_policy_problems(SUBMIT_ENDPOINT, ["db"])  # a submission is one statement
+    if budget.endpoint(SUBMIT_ENDPOINT).degradable:
+        problems.append(f"endpoints.{SUBMIT_ENDPOINT}.degradable: a submission has no fallback")
+    if problems:
+        raise chassis.StartupError(str(floodgate.BudgetError(problems)))
     body_limit = min(settings.max_body_bytes, budget.endpoint(SUBMIT_ENDPOINT).max_body_bytes)
     app = chassis.create_app("ingest-api", registry=registry, max_body_bytes=body_limit)
     app.extensions["ingest"] = IngestApi(

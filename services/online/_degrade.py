@@ -7,9 +7,9 @@ open, deadline, dependency error, retry budget spent) becomes the fallback value
 recorded in the request's ``floodgate.Degradations`` (metric + log event), which the response
 lists as ``degraded``. A dependency the policy does not list fails the request instead: the
 operator decides in the budget file, not the code. The file must say so, too: every dependency an
-endpoint calls is named either ``degradable`` or ``required``, and nothing else is
-(`failure_policy_problems`, checked when the app is built), so the failure policy ``floodgate
-plan`` prints is the one the endpoint follows.
+endpoint calls is named either ``degradable`` or ``required``, and nothing else is (checked when
+the app is built: ``floodgate.Budget.failure_policy_problems``), so the failure policy that
+``floodgate plan`` prints is the one the endpoint follows.
 
 A degradable step never eats the whole request deadline: it gets the time left minus
 ``reserve``, so the request still has time to answer with the fallback instead of ending in a
@@ -19,14 +19,14 @@ A degradable step never eats the whole request deadline: it gets the time left m
 from __future__ import annotations
 
 import math
-from collections.abc import Awaitable, Callable, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from typing import TypeVar
 
 import floodgate
 
 from ._models import Degradation
 
-__all__ = ["degradable", "degradations_of", "failure_policy_problems"]
+__all__ = ["degradable", "degradations_of"]
 
 T = TypeVar("T")
 
@@ -88,20 +88,3 @@ def degradations_of(
         )
         for item in degradations
     ]
-
-
-def failure_policy_problems(
-    endpoint: str, policy: floodgate.EndpointPolicy, calls: Iterable[str]
-) -> list[str]:
-    """What the budget's failure policy of ``endpoint`` gets wrong about the dependencies it ``calls``:
-    one it calls but names neither ``required`` nor ``degradable``, or one it names but never calls."""
-    called = set(calls)
-    named = set(policy.required) | set(policy.degradable)
-    problems = []
-    if unnamed := sorted(called - named):
-        problems.append(
-            f"endpoints.{endpoint}: calls {', '.join(unnamed)} but names it neither required nor degradable"
-        )
-    if uncalled := sorted(named - called):
-        problems.append(f"endpoints.{endpoint}: names {', '.join(uncalled)}, which it does not call")
-    return problems

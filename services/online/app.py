@@ -31,7 +31,6 @@ from quart_trio import QuartTrio
 from ._admission import SHAPES, Door, make_doors
 from ._context import Downstreams, RequestContext
 from ._deal_brain import answer_question
-from ._degrade import failure_policy_problems
 from ._front_door import DoorRoute, FrontDoor
 from ._models import DealBrainRequest, NexusAssessRequest, ShadowHunterRequest
 from ._nexus_assess import assess
@@ -91,9 +90,7 @@ def create_app(
     problems = [
         problem
         for name, shape in SHAPES.items()
-        for problem in failure_policy_problems(
-            name, budget.endpoint(name), shape.calls(budget.endpoint(name))
-        )
+        for problem in budget.failure_policy_problems(name, shape.calls(budget.endpoint(name)))
     ]
     if problems:
         raise chassis.StartupError(str(floodgate.BudgetError(problems)))

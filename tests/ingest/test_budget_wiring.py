@@ -8,6 +8,7 @@ import tomllib
 from pathlib import Path
 from typing import Any
 
+import chassis
 import floodgate
 import pytest
 import trio
@@ -113,3 +114,20 @@ async def test_the_submission_body_limit_is_the_budgets_max_body_bytes(autojump_
     assert response.status_code == 413 and db.calls == 0
     error = (await response.get_json())["error"]
     assert error["code"] == "body_too_large" and error["details"]["limit_bytes"] == 1000
+
+
+@pytest.mark.parametrize(
+    ("policy", "problem"),
+    [
+        ({"required": []}, "endpoints.omnirag_submit: calls db but names it neither required nor degradable"),
+        ({"required": ["db", "embed"]}, "endpoints.omnirag_submit: names embed, which it does not call"),
+        (
+            {"required": [], "degradable": {"db": "later"}},
+            "omnirag_submit.degradable: a submission has no fallback",
+        ),
+    ],
+)
+def test_a_submission_failure_policy_other_than_required_db_stops_start_up(policy: Any, problem: str) -> None:
+    with pytest.raises(chassis.StartupError) as caught:
+        build_api_app(IngestApiSettings(), SlowDb(), CollectorRegistry(), budget=make_budget(**policy))
+    assert problem in str(caught.value)

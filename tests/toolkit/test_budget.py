@@ -144,6 +144,17 @@ def test_a_postgres_dependency_takes_the_timeouts_its_pool_uses():
     assert (timeouts.connect, timeouts.attempt, timeouts.min_time_to_start) == (1.0, 2.0, 0.01)
 
 
+def test_failure_policy_problems_compare_required_and_degradable_with_the_calls():
+    data = copy.deepcopy(budget_dict())
+    data["endpoints"]["ep"]["degradable"] = {"db": "cached"}
+    budget = floodgate.parse_budget(data)  # required = ["api"], degradable = {db}
+    assert budget.failure_policy_problems("ep", ["api", "db"]) == []
+    assert budget.failure_policy_problems("ep", ["api"]) == ["endpoints.ep: names db, which it does not call"]
+    assert budget.failure_policy_problems("ep", ["api", "db", "llm"]) == [
+        "endpoints.ep: calls llm but names it neither required nor degradable"
+    ]
+
+
 def test_an_endpoint_without_fan_out_makes_one_call_at_a_time():
     data = copy.deepcopy(budget_dict())
     assert "fan_out" not in data["endpoints"]["ep"]
