@@ -339,6 +339,9 @@ def build_openapi(settings: IngestApiSettings, *, version: str = "1.0.0") -> dic
             models.append((op.request, "validation"))
         models.append((op.response, "serialization"))
     _, top = models_json_schema(models, ref_template="#/components/schemas/{model}")
+    schemas = top.get("$defs", {})
+    # what `_validate_submission` checks beyond the model: exactly one of text and url
+    schemas[SubmitJobBody.__name__]["oneOf"] = [{"required": ["text"]}, {"required": ["url"]}]
     limits = (
         f"\n\nLimits: body at most {settings.max_body_bytes} bytes, `text` at most "
         f"{settings.max_text_bytes} bytes, `metadata` at most {settings.max_metadata_bytes} bytes (JSON); "
@@ -373,7 +376,7 @@ def build_openapi(settings: IngestApiSettings, *, version: str = "1.0.0") -> dic
         },
         "paths": paths,
         "components": {
-            "schemas": top.get("$defs", {}),
+            "schemas": schemas,
             "responses": chassis.error_responses(ERROR_CONTRACT.values()),
             "parameters": {**shared["parameters"], **_parameters()},
             "headers": shared["headers"],

@@ -8,20 +8,12 @@ globex's passages through dealBrain's search, while globex finds them.
 
 from __future__ import annotations
 
-import json
-import os
-import signal
-import subprocess
-import sys
 import time
 
 import httpx
 import pytest
 
-from tests.conftest import REPO_ROOT, free_port
-
-ACME = {"x-api-key": "fg_dev_acme_8c1f2a7d4e6b"}  # config/api_keys.sample.yaml
-GLOBEX = {"x-api-key": "fg_dev_globex_5b9e0d3c7a21"}
+from ._cluster import ACME, GLOBEX, run_cluster
 
 # the cluster fixture waits up to 120 s for the cluster (its set-up counts in the first test's time)
 pytestmark = pytest.mark.timeout(180)
@@ -29,68 +21,8 @@ pytestmark = pytest.mark.timeout(180)
 
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory, realtime):
-    data = tmp_path_factory.mktemp("cluster") / "data"
-    names = [
-        "GATEWAY",
-        "ENVOY_ADMIN",
-        "ONLINE",
-        "INGEST_API",
-        "UPSTREAMS",
-        "RATELIMIT",
-        "RATELIMIT_HTTP",
-        "PG",
-    ]
-    ports = {}
-    while len(set(ports.values())) < len(names):
-        ports = {name: free_port() for name in names}
-    worker = free_port()
-    env = {
-        k: v
-        for k, v in os.environ.items()
-        if not k.startswith("FLOODGATE_") and k not in ("DATABASE_URL", "REDIS_URL")
-    }
-    env.update({f"FLOODGATE_{name}_PORT": str(port) for name, port in ports.items()})
-    env.update(
-        {
-            "FLOODGATE_INGEST_WORKER_PORT": str(worker),
-            "FLOODGATE_INGEST_WORKERS": "1",
-            "FLOODGATE_DATA_DIR": str(data),
-            "FLOODGATE_READY_TIMEOUT": "60",
-            # the sample keys, whatever config/api_keys.yaml this checkout has
-            "FLOODGATE_API_KEYS_FILE": str(REPO_ROOT / "config" / "api_keys.sample.yaml"),
-            "NO_COLOR": "1",
-        }
-    )
-    log = data.parent / "cluster.out"
-    with open(log, "wb") as out:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "cluster", "up"],
-            env=env,
-            cwd=REPO_ROOT,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-        )
-    try:
-        deadline = time.monotonic() + 120
-        while True:
-            if proc.poll() is not None:
-                pytest.fail(f"the cluster exited with {proc.returncode}:\n{log.read_text()[-4000:]}")
-            try:
-                if json.loads((data / "cluster.json").read_text()).get("status") == "ready":
-                    break
-            except (FileNotFoundError, json.JSONDecodeError):
-                pass
-            if time.monotonic() > deadline:
-                pytest.fail(f"the cluster was not ready:\n{log.read_text()[-4000:]}")
-            time.sleep(0.1)
-        yield {"gateway": f"http://127.0.0.1:{ports['GATEWAY']}", "data": data}
-    finally:
-        proc.send_signal(signal.SIGINT)
-        try:
-            proc.wait(60)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+    with run_cluster(tmp_path_factory.mktemp("cluster")) as running:
+        yield running
 
 
 def test_rendered_config_is_private_and_has_the_keys(cluster):
