@@ -240,3 +240,14 @@ async def test_stream_cut_by_the_client_is_counted_out(autojump_clock) -> None:
             raise ClientGaveUp
     chat = (await stats(client))["apis"]["chat"]
     assert chat["current_concurrent"] == 0 and chat["statuses"] == {"200": 1}
+
+
+async def test_a_method_a_path_does_not_serve_is_405_with_allow(client) -> None:
+    for method, path, allowed in (
+        ("GET", "/v1/chat/completions", "OPTIONS, POST"),
+        ("POST", "/v1/search", "GET, HEAD, OPTIONS"),
+    ):
+        response = await client.open(path, method=method)
+        assert response.status_code == 405, (method, path)
+        assert response.headers["Allow"] == allowed
+        assert (await response.get_json())["error"]["code"] == "method_not_allowed"
