@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import chassis
 from openapi_spec_validator import validate
 
-from services.online._models import DealBrainResponse, ErrorResponse
+from services.online._models import DealBrainResponse
 
 from .conftest import online_harness
 
@@ -40,7 +41,8 @@ async def test_openapi_document_is_valid_and_lists_every_status() -> None:
     assert "Retry-After" not in responses["ValidationFailed"]["headers"]
     schemas = doc["components"]["schemas"]
     assert set(schemas["DealBrainResponse"]["properties"]) == set(DealBrainResponse.model_fields)
-    assert set(schemas["ErrorResponse"]["properties"]) == set(ErrorResponse.model_fields)
+    assert set(schemas["ErrorResponse"]["properties"]) == set(chassis.ErrorResponse.model_fields)
+    assert set(schemas["ErrorBody"]["properties"]) == {"code", "message", "details"}
 
 
 async def test_budget_limits_are_written_into_the_operations() -> None:
