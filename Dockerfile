@@ -18,7 +18,8 @@ COPY cluster ./cluster
 COPY migrations ./migrations
 COPY config ./config
 COPY gateway ./gateway
-RUN pip install -e .
+# The toolkit is its own distribution (libs/floodgate/pyproject.toml), which the project depends on.
+RUN pip install -e './libs/floodgate[pg]' -e .
 
 # Never run the services as root inside a container.
 RUN useradd --system --no-create-home --shell /usr/sbin/nologin floodgate

@@ -9,10 +9,12 @@ STAMP := $(VENV)/.installed
 
 venv: $(STAMP)
 
-$(STAMP): pyproject.toml
+# The toolkit is a distribution of its own (libs/floodgate/pyproject.toml) that the project depends on:
+# both in one pip run, the toolkit from its folder.
+$(STAMP): pyproject.toml libs/floodgate/pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[dev]'
+	$(PY) -m pip install --quiet -e './libs/floodgate[pg]' -e '.[dev]'
 	@touch $(STAMP)
 
 up: $(STAMP)  ## the whole local cluster in the foreground; Ctrl-C stops it (DETACH=1 to run in the background)
