@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: venv up start down status test test-all lint clean plan \
+.PHONY: venv up start down status test test-all lint check-dist clean plan \
         bench-toolkit bench-queue bench-ingest bench-overload bench-gateway bench-retry
 
 venv: $(STAMP)
@@ -38,6 +38,9 @@ test-all: $(STAMP)  ## including slow soak/load tests
 lint: $(STAMP)  ## fails on a lint error or an unformatted file
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
+
+check-dist: $(STAMP)  ## the toolkit's wheel alone in a clean venv, smoke-tested under asyncio and trio
+	$(PY) -m pytest tests/toolkit_dist -q $(ARGS)
 
 plan: $(STAMP)  ## derived per-process limits and pool sizes from config/budget.toml
 	$(VENV)/bin/floodgate plan

@@ -1,0 +1,1 @@
+"""The toolkit's wheel, built and installed into a clean virtual environment, and smoke-tested there."""
