@@ -9,6 +9,10 @@ api_key_auth filter (:mod:`cluster.api_keys`), writes the gateway's OpenAPI docu
 ``openapi`` route (:mod:`cluster.gateway_openapi`, built from this very config and the services'
 documents for these settings, so it lists exactly what Envoy routes) and keeps the file private (mode 0600).
 
+The online endpoints come from their records (`services.online.ENDPOINTS`): each needs a route of its
+name whose match covers its path and leads to its own cluster (`Endpoint.cluster`); the renderer
+raises `EnvoyConfigError` when the config lacks one, or has an ``online_*`` cluster no record names.
+
 ``python -m cluster.envoy render [--compose] [-o PATH]`` prints or writes a rendered config (compose
 uses it to point Envoy at the containers by name); ``python -m cluster.envoy openapi`` prints the
 gateway's OpenAPI document.
@@ -27,6 +31,8 @@ from typing import Any
 import chassis
 import floodgate
 import yaml
+
+from services.online import ENDPOINTS as ONLINE_ENDPOINTS
 
 from .api_keys import ApiKeys, apply_api_keys, load_api_keys, resolve_api_keys_file
 from .gateway_openapi import apply_gateway_openapi, build_gateway_openapi
@@ -48,10 +54,10 @@ __all__ = [
 
 ENVOY_CONFIG = Path(__file__).resolve().parent.parent / "gateway" / "envoy.yaml"
 
-#: The online service's clusters: one per endpoint (Envoy's circuit breakers are per cluster, and
-#: each endpoint gets its own, equal to its door) and `online` for its health route; all of them
+#: The online service's clusters: `online` for its health route and one per endpoint record (Envoy's
+#: circuit breakers are per cluster, and each endpoint gets its own, equal to its door); all of them
 #: lead to the same instances.
-ONLINE_CLUSTERS = ("online", "online_deal_brain", "online_shadow_hunter", "online_nexus_assess")
+ONLINE_CLUSTERS = ("online", *(endpoint.cluster for endpoint in ONLINE_ENDPOINTS))
 
 #: Envoy cluster name -> compose service name (the container's DNS name on the compose network).
 COMPOSE_HOSTS = {
@@ -103,7 +109,7 @@ def render_envoy_config(
     resources = config["static_resources"]
     config["admin"]["address"]["socket_address"]["port_value"] = settings.envoy_admin_port
 
-    edge = _named(resources["listeners"], "edge", "listener")
+    edge = _named(resources["listeners"], "edge", "listener", source)
     edge["address"]["socket_address"]["port_value"] = settings.gateway_port
     if listen_host is not None:
         edge["address"]["socket_address"]["address"] = listen_host
@@ -119,7 +125,7 @@ def render_envoy_config(
     for name, ports in upstream_ports.items():
         if name in _OPTIONAL_CLUSTERS and name not in present:
             continue
-        cluster = _named(resources["clusters"], name, "cluster")
+        cluster = _named(resources["clusters"], name, "cluster", source)
         if not ports:  # no ingest workers: keep the cluster, with no endpoint (its route answers 503)
             cluster["load_assignment"]["endpoints"] = []
             continue
@@ -130,7 +136,35 @@ def render_envoy_config(
         cluster["load_assignment"]["endpoints"] = [
             {"lb_endpoints": [_endpoint(host, port) for port in ports]}
         ]
+    _check_online_endpoints(config, source)
     return config
+
+
+def _check_online_endpoints(config: Mapping[str, Any], source: Path) -> None:
+    """The config routes every online endpoint record to its own cluster, and has no other
+    ``online_*`` cluster (an endpoint removed from the records but not from the config)."""
+    hcm = _named(config["static_resources"]["listeners"], "edge", "listener", source)["filter_chains"][0][
+        "filters"
+    ][0]["typed_config"]
+    routes = {r.get("name"): r for vhost in hcm["route_config"]["virtual_hosts"] for r in vhost["routes"]}
+    for endpoint in ONLINE_ENDPOINTS:
+        route = routes.get(endpoint.name)
+        if route is None:
+            raise EnvoyConfigError(f"{source.name}: no route named {endpoint.name!r} for {endpoint.path}")
+        match = route.get("match", {})
+        covers = match.get("prefix") or match.get("path") or ""
+        if route.get("route", {}).get("cluster") != endpoint.cluster or not endpoint.path.startswith(covers):
+            raise EnvoyConfigError(
+                f"{source.name}: route {endpoint.name!r} must match {endpoint.path} and lead to the "
+                f"cluster {endpoint.cluster!r}"
+            )
+    stray = sorted(
+        name
+        for cluster in config["static_resources"]["clusters"]
+        if (name := cluster.get("name", "")).startswith("online_") and name not in ONLINE_CLUSTERS
+    )
+    if stray:
+        raise EnvoyConfigError(f"{source.name}: clusters {stray} belong to no online endpoint record")
 
 
 def service_documents(
@@ -138,7 +172,7 @@ def service_documents(
 ) -> dict[str, dict[str, Any]]:
     """Envoy cluster name -> the OpenAPI document of the service behind it, as that service will
     publish it with these settings (the budget file; ``INGEST_API_*`` from ``environ``)."""
-    # Imported here: the cluster's other commands (status, down...) need no service code.
+    # Imported here: the cluster's other commands (status, down...) need no ingest code.
     from services.ingest import IngestApiSettings
     from services.ingest import build_openapi as ingest_openapi
     from services.online import build_openapi as online_openapi
@@ -188,11 +222,11 @@ def _endpoint(host: str, port: int) -> dict[str, Any]:
     return {"endpoint": {"address": {"socket_address": {"address": host, "port_value": port}}}}
 
 
-def _named(items: list[dict[str, Any]], name: str, kind: str) -> dict[str, Any]:
+def _named(items: list[dict[str, Any]], name: str, kind: str, source: Path = ENVOY_CONFIG) -> dict[str, Any]:
     for item in items:
         if item.get("name") == name:
             return item
-    raise EnvoyConfigError(f"{ENVOY_CONFIG.name}: no {kind} named {name!r} (cluster/envoy.py needs it)")
+    raise EnvoyConfigError(f"{source.name}: no {kind} named {name!r} (cluster/envoy.py needs it)")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -36,7 +36,7 @@ from ._shadow_hunter import hunt
 if TYPE_CHECKING:
     from .app import OnlineState
 
-__all__ = ["ENDPOINTS", "Endpoint", "EndpointShape", "endpoint_named"]
+__all__ = ["ENDPOINTS", "Endpoint", "EndpointShape"]
 
 
 @dataclass(frozen=True)
@@ -73,11 +73,6 @@ class Endpoint:
     def cluster(self) -> str:
         """The gateway's Envoy cluster for this endpoint (its own circuit breakers)."""
         return f"online_{self.name}"
-
-    @property
-    def gateway_prefix(self) -> str:
-        """The prefix the gateway's route for this endpoint matches (``/v1/deal-brain/``)."""
-        return self.path.rsplit("/", 1)[0] + "/"
 
     def __repr__(self) -> str:
         return f"<Endpoint {self.name!r} {self.method} {self.path}>"
@@ -212,11 +207,3 @@ NEXUS_ASSESS = Endpoint(
 
 #: The online endpoints, in the order the OpenAPI document and the gateway list them.
 ENDPOINTS: tuple[Endpoint, ...] = (DEAL_BRAIN, SHADOW_HUNTER, NEXUS_ASSESS)
-
-
-def endpoint_named(name: str) -> Endpoint:
-    """The record of endpoint ``name`` (its budget key); `KeyError` for an unknown one."""
-    for endpoint in ENDPOINTS:
-        if endpoint.name == name:
-            return endpoint
-    raise KeyError(name)

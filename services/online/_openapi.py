@@ -1,11 +1,12 @@
 """The OpenAPI 3.1 document of the online service, served at ``/openapi.json``.
 
-Schemas are generated from the pydantic models that validate the requests and shape the
+The operations are the endpoint records (`_endpoints.ENDPOINTS`: path, method, prose) and their
+schemas are generated from the records' pydantic models that validate the requests and shape the
 responses (so the document cannot drift from the code); the error contract — every status an
 endpoint can return, its ``code`` values and its headers — is written out once in
 ``components.responses`` (the chassis' `ErrorSpec`, as every service does) and referenced by each
-operation. Limits that come from the budget
-file (deadline, max items, body size) are written into the descriptions at start-up.
+operation. Limits that come from the budget file (deadline, max items, body size) are written into
+the descriptions at start-up.
 """
 
 from __future__ import annotations
@@ -17,41 +18,9 @@ import floodgate
 from pydantic import BaseModel
 from pydantic.json_schema import models_json_schema
 
-from ._models import (
-    DealBrainRequest,
-    DealBrainResponse,
-    NexusAssessRequest,
-    NexusAssessResponse,
-    ShadowHunterRequest,
-    ShadowHunterResponse,
-)
+from ._endpoints import ENDPOINTS
 
-__all__ = ["ENDPOINTS", "ERROR_CONTRACT", "EndpointSpec", "build_openapi"]
-
-
-class EndpointSpec:
-    """One public operation: where it lives, its budget entry, its models and its prose."""
-
-    def __init__(
-        self,
-        *,
-        path: str,
-        budget_key: str,
-        operation_id: str,
-        summary: str,
-        description: str,
-        request: type[BaseModel],
-        response: type[BaseModel],
-        statuses: tuple[int, ...],
-    ):
-        self.path = path
-        self.budget_key = budget_key
-        self.operation_id = operation_id
-        self.summary = summary
-        self.description = description
-        self.request = request
-        self.response = response
-        self.statuses = statuses
+__all__ = ["ERROR_CONTRACT", "build_openapi"]
 
 
 _E = chassis.ErrorSpec
@@ -112,57 +81,8 @@ ERROR_CONTRACT: dict[int, chassis.ErrorSpec] = {
     )
 }
 
+#: The error statuses every endpoint's operation lists.
 _COMMON = (400, 401, 413, 422, 429, 500, 502, 503, 504)
-
-ENDPOINTS: tuple[EndpointSpec, ...] = (
-    EndpointSpec(
-        path="/v1/deal-brain/answers",
-        budget_key="deal_brain",
-        operation_id="createDealBrainAnswer",
-        summary="dealBrain: answer a question from the tenant's documents and the web",
-        description=(
-            "Embeds the question; in parallel searches the tenant's chunks (pgvector) and the web "
-            "(cached, coalesced); fuses the lists (reciprocal rank fusion); reranks; asks the LLM "
-            "for an answer citing passages as [n]. Steps the budget file lists as degradable fall "
-            "back instead of failing and are listed in `degraded` (default: rerank -> fused score, "
-            "llm -> passages only, answer null)."
-        ),
-        request=DealBrainRequest,
-        response=DealBrainResponse,
-        statuses=_COMMON,
-    ),
-    EndpointSpec(
-        path="/v1/shadow-hunter/hunts",
-        budget_key="shadow_hunter",
-        operation_id="createShadowHunterHunt",
-        summary="shadowHunter: hunt a subject across many web searches",
-        description=(
-            "Expands the subject into queries with the LLM (or takes the caller's), searches them in "
-            "parallel (bounded per request by fan_out and globally by the search budget), "
-            "deduplicates results by URL and extracts findings from the top results with the LLM. "
-            "Partial results are a 200 with `complete: false` and `counts`; the request fails only "
-            "when no search succeeded (with that search's error status)."
-        ),
-        request=ShadowHunterRequest,
-        response=ShadowHunterResponse,
-        statuses=_COMMON,
-    ),
-    EndpointSpec(
-        path="/v1/nexus-assess/assessments",
-        budget_key="nexus_assess",
-        operation_id="createNexusAssessment",
-        summary="nexusAssess: score a subject against a rubric, strictly",
-        description=(
-            "One LLM call per criterion, in parallel under fan_out; the total is the weighted mean. "
-            "Strict: if any criterion fails or the deadline passes, the whole request fails "
-            "(429/503/504/502) — a partial score is never returned. Identical requests of a tenant "
-            "within the cache TTL are served from the cache (`cached: true`)."
-        ),
-        request=NexusAssessRequest,
-        response=NexusAssessResponse,
-        statuses=_COMMON,
-    ),
-)
 
 
 def build_openapi(budget: floodgate.Budget, *, version: str = "1.0.0") -> dict[str, Any]:
@@ -175,9 +95,9 @@ def build_openapi(budget: floodgate.Budget, *, version: str = "1.0.0") -> dict[s
 
     paths: dict[str, Any] = {}
     for spec in ENDPOINTS:
-        policy = budget.endpoint(spec.budget_key)
+        policy = budget.endpoint(spec.name)
         limits = (
-            f"\n\nBudget (`endpoints.{spec.budget_key}`): deadline {policy.deadline:g}s, fan-out "
+            f"\n\nBudget (`endpoints.{spec.name}`): deadline {policy.deadline:g}s, fan-out "
             f"{policy.fan_out} per request, at most {policy.max_items} items, body at most "
             f"{policy.max_body_bytes} bytes; SLO p95 {policy.slo_p95_ms:g} ms, p99 {policy.slo_p99_ms:g} ms."
         )
@@ -193,10 +113,10 @@ def build_openapi(budget: floodgate.Budget, *, version: str = "1.0.0") -> dict[s
                 },
             }
         }
-        for status in spec.statuses:
+        for status in _COMMON:
             responses[str(status)] = {"$ref": f"#/components/responses/{ERROR_CONTRACT[status].name}"}
         paths[spec.path] = {
-            "post": {
+            spec.method.lower(): {
                 "operationId": spec.operation_id,
                 "summary": spec.summary,
                 "description": spec.description + limits,
