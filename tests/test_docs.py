@@ -251,7 +251,7 @@ def known_error_codes() -> frozenset[str]:
 
 
 _REPO_PATH = re.compile(
-    r"^(?:libs|services|cluster|tests|bench|config|gateway|migrations|docs|\.ci)/[\w./-]*$"
+    r"^(?:libs|services|cluster|tests|bench|config|gateway|migrations|docs|examples|harness|\.ci)/[\w./-]*$"
 )
 #: Paths the docs name that the user or a run creates, so a clone does not have them.
 _CREATED_PATHS = {"config/api_keys.yaml", "bench/.venv-peers"}
