@@ -63,9 +63,7 @@ def make_dependency(
     budget: floodgate.Budget, registry: CollectorRegistry, client: httpx.AsyncClient | None = None
 ) -> floodgate.Dependency:
     policy = bench_policy(budget)
-    return floodgate.Dependency(
-        "bench", policy, capacity=64, rate=1e10, client=client, metrics=floodgate.FloodgateMetrics(registry)
-    )
+    return floodgate.Dependency("bench", policy, capacity=64, rate=1e10, client=client, registry=registry)
 
 
 async def noop() -> None:

@@ -12,7 +12,7 @@ from ._app import (
     chassis_state,
     create_app,
 )
-from ._errors import ApiError, error_payload, exception_leaves, retry_after_header
+from ._errors import ApiError, exception_leaves, retry_after_header
 from ._logging import configure_logging
 from ._openapi import ErrorBody, ErrorResponse, ErrorSpec, error_responses, openapi_components, probe_paths
 from ._request import is_valid_tenant, parse_body, require_tenant
@@ -34,7 +34,6 @@ __all__ = [
     "chassis_state",
     "configure_logging",
     "create_app",
-    "error_payload",
     "error_responses",
     "exception_leaves",
     "is_valid_tenant",

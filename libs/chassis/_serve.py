@@ -14,6 +14,7 @@ import sys
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
+import floodgate
 import structlog
 import trio
 from hypercorn.config import Config as HypercornConfig
@@ -77,8 +78,10 @@ def run_service(
 ) -> int:
     """Load settings, configure logs, run ``main(settings, shutdown_event)`` under trio; return an exit code.
 
-    Start-up failures (bad setting, port in use, unreachable dependency raised as StartupError) print
-    one line ``<service>: <cause>`` to stderr and exit 2, so a supervisor can show it as it is.
+    Start-up failures (bad setting, port in use, unreachable dependency raised as StartupError, a
+    database pool that cannot open: `floodgate.PoolUnavailable`) print one line ``<service>:
+    <cause>`` to stderr and exit 2, so a supervisor can show it as it is. Every service handles a
+    database that does not answer at start-up here, the same way.
     """
     try:
         settings = load_settings(settings_model, env_prefix)
@@ -98,8 +101,14 @@ def run_service(
 
 
 def _find_startup_error(exc: BaseException) -> StartupError | None:
-    """Nurseries wrap errors in groups; dig out the StartupError that explains a failed start."""
-    return next((leaf for leaf in exception_leaves(exc) if isinstance(leaf, StartupError)), None)
+    """Nurseries wrap errors in groups; dig out the StartupError that explains a failed start (a
+    pool that could not open is one: it only happens while the process opens what it needs)."""
+    for leaf in exception_leaves(exc):
+        if isinstance(leaf, StartupError):
+            return leaf
+        if isinstance(leaf, floodgate.PoolUnavailable):
+            return StartupError(f"the database does not answer: {leaf}")
+    return None
 
 
 async def _run_until_signalled(service: str, settings: BaseModel, main: Callable) -> None:

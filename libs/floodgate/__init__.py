@@ -5,8 +5,12 @@ deadline (a cancel scope), every call one guarded path (`Dependency.call`: gate,
 circuit breaker, attempt timeout, classified retries within a retry budget), and overload
 is an explicit, fast `Overloaded`. The budgets come from one validated file (`load_budget`).
 
-The implementation lives in private modules; this module re-exports the public API.
+The implementation lives in private modules; this module re-exports the public API. The
+PostgreSQL pool (`open_pg_pool`, `PgPool`, `PgPoolStatistics`) is imported on first use, so
+``import floodgate`` needs neither asyncpg nor trio-asyncio (the ``pg`` extra).
 """
+
+import typing as _typing
 
 from ._adaptive import AdaptiveLimit, AdaptiveLimitStatistics
 from ._breaker import BreakerState, BreakerStatistics, CircuitBreaker
@@ -38,12 +42,14 @@ from ._deadline import (
 )
 from ._degrade import Degradation, Degradations, optional
 from ._dependency import Dependencies, Dependency, DependencyStatistics
+from ._door import Door, DoorStatistics
 from ._errors import (
     CircuitOpen,
     DeadlineExceeded,
     DependencyError,
     FloodgateError,
     Overloaded,
+    PoolUnavailable,
     RetryBudgetExhausted,
     error_body,
     retry_after_header,
@@ -51,10 +57,29 @@ from ._errors import (
 from ._gate import DEFAULT_TENANT, Gate, GateStatistics
 from ._http import parse_retry_after
 from ._lag import LoopLagMonitor, LoopLagStatistics
-from ._metrics import FloodgateMetrics
-from ._pg import PgPool, PgPoolStatistics, open_pg_pool
 from ._ratelimit import TokenBucket, TokenBucketStatistics
 from ._retry import RetryBudget, RetryBudgetStatistics, backoff_delay
+
+if _typing.TYPE_CHECKING:
+    from ._pg import PgPool, PgPoolStatistics, open_pg_pool
+
+#: Public names whose module imports asyncpg: loaded by `__getattr__` when first used.
+_POSTGRES = frozenset({"PgPool", "PgPoolStatistics", "open_pg_pool"})
+
+
+def __getattr__(name: str) -> object:
+    if name in _POSTGRES:
+        from . import _pg  # needs the pg extra: asyncpg (and trio-asyncio under trio)
+
+        value = getattr(_pg, name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *_POSTGRES})
+
 
 __all__ = [
     "DEADLINE_HEADER",
@@ -83,9 +108,10 @@ __all__ = [
     "DependencyPolicy",
     "DependencyStatistics",
     "DeploymentPolicy",
+    "Door",
+    "DoorStatistics",
     "EndpointPolicy",
     "FloodgateError",
-    "FloodgateMetrics",
     "Gate",
     "GateStatistics",
     "LoopLagMonitor",
@@ -93,6 +119,7 @@ __all__ = [
     "Overloaded",
     "PgPool",
     "PgPoolStatistics",
+    "PoolUnavailable",
     "RateLimitPolicy",
     "RetryBudget",
     "RetryBudgetExhausted",

@@ -15,8 +15,10 @@ from typing import TYPE_CHECKING, Any, Protocol, TypeVar, runtime_checkable
 
 import anyio
 
+from ._metrics import metrics_for
+
 if TYPE_CHECKING:
-    from ._metrics import FloodgateMetrics
+    from prometheus_client import CollectorRegistry
 
 __all__ = ["MISSING", "CacheStatistics", "CacheStore", "Singleflight", "SingleflightStatistics", "TTLCache"]
 
@@ -80,7 +82,8 @@ class Singleflight:
     by their own deadlines.
     """
 
-    def __init__(self, name: str = "singleflight", *, metrics: FloodgateMetrics | None = None):
+    def __init__(self, name: str = "singleflight", *, registry: CollectorRegistry | None = None):
+        metrics = metrics_for(registry)
         self.name = name
         self._flights: dict[Hashable, _Flight] = {}
         self._shared = 0
@@ -144,7 +147,7 @@ class TTLCache:
         max_entries: int,
         *,
         name: str = "cache",
-        metrics: FloodgateMetrics | None = None,
+        registry: CollectorRegistry | None = None,
         clock: Callable[[], float] = anyio.current_time,
     ):
         if ttl <= 0 or max_entries < 1:
@@ -154,8 +157,9 @@ class TTLCache:
         self.name = name
         self._clock = clock
         self._entries: OrderedDict[Hashable, tuple[float, Any]] = OrderedDict()
-        self._flights = Singleflight(name, metrics=metrics)
+        self._flights = Singleflight(name, registry=registry)
         self._hits = self._misses = self._evictions = 0
+        metrics = metrics_for(registry)
         if metrics is not None:
             self._m_hit = metrics.cache_requests.labels(name, "hit")
             self._m_miss = metrics.cache_requests.labels(name, "miss")

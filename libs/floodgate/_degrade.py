@@ -17,9 +17,10 @@ import anyio
 import structlog
 
 from ._errors import FloodgateError
+from ._metrics import metrics_for
 
 if TYPE_CHECKING:
-    from ._metrics import FloodgateMetrics
+    from prometheus_client import CollectorRegistry
 
 __all__ = ["Degradation", "Degradations", "optional"]
 
@@ -46,9 +47,9 @@ class Degradations:
     """The steps of one request that fell back. One per request; safe to share between the
     tasks of a nursery (trio tasks do not run in parallel)."""
 
-    def __init__(self, *, metrics: FloodgateMetrics | None = None):
+    def __init__(self, *, registry: CollectorRegistry | None = None):
         self._items: list[Degradation] = []
-        self._metrics = metrics
+        self._metrics = metrics_for(registry)
 
     def record(
         self, step: str, *, dependency: str | None = None, reason: str, fallback: str | None = None

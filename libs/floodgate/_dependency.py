@@ -22,7 +22,7 @@ import math
 import random
 from collections.abc import Awaitable, Callable, Iterator, Mapping
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import anyio
 import httpx
@@ -35,9 +35,12 @@ from ._deadline import deadline_headers, time_left
 from ._errors import DeadlineExceeded, DependencyError, FloodgateError, Overloaded, RetryBudgetExhausted
 from ._gate import DEFAULT_TENANT, Gate, GateStatistics
 from ._http import IDEMPOTENT_METHODS, make_http_client, parse_retry_after
-from ._metrics import FloodgateMetrics
+from ._metrics import metrics_for
 from ._ratelimit import TokenBucket, TokenBucketStatistics
 from ._retry import RetryBudget, RetryBudgetStatistics, backoff_delay
+
+if TYPE_CHECKING:
+    from prometheus_client import CollectorRegistry
 
 __all__ = ["Dependencies", "Dependency", "DependencyStatistics"]
 
@@ -95,14 +98,14 @@ class Dependency:
         capacity: int,
         rate: float | None = None,
         client: httpx.AsyncClient | None = None,
-        metrics: FloodgateMetrics | None = None,
+        registry: CollectorRegistry | None = None,
         rng: Callable[[], float] = random.random,
         gate: Gate | None = None,
     ):
         self.name = name
         self.policy = policy
         self.client = client
-        self._metrics = metrics
+        self._metrics = metrics = metrics_for(registry)
         self._rng = rng
         self._min_start = policy.timeouts.min_time_to_start
         self.gate = gate or Gate(
@@ -111,7 +114,7 @@ class Dependency:
             max_waiters=policy.max_waiters,
             max_wait=policy.max_wait,
             start_margin=self._min_start,
-            metrics=metrics,
+            registry=registry,
         )
         self.breaker = CircuitBreaker(name, policy.breaker, on_transition=self._on_breaker_transition)
         self.retry_budget = RetryBudget(
@@ -481,8 +484,7 @@ class Dependencies(Mapping[str, Dependency]):
         budget: Budget,
         *,
         service: str,
-        registry: Any = None,
-        metrics: FloodgateMetrics | None = None,
+        registry: CollectorRegistry | None = None,
         http_base_urls: Mapping[str, str] | None = None,
         api_keys: Mapping[str, str] | None = None,
         headers: Mapping[str, str] | None = None,
@@ -494,11 +496,9 @@ class Dependencies(Mapping[str, Dependency]):
         ``http_base_urls`` gives each HTTP dependency's base URL (one without a URL gets no
         client: `Dependency.request` then raises); ``api_keys`` adds ``Authorization: Bearer``.
         ``transport`` (one, or one per dependency) replaces the network, for tests.
-        ``registry`` (a prometheus ``CollectorRegistry``) or ``metrics`` turns metrics on.
+        ``registry`` (a prometheus ``CollectorRegistry``) turns metrics on.
         """
         budget.service(service)  # raises on an unknown service
-        if metrics is None and registry is not None:
-            metrics = FloodgateMetrics(registry)
         base_urls = http_base_urls or {}
         keys = api_keys or {}
         unknown = set(base_urls) - set(budget.dependencies)
@@ -525,7 +525,7 @@ class Dependencies(Mapping[str, Dependency]):
                 capacity=capacity,
                 rate=budget.process_rate(service, name),
                 client=client,
-                metrics=metrics,
+                registry=registry,
                 rng=rng,
             )
         return cls(deps, service=service)

@@ -11,7 +11,9 @@ by what happened rather than where::
     ├── DeadlineExceeded        504      the request deadline expired, an attempt timed out,
     │                                    or too little time was left to start a call
     ├── DependencyError         502      the downstream failed: an HTTP error status
-    │                                    (``.status``) or a transport error (``.status is None``)
+    │   │                                (``.status``) or a transport error (``.status is None``)
+    │   └── PoolUnavailable     502      a connection pool could not open (at start-up: the
+    │                                    database does not answer); services exit with code 2
     └── RetryBudgetExhausted    503      a retry was needed but the dependency's retry budget
                                          is spent (retries must not multiply an outage)
 
@@ -33,6 +35,7 @@ __all__ = [
     "DependencyError",
     "FloodgateError",
     "Overloaded",
+    "PoolUnavailable",
     "RetryBudgetExhausted",
     "error_body",
     "retry_after_header",
@@ -125,6 +128,30 @@ class DependencyError(FloodgateError):
 
     def details(self) -> dict[str, Any]:
         return {**super().details(), "status": self.status}
+
+
+class PoolUnavailable(DependencyError):
+    """A connection pool could not open: its first connections failed or timed out.
+
+    Raised by `open_pg_pool` (``dependency`` is the pool's name, ``location`` the server it
+    tried, without credentials). It happens at start-up, before the service answers anything, so
+    services do not render it: `chassis.run_service` reports it as one line and exit code 2. It is
+    a `DependencyError`, so code that handles any downstream failure handles it too.
+    """
+
+    def __init__(
+        self,
+        reason: str,
+        *,
+        dependency: str | None = None,
+        retry_after: float | None = None,
+        location: str | None = None,
+    ):
+        super().__init__(reason, dependency=dependency, retry_after=retry_after)
+        self.location = location
+
+    def details(self) -> dict[str, Any]:
+        return {**super().details(), "location": self.location}
 
 
 class RetryBudgetExhausted(FloodgateError):

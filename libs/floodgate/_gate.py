@@ -21,9 +21,10 @@ import anyio
 import structlog
 
 from ._errors import Overloaded
+from ._metrics import metrics_for
 
 if TYPE_CHECKING:
-    from ._metrics import FloodgateMetrics
+    from prometheus_client import CollectorRegistry
 
 __all__ = ["DEFAULT_TENANT", "Gate", "GateStatistics"]
 
@@ -153,7 +154,7 @@ class Gate:
         weights: Mapping[str, int] | None = None,
         start_margin: float = 0.0,
         retry_after: float | None = None,
-        metrics: FloodgateMetrics | None = None,
+        registry: CollectorRegistry | None = None,
     ):
         if capacity < 1:
             raise ValueError(f"capacity must be >= 1, not {capacity}")
@@ -174,7 +175,7 @@ class Gate:
         self._in_use_by_tenant: dict[str, int] = {}
         self._granted_total = 0
         self._rejected_total = 0
-        self._metrics = metrics
+        self._metrics = metrics = metrics_for(registry)
         if metrics is not None:
             self._m_in_use = metrics.gate_in_use.labels(name)
             self._m_waiting = metrics.gate_waiting.labels(name)

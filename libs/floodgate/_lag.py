@@ -12,8 +12,10 @@ from typing import TYPE_CHECKING
 import anyio
 import structlog
 
+from ._metrics import metrics_for
+
 if TYPE_CHECKING:
-    from ._metrics import FloodgateMetrics
+    from prometheus_client import CollectorRegistry
 
 __all__ = ["LoopLagMonitor", "LoopLagStatistics"]
 
@@ -35,13 +37,13 @@ class LoopLagMonitor:
     warning when the lag exceeds ``warn_after``."""
 
     def __init__(
-        self, *, interval: float = 0.25, warn_after: float = 0.1, metrics: FloodgateMetrics | None = None
+        self, *, interval: float = 0.25, warn_after: float = 0.1, registry: CollectorRegistry | None = None
     ):
         if interval <= 0:
             raise ValueError("interval must be > 0")
         self.interval = interval
         self.warn_after = warn_after
-        self._metrics = metrics
+        self._metrics = metrics_for(registry)
         self._samples = 0
         self._last = 0.0
         self._max = 0.0

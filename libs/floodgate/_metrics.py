@@ -1,8 +1,10 @@
 """Prometheus metric families of the toolkit, registered on a registry the caller owns.
 
-One `FloodgateMetrics` per `CollectorRegistry` (constructing it twice for the same registry
-returns the same object, so a service can hand its registry to `Dependencies.from_budget`,
-`open_pg_pool` and a `Gate` without double registration). Never the global registry: a
+Metrics are passed one way: every public constructor takes ``registry=`` (a prometheus
+``CollectorRegistry``; None, the default, turns metrics off). Inside, there is one
+`FloodgateMetrics` per registry (constructing it twice for the same registry returns the same
+object, so a service hands one registry to `Dependencies.from_budget`, `open_pg_pool`, a `Door`
+and a `Gate` without double registration). Never the global registry: a
 process may host several apps, and tests make a fresh registry each.
 """
 
@@ -12,7 +14,7 @@ import weakref
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
-__all__ = ["FloodgateMetrics"]
+__all__ = ["FloodgateMetrics", "metrics_for"]
 
 # Latency buckets from 1 ms to 30 s: downstream calls span embeddings (ms) to LLM generations (s).
 _LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
@@ -128,3 +130,11 @@ class FloodgateMetrics:
 
     def __repr__(self) -> str:
         return f"<FloodgateMetrics registry={self.registry!r}>"
+
+
+def metrics_for(registry: CollectorRegistry | None) -> FloodgateMetrics | None:
+    """The toolkit's families on ``registry`` (made once per registry), or None: metrics off.
+
+    Every public constructor takes ``registry=`` and calls this; none takes the families object.
+    """
+    return None if registry is None else FloodgateMetrics(registry)

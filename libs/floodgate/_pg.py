@@ -21,16 +21,19 @@ import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import anyio
 import asyncpg
 import sniffio
 
 from ._budget import TimeoutPolicy
-from ._errors import DeadlineExceeded, DependencyError
+from ._errors import DeadlineExceeded, DependencyError, PoolUnavailable
 from ._gate import DEFAULT_TENANT, Gate, GateStatistics
-from ._metrics import FloodgateMetrics
+from ._metrics import metrics_for
+
+if TYPE_CHECKING:
+    from prometheus_client import CollectorRegistry
 
 __all__ = ["PgPool", "PgPoolStatistics", "open_pg_pool"]
 
@@ -81,7 +84,7 @@ class PgPool:
         gate: Gate,
         max_size: int,
         bridge: Callable[[Callable[..., Awaitable[Any]]], Callable[..., Awaitable[Any]]],
-        metrics: FloodgateMetrics | None,
+        registry: CollectorRegistry | None = None,
     ):
         self.raw = pool
         self.name = name
@@ -89,7 +92,7 @@ class PgPool:
         self.max_size = max_size
         self._in_use = 0
         self._crossings = 0
-        self._metrics = metrics
+        self._metrics = metrics = metrics_for(registry)
         if metrics is not None:
             self._m_in_use = metrics.pool_in_use.labels(name)
             self._m_size = metrics.pool_size.labels(name)
@@ -254,8 +257,7 @@ async def open_pg_pool(
     min_size: int = 1,
     max_size: int,
     gate: Gate | None = None,
-    metrics: FloodgateMetrics | None = None,
-    registry: Any = None,
+    registry: CollectorRegistry | None = None,
     name: str = "db",
     max_waiters: int = 64,
     max_wait: float = 1.0,
@@ -276,16 +278,17 @@ async def open_pg_pool(
     (``statement_timeout``, which also ends a statement whose client has gone) and in asyncpg
     (``command_timeout``, which also covers a server that stopped answering). Other keyword
     arguments go to `asyncpg.create_pool` (e.g. ``init``, ``reset``, ``server_settings``).
+
+    A pool whose first ``min_size`` connections cannot open raises `PoolUnavailable` (a
+    `DependencyError`); ``registry`` (a prometheus ``CollectorRegistry``) turns metrics on.
     """
     if max_size < 1 or not 0 <= min_size <= max_size:
         raise ValueError(f"need 0 <= min_size <= max_size and max_size >= 1 (got {min_size}, {max_size})")
     if timeouts is not None:
         pool_kwargs = _with_timeouts(timeouts, pool_kwargs)
-    if metrics is None and registry is not None:
-        metrics = FloodgateMetrics(registry)
     bridge = _bridge_for_backend()
     if gate is None:
-        gate = Gate(name, max_size, max_waiters=max_waiters, max_wait=max_wait, metrics=metrics)
+        gate = Gate(name, max_size, max_waiters=max_waiters, max_wait=max_wait, registry=registry)
     elif gate.capacity > max_size:
         raise ValueError(
             f"gate {gate.name!r} admits {gate.capacity} callers but the pool has {max_size} connections"
@@ -293,8 +296,11 @@ async def open_pg_pool(
     try:
         raw = await bridge(_create_pool)(dsn, {"min_size": min_size, "max_size": max_size, **pool_kwargs})
     except _CONNECTION_ERRORS as exc:
-        raise DependencyError(f"cannot open pool: {type(exc).__name__}: {exc}", dependency=name) from exc
-    pool = PgPool(raw, name=name, gate=gate, max_size=max_size, bridge=bridge, metrics=metrics)
+        location = dsn.rsplit("@", 1)[-1]  # never the user and password
+        raise PoolUnavailable(
+            f"cannot open pool to {location}: {type(exc).__name__}: {exc}", dependency=name, location=location
+        ) from exc
+    pool = PgPool(raw, name=name, gate=gate, max_size=max_size, bridge=bridge, registry=registry)
     try:
         yield pool
     finally:

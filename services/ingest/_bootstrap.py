@@ -48,26 +48,21 @@ async def _pool(
     registry: CollectorRegistry,
     **pool_kwargs: object,
 ) -> AsyncIterator[floodgate.PgPool]:
-    """The process's pool for ``dependency``: its size, gate and timeouts from the budget."""
-    try:
-        async with floodgate.open_pg_pool(
-            dsn,
-            min_size=1,
-            max_size=budget.process_limit(service, dependency),
-            gate=dependencies[dependency].gate,
-            registry=registry,
-            name=dependency,
-            timeouts=budget.dependency(dependency).timeouts,
-            reset=release_without_session_reset,
-            **pool_kwargs,
-        ) as pool:
-            yield pool
-    except floodgate.DependencyError as exc:
-        if "cannot open pool" in str(exc):
-            raise chassis.StartupError(
-                f"PostgreSQL at {dsn.rsplit('@', 1)[-1]} does not answer: {exc}"
-            ) from None
-        raise
+    """The process's pool for ``dependency``: its size, gate and timeouts from the budget. A
+    database that does not answer raises `floodgate.PoolUnavailable` (`chassis.run_service` turns it
+    into one line and exit code 2)."""
+    async with floodgate.open_pg_pool(
+        dsn,
+        min_size=1,
+        max_size=budget.process_limit(service, dependency),
+        gate=dependencies[dependency].gate,
+        registry=registry,
+        name=dependency,
+        timeouts=budget.dependency(dependency).timeouts,
+        reset=release_without_session_reset,
+        **pool_kwargs,
+    ) as pool:
+        yield pool
 
 
 def build_api_app(

@@ -2,7 +2,8 @@
 
 Start-up order: settings (``ONLINE_*``, providers ``FLOODGATE_*``) and the budget file are
 validated first — any problem is one line on stderr and exit code 2 — then the trio-asyncio loop
-(for asyncpg), the providers and the pool, then the server. Shutdown runs the same way back.
+(for asyncpg), the providers and the pool (a database that does not answer: one line, exit code
+2, from `chassis.run_service`), then the server. Shutdown runs the same way back.
 """
 
 from __future__ import annotations
@@ -33,13 +34,9 @@ async def main(settings: OnlineSettings, shutdown: trio.Event) -> None:
     except floodgate.BudgetError as exc:
         raise chassis.StartupError(str(exc)) from None
     registry = CollectorRegistry()
-    metrics = floodgate.FloodgateMetrics(registry)
     async with trio_asyncio.open_loop():
-        try:
-            wiring = open_downstreams(settings, providers, budget, metrics=metrics)
-            wired = await wiring.__aenter__()
-        except floodgate.DependencyError as exc:
-            raise chassis.StartupError(f"cannot reach the database: {exc}") from None
+        wiring = open_downstreams(settings, providers, budget, registry=registry)
+        wired = await wiring.__aenter__()
         try:
             pool = wired.pool
             assert pool is not None
@@ -55,7 +52,7 @@ async def main(settings: OnlineSettings, shutdown: trio.Event) -> None:
             # collector's sight, so full collections (pauses of the whole event loop) stay short.
             gc.freeze()
             async with trio.open_nursery() as nursery:
-                await nursery.start(floodgate.LoopLagMonitor(metrics=metrics).run)
+                await nursery.start(floodgate.LoopLagMonitor(registry=registry).run)
                 await chassis.serve(
                     app,
                     host=settings.host,

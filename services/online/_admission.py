@@ -2,8 +2,9 @@
 
 The dependency gates bound calls; they cannot make overload *fast*. A dealBrain request refused
 by the LLM gate has already spent 170 ms on embed and search, and one that waits for it makes
-every answer slower. So each endpoint has a door, sized by Little's law from the budget — the
-throughput its scarcest dependency (the *bottleneck*) carries, times the time a request takes:
+every answer slower. So each endpoint has a door (a `floodgate.Door`, configured here), sized
+by Little's law from the budget — the throughput its scarcest dependency (the *bottleneck*)
+carries, times the time a request takes:
 
     X  = min over dependencies d of  limit_d / (calls_d x typical_latency_d)
     N0 = ceil(X x T x HEADROOM)          T = the endpoint's critical path, typical request
@@ -29,12 +30,11 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 import floodgate
+from prometheus_client import CollectorRegistry
 
 __all__ = [
     "HEADROOM",
     "SHAPES",
-    "Door",
-    "DoorStatistics",
     "EndpointCapacity",
     "EndpointShape",
     "endpoint_capacity",
@@ -118,149 +118,45 @@ def endpoint_capacity(
     return EndpointCapacity(endpoint, rps, bottleneck, latency, bottleneck_latency, in_flight)
 
 
-@dataclass(frozen=True)
-class DoorStatistics:
-    endpoint: str
-    in_flight: int
-    limit: int
-    admitted_total: int
-    refused_total: int
-
-
-class Door:
-    """At most `limit` requests of one endpoint inside; the rest refused at once.
-
-    ``door.enter()`` raises `floodgate.Overloaded` (429, ``Retry-After: 1``, naming the
-    bottleneck dependency) when full; pair every successful ``enter`` with one ``leave``. Both
-    are synchronous: nothing here waits. `try_enter` is the non-raising twin.
-
-    The limit is ``capacity.in_flight`` or, with ``adaptive``, an `floodgate.AdaptiveLimit`
-    under that ceiling fed by `observe` (the latency of each completed request) and by
-    ``bottleneck_waiting`` (how many wait at the bottleneck's gate, read on each entry).
-    """
-
-    def __init__(
-        self,
-        capacity: EndpointCapacity,
-        *,
-        metrics: floodgate.FloodgateMetrics | None = None,
-        adaptive: floodgate.AdaptiveLimit | None = None,
-        bottleneck_waiting: Callable[[], int] | None = None,
-    ):
-        if adaptive is not None and adaptive.ceiling != capacity.in_flight:
-            raise ValueError("the adaptive limit's ceiling must be the capacity's in_flight")
-        self.capacity = capacity
-        self.name = f"admission_{capacity.endpoint}"
-        self.adaptive = adaptive
-        self._bottleneck_waiting = bottleneck_waiting if adaptive is not None else None
-        self._in_flight = 0
-        self._admitted = 0
-        self._refused = 0
-        self._metrics = metrics
-        if metrics is not None:
-            self._m_in_use = metrics.gate_in_use.labels(self.name)
-            self._m_refused = metrics.rejections.labels(self.name, "admission")
-            self._m_capacity = metrics.gate_capacity.labels(self.name)
-            self._m_capacity.set(self.limit)
-
-    @property
-    def limit(self) -> int:
-        """Requests admitted at once now (the adaptive limit, or the budget's number)."""
-        adaptive = self.adaptive
-        return self.capacity.in_flight if adaptive is None else adaptive.limit
-
-    def try_enter(self) -> bool:
-        """Take a place if one is free; False (counted as a refusal) when the door is full.
-
-        The twin of `enter` for callers that answer the refusal themselves (the ASGI front door,
-        `services.online._front_door`): no exception is built on the hot path of overload.
-        """
-        adaptive = self.adaptive
-        if adaptive is not None:
-            adaptive.note_in_flight(self._in_flight + 1)
-            if self._bottleneck_waiting is not None:
-                adaptive.note_queue(self._bottleneck_waiting())
-        if self._in_flight >= self.limit:
-            self._refused += 1
-            if self._metrics is not None:
-                self._m_refused.inc()
-            return False
-        self._in_flight += 1
-        self._admitted += 1
-        if self._metrics is not None:
-            self._m_in_use.set(self._in_flight)
-        return True
-
-    def enter(self) -> None:
-        """Take a place, or raise `floodgate.Overloaded` naming the bottleneck's budget."""
-        if not self.try_enter():
-            raise self.refusal()
-
-    def refusal(self) -> floodgate.Overloaded:
-        """The error a refused request gets: 429, ``Retry-After: 1``, the bottleneck named."""
-        return floodgate.Overloaded(
-            f"{self.capacity.endpoint} is at its limit of {self.limit} requests in flight "
-            f"(the {self.capacity.bottleneck} budget carries {self.capacity.rps:.3g} requests/s)",
-            dependency=self.capacity.bottleneck,
-            retry_after=1.0,
-        )
-
-    def leave(self) -> None:
-        if self._in_flight <= 0:
-            raise RuntimeError(f"{self.name}: leave() without enter()")
-        self._in_flight -= 1
-        if self._metrics is not None:
-            self._m_in_use.set(self._in_flight)
-
-    def observe(self, latency: float, now: float) -> None:
-        """Feed the adaptive limit one completed request's latency (no-op for a static door).
-
-        Only requests whose time says something about capacity: answers and server-side failures
-        (5xx, including deadline 504s), not client errors that end before any downstream work.
-        """
-        adaptive = self.adaptive
-        if adaptive is not None and adaptive.observe(latency, now) and self._metrics is not None:
-            self._m_capacity.set(adaptive.limit)
-
-    def statistics(self) -> DoorStatistics:
-        return DoorStatistics(
-            self.capacity.endpoint, self._in_flight, self.limit, self._admitted, self._refused
-        )
-
-    def __repr__(self) -> str:
-        return (
-            f"<Door {self.capacity.endpoint!r} in_flight={self._in_flight}/{self.limit} "
-            f"admitted={self._admitted} refused={self._refused}>"
-        )
-
-
 def make_doors(
     budget: floodgate.Budget,
-    metrics: floodgate.FloodgateMetrics | None = None,
+    registry: CollectorRegistry | None = None,
     gates: Mapping[str, floodgate.Gate] | None = None,
-) -> dict[str, Door]:
-    return {name: make_door(budget, name, metrics, gates) for name in SHAPES}
+) -> dict[str, floodgate.Door]:
+    return {name: make_door(budget, name, registry, gates) for name in SHAPES}
 
 
 def make_door(
     budget: floodgate.Budget,
     endpoint: str,
-    metrics: floodgate.FloodgateMetrics | None = None,
+    registry: CollectorRegistry | None = None,
     gates: Mapping[str, floodgate.Gate] | None = None,
-) -> Door:
-    """The endpoint's door as the budget describes it (static or adaptive, with its ceiling);
-    ``gates`` (dependency -> its gate) lets an adaptive door watch its bottleneck's queue."""
+) -> floodgate.Door:
+    """The endpoint's `floodgate.Door` as the budget describes it: its ceiling from
+    `endpoint_capacity`, static or adaptive (``[endpoints.<name>.admission]``), refusals naming the
+    bottleneck (429, ``Retry-After: 1``); ``gates`` (dependency -> its gate) lets an adaptive door
+    watch its bottleneck's queue."""
     capacity = endpoint_capacity(budget, endpoint)
     policy = budget.endpoint(endpoint).admission
-    if not policy.adaptive:
-        return Door(capacity, metrics=metrics)
-    gate = (gates or {}).get(capacity.bottleneck)
-    adaptive = floodgate.AdaptiveLimit(
+    adaptive = waiting = None
+    if policy.adaptive:
+        gate = (gates or {}).get(capacity.bottleneck)
+        adaptive = floodgate.AdaptiveLimit(
+            capacity.in_flight,
+            floor=max(1, math.ceil(capacity.in_flight * policy.min_fraction)),
+            tolerance=policy.latency_tolerance,
+            baseline_window=policy.baseline_window,
+            queue_allowance=policy.bottleneck_queue if gate is not None else None,
+        )
+        if gate is not None:
+            waiting = lambda: gate.waiting  # noqa: E731
+    return floodgate.Door(
+        endpoint,
         capacity.in_flight,
-        floor=max(1, math.ceil(capacity.in_flight * policy.min_fraction)),
-        tolerance=policy.latency_tolerance,
-        baseline_window=policy.baseline_window,
-        queue_allowance=policy.bottleneck_queue if gate is not None else None,
+        adaptive=adaptive,
+        waiting=waiting,
+        dependency=capacity.bottleneck,
+        retry_after=1.0,
+        detail=f"the {capacity.bottleneck} budget carries {capacity.rps:.3g} requests/s",
+        registry=registry,
     )
-    waiting = (lambda: gate.waiting) if gate is not None else None
-    return Door(capacity, metrics=metrics, adaptive=adaptive, bottleneck_waiting=waiting)

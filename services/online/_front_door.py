@@ -11,8 +11,9 @@ For each endpoint route (``POST`` + exact path) `FrontDoor`:
 
 1. leaves requests without a valid tenant header to the app (401/400 come from the chassis:
    the tenant is checked before the door, as before);
-2. takes a place at the endpoint's `Door`, holds it while the app handles the request (body,
-   validation, the endpoint, sending the response), and gives it back however the request ends;
+2. takes a place at the endpoint's door (a `floodgate.Door`), holds it while the app handles the
+   request (body, validation, the endpoint, sending the response), and gives it back however the
+   request ends;
 3. or answers 429 at once — the same error body, ``Retry-After``, ``x-request-id`` and
    ``Server-Timing`` as any other endpoint error. The body is read and dropped first (a response
    sent before the body is read leaves bytes on a keep-alive connection, and the client's next
@@ -38,8 +39,6 @@ import floodgate
 import structlog
 import trio
 
-from ._admission import Door
-
 __all__ = ["LOG_INTERVAL", "DoorRoute", "FrontDoor"]
 
 Scope = MutableMapping[str, Any]
@@ -60,7 +59,7 @@ class DoorRoute:
     """One endpoint behind a door: its route, its door and its body limit."""
 
     path: str
-    door: Door
+    door: floodgate.Door
     max_body_bytes: int
 
 
@@ -106,7 +105,7 @@ class FrontDoor:
             return
         await self._refuse(route, scope, receive, send, request_id)
 
-    async def _admit_measured(self, door: Door, scope: Scope, receive: Receive, send: Send) -> None:
+    async def _admit_measured(self, door: floodgate.Door, scope: Scope, receive: Receive, send: Send) -> None:
         """Run the app for an admitted request and feed its latency to the door's adaptive limit."""
         status = 0
 
@@ -198,11 +197,11 @@ class FrontDoor:
             stats = route.door.statistics()
             _log.warning(
                 "admission.refusing",
-                endpoint=stats.endpoint,
+                endpoint=stats.name,
                 refused=self._unlogged[route.path],
                 refused_total=stats.refused_total,
                 limit=stats.limit,
-                dependency=route.door.capacity.bottleneck,
+                dependency=route.door.dependency,
             )
             self._last_log[route.path] = now
             self._unlogged[route.path] = 0

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 
 import floodgate
 import httpx
+from prometheus_client import CollectorRegistry
 
 from ._chunks import SESSION_SETTINGS, ChunkSearch, PgChunkSearch, keep_session
 from ._context import Downstreams
@@ -43,12 +44,12 @@ class Wired:
 
 
 def _cache(
-    budget: floodgate.Budget, dependency: str, metrics: floodgate.FloodgateMetrics
+    budget: floodgate.Budget, dependency: str, registry: CollectorRegistry
 ) -> floodgate.TTLCache | None:
     policy = budget.dependency(dependency).cache
     if policy is None:
         return None
-    return floodgate.TTLCache(policy.ttl, policy.max_entries, name=dependency, metrics=metrics)
+    return floodgate.TTLCache(policy.ttl, policy.max_entries, name=dependency, registry=registry)
 
 
 @asynccontextmanager
@@ -57,16 +58,17 @@ async def open_downstreams(
     providers: ProviderSettings,
     budget: floodgate.Budget,
     *,
-    metrics: floodgate.FloodgateMetrics,
+    registry: CollectorRegistry,
     transport: httpx.AsyncBaseTransport | Mapping[str, httpx.AsyncBaseTransport] | None = None,
     chunks: ChunkSearch | None = None,
 ) -> AsyncIterator[Wired]:
-    """Open everything the endpoints call; under trio a trio-asyncio loop must be open unless
-    ``chunks`` replaces the database."""
+    """Open everything the endpoints call, their metrics on ``registry``; under trio a trio-asyncio
+    loop must be open unless ``chunks`` replaces the database. A database that does not answer
+    raises `floodgate.PoolUnavailable` (`chassis.run_service` turns it into exit code 2)."""
     deps = floodgate.Dependencies.from_budget(
         budget,
         service=SERVICE,
-        metrics=metrics,
+        registry=registry,
         http_base_urls=providers.base_urls(),
         api_keys=providers.api_keys(),
         transport=transport,
@@ -77,10 +79,10 @@ async def open_downstreams(
             return Downstreams(
                 llm=ChatModel(deps["llm"], model=providers.llm_model),
                 embedder=Embedder(
-                    deps["embed"], model=providers.embed_model, memo=_cache(budget, "embed", metrics)
+                    deps["embed"], model=providers.embed_model, memo=_cache(budget, "embed", registry)
                 ),
                 reranker=Reranker(deps["rerank"], model=providers.rerank_model),
-                web=WebSearch(deps["search"], memo=_cache(budget, "search", metrics)),
+                web=WebSearch(deps["search"], memo=_cache(budget, "search", registry)),
                 chunks=chunk_search,
             )
 
@@ -97,7 +99,7 @@ async def open_downstreams(
             min_size=connections,
             max_size=connections,
             gate=deps["db"].gate,
-            metrics=metrics,
+            registry=registry,
             name="db",
             timeouts=budget.dependency("db").timeouts,
             server_settings=SESSION_SETTINGS,

@@ -28,7 +28,7 @@ from pydantic import BaseModel
 from quart import Response, g, jsonify, request
 from quart_trio import QuartTrio
 
-from ._admission import SHAPES, Door, make_doors
+from ._admission import SHAPES, make_doors
 from ._context import Downstreams, RequestContext
 from ._deal_brain import answer_question
 from ._front_door import DoorRoute, FrontDoor
@@ -62,9 +62,9 @@ class OnlineState:
 
     budget: floodgate.Budget
     downstreams: Downstreams
-    metrics: floodgate.FloodgateMetrics
+    registry: CollectorRegistry
     assessments: floodgate.TTLCache | None
-    doors: Mapping[str, Door]
+    doors: Mapping[str, floodgate.Door]
     openapi: dict[str, Any]
 
 
@@ -102,15 +102,14 @@ def create_app(
         max_body_bytes=max([settings.max_body_bytes, *(p.max_body_bytes for p in policies)]),
     )
     app.json.sort_keys = False  # responses keep the field order of their models
-    metrics = floodgate.FloodgateMetrics(registry)
     nexus = budget.endpoint("nexus_assess")
     assessments = (
-        floodgate.TTLCache(nexus.cache_ttl, max_entries=10_000, name="nexus_assess", metrics=metrics)
+        floodgate.TTLCache(nexus.cache_ttl, max_entries=10_000, name="nexus_assess", registry=registry)
         if nexus.cache_ttl
         else None
     )
-    doors = make_doors(budget, metrics, gates)
-    state = OnlineState(budget, downstreams, metrics, assessments, doors, build_openapi(budget))
+    doors = make_doors(budget, registry, gates)
+    state = OnlineState(budget, downstreams, registry, assessments, doors, build_openapi(budget))
     app.extensions["online"] = state
     _install_routes(app, state)
     app.asgi_app = FrontDoor(  # type: ignore[method-assign]
@@ -173,7 +172,7 @@ async def _handle(
         tenant=tenant,
         policy=policy,
         timing=timing,
-        degradations=floodgate.Degradations(metrics=state.metrics),
+        degradations=floodgate.Degradations(registry=state.registry),
         reserve=min(MAX_RESERVE, RESERVE_SHARE * seconds),
     )
     try:

@@ -8,6 +8,7 @@ from contextlib import asynccontextmanager
 from functools import partial
 
 import chassis
+import floodgate
 import httpx
 import pytest
 import trio
@@ -92,3 +93,23 @@ async def test_a_port_in_use_is_one_startup_error() -> None:
                 grace_period=1,
                 shutdown_trigger=trio.sleep_forever,
             )
+
+
+def test_a_pool_that_cannot_open_stops_start_up_with_one_line_and_exit_code_2(monkeypatch, capsys) -> None:
+    # Every service opens its pools inside run_service's main: the typed error, however deep in
+    # exception groups, becomes the one start-up line, the same for every service.
+    monkeypatch.setattr("chassis._serve.configure_logging", lambda **_: None)
+
+    async def main(settings: chassis.BaseServiceSettings, shutdown: trio.Event) -> None:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(trio.sleep_forever)
+            raise floodgate.PoolUnavailable(
+                "cannot open pool to db.internal:5432/app: OSError: refused",
+                dependency="db",
+                location="db.internal:5432/app",
+            )
+
+    assert chassis.run_service("svc", chassis.BaseServiceSettings, "FLOODGATE_TEST_SVC_", main) == 2
+    assert capsys.readouterr().err == (
+        "svc: the database does not answer: db: cannot open pool to db.internal:5432/app: OSError: refused\n"
+    )

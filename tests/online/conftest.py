@@ -11,7 +11,6 @@ on the virtual clock and can assert exact times. The database edge is either ``M
 from __future__ import annotations
 
 import copy
-import dataclasses
 import math
 import tomllib
 from collections.abc import AsyncIterator, Mapping
@@ -26,7 +25,6 @@ import pytest
 from prometheus_client import CollectorRegistry
 from quart_trio import QuartTrio
 
-from services.online._admission import Door
 from services.online._chunks import ChunkHit, ChunkSearch
 from services.online._wiring import Wired, open_downstreams
 from services.online.app import create_app
@@ -136,10 +134,9 @@ async def online_harness(
         **{f"{dep}_base_url": SIMULATOR_URL for dep in ("llm", "embed", "rerank", "search")}
     )
     registry = CollectorRegistry()
-    metrics = floodgate.FloodgateMetrics(registry)
     settings = settings or OnlineSettings()
     async with open_downstreams(
-        settings, providers, budget, metrics=metrics, transport=transport, chunks=chunks or MemoryChunks()
+        settings, providers, budget, registry=registry, transport=transport, chunks=chunks or MemoryChunks()
     ) as wired:
         app = create_app(
             settings, budget=budget, downstreams=wired.downstreams, registry=registry, gates=wired.gates
@@ -169,7 +166,7 @@ def finite(x: float) -> bool:
     return math.isfinite(x)
 
 
-def close_door(door: Door) -> None:
+def close_door(door: floodgate.Door) -> None:
     """Make ``door`` refuse every request: a static door with no room."""
     door.adaptive = None
-    door.capacity = dataclasses.replace(door.capacity, in_flight=0)
+    door.ceiling = 0

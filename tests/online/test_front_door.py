@@ -170,7 +170,7 @@ async def test_the_door_admits_fewer_while_answers_are_slow_and_recovers(
     }
     async with online_harness(behaviour=slow, chunks=memory_chunks) as h:
         door = h.app.extensions["online"].doors["deal_brain"]
-        ceiling = door.capacity.in_flight
+        ceiling = door.ceiling
         assert door.adaptive is not None and door.limit == ceiling == 26
         statuses: list[int] = []
         sent = 0
@@ -234,7 +234,7 @@ async def test_a_static_door_when_the_budget_says_so(autojump_clock) -> None:
     async with online_harness(budget=budget) as h:
         door = h.app.extensions["online"].doors["deal_brain"]
         assert door.adaptive is None
-        assert door.limit == door.capacity.in_flight
+        assert door.limit == door.ceiling
         assert h.app.extensions["online"].doors["nexus_assess"].adaptive is not None
 
 

@@ -9,7 +9,7 @@ import pytest
 import trio
 
 import services.online
-from services.online._admission import HEADROOM, Door, endpoint_capacity
+from services.online._admission import HEADROOM, endpoint_capacity, make_door
 from services.online._chunks import ChunkHit
 from services.online._deal_brain import RRF_K, fuse
 from services.online._degrade import degradable, degradations_of
@@ -192,14 +192,18 @@ def test_the_door_admits_what_the_budget_implies_and_refuses_at_once() -> None:
     capacity = endpoint_capacity(make_budget(), "deal_brain")
     assert capacity.bottleneck == "llm"
     assert capacity.bottleneck_latency == 0.4
-    door = Door(capacity)
-    assert door.limit == capacity.in_flight == math.ceil(40 * 0.6 * HEADROOM)
+    door = make_door(make_budget(), "deal_brain")
+    assert door.limit == door.ceiling == capacity.in_flight == math.ceil(40 * 0.6 * HEADROOM)
     for _ in range(capacity.in_flight):
         door.enter()
     with pytest.raises(floodgate.Overloaded) as refused:
         door.enter()
     assert refused.value.dependency == "llm"
     assert refused.value.retry_after == 1.0
+    assert str(refused.value) == (
+        f"llm: deal_brain is at its limit of {capacity.in_flight} requests in flight "
+        f"(the llm budget carries {capacity.rps:.3g} requests/s)"
+    )
     door.leave()
     door.enter()
     stats = door.statistics()

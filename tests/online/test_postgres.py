@@ -90,9 +90,7 @@ async def served_cluster(database_url: str) -> AsyncIterator[httpx.AsyncClient]:
             settings = OnlineSettings(database_url=database_url)
             registry = CollectorRegistry()
             budget = make_budget()
-            async with open_downstreams(
-                settings, providers, budget, metrics=floodgate.FloodgateMetrics(registry)
-            ) as wired:
+            async with open_downstreams(settings, providers, budget, registry=registry) as wired:
                 pool = wired.pool
                 app = create_app(
                     settings,
@@ -159,7 +157,7 @@ async def test_pooled_sessions_use_pgvector_iterative_scan(database_url) -> None
             OnlineSettings(database_url=database_url),
             ProviderSettings(),
             budget,
-            metrics=floodgate.FloodgateMetrics(CollectorRegistry()),
+            registry=CollectorRegistry(),
         ) as wired:
             assert await wired.pool.fetchval("SHOW hnsw.iterative_scan") == "relaxed_order"
 
@@ -171,7 +169,7 @@ async def test_pooled_sessions_have_the_budgets_db_statement_timeout(database_ur
             OnlineSettings(database_url=database_url),
             ProviderSettings(),
             budget,
-            metrics=floodgate.FloodgateMetrics(CollectorRegistry()),
+            registry=CollectorRegistry(),
         ) as wired:
             assert await wired.pool.fetchval("SHOW statement_timeout") == "750ms"
             with pytest.raises(floodgate.DeadlineExceeded) as caught:

@@ -285,9 +285,7 @@ async def test_gate_metrics(autojump_clock):
     from prometheus_client import CollectorRegistry
 
     registry = CollectorRegistry()
-    gate = floodgate.Gate(
-        "embed", 1, max_waiters=1, max_wait=1.0, metrics=floodgate.FloodgateMetrics(registry)
-    )
+    gate = floodgate.Gate("embed", 1, max_waiters=1, max_wait=1.0, registry=registry)
     value = registry.get_sample_value
     async with trio.open_nursery() as nursery:
         nursery.start_soon(hold, gate, "a", 0.5)

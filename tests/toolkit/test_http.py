@@ -106,7 +106,9 @@ async def test_from_budget_builds_the_services_dependencies(repo_budget):
             deps["fetch"]
         assert deps["llm"].bucket is not None and deps["llm"].bucket.rate == pytest.approx(100.0)
     # the same registry can be handed to another component without double registration
-    assert floodgate.FloodgateMetrics(registry) is floodgate.FloodgateMetrics(registry)
+    floodgate.Gate("llm", 1, max_waiters=0, max_wait=0.0, registry=registry)
+    floodgate.Door("deal_brain", 1, registry=registry)
+    assert registry.get_sample_value("floodgate_gate_capacity", {"gate": "admission_deal_brain"}) == 1
 
 
 def test_parse_retry_after():

@@ -56,11 +56,18 @@ async def test_pool_under_trio_needs_a_trio_asyncio_loop(database_url):
             pass
 
 
-async def test_unreachable_database_is_a_dependency_error():
+async def test_an_unreachable_database_is_a_typed_error_without_credentials():
     async with trio_asyncio.open_loop():
-        with pytest.raises(floodgate.DependencyError, match="cannot open pool"):
-            async with floodgate.open_pg_pool("postgresql://nobody@127.0.0.1:1/x", max_size=1, timeout=2):
+        with pytest.raises(
+            floodgate.PoolUnavailable, match=r"cannot open pool to 127\.0\.0\.1:1/x"
+        ) as caught:
+            async with floodgate.open_pg_pool(
+                "postgresql://nobody:s3cret@127.0.0.1:1/x", max_size=1, timeout=2
+            ):
                 pass
+    assert isinstance(caught.value, floodgate.DependencyError)  # handled wherever a downstream failure is
+    assert (caught.value.dependency, caught.value.location) == ("db", "127.0.0.1:1/x")
+    assert "s3cret" not in str(caught.value) and "nobody" not in str(caught.value)
 
 
 def test_pool_under_asyncio_calls_asyncpg_directly(database_url):
@@ -183,7 +190,7 @@ async def test_the_connect_timeout_bounds_opening_a_connection():
         port = silent.getsockname()[1]
         async with trio_asyncio.open_loop():
             started = trio.current_time()
-            with pytest.raises(floodgate.DependencyError, match="cannot open pool: TimeoutError"):
+            with pytest.raises(floodgate.PoolUnavailable, match=r"cannot open pool to .*: TimeoutError"):
                 async with floodgate.open_pg_pool(
                     f"postgresql://nobody@127.0.0.1:{port}/x",
                     max_size=1,

@@ -10,7 +10,7 @@ from prometheus_client import CollectorRegistry
 
 async def test_optional_falls_back_and_records_why(autojump_clock):
     registry = CollectorRegistry()
-    degraded = floodgate.Degradations(metrics=floodgate.FloodgateMetrics(registry))
+    degraded = floodgate.Degradations(registry=registry)
 
     async def rerank():
         raise floodgate.CircuitOpen("circuit open", dependency="rerank", retry_after=3)
@@ -182,7 +182,7 @@ async def test_singleflight_shares_errors_and_survives_a_cancelled_leader(autoju
 
 async def test_ttl_cache_expires_entries_at_ttl(autojump_clock):
     registry = CollectorRegistry()
-    cache = floodgate.TTLCache(10.0, 2, name="embed", metrics=floodgate.FloodgateMetrics(registry))
+    cache = floodgate.TTLCache(10.0, 2, name="embed", registry=registry)
     assert isinstance(cache, floodgate.CacheStore)
     await cache.set("a", 1)
     await trio.sleep(9.999)
@@ -229,7 +229,7 @@ async def test_get_or_load_coalesces_misses_and_caches(autojump_clock):
 
 async def test_loop_lag_monitor_reports_late_wakeups(autojump_clock):
     registry = CollectorRegistry()
-    monitor = floodgate.LoopLagMonitor(interval=0.5, metrics=floodgate.FloodgateMetrics(registry))
+    monitor = floodgate.LoopLagMonitor(interval=0.5, registry=registry)
     async with trio.open_nursery() as nursery:
         await nursery.start(monitor.run)
         await trio.sleep(1.25)

@@ -1,0 +1,170 @@
+"""Door: an admission limit that never waits — at most ``limit`` requests inside, the rest refused.
+
+A `Gate` bounds the calls to one dependency, with a short fair wait; it cannot make overload
+*fast*. A request refused by a gate deep in its work has already spent its earlier steps, and one
+that waits there makes every answer slower. A `Door` stands in front of the whole request: a
+request that finds ``limit`` others inside is refused at once (`Overloaded`), before any work,
+without waiting and without an await — the refusal is a counter check, because under overload it
+is the hottest path of the process.
+
+Its ``limit`` is either fixed (``ceiling``) or an `AdaptiveLimit` under that ceiling, which
+lowers it while completed requests take longer than their recent best (`observe`) or while the
+dependency that sets the request rate has a queue (``waiting``). Entering and leaving are
+synchronous; the caller measures each request and calls `observe`.
+
+Metrics (with ``registry``) use the gate families under the label ``admission_<name>``:
+``floodgate_gate_in_use``, ``floodgate_gate_capacity`` (the limit now) and
+``floodgate_rejections_total{reason="admission"}``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from ._adaptive import AdaptiveLimit
+from ._errors import Overloaded
+from ._metrics import metrics_for
+
+if TYPE_CHECKING:
+    from prometheus_client import CollectorRegistry
+
+__all__ = ["Door", "DoorStatistics"]
+
+
+@dataclass(frozen=True)
+class DoorStatistics:
+    """A snapshot of a `Door`: requests inside, its limit now and its ceiling, and the totals."""
+
+    name: str
+    in_flight: int
+    limit: int
+    ceiling: int
+    admitted_total: int
+    refused_total: int
+
+
+class Door:
+    """At most `limit` requests of one kind inside at once; the rest refused at once.
+
+    ``door.enter()`` raises `Overloaded` (naming ``dependency``, the budget that sets the limit,
+    with ``retry_after``) when the door is full; `try_enter` is its twin that answers False
+    instead, for callers that render the refusal themselves and want no exception on the hot
+    path. Pair every successful entry with one `leave`. Nothing here waits or awaits.
+
+    ``ceiling`` is the limit, or with ``adaptive`` (an `AdaptiveLimit` whose ceiling is
+    ``ceiling``) the most it may admit. An adaptive door learns from `observe` (each completed
+    request's latency) and, when ``waiting`` is given, from how many wait at the bottleneck
+    (read on each entry). ``detail`` ends the refusal's message (what sets the limit, say).
+    """
+
+    def __init__(
+        self,
+        name: str,
+        ceiling: int,
+        *,
+        adaptive: AdaptiveLimit | None = None,
+        waiting: Callable[[], int] | None = None,
+        dependency: str | None = None,
+        retry_after: float = 1.0,
+        detail: str | None = None,
+        registry: CollectorRegistry | None = None,
+    ) -> None:
+        if ceiling < 0:
+            raise ValueError(f"ceiling must be >= 0, not {ceiling}")
+        if adaptive is not None and adaptive.ceiling != ceiling:
+            raise ValueError(
+                f"the adaptive limit's ceiling ({adaptive.ceiling}) must be the door's ({ceiling})"
+            )
+        self.name = name
+        #: The static limit, and the adaptive limit's ceiling.
+        self.ceiling = ceiling
+        #: The adaptive limit, or None for a static door.
+        self.adaptive = adaptive
+        self.dependency = dependency
+        self.retry_after = retry_after
+        self.detail = detail
+        self._waiting = waiting if adaptive is not None else None
+        self._in_flight = 0
+        self._admitted = 0
+        self._refused = 0
+        metrics = metrics_for(registry)
+        self._metered = metrics is not None
+        if metrics is not None:
+            label = f"admission_{name}"
+            self._m_in_use = metrics.gate_in_use.labels(label)
+            self._m_refused = metrics.rejections.labels(label, "admission")
+            self._m_capacity = metrics.gate_capacity.labels(label)
+            self._m_capacity.set(self.limit)
+
+    @property
+    def limit(self) -> int:
+        """Requests admitted at once now: the adaptive limit, or the ceiling."""
+        adaptive = self.adaptive
+        return self.ceiling if adaptive is None else adaptive.limit
+
+    @property
+    def in_flight(self) -> int:
+        return self._in_flight
+
+    def try_enter(self) -> bool:
+        """Take a place if one is free; False (counted as a refusal) when the door is full."""
+        adaptive = self.adaptive
+        if adaptive is not None:
+            adaptive.note_in_flight(self._in_flight + 1)
+            if self._waiting is not None:
+                adaptive.note_queue(self._waiting())
+        if self._in_flight >= self.limit:
+            self._refused += 1
+            if self._metered:
+                self._m_refused.inc()
+            return False
+        self._in_flight += 1
+        self._admitted += 1
+        if self._metered:
+            self._m_in_use.set(self._in_flight)
+        return True
+
+    def enter(self) -> None:
+        """Take a place, or raise `refusal()`."""
+        if not self.try_enter():
+            raise self.refusal()
+
+    def refusal(self) -> Overloaded:
+        """The error a refused request gets: `Overloaded`, naming the limit and ``dependency``."""
+        reason = f"{self.name} is at its limit of {self.limit} requests in flight"
+        if self.detail:
+            reason += f" ({self.detail})"
+        return Overloaded(reason, dependency=self.dependency, retry_after=self.retry_after)
+
+    def leave(self) -> None:
+        """Give back the place taken by `enter` or a successful `try_enter`."""
+        if self._in_flight <= 0:
+            raise RuntimeError(f"door {self.name!r}: leave() without enter()")
+        self._in_flight -= 1
+        if self._metered:
+            self._m_in_use.set(self._in_flight)
+
+    def observe(self, latency: float, now: float) -> None:
+        """Feed the adaptive limit one completed request's latency (a no-op for a static door).
+
+        ``now`` is any monotonic clock in seconds (trio's, so tests run on a virtual clock).
+        Feed only requests whose time says something about capacity: answers and server-side
+        failures, not client errors that end before any work.
+        """
+        adaptive = self.adaptive
+        if adaptive is not None and adaptive.observe(latency, now) and self._metered:
+            self._m_capacity.set(adaptive.limit)
+
+    def statistics(self) -> DoorStatistics:
+        return DoorStatistics(
+            self.name, self._in_flight, self.limit, self.ceiling, self._admitted, self._refused
+        )
+
+    def __repr__(self) -> str:
+        kind = "adaptive" if self.adaptive is not None else "static"
+        return (
+            f"<Door {self.name!r} {kind} in_flight={self._in_flight}/{self.limit} "
+            f"admitted={self._admitted} refused={self._refused}>"
+        )
