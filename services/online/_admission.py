@@ -9,7 +9,7 @@ carries, times the time a request takes:
     X  = min over dependencies d of  limit_d / (calls_d x typical_latency_d)
     N0 = ceil(X x T x HEADROOM)          T = the endpoint's critical path, typical request
 
-(`SHAPES` describes the typical request of each endpoint). A request that finds ``N`` requests
+(`Endpoint.shape` describes the typical request of each endpoint). A request that finds ``N`` requests
 inside is refused at once with 429, in front of the web framework (`_front_door`): no downstream
 work, no wait, no body parsing: a few dictionary operations.
 
@@ -26,11 +26,13 @@ truth for the ceiling: change ``typical_latency`` or the limits there.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import floodgate
 from prometheus_client import CollectorRegistry
+
+from ._endpoints import ENDPOINTS, EndpointShape
 
 __all__ = [
     "HEADROOM",
@@ -50,34 +52,8 @@ __all__ = [
 HEADROOM = 1.05
 
 
-@dataclass(frozen=True)
-class EndpointShape:
-    """A typical request: calls per dependency, and its critical path from typical latencies."""
-
-    calls: Callable[[floodgate.EndpointPolicy], Mapping[str, int]]
-    critical_path: Callable[[Mapping[str, float], floodgate.EndpointPolicy], float]
-
-
-def _rounds(n: int, policy: floodgate.EndpointPolicy) -> int:
-    return math.ceil(n / policy.fan_out)
-
-
-# shadowHunter and nexusAssess vary with the request; their typical request uses the defaults of
-# the request models (4 queries, 4 extractions) and a rubric of `fan_out` criteria.
-SHAPES: dict[str, EndpointShape] = {
-    "deal_brain": EndpointShape(
-        calls=lambda p: {"embed": 1, "db": 1, "search": 1, "rerank": 1, "llm": 1},
-        critical_path=lambda t, p: max(t["embed"] + t["db"], t["search"]) + t["rerank"] + t["llm"],
-    ),
-    "shadow_hunter": EndpointShape(
-        calls=lambda p: {"llm": 1 + 4, "search": 4},
-        critical_path=lambda t, p: t["llm"] + _rounds(4, p) * t["search"] + _rounds(4, p) * t["llm"],
-    ),
-    "nexus_assess": EndpointShape(
-        calls=lambda p: {"llm": p.fan_out},
-        critical_path=lambda t, p: _rounds(p.fan_out, p) * t["llm"],
-    ),
-}
+#: endpoint name -> its typical request (`Endpoint.shape`, from the endpoint records).
+SHAPES: dict[str, EndpointShape] = {endpoint.name: endpoint.shape for endpoint in ENDPOINTS}
 
 
 @dataclass(frozen=True)
@@ -123,7 +99,7 @@ def make_doors(
     registry: CollectorRegistry | None = None,
     gates: Mapping[str, floodgate.Gate] | None = None,
 ) -> dict[str, floodgate.Door]:
-    return {name: make_door(budget, name, registry, gates) for name in SHAPES}
+    return {e.name: make_door(budget, e.name, registry, gates) for e in ENDPOINTS}
 
 
 def make_door(

@@ -7,7 +7,7 @@ before/after hooks, the error handler, ``jsonify``, a log event); here, in front
 a dict lookup, the tenant header check, the door's counter, draining a small body and one
 pre-rendered response.
 
-For each endpoint route (``POST`` + exact path) `FrontDoor`:
+For each endpoint route (method + exact path, from the endpoint records) `FrontDoor`:
 
 1. leaves requests without a valid tenant header to the app (401/400 come from the chassis:
    the tenant is checked before the door, as before);
@@ -61,6 +61,7 @@ class DoorRoute:
     path: str
     door: floodgate.Door
     max_body_bytes: int
+    method: str = "POST"
 
 
 class FrontDoor:
@@ -81,7 +82,7 @@ class FrontDoor:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         route = self._routes.get(scope["path"]) if scope["type"] == "http" else None
-        if route is None or scope["method"] != "POST":
+        if route is None or scope["method"] != route.method:
             await self.app(scope, receive, send)
             return
         tenant = request_id = None

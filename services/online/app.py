@@ -1,6 +1,8 @@
 """The online service's app factory: shadowHunter, nexusAssess and dealBrain behind one chassis app.
 
-Each route does the same edge work, in this order, before any downstream is touched:
+The routes, their doors and the OpenAPI document are derived from the endpoint records
+(`_endpoints.ENDPOINTS`). Each route does the same edge work, in this order, before any downstream
+is touched:
 
 1. the tenant from the gateway's header (401/400),
 2. admission: a place among the requests the endpoint may have in flight (`_admission`: derived
@@ -28,25 +30,15 @@ from pydantic import BaseModel
 from quart import Response, g, jsonify, request
 from quart_trio import QuartTrio
 
-from ._admission import SHAPES, make_doors
+from ._admission import make_doors
 from ._context import Downstreams, RequestContext
-from ._deal_brain import answer_question
+from ._endpoints import ENDPOINTS, Endpoint
 from ._front_door import DoorRoute, FrontDoor
-from ._models import DealBrainRequest, NexusAssessRequest, ShadowHunterRequest
-from ._nexus_assess import assess
 from ._openapi import build_openapi
-from ._shadow_hunter import hunt
 from ._timing import ServerTiming
 from .settings import OnlineSettings
 
-__all__ = ["PATHS", "OnlineState", "create_app", "online_state"]
-
-#: The route of each endpoint.
-PATHS = {
-    "deal_brain": "/v1/deal-brain/answers",
-    "shadow_hunter": "/v1/shadow-hunter/hunts",
-    "nexus_assess": "/v1/nexus-assess/assessments",
-}
+__all__ = ["OnlineState", "create_app", "online_state"]
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -86,11 +78,11 @@ def create_app(
     Raises `chassis.StartupError` when an endpoint's failure policy in the budget (``required`` and
     ``degradable``) does not name exactly the dependencies it calls."""
     registry = registry if registry is not None else CollectorRegistry()
-    policies = [budget.endpoint(name) for name in ("deal_brain", "shadow_hunter", "nexus_assess")]
+    policies = [budget.endpoint(endpoint.name) for endpoint in ENDPOINTS]
     problems = [
         problem
-        for name, shape in SHAPES.items()
-        for problem in budget.failure_policy_problems(name, shape.calls(budget.endpoint(name)))
+        for endpoint, policy in zip(ENDPOINTS, policies, strict=True)
+        for problem in budget.failure_policy_problems(endpoint.name, endpoint.shape.calls(policy))
     ]
     if problems:
         raise chassis.StartupError(str(floodgate.BudgetError(problems)))
@@ -114,7 +106,10 @@ def create_app(
     _install_routes(app, state)
     app.asgi_app = FrontDoor(  # type: ignore[method-assign]
         app.asgi_app,
-        [DoorRoute(PATHS[name], door, budget.endpoint(name).max_body_bytes) for name, door in doors.items()],
+        [
+            DoorRoute(endpoint.path, doors[endpoint.name], policy.max_body_bytes, endpoint.method)
+            for endpoint, policy in zip(ENDPOINTS, policies, strict=True)
+        ],
         chassis_state=chassis.chassis_state(app),
     )
     return app
@@ -142,30 +137,14 @@ def _too_large(limit: int) -> chassis.ApiError:
     )
 
 
-def _too_many(field: str, count: int, limit: int) -> chassis.ApiError:
-    message = f"at most {limit} allowed by the budget (max_items), got {count}"
-    return chassis.ApiError(
-        422,
-        "invalid_request",
-        f"invalid field(s): {field}",
-        details=[{"field": field, "message": message, "type": "too_long"}],
-    )
-
-
-async def _handle(
-    endpoint: str,
-    model: type[M],
-    check: Callable[[M, floodgate.EndpointPolicy], None],
-    run: Callable[[M, RequestContext], Awaitable[BaseModel]],
-    state: OnlineState,
-) -> Response:
+async def _handle(endpoint: Endpoint, state: OnlineState) -> Response:
     timing = ServerTiming()
     g.server_timing = timing
     tenant = chassis.require_tenant()
     # Admitted already: `FrontDoor` holds this request's place at the endpoint's door.
-    policy = state.budget.endpoint(endpoint)
-    body = await _read_body(model, policy.max_body_bytes)
-    check(body, policy)
+    policy = state.budget.endpoint(endpoint.name)
+    body = await _read_body(endpoint.request, policy.max_body_bytes)
+    endpoint.check(body, policy)
     seconds = floodgate.deadline_from_headers(request.headers, policy.deadline)
     assert seconds is not None  # the endpoint's own deadline is never None
     ctx = RequestContext(
@@ -177,11 +156,11 @@ async def _handle(
     )
     try:
         with floodgate.deadline_after(seconds):
-            result = await run(body, ctx)
+            result = await endpoint.handler(body, ctx, state)
     except floodgate.DeadlineExceeded as exc:
         if exc.dependency is not None:
             raise
-        raise _deadline_error(endpoint, seconds, timing) from None
+        raise _deadline_error(endpoint.name, seconds, timing) from None
     # pydantic serialises in Rust, in the models' field order: a fraction of the CPU of
     # model_dump() followed by the json module.
     return Response(result.model_dump_json(), content_type="application/json")
@@ -198,30 +177,7 @@ def _deadline_error(endpoint: str, seconds: float, timing: ServerTiming) -> floo
     return floodgate.DeadlineExceeded(reason, dependency=dependencies[0] if len(dependencies) == 1 else None)
 
 
-def _check_deal_brain(body: DealBrainRequest, policy: floodgate.EndpointPolicy) -> None:
-    if policy.max_items is not None and body.top_k > policy.max_items:
-        raise _too_many("top_k", body.top_k, policy.max_items)
-
-
-def _check_shadow_hunter(body: ShadowHunterRequest, policy: floodgate.EndpointPolicy) -> None:
-    if policy.max_items is None:
-        return
-    if body.queries is not None and len(body.queries) > policy.max_items:
-        raise _too_many("queries", len(body.queries), policy.max_items)
-    if body.query_count > policy.max_items:
-        raise _too_many("query_count", body.query_count, policy.max_items)
-    if body.extract_top > policy.max_items:
-        raise _too_many("extract_top", body.extract_top, policy.max_items)
-
-
-def _check_nexus_assess(body: NexusAssessRequest, policy: floodgate.EndpointPolicy) -> None:
-    if policy.max_items is not None and len(body.rubric) > policy.max_items:
-        raise _too_many("rubric", len(body.rubric), policy.max_items)
-
-
 def _install_routes(app: QuartTrio, state: OnlineState) -> None:
-    down = state.downstreams
-
     @app.after_request
     async def _server_timing(response: Response) -> Response:
         timing = getattr(g, "server_timing", None)
@@ -229,36 +185,17 @@ def _install_routes(app: QuartTrio, state: OnlineState) -> None:
             response.headers["Server-Timing"] = timing.header()
         return response
 
-    @app.post(PATHS["deal_brain"])
-    async def deal_brain() -> Response:
-        return await _handle(
-            "deal_brain",
-            DealBrainRequest,
-            _check_deal_brain,
-            lambda body, ctx: answer_question(body, ctx, down),
-            state,
-        )
-
-    @app.post(PATHS["shadow_hunter"])
-    async def shadow_hunter() -> Response:
-        return await _handle(
-            "shadow_hunter",
-            ShadowHunterRequest,
-            _check_shadow_hunter,
-            lambda body, ctx: hunt(body, ctx, down),
-            state,
-        )
-
-    @app.post(PATHS["nexus_assess"])
-    async def nexus_assess() -> Response:
-        return await _handle(
-            "nexus_assess",
-            NexusAssessRequest,
-            _check_nexus_assess,
-            lambda body, ctx: assess(body, ctx, down, state.assessments),
-            state,
-        )
+    for endpoint in ENDPOINTS:
+        app.add_url_rule(endpoint.path, endpoint.name, _view(endpoint, state), methods=[endpoint.method])
 
     @app.get("/openapi.json")
     async def openapi() -> Response:
         return jsonify(state.openapi)
+
+
+def _view(endpoint: Endpoint, state: OnlineState) -> Callable[[], Awaitable[Response]]:
+    async def view() -> Response:
+        return await _handle(endpoint, state)
+
+    view.__name__ = endpoint.name
+    return view
