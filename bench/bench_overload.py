@@ -218,9 +218,9 @@ class Database:
 
     async def _prepare(self) -> None:
         import asyncpg
+        from providers import vector_literal
 
         from cluster.migrate import apply_migrations, ensure_database
-        from services.online._chunks import vector_literal
         from services.upstreams import embed
 
         await ensure_database(self.dsn)

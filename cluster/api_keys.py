@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import chassis
 import yaml
 
 __all__ = [
@@ -37,7 +38,6 @@ _ROOT = Path(__file__).resolve().parent.parent  # the repository
 API_KEYS_FILE = _ROOT / "config" / "api_keys.yaml"
 API_KEYS_SAMPLE = _ROOT / "config" / "api_keys.sample.yaml"
 
-_TENANT = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
 _KEY = re.compile(r"^[!-~]{16,256}$")  # printable ASCII, no spaces
 _API_KEY_AUTH = "envoy.filters.http.api_key_auth"
 
@@ -95,8 +95,9 @@ def parse_api_keys(data: Any, *, source: Path) -> ApiKeys:
     owner: dict[str, str] = {}
     for tenant, entry in data["tenants"].items():
         where = f"{source}: tenants.{tenant}"
-        if not isinstance(tenant, str) or not _TENANT.match(tenant):
-            raise ApiKeysError(f"{where}: tenant names must match {_TENANT.pattern}")
+        # The services' own rule: every tenant the gateway forwards is one they accept.
+        if not isinstance(tenant, str) or not chassis.is_valid_tenant(tenant):
+            raise ApiKeysError(f"{where}: tenant names must match {chassis.TENANT_PATTERN}")
         if not isinstance(entry, Mapping) or set(entry) - {"keys"} or not isinstance(entry.get("keys"), list):
             raise ApiKeysError(f"{where}: expected {{keys: [<key>, ...]}}")
         keys = []

@@ -14,7 +14,9 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Literal
 
-from .settings import DEPENDENCIES, ClusterSettings
+from providers import provider_environment
+
+from .settings import ClusterSettings
 
 __all__ = [
     "ChildSpec",
@@ -87,11 +89,7 @@ def service_env(settings: ClusterSettings, prefix: str, port: int, *, log_format
     if prefix != "UPSTREAMS_":
         env[f"{prefix}DATABASE_URL"] = settings.effective_database_url
         env[f"{prefix}BUDGET_FILE"] = str(settings.budget.resolve())
-        for dep in DEPENDENCIES:
-            provider = settings.provider(dep)
-            env[f"FLOODGATE_{dep.upper()}_BASE_URL"] = provider.base_url
-            env[f"FLOODGATE_{dep.upper()}_API_KEY"] = provider.api_key
-            env[f"FLOODGATE_{dep.upper()}_MODEL"] = provider.model
+        env.update(provider_environment(settings.providers))
     return env
 
 

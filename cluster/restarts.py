@@ -9,14 +9,17 @@ from __future__ import annotations
 from collections import deque
 from dataclasses import dataclass
 
+import floodgate
+
 __all__ = ["RestartPolicy", "RestartStatistics", "RestartTracker"]
 
 
 @dataclass(frozen=True)
 class RestartPolicy:
-    """Restart a crashed child after ``base_delay * 2**(n-1)`` seconds (capped at ``max_delay``), where
-    ``n`` counts its crashes inside the last ``window`` seconds; the crash that would make it more than
-    ``max_restarts`` in the window is not restarted (the supervisor stops the cluster instead).
+    """Restart a crashed child after ``base_delay * 2**(n-1)`` seconds, capped at ``max_delay``
+    (``floodgate.backoff_ceiling``), where ``n`` counts its crashes inside the last ``window``
+    seconds; the crash that would make it more than ``max_restarts`` in the window is not
+    restarted (the supervisor stops the cluster instead).
     """
 
     max_restarts: int = 5
@@ -50,7 +53,8 @@ class RestartTracker:
             return None
         self._recent.append(now)
         self._restarts += 1
-        return min(self._policy.max_delay, self._policy.base_delay * 2 ** (len(self._recent) - 1))
+        policy = self._policy
+        return floodgate.backoff_ceiling(len(self._recent), base=policy.base_delay, cap=policy.max_delay)
 
     def statistics(self) -> RestartStatistics:
         return RestartStatistics(self._restarts, len(self._recent), self._gave_up)

@@ -14,6 +14,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
+from providers import DEPENDENCIES, ProviderSettings, ProviderSettingsError, load_provider_settings
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 __all__ = [
@@ -21,49 +22,12 @@ __all__ = [
     "ENV_NAMES",
     "ClusterSettings",
     "ClusterSettingsError",
-    "ProviderSettings",
     "load_cluster_settings",
 ]
-
-#: The downstream dependencies a service may call; each is configured by base URL + API key + model.
-DEPENDENCIES = ("llm", "embed", "rerank", "search", "fetch")
-
-#: Model names the simulator answers to (it accepts any; these match the services' defaults).
-_DEFAULT_MODELS = {
-    "llm": "sim-chat-1",
-    "embed": "sim-embed-384",
-    "rerank": "sim-rerank-1",
-    "search": "",
-    "fetch": "",
-}
 
 
 class ClusterSettingsError(Exception):
     """A cluster setting is invalid; the message is one line that names the environment variable."""
-
-
-class ProviderSettings(BaseModel):
-    """Where one downstream dependency lives. Pointing at a real provider needs no code change."""
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-    base_url: str
-    api_key: str = ""
-    model: str = ""
-
-    def __repr__(self) -> str:
-        # Never print a key: settings end up in logs and tracebacks.
-        return f"ProviderSettings(base_url={self.base_url!r}, model={self.model!r}, key={'set' if self.api_key else 'none'})"
-
-    __str__ = __repr__
-
-    @field_validator("base_url")
-    @classmethod
-    def _http_url(cls, value: str) -> str:
-        parts = urlsplit(value)
-        if parts.scheme not in ("http", "https") or not parts.netloc:
-            raise ValueError("must be an http(s) URL such as http://127.0.0.1:8090")
-        return value.rstrip("/")
 
 
 class ClusterSettings(BaseModel):
@@ -199,23 +163,12 @@ def load_cluster_settings(environ: Mapping[str, str] | None = None) -> ClusterSe
     except ValidationError as exc:
         raise ClusterSettingsError(_describe(exc, raw, ENV_NAMES)) from None
 
-    problems: list[str] = []
-    providers: dict[str, ProviderSettings] = {}
-    for dep in DEPENDENCIES:
-        prefix = f"FLOODGATE_{dep.upper()}_"
-        # The services append the API paths (/v1/chat/completions...) to the base URL.
-        simulator = urlunsplit(("http", f"{base.host}:{base.upstreams_port}", "", "", ""))
-        values = {
-            "base_url": env.get(f"{prefix}BASE_URL", simulator),
-            "api_key": env.get(f"{prefix}API_KEY", ""),
-            "model": env.get(f"{prefix}MODEL", _DEFAULT_MODELS[dep]),
-        }
-        try:
-            providers[dep] = ProviderSettings.model_validate(values)
-        except ValidationError as exc:
-            problems.append(_describe(exc, values, {k: f"{prefix}{k.upper()}" for k in values}))
-    if problems:
-        raise ClusterSettingsError(problems[0])
+    # Unset providers are the cluster's own simulator (the services append /v1/... to the URL).
+    simulator = urlunsplit(("http", f"{base.host}:{base.upstreams_port}", "", "", ""))
+    try:
+        providers = load_provider_settings(DEPENDENCIES, environ=env, default_base_url=simulator)
+    except ProviderSettingsError as exc:
+        raise ClusterSettingsError(str(exc)) from None
     settings = base.model_copy(update={"providers": providers})
     settings.check_distinct_ports()
     return settings

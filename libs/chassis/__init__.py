@@ -12,16 +12,17 @@ from ._app import (
     chassis_state,
     create_app,
 )
-from ._errors import ApiError, exception_leaves, retry_after_header
+from ._errors import ApiError, exception_leaves
 from ._logging import configure_logging
 from ._openapi import ErrorBody, ErrorResponse, ErrorSpec, error_responses, openapi_components, probe_paths
-from ._request import is_valid_tenant, parse_body, require_tenant
+from ._request import TENANT_PATTERN, is_valid_tenant, parse_body, require_tenant
 from ._serve import StartupError, run_service, serve
 from ._settings import BaseServiceSettings, SettingsError, load_settings
 
 __all__ = [
     "REQUEST_ID_HEADER",
     "TENANT_HEADER",
+    "TENANT_PATTERN",
     "ApiError",
     "BaseServiceSettings",
     "ChassisState",
@@ -42,7 +43,6 @@ __all__ = [
     "parse_body",
     "probe_paths",
     "require_tenant",
-    "retry_after_header",
     "run_service",
     "serve",
 ]

@@ -10,18 +10,18 @@ Every error a service returns is JSON of one shape::
 
 from __future__ import annotations
 
-import math
 from collections.abc import Iterator
 from typing import Any
 
-__all__ = ["ApiError", "error_payload", "exception_leaves", "retry_after_header"]
+__all__ = ["ApiError", "error_payload", "exception_leaves"]
 
 
 class ApiError(Exception):
     """An error with an HTTP status, a stable machine-readable ``code`` and a message for humans.
 
     ``details`` is any JSON-serialisable value (for validation errors: the offending fields);
-    ``headers`` are added to the response (for example ``Retry-After``).
+    ``headers`` are added to the response (for example ``Retry-After``, whose value is
+    ``floodgate.retry_after_seconds``: the one rounding rule).
     """
 
     def __init__(
@@ -49,13 +49,6 @@ class ApiError(Exception):
 
 def error_payload(code: str, message: str, details: Any = None) -> dict[str, Any]:
     return {"error": {"code": code, "message": message, "details": details}}
-
-
-def retry_after_header(seconds: float | None) -> dict[str, str]:
-    """``Retry-After`` takes whole seconds; round up so a client never comes back too early."""
-    if seconds is None:
-        return {}
-    return {"Retry-After": str(max(1, math.ceil(seconds)))}
 
 
 def exception_leaves(exc: BaseException) -> Iterator[BaseException]:

@@ -15,6 +15,7 @@ import floodgate
 from pydantic import BaseModel, ConfigDict, Field
 
 from ._app import REQUEST_ID_HEADER, TENANT_HEADER
+from ._request import TENANT_PATTERN
 
 __all__ = [
     "ErrorBody",
@@ -130,7 +131,7 @@ def openapi_components() -> dict[str, Any]:
                 "in": "header",
                 "required": True,
                 "description": "set by the gateway from the caller's API key; a client never sends it",
-                "schema": {"type": "string", "pattern": "^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"},
+                "schema": {"type": "string", "pattern": TENANT_PATTERN},
             },
             "Deadline": {
                 "name": floodgate.DEADLINE_HEADER,

@@ -12,11 +12,15 @@ from quart import request
 from ._app import TENANT_HEADER
 from ._errors import ApiError
 
-__all__ = ["is_valid_tenant", "parse_body", "require_tenant"]
+__all__ = ["TENANT_PATTERN", "is_valid_tenant", "parse_body", "require_tenant"]
 
 M = TypeVar("M", bound=BaseModel)
 
-_TENANT_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+#: The one rule for a tenant id: a letter or digit, then up to 63 letters, digits, ``_``, ``.``
+#: or ``-``. The gateway's keys file is checked against it (cluster/api_keys.py), every service
+#: accepts exactly it in ``x-floodgate-tenant``, and the OpenAPI documents state it.
+TENANT_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
+_TENANT_RE = re.compile(TENANT_PATTERN)
 
 
 def is_valid_tenant(tenant: str) -> bool:

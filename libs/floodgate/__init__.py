@@ -6,8 +6,8 @@ circuit breaker, attempt timeout, classified retries within a retry budget), and
 is an explicit, fast `Overloaded`. The budgets come from one validated file (`load_budget`).
 
 The implementation lives in private modules; this module re-exports the public API. The
-PostgreSQL pool (`open_pg_pool`, `PgPool`, `PgPoolStatistics`) is imported on first use, so
-``import floodgate`` needs neither asyncpg nor trio-asyncio (the ``pg`` extra).
+PostgreSQL pool (`open_pg_pool`, `PgPool`, `PgPoolStatistics`, `is_transient_pg_error`) is
+imported on first use, so ``import floodgate`` needs neither asyncpg nor trio-asyncio (the ``pg`` extra).
 """
 
 import typing as _typing
@@ -53,18 +53,19 @@ from ._errors import (
     RetryBudgetExhausted,
     error_body,
     retry_after_header,
+    retry_after_seconds,
 )
 from ._gate import DEFAULT_TENANT, Gate, GateStatistics
 from ._http import parse_retry_after
 from ._lag import LoopLagMonitor, LoopLagStatistics
 from ._ratelimit import TokenBucket, TokenBucketStatistics
-from ._retry import RetryBudget, RetryBudgetStatistics, backoff_delay
+from ._retry import RetryBudget, RetryBudgetStatistics, backoff_ceiling, backoff_delay
 
 if _typing.TYPE_CHECKING:
-    from ._pg import PgPool, PgPoolStatistics, open_pg_pool
+    from ._pg import PgPool, PgPoolStatistics, is_transient_pg_error, open_pg_pool
 
 #: Public names whose module imports asyncpg: loaded by `__getattr__` when first used.
-_POSTGRES = frozenset({"PgPool", "PgPoolStatistics", "open_pg_pool"})
+_POSTGRES = frozenset({"PgPool", "PgPoolStatistics", "is_transient_pg_error", "open_pg_pool"})
 
 
 def __getattr__(name: str) -> object:
@@ -133,16 +134,19 @@ __all__ = [
     "TimeoutPolicy",
     "TokenBucket",
     "TokenBucketStatistics",
+    "backoff_ceiling",
     "backoff_delay",
     "deadline_after",
     "deadline_from_headers",
     "deadline_headers",
     "error_body",
+    "is_transient_pg_error",
     "load_budget",
     "open_pg_pool",
     "optional",
     "parse_budget",
     "parse_retry_after",
     "retry_after_header",
+    "retry_after_seconds",
     "time_left",
 ]

@@ -39,6 +39,7 @@ __all__ = [
     "RetryBudgetExhausted",
     "error_body",
     "retry_after_header",
+    "retry_after_seconds",
 ]
 
 
@@ -167,9 +168,15 @@ def error_body(exc: FloodgateError) -> dict[str, Any]:
     return {"code": exc.code, "message": str(exc), "details": exc.details()}
 
 
+def retry_after_seconds(seconds: float) -> int:
+    """``seconds`` as a ``Retry-After`` value: whole seconds rounded up, so a refused client never
+    comes back too early, and at least 1, since ``Retry-After: 0`` tells it to retry at once.
+    Every ``Retry-After`` the services and the gateway's rate-limit service send is this."""
+    return max(1, math.ceil(seconds))
+
+
 def retry_after_header(exc: FloodgateError) -> str | None:
-    """The ``Retry-After`` header value for ``exc``, or None: whole seconds rounded up, and at
-    least 1, so a refused client never comes back too early nor is told to retry at once."""
+    """The ``Retry-After`` header value for ``exc`` (`retry_after_seconds`), or None."""
     if exc.retry_after is None:
         return None
-    return str(max(1, math.ceil(exc.retry_after)))
+    return str(retry_after_seconds(exc.retry_after))

@@ -28,14 +28,14 @@ import asyncpg
 import sniffio
 
 from ._budget import TimeoutPolicy
-from ._errors import DeadlineExceeded, DependencyError, PoolUnavailable
+from ._errors import DeadlineExceeded, DependencyError, FloodgateError, PoolUnavailable
 from ._gate import DEFAULT_TENANT, Gate, GateStatistics
 from ._metrics import metrics_for
 
 if TYPE_CHECKING:
     from prometheus_client import CollectorRegistry
 
-__all__ = ["PgPool", "PgPoolStatistics", "open_pg_pool"]
+__all__ = ["PgPool", "PgPoolStatistics", "is_transient_pg_error", "open_pg_pool"]
 
 T = TypeVar("T")
 
@@ -58,6 +58,25 @@ _CONNECTION_ERRORS = (
     # (their "try again later"); `_with_connection` also closes such a connection for good.
     asyncpg.InternalClientError,
 )
+
+# The same work may succeed later: the database or the way to it failed (raw where no pool mapped
+# it, e.g. on a LISTEN connection of its own), a statement lost a conflict or ran out of time, or
+# the pool refused or failed the call (Overloaded, DependencyError, DeadlineExceeded).
+_TRANSIENT_ERRORS = (
+    *_CONNECTION_ERRORS,
+    asyncpg.SerializationError,
+    asyncpg.DeadlockDetectedError,
+    asyncpg.LockNotAvailableError,  # lock_timeout
+    asyncpg.QueryCanceledError,  # statement_timeout
+    FloodgateError,
+)
+
+
+def is_transient_pg_error(exc: BaseException) -> bool:
+    """Whether running the same database work again later may succeed: the database was
+    unreachable, restarting or busy, or the statement lost a conflict or ran out of time; not a
+    mistake in the SQL or the data (a unique violation, bad input), which would fail again."""
+    return isinstance(exc, _TRANSIENT_ERRORS)
 
 
 @dataclass(frozen=True)

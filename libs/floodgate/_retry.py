@@ -19,18 +19,31 @@ from dataclasses import dataclass
 
 from ._window import RollingCounts
 
-__all__ = ["RetryBudget", "RetryBudgetStatistics", "backoff_delay"]
+__all__ = ["RetryBudget", "RetryBudgetStatistics", "backoff_ceiling", "backoff_delay"]
+
+
+def backoff_ceiling(n: int, *, base: float, cap: float) -> float:
+    """The capped exponential of the ``n``-th consecutive failure (counted from 1):
+    ``min(cap, base * 2 ** (n - 1))``, so ``base``, ``2 * base``, ``4 * base``... up to ``cap``.
+
+    The one backoff formula: `backoff_delay` spreads a retry below it (full jitter); callers that
+    want another jitter (or none, for a single process that nobody retries in step with) start
+    from it too.
+    """
+    if n < 1:
+        raise ValueError("failures are counted from 1")
+    # The exponent is bounded so a long outage cannot overflow the float: 2**62 * base is past
+    # any cap long before.
+    return min(cap, base * 2.0 ** min(n - 1, 62))
 
 
 def backoff_delay(retry: int, *, base: float, cap: float, rng: Callable[[], float] = random.random) -> float:
     """Delay before retry number ``retry`` (1 = first retry): exponential with full jitter.
 
-    ``rng() * min(cap, base * 2 ** (retry - 1))`` — uniformly spread between 0 and the capped
-    exponential, so that clients that failed together do not retry together.
+    ``rng() * backoff_ceiling(retry, base=base, cap=cap)`` — uniformly spread between 0 and the
+    capped exponential, so that clients that failed together do not retry together.
     """
-    if retry < 1:
-        raise ValueError("retry counts from 1")
-    ceiling = min(cap, base * 2.0 ** (retry - 1))
+    ceiling = backoff_ceiling(retry, base=base, cap=cap)
     return rng() * ceiling
 
 

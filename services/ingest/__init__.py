@@ -6,14 +6,13 @@ never lost to a crash, a deploy or a database restart. See notes/README_ingest.m
 """
 
 from ._chunking import ChunkingConfig, split_into_chunks
-from ._errors import BadDocument, FailureKind, JobError, LeaseLost, ProviderResponseError, classify_failure
+from ._errors import BadDocument, FailureKind, JobError, LeaseLost, classify_failure
 from ._openapi import build_openapi
-from ._pipeline import JobPipeline, PipelineConfig
-from ._providers import Embedder, FetchedDocument, Fetcher, ToolkitEmbedder, ToolkitFetcher
+from ._pipeline import DocumentFetcher, JobPipeline, PipelineConfig, TextEmbedder
 from ._states import ACTIVE_STATES, TERMINAL_STATES, TRANSITIONS, JobState, Transition, TransitionRefused
 from ._timing import CallSpacer, CallSpacerStatistics, ClaimPacer, LeaseClock, RetryBackoff
 from ._worker import StopReason, Worker, WorkerConfig, WorkerStatistics, keep_leases
-from .settings import IngestApiSettings, IngestWorkerSettings, ProviderSettings
+from .settings import IngestApiSettings, IngestWorkerSettings
 
 __all__ = [
     "ACTIVE_STATES",
@@ -24,10 +23,8 @@ __all__ = [
     "CallSpacerStatistics",
     "ChunkingConfig",
     "ClaimPacer",
-    "Embedder",
+    "DocumentFetcher",
     "FailureKind",
-    "FetchedDocument",
-    "Fetcher",
     "IngestApiSettings",
     "IngestWorkerSettings",
     "JobError",
@@ -36,12 +33,9 @@ __all__ = [
     "LeaseClock",
     "LeaseLost",
     "PipelineConfig",
-    "ProviderResponseError",
-    "ProviderSettings",
     "RetryBackoff",
     "StopReason",
-    "ToolkitEmbedder",
-    "ToolkitFetcher",
+    "TextEmbedder",
     "Transition",
     "TransitionRefused",
     "Worker",

@@ -7,9 +7,10 @@ import sys
 import chassis
 import trio
 import trio_asyncio
+from providers import ProviderSettingsError, load_provider_settings
 
 from ._bootstrap import open_api, open_worker
-from .settings import IngestApiSettings, IngestWorkerSettings, ProviderSettings
+from .settings import PROVIDER_DEPENDENCIES, IngestApiSettings, IngestWorkerSettings
 
 
 async def serve_api(settings: IngestApiSettings, shutdown: trio.Event) -> None:
@@ -25,8 +26,9 @@ async def serve_api(settings: IngestApiSettings, shutdown: trio.Event) -> None:
 
 async def serve_worker(settings: IngestWorkerSettings, shutdown: trio.Event) -> None:
     try:
-        providers = chassis.load_settings(ProviderSettings, "FLOODGATE_")
-    except chassis.SettingsError as exc:
+        # Unset is "none" here: a worker without a fetch provider takes text jobs only.
+        providers = load_provider_settings(PROVIDER_DEPENDENCIES, default_base_url=None)
+    except ProviderSettingsError as exc:
         raise chassis.StartupError(f"invalid settings: {exc}") from None
     async with trio_asyncio.open_loop(), open_worker(settings, providers) as process:
         worker_done = trio.Event()

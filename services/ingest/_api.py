@@ -27,7 +27,7 @@ from quart import Response, jsonify, request
 from quart_trio import QuartTrio
 
 from . import _queue as q
-from ._db import Database, is_transient_db_error
+from ._db import Database
 from ._metrics import IngestApiMetrics
 from ._states import JobState
 from .settings import IngestApiSettings
@@ -82,7 +82,7 @@ async def _db_call(api: IngestApi, fn: Callable[..., Awaitable[T]], *args: Any) 
     except (floodgate.Overloaded, floodgate.DeadlineExceeded):
         raise
     except Exception as exc:
-        if isinstance(exc, floodgate.DependencyError) or is_transient_db_error(exc):
+        if isinstance(exc, floodgate.DependencyError) or floodgate.is_transient_pg_error(exc):
             raise chassis.ApiError(
                 503,
                 "database_unavailable",
@@ -212,7 +212,7 @@ def install_routes(app: QuartTrio) -> None:
                 "queue_quota_exceeded",
                 f"tenant has {exc.queued} queued jobs (limit {exc.limit}); retry later",
                 details={"queued": exc.queued, "limit": exc.limit},
-                headers=chassis.retry_after_header(api.settings.quota_retry_after),
+                headers={"Retry-After": str(floodgate.retry_after_seconds(api.settings.quota_retry_after))},
             ) from None
         except q.IdempotencyKeyReused as exc:
             api.metrics.submissions.labels("key_reused").inc()

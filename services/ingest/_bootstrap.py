@@ -6,7 +6,7 @@ explicitly; nothing below reads the environment or holds a module-level client o
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
@@ -14,6 +14,7 @@ import chassis
 import floodgate
 import trio
 from prometheus_client import CollectorRegistry
+from providers import Embedder, Fetcher, ProviderSettings, api_keys, base_urls
 from quart_trio import QuartTrio
 
 from ._api import SUBMIT_ENDPOINT, IngestApi, install_routes
@@ -22,10 +23,9 @@ from ._db import register_vector_codec, release_without_session_reset
 from ._listener import PgListener
 from ._metrics import IngestApiMetrics, WorkerMetrics
 from ._pipeline import JobPipeline, PipelineConfig
-from ._providers import ToolkitEmbedder, ToolkitFetcher
 from ._timing import CallSpacer, RetryBackoff
 from ._worker import Worker, WorkerConfig
-from .settings import IngestApiSettings, IngestWorkerSettings, ProviderSettings
+from .settings import IngestApiSettings, IngestWorkerSettings
 
 __all__ = ["WorkerProcess", "build_api_app", "open_api", "open_worker", "worker_config"]
 
@@ -142,23 +142,22 @@ class WorkerProcess:
 
 @asynccontextmanager
 async def open_worker(
-    settings: IngestWorkerSettings, providers: ProviderSettings
+    settings: IngestWorkerSettings, providers: Mapping[str, ProviderSettings]
 ) -> AsyncIterator[WorkerProcess]:
-    """A worker wired from the budget: ``db_write`` pool, ``embed``/``fetch`` dependencies, embed limiter."""
+    """A worker wired from the budget: ``db_write`` pool, ``embed``/``fetch`` dependencies, embed
+    limiter. ``providers`` must have ``embed``; without ``fetch`` the worker takes text jobs only."""
     budget = _load_budget(settings.budget_file)
-    if not providers.embed_base_url:
+    if "embed" not in providers:
         raise chassis.StartupError(
             "FLOODGATE_EMBED_BASE_URL is not set: the worker has no embeddings provider"
         )
     registry = CollectorRegistry()
-    urls = {"embed": providers.embed_base_url}
-    keys = {"embed": providers.embed_api_key} if providers.embed_api_key else {}
-    if providers.fetch_base_url:
-        urls["fetch"] = providers.fetch_base_url
-        if providers.fetch_api_key:
-            keys["fetch"] = providers.fetch_api_key
     deps = floodgate.Dependencies.from_budget(
-        budget, service="ingest_worker", registry=registry, http_base_urls=urls, api_keys=keys
+        budget,
+        service="ingest_worker",
+        registry=registry,
+        http_base_urls=base_urls(providers),
+        api_keys=api_keys(providers),
     )
     async with (
         deps,
@@ -185,8 +184,8 @@ async def open_worker(
                 binary_vectors=True,  # the pool registers the codec (init= above)
             ),
             db=pool,
-            embedder=ToolkitEmbedder(deps["embed"], model=providers.embed_model),
-            fetcher=ToolkitFetcher(deps["fetch"]) if "fetch" in urls else None,
+            embedder=Embedder(deps["embed"], model=providers["embed"].model),
+            fetcher=Fetcher(deps["fetch"]) if "fetch" in providers else None,
             embed_limiter=embed_limiter,
             embed_spacer=CallSpacer(slots=embed_slots) if settings.embed_spacing else None,
         )

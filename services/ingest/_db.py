@@ -4,60 +4,25 @@
 asyncpg connection and may open a transaction; crossing the trio/asyncio bridge is costly, so a whole
 unit of work goes in one ``fn``. The pool is the toolkit's (``floodgate.open_pg_pool``), gated by the
 budget of the dependency the process uses (``db`` for the API, ``db_write`` for workers). Keyword
-arguments for ``fn`` are bound with ``functools.partial``: ``run`` passes only positionals.
+arguments for ``fn`` are bound with ``functools.partial``: ``run`` passes only positionals. Which
+failures are worth another attempt is the toolkit's `floodgate.is_transient_pg_error`.
 """
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable
 from typing import Any, Protocol, TypeVar
 
 import asyncpg
-import floodgate
-from pgvector import Vector
+from providers import decode_vector, encode_vector
 
-__all__ = [
-    "TRANSIENT_DB_ERRORS",
-    "Database",
-    "decode_vector",
-    "encode_vector",
-    "is_transient_db_error",
-    "register_vector_codec",
-    "release_without_session_reset",
-]
+__all__ = ["Database", "register_vector_codec", "release_without_session_reset"]
 
 T = TypeVar("T")
 
 
 class Database(Protocol):
     async def run(self, fn: Callable[..., Awaitable[T]], /, *args: Any) -> T: ...
-
-
-TRANSIENT_DB_ERRORS: tuple[type[BaseException], ...] = (
-    OSError,  # refused / reset while PostgreSQL restarts
-    asyncpg.PostgresConnectionError,
-    asyncpg.InterfaceError,  # connection closed under us
-    asyncpg.CannotConnectNowError,  # starting up / shutting down
-    asyncpg.AdminShutdownError,
-    asyncpg.CrashShutdownError,
-    # A connection the server killed (its FATAL read, its EOF not yet) used in between: see the
-    # toolkit's `_pg._CONNECTION_ERRORS`, which maps it to DependencyError for pooled calls; the
-    # listener's own connection meets it raw.
-    asyncpg.InternalClientError,
-    asyncpg.TooManyConnectionsError,
-    asyncpg.SerializationError,
-    asyncpg.DeadlockDetectedError,
-    asyncpg.LockNotAvailableError,  # our lock_timeout
-    asyncpg.QueryCanceledError,  # statement_timeout
-    # The toolkit's pool maps connection failures to DependencyError, slow calls to
-    # DeadlineExceeded, and a full gate to Overloaded: all "try again later".
-    floodgate.FloodgateError,
-)
-
-
-def is_transient_db_error(exc: BaseException) -> bool:
-    """Worth retrying later: the database was unreachable or busy, not the statement wrong."""
-    return isinstance(exc, TRANSIENT_DB_ERRORS)
 
 
 async def release_without_session_reset(conn: asyncpg.Connection) -> None:
@@ -73,20 +38,9 @@ async def release_without_session_reset(conn: asyncpg.Connection) -> None:
     del conn
 
 
-def encode_vector(value: Sequence[float] | bytes) -> bytes:
-    """A vector in pgvector's binary format (the ``pgvector`` package's codec). ``bytes`` are taken
-    as already encoded, so a batch can be packed before it crosses into the database task."""
-    if isinstance(value, bytes | bytearray | memoryview):
-        return bytes(value)
-    return Vector(value if isinstance(value, list) else list(value)).to_binary()
-
-
-def decode_vector(data: bytes) -> list[float]:
-    return Vector.from_binary(data).to_list()
-
-
 async def register_vector_codec(conn: asyncpg.Connection) -> None:
-    """asyncpg pool ``init=`` hook: exchange pgvector's ``vector`` in binary on this connection.
+    """asyncpg pool ``init=`` hook: exchange pgvector's ``vector`` in binary on this connection
+    (the codec is `providers.encode_vector` / `providers.decode_vector`).
 
     Without it, vectors travel as one flat ``float4[]`` that asyncpg encodes float by float; in
     binary a batch is one small ``bytes`` per vector, packed at once, much cheaper to encode. Needs

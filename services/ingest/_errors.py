@@ -4,11 +4,11 @@
 
     JobError
      ├── BadDocument        the input is at fault (empty, too many chunks, fetch said 404)  -> failed
-     ├── ProviderResponseError  a downstream answered 2xx with a malformed body             -> retry
      └── LeaseLost          this attempt no longer owns the job; stop and write nothing   -> (nothing)
 
-Everything else is classified by :func:`classify_failure`: downstream 429/5xx, timeouts, overload
-and open breakers, transport and transient database errors are retryable; a downstream 4xx other than
+Everything else is classified by :func:`classify_failure`: downstream 429/5xx, a 2xx answer that
+does not parse (``providers.MalformedAnswer``), timeouts, overload and open breakers, transport and
+transient database errors (``floodgate.is_transient_pg_error``) are retryable; a downstream 4xx other than
 408/409/425/429 means the request (the document) is bad. An unknown exception is treated as
 retryable — ``max_attempts`` bounds it, and the job ends ``dead`` with the error kept, visible.
 """
@@ -22,14 +22,11 @@ import floodgate
 import httpx
 import trio
 
-from ._db import is_transient_db_error
-
 __all__ = [
     "BadDocument",
     "FailureKind",
     "JobError",
     "LeaseLost",
-    "ProviderResponseError",
     "classify_failure",
     "primary_error",
 ]
@@ -43,10 +40,6 @@ class JobError(Exception):
 
 class BadDocument(JobError):
     """The document cannot be ingested as it is; retrying cannot help."""
-
-
-class ProviderResponseError(JobError):
-    """A provider's 2xx answer did not have the expected shape (wrong count, wrong dimensions)."""
 
 
 class LeaseLost(JobError):
@@ -66,11 +59,9 @@ def classify_failure(exc: BaseException) -> FailureKind:
         if status is not None and 400 <= status < 500 and status not in _RETRYABLE_4XX:
             return FailureKind.PERMANENT
         return FailureKind.RETRYABLE
-    if isinstance(
-        exc, floodgate.FloodgateError | trio.TooSlowError | httpx.TransportError | ProviderResponseError
-    ):
+    if isinstance(exc, floodgate.FloodgateError | trio.TooSlowError | httpx.TransportError):
         return FailureKind.RETRYABLE
-    if is_transient_db_error(exc):
+    if floodgate.is_transient_pg_error(exc):
         return FailureKind.RETRYABLE
     return FailureKind.RETRYABLE  # unknown: bounded by max_attempts, ends dead with the error shown
 

@@ -14,8 +14,8 @@ import asyncpg
 import structlog
 import trio
 import trio_asyncio
+from floodgate import is_transient_pg_error
 
-from ._db import is_transient_db_error
 from ._timing import ClaimPacer
 
 __all__ = ["CANCEL_CHANNEL", "JOBS_CHANNEL", "PgListener"]
@@ -62,7 +62,7 @@ class PgListener:
                 await dropped.wait()  # asyncpg delivers the notifications meanwhile
                 log.info("listener_connection_lost")
             except Exception as exc:
-                if not is_transient_db_error(exc):
+                if not is_transient_pg_error(exc):
                     log.exception("listener_failed")
                 else:
                     log.info("listener_disconnected", error=f"{type(exc).__name__}: {exc}")

@@ -11,6 +11,7 @@ from __future__ import annotations
 from typing import Any, Literal
 
 import chassis
+import floodgate
 from pydantic import BaseModel, ConfigDict, Field
 from pydantic.json_schema import models_json_schema
 
@@ -346,7 +347,7 @@ def build_openapi(settings: IngestApiSettings, *, version: str = "1.0.0") -> dic
         f"\n\nLimits: body at most {settings.max_body_bytes} bytes, `text` at most "
         f"{settings.max_text_bytes} bytes, `metadata` at most {settings.max_metadata_bytes} bytes (JSON); "
         f"at most {settings.max_queued_per_tenant} queued jobs per tenant (429 queue_quota_exceeded, "
-        f"Retry-After {chassis.retry_after_header(settings.quota_retry_after)['Retry-After']} s); "
+        f"Retry-After {floodgate.retry_after_seconds(settings.quota_retry_after)} s); "
         f"{settings.max_attempts} attempts per job."
     )
     paths: dict[str, Any] = {}

@@ -11,22 +11,39 @@ from __future__ import annotations
 
 import functools
 import hashlib
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
+import floodgate
 import structlog
 import trio
+from providers import FetchedDocument
 
 from . import _queue as q
 from ._chunking import ChunkingConfig, chunk_digest, split_into_chunks
 from ._db import Database
 from ._errors import BadDocument, LeaseLost
-from ._providers import Embedder, Fetcher
 from ._timing import CallSpacer
 
-__all__ = ["JobPipeline", "PipelineConfig"]
+__all__ = ["DocumentFetcher", "JobPipeline", "PipelineConfig", "TextEmbedder"]
 
 log = structlog.get_logger("ingest.pipeline")
+
+#: A fetch that failed with one of these statuses says the document is not there to ingest.
+_NO_DOCUMENT_STATUSES = frozenset({400, 404, 410, 422})
+
+
+class TextEmbedder(Protocol):
+    """What the pipeline needs of an embeddings client (`providers.Embedder` is one)."""
+
+    async def embed(self, texts: Sequence[str], *, tenant: str) -> Sequence[Sequence[float]]: ...
+
+
+class DocumentFetcher(Protocol):
+    """What the pipeline needs of a fetch client (`providers.Fetcher` is one)."""
+
+    async def fetch(self, url: str, *, tenant: str) -> FetchedDocument: ...
 
 
 @dataclass(frozen=True)
@@ -45,8 +62,8 @@ class JobPipeline:
         config: PipelineConfig,
         *,
         db: Database,
-        embedder: Embedder,
-        fetcher: Fetcher | None,
+        embedder: TextEmbedder,
+        fetcher: DocumentFetcher | None,
         embed_limiter: trio.CapacityLimiter,
         embed_spacer: CallSpacer | None = None,
         on_chunks: Any = None,
@@ -66,7 +83,12 @@ class JobPipeline:
         if job.url is not None:
             if self._fetcher is None:
                 raise BadDocument("this worker has no fetch provider configured (FLOODGATE_FETCH_BASE_URL)")
-            document = await self._fetcher.fetch(job.url, tenant=job.tenant_id)
+            try:
+                document = await self._fetcher.fetch(job.url, tenant=job.tenant_id)
+            except floodgate.DependencyError as exc:
+                if exc.status in _NO_DOCUMENT_STATUSES:
+                    raise BadDocument(f"fetching {job.url} failed with HTTP {exc.status}") from exc
+                raise
             text = document.text
             metadata.setdefault("url", document.url)
             if document.title:

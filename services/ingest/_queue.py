@@ -17,7 +17,8 @@ from datetime import datetime
 from itertools import chain
 from typing import Any
 
-from ._db import encode_vector
+from providers import encode_vector
+
 from ._states import JobState
 
 __all__ = [

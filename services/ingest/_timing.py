@@ -15,6 +15,8 @@ import random
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+import floodgate
+
 __all__ = ["CallSpacer", "CallSpacerStatistics", "ClaimPacer", "LeaseClock", "RetryBackoff"]
 
 
@@ -22,9 +24,10 @@ __all__ = ["CallSpacer", "CallSpacerStatistics", "ClaimPacer", "LeaseClock", "Re
 class RetryBackoff:
     """Delay before attempt ``n + 1`` after attempt ``n`` failed with a retryable error.
 
-    The ceiling doubles per attempt from ``base`` up to ``cap``; the delay is uniform in
-    ``[ceiling / 2, ceiling]`` ("equal jitter"): jitter spreads a burst of failures (a provider
-    outage fails many jobs at once) without ever retrying immediately, which full jitter can do.
+    The ceiling doubles per attempt from ``base`` up to ``cap`` (``floodgate.backoff_ceiling``, the
+    one backoff formula); the delay is uniform in ``[ceiling / 2, ceiling]`` ("equal jitter"):
+    jitter spreads a burst of failures (a provider outage fails many jobs at once) without ever
+    retrying immediately, which full jitter can do.
     """
 
     base: float = 2.0
@@ -35,9 +38,7 @@ class RetryBackoff:
             raise ValueError("RetryBackoff needs 0 < base <= cap")
 
     def ceiling(self, attempt: int) -> float:
-        if attempt < 1:
-            raise ValueError("attempts are counted from 1")
-        return min(self.cap, self.base * 2 ** min(attempt - 1, 62))
+        return floodgate.backoff_ceiling(attempt, base=self.base, cap=self.cap)
 
     def delay(self, attempt: int, *, rng: Callable[[], float] = random.random) -> float:
         ceiling = self.ceiling(attempt)
@@ -98,7 +99,8 @@ class ClaimPacer:
     * a partial or empty batch: wait for a NOTIFY, at most ``poll_interval`` (the polling fallback for
       when notifications do not arrive, e.g. behind a transaction-mode pooler);
     * the database failed: back off exponentially up to ``max_error_delay`` (a restarting PostgreSQL
-      is not hammered), reset by the next success.
+      is not hammered; ``floodgate.backoff_ceiling``, no jitter: one loop per process), reset by the
+      next success.
     """
 
     poll_interval: float = 1.0
@@ -112,7 +114,7 @@ class ClaimPacer:
 
     def after_error(self) -> float:
         self._errors += 1
-        return min(self.max_error_delay, self.error_base * 2 ** (self._errors - 1))
+        return floodgate.backoff_ceiling(self._errors, base=self.error_base, cap=self.max_error_delay)
 
     @property
     def consecutive_errors(self) -> int:

@@ -26,9 +26,10 @@ from typing import TypeVar
 
 import structlog
 import trio
+from floodgate import is_transient_pg_error
 
 from . import _queue as q
-from ._db import Database, is_transient_db_error
+from ._db import Database
 from ._errors import FailureKind, LeaseLost, classify_failure, primary_error
 from ._metrics import WorkerMetrics
 from ._pipeline import JobPipeline
@@ -109,7 +110,7 @@ async def keep_leases(
     stop: Callable[[K, StopReason], None],
     *,
     idle: Callable[[], Awaitable[object]],
-    is_transient: Callable[[BaseException], bool] = is_transient_db_error,
+    is_transient: Callable[[BaseException], bool] = is_transient_pg_error,
 ) -> None:
     """Keep every running job's lease extended, with one heartbeat statement for all that are due.
 
@@ -295,7 +296,7 @@ class Worker:
                 self._claim_errors += 1
                 claimed = []
                 delay = pacer.after_error()
-                if isinstance(exc, trio.TooSlowError) or is_transient_db_error(exc):
+                if isinstance(exc, trio.TooSlowError) or is_transient_pg_error(exc):
                     log.warning(
                         "claim_failed", error=f"{type(exc).__name__}: {exc}", retry_in=round(delay, 3)
                     )
@@ -428,7 +429,7 @@ class Worker:
                     result = await self._db.run(functools.partial(fn, **kwargs), fence)
                     break
                 except Exception as exc:
-                    if not is_transient_db_error(exc):
+                    if not is_transient_pg_error(exc):
                         raise
                     await trio.sleep(pacer.after_error())
             if result is None or result is False:
@@ -484,7 +485,7 @@ class Worker:
                             (d.tenant_id, d.queued, d.running, d.oldest_runnable_age) for d in depth
                         )
             except Exception as exc:
-                if not (isinstance(exc, trio.TooSlowError) or is_transient_db_error(exc)):
+                if not (isinstance(exc, trio.TooSlowError) or is_transient_pg_error(exc)):
                     log.exception("maintenance_failed")
                 else:
                     log.info("maintenance_skipped", error=f"{type(exc).__name__}: {exc}")

@@ -1,5 +1,6 @@
 """Settings of the ingest API (``INGEST_API_*``), the ingest worker (``INGEST_WORKER_*``) and the
-providers they call (``FLOODGATE_*``, shared with the other services).
+providers the worker calls (``FLOODGATE_*``: `providers.ProviderSettings`, shared with the other
+services; unlike the online service's, unset means "none", not the simulator).
 
 ==================================  ===========  =============================================================
 variable                            default      meaning
@@ -26,7 +27,7 @@ INGEST_WORKER_EMBED_PARALLELISM     4            embeddings requests in flight p
                                                  bound is the budget's embed limit)
 FLOODGATE_EMBED_BASE_URL            (none)       embeddings provider (OpenAI-compatible)
 FLOODGATE_EMBED_API_KEY / _MODEL    "" / sim-embed-384  its key and model (empty = default)
-FLOODGATE_FETCH_BASE_URL            (none)       document fetch API (url jobs)
+FLOODGATE_FETCH_BASE_URL / _API_KEY (none)       document fetch API (url jobs)
 ==================================  ===========  =============================================================
 """
 
@@ -37,9 +38,12 @@ import socket
 from pathlib import Path
 
 from chassis import BaseServiceSettings
-from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
+from pydantic import Field
 
-__all__ = ["IngestApiSettings", "IngestWorkerSettings", "ProviderSettings"]
+__all__ = ["PROVIDER_DEPENDENCIES", "IngestApiSettings", "IngestWorkerSettings"]
+
+#: The HTTP dependencies of the ingest worker, as named in the budget file (``embed`` required).
+PROVIDER_DEPENDENCIES = ("embed", "fetch")
 
 
 class IngestApiSettings(BaseServiceSettings):
@@ -81,23 +85,3 @@ class IngestWorkerSettings(BaseServiceSettings):
     # Spread embed calls evenly over the observed call latency instead of sending them in bursts
     # (services/ingest/_timing.py::CallSpacer). Off: the limiter alone.
     embed_spacing: bool = True
-
-
-class ProviderSettings(BaseModel):
-    """``FLOODGATE_*``: where the providers are. Pointing at a real OpenAI-compatible API needs no code."""
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-    embed_base_url: str | None = None
-    embed_api_key: str | None = None
-    embed_model: str = "sim-embed-384"
-    fetch_base_url: str | None = None
-    fetch_api_key: str | None = None
-
-    @field_validator("*", mode="before")
-    @classmethod
-    def _empty_is_unset(cls, value: object, info: ValidationInfo) -> object:
-        """The supervisor passes every provider variable, some empty: empty means "not set"."""
-        if value == "":
-            return cls.model_fields[info.field_name].default
-        return value

@@ -11,7 +11,7 @@ from ._admission import EndpointCapacity, endpoint_capacity
 from ._openapi import build_openapi
 from ._wiring import open_downstreams
 from .app import OnlineState, create_app, online_state
-from .settings import OnlineSettings, ProviderSettings
+from .settings import OnlineSettings
 
 #: The endpoints whose admission doors this service sizes from the budget.
 ENDPOINTS: tuple[str, ...] = tuple(_SHAPES)
@@ -21,7 +21,6 @@ __all__ = [
     "EndpointCapacity",
     "OnlineSettings",
     "OnlineState",
-    "ProviderSettings",
     "build_openapi",
     "create_app",
     "endpoint_capacity",

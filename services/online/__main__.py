@@ -16,18 +16,17 @@ import floodgate
 import trio
 import trio_asyncio
 from prometheus_client import CollectorRegistry
+from providers import ProviderSettingsError, load_provider_settings
 
 from ._wiring import open_downstreams
 from .app import create_app
-from .settings import OnlineSettings, ProviderSettings
-
-PROVIDERS_ENV_PREFIX = "FLOODGATE_"
+from .settings import PROVIDER_DEPENDENCIES, OnlineSettings
 
 
 async def main(settings: OnlineSettings, shutdown: trio.Event) -> None:
     try:
-        providers = chassis.load_settings(ProviderSettings, PROVIDERS_ENV_PREFIX)
-    except chassis.SettingsError as exc:
+        providers = load_provider_settings(PROVIDER_DEPENDENCIES)
+    except ProviderSettingsError as exc:
         raise chassis.StartupError(f"invalid provider settings: {exc}") from None
     try:
         budget = floodgate.load_budget(settings.budget_file)

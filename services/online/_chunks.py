@@ -5,7 +5,8 @@ is one statement, one round trip, one trio-asyncio crossing (``pool.run``). The 
 run with pgvector's iterative index scan on (``SESSION_SETTINGS``, set at connect), so a
 selective tenant filter still returns ``limit`` rows from the HNSW index (without it, the index
 returns ``ef_search`` candidates and the filter may leave too few). ``relaxed_order`` may return
-rows slightly out of order, so the outer query sorts them again.
+rows slightly out of order, so the outer query sorts them again. The question's vector travels in
+pgvector's text form (`providers.vector_literal`), so no codec is registered on the connection.
 """
 
 from __future__ import annotations
@@ -14,6 +15,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from providers import vector_literal
+
 __all__ = [
     "SESSION_SETTINGS",
     "ChunkHit",
@@ -21,7 +24,6 @@ __all__ = [
     "PgChunkSearch",
     "keep_session",
     "nearest_chunks",
-    "vector_literal",
 ]
 
 #: Settings of every pooled session (asyncpg ``server_settings``): a ``SET LOCAL`` per search would
@@ -60,22 +62,6 @@ async def keep_session(conn: Any) -> None:
     """The pool's ``reset``: nothing. asyncpg's default resets every session on release (one more
     round trip per search, and through the trio-asyncio bridge); the online service runs single
     read-only statements that leave no session state behind (no locks, listeners, SETs)."""
-
-
-_LITERAL_FORMATS: dict[int, str] = {}
-
-
-def vector_literal(vector: Sequence[float]) -> str:
-    """pgvector's text form; sent as text so no codec has to be registered on the connection.
-
-    Seven significant digits are what a float32 holds. One ``%`` format per width (cached) costs
-    a third of formatting each number apart, on the path of every dealBrain request.
-    """
-    width = len(vector)
-    template = _LITERAL_FORMATS.get(width)
-    if template is None:
-        template = _LITERAL_FORMATS.setdefault(width, "[" + ",".join(["%.7g"] * width) + "]")
-    return template % tuple(vector)
 
 
 async def nearest_chunks(conn: Any, tenant: str, vector: str, limit: int) -> list[ChunkHit]:

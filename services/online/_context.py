@@ -10,9 +10,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import floodgate
+from providers import ChatModel, Embedder, Reranker, WebSearch
 
 from ._chunks import ChunkSearch
-from ._providers import ChatModel, Embedder, Reranker, WebSearch
 from ._timing import ServerTiming
 
 __all__ = ["Downstreams", "RequestContext"]

@@ -17,12 +17,13 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from providers import WebHit
+
 from ._chunks import ChunkHit
 from ._context import Downstreams, RequestContext
 from ._degrade import degradable, degradations_of
 from ._fanout import gather_strict
 from ._models import Citation, DealBrainRequest, DealBrainResponse, Passage
-from ._providers import WebHit
 
 __all__ = ["RRF_K", "answer_question", "fuse"]
 

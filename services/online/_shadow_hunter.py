@@ -15,6 +15,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import floodgate
+from providers import WebHit
 
 from ._context import Downstreams, RequestContext
 from ._degrade import degradable, degradations_of
@@ -28,7 +29,6 @@ from ._models import (
     ShadowHunterRequest,
     ShadowHunterResponse,
 )
-from ._providers import WebHit
 
 __all__ = ["hunt"]
 

@@ -17,11 +17,11 @@ from dataclasses import dataclass
 import floodgate
 import httpx
 from prometheus_client import CollectorRegistry
+from providers import ChatModel, Embedder, ProviderSettings, Reranker, WebSearch, api_keys, base_urls
 
 from ._chunks import SESSION_SETTINGS, ChunkSearch, PgChunkSearch, keep_session
 from ._context import Downstreams
-from ._providers import ChatModel, Embedder, Reranker, WebSearch
-from .settings import OnlineSettings, ProviderSettings
+from .settings import OnlineSettings
 
 __all__ = ["SERVICE", "Wired", "open_downstreams"]
 
@@ -55,7 +55,7 @@ def _cache(
 @asynccontextmanager
 async def open_downstreams(
     settings: OnlineSettings,
-    providers: ProviderSettings,
+    providers: Mapping[str, ProviderSettings],
     budget: floodgate.Budget,
     *,
     registry: CollectorRegistry,
@@ -69,19 +69,19 @@ async def open_downstreams(
         budget,
         service=SERVICE,
         registry=registry,
-        http_base_urls=providers.base_urls(),
-        api_keys=providers.api_keys(),
+        http_base_urls=base_urls(providers),
+        api_keys=api_keys(providers),
         transport=transport,
     )
     async with deps:
 
         def assemble(chunk_search: ChunkSearch) -> Downstreams:
             return Downstreams(
-                llm=ChatModel(deps["llm"], model=providers.llm_model),
+                llm=ChatModel(deps["llm"], model=providers["llm"].model),
                 embedder=Embedder(
-                    deps["embed"], model=providers.embed_model, memo=_cache(budget, "embed", registry)
+                    deps["embed"], model=providers["embed"].model, memo=_cache(budget, "embed", registry)
                 ),
-                reranker=Reranker(deps["rerank"], model=providers.rerank_model),
+                reranker=Reranker(deps["rerank"], model=providers["rerank"].model),
                 web=WebSearch(deps["search"], memo=_cache(budget, "search", registry)),
                 chunks=chunk_search,
             )

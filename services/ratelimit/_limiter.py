@@ -25,6 +25,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import NamedTuple
 
+import floodgate
+
 from ._config import MatchedLimit, RateLimit, RateLimitConfig
 from ._store import CounterStore, Increment
 
@@ -89,7 +91,7 @@ class Decision(NamedTuple):
             for s in self.statuses
             if s.code is Code.OVER_LIMIT and s.duration_until_reset is not None
         ]
-        return max(1, math.ceil(max(waits))) if waits else None
+        return floodgate.retry_after_seconds(max(waits)) if waits else None
 
 
 class _Slot(NamedTuple):

@@ -1,7 +1,7 @@
 """What the simulated providers do to a request, as pure state: no I/O, no clock reads.
 
-The HTTP layer asks :meth:`Simulator.arrive` for a :class:`Ticket` (the decision: refuse now with
-429/503, or wait ``delay`` seconds and then answer, fail or hang), performs it, and hands the ticket
+The HTTP layer asks :meth:`Simulator.arrive` for an :class:`Arrival` (the decision: refuse now with
+429/503, or wait ``delay`` seconds and then answer, fail or hang), performs it, and hands the arrival
 back to :meth:`Simulator.finish` with the status it sent. Time comes in as an argument, so the
 decisions are testable without a clock and the app can feed them ``trio.current_time()`` (which a
 ``MockClock`` drives in tests).
@@ -20,14 +20,14 @@ __all__ = [
     "APIS",
     "ApiBehaviour",
     "ApiStatistics",
+    "Arrival",
     "Behaviour",
     "BehaviourError",
     "Latency",
-    "RateLimit",
     "Refusal",
+    "SimulatedRateLimit",
     "Simulator",
     "SimulatorStatistics",
-    "Ticket",
     "TrafficStatistics",
 ]
 
@@ -94,9 +94,10 @@ class Latency:
 
 
 @dataclass(frozen=True)
-class RateLimit:
-    """A provider-side limit per API key: a token bucket of ``rps`` (burst ``burst``, default
-    ``ceil(rps)``) and at most ``max_concurrent`` admitted requests at once. ``None`` = no limit."""
+class SimulatedRateLimit:
+    """A simulated provider's limit per API key (not the gateway's ``services.ratelimit.RateLimit``):
+    a token bucket of ``rps`` (burst ``burst``, default ``ceil(rps)``) and at most
+    ``max_concurrent`` admitted requests at once. ``None`` = no limit."""
 
     rps: float | None = None
     burst: int | None = None
@@ -111,7 +112,7 @@ class RateLimit:
         return {"rps": self.rps, "burst": self.burst, "max_concurrent": self.max_concurrent}
 
     @classmethod
-    def from_mapping(cls, data: Any, path: str) -> RateLimit:
+    def from_mapping(cls, data: Any, path: str) -> SimulatedRateLimit:
         if data is None:
             return cls()
         data = _expect_mapping(data, path, {"rps", "burst", "max_concurrent"})
@@ -130,7 +131,7 @@ class ApiBehaviour:
     """How one simulated API behaves. The defaults answer at once and never fail."""
 
     latency: Latency = field(default_factory=Latency)
-    rate_limit: RateLimit = field(default_factory=RateLimit)
+    rate_limit: SimulatedRateLimit = field(default_factory=SimulatedRateLimit)
     error_rate: float = 0.0
     error_status: int = 503
     hang_rate: float = 0.0
@@ -164,7 +165,7 @@ class ApiBehaviour:
             raw = patch["rate_limit"]
             if raw is not None:
                 raw = {**self.rate_limit.to_dict(), **_expect_mapping(raw, f"{path}.rate_limit", None)}
-            changes["rate_limit"] = RateLimit.from_mapping(raw, f"{path}.rate_limit")
+            changes["rate_limit"] = SimulatedRateLimit.from_mapping(raw, f"{path}.rate_limit")
         if "error_rate" in patch:
             changes["error_rate"] = _rate(patch["error_rate"], f"{path}.error_rate")
         if "hang_rate" in patch:
@@ -269,8 +270,9 @@ class Refusal:
 
 
 @dataclass(eq=False)
-class Ticket:
-    """One request's passage through the simulator, from :meth:`Simulator.arrive` to ``finish``.
+class Arrival:
+    """One request's passage through the simulator, from :meth:`Simulator.arrive` to ``finish``
+    (named apart from the toolkit's breaker ``Ticket``, which is a different thing).
 
     ``refusal`` set: answer it now. Otherwise wait ``delay`` seconds, then act on ``outcome``
     (``"ok"`` answer, ``"error"`` fail with ``error_status``, ``"hang"`` never answer).
@@ -282,7 +284,7 @@ class Ticket:
     delay: float = 0.0
     outcome: Literal["ok", "error", "hang"] = "ok"
     error_status: int = 503
-    # The counters this request occupies. Kept on the ticket so a reset while it is in flight
+    # The counters this request occupies. Kept on the arrival so a reset while it is in flight
     # does not make its release touch the fresh counters.
     _traffic: tuple[_Traffic, ...] = ()
     _admitted: _KeyLimits | None = None
@@ -363,7 +365,7 @@ class _KeyLimits:
         self.updated_at = 0.0
         self.admitted = 0
 
-    def take_token(self, limit: RateLimit, now: float) -> float | None:
+    def take_token(self, limit: SimulatedRateLimit, now: float) -> float | None:
         """Take one token; or return the seconds until one is available (and take nothing)."""
         assert limit.rps is not None
         size = limit.bucket_size
@@ -409,7 +411,7 @@ class Simulator:
         self._behaviour = self._behaviour.merged(patch)
         return self._behaviour
 
-    def arrive(self, api: str, key: str, now: float) -> Ticket:
+    def arrive(self, api: str, key: str, now: float) -> Arrival:
         """Count a request in and decide its fate; pair every call with :meth:`finish`."""
         behaviour = self._behaviour[api]
         key_traffic = self._key_traffic[api].setdefault(key, _Traffic())
@@ -417,8 +419,8 @@ class Simulator:
         for t in traffic:
             t.arrive()
 
-        def refuse(status: int, code: str, message: str, retry_after: float | None) -> Ticket:
-            return Ticket(api, key, Refusal(status, code, message, retry_after), _traffic=traffic)
+        def refuse(status: int, code: str, message: str, retry_after: float | None) -> Arrival:
+            return Arrival(api, key, Refusal(status, code, message, retry_after), _traffic=traffic)
 
         if behaviour.outage:
             return refuse(503, "service_unavailable", f"simulated outage of the {api} API", 30.0)
@@ -451,7 +453,7 @@ class Simulator:
             outcome = "hang"
         else:
             outcome = "ok"
-        return Ticket(
+        return Arrival(
             api,
             key,
             None,
@@ -462,15 +464,15 @@ class Simulator:
             _admitted=limits,
         )
 
-    def finish(self, ticket: Ticket, status: int) -> None:
+    def finish(self, arrival: Arrival, status: int) -> None:
         """Count the request out with the status it got. Idempotent: a second call does nothing."""
-        if ticket._finished:
+        if arrival._finished:
             return
-        ticket._finished = True
-        for t in ticket._traffic:
+        arrival._finished = True
+        for t in arrival._traffic:
             t.leave(status)
-        if ticket._admitted is not None:
-            ticket._admitted.admitted -= 1
+        if arrival._admitted is not None:
+            arrival._admitted.admitted -= 1
 
     def statistics(self) -> SimulatorStatistics:
         return SimulatorStatistics(

@@ -1,4 +1,4 @@
-"""The thin I/O layer around :class:`Simulator`: enact a ticket's decision inside one HTTP exchange.
+"""The thin I/O layer around :class:`Simulator`: enact a arrival's decision inside one HTTP exchange.
 
 ``simulate(api, produce)`` counts the request in, refuses it (429/503), sleeps the simulated
 latency on trio's clock, fails it, hangs it, or lets ``produce`` answer; then counts it out with
@@ -15,11 +15,12 @@ from dataclasses import dataclass, field
 from itertools import count
 from typing import Any
 
+import floodgate
 import trio
-from chassis import ApiError, retry_after_header
+from chassis import ApiError
 from quart import Response, current_app, jsonify, request
 
-from ._behaviour import NO_RESPONSE, Simulator, Ticket
+from ._behaviour import NO_RESPONSE, Arrival, Simulator
 from ._corpus import Corpus
 
 __all__ = ["SimulatedError", "SseStream", "UpstreamsState", "api_key", "simulate", "upstreams_state"]
@@ -99,8 +100,8 @@ class SseStream:
         self._position = 0
         self._done: Callable[[], object] = lambda: None
 
-    def bind(self, simulator: Simulator, ticket: Ticket) -> None:
-        self._done = weakref.finalize(self, simulator.finish, ticket, 200)
+    def bind(self, simulator: Simulator, arrival: Arrival) -> None:
+        self._done = weakref.finalize(self, simulator.finish, arrival, 200)
 
     def __aiter__(self) -> SseStream:
         return self
@@ -131,14 +132,15 @@ async def simulate(api: str, produce: Produce) -> Response:
     arriving would wedge the keep-alive connection), so a refusal here is safe to send at once.
     """
     simulator = upstreams_state().simulator
-    ticket = simulator.arrive(api, api_key(), trio.current_time())
+    arrival = simulator.arrive(api, api_key(), trio.current_time())
     status = NO_RESPONSE
     handed_to_stream = False
     try:
-        if ticket.refusal is not None:
-            refusal = ticket.refusal
-            headers = retry_after_header(refusal.retry_after)
+        if arrival.refusal is not None:
+            refusal = arrival.refusal
+            headers = {}
             if refusal.retry_after is not None:
+                headers["Retry-After"] = str(floodgate.retry_after_seconds(refusal.retry_after))
                 headers["retry-after-ms"] = str(max(1, round(refusal.retry_after * 1000)))
             response = _error_response(
                 SimulatedError(refusal.status, refusal.code, refusal.message, headers=headers)
@@ -147,8 +149,8 @@ async def simulate(api: str, produce: Produce) -> Response:
             return response
         # The answer is due at arrival + latency. Compute it while "waiting", so the simulator's own
         # CPU time does not add to the configured latency (it did, noticeably, under load).
-        answer_at = trio.current_time() + ticket.delay
-        if ticket.outcome == "ok":
+        answer_at = trio.current_time() + arrival.delay
+        if arrival.outcome == "ok":
             try:
                 result = await produce()
             except ApiError as exc:
@@ -160,26 +162,26 @@ async def simulate(api: str, produce: Produce) -> Response:
                 raise
             await trio.sleep_until(answer_at)
             if isinstance(result, SseStream):
-                result.bind(simulator, ticket)
+                result.bind(simulator, arrival)
                 handed_to_stream = True
                 return result.response()
             status = result.status_code
             return result
         await trio.sleep_until(answer_at)
-        if ticket.outcome == "hang":
+        if arrival.outcome == "hang":
             # Never answer: the client's timeout (or its disconnect) is what ends this request.
             await trio.sleep_forever()
-        if ticket.outcome == "error":
+        if arrival.outcome == "error":
             response = _error_response(
                 SimulatedError(
-                    ticket.error_status,
-                    "service_unavailable" if ticket.error_status == 503 else "internal_error",
-                    f"simulated {ticket.error_status} error of the {api} API",
+                    arrival.error_status,
+                    "service_unavailable" if arrival.error_status == 503 else "internal_error",
+                    f"simulated {arrival.error_status} error of the {api} API",
                 )
             )
             status = response.status_code
             return response
-        raise AssertionError(f"unknown simulated outcome {ticket.outcome!r}")
+        raise AssertionError(f"unknown simulated outcome {arrival.outcome!r}")
     finally:
         if not handed_to_stream:
-            simulator.finish(ticket, status)
+            simulator.finish(arrival, status)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import chassis
 import pytest
 import yaml
 
@@ -38,6 +39,29 @@ def test_several_keys_per_tenant_for_rotation(tmp_path):
         {"key": "g" * 20, "client": "globex"},
     ]
     assert "k" * 16 not in repr(parsed)  # keys never end up in logs
+
+
+@pytest.mark.parametrize(
+    ("tenant", "valid"),
+    [
+        ("acme", True),
+        ("Acme.EU", True),
+        ("t_1-x", True),
+        ("a" * 64, True),
+        ("a" * 65, False),
+        ("-acme", False),
+        ("acme corp", False),
+    ],
+)
+def test_tenant_names_follow_the_services_rule(tenant, valid, tmp_path):
+    """The gateway forwards exactly the tenants every service accepts in x-floodgate-tenant."""
+    assert chassis.is_valid_tenant(tenant) is valid
+    doc = {"tenants": {tenant: {"keys": ["k" * 16]}}}
+    if valid:
+        assert keys(doc, tmp_path).tenants == {tenant: ("k" * 16,)}
+    else:
+        with pytest.raises(ApiKeysError, match="tenant names must match"):
+            keys(doc, tmp_path)
 
 
 @pytest.mark.parametrize(

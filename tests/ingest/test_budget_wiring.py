@@ -14,10 +14,10 @@ import pytest
 import trio
 import trio_asyncio
 from prometheus_client import CollectorRegistry
+from providers import ProviderSettings
 
 from services.ingest import IngestApiSettings, IngestWorkerSettings
 from services.ingest._bootstrap import build_api_app, open_api, open_worker
-from services.ingest.settings import ProviderSettings
 
 REPO_BUDGET = Path(__file__).resolve().parents[2] / "config" / "budget.toml"
 JOBS = "/v1/omnirag/jobs"
@@ -60,7 +60,7 @@ async def test_the_api_pool_has_the_budgets_db_timeouts(database_url: str) -> No
 async def test_the_worker_pool_has_the_budgets_db_write_timeouts(database_url: str) -> None:
     budget = floodgate.load_budget(REPO_BUDGET)
     settings = IngestWorkerSettings(database_url=database_url, budget_file=REPO_BUDGET)
-    providers = ProviderSettings(embed_base_url="http://127.0.0.1:9")  # never called here
+    providers = {"embed": ProviderSettings(base_url="http://127.0.0.1:9")}  # never called here
     async with trio_asyncio.open_loop(), open_worker(settings, providers) as process:
         timeouts = budget.dependency("db_write").timeouts
         assert await process.db.fetchval("SHOW statement_timeout") == f"{timeouts.attempt:g}s"

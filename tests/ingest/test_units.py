@@ -3,6 +3,7 @@
 import floodgate
 import pytest
 import trio
+from providers import MalformedAnswer
 
 import services.ingest as ingest
 from services.ingest import (
@@ -11,7 +12,6 @@ from services.ingest import (
     ChunkingConfig,
     FailureKind,
     JobState,
-    ProviderResponseError,
     classify_failure,
     split_into_chunks,
 )
@@ -49,7 +49,7 @@ def test_chunking_is_deterministic_and_validated() -> None:
         (floodgate.Overloaded("full", dependency="embed"), FailureKind.RETRYABLE),
         (floodgate.CircuitOpen("open", dependency="embed"), FailureKind.RETRYABLE),
         (trio.TooSlowError(), FailureKind.RETRYABLE),
-        (ProviderResponseError("3 vectors for 4 inputs"), FailureKind.RETRYABLE),
+        (MalformedAnswer("3 vectors for 4 inputs", dependency="embed"), FailureKind.RETRYABLE),
         (OSError("connection refused"), FailureKind.RETRYABLE),
     ],
 )
@@ -74,9 +74,9 @@ def test_public_api_is_exported() -> None:
 
 
 def test_provider_settings_treat_empty_variables_as_unset() -> None:
-    from chassis import load_settings
+    from providers import load_provider_settings
 
-    from services.ingest import ProviderSettings
+    from services.ingest.settings import PROVIDER_DEPENDENCIES
 
     env = {
         "FLOODGATE_EMBED_BASE_URL": "http://embed.test",
@@ -84,13 +84,10 @@ def test_provider_settings_treat_empty_variables_as_unset() -> None:
         "FLOODGATE_EMBED_API_KEY": "",
         "FLOODGATE_FETCH_BASE_URL": "",
     }
-    settings = load_settings(ProviderSettings, "FLOODGATE_", env)
-    assert settings.embed_base_url == "http://embed.test"
-    assert (settings.embed_model, settings.embed_api_key, settings.fetch_base_url) == (
-        "sim-embed-384",
-        None,
-        None,
-    )
+    settings = load_provider_settings(PROVIDER_DEPENDENCIES, environ=env, default_base_url=None)
+    assert set(settings) == {"embed"}  # no fetch provider: the worker takes text jobs only
+    embed = settings["embed"]
+    assert (embed.base_url, embed.model, embed.api_key) == ("http://embed.test", "sim-embed-384", "")
 
 
 def test_worker_settings_map_to_the_worker_config() -> None:

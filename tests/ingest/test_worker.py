@@ -8,10 +8,10 @@ from collections.abc import Sequence
 
 import floodgate
 import trio
+from providers import FetchedDocument
 
 from services.ingest import (
     ChunkingConfig,
-    FetchedDocument,
     JobPipeline,
     JobState,
     PipelineConfig,
@@ -55,10 +55,8 @@ class FakeEmbedder:
 
 class FakeFetcher:
     async def fetch(self, url: str, *, tenant: str) -> FetchedDocument:
-        if "missing" in url:
-            from services.ingest import BadDocument
-
-            raise BadDocument(f"fetching {url} failed with HTTP 404")
+        if "missing" in url:  # the pipeline makes it a bad document (failed, not retried)
+            raise floodgate.DependencyError("HTTP 404", dependency="fetch", status=404)
         return FetchedDocument(url=url, title="T", text=f"fetched words of {url} " * 30)
 
 

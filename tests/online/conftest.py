@@ -23,12 +23,13 @@ import floodgate
 import httpx
 import pytest
 from prometheus_client import CollectorRegistry
+from providers import load_provider_settings
 from quart_trio import QuartTrio
 
 from services.online._chunks import ChunkHit, ChunkSearch
 from services.online._wiring import Wired, open_downstreams
 from services.online.app import create_app
-from services.online.settings import OnlineSettings, ProviderSettings
+from services.online.settings import PROVIDER_DEPENDENCIES, OnlineSettings
 from services.upstreams import UpstreamsSettings, embed
 from services.upstreams import create_app as create_simulator
 
@@ -130,9 +131,7 @@ async def online_harness(
     budget = budget or make_budget()
     simulator = create_simulator(UpstreamsSettings(seed=7, behaviour=behaviour or {}))
     transport = httpx.ASGITransport(app=simulator)
-    providers = ProviderSettings(
-        **{f"{dep}_base_url": SIMULATOR_URL for dep in ("llm", "embed", "rerank", "search")}
-    )
+    providers = load_provider_settings(PROVIDER_DEPENDENCIES, environ={}, default_base_url=SIMULATOR_URL)
     registry = CollectorRegistry()
     settings = settings or OnlineSettings()
     async with open_downstreams(

@@ -21,11 +21,11 @@ import pytest
 import trio
 import trio_asyncio
 from prometheus_client import CollectorRegistry
+from providers import load_provider_settings, vector_literal
 
-from services.online._chunks import vector_literal
 from services.online._wiring import open_downstreams
 from services.online.app import create_app
-from services.online.settings import OnlineSettings, ProviderSettings
+from services.online.settings import PROVIDER_DEPENDENCIES, OnlineSettings
 from services.upstreams import UpstreamsSettings, embed
 from services.upstreams import create_app as create_simulator
 
@@ -84,8 +84,8 @@ async def served_cluster(database_url: str) -> AsyncIterator[httpx.AsyncClient]:
             )
             simulator = create_simulator(UpstreamsSettings())
             [simulator_url] = await nursery.start(partial(serve, simulator))
-            providers = ProviderSettings(
-                **{f"{d}_base_url": simulator_url for d in ("llm", "embed", "rerank", "search")}
+            providers = load_provider_settings(
+                PROVIDER_DEPENDENCIES, environ={}, default_base_url=simulator_url
             )
             settings = OnlineSettings(database_url=database_url)
             registry = CollectorRegistry()
@@ -155,7 +155,7 @@ async def test_pooled_sessions_use_pgvector_iterative_scan(database_url) -> None
         budget = make_budget()
         async with open_downstreams(
             OnlineSettings(database_url=database_url),
-            ProviderSettings(),
+            load_provider_settings(PROVIDER_DEPENDENCIES, environ={}),
             budget,
             registry=CollectorRegistry(),
         ) as wired:
@@ -167,7 +167,7 @@ async def test_pooled_sessions_have_the_budgets_db_statement_timeout(database_ur
     async with trio_asyncio.open_loop():
         async with open_downstreams(
             OnlineSettings(database_url=database_url),
-            ProviderSettings(),
+            load_provider_settings(PROVIDER_DEPENDENCIES, environ={}),
             budget,
             registry=CollectorRegistry(),
         ) as wired:

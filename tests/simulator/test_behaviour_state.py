@@ -123,8 +123,8 @@ def test_max_concurrent_counts_admitted_requests_per_key() -> None:
 def test_outage_refuses_everything_with_503() -> None:
     sim = Simulator(Behaviour.from_mapping({"fetch": {"outage": True, "rate_limit": {"rps": 1}}}))
     for _ in range(3):
-        ticket = sim.arrive("fetch", "k", 0)
-        assert ticket.refusal is not None and ticket.refusal.status == 503
+        arrival = sim.arrive("fetch", "k", 0)
+        assert arrival.refusal is not None and arrival.refusal.status == 503
     assert sim.arrive("search", "k", 0).refusal is None
 
 
@@ -199,27 +199,27 @@ def test_limits_hold_for_any_sequence(ops, rps, max_concurrent) -> None:
         Behaviour.from_mapping({"chat": {"rate_limit": {"rps": rps, "max_concurrent": max_concurrent}}})
     )
     now = 0.0
-    open_tickets: list = []
+    open_arrivals: list = []
     admitted_in_flight = {"a": 0, "b": 0}
     admissions = {"a": 0, "b": 0}
     burst = math.ceil(rps)
     for op, arg, dt in ops:
         if op == "arrive":
             now += dt
-            ticket = sim.arrive("chat", arg, now)
-            if ticket.refusal is None:
+            arrival = sim.arrive("chat", arg, now)
+            if arrival.refusal is None:
                 admitted_in_flight[arg] += 1
                 admissions[arg] += 1
                 assert admitted_in_flight[arg] <= max_concurrent
                 assert admissions[arg] <= burst + rps * now + 1e-9
             else:
-                assert ticket.refusal.status == 429 and ticket.refusal.retry_after > 0
-            open_tickets.append(ticket)
-        elif open_tickets:
-            ticket = open_tickets.pop(arg % len(open_tickets))
-            if ticket.refusal is None:
-                admitted_in_flight[ticket.key] -= 1
-            sim.finish(ticket, 200 if ticket.refusal is None else 429)
+                assert arrival.refusal.status == 429 and arrival.refusal.retry_after > 0
+            open_arrivals.append(arrival)
+        elif open_arrivals:
+            arrival = open_arrivals.pop(arg % len(open_arrivals))
+            if arrival.refusal is None:
+                admitted_in_flight[arrival.key] -= 1
+            sim.finish(arrival, 200 if arrival.refusal is None else 429)
         total = sim.statistics().apis["chat"].total
-        assert total.current_concurrent == len(open_tickets)
+        assert total.current_concurrent == len(open_arrivals)
         assert total.peak_concurrent >= total.current_concurrent

@@ -59,6 +59,19 @@ def test_backoff_delay_bounds():
         assert high == pytest.approx(ceiling, rel=1e-5) and high < ceiling
 
 
+def test_backoff_ceiling_doubles_up_to_the_cap():
+    ceilings = [floodgate.backoff_ceiling(n, base=0.5, cap=8.0) for n in range(1, 8)]
+    assert ceilings == [0.5, 1.0, 2.0, 4.0, 8.0, 8.0, 8.0]
+    assert floodgate.backoff_ceiling(10_000, base=0.5, cap=8.0) == 8.0  # no overflow in a long outage
+    with pytest.raises(ValueError):
+        floodgate.backoff_ceiling(0, base=0.5, cap=8.0)
+
+
+@pytest.mark.parametrize(("seconds", "header"), [(0.0, 1), (0.2, 1), (1.0, 1), (1.01, 2), (59.5, 60)])
+def test_retry_after_is_whole_seconds_rounded_up_and_at_least_one(seconds, header):
+    assert floodgate.retry_after_seconds(seconds) == header
+
+
 async def test_retry_after_is_honoured_exactly(autojump_clock):
     dep = make_dependency()
     fn = Script(status(429, retry_after=2.0), status(503, retry_after=0.5), "ok")
