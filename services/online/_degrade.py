@@ -24,7 +24,7 @@ from typing import TypeVar
 
 import floodgate
 
-from ._models import Degradation
+from ._models import DegradationNote
 
 __all__ = ["degradable", "degradations_of"]
 
@@ -74,13 +74,13 @@ def degradations_of(
     policy: floodgate.EndpointPolicy,
     *,
     extra: Mapping[str, str] | None = None,
-) -> list[Degradation]:
+) -> list[DegradationNote]:
     """The response's ``degraded`` list: each fallen-back step, its dependency, why, and the
     fallback served — as recorded (the budget file's name, see `degradable`), else looked up
     (``extra`` names fallbacks of endpoint-built-in steps)."""
     names = {**policy.degradable, **(extra or {})}
     return [
-        Degradation(
+        DegradationNote(
             step=item.step,
             dependency=item.dependency,
             reason=item.reason,

@@ -19,7 +19,7 @@ __all__ = [
     "CriterionScore",
     "DealBrainRequest",
     "DealBrainResponse",
-    "Degradation",
+    "DegradationNote",
     "ErrorBody",
     "ErrorResponse",
     "Finding",
@@ -57,8 +57,9 @@ class _Response(BaseModel):
 # -- shared ------------------------------------------------------------------------------------------
 
 
-class Degradation(_Response):
-    """A step that fell back instead of failing the request, and why."""
+class DegradationNote(_Response):
+    """A step that fell back instead of failing the request, and why: what the response says of
+    a ``floodgate.Degradation`` (the toolkit's record of it)."""
 
     step: str = Field(description="the step that fell back, e.g. `rerank` or `answer`")
     dependency: str = Field(description="the dependency whose failure caused it, e.g. `rerank` or `llm`")
@@ -113,7 +114,7 @@ class DealBrainResponse(_Response):
     answer: str | None = Field(description="the LLM's answer citing passages as [n]; null when degraded")
     citations: list[Citation]
     passages: list[Passage]
-    degraded: list[Degradation] = Field(description="steps that fell back, and why; empty when none did")
+    degraded: list[DegradationNote] = Field(description="steps that fell back, and why; empty when none did")
 
 
 # -- shadowHunter ------------------------------------------------------------------------------------
@@ -179,7 +180,7 @@ class ShadowHunterResponse(_Response):
     queries: list[HuntQuery]
     results: list[HuntResult]
     findings: list[Finding]
-    degraded: list[Degradation]
+    degraded: list[DegradationNote]
 
 
 # -- nexusAssess -------------------------------------------------------------------------------------
