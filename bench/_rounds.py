@@ -1,4 +1,5 @@
-"""Rounds, medians and verdicts: how every benchmark with a pass/fail target judges it.
+"""Rounds, medians and verdicts: how every benchmark with a pass/fail target judges it; and the one
+percentile every benchmark reports its latencies with (`percentile`).
 
 A benchmark runs its candidate and its baseline in alternating rounds (``alternating`` reverses the
 order every other round, so neither always runs right after the other's load), keeps one figure per
@@ -21,7 +22,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Literal, TypeVar
 
-__all__ = ["Result", "Spread", "Target", "alternate", "alternating", "json_fields", "judge"]
+__all__ = ["Result", "Spread", "Target", "alternate", "alternating", "json_fields", "judge", "percentile"]
 
 T = TypeVar("T")
 Verdict = Literal["met", "missed", "straddles"]
@@ -119,6 +120,16 @@ class Result:
             f"{self.target}: median {r(s.median)} (spread [{r(s.q1)}, {r(s.q3)}], "
             f"range [{r(s.low)}, {r(s.high)}]; {s.rounds} rounds): {self.verdict}"
         )
+
+
+def percentile(values: Iterable[float], q: float) -> float:
+    """The ``q``-th percentile (0 < q <= 100) by nearest rank: the smallest of ``values`` with at
+    least ``q`` % of them at or below it. No interpolation, so it is always a figure that was
+    measured (a p99 of latencies is one request's latency); NaN when there are no values."""
+    ordered = sorted(values)
+    if not ordered:
+        return math.nan
+    return ordered[min(len(ordered) - 1, max(0, math.ceil(q / 100 * len(ordered)) - 1))]
 
 
 def judge(target: Target, values: Iterable[float]) -> Result:

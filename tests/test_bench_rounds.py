@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import sys
 from pathlib import Path
 
@@ -10,7 +11,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "bench"))
 
-from _rounds import Spread, Target, alternate, alternating, json_fields, judge
+from _rounds import Spread, Target, alternate, alternating, json_fields, judge, percentile
 
 
 def test_spread_of_five_rounds() -> None:
@@ -140,3 +141,15 @@ def test_alternate_runs_each_once_per_round_in_alternating_order() -> None:
         ("candidate", 3),
     ]
     assert results == {"candidate": [1, 11, 21, 31], "baseline": [2, 12, 22, 32]}
+
+
+def test_percentile_is_the_nearest_rank_an_observed_value() -> None:
+    values = [float(v) for v in range(100, 0, -1)]  # 100..1, unsorted
+    assert percentile(values, 50) == 50.0
+    assert percentile(values, 99) == 99.0
+    assert percentile(values, 99.5) == 100.0  # rounds up to the next rank, never between two values
+    assert percentile(values, 100) == 100.0
+    assert percentile([3.0, 1.0, 2.0], 50) == 2.0
+    assert percentile([1.0, 2.0], 50) == 1.0  # no interpolation: 1.5 was never measured
+    assert percentile([7.0], 1) == 7.0
+    assert math.isnan(percentile([], 50))
