@@ -2,7 +2,7 @@
 
 Two measurements, one run, nothing needs to be running (everything starts on free loopback ports):
 
-1. **Added latency.** A trivial upstream (tests/gateway/_upstream.py: echoes, no work, so only the
+1. **Added latency.** A trivial upstream (harness/upstream.py: echoes, no work, so only the
    gateway's cost shows) is called directly and through Envoy — the committed gateway/envoy.yaml
    with API-key auth, the local token bucket and the global rate limit (a real ``ShouldRateLimit``
    round trip to services/ratelimit) all on — and, to show where the cost is, through a second
@@ -43,7 +43,6 @@ import json
 import math
 import multiprocessing
 import os
-import socket
 import statistics
 import sys
 import tempfile
@@ -51,71 +50,19 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+import _load
 import trio
-from _rounds import Target, alternate, json_fields, judge
+from _rounds import Target, alternate, json_fields, judge, percentile
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from tests.gateway._envoy import hcm_of, start_gateway  # noqa: E402
-from tests.gateway._procs import start_ratelimit, start_upstream  # noqa: E402
+from harness.envoy import start_gateway, without_global_limit  # noqa: E402
+from harness.ready import redis_answers  # noqa: E402
+from harness.services import start_ratelimit, start_upstream  # noqa: E402
 
 ROUTE = "/v1/omnirag/jobs/bench"  # GET, omnirag_read: 50/s per tenant, local bucket 500/s
 RLS_PATH = "/envoy.service.ratelimit.v3.RateLimitService/ShouldRateLimit"
-
-
-def percentile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, max(0, math.ceil(q / 100 * len(ordered)) - 1))]
-
-
-class Http1Pool:
-    """Keep-alive HTTP/1.1 connections to one port, sending pre-encoded GETs and reading just enough
-    of the response (status line, content-length, body). A general client (httpx) spends more CPU
-    per request than the gateway adds, on the same cores: its noise would drown the figure."""
-
-    def __init__(self, port: int) -> None:
-        self.port = port
-        self._idle: list[tuple[trio.SocketStream, bytearray]] = []
-
-    async def get(self, request: bytes) -> int:
-        if self._idle:
-            stream, buffer = self._idle.pop()
-        else:
-            stream, buffer = await trio.open_tcp_stream("127.0.0.1", self.port), bytearray()
-        try:
-            await stream.send_all(request)
-            while (end := buffer.find(b"\r\n\r\n")) < 0:
-                buffer += await self._receive(stream)
-            head = bytes(buffer[:end]).lower()
-            status = int(head[9:12])
-            length = (
-                int(head.split(b"content-length:", 1)[1].split(b"\r\n", 1)[0])
-                if b"content-length:" in head
-                else 0
-            )
-            while len(buffer) < end + 4 + length:
-                buffer += await self._receive(stream)
-            del buffer[: end + 4 + length]
-        except BaseException:
-            await trio.aclose_forcefully(stream)
-            raise
-        if b"connection: close" in head:  # hypercorn closes after keep_alive_max_requests
-            await stream.aclose()
-        else:
-            self._idle.append((stream, buffer))
-        return status
-
-    @staticmethod
-    async def _receive(stream: trio.SocketStream) -> bytes:
-        data = await stream.receive_some(65536)
-        if not data:
-            raise ConnectionError("connection closed")
-        return data
-
-    async def aclose(self) -> None:
-        for stream, _ in self._idle:
-            await stream.aclose()
 
 
 async def open_loop(
@@ -123,55 +70,42 @@ async def open_loop(
 ) -> dict[str, list[float]]:
     """Send at ``rate`` requests/s in total, round-robin over ``targets`` (name -> port), so every
     target sees the same machine; latencies in ms per target, measured from the scheduled send time
-    (open loop: a slow answer never delays the next request)."""
+    (open loop, bench/_load.py: a slow answer never delays the next request)."""
     names = list(targets)
     latencies: dict[str, list[float]] = {name: [] for name in names}
     errors: dict[str, int] = dict.fromkeys(names, 0)
     first_error: dict[str, object] = {}
-    total = int((duration + warmup) * rate)
-    interval = 1.0 / rate
-    pools = {name: Http1Pool(port) for name, port in targets.items()}
+    clients = {name: _load.Http1Client("127.0.0.1", port) for name, port in targets.items()}
     requests = [
-        f"GET {ROUTE} HTTP/1.1\r\nhost: 127.0.0.1\r\nx-api-key: {key}\r\n\r\n".encode() for key in keys
+        _load.encode_request("GET", ROUTE, host="127.0.0.1", headers={"x-api-key": key}) for key in keys
     ]
 
     async def one(i: int, scheduled: float) -> None:
         target = names[i % len(names)]
         try:
-            status = await pools[target].get(requests[(i // len(names)) % len(requests)])
+            status = (await clients[target].send(requests[(i // len(names)) % len(requests)])).status
         except OSError as exc:
             status = f"{type(exc).__name__}: {exc}"
         ok = status == 200
         if not ok:
             first_error.setdefault(target, status)
         elapsed_ms = (trio.current_time() - scheduled) * 1000
-        if scheduled - start < warmup:
+        if i < warmup * rate:
             return
         if ok:
             latencies[target].append(elapsed_ms)
         else:
             errors[target] += 1
 
-    start = trio.current_time() + 0.05
-    async with trio.open_nursery() as nursery:
-        for i in range(total):
-            scheduled = start + i * interval
-            await trio.sleep_until(scheduled)
-            nursery.start_soon(one, i, scheduled)
-    for pool in pools.values():
-        await pool.aclose()
+    await _load.open_loop(one, rate=rate, count=int((duration + warmup) * rate))
+    for client in clients.values():
+        await client.aclose()
     for target, count in errors.items():
         if count:
             print(
                 f"warning: {count} {target} requests failed (first: {first_error[target]})", file=sys.stderr
             )
     return latencies
-
-
-def without_global_limit(config: dict) -> None:
-    """The same gateway minus the ratelimit filter: shows what the rate-limit round trip costs."""
-    hcm = hcm_of(config)
-    hcm["http_filters"] = [f for f in hcm["http_filters"] if f["name"] != "envoy.filters.http.ratelimit"]
 
 
 #: distinct tenants the RLS client rotates over: enough that, at the rates the service reaches, each
@@ -225,15 +159,6 @@ def rls_throughput(port: int, *, seconds: float, clients: int, in_flight: int) -
                 p.kill()
     ok = sum(r[0] for r in results)
     return ok / max(r[2] for r in results), sum(r[1] for r in results)
-
-
-def redis_answers() -> bool:
-    try:
-        with socket.create_connection(("127.0.0.1", 6379), timeout=0.2) as sock:
-            sock.sendall(b"PING\r\n")
-            return sock.recv(16).startswith(b"+PONG")
-    except OSError:
-        return False
 
 
 def median(values: list[float]) -> float:

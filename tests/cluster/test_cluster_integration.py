@@ -17,26 +17,12 @@ import httpx
 import psutil
 import pytest
 
-from tests.conftest import REPO_ROOT
+from harness import REPO_ROOT
+from harness.services import wait_cluster_ready
 
 from ._procs import wait_all_gone
 
 pytestmark = [pytest.mark.realtime, pytest.mark.timeout(180)]  # its own waits add up to more than 2 minutes
-
-
-def _wait_ready(proc: subprocess.Popen, state_file: Path, log: Path, timeout: float = 60) -> dict:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            pytest.fail(f"the cluster exited with {proc.returncode}:\n{log.read_text()[-4000:]}")
-        try:
-            state = json.loads(state_file.read_text())
-        except (FileNotFoundError, json.JSONDecodeError):
-            state = {}
-        if state.get("status") == "ready":
-            return state
-        time.sleep(0.1)
-    pytest.fail(f"the cluster was not ready within {timeout} s:\n{log.read_text()[-4000:]}")
 
 
 def _family(pids: list[int]) -> list[int]:
@@ -68,7 +54,7 @@ def test_the_whole_cluster_through_the_gateway(
         )
     family: list[int] = []
     try:
-        state = _wait_ready(proc, data / "cluster.json", log)
+        state = wait_cluster_ready(proc, data, log, within=60)
         names = [c["name"] for c in state["children"]]
         assert names == [
             "postgres",

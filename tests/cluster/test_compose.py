@@ -12,7 +12,7 @@ import yaml
 
 from cluster.children import ChildSpec, cluster_children
 from cluster.settings import load_cluster_settings
-from tests.conftest import REPO_ROOT
+from harness import REPO_ROOT
 
 COMPOSE = REPO_ROOT / "compose.yaml"
 _DEFAULT = re.compile(r"\$\{([A-Z0-9_]+):-([^}]*)\}")

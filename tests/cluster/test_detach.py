@@ -13,7 +13,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from tests.conftest import REPO_ROOT
+from harness import REPO_ROOT
 
 from ._procs import wait_all_gone
 

@@ -13,7 +13,7 @@ import subprocess
 import sys
 import textwrap
 import time
-from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 
 import psutil
@@ -24,6 +24,7 @@ from cluster._output import LogOutput
 from cluster.children import ChildSpec, CommandReady, ExitReady
 from cluster.restarts import RestartPolicy
 from cluster.supervisor import Supervisor, SupervisorStatistics
+from harness.ready import wait_until_async
 
 from ._procs import pid_gone, wait_all_gone
 
@@ -94,13 +95,8 @@ def make(children: list[ChildSpec], recorder: Recorder, **kwargs: object) -> tup
     return supervisor, out
 
 
-async def wait_until(predicate: Callable[[], object]) -> None:
-    """Poll a condition on the supervisor (real processes: no event to wait on), at most 10 s."""
-    with trio.fail_after(10):
-        while True:
-            if predicate():
-                return
-            await trio.sleep(0.02)
+#: poll a condition on the supervisor (real processes: no event to wait on), at most 10 s
+wait_until = partial(wait_until_async, within=10, interval=0.02)
 
 
 async def test_children_start_in_order_each_after_what_it_needs_is_ready(tmp_path: Path) -> None:

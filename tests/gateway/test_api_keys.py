@@ -14,8 +14,7 @@ from cluster.api_keys import (
     parse_api_keys,
     resolve_api_keys_file,
 )
-
-from ._envoy import ENVOY_YAML, find_filter, load_committed
+from harness.envoy import ENVOY_YAML, find_filter, load_committed
 
 
 def keys(doc, tmp_path):

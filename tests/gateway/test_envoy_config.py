@@ -8,10 +8,9 @@ import floodgate
 import pytest
 import yaml
 
+from harness import REPO_ROOT
+from harness.envoy import ENVOY_YAML, find_filter, hcm_of, load_committed, route, validate
 from services.ratelimit import load_config
-
-from ._envoy import ENVOY_YAML, find_filter, hcm_of, load_committed, route, validate
-from ._procs import REPO_ROOT
 
 BUDGET = floodgate.load_budget(REPO_ROOT / "config" / "budget.toml")
 CONFIG = load_committed()
@@ -58,7 +57,7 @@ def test_envoy_validates_the_committed_file():
 
 @pytest.mark.realtime  # envoy --mode validate runs the binary
 def test_envoy_validates_a_rendered_file(tmp_path):
-    from ._envoy import render_gateway
+    from harness.envoy import render_gateway
 
     path = tmp_path / "envoy.yaml"
     path.write_text(

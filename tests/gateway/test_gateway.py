@@ -1,5 +1,5 @@
 """The gateway's behaviour, end to end: real Envoy (the committed config on free ports), the real
-rate-limit service, and stand-in upstreams (tests/gateway/_upstream.py) that echo what they got.
+rate-limit service, and stand-in upstreams (harness/upstream.py) that echo what they got.
 
 What is checked here is Envoy's work: keys -> tenants, limits, size limits, deadlines, JSON error
 replies. The stand-ins are honest for that: Envoy cannot tell them from the services.
@@ -13,8 +13,8 @@ import time
 import httpx
 import pytest
 
-from ._envoy import route, start_gateway
-from ._procs import start_ratelimit, start_upstream
+from harness.envoy import route, start_gateway
+from harness.services import start_ratelimit, start_upstream
 
 ACME = {"x-api-key": "key-acme-1"}
 GLOBEX = {"x-api-key": "key-globex-1"}

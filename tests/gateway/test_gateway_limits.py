@@ -19,8 +19,9 @@ import httpx
 import pytest
 import trio
 
-from ._envoy import start_gateway
-from ._procs import start_ratelimit, start_upstream
+from harness.envoy import start_gateway
+from harness.services import start_ratelimit, start_upstream
+
 from .conftest import redis_prefix
 
 LIMIT = 20  # dealBrain requests per second per tenant (config/ratelimit.yaml)

@@ -11,8 +11,8 @@ import httpx
 import pytest
 import trio
 
-from ._envoy import KEYS, Gateway, hcm_of, load_committed, start_gateway
-from ._procs import start_ratelimit, start_upstream
+from harness.envoy import KEYS, Gateway, hcm_of, load_committed, start_gateway
+from harness.services import start_ratelimit, start_upstream
 
 pytestmark = pytest.mark.realtime  # every test runs Envoy and its upstreams
 

@@ -7,13 +7,11 @@ whatever A sends in ``x-floodgate-tenant``.
 
 from __future__ import annotations
 
-import sys
-
 import httpx
 import pytest
 
-from ._envoy import start_gateway
-from ._procs import free_port, run_process, wait_http
+from harness.envoy import start_gateway
+from harness.services import start_ingest_api
 
 ACME = {"x-api-key": "key-acme-1"}
 GLOBEX = {"x-api-key": "key-globex-1"}
@@ -22,18 +20,13 @@ GLOBEX = {"x-api-key": "key-globex-1"}
 @pytest.fixture(scope="module")
 def gateway(tmp_path_factory, database_url, realtime):
     log_dir = tmp_path_factory.mktemp("tenants")
-    port = free_port()
-    env = {
-        "INGEST_API_PORT": str(port),
-        "INGEST_API_DATABASE_URL": database_url,
-        "INGEST_API_LOG_FORMAT": "json",
-    }
-    with run_process(
-        "ingest-api", [sys.executable, "-m", "services.ingest", "api"], log_dir=log_dir, env=env
-    ) as api:
-        wait_http(f"http://127.0.0.1:{port}/healthz", api, timeout=30)
-        with start_gateway(log_dir, endpoints={"ingest_api": [port]}) as gw:
+    api = start_ingest_api(database_url, log_dir)
+    try:
+        api.wait_http("/healthz", within=30)
+        with start_gateway(log_dir, endpoints={"ingest_api": [api.port]}) as gw:
             yield gw
+    finally:
+        api.stop()
 
 
 def test_a_tenant_cannot_see_or_touch_another_tenants_job(gateway):

@@ -12,9 +12,11 @@ import pytest
 from envoy.extensions.common.ratelimit.v3 import ratelimit_pb2
 from envoy.service.ratelimit.v3 import rls_pb2, rls_pb2_grpc
 
+from harness import REPO_ROOT
+from harness.ports import free_port
+from harness.services import start_ratelimit
 from services import ratelimit
 
-from ._procs import REPO_ROOT, free_port, start_ratelimit
 from .conftest import redis_prefix
 
 

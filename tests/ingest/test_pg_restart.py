@@ -4,10 +4,7 @@ job the API accepted ends succeeded. Uses its own embedded server, so stopping i
 from __future__ import annotations
 
 import asyncio
-import shutil
 import signal
-import subprocess
-import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -16,53 +13,18 @@ import httpx
 import pytest
 
 from cluster.migrate import apply_migrations
-from cluster.postgres import EmbeddedPostgres
-from tests.conftest import free_port
-
-from ._processes import Child, start_api, start_simulator, start_worker, wait_healthy
-
-
-class OwnPostgres:
-    def __init__(self, root: Path) -> None:
-        self.pg = EmbeddedPostgres(
-            root / "data",
-            port=free_port(),
-            settings={"fsync": "off", "synchronous_commit": "off", "max_connections": "100"},
-        )
-        self.log = root / "postgres.log"
-        self.proc: subprocess.Popen | None = None
-
-    def start(self) -> None:
-        self.pg.ensure_initialised()
-        with open(self.log, "ab") as log:
-            self.proc = subprocess.Popen(
-                self.pg.server_command(), stdout=log, stderr=log, **self.pg.process_identity()
-            )
-        deadline = time.monotonic() + 30
-        while subprocess.run(self.pg.is_ready_command()).returncode != 0:
-            if self.proc.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"PostgreSQL did not start: {self.log.read_text()[-2000:]}")
-            time.sleep(0.05)
-
-    def stop(self) -> None:
-        """Fast shutdown: every session is terminated, as in a restart or a failover."""
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGINT)
-            self.proc.wait(30)
+from harness.postgres import PostgresServer, temporary_postgres
+from harness.processes import Proc
+from harness.services import start_ingest_api, start_ingest_worker, start_simulator
 
 
 @pytest.fixture
-def own_postgres(realtime) -> Iterator[OwnPostgres]:
+def own_postgres(realtime) -> Iterator[PostgresServer]:
     # Not under tmp_path: a pytest session starting elsewhere resets /tmp/pytest-of-<user> to 0700,
     # which would stop the server's unprivileged user from reaching its data directory.
-    root = Path(tempfile.mkdtemp(prefix="ingest-pg-restart-"))
-    server = OwnPostgres(root)
-    server.start()
-    try:
+    settings = {"fsync": "off", "synchronous_commit": "off", "max_connections": "100"}
+    with temporary_postgres(prefix="ingest-pg-restart-", settings=settings) as server:
         yield server
-    finally:
-        server.stop()
-        shutil.rmtree(root, ignore_errors=True)
 
 
 def submit_with_retries(client: httpx.Client, i: int, deadline: float) -> int:
@@ -85,23 +47,23 @@ def submit_with_retries(client: httpx.Client, i: int, deadline: float) -> int:
 @pytest.mark.realtime
 @pytest.mark.slow  # about 10 s: its own PostgreSQL, three processes, a restart
 @pytest.mark.timeout(120)  # its own waits: 30 s for PostgreSQL, 60 s for the jobs
-def test_api_and_worker_survive_a_postgres_restart(own_postgres: OwnPostgres, tmp_path: Path) -> None:
-    dsn = own_postgres.pg.dsn("postgres")
+def test_api_and_worker_survive_a_postgres_restart(own_postgres: PostgresServer, tmp_path: Path) -> None:
+    dsn = own_postgres.dsn("postgres")
     asyncio.run(apply_migrations(dsn))
-    children: list[Child] = []
+    children: list[Proc] = []
     try:
         simulator = start_simulator(tmp_path)
         children.append(simulator)
-        api = start_api(dsn, tmp_path)
-        worker = start_worker("w1", dsn, simulator, tmp_path, lease_seconds=3)
+        api = start_ingest_api(dsn, tmp_path)
+        worker = start_ingest_worker("w1", dsn, simulator, tmp_path, lease_seconds=3)
         children += [api, worker]
-        wait_healthy(api, "/readyz")
-        wait_healthy(worker, "/readyz")
+        api.wait_http("/readyz")
+        worker.wait_http("/readyz")
         deadline = time.monotonic() + 60
         accepted: list[int] = []
         with httpx.Client(base_url=api.url, timeout=5) as client:
             accepted += [submit_with_retries(client, i, deadline) for i in range(20)]
-            own_postgres.stop()
+            own_postgres.stop(signum=signal.SIGINT)  # fast: every session ends, as in a restart
             time.sleep(0.5)
             assert client.get("/readyz").status_code == 503  # the API says so while the DB is away
             own_postgres.start()
@@ -117,7 +79,7 @@ def test_api_and_worker_survive_a_postgres_restart(own_postgres: OwnPostgres, tm
                 time.sleep(0.2)
             assert len(set(accepted)) == 40
             assert client.get("/readyz").status_code == 200
-        assert worker.proc.poll() is None and api.proc.poll() is None  # both carried on, no restart
+        assert worker.process.poll() is None and api.process.poll() is None  # both carried on, no restart
     finally:
         for child in children:
             child.stop(timeout=5)

@@ -12,17 +12,19 @@ import httpx
 import pytest
 import trio
 
+from harness.processes import Proc
+from harness.ready import wait_until_async
+from harness.services import metric, set_behaviour, start_ingest_worker, start_simulator
 from services.ingest import ChunkingConfig, split_into_chunks
 
 from ._helpers import open_db, states, submit
-from ._processes import Child, metric, set_behaviour, start_simulator, start_worker, wait_healthy
 
 CHUNKING = ChunkingConfig(chunk_tokens=20, overlap_tokens=5)
 WORKER_CHUNKING = {"chunk_tokens": 20, "chunk_overlap": 5, "embed_batch_size": 2}
 
 
 @pytest.fixture(scope="module")
-def simulator(tmp_path_factory: pytest.TempPathFactory, realtime) -> Iterator[Child]:
+def simulator(tmp_path_factory: pytest.TempPathFactory, realtime) -> Iterator[Proc]:
     child = start_simulator(tmp_path_factory.mktemp("sim"))
     try:
         yield child
@@ -31,8 +33,8 @@ def simulator(tmp_path_factory: pytest.TempPathFactory, realtime) -> Iterator[Ch
 
 
 @pytest.fixture
-def children() -> Iterator[list[Child]]:
-    started: list[Child] = []
+def children() -> Iterator[list[Proc]]:
+    started: list[Proc] = []
     try:
         yield started
     finally:
@@ -44,15 +46,9 @@ def document(i: int, words: int = 45) -> str:
     return " ".join(f"term{(i * 7 + k) % 97}" for k in range(words)) + f" doc{i}"
 
 
-async def wait_until(predicate, within: float, interval: float = 0.05) -> None:
-    with trio.fail_after(within):
-        while not await predicate():  # noqa: ASYNC110 - polling another process's writes
-            await trio.sleep(interval)
-
-
 @pytest.mark.timeout(90)  # waits up to 60 s for the jobs
 async def test_three_workers_300_jobs_each_succeeds_exactly_once(
-    fresh_database_url: str, simulator: Child, children: list[Child], tmp_path: Path
+    fresh_database_url: str, simulator: Proc, children: list[Proc], tmp_path: Path
 ) -> None:
     set_behaviour(simulator, {"embeddings": {"latency": {"fixed_ms": 2}}})
     tenants = ["acme", "globex", "initech", "umbrella", "hooli"]
@@ -72,7 +68,7 @@ async def test_three_workers_300_jobs_each_succeeds_exactly_once(
         for name in ("w1", "w2", "w3"):
             # one chunk per document: the test is about the queue, not about embedding volume
             children.append(
-                start_worker(
+                start_ingest_worker(
                     name,
                     fresh_database_url,
                     simulator,
@@ -84,13 +80,13 @@ async def test_three_workers_300_jobs_each_succeeds_exactly_once(
                 )
             )
         for child in children:
-            wait_healthy(child)
+            child.wait_http()
         started = time.monotonic()
 
         async def all_done() -> bool:
             return await states(db) == {"succeeded": 302}
 
-        await wait_until(all_done, within=60)
+        await wait_until_async(all_done, within=60)
         elapsed = time.monotonic() - started
 
         # each job ran once (no second attempt anywhere) and its chunks are complete, with no extras
@@ -123,7 +119,7 @@ async def test_three_workers_300_jobs_each_succeeds_exactly_once(
 
 @pytest.mark.realtime
 async def test_sigkill_mid_job_another_worker_reclaims_and_completes(
-    fresh_database_url: str, simulator: Child, children: list[Child], tmp_path: Path
+    fresh_database_url: str, simulator: Proc, children: list[Proc], tmp_path: Path
 ) -> None:
     """Worker A is killed while embedding; B reclaims after the 1.5 s lease and finishes. No job lost."""
     set_behaviour(simulator, {"embeddings": {"latency": {"fixed_ms": 150}}})
@@ -132,7 +128,7 @@ async def test_sigkill_mid_job_another_worker_reclaims_and_completes(
         texts = {f"doc{i}": document(i, words=120) for i in range(2)}  # 8 chunks -> 4 batches of 150 ms
         for doc_id, text in texts.items():
             await submit(db, "acme", doc_id, text)
-        a = start_worker("wA", fresh_database_url, simulator, tmp_path, **lease)
+        a = start_ingest_worker("wA", fresh_database_url, simulator, tmp_path, **lease)
         children.append(a)
 
         async def a_is_mid_job() -> bool:
@@ -141,16 +137,16 @@ async def test_sigkill_mid_job_another_worker_reclaims_and_completes(
             )
             return n == 2
 
-        await wait_until(a_is_mid_job, within=20)
+        await wait_until_async(a_is_mid_job, within=20)
         a.signal(signal.SIGKILL)
         killed_at = time.monotonic()
-        b = start_worker("wB", fresh_database_url, simulator, tmp_path, **lease)
+        b = start_ingest_worker("wB", fresh_database_url, simulator, tmp_path, **lease)
         children.append(b)
 
         async def done() -> bool:
             return await states(db) == {"succeeded": 2}
 
-        await wait_until(done, within=20)
+        await wait_until_async(done, within=20)
         recovered_in = time.monotonic() - killed_at
         jobs = await db.fetch("SELECT attempts, lease_owner, chunks_total, chunks_done FROM ingest_jobs")
         assert all(j["attempts"] == 2 and j["lease_owner"] == "wB" for j in jobs)
@@ -169,7 +165,7 @@ async def test_sigkill_mid_job_another_worker_reclaims_and_completes(
 @pytest.mark.slow
 @pytest.mark.timeout(60)  # waits up to 2 x 20 s
 async def test_a_frozen_worker_that_wakes_up_cannot_overwrite_the_new_attempt(
-    fresh_database_url: str, simulator: Child, children: list[Child], tmp_path: Path
+    fresh_database_url: str, simulator: Proc, children: list[Proc], tmp_path: Path
 ) -> None:
     """SIGSTOP A mid-job (a long GC pause, a partition); B reclaims and completes; SIGCONT A: every
     write A still attempts is refused by the lease token, and the document stays B's version."""
@@ -177,21 +173,21 @@ async def test_a_frozen_worker_that_wakes_up_cannot_overwrite_the_new_attempt(
     lease = {"lease_seconds": 1.5, "embed_parallelism": 1, **WORKER_CHUNKING}
     async with open_db(fresh_database_url) as db:
         await submit(db, "acme", "doc", document(1, words=120))
-        a = start_worker("wA", fresh_database_url, simulator, tmp_path, **lease)
+        a = start_ingest_worker("wA", fresh_database_url, simulator, tmp_path, **lease)
         children.append(a)
 
         async def a_is_mid_job() -> bool:
             return ((await db.fetchval("SELECT chunks_done FROM ingest_jobs")) or 0) > 0
 
-        await wait_until(a_is_mid_job, within=20)
+        await wait_until_async(a_is_mid_job, within=20)
         a.signal(signal.SIGSTOP)
-        b = start_worker("wB", fresh_database_url, simulator, tmp_path, **lease)
+        b = start_ingest_worker("wB", fresh_database_url, simulator, tmp_path, **lease)
         children.append(b)
 
         async def done() -> bool:
             return await states(db) == {"succeeded": 1}
 
-        await wait_until(done, within=20)
+        await wait_until_async(done, within=20)
         before = await db.fetch("SELECT chunk_no, content, updated_at FROM chunks ORDER BY chunk_no")
         a.signal(signal.SIGCONT)
         await trio.sleep(1.0)  # A resumes: its embed calls return, its heartbeats and writes are fenced off
@@ -205,7 +201,7 @@ async def test_a_frozen_worker_that_wakes_up_cannot_overwrite_the_new_attempt(
 
 @pytest.mark.realtime
 async def test_sigterm_releases_running_jobs_and_exits_cleanly(
-    fresh_database_url: str, simulator: Child, children: list[Child], tmp_path: Path
+    fresh_database_url: str, simulator: Proc, children: list[Proc], tmp_path: Path
 ) -> None:
     """A deploy: SIGTERM stops claiming, the grace period runs out, the jobs go back to queued at once
     with the attempt not counted, and the process exits 0."""
@@ -213,7 +209,7 @@ async def test_sigterm_releases_running_jobs_and_exits_cleanly(
     async with open_db(fresh_database_url) as db:
         for i in range(2):
             await submit(db, "acme", f"doc{i}", document(i))
-        worker = start_worker(
+        worker = start_ingest_worker(
             "wT", fresh_database_url, simulator, tmp_path, shutdown_grace=0.3, **WORKER_CHUNKING
         )
         children.append(worker)
@@ -221,15 +217,15 @@ async def test_sigterm_releases_running_jobs_and_exits_cleanly(
         async def both_running() -> bool:
             return await states(db) == {"running": 2}
 
-        await wait_until(both_running, within=20)
+        await wait_until_async(both_running, within=20)
         await trio.sleep(0.2)  # inside the embed calls
         worker.signal(signal.SIGTERM)
         started = time.monotonic()
-        while worker.proc.poll() is None:
+        while worker.process.poll() is None:
             assert time.monotonic() - started < 5, "worker did not exit after SIGTERM"
             await trio.sleep(0.05)
-        assert worker.proc.returncode == 0
+        assert worker.process.returncode == 0
         rows = await db.fetch("SELECT state, attempts, lease_token FROM ingest_jobs")
         assert [(r["state"], r["attempts"], r["lease_token"]) for r in rows] == [("queued", 0, None)] * 2
-        assert '"event": "job_released"' in worker.log()
+        assert '"event": "job_released"' in worker.log_text()
     set_behaviour(simulator, {"embeddings": {"latency": {"fixed_ms": 0}}})

@@ -7,12 +7,14 @@ import os
 import signal
 import subprocess
 import sys
-import time
+from functools import partial
 
 import httpx
 import pytest
 
-from tests.conftest import REPO_ROOT, free_port
+from harness import REPO_ROOT
+from harness.ports import free_port
+from harness.ready import http_ok, wait_until
 
 pytestmark = pytest.mark.realtime
 
@@ -28,18 +30,6 @@ def start(env: dict[str, str]) -> subprocess.Popen:
     )
 
 
-def wait_ready(base: str, proc: subprocess.Popen, within: float = 15.0) -> None:
-    deadline = time.monotonic() + within
-    while time.monotonic() < deadline:
-        assert proc.poll() is None, proc.stderr.read()
-        try:
-            if httpx.get(f"{base}/healthz", timeout=0.5).status_code == 200:
-                return
-        except httpx.TransportError:
-            time.sleep(0.05)
-    raise AssertionError("simulator did not become ready")
-
-
 def test_served_simulator_answers_and_stops_on_sigterm(tmp_path) -> None:
     port = free_port()
     behaviour = tmp_path / "behaviour.toml"
@@ -47,7 +37,7 @@ def test_served_simulator_answers_and_stops_on_sigterm(tmp_path) -> None:
     proc = start({"UPSTREAMS_PORT": str(port), "UPSTREAMS_BEHAVIOUR": str(behaviour), "UPSTREAMS_SEED": "7"})
     base = f"http://127.0.0.1:{port}"
     try:
-        wait_ready(base, proc)
+        wait_until(partial(http_ok, f"{base}/healthz"), within=15, what="the simulator", process=proc)
         with httpx.Client(base_url=base, timeout=5) as client:
             chat = client.post(
                 "/v1/chat/completions", json={"model": "m", "messages": [{"role": "user", "content": "hi"}]}

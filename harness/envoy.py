@@ -1,8 +1,8 @@
-"""Envoy for the gateway tests: render the committed config onto free ports, run the real binary.
+"""Envoy for the tests and the benchmarks: the committed config rendered onto free ports, the real binary.
 
-`render_gateway` changes only what differs between the committed file and a test run (ports,
-endpoints, API keys), structurally in the parsed YAML, so every test exercises the committed
-routes, filters and thresholds.
+`render_gateway` changes only what differs between the committed file and a run (ports, endpoints,
+API keys), structurally in the parsed YAML, so every test and benchmark exercises the committed
+routes, filters and thresholds; `start_gateway` runs it until the ``with`` block ends.
 """
 
 from __future__ import annotations
@@ -19,9 +19,24 @@ import yaml
 
 from cluster.envoy import ONLINE_CLUSTERS, envoy_binary
 
-from ._procs import REPO_ROOT, Proc, free_port, run_process, wait_http
+from . import REPO_ROOT
+from .ports import free_port
+from .processes import Proc, run_process
 
-__all__ = ["ENVOY_YAML", "Gateway", "envoy_binary", "render_gateway", "start_gateway"]
+__all__ = [
+    "ENVOY_YAML",
+    "KEYS",
+    "Gateway",
+    "envoy_binary",
+    "find_filter",
+    "hcm_of",
+    "load_committed",
+    "render_gateway",
+    "route",
+    "start_gateway",
+    "validate",
+    "without_global_limit",
+]
 
 ENVOY_YAML = REPO_ROOT / "gateway" / "envoy.yaml"
 
@@ -60,6 +75,13 @@ def route(config: Mapping[str, Any], name: str) -> dict[str, Any]:
             if candidate.get("name") == name:
                 return candidate
     raise LookupError(name)
+
+
+def without_global_limit(config: dict[str, Any]) -> None:
+    """A `start_gateway` ``mutate``: the same gateway minus the global rate-limit filter (the
+    ``ShouldRateLimit`` round trip to services/ratelimit); API keys and the local buckets stay."""
+    hcm = hcm_of(config)
+    hcm["http_filters"] = [f for f in hcm["http_filters"] if f["name"] != "envoy.filters.http.ratelimit"]
 
 
 def _named(items: Sequence[dict[str, Any]], name: str) -> dict[str, Any]:
@@ -152,8 +174,8 @@ def start_gateway(
         "warn",
         "--disable-hot-restart",
     ]
-    with run_process(name, argv, log_dir=log_dir) as proc:
-        wait_http(f"http://127.0.0.1:{admin_port}/ready", proc)
+    with run_process(name, argv, log_dir=log_dir, ports={"http": port, "admin": admin_port}) as proc:
+        proc.wait_http("/ready", port=admin_port, within=10)
         yield Gateway(proc, port, admin_port)
 
 

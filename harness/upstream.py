@@ -1,6 +1,6 @@
-"""A stand-in upstream for gateway tests: ``python -m tests.gateway._upstream PORT``.
+"""A stand-in upstream for the gateway tests and benchmark: ``python -m harness.upstream PORT``.
 
-Envoy's behaviour (auth, limits, breakers, ejection, timeouts) is what these tests check, so the
+Envoy's behaviour (auth, limits, breakers, ejection, timeouts) is what they measure, so the
 upstream only needs to be controllable: it echoes what it received as JSON (method, path, headers,
 body size, its own name), and it can be made slow or failing through its environment
 (``UPSTREAM_SLEEP_MS``, ``UPSTREAM_STATUS``) or per request (``x-test-sleep-ms``, ``x-test-status``).
