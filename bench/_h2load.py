@@ -13,6 +13,7 @@ from __future__ import annotations
 import socket
 import struct
 import time
+from typing import cast
 
 from hpack import Decoder
 
@@ -58,9 +59,9 @@ def run(
         + _frame(_WINDOW_UPDATE, 0, 0, struct.pack(">I", 2**31 - 1 - 65535))
     )
     decoder = Decoder()
-    decoded: dict[bytes, tuple[object, int, list]] = {}
+    decoded: dict[bytes, tuple[object, int, list[tuple[bytes, bytes]]]] = {}
 
-    def decode(block: bytes) -> list:
+    def decode(block: bytes) -> list[tuple[bytes, bytes]]:
         # A server sends the same few header blocks over and over; decoding them with the pure-
         # Python hpack would make this client the bottleneck. Same bytes + same dynamic table
         # (newest entry by identity, entry count) = same fields; only blocks that left the table
@@ -70,7 +71,7 @@ def run(
         hit = decoded.get(block)
         if hit is not None and hit[0] is state[0] and hit[1] == state[1]:
             return hit[2]
-        pairs = decoder.decode(block, raw=True)
+        pairs = cast("list[tuple[bytes, bytes]]", decoder.decode(block, raw=True))  # raw: bytes pairs
         after = decoder.header_table.dynamic_entries
         if (after[0] if after else None) is state[0] and len(after) == state[1] and len(decoded) < 256:
             decoded[block] = (state[0], state[1], pairs)

@@ -6,7 +6,8 @@ Envoy's ``ShouldRateLimit`` with per-descriptor statuses so Envoy can emit ``x-r
 Run it with ``python -m services.ratelimit``. The decision logic (`RateLimiter`) is usable alone.
 gRPC is served by a small single-threaded HTTP/2 server (`UnaryGrpcServer` around the sans-I/O
 `UnaryGrpcConnection`) that decides each call in the thread that read it; grpcio's threaded server
-remains available (``RATELIMIT_GRPC_SERVER=grpcio``).
+remains available (``RATELIMIT_GRPC_SERVER=grpcio``), and the same loop on the ``h2`` library's
+framing (`H2LibraryGrpcConnection`, ``RATELIMIT_GRPC_SERVER=h2``).
 """
 
 from ._config import (
@@ -22,7 +23,8 @@ from ._config import (
 )
 from ._grpc import SHOULD_RATE_LIMIT_PATH, RateLimitServicer, decision_to_response
 from ._h2grpc import GrpcStatus, H2ProtocolError, UnaryCall, UnaryGrpcConnection, UnaryGrpcStatistics
-from ._h2server import GrpcAbort, UnaryGrpcServer, UnaryGrpcServerStatistics
+from ._h2lib import H2LibraryGrpcConnection
+from ._h2server import GrpcAbort, GrpcConnection, UnaryGrpcServer, UnaryGrpcServerStatistics
 from ._limiter import (
     Code,
     Decision,
@@ -57,7 +59,9 @@ __all__ = [
     "DescriptorNode",
     "DomainConfig",
     "GrpcAbort",
+    "GrpcConnection",
     "GrpcStatus",
+    "H2LibraryGrpcConnection",
     "H2ProtocolError",
     "Increment",
     "MatchedLimit",

@@ -31,12 +31,20 @@ from __future__ import annotations
 import struct
 from collections import deque
 from dataclasses import dataclass
-from typing import NamedTuple
+from typing import NamedTuple, NoReturn
 from urllib.parse import quote
 
 import hpack
 
-__all__ = ["GrpcStatus", "H2ProtocolError", "UnaryCall", "UnaryGrpcConnection", "UnaryGrpcStatistics"]
+__all__ = [
+    "GrpcStatus",
+    "H2ProtocolError",
+    "UnaryCall",
+    "UnaryGrpcConnection",
+    "UnaryGrpcStatistics",
+    "grpc_message_value",
+    "unary_request_message",
+]
 
 PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
 
@@ -132,11 +140,25 @@ _RESPONSE_HEADERS = b"\x88" + _literal(b"content-type", b"application/grpc")  # 
 _OK_TRAILERS = _literal(b"grpc-status", b"0")
 
 
+def grpc_message_value(message: str) -> bytes:
+    """``message`` as a ``grpc-message`` value: percent-encoded (gRPC over HTTP/2 spec)."""
+    return quote(message, safe=" !#$&'()*+,/:;=?@[]~").encode()
+
+
+def unary_request_message(body: bytes | bytearray) -> bytes | str:
+    """The one request message in a unary call's ``body`` (gRPC's 5-byte prefix removed), or why
+    the call cannot be served (answered UNIMPLEMENTED): none, several, or compressed."""
+    if len(body) < 5 or body[0] != 0 or int.from_bytes(body[1:5], "big") != len(body) - 5:
+        if body[:1] == b"\x01":
+            return "compressed messages are not supported"
+        return "a unary call needs exactly one request message"
+    return bytes(body[5:])
+
+
 def _status_block(code: int, message: str) -> bytes:
     block = _literal(b"grpc-status", str(code).encode())
     if message:
-        # grpc-message is percent-encoded (gRPC over HTTP/2 spec)
-        block += _literal(b"grpc-message", quote(message, safe=" !#$&'()*+,/:;=?@[]~").encode())
+        block += _literal(b"grpc-message", grpc_message_value(message))
     return block
 
 
@@ -359,22 +381,17 @@ class UnaryGrpcConnection:
             self._complete(stream_id, stream, calls)
 
     def _complete(self, stream_id: int, stream: _Stream, calls: list[UnaryCall]) -> None:
-        body = stream.body
         if not stream.content_type.startswith(b"application/grpc"):
             self._out.append(
                 _frame(_HEADERS, _END_HEADERS | _END_STREAM, stream_id, b"\x00\x07:status\x03415")
             )
             self._streams.pop(stream_id, None)
             return
-        if len(body) < 5 or body[0] != 0 or int.from_bytes(body[1:5], "big") != len(body) - 5:
-            reason = (
-                "compressed messages are not supported"
-                if body[:1] == b"\x01"
-                else "a unary call needs exactly one request message"
-            )
-            self.fail(stream_id, GrpcStatus.UNIMPLEMENTED, reason)
+        message = unary_request_message(stream.body)
+        if isinstance(message, str):
+            self.fail(stream_id, GrpcStatus.UNIMPLEMENTED, message)
             return
-        calls.append(UnaryCall(stream_id, stream.path, bytes(body[5:])))
+        calls.append(UnaryCall(stream_id, stream.path, message))
 
     def _on_settings(self, payload: bytes) -> None:
         if len(payload) % 6:
@@ -461,7 +478,7 @@ class UnaryGrpcConnection:
             self._goaway_sent = True
             self._out.append(_frame(_GOAWAY, 0, 0, struct.pack(">II", self._last_stream_id, _NO_ERROR)))
 
-    def _connection_error(self, code: int, reason: str) -> None:
+    def _connection_error(self, code: int, reason: str) -> NoReturn:
         self._goaway_sent = True
         self._out.append(
             _frame(_GOAWAY, 0, 0, struct.pack(">II", self._last_stream_id, code) + reason.encode()[:256])

@@ -1,4 +1,7 @@
-"""The I/O around `UnaryGrpcConnection`: one thread, one ``selectors`` loop, every connection.
+"""The I/O around a sans-I/O gRPC connection: one thread, one ``selectors`` loop, every connection.
+
+The connection is `UnaryGrpcConnection` (our own framing, the default) or, with
+``connection=H2LibraryGrpcConnection``, the ``h2`` library's; both fit `GrpcConnection`.
 
 Each readable socket is read once (up to 256 KiB: Envoy sends many calls per read under load), its
 complete calls are decided right there, together (one handler call, so one store round trip), in
@@ -22,12 +25,13 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Protocol
 
 import structlog
 
-from ._h2grpc import GrpcStatus, H2ProtocolError, UnaryCall, UnaryGrpcConnection
+from ._h2grpc import GrpcStatus, H2ProtocolError, UnaryCall, UnaryGrpcConnection, UnaryGrpcStatistics
 
-__all__ = ["GrpcAbort", "UnaryGrpcServer", "UnaryGrpcServerStatistics"]
+__all__ = ["GrpcAbort", "GrpcConnection", "UnaryGrpcServer", "UnaryGrpcServerStatistics"]
 
 log = structlog.get_logger("ratelimit")
 
@@ -43,6 +47,32 @@ class GrpcAbort(Exception):
         self.code = code
         self.message = message
 
+
+class GrpcConnection(Protocol):
+    """What the loop needs of one connection's protocol state: bytes in, calls out, bytes back."""
+
+    peer_gone: bool
+
+    def receive(self, data: bytes) -> list[UnaryCall]:
+        """The calls ``data`` completed. Raises `H2ProtocolError` (a GOAWAY is queued)."""
+        ...
+
+    def respond(self, stream_id: int, message: bytes) -> None: ...
+
+    def fail(self, stream_id: int, code: int, message: str = "") -> None: ...
+
+    def goaway(self) -> None: ...
+
+    def data_to_send(self) -> bytes: ...
+
+    @property
+    def open_streams(self) -> int: ...
+
+    def statistics(self) -> UnaryGrpcStatistics: ...
+
+
+#: ``connection(max_concurrent_streams=..., max_message_bytes=...)``: a new connection's state
+ConnectionFactory = Callable[..., GrpcConnection]
 
 #: ``handler(calls) -> results``: every call read together, answered in order, each with its
 #: response message or the `GrpcAbort` that fails it (one batch: one Redis round trip)
@@ -63,7 +93,7 @@ class UnaryGrpcServerStatistics:
 class _Conn:
     __slots__ = ("closing", "events", "proto", "reading", "sock", "unsent")
 
-    def __init__(self, sock: socket.socket, proto: UnaryGrpcConnection) -> None:
+    def __init__(self, sock: socket.socket, proto: GrpcConnection) -> None:
         self.sock = sock
         self.proto = proto
         self.unsent = b""
@@ -85,8 +115,10 @@ class UnaryGrpcServer:
         max_concurrent_streams: int = 1024,
         max_message_bytes: int = 65536,
         reuse_port: bool = False,
+        connection: ConnectionFactory = UnaryGrpcConnection,
     ) -> None:
         self._handler = handler
+        self._connection = connection
         self._max_connections = max_connections
         self._max_streams = max_concurrent_streams
         self._max_message = max_message_bytes
@@ -183,7 +215,7 @@ class UnaryGrpcServer:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             conn = _Conn(
                 sock,
-                UnaryGrpcConnection(
+                self._connection(
                     max_concurrent_streams=self._max_streams, max_message_bytes=self._max_message
                 ),
             )
@@ -218,7 +250,7 @@ class UnaryGrpcServer:
             conn.closing = True
         self._send(conn, proto.data_to_send())
 
-    def _answer(self, proto: UnaryGrpcConnection, calls: list[UnaryCall]) -> None:
+    def _answer(self, proto: GrpcConnection, calls: list[UnaryCall]) -> None:
         try:
             results = self._handler(calls)
         except Exception as exc:  # a bug must cost these calls, not the connection

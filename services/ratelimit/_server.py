@@ -5,6 +5,8 @@ figures in docs/decisions/0002-ratelimit-service.md and docs/benchmarks.md):
 
 - **single_thread** (default, `UnaryGrpcServer`): one thread reads a batch of calls, decides them
   and writes the answers: the shortest round trip and the most decisions per second here.
+- **h2** (``RATELIMIT_GRPC_SERVER=h2``): the same loop, with the ``h2`` library's HTTP/2 framing
+  (`H2LibraryGrpcConnection`) in place of our own.
 - **grpcio** (``RATELIMIT_GRPC_SERVER=grpcio``): grpcio's threaded server hands every call across
   C-core's I/O thread, its completion-queue poller and a worker (and back), each hop a wake-up
   that waits for a core on a busy machine, which makes every round trip longer and caps the rate.
@@ -35,6 +37,8 @@ from prometheus_client import CollectorRegistry
 
 from ._config import ConfigError, load_config
 from ._grpc import RateLimitServicer
+from ._h2grpc import UnaryGrpcConnection
+from ._h2lib import H2LibraryGrpcConnection
 from ._h2server import UnaryGrpcServer
 from ._http import start_probe_server
 from ._limiter import RateLimiter
@@ -164,7 +168,7 @@ class _GrpcioServer:
 
 def _start_grpc_server(settings: RateLimitSettings, servicer: RateLimitServicer, address: str) -> _GrpcServer:
     """Bind the gRPC port (a port in use is a `StartupError`); the caller starts serving."""
-    if settings.grpc_server == "single_thread":
+    if settings.grpc_server in ("single_thread", "h2"):
         try:
             return _SingleThreadServer(
                 UnaryGrpcServer(
@@ -172,6 +176,9 @@ def _start_grpc_server(settings: RateLimitSettings, servicer: RateLimitServicer,
                     settings.port,
                     servicer.handle_batch,
                     max_concurrent_streams=settings.max_concurrent_rpcs,
+                    connection=(
+                        H2LibraryGrpcConnection if settings.grpc_server == "h2" else UnaryGrpcConnection
+                    ),
                 )
             )
         except OSError as exc:

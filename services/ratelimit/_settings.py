@@ -24,9 +24,11 @@ class RateLimitSettings(BaseServiceSettings):
     #: answers more with RESOURCE_EXHAUSTED); Envoy treats either as a failure and lets requests pass
     max_concurrent_rpcs: int = Field(default=1024, ge=1)
     #: which gRPC server answers: ``single_thread`` (services.ratelimit._h2server: reads, decides
-    #: and answers in one thread, no hand-offs, one Redis round trip per batch read; the default)
-    #: or ``grpcio`` (grpcio's threaded server, the previous design: the fallback)
-    grpc_server: Literal["single_thread", "grpcio"] = "single_thread"
+    #: and answers in one thread, no hand-offs, one Redis round trip per batch read; the default),
+    #: ``h2`` (the same loop with the ``h2`` library's framing instead of our own,
+    #: services.ratelimit._h2lib) or ``grpcio`` (grpcio's threaded server, the previous design: the
+    #: fallback)
+    grpc_server: Literal["single_thread", "h2", "grpcio"] = "single_thread"
     #: worker threads of the grpcio server (unused by single_thread); 0 = 2 with the memory store
     #: (CPU-bound: more threads only contend for the GIL), 8 with Redis (round trips release the GIL)
     threads: int = Field(default=0, ge=0, le=64)

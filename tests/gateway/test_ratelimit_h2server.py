@@ -1,7 +1,8 @@
 """`UnaryGrpcServer`, the I/O loop around the HTTP/2 state machine, in-process on a free port.
 
 Real sockets, bounded waits: calls answered (a failing handler costs one call, not the
-connection), the connection limit, and GOAWAY + close on stop.
+connection), the connection limit, and GOAWAY + close on stop; with our own framing and with the
+``h2`` library's (the ``connection`` fixture).
 """
 
 from __future__ import annotations
@@ -11,17 +12,27 @@ import struct
 import threading
 from collections.abc import Iterator, Sequence
 
+import hpack
 import pytest
 
-from services.ratelimit import GrpcAbort, GrpcStatus, UnaryCall, UnaryGrpcServer
+from services.ratelimit import (
+    GrpcAbort,
+    GrpcStatus,
+    H2LibraryGrpcConnection,
+    UnaryCall,
+    UnaryGrpcConnection,
+    UnaryGrpcServer,
+)
 from services.ratelimit._h2grpc import PREFACE
 
 from .test_ratelimit_h2grpc import DATA, END_HEADERS, END_STREAM, GOAWAY, HEADERS, SETTINGS, frame, grpc_body
 
-# :method POST, :scheme http, :path /svc/M (literal, no indexing), content-type application/grpc
-BLOCK = b"\x83\x86" + b"\x04\x07/svc/Ok" + b"\x00\x0ccontent-type\x10application/grpc"
-BAD_BLOCK = b"\x83\x86" + b"\x04\x08/svc/Bad" + b"\x00\x0ccontent-type\x10application/grpc"
-BUG_BLOCK = b"\x83\x86" + b"\x04\x08/svc/Bug" + b"\x00\x0ccontent-type\x10application/grpc"
+# :method POST, :scheme http, :path /svc/M and :authority rls (literals, no indexing), content-type
+# application/grpc (h2 insists on :authority, as RFC 9113 asks of clients)
+_REST = b"\x01\x03rls" + b"\x00\x0ccontent-type\x10application/grpc"
+BLOCK = b"\x83\x86" + b"\x04\x07/svc/Ok" + _REST
+BAD_BLOCK = b"\x83\x86" + b"\x04\x08/svc/Bad" + _REST
+BUG_BLOCK = b"\x83\x86" + b"\x04\x08/svc/Bug" + _REST
 
 
 def answer(path: str, message: bytes) -> bytes | GrpcAbort:
@@ -36,9 +47,14 @@ def handler(calls: Sequence[UnaryCall]) -> list[bytes | GrpcAbort]:
     return [answer(call.path, call.message) for call in calls]
 
 
+@pytest.fixture(params=[UnaryGrpcConnection, H2LibraryGrpcConnection], ids=["ours", "h2"])
+def connection(request):
+    return request.param
+
+
 @pytest.fixture
-def server(realtime) -> Iterator[UnaryGrpcServer]:
-    srv = UnaryGrpcServer("127.0.0.1", 0, handler, max_connections=2)
+def server(realtime, connection) -> Iterator[UnaryGrpcServer]:
+    srv = UnaryGrpcServer("127.0.0.1", 0, handler, max_connections=2, connection=connection)
     thread = threading.Thread(target=srv.serve_forever)
     thread.start()
     try:
@@ -89,21 +105,23 @@ def test_calls_errors_and_a_failing_handler(server):
         )
     bodies = {s: p for k, f, s, p in frames if k == DATA}
     assert bodies[1] == grpc_body(b"ok:x") and bodies[7] == grpc_body(b"ok:x")
-    trailers = {s: p for k, f, s, p in frames if k == HEADERS and f & END_STREAM}
-    assert b"grpc-status\x0214" in trailers[3] and b"store down" in trailers[3]
-    assert b"grpc-status\x012" in trailers[5]  # UNKNOWN, and the connection went on (stream 7)
+    decoder = hpack.Decoder()  # every block, in the order sent: the HPACK table is per connection
+    blocks = [(s, f, dict(decoder.decode(p, raw=True))) for k, f, s, p in frames if k == HEADERS]
+    trailers = {s: block for s, f, block in blocks if f & END_STREAM}
+    assert trailers[3][b"grpc-status"] == b"14" and trailers[3][b"grpc-message"] == b"store down"
+    assert trailers[5][b"grpc-status"] == b"2"  # UNKNOWN, and the connection went on (stream 7)
     assert server.statistics().calls == 4
 
 
 @pytest.mark.realtime
-def test_calls_read_together_are_handled_together():
+def test_calls_read_together_are_handled_together(connection):
     batches: list[int] = []
 
     def counting(calls: Sequence[UnaryCall]) -> list[bytes | GrpcAbort]:
         batches.append(len(calls))
         return handler(calls)
 
-    srv = UnaryGrpcServer("127.0.0.1", 0, counting)
+    srv = UnaryGrpcServer("127.0.0.1", 0, counting, connection=connection)
     thread = threading.Thread(target=srv.serve_forever)
     thread.start()
     try:
@@ -135,8 +153,8 @@ def test_connections_beyond_the_limit_are_closed(server):
 
 
 @pytest.mark.realtime
-def test_stop_sends_goaway_and_closes():
-    srv = UnaryGrpcServer("127.0.0.1", 0, handler)
+def test_stop_sends_goaway_and_closes(connection):
+    srv = UnaryGrpcServer("127.0.0.1", 0, handler, connection=connection)
     thread = threading.Thread(target=srv.serve_forever)
     thread.start()
     with connect(srv.port) as sock:

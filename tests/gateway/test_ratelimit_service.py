@@ -49,7 +49,7 @@ def test_public_api_is_exported():
 
 
 @pytest.mark.realtime
-@pytest.mark.parametrize("server", ["single_thread", "grpcio"])
+@pytest.mark.parametrize("server", ["single_thread", "h2", "grpcio"])
 @pytest.mark.parametrize("backend", ["memory", "redis"])
 def test_grpc_decisions_probes_and_metrics(tmp_path, request, backend, server):
     redis_url = request.getfixturevalue("redis_url") if backend == "redis" else None
@@ -82,7 +82,7 @@ def test_grpc_decisions_probes_and_metrics(tmp_path, request, backend, server):
 
 
 @pytest.mark.realtime
-@pytest.mark.parametrize("server", ["single_thread", "grpcio"])
+@pytest.mark.parametrize("server", ["single_thread", "h2", "grpcio"])
 def test_redis_down_answers_unavailable_and_counts_it(tmp_path, server):
     env = {"RATELIMIT_GRPC_SERVER": server}
     with start_ratelimit(tmp_path, redis_url="redis://127.0.0.1:1/0", extra_env=env) as rls:
@@ -98,15 +98,17 @@ def test_redis_down_answers_unavailable_and_counts_it(tmp_path, server):
 
 
 @pytest.mark.realtime
-def test_concurrent_clients_count_exactly_and_unknown_methods_are_refused(tmp_path):
-    """The single-threaded server under several grpcio clients at once (each its own connection,
-    many streams each): every call answered, counts exact, then SIGTERM stops it cleanly."""
+@pytest.mark.parametrize("server", ["single_thread", "h2"])
+def test_concurrent_clients_count_exactly_and_unknown_methods_are_refused(tmp_path, server):
+    """The single-threaded server (either framing) under several grpcio clients at once (each its
+    own connection, many streams each): every call answered, counts exact, then SIGTERM stops it
+    cleanly."""
     config = tmp_path / "rl.yaml"
     config.write_text(
         "domain: floodgate\ndescriptors:\n  - key: tenant\n    descriptors:\n      - key: route\n"
         "        rate_limit: {unit: day, requests_per_unit: 150}\n"
     )
-    with start_ratelimit(tmp_path, config=config) as rls:
+    with start_ratelimit(tmp_path, config=config, extra_env={"RATELIMIT_GRPC_SERVER": server}) as rls:
         port = rls.ports["grpc"]
         request = rls_pb2.RateLimitRequest(
             domain="floodgate",
