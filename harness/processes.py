@@ -7,7 +7,7 @@ import contextlib
 import os
 import signal
 import subprocess
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
@@ -47,23 +47,14 @@ class Proc:
     def wait_http(self, path: str = "/healthz", *, port: int | None = None, within: float = 20.0) -> None:
         """Until ``GET path`` (on ``port``, by default the ``"http"`` one) answers 200."""
         url = f"http://127.0.0.1:{port or self.port}{path}"
-        wait_until(
-            partial(http_ok, url),
-            within=within,
-            what=f"{self.name}: {url}",
-            process=self.process,
-            log=self.log_text,
-        )
+        self._wait(partial(http_ok, url), f"{self.name}: {url}", within)
 
     def wait_tcp(self, port: int, *, within: float = 20.0) -> None:
         """Until it accepts TCP connections on ``port``."""
-        wait_until(
-            partial(tcp_open, port),
-            within=within,
-            what=f"{self.name}: port {port}",
-            process=self.process,
-            log=self.log_text,
-        )
+        self._wait(partial(tcp_open, port), f"{self.name}: port {port}", within)
+
+    def _wait(self, ready: Callable[[], bool], what: str, within: float) -> None:
+        wait_until(ready, within=within, what=what, process=self.process, log=self.log_text)
 
     def stop(self, timeout: float = 10.0) -> int:
         """SIGTERM (after a SIGCONT, in case it was stopped), then SIGKILL if it has not exited within
