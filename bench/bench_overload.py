@@ -79,7 +79,10 @@ from harness.ports import free_port  # noqa: E402
 from harness.postgres import PostgresServer  # noqa: E402
 from harness.processes import Proc, spawn  # noqa: E402
 from harness.services import start_online  # noqa: E402
-from services.online import endpoint_capacity  # noqa: E402
+from services.online import ENDPOINTS, endpoint_capacity  # noqa: E402
+
+#: The endpoint under load: its path, budget entry and door come from its record.
+DEAL_BRAIN = next(endpoint for endpoint in ENDPOINTS if endpoint.name == "deal_brain")
 
 LATENCY_MS = {"embeddings": 20, "search": 150, "rerank": 50, "chat": 400}
 PROVIDER_PATHS = {  # simulator route -> the budget dependency whose global concurrency it serves
@@ -250,8 +253,8 @@ def naive_budget(data: dict[str, Any]) -> dict[str, Any]:
         dep["global_concurrency"] = 100_000
         dep["max_waiters"] = 100_000
         dep.pop("rate_limit", None)
-    data["endpoints"]["deal_brain"]["fan_out"] = 1_000
-    data["endpoints"]["deal_brain"]["admission"] = {"adaptive": False}
+    data["endpoints"][DEAL_BRAIN.name]["fan_out"] = 1_000
+    data["endpoints"][DEAL_BRAIN.name]["admission"] = {"adaptive": False}
     return data
 
 
@@ -392,7 +395,7 @@ async def run_level(
         body = json.dumps({"question": f"{QUESTION} (request {offset + i})?", "top_k": 5}).encode()
         try:
             response = await client.send(
-                encode_request("POST", "/v1/deal-brain/answers", host=client.host, headers=headers, body=body)
+                encode_request("POST", DEAL_BRAIN.path, host=client.host, headers=headers, body=body)
             )
             kind, reason = classify(response)
             if reason:
@@ -419,7 +422,7 @@ async def service_metrics(client: httpx.AsyncClient) -> tuple[float, float, floa
         if line.startswith(("floodgate_loop_lag_seconds_sum", "floodgate_loop_lag_seconds_count")):
             name, value = line.split()
             values[name.rsplit("_", 1)[1]] = float(value)
-        elif line.startswith('floodgate_gate_capacity{gate="admission_deal_brain"}'):
+        elif line.startswith(f'floodgate_gate_capacity{{gate="admission_{DEAL_BRAIN.name}"}}'):
             values["door"] = float(line.split()[-1])
     return values.get("sum", 0.0), values.get("count", 0.0), values.get("door", math.nan)
 
@@ -580,8 +583,8 @@ def main() -> int:
 
     data = tomllib.loads((ROOT / "config" / "budget.toml").read_text())
     budget = floodgate.parse_budget(data)
-    capacity = endpoint_capacity(budget, "deal_brain")
-    slo = budget.endpoint("deal_brain").slo_p99_ms / 1000
+    capacity = endpoint_capacity(budget, DEAL_BRAIN.name)
+    slo = budget.endpoint(DEAL_BRAIN.name).slo_p99_ms / 1000
     for api, ms in LATENCY_MS.items():
         dep = {"embeddings": "embed", "chat": "llm"}.get(api, api)
         assert budget.dependency(dep).typical_latency == ms / 1000, f"{dep}: typical_latency is not {ms} ms"

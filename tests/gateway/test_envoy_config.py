@@ -134,8 +134,9 @@ def test_every_online_endpoint_route_has_a_cluster_of_its_own():
     # Envoy's breakers are per cluster: a shared one would let one endpoint's flood shed the others
     from services.online import ENDPOINTS
 
-    clusters = [route(CONFIG, name)["route"]["cluster"] for name in ENDPOINTS]
-    assert clusters == [f"online_{name}" for name in ENDPOINTS]
+    names = [endpoint.name for endpoint in ENDPOINTS]
+    clusters = [route(CONFIG, name)["route"]["cluster"] for name in names]
+    assert clusters == [f"online_{name}" for name in names]
     addresses = {str(cluster(name)["load_assignment"]["endpoints"]) for name in ("online", *clusters)}
     assert len(addresses) == 1  # all of them lead to the same online instances
 

@@ -24,6 +24,7 @@ def test_public_api_is_declared() -> None:
     assert sorted(services.online.__all__) == sorted(
         [
             "ENDPOINTS",
+            "Endpoint",
             "EndpointCapacity",
             "endpoint_capacity",
             "OnlineSettings",
