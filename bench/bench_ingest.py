@@ -7,7 +7,7 @@ most the embed budget allows is then ``k x batch / latency`` chunks per second; 
 documents/s and chunks/s achieved over the run (first claim to last completion, from the job table) and
 their ratio to that bound, plus the simulator's peak concurrency (which must never exceed ``k``).
 
-Everything is real: an embedded PostgreSQL, ``python -m services.upstreams``, ``python -m services.ingest
+Everything is real: an embedded PostgreSQL, ``python -m services.simulator``, ``python -m services.ingest
 api`` and ``worker`` as processes, jobs submitted over HTTP. A copy of config/budget.toml with the embed
 budget set to give ``k`` is used, so the figure does not depend on the machine's core count.
 

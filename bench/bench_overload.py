@@ -4,7 +4,7 @@ Does dealBrain keep its goodput and latency under overload, with the gates on an
 
 The design method's central claim, measured. Three processes on loopback:
 
-* the **providers**: the simulator (services/upstreams) with fixed latencies (embed 20 ms, search
+* the **providers**: the simulator (services/simulator) with fixed latencies (embed 20 ms, search
   150 ms, rerank 50 ms, LLM 400 ms), each API serving at most its budget's ``global_concurrency``
   at once and *queueing* the rest, FIFO — as a self-hosted model server or a database does (a
   provider that answers 429 instead protects itself; one that queues is where overload hurts);
@@ -162,11 +162,11 @@ class QueueingProvider:
 def serve_provider(port: int, limits: dict[str, int]) -> None:
     import chassis
 
-    from services.upstreams import UpstreamsSettings, create_app
+    from services.simulator import SimulatorSettings, create_app
 
     chassis.configure_logging(service="provider", log_format="json", level="error")
     behaviour = {api: {"latency": {"fixed_ms": ms}} for api, ms in LATENCY_MS.items()}
-    app = QueueingProvider(create_app(UpstreamsSettings(behaviour=behaviour)), limits)
+    app = QueueingProvider(create_app(SimulatorSettings(behaviour=behaviour)), limits)
 
     async def main() -> None:
         await chassis.serve(
@@ -207,7 +207,7 @@ class Database:
         from providers import vector_literal
 
         from cluster.migrate import apply_migrations, ensure_database
-        from services.upstreams import embed
+        from services.simulator import embed
 
         await ensure_database(self.dsn)
         await apply_migrations(self.dsn)

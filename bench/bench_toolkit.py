@@ -5,7 +5,7 @@ first alternates between rounds, so drift in machine load hits both alike):
 
 1. a no-op coroutine, called directly vs through ``Dependency.call`` (gate, rate limit, circuit
    breaker, attempt deadline, classification, metrics) inside a request deadline;
-2. a loopback HTTP request to the downstream simulator (``python -m services.upstreams``,
+2. a loopback HTTP request to the downstream simulator (``python -m services.simulator``,
    ``GET /v1/models``), sent with a plain ``httpx.AsyncClient`` vs ``Dependency.request``, one by
    one in turn.
 
@@ -149,7 +149,7 @@ def main() -> None:
     overhead = judge(OVERHEAD, ((g - u) * 1e6 for u, g in zip(plain, guarded, strict=True)))
 
     with tempfile.TemporaryDirectory(prefix="bench-toolkit-") as log_dir:
-        simulator = start_simulator(Path(log_dir), env={"UPSTREAMS_LOG_LEVEL": "warning"}, within=30)
+        simulator = start_simulator(Path(log_dir), env={"SIMULATOR_LOG_LEVEL": "warning"}, within=30)
         try:
             lb_rounds_plain, lb_rounds_guarded = trio.run(
                 lambda: bench_loopback(

@@ -86,7 +86,7 @@ def service_env(settings: ClusterSettings, prefix: str, port: int, *, log_format
         f"{prefix}LOG_FORMAT": log_format,
         "PYTHONUNBUFFERED": "1",
     }
-    if prefix != "UPSTREAMS_":
+    if prefix != "SIMULATOR_":
         env[f"{prefix}DATABASE_URL"] = settings.effective_database_url
         env[f"{prefix}BUDGET_FILE"] = str(settings.budget.resolve())
         env.update(provider_environment(settings.providers))
@@ -149,9 +149,9 @@ def cluster_children(
             url=f"http://{host}:{port}",
         )
 
-    upstreams = service("upstreams", ("services.upstreams",), "UPSTREAMS_", settings.upstreams_port, ())
-    children.append(replace(upstreams, env={**upstreams.env, "UPSTREAMS_SEED": str(settings.upstreams_seed)}))
-    service_needs = ("migrate", "upstreams")
+    simulator = service("simulator", ("services.simulator",), "SIMULATOR_", settings.simulator_port, ())
+    children.append(replace(simulator, env={**simulator.env, "SIMULATOR_SEED": str(settings.simulator_seed)}))
+    service_needs = ("migrate", "simulator")
     children.append(service("online", ("services.online",), "ONLINE_", settings.online_port, service_needs))
     children.append(
         service(

@@ -64,14 +64,14 @@ COMPOSE_HOSTS = {
     **dict.fromkeys(ONLINE_CLUSTERS, "online"),
     "ingest_api": "ingest-api",
     "ingest_worker": "ingest-worker",
-    "upstreams": "upstreams",
+    "simulator": "simulator",
     "ratelimit": "ratelimit",
 }
 
 
 #: Clusters the renderer fills in when the config has them (the rate-limit service comes with the
 #: gateway issue); the others must exist.
-_OPTIONAL_CLUSTERS = frozenset({"ingest_worker", "upstreams", "ratelimit"})
+_OPTIONAL_CLUSTERS = frozenset({"ingest_worker", "simulator", "ratelimit"})
 
 
 class EnvoyConfigError(Exception):
@@ -118,7 +118,7 @@ def render_envoy_config(
         **{name: [settings.online_port] for name in ONLINE_CLUSTERS},
         "ingest_api": [settings.ingest_api_port],
         "ingest_worker": settings.ingest_worker_ports(),
-        "upstreams": [settings.upstreams_port],
+        "simulator": [settings.simulator_port],
         "ratelimit": [settings.ratelimit_port],
     }
     present = {c.get("name") for c in resources["clusters"]}

@@ -43,8 +43,8 @@ class ClusterSettings(BaseModel):
     #: Worker ``i`` (1-based) listens on ``ingest_worker_port + i - 1`` (probes and metrics only).
     ingest_worker_port: int = Field(default=8083, ge=1, le=65535)
     ingest_workers: int = Field(default=2, ge=0, le=32)
-    upstreams_port: int = Field(default=8090, ge=1, le=65535)
-    upstreams_seed: int = 42
+    simulator_port: int = Field(default=8090, ge=1, le=65535)
+    simulator_seed: int = 42
     #: The gateway's rate-limit service: gRPC for Envoy, and its /healthz, /readyz, /metrics port.
     ratelimit_port: int = Field(default=8091, ge=1, le=65535)
     ratelimit_http_port: int = Field(default=8092, ge=1, le=65535)
@@ -126,7 +126,7 @@ class ClusterSettings(BaseModel):
             (self.envoy_admin_port, "FLOODGATE_ENVOY_ADMIN_PORT"),
             (self.online_port, "FLOODGATE_ONLINE_PORT"),
             (self.ingest_api_port, "FLOODGATE_INGEST_API_PORT"),
-            (self.upstreams_port, "FLOODGATE_UPSTREAMS_PORT"),
+            (self.simulator_port, "FLOODGATE_SIMULATOR_PORT"),
             (self.ratelimit_port, "FLOODGATE_RATELIMIT_PORT"),
             (self.ratelimit_http_port, "FLOODGATE_RATELIMIT_HTTP_PORT"),
         ]
@@ -164,7 +164,7 @@ def load_cluster_settings(environ: Mapping[str, str] | None = None) -> ClusterSe
         raise ClusterSettingsError(_describe(exc, raw, ENV_NAMES)) from None
 
     # Unset providers are the cluster's own simulator (the services append /v1/... to the URL).
-    simulator = urlunsplit(("http", f"{base.host}:{base.upstreams_port}", "", "", ""))
+    simulator = urlunsplit(("http", f"{base.host}:{base.simulator_port}", "", "", ""))
     try:
         providers = load_provider_settings(DEPENDENCIES, environ=env, default_base_url=simulator)
     except ProviderSettingsError as exc:

@@ -43,22 +43,22 @@ PY = sys.executable
 DEFAULT_BUDGET = REPO_ROOT / "config" / "budget.toml"
 
 
-# -- the simulator (services/upstreams) ---------------------------------------------------------------
+# -- the simulator (services/simulator) ---------------------------------------------------------------
 
 
 def start_simulator(
-    log_dir: Path, *, name: str = "upstreams", env: Mapping[str, str] | None = None, within: float = 20.0
+    log_dir: Path, *, name: str = "simulator", env: Mapping[str, str] | None = None, within: float = 20.0
 ) -> Proc:
     """The provider simulator, waited on until ``/healthz`` answers; only ``env`` sets its
-    ``UPSTREAMS_*`` settings, not this process's."""
+    ``SIMULATOR_*`` settings, not this process's."""
     port = free_port()
     proc = spawn(
         name,
-        [PY, "-m", "services.upstreams"],
+        [PY, "-m", "services.simulator"],
         log_dir=log_dir,
-        env={"UPSTREAMS_PORT": str(port), "UPSTREAMS_LOG_FORMAT": "json", **(env or {})},
+        env={"SIMULATOR_PORT": str(port), "SIMULATOR_LOG_FORMAT": "json", **(env or {})},
         ports={"http": port},
-        drop_env=("UPSTREAMS_",),
+        drop_env=("SIMULATOR_",),
     )
     try:
         proc.wait_http("/healthz", within=within)
@@ -218,7 +218,7 @@ CLUSTER_PORTS = (
     "ENVOY_ADMIN",
     "ONLINE",
     "INGEST_API",
-    "UPSTREAMS",
+    "SIMULATOR",
     "RATELIMIT",
     "RATELIMIT_HTTP",
     "PG",

@@ -143,7 +143,7 @@ def known_settings() -> frozenset[str]:
     from services.ingest.settings import IngestApiSettings, IngestWorkerSettings
     from services.online.settings import OnlineSettings
     from services.ratelimit._settings import RateLimitSettings
-    from services.upstreams.settings import ENV_PREFIX, UpstreamsSettings
+    from services.simulator.settings import ENV_PREFIX, SimulatorSettings
 
     names = set(ENV_NAMES.values())
     names |= {
@@ -156,7 +156,7 @@ def known_settings() -> frozenset[str]:
         "ONLINE_": OnlineSettings,
         "INGEST_API_": IngestApiSettings,
         "INGEST_WORKER_": IngestWorkerSettings,
-        ENV_PREFIX: UpstreamsSettings,
+        ENV_PREFIX: SimulatorSettings,
         "RATELIMIT_": RateLimitSettings,
     }
     for prefix, model in models.items():
@@ -167,7 +167,7 @@ def known_settings() -> frozenset[str]:
 
 
 _SETTING = re.compile(
-    r"\b(?:FLOODGATE|ONLINE|INGEST_API|INGEST_WORKER|UPSTREAMS|RATELIMIT)_[A-Z0-9][A-Z0-9_]*|\bDATABASE_URL\b"
+    r"\b(?:FLOODGATE|ONLINE|INGEST_API|INGEST_WORKER|SIMULATOR|RATELIMIT)_[A-Z0-9][A-Z0-9_]*|\bDATABASE_URL\b"
 )
 _BRACED_SETTING = re.compile(r"\bFLOODGATE_\{([A-Z0-9,]+)\}_([A-Z0-9_]+)")
 

@@ -40,7 +40,7 @@ DEFAULT_MODELS = {
     "fetch": "",
 }
 
-#: The local simulator (services/upstreams), where providers answer unless told otherwise.
+#: The local simulator (services/simulator), where providers answer unless told otherwise.
 SIMULATOR_BASE_URL = "http://127.0.0.1:8090"
 
 _FIELDS = ("base_url", "api_key", "model")

@@ -103,7 +103,7 @@ def test_a_child_that_fails_to_start_stops_everything_with_its_last_lines(
     lines = result.stderr.splitlines()
     assert lines[0] == "floodgate: online exited with code 2 before it was ready"
     assert any("ONLINE_LOG_LEVEL" in line for line in lines[1:])
-    started = re.search(r"^cluster +\| upstreams ready at \S+ \(pid (\d+)\)", result.stdout, re.MULTILINE)
+    started = re.search(r"^cluster +\| simulator ready at \S+ \(pid (\d+)\)", result.stdout, re.MULTILINE)
     assert started is not None, result.stdout
     state = json.loads((Path(cluster_env["FLOODGATE_DATA_DIR"]) / "cluster.json").read_text())
     assert state["status"] == "failed"

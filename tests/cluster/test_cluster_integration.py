@@ -47,7 +47,7 @@ def test_the_whole_cluster_through_the_gateway(
     data = Path(cluster_env["FLOODGATE_DATA_DIR"])
     log = tmp_path / "cluster.out"
     gateway = f"http://127.0.0.1:{cluster_env['FLOODGATE_GATEWAY_PORT']}"
-    simulator = f"http://127.0.0.1:{cluster_env['FLOODGATE_UPSTREAMS_PORT']}"
+    simulator = f"http://127.0.0.1:{cluster_env['FLOODGATE_SIMULATOR_PORT']}"
     with open(log, "wb") as out:
         proc = subprocess.Popen(
             [*cluster_command, "up"], env=cluster_env, cwd=REPO_ROOT, stdout=out, stderr=subprocess.STDOUT
@@ -59,7 +59,7 @@ def test_the_whole_cluster_through_the_gateway(
         assert names == [
             "postgres",
             "migrate",
-            "upstreams",
+            "simulator",
             "online",
             "ingest-api",
             "ingest-worker-1",
@@ -76,7 +76,7 @@ def test_the_whole_cluster_through_the_gateway(
                 ("/healthz/online", "online"),
                 ("/healthz/ingest", "ingest-api"),
                 ("/healthz/ingest-worker", "ingest-worker"),
-                ("/healthz/upstreams", "upstreams"),
+                ("/healthz/simulator", "simulator"),
             ]:
                 response = http.get(gateway + path, headers={"x-request-id": f"rid-{service}"})
                 assert response.status_code == 200, (path, response.text)

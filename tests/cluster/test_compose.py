@@ -82,7 +82,7 @@ def test_same_settings_for_each_python_service(compose, children) -> None:
             elif name.endswith("_DATABASE_URL"):
                 assert env[name] == value.replace("127.0.0.1", "postgres")
             elif name.endswith("_BASE_URL"):
-                assert env[name] == value.replace("127.0.0.1", "upstreams")
+                assert env[name] == value.replace("127.0.0.1", "simulator")
             elif name.endswith("_BUDGET_FILE"):
                 assert env[name] == "/app/config/budget.toml"
             elif name == "RATELIMIT_CONFIG":
@@ -94,7 +94,7 @@ def test_same_settings_for_each_python_service(compose, children) -> None:
 
 
 def test_long_running_services_have_health_checks_and_start_in_order(compose) -> None:
-    for name in ("postgres", "upstreams", "online", "ingest-api", "ingest-worker", "envoy"):
+    for name in ("postgres", "simulator", "online", "ingest-api", "ingest-worker", "envoy"):
         assert "healthcheck" in compose[name], name
     assert compose["migrate"]["depends_on"]["postgres"]["condition"] == "service_healthy"
     for name in ("online", "ingest-api", "ingest-worker"):

@@ -61,7 +61,7 @@ def test_detach_status_down(cluster_env: dict[str, str], cluster_command, fresh_
         rows = {line.split()[0]: line for line in status.stdout.splitlines()[2:]}
         assert set(rows) == {
             "migrate",
-            "upstreams",
+            "simulator",
             "online",
             "ingest-api",
             "ingest-worker-1",

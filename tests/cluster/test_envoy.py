@@ -56,7 +56,7 @@ def test_a_rendered_config_has_the_settings_ports_and_validates(tmp_path: Path) 
             "FLOODGATE_INGEST_API_PORT": "18082",
             "FLOODGATE_INGEST_WORKER_PORT": "18083",
             "FLOODGATE_INGEST_WORKERS": "3",
-            "FLOODGATE_UPSTREAMS_PORT": "18090",
+            "FLOODGATE_SIMULATOR_PORT": "18090",
         }
     )
     path = write_envoy_config(settings)
@@ -69,7 +69,7 @@ def test_a_rendered_config_has_the_settings_ports_and_validates(tmp_path: Path) 
         assert _endpoints(config, name) == [("127.0.0.1", 18081)]
     assert _endpoints(config, "ingest_api") == [("127.0.0.1", 18082)]
     assert _endpoints(config, "ingest_worker") == [("127.0.0.1", p) for p in (18083, 18084, 18085)]
-    assert _endpoints(config, "upstreams") == [("127.0.0.1", 18090)]
+    assert _endpoints(config, "simulator") == [("127.0.0.1", 18090)]
     result = _validate(path)
     assert result.returncode == 0, result.stderr
 
@@ -106,9 +106,9 @@ def test_routes_and_what_the_gateway_does_not_expose() -> None:
     # Specific routes must come before the /v1/ catch-all, or it would answer them.
     order = [next(iter(r["match"].items())) for r in routes]
     assert order.index(("prefix", "/v1/omnirag/")) < order.index(("prefix", "/v1/"))
-    # Nothing routes /admin to the simulator: the upstreams cluster only serves /healthz/upstreams.
-    upstream_routes = [r for r in routes if r.get("route", {}).get("cluster") == "upstreams"]
-    assert [r["match"] for r in upstream_routes] == [{"path": "/healthz/upstreams"}]
+    # Nothing routes /admin to the simulator: the simulator cluster only serves /healthz/simulator.
+    upstream_routes = [r for r in routes if r.get("route", {}).get("cluster") == "simulator"]
+    assert [r["match"] for r in upstream_routes] == [{"path": "/healthz/simulator"}]
 
 
 @pytest.mark.realtime  # envoy --mode validate runs the binary

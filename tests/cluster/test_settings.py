@@ -9,7 +9,7 @@ def test_defaults_are_the_documented_ports() -> None:
     s = load_cluster_settings({})
     assert (s.gateway_port, s.envoy_admin_port, s.online_port, s.ingest_api_port) == (8080, 9901, 8081, 8082)
     assert s.ingest_worker_ports() == [8083, 8084]
-    assert (s.upstreams_port, s.ratelimit_port, s.pg_port) == (8090, 8091, 5433)
+    assert (s.simulator_port, s.ratelimit_port, s.pg_port) == (8090, 8091, 5433)
     assert s.embedded_postgres
     assert s.effective_database_url == "postgresql://postgres@127.0.0.1:5433/floodgate"
     assert s.provider("llm").base_url == "http://127.0.0.1:8090"
@@ -19,7 +19,7 @@ def test_defaults_are_the_documented_ports() -> None:
 def test_environment_overrides_and_derived_values() -> None:
     s = load_cluster_settings(
         {
-            "FLOODGATE_UPSTREAMS_PORT": "9990",
+            "FLOODGATE_SIMULATOR_PORT": "9990",
             "FLOODGATE_INGEST_WORKERS": "3",
             "FLOODGATE_INGEST_WORKER_PORT": "9000",
             "DATABASE_URL": "postgresql://app:secret@db.example:5432/fg",

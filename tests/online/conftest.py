@@ -1,6 +1,6 @@
 """Harness for the online service's tests: the real app, the real simulator, wired in-process.
 
-``online_harness`` builds the simulator app (services/upstreams) and puts it behind every
+``online_harness`` builds the simulator app (services/simulator) and puts it behind every
 provider with ``httpx.ASGITransport``, so the online app's guarded calls go through the real
 toolkit (gates, breakers, retries) to the real simulator without sockets. Time is trio's, so a
 test that asks for ``autojump_clock`` runs simulated latencies, Retry-After waits and deadlines
@@ -30,8 +30,8 @@ from services.online._chunks import ChunkHit, ChunkSearch
 from services.online._wiring import Wired, open_downstreams
 from services.online.app import create_app
 from services.online.settings import PROVIDER_DEPENDENCIES, OnlineSettings
-from services.upstreams import UpstreamsSettings, embed
-from services.upstreams import create_app as create_simulator
+from services.simulator import SimulatorSettings, embed
+from services.simulator import create_app as create_simulator
 
 REPO_BUDGET = Path(__file__).resolve().parents[2] / "config" / "budget.toml"
 SIMULATOR_URL = "http://simulator.test"
@@ -129,7 +129,7 @@ async def online_harness(
     settings: OnlineSettings | None = None,
 ) -> AsyncIterator[Harness]:
     budget = budget or make_budget()
-    simulator = create_simulator(UpstreamsSettings(seed=7, behaviour=behaviour or {}))
+    simulator = create_simulator(SimulatorSettings(seed=7, behaviour=behaviour or {}))
     transport = httpx.ASGITransport(app=simulator)
     providers = load_provider_settings(PROVIDER_DEPENDENCIES, environ={}, default_base_url=SIMULATOR_URL)
     registry = CollectorRegistry()

@@ -26,8 +26,8 @@ from providers import load_provider_settings, vector_literal
 from services.online._wiring import open_downstreams
 from services.online.app import create_app
 from services.online.settings import PROVIDER_DEPENDENCIES, OnlineSettings
-from services.upstreams import UpstreamsSettings, embed
-from services.upstreams import create_app as create_simulator
+from services.simulator import SimulatorSettings, embed
+from services.simulator import create_app as create_simulator
 
 from .conftest import make_budget
 
@@ -82,7 +82,7 @@ async def served_cluster(database_url: str) -> AsyncIterator[httpx.AsyncClient]:
             serve = partial(
                 chassis.serve, host="127.0.0.1", port=0, grace_period=1.0, shutdown_trigger=stop.wait
             )
-            simulator = create_simulator(UpstreamsSettings())
+            simulator = create_simulator(SimulatorSettings())
             [simulator_url] = await nursery.start(partial(serve, simulator))
             providers = load_provider_settings(
                 PROVIDER_DEPENDENCIES, environ={}, default_base_url=simulator_url

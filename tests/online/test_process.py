@@ -19,7 +19,7 @@ from harness.services import start_online, start_simulator
 
 
 def _env(**extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("ONLINE_", "FLOODGATE_", "UPSTREAMS_"))}
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("ONLINE_", "FLOODGATE_", "SIMULATOR_"))}
     env.update(extra, ONLINE_LOG_FORMAT="json")
     return env
 

@@ -8,11 +8,11 @@ from typing import Any
 import pytest
 import trio
 
-from services.upstreams import UpstreamsSettings, create_app
+from services.simulator import SimulatorSettings, create_app
 
 
 def make_app(behaviour: dict[str, Any] | None = None, seed: int = 42):
-    return create_app(UpstreamsSettings(seed=seed, behaviour=behaviour or {}))
+    return create_app(SimulatorSettings(seed=seed, behaviour=behaviour or {}))
 
 
 @pytest.fixture

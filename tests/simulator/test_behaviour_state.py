@@ -10,8 +10,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from services.upstreams import APIS, Behaviour, BehaviourError, Latency, Simulator
-from services.upstreams.settings import load_behaviour_file
+from services.simulator import APIS, Behaviour, BehaviourError, Latency, Simulator
+from services.simulator.settings import load_behaviour_file
 
 
 def test_defaults_answer_at_once_and_never_fail() -> None:
@@ -175,7 +175,7 @@ def test_statistics_are_frozen_snapshots() -> None:
 
 
 def test_the_example_behaviour_file_loads() -> None:
-    path = Path(__file__).resolve().parents[2] / "services" / "upstreams" / "behaviour.example.toml"
+    path = Path(__file__).resolve().parents[2] / "services" / "simulator" / "behaviour.example.toml"
     behaviour = load_behaviour_file(path)
     assert behaviour["chat"].latency.p50_ms == 800
     assert behaviour["search"].rate_limit.max_concurrent == 10

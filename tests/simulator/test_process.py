@@ -1,4 +1,4 @@
-"""``python -m services.upstreams`` as a real process: settings from the environment, real HTTP."""
+"""``python -m services.simulator`` as a real process: settings from the environment, real HTTP."""
 
 from __future__ import annotations
 
@@ -21,9 +21,9 @@ pytestmark = pytest.mark.realtime
 
 def start(env: dict[str, str]) -> subprocess.Popen:
     return subprocess.Popen(
-        [sys.executable, "-m", "services.upstreams"],
+        [sys.executable, "-m", "services.simulator"],
         cwd=REPO_ROOT,
-        env={**os.environ, "UPSTREAMS_LOG_LEVEL": "warning", **env},
+        env={**os.environ, "SIMULATOR_LOG_LEVEL": "warning", **env},
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
@@ -34,7 +34,7 @@ def test_served_simulator_answers_and_stops_on_sigterm(tmp_path) -> None:
     port = free_port()
     behaviour = tmp_path / "behaviour.toml"
     behaviour.write_text("[chat]\nerror_rate = 1.0\n[search.latency]\nfixed_ms = 10\n")
-    proc = start({"UPSTREAMS_PORT": str(port), "UPSTREAMS_BEHAVIOUR": str(behaviour), "UPSTREAMS_SEED": "7"})
+    proc = start({"SIMULATOR_PORT": str(port), "SIMULATOR_BEHAVIOUR": str(behaviour), "SIMULATOR_SEED": "7"})
     base = f"http://127.0.0.1:{port}"
     try:
         wait_until(partial(http_ok, f"{base}/healthz"), within=15, what="the simulator", process=proc)
@@ -77,7 +77,7 @@ def test_served_simulator_answers_and_stops_on_sigterm(tmp_path) -> None:
 def test_bad_behaviour_file_stops_start_up_naming_the_variable(tmp_path) -> None:
     bad = tmp_path / "bad.json"
     bad.write_text(json.dumps({"chat": {"error_rate": 3}}))
-    proc = start({"UPSTREAMS_PORT": str(free_port()), "UPSTREAMS_BEHAVIOUR": str(bad)})
+    proc = start({"SIMULATOR_PORT": str(free_port()), "SIMULATOR_BEHAVIOUR": str(bad)})
     _, stderr = proc.communicate(timeout=15)
     assert proc.returncode == 2
-    assert "UPSTREAMS_BEHAVIOUR" in stderr and "chat.error_rate" in stderr
+    assert "SIMULATOR_BEHAVIOUR" in stderr and "chat.error_rate" in stderr

@@ -24,8 +24,8 @@ from providers import (
     WebSearch,
 )
 
-from services.upstreams import CORPUS_BASE_URL
-from services.upstreams import embed as simulated_embedding
+from services.simulator import CORPUS_BASE_URL
+from services.simulator import embed as simulated_embedding
 
 from .conftest import make_app
 

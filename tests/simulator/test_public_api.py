@@ -2,16 +2,16 @@
 
 from __future__ import annotations
 
-import services.upstreams as upstreams
+import services.simulator as simulator
 
 
 def test_all_names_exist_and_nothing_private_leaks() -> None:
-    for name in upstreams.__all__:
-        assert hasattr(upstreams, name), name
-    assert sorted(upstreams.__all__) == sorted(set(upstreams.__all__))
-    assert not [n for n in upstreams.__all__ if n.startswith("_")]
+    for name in simulator.__all__:
+        assert hasattr(simulator, name), name
+    assert sorted(simulator.__all__) == sorted(set(simulator.__all__))
+    assert not [n for n in simulator.__all__ if n.startswith("_")]
 
 
 def test_documented_tasks_and_apis() -> None:
-    assert upstreams.TASKS == ("answer", "expand_queries", "extract_findings", "score_criterion")
-    assert upstreams.APIS == ("chat", "embeddings", "rerank", "search", "fetch")
+    assert simulator.TASKS == ("answer", "expand_queries", "extract_findings", "score_criterion")
+    assert simulator.APIS == ("chat", "embeddings", "rerank", "search", "fetch")

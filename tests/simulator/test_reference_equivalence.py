@@ -15,11 +15,11 @@ from collections import Counter, defaultdict
 
 import pytest
 
-from services.upstreams._chat import _ranked_sentences, complete, read_prompt
-from services.upstreams._corpus import Corpus, Document, SearchHit, corpus
-from services.upstreams._embedding import embed
-from services.upstreams._rerank import RankedDocument, rerank
-from services.upstreams._text import content_words, sentences, tokens
+from services.simulator._chat import _ranked_sentences, complete, read_prompt
+from services.simulator._corpus import Corpus, Document, SearchHit, corpus
+from services.simulator._embedding import embed
+from services.simulator._rerank import RankedDocument, rerank
+from services.simulator._text import content_words, sentences, tokens
 
 QUERIES = [
     *(f"How much did Aldercrest Robotics pay to acquire Norfield Analytics (request {i})?" for i in range(5)),

@@ -7,7 +7,7 @@ import json
 import math
 import struct
 
-from services.upstreams import CORPUS_BASE_URL
+from services.simulator import CORPUS_BASE_URL
 
 from .conftest import chat_body, post_streaming
 

@@ -1,4 +1,4 @@
-"""``python -m services.upstreams``: serve the downstream simulator (settings from ``UPSTREAMS_*``)."""
+"""``python -m services.simulator``: serve the downstream simulator (settings from ``SIMULATOR_*``)."""
 
 from __future__ import annotations
 
@@ -9,12 +9,12 @@ import trio
 from chassis import run_service, serve
 
 from .app import SERVICE_NAME, create_app
-from .settings import ENV_PREFIX, UpstreamsSettings
+from .settings import ENV_PREFIX, SimulatorSettings
 
 log = structlog.get_logger(SERVICE_NAME)
 
 
-async def main(settings: UpstreamsSettings, shutdown: trio.Event) -> None:
+async def main(settings: SimulatorSettings, shutdown: trio.Event) -> None:
     app = create_app(settings)
 
     async def serving(task_status: trio.TaskStatus[list[str]] = trio.TASK_STATUS_IGNORED) -> None:
@@ -33,4 +33,4 @@ async def main(settings: UpstreamsSettings, shutdown: trio.Event) -> None:
 
 
 if __name__ == "__main__":
-    sys.exit(run_service(SERVICE_NAME, UpstreamsSettings, ENV_PREFIX, main))
+    sys.exit(run_service(SERVICE_NAME, SimulatorSettings, ENV_PREFIX, main))

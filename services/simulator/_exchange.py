@@ -23,7 +23,7 @@ from quart import Response, current_app, jsonify, request
 from ._behaviour import NO_RESPONSE, Arrival, Simulator
 from ._corpus import Corpus
 
-__all__ = ["SimulatedError", "SseStream", "UpstreamsState", "api_key", "simulate", "upstreams_state"]
+__all__ = ["SimulatedError", "SimulatorState", "SseStream", "api_key", "simulate", "simulator_state"]
 
 _ERROR_TYPES = {400: "invalid_request_error", 404: "not_found_error", 429: "requests"}
 
@@ -55,8 +55,8 @@ class SimulatedError(ApiError):
 
 
 @dataclass
-class UpstreamsState:
-    """App-lifetime objects of the simulator, stored on the app (``app.extensions["upstreams"]``)."""
+class SimulatorState:
+    """App-lifetime objects of the simulator, stored on the app (``app.extensions["simulator"]``)."""
 
     simulator: Simulator
     corpus: Corpus
@@ -66,8 +66,8 @@ class UpstreamsState:
         return f"{prefix}-sim{next(self._ids):08d}"
 
 
-def upstreams_state() -> UpstreamsState:
-    return current_app.extensions["upstreams"]
+def simulator_state() -> SimulatorState:
+    return current_app.extensions["simulator"]
 
 
 def api_key() -> str:
@@ -131,7 +131,7 @@ async def simulate(api: str, produce: Produce) -> Response:
     The chassis has already read the request body (a refusal sent while the body is still
     arriving would wedge the keep-alive connection), so a refusal here is safe to send at once.
     """
-    simulator = upstreams_state().simulator
+    simulator = simulator_state().simulator
     arrival = simulator.arrive(api, api_key(), trio.current_time())
     status = NO_RESPONSE
     handed_to_stream = False

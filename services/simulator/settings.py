@@ -1,16 +1,16 @@
-"""The simulator's settings, read once from ``UPSTREAMS_*`` environment variables.
+"""The simulator's settings, read once from ``SIMULATOR_*`` environment variables.
 
 =====================  ============  ==========================================================
 variable               default       meaning
 =====================  ============  ==========================================================
-UPSTREAMS_HOST         127.0.0.1     interface to listen on
-UPSTREAMS_PORT         8090          port to listen on
-UPSTREAMS_SEED         42            seed of the per-API random streams (latency, errors, hangs)
-UPSTREAMS_BEHAVIOUR    (none)        path to a JSON or TOML file with the start-up behaviour
-UPSTREAMS_GRACE_PERIOD 10            seconds to finish in-flight requests on SIGTERM
-UPSTREAMS_LOG_FORMAT   auto          auto / json / console
-UPSTREAMS_LOG_LEVEL    info          debug / info / warning / error
-UPSTREAMS_MAX_BODY_BYTES 16777216    largest request body accepted (413 above)
+SIMULATOR_HOST         127.0.0.1     interface to listen on
+SIMULATOR_PORT         8090          port to listen on
+SIMULATOR_SEED         42            seed of the per-API random streams (latency, errors, hangs)
+SIMULATOR_BEHAVIOUR    (none)        path to a JSON or TOML file with the start-up behaviour
+SIMULATOR_GRACE_PERIOD 10            seconds to finish in-flight requests on SIGTERM
+SIMULATOR_LOG_FORMAT   auto          auto / json / console
+SIMULATOR_LOG_LEVEL    info          debug / info / warning / error
+SIMULATOR_MAX_BODY_BYTES 16777216    largest request body accepted (413 above)
 =====================  ============  ==========================================================
 
 The behaviour file has the shape ``PUT /admin/behaviour`` takes (see ``_behaviour.py``); an
@@ -30,12 +30,12 @@ from pydantic import ConfigDict, Field, field_validator
 
 from ._behaviour import Behaviour, BehaviourError
 
-__all__ = ["ENV_PREFIX", "UpstreamsSettings", "load_behaviour_file", "load_upstreams_settings"]
+__all__ = ["ENV_PREFIX", "SimulatorSettings", "load_behaviour_file", "load_simulator_settings"]
 
-ENV_PREFIX = "UPSTREAMS_"
+ENV_PREFIX = "SIMULATOR_"
 
 
-class UpstreamsSettings(BaseServiceSettings):
+class SimulatorSettings(BaseServiceSettings):
     """Settings of one simulator process. ``behaviour`` takes a ``Behaviour``, a mapping, or a file path."""
 
     model_config = ConfigDict(frozen=True, extra="forbid", arbitrary_types_allowed=True)
@@ -73,6 +73,6 @@ def load_behaviour_file(path: Path) -> Behaviour:
     return Behaviour.from_mapping(data)
 
 
-def load_upstreams_settings(environ: Mapping[str, str] | None = None) -> UpstreamsSettings:
+def load_simulator_settings(environ: Mapping[str, str] | None = None) -> SimulatorSettings:
     """Settings from the environment; raises ``chassis.SettingsError`` naming the bad variable."""
-    return load_settings(UpstreamsSettings, ENV_PREFIX, environ)
+    return load_settings(SimulatorSettings, ENV_PREFIX, environ)

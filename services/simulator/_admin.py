@@ -1,4 +1,4 @@
-"""Run-time control of the simulator (blueprint ``upstreams_admin``).
+"""Run-time control of the simulator (blueprint ``simulator_admin``).
 
 ``GET /admin/behaviour``   the current behaviour of every API
 ``PUT /admin/behaviour``   merge a partial behaviour (all or nothing; 400 names the bad key)
@@ -14,19 +14,19 @@ from chassis import ApiError
 from quart import Blueprint, Response, jsonify, request
 
 from ._behaviour import BehaviourError
-from ._exchange import upstreams_state
+from ._exchange import simulator_state
 
-__all__ = ["upstreams_admin"]
+__all__ = ["simulator_admin"]
 
-upstreams_admin = Blueprint("upstreams_admin", __name__)
+simulator_admin = Blueprint("simulator_admin", __name__)
 
 
-@upstreams_admin.get("/admin/behaviour")
+@simulator_admin.get("/admin/behaviour")
 async def get_behaviour() -> Response:
-    return jsonify(upstreams_state().simulator.behaviour.to_dict())
+    return jsonify(simulator_state().simulator.behaviour.to_dict())
 
 
-@upstreams_admin.put("/admin/behaviour")
+@simulator_admin.put("/admin/behaviour")
 async def put_behaviour() -> Response:
     raw = await request.get_data(cache=True)
     try:
@@ -34,19 +34,19 @@ async def put_behaviour() -> Response:
     except (ValueError, UnicodeDecodeError) as exc:
         raise ApiError(400, "invalid_json", f"request body is not valid JSON: {exc}") from None
     try:
-        behaviour = upstreams_state().simulator.update(patch)
+        behaviour = simulator_state().simulator.update(patch)
     except BehaviourError as exc:
         raise ApiError(400, "invalid_behaviour", str(exc)) from None
     return jsonify(behaviour.to_dict())
 
 
-@upstreams_admin.post("/admin/reset")
+@simulator_admin.post("/admin/reset")
 async def reset() -> Response:
-    simulator = upstreams_state().simulator
+    simulator = simulator_state().simulator
     simulator.reset()
     return jsonify({"status": "reset", "behaviour": simulator.behaviour.to_dict()})
 
 
-@upstreams_admin.get("/admin/stats")
+@simulator_admin.get("/admin/stats")
 async def stats() -> Response:
-    return jsonify(upstreams_state().simulator.statistics().to_dict())
+    return jsonify(simulator_state().simulator.statistics().to_dict())

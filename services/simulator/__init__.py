@@ -1,6 +1,6 @@
 """The downstream simulator: a dev/test stand-in for Floodgate's LLM, embedding, rerank, search and
 fetch providers, speaking their wire formats with configurable latency, rate limits, errors,
-hangs and outages. Run it with ``python -m services.upstreams``; build it with :func:`create_app`.
+hangs and outages. Run it with ``python -m services.simulator``; build it with :func:`create_app`.
 """
 
 from ._behaviour import (
@@ -19,7 +19,7 @@ from ._chat import TASKS
 from ._corpus import CORPUS_BASE_URL
 from ._embedding import DEFAULT_DIMENSIONS, embed
 from .app import create_app
-from .settings import UpstreamsSettings, load_upstreams_settings
+from .settings import SimulatorSettings, load_simulator_settings
 
 __all__ = [
     "APIS",
@@ -33,10 +33,10 @@ __all__ = [
     "Latency",
     "SimulatedRateLimit",
     "Simulator",
+    "SimulatorSettings",
     "SimulatorStatistics",
     "TrafficStatistics",
-    "UpstreamsSettings",
     "create_app",
     "embed",
-    "load_upstreams_settings",
+    "load_simulator_settings",
 ]

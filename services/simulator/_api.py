@@ -1,4 +1,4 @@
-"""The simulated provider APIs, in their real wire formats (blueprint ``upstreams_api``).
+"""The simulated provider APIs, in their real wire formats (blueprint ``simulator_api``).
 
 =====================================  ==========  ==================================================
 route                                  behaviour   format
@@ -24,13 +24,13 @@ from quart import Blueprint, Response, jsonify, request
 
 from ._chat import complete, message_text, read_prompt
 from ._embedding import DEFAULT_DIMENSIONS, embed, encode_base64
-from ._exchange import SimulatedError, SseStream, simulate, upstreams_state
+from ._exchange import SimulatedError, SseStream, simulate, simulator_state
 from ._rerank import rerank
 from ._text import count_tokens
 
-__all__ = ["SEARCH_MAX_COUNT", "upstreams_api"]
+__all__ = ["SEARCH_MAX_COUNT", "simulator_api"]
 
-upstreams_api = Blueprint("upstreams_api", __name__)
+simulator_api = Blueprint("simulator_api", __name__)
 
 SEARCH_MAX_COUNT = 20
 SEARCH_MAX_QUERY_CHARS = 400
@@ -74,7 +74,7 @@ def _optional_int(body: dict[str, Any], name: str, low: int, high: int) -> int |
 # -- chat --------------------------------------------------------------------------------------------
 
 
-@upstreams_api.post("/v1/chat/completions")
+@simulator_api.post("/v1/chat/completions")
 async def chat_completions() -> Response:
     return await simulate("chat", _chat)
 
@@ -114,7 +114,7 @@ async def _chat() -> Response | SseStream:
         "completion_tokens": completion.completion_tokens * n,
         "total_tokens": prompt_tokens + completion.completion_tokens * n,
     }
-    ident = upstreams_state().next_id("chatcmpl")
+    ident = simulator_state().next_id("chatcmpl")
     created = int(time.time())
     base = {"id": ident, "created": created, "model": model, "system_fingerprint": "fp_floodgate_sim"}
 
@@ -163,7 +163,7 @@ async def _chat() -> Response | SseStream:
 # -- embeddings --------------------------------------------------------------------------------------
 
 
-@upstreams_api.post("/v1/embeddings")
+@simulator_api.post("/v1/embeddings")
 async def embeddings() -> Response:
     return await simulate("embeddings", _embeddings)
 
@@ -206,7 +206,7 @@ async def _embeddings() -> Response:
 # -- rerank ------------------------------------------------------------------------------------------
 
 
-@upstreams_api.post("/v1/rerank")
+@simulator_api.post("/v1/rerank")
 async def rerank_route() -> Response:
     return await simulate("rerank", _rerank)
 
@@ -241,7 +241,7 @@ async def _rerank() -> Response:
     tokens = count_tokens(query) * len(texts) + sum(count_tokens(t) for t in texts)
     return jsonify(
         {
-            "id": upstreams_state().next_id("rerank"),
+            "id": simulator_state().next_id("rerank"),
             "model": model,
             "results": results,
             "usage": {"total_tokens": tokens},
@@ -266,7 +266,7 @@ def _query_int(name: str, default: int, low: int, high: int) -> int:
     return value
 
 
-@upstreams_api.get("/v1/search")
+@simulator_api.get("/v1/search")
 async def search() -> Response:
     return await simulate("search", _search)
 
@@ -277,7 +277,7 @@ async def _search() -> Response:
         raise _bad("q", f"'q' must be a non-empty query of at most {SEARCH_MAX_QUERY_CHARS} characters")
     count = _query_int("count", 10, 1, SEARCH_MAX_COUNT)
     offset = _query_int("offset", 0, 0, 1000)
-    total, hits = upstreams_state().corpus.search(query, count=count, offset=offset)
+    total, hits = simulator_state().corpus.search(query, count=count, offset=offset)
     results = [
         {
             "rank": offset + i + 1,
@@ -292,7 +292,7 @@ async def _search() -> Response:
     return jsonify({"query": query, "count": count, "offset": offset, "total": total, "results": results})
 
 
-@upstreams_api.get("/v1/fetch")
+@simulator_api.get("/v1/fetch")
 async def fetch() -> Response:
     return await simulate("fetch", _fetch)
 
@@ -301,7 +301,7 @@ async def _fetch() -> Response:
     url = request.args.get("url", "").strip()
     if not url:
         raise _bad("url", "'url' is required")
-    document = upstreams_state().corpus.get(url)
+    document = simulator_state().corpus.get(url)
     if document is None:
         raise SimulatedError(404, "not_found", f"no document at {url!r} in the simulated web", param="url")
     return jsonify(
@@ -315,7 +315,7 @@ async def _fetch() -> Response:
     )
 
 
-@upstreams_api.get("/v1/models")
+@simulator_api.get("/v1/models")
 async def models() -> Response:
     names = ["sim-chat-1", "sim-embed-384", "sim-rerank-1"]
     return jsonify(
