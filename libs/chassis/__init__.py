@@ -14,7 +14,15 @@ from ._app import (
 )
 from ._errors import ApiError, exception_leaves
 from ._logging import configure_logging
-from ._openapi import ErrorBody, ErrorResponse, ErrorSpec, error_responses, openapi_components, probe_paths
+from ._openapi import (
+    ErrorBody,
+    ErrorResponse,
+    ErrorSpec,
+    error_responses,
+    openapi_components,
+    probe_paths,
+    service_document,
+)
 from ._request import TENANT_PATTERN, is_valid_tenant, parse_body, require_tenant
 from ._serve import StartupError, run_service, serve
 from ._settings import BaseServiceSettings, SettingsError, load_settings
@@ -39,10 +47,10 @@ __all__ = [
     "exception_leaves",
     "is_valid_tenant",
     "load_settings",
-    "openapi_components",
     "parse_body",
     "probe_paths",
     "require_tenant",
     "run_service",
     "serve",
+    "service_document",
 ]

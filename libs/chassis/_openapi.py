@@ -22,8 +22,8 @@ __all__ = [
     "ErrorResponse",
     "ErrorSpec",
     "error_responses",
-    "openapi_components",
     "probe_paths",
+    "service_document",
 ]
 
 
@@ -163,5 +163,44 @@ def openapi_components() -> dict[str, Any]:
                 "description": "whole seconds after which a retry is reasonable",
                 "schema": {"type": "integer", "minimum": 0},
             },
+        },
+    }
+
+
+def service_document(
+    *,
+    title: str,
+    version: str,
+    description: str,
+    paths: dict[str, Any],
+    schemas: dict[str, Any],
+    errors: Iterable[ErrorSpec],
+    ready_when: str,
+    parameters: dict[str, Any] | None = None,
+    headers: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """A service's whole OpenAPI 3.1 document: its own ``paths`` and ``schemas``, plus what every
+    chassis service serves and shares (the probes, ``/openapi.json`` itself, the error responses
+    of ``errors``, the common parameters and headers, to which ``parameters`` and ``headers`` add)."""
+    shared = openapi_components()
+    all_paths = {**paths, **probe_paths(ready_when=ready_when)}
+    all_paths["/openapi.json"] = {
+        "get": {
+            "operationId": "openapi",
+            "summary": "this document",
+            "responses": {
+                "200": {"description": "OpenAPI 3.1 document", "content": {"application/json": {}}}
+            },
+        }
+    }
+    return {
+        "openapi": "3.1.0",
+        "info": {"title": title, "version": version, "description": description},
+        "paths": all_paths,
+        "components": {
+            "schemas": schemas,
+            "responses": error_responses(errors),
+            "parameters": {**shared["parameters"], **(parameters or {})},
+            "headers": {**shared["headers"], **(headers or {})},
         },
     }

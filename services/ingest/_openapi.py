@@ -353,33 +353,17 @@ def build_openapi(settings: IngestApiSettings, *, version: str = "1.0.0") -> dic
     paths: dict[str, Any] = {}
     for op in OPERATIONS:
         paths.setdefault(op.path, {})[op.method] = _operation(op, limits)
-    paths.update(chassis.probe_paths(ready_when="its database answers"))
-    paths["/openapi.json"] = {
-        "get": {
-            "operationId": "openapi",
-            "summary": "this document",
-            "responses": {
-                "200": {"description": "OpenAPI 3.1 document", "content": {"application/json": {}}}
-            },
-        }
-    }
-    shared = chassis.openapi_components()
-    return {
-        "openapi": "3.1.0",
-        "info": {
-            "title": "Floodgate ingest API (omniRAG jobs)",
-            "version": version,
-            "description": (
-                "Submit documents for ingestion and follow their jobs. Every error is JSON "
-                '`{"error": {"code", "message", "details"}}`; each response carries `x-request-id`. '
-                f"The tenant comes from the gateway's `{chassis.TENANT_HEADER}` header, never from the body."
-            ),
-        },
-        "paths": paths,
-        "components": {
-            "schemas": schemas,
-            "responses": chassis.error_responses(ERROR_CONTRACT.values()),
-            "parameters": {**shared["parameters"], **_parameters()},
-            "headers": shared["headers"],
-        },
-    }
+    return chassis.service_document(
+        title="Floodgate ingest API (omniRAG jobs)",
+        version=version,
+        description=(
+            "Submit documents for ingestion and follow their jobs. Every error is JSON "
+            '`{"error": {"code", "message", "details"}}`; each response carries `x-request-id`. '
+            f"The tenant comes from the gateway's `{chassis.TENANT_HEADER}` header, never from the body."
+        ),
+        paths=paths,
+        schemas=schemas,
+        errors=ERROR_CONTRACT.values(),
+        ready_when="its database answers",
+        parameters=_parameters(),
+    )

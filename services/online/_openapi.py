@@ -137,42 +137,24 @@ def build_openapi(budget: floodgate.Budget, *, version: str = "1.0.0") -> dict[s
                 "responses": responses,
             }
         }
-    paths.update(chassis.probe_paths(ready_when="its database answers"))
-    paths["/openapi.json"] = {
-        "get": {
-            "operationId": "openapi",
-            "summary": "this document",
-            "responses": {
-                "200": {"description": "OpenAPI 3.1 document", "content": {"application/json": {}}}
-            },
-        }
-    }
-
-    shared = chassis.openapi_components()
-    return {
-        "openapi": "3.1.0",
-        "info": {
-            "title": "Floodgate online service",
-            "version": version,
-            "description": (
-                "shadowHunter, nexusAssess and dealBrain. Every error is JSON "
-                '`{"error": {"code", "message", "details"}}`; overload is a fast 429/503 with '
-                "`Retry-After`; each response carries `x-request-id` and (on the endpoints) "
-                "`Server-Timing` with the time per step. The tenant comes from the gateway's "
-                "`x-floodgate-tenant` header, never from the body."
-            ),
+    return chassis.service_document(
+        title="Floodgate online service",
+        version=version,
+        description=(
+            "shadowHunter, nexusAssess and dealBrain. Every error is JSON "
+            '`{"error": {"code", "message", "details"}}`; overload is a fast 429/503 with '
+            "`Retry-After`; each response carries `x-request-id` and (on the endpoints) "
+            "`Server-Timing` with the time per step. The tenant comes from the gateway's "
+            "`x-floodgate-tenant` header, never from the body."
+        ),
+        paths=paths,
+        schemas=schemas,
+        errors=ERROR_CONTRACT.values(),
+        ready_when="its database answers",
+        headers={
+            "ServerTiming": {
+                "description": "time per step, e.g. `embed;dur=20.1, search;dur=150.3, total;dur=612.0`",
+                "schema": {"type": "string"},
+            }
         },
-        "paths": paths,
-        "components": {
-            "schemas": schemas,
-            "responses": chassis.error_responses(ERROR_CONTRACT.values()),
-            "parameters": shared["parameters"],
-            "headers": {
-                **shared["headers"],
-                "ServerTiming": {
-                    "description": "time per step, e.g. `embed;dur=20.1, search;dur=150.3, total;dur=612.0`",
-                    "schema": {"type": "string"},
-                },
-            },
-        },
-    }
+    )
