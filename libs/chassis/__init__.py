@@ -19,7 +19,6 @@ from ._openapi import (
     ErrorResponse,
     ErrorSpec,
     error_responses,
-    openapi_components,
     probe_paths,
     service_document,
 )
