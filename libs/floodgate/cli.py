@@ -1,4 +1,6 @@
-"""The ``floodgate`` command: ``floodgate plan`` prints what the budget file implies.
+"""The ``floodgate`` command: ``floodgate plan`` prints what the budget file implies; ``floodgate top``
+shows a running deployment live (floodgate/_top.py); ``floodgate dashboard`` writes the budget's
+Grafana dashboard (floodgate/_dashboard.py).
 
 ::
 
@@ -6,6 +8,9 @@
     floodgate plan --budget prod.toml --latency llm=1.2s --latency search=150ms
     floodgate plan --json                           # the same, machine-readable
     floodgate plan --strict                         # exit 1 when there are warnings (for CI)
+    floodgate top                                   # the running local cluster, refreshed each second
+    floodgate top --once --target online=http://10.0.0.5:8081
+    floodgate dashboard --route deal_brain=/v1/deal-brain/answers ... -o floodgate.json
 
 Exit status: 0 fine, 1 warnings with ``--strict``, 2 invalid budget or arguments.
 """
@@ -17,6 +22,7 @@ import dataclasses
 import json
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 from typing import TextIO
 
 from ._budget import BudgetError, load_budget
@@ -157,6 +163,107 @@ def _plan_json(plan: Plan) -> dict:
     return data
 
 
+def _add_top(sub: argparse._SubParsersAction) -> None:
+    top = sub.add_parser(
+        "top",
+        help="live view of a running cluster from its /metrics (Ctrl-C stops; --once prints one snapshot)",
+        description="Reads every service's /metrics and Envoy's /stats/prometheus each --interval and shows "
+        "endpoints, dependencies, pools, the queue and each process. Targets: the cluster's state file "
+        "(--state), or --target URLs.",
+    )
+    top.add_argument(
+        "--state",
+        type=Path,
+        default=None,
+        help="the local cluster's state file (default: $FLOODGATE_DATA_DIR/cluster.json, else .data/cluster.json)",
+    )
+    top.add_argument(
+        "--target",
+        action="append",
+        default=[],
+        metavar="[JOB=]URL",
+        help="a service's base URL or metrics URL, instead of the state file (repeatable)",
+    )
+    top.add_argument("--interval", type=float, default=1.0, help="seconds between refreshes (default: 1)")
+    top.add_argument(
+        "--once",
+        action="store_true",
+        help="print one snapshot and exit: two scrapes --interval apart, so rates are real",
+    )
+
+
+def _cmd_top(args: argparse.Namespace, *, out: TextIO, err: TextIO) -> int:
+    from . import _top
+
+    try:
+        if args.interval <= 0:
+            raise _top.TopError("--interval must be above 0")
+        targets = (
+            _top.targets_from_urls(args.target)
+            if args.target
+            else _top.read_state_targets(args.state or _top.default_state_path())
+        )
+    except _top.TopError as exc:
+        print(f"floodgate top: {exc}", file=err)
+        return 2
+    return _top.run_top(targets, once=args.once, interval=args.interval, out=out)
+
+
+def _route(arg: str) -> tuple[str, str]:
+    name, sep, route = arg.partition("=")
+    if not sep or not name or not route.strip().rpartition(" ")[2].startswith("/"):
+        raise argparse.ArgumentTypeError(
+            f"expected ENDPOINT=[METHOD ]ROUTE like deal_brain=/v1/deal-brain/answers, got {arg!r}"
+        )
+    return name, route.strip()
+
+
+def _add_dashboard(sub: argparse._SubParsersAction) -> None:
+    board = sub.add_parser(
+        "dashboard",
+        help="write the Grafana dashboard of the budget: a row per endpoint and per dependency",
+    )
+    board.add_argument("--budget", default="config/budget.toml", help="budget file (default: %(default)s)")
+    board.add_argument(
+        "--route",
+        action="append",
+        type=_route,
+        default=[],
+        metavar="ENDPOINT=[METHOD ]ROUTE",
+        help="the route label of an endpoint's requests (one for every endpoint of the budget)",
+    )
+    board.add_argument("-o", "--output", type=Path, help="write to this file instead of standard output")
+    what = board.add_mutually_exclusive_group()
+    what.add_argument(
+        "--exprs", action="store_true", help="print the dashboard's PromQL expressions, one a line"
+    )
+    what.add_argument(
+        "--rules", action="store_true", help="print a recording-rule file of them (for promtool check rules)"
+    )
+
+
+def _cmd_dashboard(args: argparse.Namespace, *, out: TextIO, err: TextIO) -> int:
+    from . import _dashboard
+
+    try:
+        board = _dashboard.build_dashboard(load_budget(args.budget), routes=dict(args.route))
+    except (BudgetError, _dashboard.DashboardError) as exc:
+        print(f"floodgate dashboard: {exc}", file=err)
+        return 2
+    if args.exprs:
+        text = "".join(f"{expr}\n" for expr in _dashboard.dashboard_expressions(board))
+    elif args.rules:
+        text = _dashboard.recording_rules(board)
+    else:
+        text = _dashboard.render_dashboard(board)
+    if args.output is None:
+        out.write(text)
+    else:
+        args.output.parent.mkdir(parents=True, exist_ok=True)
+        args.output.write_text(text)
+    return 0
+
+
 def main(argv: Sequence[str] | None = None, *, out: TextIO | None = None, err: TextIO | None = None) -> int:
     out = out or sys.stdout
     err = err or sys.stderr
@@ -178,10 +285,16 @@ def main(argv: Sequence[str] | None = None, *, out: TextIO | None = None, err: T
     )
     plan_cmd.add_argument("--json", action="store_true", help="print the plan as JSON")
     plan_cmd.add_argument("--strict", action="store_true", help="exit 1 when the plan has warnings")
+    _add_top(sub)
+    _add_dashboard(sub)
     try:
         args = parser.parse_args(argv)
     except SystemExit as exc:
         return int(exc.code or 0) and 2
+    if args.command == "top":
+        return _cmd_top(args, out=out, err=err)
+    if args.command == "dashboard":
+        return _cmd_dashboard(args, out=out, err=err)
     try:
         budget = load_budget(args.budget)
         plan = make_plan(budget, dict(args.latency))
