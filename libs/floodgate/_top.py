@@ -739,11 +739,12 @@ def render(snap: Snapshot, *, title: str = "floodgate top", bold: Callable[[str]
         [
             [p.instance, _num(p.cpu_pct), _bytes(p.rss_bytes), _ms(p.lag_p99), _ms(p.lag_max)]
             if p.up
-            else [p.instance, "down", DASH, DASH, (p.error or "")[:60]]
+            else [p.instance, "down", DASH, DASH, DASH]
             for p in snap.processes
         ],
         bold,
     )
+    out += [f"  {p.instance} ({p.job}) is down: {p.error}" for p in snap.processes if not p.up]
     return "\n".join(out) + "\n"
 
 

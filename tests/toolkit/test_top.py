@@ -207,7 +207,7 @@ def test_render_shows_every_section_and_a_process_that_is_down():
     assert "online db" in text and "4/24" in text
     assert "depth 7 queued, 2 running   oldest runnable 42s   jobs/s 2.00" in text
     assert "100.0MiB" in text and "25.0" in text
-    assert "ratelimit" in text and "down" in text
+    assert "ratelimit (ratelimit) is down: ConnectError" in text
 
 
 # -- targets ---------------------------------------------------------------------------------------------
