@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: venv up start down status test test-all lint check-dist clean plan \
+.PHONY: venv up start down status test test-all lint check-dist check-alerts clean plan \
         bench-toolkit bench-queue bench-ingest bench-overload bench-gateway bench-retry
 
 venv: $(STAMP)
@@ -41,6 +41,14 @@ lint: $(STAMP)  ## fails on a lint error or an unformatted file
 
 check-dist: $(STAMP)  ## the toolkit's wheel alone in a clean venv, smoke-tested under asyncio and trio
 	$(PY) -m pytest tests/toolkit_dist -q $(ARGS)
+
+# promtool comes with Debian's prometheus package (apt-get install --no-install-recommends prometheus) or a
+# Prometheus release; the generated files are refreshed with `python -m cluster prometheus-config --out observability`.
+check-alerts:  ## promtool: the scrape configuration, the alerting rules and their unit tests (observability/)
+	@command -v promtool >/dev/null || { echo "promtool not found: apt-get install --no-install-recommends prometheus (Debian), or a Prometheus release" >&2; exit 1; }
+	promtool check config observability/prometheus.yml
+	promtool check rules observability/rules.yml
+	promtool test rules observability/tests/*.yml
 
 plan: $(STAMP)  ## derived per-process limits and pool sizes from config/budget.toml
 	$(VENV)/bin/floodgate plan

@@ -1,4 +1,4 @@
-"""``python -m cluster up [--detach] | down | status``: what ``make up/start/down/status`` run.
+"""``python -m cluster up [--detach] | down | status | prometheus-config``: what ``make up/start/down/status`` run.
 
 ``up`` runs the supervisor in the foreground (Ctrl-C stops everything); ``up --detach`` starts the
 same command in a new session with its output in ``.data/cluster.log``, waits until the cluster is
@@ -17,6 +17,7 @@ import sys
 import time
 from pathlib import Path
 
+import floodgate
 import trio
 
 from ._output import LogOutput
@@ -219,6 +220,21 @@ def cmd_status(settings: ClusterSettings) -> int:
     return 0 if running else 3
 
 
+def cmd_prometheus_config(settings: ClusterSettings, out: Path | None) -> int:
+    from .prometheus import SCRAPE_FILE, prometheus_files, write_prometheus_files
+
+    try:
+        if out is None:
+            print(prometheus_files(settings)[SCRAPE_FILE], end="")
+            return 0
+        for path in write_prometheus_files(settings, out):
+            print(f"wrote {path}")
+    except (floodgate.BudgetError, LookupError) as exc:
+        _error(str(exc))
+        return 2
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m cluster", description="the Floodgate local cluster")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -226,6 +242,16 @@ def main(argv: list[str] | None = None) -> int:
     up.add_argument("--detach", action="store_true", help="run in the background, print status when ready")
     sub.add_parser("down", help="stop a cluster started in the background (or in another terminal)")
     sub.add_parser("status", help="what runs, where, and whether it answers")
+    prom = sub.add_parser(
+        "prometheus-config",
+        help="Prometheus's scrape configuration for the cluster's ports (and, with --out, the alerting rules)",
+    )
+    prom.add_argument(
+        "--out",
+        type=Path,
+        default=None,
+        help="write prometheus.yml and rules.yml (floodgate alerts for the budget) into this directory",
+    )
     args = parser.parse_args(argv)
     try:
         settings = load_cluster_settings()
@@ -236,6 +262,8 @@ def main(argv: list[str] | None = None) -> int:
         return cmd_up_detached(settings) if args.detach else cmd_up(settings)
     if args.command == "down":
         return cmd_down(settings)
+    if args.command == "prometheus-config":
+        return cmd_prometheus_config(settings, args.out)
     return cmd_status(settings)
 
 

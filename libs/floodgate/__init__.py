@@ -13,6 +13,7 @@ imported on first use, so ``import floodgate`` needs neither asyncpg nor trio-as
 import typing as _typing
 
 from ._adaptive import AdaptiveLimit, AdaptiveLimitStatistics
+from ._alerts import alert_rules, rules_yaml, slo_bucket_bounds
 from ._breaker import BreakerState, BreakerStatistics, CircuitBreaker
 from ._budget import (
     AdmissionPolicy,
@@ -20,6 +21,7 @@ from ._budget import (
     Budget,
     BudgetError,
     CachePolicy,
+    CostPolicy,
     DependencyPolicy,
     DeploymentPolicy,
     EndpointPolicy,
@@ -100,6 +102,7 @@ __all__ = [
     "CacheStore",
     "CircuitBreaker",
     "CircuitOpen",
+    "CostPolicy",
     "DeadlineExceeded",
     "Degradation",
     "Degradations",
@@ -134,6 +137,7 @@ __all__ = [
     "TimeoutPolicy",
     "TokenBucket",
     "TokenBucketStatistics",
+    "alert_rules",
     "backoff_ceiling",
     "backoff_delay",
     "deadline_after",
@@ -148,5 +152,7 @@ __all__ = [
     "parse_retry_after",
     "retry_after_header",
     "retry_after_seconds",
+    "rules_yaml",
+    "slo_bucket_bounds",
     "time_left",
 ]

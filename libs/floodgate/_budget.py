@@ -28,6 +28,7 @@ __all__ = [
     "Budget",
     "BudgetError",
     "CachePolicy",
+    "CostPolicy",
     "DependencyPolicy",
     "DeploymentPolicy",
     "EndpointPolicy",
@@ -170,6 +171,22 @@ class CachePolicy(_Policy):
     max_entries: int = Field(ge=1)
 
 
+class CostPolicy(_Policy):
+    """What the deployment may spend per hour on its providers (``[cost]``, optional): the
+    ``FloodgateSpendOverBudget`` alert (`floodgate alerts`) fires above either limit. Dollars are
+    the estimate from ``[prices]``; tokens are what the providers report. A limit, not a brake:
+    nothing refuses calls over it."""
+
+    max_usd_per_hour: Annotated[float, Field(gt=0)] | None = None
+    max_tokens_per_hour: Annotated[float, Field(gt=0)] | None = None
+
+    @model_validator(mode="after")
+    def _some_limit(self) -> CostPolicy:
+        if self.max_usd_per_hour is None and self.max_tokens_per_hour is None:
+            raise ValueError("set max_usd_per_hour, max_tokens_per_hour or both (or leave [cost] out)")
+        return self
+
+
 #: What a postgres dependency may not set, because its pool does not use it: the pool runs each
 #: unit of work once (a transaction is not blindly retried: the caller decides), behind the gate
 #: alone, with one timeout per statement.
@@ -278,6 +295,8 @@ class Budget(_Policy):
     services: dict[str, ServiceShape]
     dependencies: dict[str, DependencyPolicy]
     endpoints: dict[str, EndpointPolicy] = {}
+    #: spending limits per hour (alerts only); None: no spend alert
+    cost: CostPolicy | None = None
 
     def dependency(self, name: str) -> DependencyPolicy:
         try:
