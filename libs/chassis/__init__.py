@@ -1,7 +1,8 @@
 """The service chassis: what every Floodgate service shares (app factory, errors, settings, serving).
 
 Services build on it so the edge contract is the same everywhere: JSON errors, request ids, probes,
-metrics, structured logs, graceful shutdown.
+metrics (one registry per process, with what the process costs and its event-loop lag), structured
+logs, graceful shutdown.
 """
 
 from ._app import (
@@ -22,8 +23,9 @@ from ._openapi import (
     probe_paths,
     service_document,
 )
+from ._process import register_process_metrics
 from ._request import TENANT_PATTERN, is_valid_tenant, parse_body, require_tenant
-from ._serve import StartupError, run_service, serve
+from ._serve import StartupError, loop_lag_monitor, run_service, serve
 from ._settings import BaseServiceSettings, SettingsError, load_settings
 
 __all__ = [
@@ -46,8 +48,10 @@ __all__ = [
     "exception_leaves",
     "is_valid_tenant",
     "load_settings",
+    "loop_lag_monitor",
     "parse_body",
     "probe_paths",
+    "register_process_metrics",
     "require_tenant",
     "run_service",
     "serve",

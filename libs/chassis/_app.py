@@ -1,7 +1,8 @@
 """The app factory every Floodgate service starts from.
 
 ``create_app`` returns a QuartTrio app that already has what a service behind a gateway needs:
-``/healthz`` (alive), ``/readyz`` (its dependencies answer), ``/metrics`` (Prometheus text), request ids,
+``/healthz`` (alive), ``/readyz`` (its dependencies answer), ``/metrics`` (Prometheus text: requests by
+route and status class, and what the process costs), request ids,
 an access-log event per request, and one JSON error shape for every failure — including toolkit
 overload errors (429/503/504/502 with ``Retry-After``) and unexpected exceptions (a 500 that names the
 request id and never carries a stack trace).
@@ -24,6 +25,7 @@ from quart_trio import QuartTrio
 from werkzeug.exceptions import HTTPException, MethodNotAllowed
 
 from ._errors import ApiError, error_payload
+from ._process import register_process_metrics
 
 __all__ = [
     "REQUEST_ID_HEADER",
@@ -92,6 +94,10 @@ def create_app(
     - ``/healthz`` (alive); ``/readyz`` runs the ``readiness`` checks concurrently, each bounded by
       ``READINESS_TIMEOUT``, and answers 503 naming the ones that failed; ``/metrics`` is the
       Prometheus text of ``registry`` (a fresh one per app unless given: never the global one).
+      The process's one registry: the chassis adds ``http_requests_total`` and
+      ``http_request_duration_seconds`` (labelled with the status class, ``2xx``..``5xx``, so fast
+      refusals do not pull the served requests' percentiles down) and the process collectors
+      (`register_process_metrics`); the service hands the same registry to everything it builds.
     - ``x-request-id`` is taken from the gateway or made, bound to structlog's context with the
       tenant, and echoed in the response. Request bodies (at most ``max_body_bytes``) are read
       before the handler runs, so an early answer cannot wedge a keep-alive connection.
@@ -111,17 +117,21 @@ def create_app(
         service=service,
         registry=registry,
         requests=Counter(
-            "http_requests", "HTTP requests handled", ["route", "method", "status"], registry=registry
+            "http_requests",
+            "HTTP requests handled",
+            ["route", "method", "status", "status_class"],
+            registry=registry,
         ),
         latency=Histogram(
             "http_request_duration_seconds",
             "HTTP request duration",
-            ["route", "method"],
+            ["route", "method", "status_class"],
             registry=registry,
             buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
         ),
         readiness=dict(readiness or {}),
     )
+    register_process_metrics(registry)
     app.extensions["chassis"] = state
     _install_request_context(app, state)
     _install_error_handlers(app)
@@ -150,14 +160,16 @@ def _install_request_context(app: QuartTrio, state: ChassisState) -> None:
         response.headers[REQUEST_ID_HEADER] = request_id
         route = request.url_rule.rule if request.url_rule is not None else "unmatched"
         elapsed = time.perf_counter() - getattr(g, "started_at", time.perf_counter())
-        state.requests.labels(route, request.method, str(response.status_code)).inc()
-        state.latency.labels(route, request.method).observe(elapsed)
+        status = response.status_code
+        status_class = f"{status // 100}xx"
+        state.requests.labels(route, request.method, str(status), status_class).inc()
+        state.latency.labels(route, request.method, status_class).observe(elapsed)
         if route not in ("/healthz", "/readyz", "/metrics"):
             log.info(
                 "request",
                 method=request.method,
                 path=request.path,
-                status=response.status_code,
+                status=status,
                 duration_ms=round(elapsed * 1000, 2),
             )
         return response

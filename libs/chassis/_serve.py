@@ -4,6 +4,8 @@ A service's ``__main__`` calls :func:`run_service` with its settings model and a
 ``main`` opens what the process needs first (a trio-asyncio loop for asyncpg, pools, clients), then
 calls :func:`serve`. SIGTERM or SIGINT sets the shutdown event: hypercorn stops accepting, lets
 in-flight requests finish within ``grace_period``, then returns. A second signal cancels at once.
+While a chassis app is served, a `floodgate.LoopLagMonitor` reports the event loop's lag on the
+app's registry: every trio service process measures it, in this one place.
 """
 
 from __future__ import annotations
@@ -22,11 +24,12 @@ from hypercorn.trio import serve as hypercorn_serve
 from pydantic import BaseModel
 from quart_trio import QuartTrio
 
+from ._app import chassis_state
 from ._errors import exception_leaves
 from ._logging import configure_logging
 from ._settings import BaseServiceSettings, SettingsError, load_settings
 
-__all__ = ["StartupError", "run_service", "serve"]
+__all__ = ["StartupError", "loop_lag_monitor", "run_service", "serve"]
 
 S = TypeVar("S", bound=BaseServiceSettings)
 
@@ -46,7 +49,10 @@ async def serve(
     shutdown_trigger: Callable[[], Awaitable[object]],
     task_status: trio.TaskStatus[list[str]] = trio.TASK_STATUS_IGNORED,
 ) -> None:
-    """Serve ``app`` until ``shutdown_trigger`` returns; ``task_status`` gets the bound URLs."""
+    """Serve ``app`` until ``shutdown_trigger`` returns; ``task_status`` gets the bound URLs.
+
+    A chassis app (one `create_app` made) is served with its `loop_lag_monitor` running beside it.
+    """
     config = HypercornConfig()
     config.bind = [f"{host}:{port}"]
     config.graceful_timeout = grace_period
@@ -57,13 +63,27 @@ async def serve(
     # (a gateway scaling its pool, a load test): the kernel drops the SYNs and TCP retries after
     # 1 s, 3 s... — seconds of latency the service never sees. The kernel caps it at somaxconn.
     config.backlog = 1024
+    monitor = loop_lag_monitor(app)
     try:
-        await hypercorn_serve(app, config, shutdown_trigger=shutdown_trigger, task_status=task_status)
+        async with trio.open_nursery() as nursery:
+            if monitor is not None:
+                await nursery.start(monitor.run)
+            await hypercorn_serve(app, config, shutdown_trigger=shutdown_trigger, task_status=task_status)
+            nursery.cancel_scope.cancel()
     except BaseException as exc:
         # hypercorn binds inside its nurseries, so the OSError arrives wrapped in exception groups.
         if _address_in_use(exc):
             raise StartupError(f"cannot listen on {host}:{port}: address already in use") from None
         raise
+
+
+def loop_lag_monitor(app: QuartTrio) -> floodgate.LoopLagMonitor | None:
+    """The event-loop lag monitor `serve` runs for ``app``, on the app's registry
+    (``floodgate_loop_lag_seconds``, ``floodgate_loop_lag_max_seconds``); None for an app the
+    chassis did not make (it has no registry to report on)."""
+    if "chassis" not in getattr(app, "extensions", {}):
+        return None
+    return floodgate.LoopLagMonitor(registry=chassis_state(app).registry)
 
 
 def _address_in_use(exc: BaseException) -> bool:

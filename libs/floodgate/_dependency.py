@@ -34,7 +34,7 @@ from ._budget import Budget, DependencyPolicy
 from ._deadline import deadline_headers, time_left
 from ._errors import DeadlineExceeded, DependencyError, FloodgateError, Overloaded, RetryBudgetExhausted
 from ._gate import DEFAULT_TENANT, Gate, GateStatistics
-from ._http import IDEMPOTENT_METHODS, make_http_client, parse_retry_after
+from ._http import IDEMPOTENT_METHODS, ConnectionWait, make_http_client, parse_retry_after
 from ._metrics import metrics_for
 from ._ratelimit import TokenBucket, TokenBucketStatistics
 from ._retry import RetryBudget, RetryBudgetStatistics, backoff_delay
@@ -131,8 +131,11 @@ class Dependency:
         self._failures = 0
         self._latency_children: dict[str, Any] = {}
         self._attempt_children: dict[str, Any] = {}
+        self._connection_wait: Callable[[float], None] | None = None
         if metrics is not None:
             metrics.breaker_state.labels(name).set(0)
+            if client is not None:
+                self._connection_wait = metrics.http_connection_wait.labels(name).observe
 
     # -- metrics helpers -------------------------------------------------------------------------
 
@@ -419,7 +422,9 @@ class Dependency:
         `DependencyError` with ``.status``, ``.retry_after`` (from ``Retry-After``) and
         ``.response``; 429/502/503/504 are retried per the policy (``Retry-After`` honoured
         up to its cap). ``idempotent`` defaults to True for GET, HEAD, OPTIONS, PUT, DELETE.
-        Other keyword arguments go to `httpx.AsyncClient.request`.
+        Other keyword arguments go to `httpx.AsyncClient.request`. With metrics on, each
+        attempt's wait for a connection goes to ``floodgate_http_connection_wait_seconds``
+        (see `ConnectionWait`; a ``trace`` extension of the caller's is replaced).
         """
         if self.client is None:
             raise RuntimeError(f"dependency {self.name!r} has no HTTP client (no base URL configured)")
@@ -434,6 +439,10 @@ class Dependency:
         all_headers = deadline_headers()
         if headers:
             all_headers.update(headers)
+        if self._connection_wait is not None:
+            clock = hot_path().current_time
+            trace = ConnectionWait(self._connection_wait, clock, clock())
+            kwargs = {**kwargs, "extensions": {**(kwargs.get("extensions") or {}), "trace": trace}}
         response = await self.client.request(method, url, headers=all_headers, **kwargs)
         if response.status_code >= 400:
             raise DependencyError(

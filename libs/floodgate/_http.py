@@ -9,6 +9,9 @@ The client keeps no cookies. One client serves every tenant, so a cookie a provi
 tenant's call would ride along on the next tenant's — and provider APIs authenticate with keys,
 not sessions. It also takes work off the hot path: httpx parses every response into its cookie
 jar through urllib's machinery, a visible share of the online service's CPU in a profile.
+
+`ConnectionWait` times how long an attempt waited for a connection (the client's pool, then the
+connect), from httpcore's ``trace`` request extension.
 """
 
 from __future__ import annotations
@@ -16,14 +19,14 @@ from __future__ import annotations
 import email.utils
 import math
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import httpx
 
 from ._budget import DependencyPolicy
 
-__all__ = ["IDEMPOTENT_METHODS", "make_http_client", "parse_retry_after"]
+__all__ = ["IDEMPOTENT_METHODS", "ConnectionWait", "make_http_client", "parse_retry_after"]
 
 
 class _NoCookies(httpx.Cookies):
@@ -48,6 +51,36 @@ class _CookielessClient(httpx.AsyncClient):
     def __init__(self, **kwargs: object) -> None:
         super().__init__(**kwargs)  # type: ignore[arg-type]
         self._cookies = _NoCookies()
+
+
+class ConnectionWait:
+    """An httpx ``trace`` extension (``extensions={"trace": ConnectionWait(...)}``) that reports,
+    once, the seconds from ``started`` until the request's headers are about to be sent.
+
+    httpcore calls the trace for each step of a request (``connection.connect_tcp.started``,
+    ``http11.send_request_headers.started``...); the first ``*.send_request_headers.started`` means
+    a connection was had: taken from the pool's idle ones, or waited for and connected. What came
+    before it is the wait the gate does not see: a pool with fewer connections than callers, or a
+    slow connect. A transport that is not httpcore's (``httpx.MockTransport``) calls no trace, and
+    nothing is reported, unless it calls the trace itself.
+    """
+
+    __slots__ = ("_clock", "_observe", "_started")
+
+    def __init__(
+        self, observe: Callable[[float], object], clock: Callable[[], float], started: float
+    ) -> None:
+        self._observe: Callable[[float], object] | None = observe
+        self._clock = clock
+        self._started = started
+
+    async def __call__(self, event: str, info: Mapping[str, Any]) -> None:
+        if self._observe is not None and event.endswith(".send_request_headers.started"):
+            observe, self._observe = self._observe, None
+            observe(self._clock() - self._started)
+
+    def __repr__(self) -> str:
+        return f"<ConnectionWait {'pending' if self._observe is not None else 'reported'}>"
 
 
 IDEMPOTENT_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE"})

@@ -29,7 +29,8 @@ class FloodgateMetrics:
 
     Gates: ``floodgate_gate_{in_use,waiting,capacity}``, ``floodgate_gate_wait_seconds``,
     ``floodgate_rejections_total{dependency,reason}``. Calls: ``floodgate_attempts_total``,
-    ``floodgate_retries_total``, ``floodgate_downstream_latency_seconds{dependency,status}``.
+    ``floodgate_retries_total``, ``floodgate_downstream_latency_seconds{dependency,status}``,
+    ``floodgate_http_connection_wait_seconds{dependency}`` (an HTTP attempt's wait for a connection).
     Breakers: ``floodgate_breaker_state`` (0 closed, 1 half-open, 2 open),
     ``floodgate_breaker_transitions_total``. Caches: ``floodgate_cache_requests_total``,
     ``floodgate_singleflight_shared_total``. Pools: ``floodgate_pool_{in_use,size}``,
@@ -81,6 +82,13 @@ class FloodgateMetrics:
             "Duration of one attempt, by status",
             ["dependency", "status"],
             buckets=_LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.http_connection_wait = Histogram(
+            "floodgate_http_connection_wait_seconds",
+            "Time from an HTTP attempt's start until it has a connection (pool wait and connect)",
+            ["dependency"],
+            buckets=_WAIT_BUCKETS,
             registry=r,
         )
         self.breaker_state = Gauge(

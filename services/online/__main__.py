@@ -50,16 +50,14 @@ async def main(settings: OnlineSettings, shutdown: trio.Event) -> None:
             # Everything built so far lives as long as the process: move it out of the garbage
             # collector's sight, so full collections (pauses of the whole event loop) stay short.
             gc.freeze()
-            async with trio.open_nursery() as nursery:
-                await nursery.start(floodgate.LoopLagMonitor(registry=registry).run)
-                await chassis.serve(
-                    app,
-                    host=settings.host,
-                    port=settings.port,
-                    grace_period=settings.grace_period,
-                    shutdown_trigger=shutdown.wait,
-                )
-                nursery.cancel_scope.cancel()
+            # chassis.serve runs the loop-lag monitor on the app's registry (this one).
+            await chassis.serve(
+                app,
+                host=settings.host,
+                port=settings.port,
+                grace_period=settings.grace_period,
+                shutdown_trigger=shutdown.wait,
+            )
         finally:
             with trio.CancelScope(shield=True):
                 await wiring.__aexit__(None, None, None)

@@ -187,8 +187,8 @@ class FrontDoor:
             state = self._chassis
             assert state.requests is not None and state.latency is not None
             metrics = self._metrics[route.path] = (
-                state.requests.labels(route.path, "POST", "429"),
-                state.latency.labels(route.path, "POST"),
+                state.requests.labels(route.path, "POST", "429", "4xx"),
+                state.latency.labels(route.path, "POST", "4xx"),
             )
         metrics[0].inc()
         metrics[1].observe(elapsed)

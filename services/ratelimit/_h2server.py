@@ -12,7 +12,9 @@ Redis that slow makes Envoy's 200 ms rate-limit timeout pass requests (failure m
 
 Bounds: ``max_connections`` (more are accepted and closed at once), 1 MiB of unsent output per
 connection (beyond it the connection is not read until the peer reads), and the stream and message
-limits of `UnaryGrpcConnection`. `stop` sends GOAWAY to every connection, flushes what is queued
+limits of `UnaryGrpcConnection`. ``on_round(seconds)``, when given, hears how long each round of
+the loop took, from ``select`` returning to the loop waiting again: the longest a socket that
+became ready meanwhile waited to be noticed (the loop's lag). `stop` sends GOAWAY to every connection, flushes what is queued
 (for at most ``grace`` seconds) and closes; Envoy then reconnects elsewhere or applies its failure mode.
 """
 
@@ -116,8 +118,10 @@ class UnaryGrpcServer:
         max_message_bytes: int = 65536,
         reuse_port: bool = False,
         connection: ConnectionFactory = UnaryGrpcConnection,
+        on_round: Callable[[float], None] | None = None,
     ) -> None:
         self._handler = handler
+        self._on_round = on_round
         self._connection = connection
         self._max_connections = max_connections
         self._max_streams = max_concurrent_streams
@@ -171,10 +175,16 @@ class UnaryGrpcServer:
     # -- the loop ----------------------------------------------------------------------------------
 
     def serve_forever(self) -> None:
+        on_round = self._on_round
+        clock = time.perf_counter
         try:
             while not self._stop_requested.is_set():
-                for key, events in self._selector.select():
+                ready = self._selector.select()
+                started = clock()
+                for key, events in ready:
                     self._dispatch(key, events)
+                if on_round is not None:
+                    on_round(clock() - started)
             self._drain()
         finally:
             for conn in list(self._conns.values()):

@@ -1,4 +1,5 @@
-"""Prometheus metrics of the rate-limit service, on an explicit registry owned by the server."""
+"""Prometheus metrics of the rate-limit service, on an explicit registry owned by the server (which also
+gets the process collectors: `chassis.register_process_metrics`)."""
 
 from __future__ import annotations
 
@@ -32,4 +33,12 @@ class RateLimitMetrics:
             "time to decide one ShouldRateLimit call",
             registry=registry,
             buckets=(0.0002, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1),
+        )
+        # The selectors loop's counterpart of a trio service's loop lag: a socket that becomes
+        # ready while the loop is busy waits for the rest of that round (see `UnaryGrpcServer`).
+        self.loop_round = Histogram(
+            "ratelimit_loop_round_seconds",
+            "time the gRPC loop takes to come round: from the sockets being ready to waiting again",
+            registry=registry,
+            buckets=(0.0001, 0.0002, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25),
         )

@@ -26,12 +26,13 @@ from __future__ import annotations
 import gc
 import signal
 import threading
+from collections.abc import Callable
 from concurrent import futures
 from typing import Protocol
 
 import grpc
 import structlog
-from chassis import StartupError
+from chassis import StartupError, register_process_metrics
 from envoy.service.ratelimit.v3 import rls_pb2_grpc
 from prometheus_client import CollectorRegistry
 
@@ -83,10 +84,11 @@ def serve(
             # Start anyway: Envoy lets traffic through while Redis is away, and /readyz says why.
             log.warning("redis_unreachable_at_start", error=str(exc))
     registry = CollectorRegistry()
+    register_process_metrics(registry)
     metrics = RateLimitMetrics(registry)
     servicer = RateLimitServicer(limiter, metrics)
     address = f"{settings.host}:{settings.port}"
-    grpc_server = _start_grpc_server(settings, servicer, address)
+    grpc_server = _start_grpc_server(settings, servicer, address, on_round=metrics.loop_round.observe)
 
     def ready() -> str | None:
         try:
@@ -166,8 +168,15 @@ class _GrpcioServer:
         self._server.stop(grace).wait(grace + 1)
 
 
-def _start_grpc_server(settings: RateLimitSettings, servicer: RateLimitServicer, address: str) -> _GrpcServer:
-    """Bind the gRPC port (a port in use is a `StartupError`); the caller starts serving."""
+def _start_grpc_server(
+    settings: RateLimitSettings,
+    servicer: RateLimitServicer,
+    address: str,
+    *,
+    on_round: Callable[[float], None] | None = None,
+) -> _GrpcServer:
+    """Bind the gRPC port (a port in use is a `StartupError`); the caller starts serving.
+    ``on_round`` hears each round of our own servers' loop (grpcio has no loop of ours to time)."""
     if settings.grpc_server in ("single_thread", "h2"):
         try:
             return _SingleThreadServer(
@@ -179,6 +188,7 @@ def _start_grpc_server(settings: RateLimitSettings, servicer: RateLimitServicer,
                     connection=(
                         H2LibraryGrpcConnection if settings.grpc_server == "h2" else UnaryGrpcConnection
                     ),
+                    on_round=on_round,
                 )
             )
         except OSError as exc:

@@ -92,7 +92,7 @@ async def test_metrics_in_prometheus_text() -> None:
     await client.get("/healthz")
     response = await client.get("/metrics")
     text = (await response.get_data()).decode()
-    assert 'http_requests_total{method="GET",route="/healthz",status="200"} 1.0' in text
+    assert 'http_requests_total{method="GET",route="/healthz",status="200",status_class="2xx"} 1.0' in text
 
 
 async def test_a_method_the_path_does_not_serve_is_405_with_allow() -> None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import socket
 import struct
 import threading
+import time
 from collections.abc import Iterator, Sequence
 
 import hpack
@@ -150,6 +151,31 @@ def test_connections_beyond_the_limit_are_closed(server):
             except ConnectionResetError:
                 pass
     assert server.statistics().rejected_connections == 1
+
+
+@pytest.mark.realtime
+def test_each_round_of_the_loop_is_timed(connection):
+    rounds: list[float] = []
+    calls_seen: list[int] = []
+
+    def slow(calls: Sequence[UnaryCall]) -> list[bytes | GrpcAbort]:
+        calls_seen.append(len(calls))
+        time.sleep(0.02)  # a handler that holds the loop: the round that ran it is at least this long
+        return handler(calls)
+
+    srv = UnaryGrpcServer("127.0.0.1", 0, slow, connection=connection, on_round=rounds.append)
+    thread = threading.Thread(target=srv.serve_forever)
+    thread.start()
+    try:
+        with connect(srv.port) as sock:
+            call(sock, 1, BLOCK)
+            call(sock, 3, BLOCK)
+    finally:
+        srv.stop(1.0)
+        thread.join(5)
+    assert calls_seen == [1, 1]
+    assert len(rounds) >= 3  # the accept, and a read per call
+    assert len([r for r in rounds if r >= 0.02]) >= 2  # the rounds that decided a call, at least
 
 
 @pytest.mark.realtime

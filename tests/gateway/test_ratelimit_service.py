@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 import threading
@@ -78,6 +79,13 @@ def test_grpc_decisions_probes_and_metrics(tmp_path, request, backend, server):
             'ratelimit_over_limit_total{limit="floodgate.tenant.route_omnirag_submit",shadow="false"}'
             in metrics
         )
+        for family in ("process_cpu_seconds_total", "process_resident_memory_bytes", "process_open_fds"):
+            assert f"\n{family} " in metrics
+        assert 'floodgate_gc_pause_seconds_count{generation="2"}' in metrics
+        rounds = re.search(r"^ratelimit_loop_round_seconds_count (\S+)$", metrics, flags=re.MULTILINE)
+        assert rounds is not None
+        # our own loops time each round (at least one per call read); grpcio has no loop of ours
+        assert (float(rounds.group(1)) >= 14) == (server != "grpcio")
         assert httpx.get(f"{http}/nope").status_code == 404
 
 

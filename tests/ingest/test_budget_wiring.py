@@ -46,6 +46,22 @@ class SlowDb:
 # -- the pools --------------------------------------------------------------------------------
 
 
+async def scrape(app: Any) -> str:
+    return (await (await app.test_client().get("/metrics")).get_data()).decode()
+
+
+def assert_process_and_pool_metrics(text: str, pool: str) -> None:
+    """The process's one registry has what the process costs and its pool's metrics."""
+    for family in ("process_cpu_seconds_total", "process_resident_memory_bytes", "process_open_fds"):
+        assert f"\n{family} " in text
+    for family in (
+        "floodgate_pool_in_use",
+        "floodgate_pool_size",
+        "floodgate_pool_acquire_wait_seconds_count",
+    ):
+        assert f'\n{family}{{pool="{pool}"}} ' in text
+
+
 async def test_the_api_pool_has_the_budgets_db_timeouts(database_url: str) -> None:
     budget = floodgate.load_budget(REPO_BUDGET)
     settings = IngestApiSettings(database_url=database_url, budget_file=REPO_BUDGET)
@@ -55,6 +71,7 @@ async def test_the_api_pool_has_the_budgets_db_timeouts(database_url: str) -> No
         assert await pool.fetchval("SHOW statement_timeout") == f"{timeouts.attempt:g}s"
         assert pool.raw._connect_kwargs["command_timeout"] == timeouts.attempt
         assert pool.raw._connect_kwargs["timeout"] == timeouts.connect
+        assert_process_and_pool_metrics(await scrape(app), "db")
 
 
 async def test_the_worker_pool_has_the_budgets_db_write_timeouts(database_url: str) -> None:
@@ -66,6 +83,7 @@ async def test_the_worker_pool_has_the_budgets_db_write_timeouts(database_url: s
         assert await process.db.fetchval("SHOW statement_timeout") == f"{timeouts.attempt:g}s"
         assert process.db.raw._connect_kwargs["command_timeout"] == timeouts.attempt
         assert process.db.raw._connect_kwargs["timeout"] == timeouts.connect
+        assert_process_and_pool_metrics(await scrape(process.app), "db_write")
 
 
 # -- the submission's deadline and body limit -------------------------------------------------

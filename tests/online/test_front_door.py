@@ -80,7 +80,10 @@ async def test_a_refusal_keeps_the_error_contract_without_reaching_quart(autojum
         assert door.statistics().refused_total == 1
         assert await h.requests_to("embed") == 0
         metrics = generate_latest(h.registry).decode()
-        assert 'http_requests_total{method="POST",route="/v1/deal-brain/answers",status="429"} 1.0' in metrics
+        assert (
+            'http_requests_total{method="POST",route="/v1/deal-brain/answers",status="429",status_class="4xx"}'
+            " 1.0" in metrics
+        )
         assert (
             'floodgate_rejections_total{dependency="admission_deal_brain",reason="admission"} 1.0' in metrics
         )

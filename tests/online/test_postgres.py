@@ -128,6 +128,15 @@ async def test_deal_brain_over_http_with_pgvector(database_url) -> None:
     assert ready.status_code == 200
     assert ready.json()["checks"] == {"database": "ok"}
     assert 'floodgate_gate_capacity{gate="llm"}' in metrics
+    # served by chassis.serve, as in the process: its loop-lag monitor and the pool's metrics are there
+    for family in ("floodgate_loop_lag_seconds_count", "process_cpu_seconds_total", "process_open_fds"):
+        assert f"\n{family} " in metrics
+    for family in (
+        "floodgate_pool_in_use",
+        "floodgate_pool_size",
+        "floodgate_pool_acquire_wait_seconds_count",
+    ):
+        assert f'\n{family}{{pool="db"}} ' in metrics
 
 
 @pytest.mark.parametrize(("tenant", "other"), [("acme", "globex"), ("globex", "acme")])

@@ -133,3 +133,86 @@ async def test_a_cookie_set_on_one_tenants_call_never_rides_on_anothers(autojump
         assert len(deps["api"].client.cookies) == 0
     assert first.cookies["session"] == "tenant-a"  # the caller still sees what was set
     assert [r.headers.get("cookie") for r in seen] == [None, None]
+
+
+# -- the wait for a connection --------------------------------------------------------------------
+
+
+async def test_the_wait_for_a_connection_is_observed_once_per_attempt(autojump_clock):
+    async def handler(request: httpx.Request) -> httpx.Response:
+        # Plays httpcore's part: the pool made it wait, then it connected and sends the headers.
+        trace = request.extensions["trace"]
+        await trace("connection.connect_tcp.started", {})
+        await trio.sleep(0.05)
+        await trace("connection.connect_tcp.complete", {})
+        await trace("http11.send_request_headers.started", {"request": request})
+        await trio.sleep(0.3)  # the downstream's answer: not part of the wait
+        await trace("http11.send_request_headers.started", {"request": request})  # reported once
+        return httpx.Response(200, json={"ok": True})
+
+    registry = CollectorRegistry()
+    async with build(handler, registry=registry) as deps:
+        await deps["api"].request("GET", "/v1/models", tenant="t1")
+    labels = {"dependency": "api"}
+    assert registry.get_sample_value("floodgate_http_connection_wait_seconds_count", labels) == 1
+    assert registry.get_sample_value("floodgate_http_connection_wait_seconds_sum", labels) == pytest.approx(
+        0.05
+    )
+    assert (
+        registry.get_sample_value("floodgate_http_connection_wait_seconds_bucket", {**labels, "le": "0.025"})
+        == 0
+    )
+
+
+async def test_httpcore_reports_the_connection_through_the_trace(autojump_clock):
+    import httpcore
+
+    # httpx's own transport, its pool on httpcore's in-memory network: the real trace events.
+    transport = httpx.AsyncHTTPTransport()
+    transport._pool = httpcore.AsyncConnectionPool(
+        network_backend=httpcore.AsyncMockBackend(
+            [
+                b"HTTP/1.1 200 OK\r\n",
+                b"Content-Type: application/json\r\n",
+                b"Content-Length: 2\r\n\r\n",
+                b"{}",
+            ]
+        )
+    )
+    budget = floodgate.parse_budget(budget_dict())
+    registry = CollectorRegistry()
+    deps = floodgate.Dependencies.from_budget(
+        budget,
+        service="svc",
+        registry=registry,
+        http_base_urls={"api": "http://api.test"},
+        transport=transport,
+    )
+    async with deps:
+        response = await deps["api"].request("GET", "/v1/models", tenant="t1")
+    assert response.json() == {}
+    labels = {"dependency": "api"}
+    assert registry.get_sample_value("floodgate_http_connection_wait_seconds_count", labels) == 1
+
+
+async def test_a_caller_extension_is_kept_and_a_dependency_without_client_has_no_series(autojump_clock):
+    seen: list[dict] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        seen.append(dict(request.extensions))
+        return httpx.Response(200)
+
+    registry = CollectorRegistry()
+    async with build(handler, registry=registry) as deps:
+        await deps["api"].request("GET", "/", tenant="t1", extensions={"sni_hostname": "api.example"})
+    assert seen[0]["sni_hostname"] == "api.example" and "trace" in seen[0]
+    # "db" has no HTTP client: no connection-wait series for it
+    assert (
+        registry.get_sample_value("floodgate_http_connection_wait_seconds_count", {"dependency": "db"})
+        is None
+    )
+    # and no trace at all when metrics are off
+    seen.clear()
+    async with build(handler) as deps:
+        await deps["api"].request("GET", "/", tenant="t1")
+    assert "trace" not in seen[0]
