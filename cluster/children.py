@@ -208,4 +208,36 @@ def cluster_children(
             on_crash="stop_cluster",
         )
     )
+    if settings.prometheus:
+        children.append(_prometheus(settings))
     return children
+
+
+def _prometheus(settings: ClusterSettings) -> ChildSpec:
+    """Prometheus on the cluster's scrape configuration and alerting rules (written into
+    ``prometheus_dir`` before it starts, from the settings and the budget file), its data beside them.
+    Observing is optional: a crash is restarted like a service's, never stops the cluster."""
+    import shutil
+
+    from .prometheus import SCRAPE_FILE, write_prometheus_files
+
+    directory = settings.prometheus_dir.resolve()
+    address = f"{settings.host}:{settings.prometheus_port}"
+
+    def write_configuration() -> None:
+        write_prometheus_files(settings, directory)
+
+    return ChildSpec(
+        "prometheus",
+        (
+            shutil.which("prometheus") or "prometheus",
+            f"--config.file={directory / SCRAPE_FILE}",
+            f"--storage.tsdb.path={directory / 'data'}",
+            f"--web.listen-address={address}",
+            "--log.level=warn",
+        ),
+        ready=HttpReady(f"http://{address}/-/ready"),
+        port=settings.prometheus_port,
+        url=f"http://{address}",
+        prepare=write_configuration,
+    )

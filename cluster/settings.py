@@ -10,6 +10,7 @@ derives from that object. A bad value stops start-up with one line naming the va
 from __future__ import annotations
 
 import os
+import shutil
 from collections.abc import Mapping
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
@@ -64,6 +65,10 @@ class ClusterSettings(BaseModel):
     #: Crash policy for service children: restarts allowed within ``restart_window`` seconds.
     max_restarts: int = Field(default=5, ge=0)
     restart_window: float = Field(default=60.0, gt=0)
+    #: Run Prometheus as one more child (off by default; needs a ``prometheus`` binary on the PATH),
+    #: scraping the cluster with the configuration and rules of ``python -m cluster prometheus-config``.
+    prometheus: bool = False
+    prometheus_port: int = Field(default=9090, ge=1, le=65535)
     providers: Mapping[str, ProviderSettings] = Field(default_factory=dict)
 
     @field_validator("api_keys_file", mode="before")
@@ -106,6 +111,11 @@ class ClusterSettings(BaseModel):
         return self.data_dir / "cluster.json"
 
     @property
+    def prometheus_dir(self) -> Path:
+        """Prometheus's configuration and its time-series database (when ``prometheus`` is on)."""
+        return self.data_dir / "prometheus"
+
+    @property
     def pid_file(self) -> Path:
         return self.data_dir / "cluster.pid"
 
@@ -134,6 +144,8 @@ class ClusterSettings(BaseModel):
             ports.append((port, f"FLOODGATE_INGEST_WORKER_PORT (+{i - 1}, worker {i})"))
         if self.embedded_postgres:
             ports.append((self.pg_port, "FLOODGATE_PG_PORT"))
+        if self.prometheus:
+            ports.append((self.prometheus_port, "FLOODGATE_PROMETHEUS_PORT"))
         return ports
 
     def check_distinct_ports(self) -> None:
@@ -171,6 +183,11 @@ def load_cluster_settings(environ: Mapping[str, str] | None = None) -> ClusterSe
         raise ClusterSettingsError(str(exc)) from None
     settings = base.model_copy(update={"providers": providers})
     settings.check_distinct_ports()
+    if settings.prometheus and shutil.which("prometheus") is None:
+        raise ClusterSettingsError(
+            "FLOODGATE_PROMETHEUS: no `prometheus` binary on the PATH (Debian: apt-get install prometheus; "
+            "or unset FLOODGATE_PROMETHEUS)"
+        )
     return settings
 
 

@@ -102,3 +102,56 @@ def test_long_running_services_have_health_checks_and_start_in_order(compose) ->
     assert compose["envoy"]["image"] == "envoyproxy/envoy:v1.40-latest"
     assert compose["postgres"]["image"] == "pgvector/pgvector:pg18"
     assert set(compose["envoy"]["depends_on"]) >= {"online", "ingest-api", "envoy-config"}
+
+
+def test_prometheus_and_grafana_are_provisioned_with_the_generated_files(compose) -> None:
+    """Prometheus gets the compose scrape configuration and the alerting rules, Grafana the data source
+    the dashboard names and the dashboard itself: every mounted file exists in the repository."""
+    from floodgate._dashboard import DATASOURCE
+
+    from cluster.dashboard import COMPOSE_SCRAPE_FILE, DASHBOARD_FILE
+
+    def mounts(service: str) -> dict[str, Path]:
+        found = {}
+        for volume in compose[service]["volumes"]:
+            source, target = volume.split(":")[:2]
+            if source.startswith("./"):
+                assert (REPO_ROOT / source).exists(), (service, source)
+                found[target] = Path(source.removeprefix("./"))
+        return found
+
+    prometheus = mounts("prometheus")
+    assert prometheus["/etc/prometheus/prometheus.yml"] == COMPOSE_SCRAPE_FILE
+    assert prometheus["/etc/prometheus/rules.yml"] == Path("observability/rules.yml")
+    assert "--config.file=/etc/prometheus/prometheus.yml" in compose["prometheus"]["command"]
+
+    grafana = mounts("grafana")
+    assert grafana["/var/lib/grafana/dashboards/floodgate.json"] == DASHBOARD_FILE
+    provisioning = REPO_ROOT / grafana["/etc/grafana/provisioning"]
+    (source,) = yaml.safe_load((provisioning / "datasources" / "prometheus.yml").read_text())["datasources"]
+    assert source["uid"] == DATASOURCE["uid"] and source["url"] == "http://prometheus:9090"
+    (provider,) = yaml.safe_load((provisioning / "dashboards" / "floodgate.yml").read_text())["providers"]
+    assert provider["options"]["path"] == "/var/lib/grafana/dashboards"
+    assert compose["grafana"]["depends_on"] == ["prometheus"]
+
+
+def test_compose_scrape_configuration_names_compose_services(compose) -> None:
+    """The same jobs as the local cluster's scrape configuration, each on a compose service's name and
+    port; the ingest workers' replicas found by DNS."""
+    from cluster.dashboard import COMPOSE_SCRAPE_FILE
+    from cluster.prometheus import scrape_config
+
+    settings = load_cluster_settings({})
+    local = {j["job_name"]: j for j in scrape_config(settings)["scrape_configs"]}
+    scraped = yaml.safe_load((REPO_ROOT / COMPOSE_SCRAPE_FILE).read_text())
+    jobs = {j["job_name"]: j for j in scraped["scrape_configs"]}
+    assert set(jobs) == set(local)
+    assert scraped["rule_files"] == ["/etc/prometheus/rules.yml"]
+    for name, job in jobs.items():
+        assert job.get("metrics_path") == local[name].get("metrics_path"), name
+        for static in job.get("static_configs", []):
+            for target in static["targets"]:
+                host, port = target.rsplit(":", 1)
+                assert int(port) in _published(compose[host]), target
+    (dns,) = jobs["ingest_worker"]["dns_sd_configs"]
+    assert dns["names"] == ["ingest-worker"] and dns["port"] == settings.ingest_worker_port
