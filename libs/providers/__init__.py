@@ -7,6 +7,8 @@
   (OpenAI embeddings), `Reranker` (Cohere/Jina rerank), `WebSearch` (Brave-style search),
   `Fetcher` (document fetch). An answer that does not parse is `MalformedAnswer`, a
   `floodgate.DependencyError`;
+* usage: the tokens each answer reports (`TokenUsage`), reported to a `UsageSink` the caller
+  hands in; `UsageMetrics` is the one the services use (token and cost counters);
 * vectors: an embedding's forms on the way to and from pgvector (`encode_vector`,
   `decode_vector`, `vector_literal`) and the width of the chunks table (`EMBEDDING_DIMENSIONS`).
 
@@ -31,6 +33,7 @@ from ._settings import (
     load_provider_settings,
     provider_environment,
 )
+from ._usage import UNKNOWN_ENDPOINT, TokenUsage, UsageMetrics, UsageSink, read_usage
 from ._vectors import EMBEDDING_DIMENSIONS, decode_embedding, decode_vector, encode_vector, vector_literal
 
 __all__ = [
@@ -38,6 +41,7 @@ __all__ = [
     "DEPENDENCIES",
     "EMBEDDING_DIMENSIONS",
     "SIMULATOR_BASE_URL",
+    "UNKNOWN_ENDPOINT",
     "ChatModel",
     "DependencyClient",
     "Embedder",
@@ -48,6 +52,9 @@ __all__ = [
     "ProviderSettings",
     "ProviderSettingsError",
     "Reranker",
+    "TokenUsage",
+    "UsageMetrics",
+    "UsageSink",
     "WebHit",
     "WebSearch",
     "api_keys",
@@ -57,6 +64,7 @@ __all__ = [
     "encode_vector",
     "load_provider_settings",
     "provider_environment",
+    "read_usage",
     "task_prompt",
     "vector_literal",
 ]

@@ -13,6 +13,7 @@ from array import array
 from collections.abc import Sequence
 
 from ._client import DependencyClient, MalformedAnswer, Memo, json_body
+from ._usage import UNKNOWN_ENDPOINT, TokenUsage, UsageSink, read_usage
 from ._vectors import EMBEDDING_DIMENSIONS, decode_embedding
 
 __all__ = ["Embedder"]
@@ -25,6 +26,9 @@ class Embedder:
     every tenant: nothing of a tenant's data is in the key or the value). A vector is an
     ``array("f")``: one object instead of hundreds of floats, so a cache of thousands of them does
     not make every garbage collection walk them.
+
+    Each answer's ``usage.prompt_tokens`` goes to ``usage`` (a `UsageSink`), labelled with the
+    ``endpoint`` the caller names in the call; a cached query embedding made no call and uses none.
     """
 
     def __init__(
@@ -34,13 +38,17 @@ class Embedder:
         model: str,
         dimensions: int = EMBEDDING_DIMENSIONS,
         memo: Memo | None = None,
+        usage: UsageSink | None = None,
     ) -> None:
         self._client = client
         self.model = model
         self.dimensions = dimensions
         self._memo = memo
+        self._usage = usage
 
-    async def embed(self, texts: Sequence[str], *, tenant: str) -> list[array[float]]:
+    async def embed(
+        self, texts: Sequence[str], *, tenant: str, endpoint: str | None = None
+    ) -> list[array[float]]:
         """One vector per text, in order; a `MalformedAnswer` unless there are exactly that many,
         each of ``dimensions`` numbers."""
         body = {
@@ -54,6 +62,10 @@ class Embedder:
             "POST", "/v1/embeddings", json=body, tenant=tenant, idempotent=True
         )
         data = json_body(response, self._client.name)
+        if self._usage is not None and (tokens := read_usage(data, completion=False)) is not None:
+            self._usage.record(
+                TokenUsage(self._client.name, self.model, endpoint or UNKNOWN_ENDPOINT, tenant, *tokens)
+            )
         try:
             items = sorted(data["data"], key=lambda item: item["index"])
             vectors = [decode_embedding(item["embedding"]) for item in items]
@@ -67,12 +79,15 @@ class Embedder:
             )
         return vectors
 
-    async def embed_query(self, text: str, *, tenant: str) -> array[float]:
-        """The vector of one text, through ``memo`` when there is one."""
+    async def embed_query(self, text: str, *, tenant: str, endpoint: str | None = None) -> array[float]:
+        """The vector of one text, through ``memo`` when there is one (callers that share one
+        call in flight share its usage too: it is counted once, for the caller that made it)."""
         if self._memo is None:
-            return await self._embed_one(text, tenant)
-        return await self._memo.get_or_load(("embed", self.model, text), self._embed_one, text, tenant)
+            return await self._embed_one(text, tenant, endpoint)
+        return await self._memo.get_or_load(
+            ("embed", self.model, text), self._embed_one, text, tenant, endpoint
+        )
 
-    async def _embed_one(self, text: str, tenant: str) -> array[float]:
-        [vector] = await self.embed([text], tenant=tenant)
+    async def _embed_one(self, text: str, tenant: str, endpoint: str | None) -> array[float]:
+        [vector] = await self.embed([text], tenant=tenant, endpoint=endpoint)
         return vector

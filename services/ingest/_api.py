@@ -273,6 +273,8 @@ def install_routes(app: QuartTrio) -> None:
         if outcome is None:
             raise _field_error(404, "job_not_found", "job_id", f"no job {job_id} for this tenant")
         api.metrics.cancels.labels(str(outcome.state)).inc()
+        if outcome.latency is not None:
+            api.metrics.job_latency.labels(str(outcome.state)).observe(outcome.latency)
         if not outcome.changed and outcome.state != JobState.CANCELLED:
             raise chassis.ApiError(
                 409,

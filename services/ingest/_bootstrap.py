@@ -14,7 +14,7 @@ import chassis
 import floodgate
 import trio
 from prometheus_client import CollectorRegistry
-from providers import Embedder, Fetcher, ProviderSettings, api_keys, base_urls
+from providers import Embedder, Fetcher, ProviderSettings, UsageMetrics, api_keys, base_urls
 from quart_trio import QuartTrio
 
 from ._api import SUBMIT_ENDPOINT, IngestApi, install_routes
@@ -184,7 +184,11 @@ async def open_worker(
                 binary_vectors=True,  # the pool registers the codec (init= above)
             ),
             db=pool,
-            embedder=Embedder(deps["embed"], model=providers["embed"].model),
+            embedder=Embedder(
+                deps["embed"],
+                model=providers["embed"].model,
+                usage=UsageMetrics(registry=registry, prices=budget.prices),
+            ),
             fetcher=Fetcher(deps["fetch"]) if "fetch" in providers else None,
             embed_limiter=embed_limiter,
             embed_spacer=CallSpacer(slots=embed_slots) if settings.embed_spacing else None,

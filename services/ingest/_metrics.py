@@ -3,13 +3,32 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
+from typing import TYPE_CHECKING
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+if TYPE_CHECKING:
+    from ._queue import QueueDepth
 
 __all__ = ["IngestApiMetrics", "WorkerMetrics"]
 
 _DURATION_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 900)
 _CLAIM_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5)
+# Submission to finish, or to first claim: a queue that backs up makes these minutes or hours.
+_WAIT_BUCKETS = (0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 900, 1800, 3600, 7200, 21600)
+
+
+def _job_latency(registry: CollectorRegistry) -> Histogram:
+    """``ingest_job_latency_seconds{outcome}``: observed where a job reaches a final state (a
+    worker's settling write or reaper; the API's cancel of a queued job), with the latency the
+    finishing statement computed from the job row (`_queue.Settled`)."""
+    return Histogram(
+        "ingest_job_latency_seconds",
+        "Seconds from a job's submission to its final state (succeeded, failed, dead, cancelled)",
+        ["outcome"],
+        registry=registry,
+        buckets=_WAIT_BUCKETS,
+    )
 
 
 class WorkerMetrics:
@@ -25,6 +44,18 @@ class WorkerMetrics:
             "How long the oldest runnable job of a tenant has waited",
             ["tenant"],
             registry=registry,
+        )
+        self.expired_leases = Gauge(
+            "ingest_jobs_expired_leases",
+            "Running jobs whose lease has run out and that no reaper has taken back yet (whole queue)",
+            registry=registry,
+        )
+        self.job_latency = _job_latency(registry)
+        self.queue_wait = Histogram(
+            "ingest_queue_wait_seconds",
+            "Seconds from a job's submission to its first claim",
+            registry=registry,
+            buckets=_WAIT_BUCKETS,
         )
         self.claim_duration = Histogram(
             "ingest_claim_duration_seconds",
@@ -67,13 +98,16 @@ class WorkerMetrics:
         )
         self._tenants: set[str] = set()
 
-    def set_depth(self, rows: Iterable[tuple[str, int, int, float]]) -> None:
+    def set_depth(self, depths: Iterable[QueueDepth]) -> None:
         seen = set()
-        for tenant, queued, running, oldest in rows:
-            seen.add(tenant)
-            self.queue_depth.labels(tenant, "queued").set(queued)
-            self.queue_depth.labels(tenant, "running").set(running)
-            self.oldest_queued_age.labels(tenant).set(oldest)
+        expired = 0
+        for d in depths:
+            seen.add(d.tenant_id)
+            self.queue_depth.labels(d.tenant_id, "queued").set(d.queued)
+            self.queue_depth.labels(d.tenant_id, "running").set(d.running)
+            self.oldest_queued_age.labels(d.tenant_id).set(d.oldest_runnable_age)
+            expired += d.expired_leases
+        self.expired_leases.set(expired)
         for gone in self._tenants - seen:  # a drained tenant reads 0 rather than its last value
             self.queue_depth.labels(gone, "queued").set(0)
             self.queue_depth.labels(gone, "running").set(0)
@@ -89,3 +123,5 @@ class IngestApiMetrics:
         self.cancels = Counter(
             "ingest_cancel_requests", "Cancel requests by the state they found", ["state"], registry=registry
         )
+        # A queued job cancelled here reaches its final state in the API, not in a worker.
+        self.job_latency = _job_latency(registry)

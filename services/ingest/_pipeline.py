@@ -26,9 +26,12 @@ from ._db import Database
 from ._errors import BadDocument, LeaseLost
 from ._timing import CallSpacer
 
-__all__ = ["DocumentFetcher", "JobPipeline", "PipelineConfig", "TextEmbedder"]
+__all__ = ["INGEST_ENDPOINT", "DocumentFetcher", "JobPipeline", "PipelineConfig", "TextEmbedder"]
 
 log = structlog.get_logger("ingest.pipeline")
+
+#: What the worker's provider calls are made for: the endpoint label of the tokens they use.
+INGEST_ENDPOINT = "omnirag_ingest"
 
 #: A fetch that failed with one of these statuses says the document is not there to ingest.
 _NO_DOCUMENT_STATUSES = frozenset({400, 404, 410, 422})
@@ -37,7 +40,9 @@ _NO_DOCUMENT_STATUSES = frozenset({400, 404, 410, 422})
 class TextEmbedder(Protocol):
     """What the pipeline needs of an embeddings client (`providers.Embedder` is one)."""
 
-    async def embed(self, texts: Sequence[str], *, tenant: str) -> Sequence[Sequence[float]]: ...
+    async def embed(
+        self, texts: Sequence[str], *, tenant: str, endpoint: str
+    ) -> Sequence[Sequence[float]]: ...
 
 
 class DocumentFetcher(Protocol):
@@ -76,9 +81,10 @@ class JobPipeline:
         self._embed_spacer = embed_spacer
         self._on_chunks = on_chunks or (lambda n: None)
 
-    async def run(self, job: q.ClaimedJob) -> None:
-        """Ingest the job's document. Raises on failure (classified by the worker); LeaseLost when a
-        fenced write found that this attempt no longer owns the job."""
+    async def run(self, job: q.ClaimedJob) -> float | None:
+        """Ingest the job's document and complete the job; return its latency from submission.
+        Raises on failure (classified by the worker); LeaseLost when a fenced write found that this
+        attempt no longer owns the job."""
         metadata = dict(job.metadata)
         if job.url is not None:
             if self._fetcher is None:
@@ -118,8 +124,10 @@ class JobPipeline:
 
         document_hash = hashlib.sha256(text.encode()).hexdigest()
         complete = functools.partial(q.complete_job, document_hash=document_hash, metadata=metadata)
-        if not await self._db.run(complete, job.fence):
+        settled = await self._db.run(complete, job.fence)
+        if settled is None:
             raise LeaseLost(f"job {job.job_id}: lease lost before completion")
+        return settled.latency
 
     async def _embed_and_stage(
         self, job: q.ClaimedJob, batch: list[int], chunks: list[str], per_job: trio.CapacityLimiter
@@ -128,11 +136,11 @@ class JobPipeline:
         async with per_job, self._embed_limiter:
             spacer = self._embed_spacer
             if spacer is None:
-                vectors = await self._embedder.embed(contents, tenant=job.tenant_id)
+                vectors = await self._embedder.embed(contents, tenant=job.tenant_id, endpoint=INGEST_ENDPOINT)
             else:
                 await trio.sleep_until(spacer.reserve(trio.current_time()))
                 started = trio.current_time()
-                vectors = await self._embedder.embed(contents, tenant=job.tenant_id)
+                vectors = await self._embedder.embed(contents, tenant=job.tenant_id, endpoint=INGEST_ENDPOINT)
                 spacer.observed(trio.current_time() - started)
         stage = functools.partial(q.stage_chunks, binary_vectors=self.config.binary_vectors)
         if not await self._db.run(stage, job.fence, batch, contents, vectors):

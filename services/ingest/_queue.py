@@ -4,7 +4,10 @@ Each function takes an asyncpg connection and is an asyncio coroutine: callers r
 in one trio-asyncio crossing (``db.run(fn, *args)``), which is also one transaction where a function
 needs one. Every state transition is a single guarded UPDATE — ``WHERE state = <source>`` and, for a
 running job, ``AND lease_token = <the attempt's token>`` — so it either happens or changes nothing;
-"changed nothing" is returned to the caller (``None``/``False``), who reports it.
+"changed nothing" is returned to the caller (``None``/``False``), who reports it. A transition to
+a final state returns the job's latency from submission, ``now() - created_at`` computed by the
+statement itself: the database's clock stamped both ends, so no clock skew between the API that
+created the job and the worker that finished it enters the figure.
 """
 
 from __future__ import annotations
@@ -12,7 +15,7 @@ from __future__ import annotations
 import json
 import uuid
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from itertools import chain
 from typing import Any
@@ -31,6 +34,8 @@ __all__ = [
     "JobRecord",
     "QueueDepth",
     "QuotaExceeded",
+    "Reaped",
+    "Settled",
     "SubmitResult",
     "cancel_job",
     "cancel_running",
@@ -56,6 +61,9 @@ __all__ = [
 # First key of the two-key advisory locks that serialise claims per tenant ("FG" + 1).
 ADVISORY_LOCK_CLASS = 0x464701
 _TERMINAL_SQL = "('succeeded', 'failed', 'dead', 'cancelled')"
+# Seconds since the job was submitted, by the database's clock (``now()``: the transaction's start).
+_LATENCY_SQL = "extract(epoch FROM now() - {t}created_at)::float8"
+_LATENCY = _LATENCY_SQL.format(t="")
 
 
 class QuotaExceeded(Exception):
@@ -101,6 +109,9 @@ class ClaimedJob:
     text: str | None
     url: str | None
     metadata: dict[str, Any]
+    #: seconds from submission to this claim, on the job's first claim only (a job released at
+    #: shutdown, retried or requeued by an operator was claimed before); None otherwise
+    queue_wait: float | None = None
 
 
 @dataclass(frozen=True)
@@ -161,6 +172,28 @@ class CancelOutcome:
 
     state: JobState
     changed: bool
+    #: seconds from submission to this cancel when it cancelled a queued job (a final state)
+    latency: float | None = field(default=None, compare=False)
+
+
+@dataclass(frozen=True)
+class Settled:
+    """A settling transition that happened: the job's state after it, and, when that state is final
+    (succeeded, failed, dead, cancelled), the job's latency from submission in seconds."""
+
+    state: JobState
+    latency: float | None
+
+
+@dataclass(frozen=True)
+class Reaped:
+    """A job whose lease had expired, after the reaper: queued again, dead or cancelled (``latency``
+    as in `Settled`)."""
+
+    job_id: int
+    tenant_id: str
+    state: JobState
+    latency: float | None
 
 
 @dataclass(frozen=True)
@@ -169,6 +202,7 @@ class QueueDepth:
     queued: int
     running: int
     oldest_runnable_age: float  # seconds the oldest runnable job has waited; 0 if none
+    expired_leases: int = 0  # running jobs whose lease has run out and that no reaper took back yet
 
 
 # --------------------------------------------------------------------------------------------
@@ -302,7 +336,7 @@ async def list_jobs(
     return [_record(r) for r in rows]
 
 
-_CANCEL = """
+_CANCEL = f"""
 WITH changed AS (
     UPDATE ingest_jobs SET
         state = CASE WHEN state = 'queued' THEN 'cancelled' ELSE state END,
@@ -310,9 +344,11 @@ WITH changed AS (
         cancel_requested = true,
         updated_at = now()
     WHERE id = $1 AND tenant_id = $2 AND state IN ('queued', 'running')
-    RETURNING id, state
+    RETURNING id, state, created_at
 )
-SELECT state, CASE WHEN state = 'running' THEN pg_notify('ingest_cancel', id::text) END AS notified FROM changed
+SELECT state, CASE WHEN state = 'running' THEN pg_notify('ingest_cancel', id::text) END AS notified,
+       CASE WHEN state = 'cancelled' THEN {_LATENCY} END AS latency
+FROM changed
 """
 
 
@@ -321,7 +357,7 @@ async def cancel_job(conn: Any, tenant: str, job_id: int) -> CancelOutcome | Non
     flag at its next heartbeat). Finished: unchanged. None if the tenant has no such job."""
     row = await conn.fetchrow(_CANCEL, job_id, tenant)
     if row is not None:
-        return CancelOutcome(JobState(row["state"]), changed=True)
+        return CancelOutcome(JobState(row["state"]), changed=True, latency=row["latency"])
     current = await conn.fetchval(
         "SELECT state FROM ingest_jobs WHERE id = $1 AND tenant_id = $2", job_id, tenant
     )
@@ -387,7 +423,10 @@ UPDATE ingest_jobs j SET
     updated_at = now()
 FROM picked p
 WHERE j.id = p.id AND j.state = 'queued'
-RETURNING j.id, j.tenant_id, j.doc_id, j.content_hash, j.attempts, j.max_attempts, j.lease_token
+RETURNING j.id, j.tenant_id, j.doc_id, j.content_hash, j.attempts, j.max_attempts, j.lease_token,
+    -- RETURNING sees the new row: started_at is this statement's now() only if it was NULL, i.e. on the
+    -- job's first claim (a released job gets its attempt back, so attempts alone would count it twice)
+    CASE WHEN j.started_at = now() THEN extract(epoch FROM now() - j.created_at)::float8 END AS queue_wait
 )
 -- The inputs by primary key, one probe per claimed job (a plain join lets the planner hash the whole
 -- inputs table).
@@ -492,6 +531,7 @@ def _claimed(rows: Sequence[Any]) -> list[ClaimedJob]:
             text=r["text"],
             url=r["url"],
             metadata=json.loads(m) if (m := r["metadata"]) and m != "{}" else {},
+            queue_wait=r["queue_wait"],
         )
         for r in rows
     ]
@@ -687,15 +727,15 @@ async def stage_chunks(
 
 
 # Fence the job to succeeded and count its staged chunks, in one statement.
-_SUCCEED = """
+_SUCCEED = f"""
 WITH done AS (
     UPDATE ingest_jobs SET state = 'succeeded', finished_at = now(), lease_token = NULL,
         lease_expires_at = NULL, chunks_done = coalesce(chunks_total, 0), last_error = NULL,
         last_error_kind = NULL, updated_at = now()
     WHERE id = $1 AND lease_token = $2 AND state = 'running'
-    RETURNING tenant_id, doc_id, coalesce(chunks_total, 0) AS total
+    RETURNING tenant_id, doc_id, coalesce(chunks_total, 0) AS total, {_LATENCY} AS latency
 )
-SELECT d.tenant_id, d.doc_id, d.total,
+SELECT d.tenant_id, d.doc_id, d.total, d.latency,
        (SELECT count(*) FROM ingest_chunk_staging s WHERE s.job_id = $1 AND s.chunk_no < d.total) AS staged
 FROM done d
 """
@@ -733,24 +773,26 @@ DELETE FROM ingest_job_inputs WHERE job_id = $3
 """
 
 
-async def complete_job(conn: Any, fence: Fence, *, document_hash: str, metadata: dict[str, Any]) -> bool:
+async def complete_job(
+    conn: Any, fence: Fence, *, document_hash: str, metadata: dict[str, Any]
+) -> Settled | None:
     """running -> succeeded, and the document's chunks replaced by the staged ones, atomically.
 
     The chunks change only if this job is newer than the one whose chunks the document holds
     (``ingest_documents``), so a late old version never overwrites a newer one; the job still succeeds
-    (its work is superseded, not failed). Returns False (nothing written) if the attempt lost its lease.
+    (its work is superseded, not failed). Returns None (nothing written) if the attempt lost its lease.
     Two statements in one transaction (``_SUCCEED``, ``_PUBLISH``): four round trips with BEGIN and
     COMMIT, whatever the number of chunks.
     """
     async with conn.transaction():
         job = await conn.fetchrow(_SUCCEED, fence.job_id, fence.token)
         if job is None:
-            return False
+            return None
         tenant, doc_id, total = job["tenant_id"], job["doc_id"], job["total"]
         if job["staged"] != total:
             raise RuntimeError(f"job {fence.job_id}: {job['staged']} of {total} chunks staged at completion")
         await conn.execute(_PUBLISH, tenant, doc_id, fence.job_id, document_hash, total, json.dumps(metadata))
-    return True
+    return Settled(JobState.SUCCEEDED, job["latency"])
 
 
 async def complete_noop_jobs(conn: Any, fences: Sequence[Fence]) -> int:
@@ -769,7 +811,7 @@ async def complete_noop_jobs(conn: Any, fences: Sequence[Fence]) -> int:
     )
 
 
-_RETRY_OR_BURY = """
+_RETRY_OR_BURY = f"""
 UPDATE ingest_jobs SET
     state = CASE WHEN attempts >= max_attempts THEN 'dead' ELSE 'queued' END,
     run_at = CASE WHEN attempts >= max_attempts THEN run_at ELSE now() + make_interval(secs => $3) END,
@@ -777,59 +819,53 @@ UPDATE ingest_jobs SET
     lease_token = NULL, lease_expires_at = NULL,
     last_error = $4, last_error_kind = 'retryable', updated_at = now()
 WHERE id = $1 AND lease_token = $2 AND state = 'running'
-RETURNING state
+RETURNING state, CASE WHEN state = 'dead' THEN {_LATENCY} END AS latency
 """
 
 
-async def retry_or_bury(conn: Any, fence: Fence, *, delay: float, error: str) -> JobState | None:
+async def retry_or_bury(conn: Any, fence: Fence, *, delay: float, error: str) -> Settled | None:
     """running -> queued (run again after ``delay``) or -> dead when no attempts are left."""
-    state = await conn.fetchval(_RETRY_OR_BURY, fence.job_id, fence.token, delay, error[:2000])
-    return JobState(state) if state is not None else None
+    row = await conn.fetchrow(_RETRY_OR_BURY, fence.job_id, fence.token, delay, error[:2000])
+    return Settled(JobState(row["state"]), row["latency"]) if row is not None else None
 
 
-async def fail_job(conn: Any, fence: Fence, *, error: str) -> bool:
+async def fail_job(conn: Any, fence: Fence, *, error: str) -> Settled | None:
     """running -> failed: the document is at fault (empty, undecodable, fetch said 404...)."""
-    return (
-        await conn.fetchval(
-            """UPDATE ingest_jobs SET state = 'failed', finished_at = now(), lease_token = NULL,
+    latency = await conn.fetchval(
+        f"""UPDATE ingest_jobs SET state = 'failed', finished_at = now(), lease_token = NULL,
                lease_expires_at = NULL, last_error = $3, last_error_kind = 'permanent', updated_at = now()
-           WHERE id = $1 AND lease_token = $2 AND state = 'running' RETURNING true""",
-            fence.job_id,
-            fence.token,
-            error[:2000],
-        )
-        is not None
+           WHERE id = $1 AND lease_token = $2 AND state = 'running' RETURNING {_LATENCY}""",
+        fence.job_id,
+        fence.token,
+        error[:2000],
     )
+    return Settled(JobState.FAILED, latency) if latency is not None else None
 
 
-async def release_job(conn: Any, fence: Fence) -> bool:
+async def release_job(conn: Any, fence: Fence) -> Settled | None:
     """running -> queued at once, the attempt not counted (graceful shutdown); wakes another worker."""
-    return (
-        await conn.fetchval(
-            """WITH released AS (
+    released = await conn.fetchval(
+        """WITH released AS (
                UPDATE ingest_jobs SET state = 'queued', attempts = greatest(attempts - 1, 0), run_at = now(),
                    lease_token = NULL, lease_expires_at = NULL, updated_at = now()
                WHERE id = $1 AND lease_token = $2 AND state = 'running' RETURNING id)
            SELECT pg_notify('ingest_jobs', '') IS NOT NULL FROM released""",
-            fence.job_id,
-            fence.token,
-        )
-        is not None
+        fence.job_id,
+        fence.token,
     )
+    return Settled(JobState.QUEUED, None) if released is not None else None
 
 
-async def cancel_running(conn: Any, fence: Fence) -> bool:
+async def cancel_running(conn: Any, fence: Fence) -> Settled | None:
     """running -> cancelled: the worker acknowledges a cancel request and stops."""
-    return (
-        await conn.fetchval(
-            """UPDATE ingest_jobs SET state = 'cancelled', finished_at = now(), lease_token = NULL,
+    latency = await conn.fetchval(
+        f"""UPDATE ingest_jobs SET state = 'cancelled', finished_at = now(), lease_token = NULL,
                lease_expires_at = NULL, updated_at = now()
-           WHERE id = $1 AND lease_token = $2 AND state = 'running' RETURNING true""",
-            fence.job_id,
-            fence.token,
-        )
-        is not None
+           WHERE id = $1 AND lease_token = $2 AND state = 'running' RETURNING {_LATENCY}""",
+        fence.job_id,
+        fence.token,
     )
+    return Settled(JobState.CANCELLED, latency) if latency is not None else None
 
 
 # --------------------------------------------------------------------------------------------
@@ -850,17 +886,18 @@ WITH expired AS (
         last_error_kind = 'lease_expired', updated_at = now()
     FROM expired e
     WHERE j.id = e.id AND j.state = 'running' AND j.lease_expires_at < now()
-    RETURNING j.id, j.tenant_id, j.state
+    RETURNING j.id, j.tenant_id, j.state,
+        CASE WHEN j.state IN ('dead', 'cancelled') THEN {latency} END AS latency
 )
-SELECT id, tenant_id, state, pg_notify('ingest_jobs', '') IS NOT NULL AS notified FROM reaped
-"""
+SELECT id, tenant_id, state, latency, pg_notify('ingest_jobs', '') IS NOT NULL AS notified FROM reaped
+""".format(latency=_LATENCY_SQL.format(t="j."))
 
 
-async def reap_expired(conn: Any, *, limit: int = 100) -> list[tuple[int, str, JobState]]:
+async def reap_expired(conn: Any, *, limit: int = 100) -> list[Reaped]:
     """Jobs whose worker stopped extending the lease (crashed, partitioned): back to queued (the attempt
     counts — a job that crashes its worker every time must end dead, not loop), or dead, or cancelled."""
     rows = await conn.fetch(_REAP, limit)
-    return [(r["id"], r["tenant_id"], JobState(r["state"])) for r in rows]
+    return [Reaped(r["id"], r["tenant_id"], JobState(r["state"]), r["latency"]) for r in rows]
 
 
 async def purge_finished(conn: Any, *, older_than: float, batch: int = 1000) -> int:
@@ -878,13 +915,15 @@ async def purge_finished(conn: Any, *, older_than: float, batch: int = 1000) -> 
 
 
 async def queue_depth(conn: Any) -> list[QueueDepth]:
-    """Per tenant: queued and running jobs, and how long the oldest runnable job has waited."""
+    """Per tenant: queued and running jobs, how long the oldest runnable job has waited, and how many
+    running jobs have a lease that ran out (their worker is gone and no reaper has taken them back)."""
     rows = await conn.fetch(
         """SELECT tenant_id,
                   count(*) FILTER (WHERE state = 'queued') AS queued,
                   count(*) FILTER (WHERE state = 'running') AS running,
                   coalesce(extract(epoch FROM now() - min(run_at) FILTER (
-                      WHERE state = 'queued' AND run_at <= now())), 0)::float8 AS oldest
+                      WHERE state = 'queued' AND run_at <= now())), 0)::float8 AS oldest,
+                  count(*) FILTER (WHERE state = 'running' AND lease_expires_at < now()) AS expired
            FROM ingest_jobs WHERE state IN ('queued', 'running') GROUP BY tenant_id"""
     )
-    return [QueueDepth(r["tenant_id"], r["queued"], r["running"], r["oldest"]) for r in rows]
+    return [QueueDepth(r["tenant_id"], r["queued"], r["running"], r["oldest"], r["expired"]) for r in rows]

@@ -33,7 +33,7 @@ from ._db import Database
 from ._errors import FailureKind, LeaseLost, classify_failure, primary_error
 from ._metrics import WorkerMetrics
 from ._pipeline import JobPipeline
-from ._states import Transition, TransitionRefused
+from ._states import JobState, Transition, TransitionRefused
 from ._timing import ClaimPacer, LeaseClock, RetryBackoff
 
 __all__ = ["JobRunner", "StopReason", "Worker", "WorkerConfig", "WorkerStatistics", "keep_leases"]
@@ -100,7 +100,9 @@ class _RunningJob:
         self.scope.cancel()
 
 
-JobRunner = Callable[[q.ClaimedJob], Awaitable[None]]
+#: The work of one job. It returns the job's latency from submission (`_queue.Settled.latency`) when
+#: it finished the job itself (the pipeline's completion does), else None (nothing is observed).
+JobRunner = Callable[[q.ClaimedJob], Awaitable[float | None]]
 K = TypeVar("K")
 
 
@@ -305,6 +307,9 @@ class Worker:
             if self._metrics is not None:
                 self._metrics.claim_duration.observe(trio.current_time() - sent_at)
                 self._metrics.claimed.inc(len(claimed))
+                for job in claimed:
+                    if job.queue_wait is not None:
+                        self._metrics.queue_wait.observe(job.queue_wait)
             for job in claimed:
                 self._start_job(jobs, job, sent_at)
             if delay > 0:
@@ -329,15 +334,16 @@ class Worker:
     async def _run_job(self, running: _RunningJob) -> None:
         job = running.job
         error: BaseException | None = None
+        latency: float | None = None
         try:
             with running.scope:
                 try:
-                    await self._runner(job)
+                    latency = await self._runner(job)
                 except Exception as exc:
                     error = primary_error(exc)
             bound = _JobLog(job_id=job.job_id, tenant=job.tenant_id, attempt=job.attempts)
             try:
-                await self._settle(running, error, bound)
+                await self._settle(running, error, bound, latency)
             except Exception:
                 # A bug, not an outage (transient errors are retried inside). The job is not lost:
                 # its lease expires and the reaper requeues it.
@@ -371,8 +377,11 @@ class Worker:
     async def _lease_keeper(self) -> None:
         await keep_leases(self._leases, self._send_heartbeats, self._stop, idle=self._wait_for_jobs)
 
-    async def _settle(self, running: _RunningJob, error: BaseException | None, bound: _JobLog) -> None:
-        """Record how the attempt ended, with one fenced transition (shielded, bounded, retried)."""
+    async def _settle(
+        self, running: _RunningJob, error: BaseException | None, bound: _JobLog, latency: float | None
+    ) -> None:
+        """Record how the attempt ended, with one fenced transition (shielded, bounded, retried).
+        ``latency``: the runner's, when it completed the job itself."""
         job = running.job
         fence = job.fence
         reason = running.stop_reason
@@ -387,20 +396,30 @@ class Worker:
                 Transition.RELEASE, q.release_job, fence, "released", running, bound
             )
         if error is None:
-            return self._outcome("succeeded", running, bound)
+            return self._outcome("succeeded", running, bound, latency=latency)
         message = f"{type(error).__name__}: {error}"
         if classify_failure(error) is FailureKind.PERMANENT:
             return await self._transition(
                 Transition.FAIL, q.fail_job, fence, "failed", running, bound, error=message
             )
         delay = self.config.backoff.delay(job.attempts, rng=self._rng)
-        state = await self._write(Transition.RETRY, q.retry_or_bury, fence, bound, delay=delay, error=message)
-        if state is None:
+        settled = await self._write(
+            Transition.RETRY, q.retry_or_bury, fence, bound, delay=delay, error=message
+        )
+        if settled is None:
             return None
-        outcome = "dead" if str(state) == "dead" else "retried"
+        outcome = "dead" if settled.state == JobState.DEAD else "retried"
         if self._metrics is not None:
             (self._metrics.dead if outcome == "dead" else self._metrics.retries).inc()
-        self._outcome(outcome, running, bound, warn=True, error=message, retry_in=round(delay, 3))
+        self._outcome(
+            outcome,
+            running,
+            bound,
+            latency=settled.latency,
+            warn=True,
+            error=message,
+            retry_in=round(delay, 3),
+        )
         return None
 
     async def _transition(
@@ -413,14 +432,19 @@ class Worker:
         bound: _JobLog,
         **kwargs: object,
     ) -> None:
-        if await self._write(transition, fn, fence, bound, **kwargs) is not None:
+        settled = await self._write(transition, fn, fence, bound, **kwargs)
+        if settled is not None:
             self._outcome(
-                outcome, running, bound, **({"error": kwargs["error"]} if "error" in kwargs else {})
+                outcome,
+                running,
+                bound,
+                latency=settled.latency,
+                **({"error": kwargs["error"]} if "error" in kwargs else {}),
             )
 
     async def _write(
         self, transition: Transition, fn, fence: q.Fence, bound: _JobLog, **kwargs: object
-    ) -> object | None:
+    ) -> q.Settled | None:
         """Run a settling transition; None if refused (reported) or impossible within the bound."""
         with trio.CancelScope(shield=True), trio.move_on_after(self.config.settle_timeout):
             pacer = ClaimPacer(error_base=0.05, max_error_delay=1.0)
@@ -446,50 +470,73 @@ class Worker:
         return None
 
     def _outcome(
-        self, outcome: str, running: _RunningJob, bound: _JobLog, *, warn: bool = False, **fields: object
+        self,
+        outcome: str,
+        running: _RunningJob,
+        bound: _JobLog,
+        *,
+        latency: float | None = None,
+        warn: bool = False,
+        **fields: object,
     ) -> None:
+        """Count how an attempt ended; ``latency``, when the job reached a final state, is its time
+        from submission (by the database's clock)."""
         self._outcomes[outcome] = self._outcomes.get(outcome, 0) + 1
         duration = trio.current_time() - running.started_at
         if self._metrics is not None:
             self._metrics.outcomes.labels(outcome).inc()
             self._metrics.job_duration.labels(outcome).observe(duration)
+            if latency is not None:
+                self._metrics.job_latency.labels(outcome).observe(latency)
         if warn or self._log_successes:
             (bound.warning if warn else bound.info)("job_" + outcome, duration_s=round(duration, 3), **fields)
 
     # -- housekeeping ---------------------------------------------------------------------------
 
     async def _maintenance_loop(self) -> None:
+        """Every ``reap_interval``: reap expired leases; every ``maintenance_interval``, before that,
+        purge old jobs and sample the queue, so the sample's expired leases are those this round's
+        reap takes back. Each part is guarded on its own: a failed sample never holds up the reaper."""
         cfg = self.config
         next_full = trio.current_time()
         while True:
-            try:
-                with trio.fail_after(cfg.claim_timeout):
-                    reaped = await self._db.run(q.reap_expired)
-                if reaped:
-                    self._reaped += len(reaped)
-                    log.warning("leases_expired", jobs=[(j, str(s)) for j, _, s in reaped])
-                    if self._metrics is not None:
-                        self._metrics.lease_expiries.inc(len(reaped))
-                        self._metrics.dead.inc(sum(1 for *_, s in reaped if str(s) == "dead"))
-                    self._wake.set()
-                if trio.current_time() >= next_full:
-                    next_full = trio.current_time() + cfg.maintenance_interval
-                    with trio.fail_after(cfg.claim_timeout):
-                        purged = await self._db.run(
-                            functools.partial(q.purge_finished, older_than=cfg.retention_seconds)
-                        )
-                        depth = await self._db.run(q.queue_depth)
-                    if self._metrics is not None:
-                        self._metrics.purged.inc(purged)
-                        self._metrics.set_depth(
-                            (d.tenant_id, d.queued, d.running, d.oldest_runnable_age) for d in depth
-                        )
-            except Exception as exc:
-                if not (isinstance(exc, trio.TooSlowError) or is_transient_pg_error(exc)):
-                    log.exception("maintenance_failed")
-                else:
-                    log.info("maintenance_skipped", error=f"{type(exc).__name__}: {exc}")
+            if trio.current_time() >= next_full:
+                next_full = trio.current_time() + cfg.maintenance_interval
+                await self._housekeep(self._purge_and_sample)
+            await self._housekeep(self._reap)
             await trio.sleep(cfg.reap_interval)
+
+    async def _housekeep(self, step: Callable[[], Awaitable[None]]) -> None:
+        try:
+            with trio.fail_after(self.config.claim_timeout):
+                await step()
+        except Exception as exc:
+            if not (isinstance(exc, trio.TooSlowError) or is_transient_pg_error(exc)):
+                log.exception("maintenance_failed")
+            else:
+                log.info("maintenance_skipped", error=f"{type(exc).__name__}: {exc}")
+
+    async def _purge_and_sample(self) -> None:
+        purge = functools.partial(q.purge_finished, older_than=self.config.retention_seconds)
+        purged = await self._db.run(purge)
+        depth = await self._db.run(q.queue_depth)
+        if self._metrics is not None:
+            self._metrics.purged.inc(purged)
+            self._metrics.set_depth(depth)
+
+    async def _reap(self) -> None:
+        reaped = await self._db.run(q.reap_expired)
+        if not reaped:
+            return
+        self._reaped += len(reaped)
+        log.warning("leases_expired", jobs=[(r.job_id, str(r.state)) for r in reaped])
+        if self._metrics is not None:
+            self._metrics.lease_expiries.inc(len(reaped))
+            self._metrics.dead.inc(sum(1 for r in reaped if r.state == JobState.DEAD))
+            for r in reaped:
+                if r.latency is not None:  # dead or cancelled: the job's final state
+                    self._metrics.job_latency.labels(str(r.state)).observe(r.latency)
+        self._wake.set()
 
 
 async def _claim(conn: object, cfg: WorkerConfig, asked: int) -> list[q.ClaimedJob]:

@@ -30,6 +30,8 @@ class Downstreams:
 @dataclass(frozen=True)
 class RequestContext:
     tenant: str
+    #: the endpoint's name in the budget file; the providers label the tokens a call uses with it
+    endpoint: str
     policy: floodgate.EndpointPolicy
     timing: ServerTiming
     degradations: floodgate.Degradations

@@ -97,7 +97,7 @@ async def answer_question(req: DealBrainRequest, ctx: RequestContext, down: Down
 
         async def embed() -> Sequence[float] | None:
             with ctx.timing.step("embed", dependency="embed"):
-                return await down.embedder.embed_query(req.question, tenant=ctx.tenant)
+                return await down.embedder.embed_query(req.question, tenant=ctx.tenant, endpoint=ctx.endpoint)
 
         vector = await degradable(
             "embed",
@@ -205,7 +205,9 @@ async def _answer(
 
     async def call() -> str | None:
         with ctx.timing.step("answer", dependency="llm"):
-            return await down.llm.text(instructions=_ANSWER_INSTRUCTIONS, prompt=prompt, tenant=ctx.tenant)
+            return await down.llm.text(
+                instructions=_ANSWER_INSTRUCTIONS, prompt=prompt, tenant=ctx.tenant, endpoint=ctx.endpoint
+            )
 
     return await degradable(
         "answer",

@@ -46,6 +46,7 @@ async def score_rubric(
                 instructions=_SCORE_INSTRUCTIONS,
                 prompt=f"Subject: {req.subject}\n\n{evidence}Criterion: {criterion.description}",
                 tenant=ctx.tenant,
+                endpoint=ctx.endpoint,
             )
             value, rationale = data.get("score"), data.get("rationale")
             if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= 10:

@@ -69,6 +69,7 @@ async def _queries(req: ShadowHunterRequest, ctx: RequestContext, down: Downstre
                 instructions=_EXPAND_INSTRUCTIONS,
                 prompt=f"Write {req.query_count} search queries.\nSubject: {req.subject}",
                 tenant=ctx.tenant,
+                endpoint=ctx.endpoint,
             )
         raw = data.get("queries")
         if not isinstance(raw, list) or not all(isinstance(q, str) for q in raw):
@@ -138,6 +139,7 @@ async def hunt(req: ShadowHunterRequest, ctx: RequestContext, down: Downstreams)
                 instructions=_EXTRACT_INSTRUCTIONS,
                 prompt=f"[1] {result.title}: {result.snippet}\n\nSubject: {req.subject}",
                 tenant=ctx.tenant,
+                endpoint=ctx.endpoint,
             )
             return _findings(data, result.url)
 

@@ -2,7 +2,9 @@
 
 `open_downstreams` builds the guarded dependencies (``floodgate.Dependencies.from_budget``: one
 gate, breaker, retry policy and httpx client per provider, sized for this process), the caches
-for reusable results (search, query embeddings), and the PostgreSQL pool (its size and gate from
+for reusable results (search, query embeddings), the token meter the LLM and embeddings clients
+report each answer's ``usage`` to (`providers.UsageMetrics`, priced from the budget file), and the
+PostgreSQL pool (its size and gate from
 the budget's ``db`` share, its connect and statement timeouts from ``db.timeouts``), and closes
 them all on exit. Tests pass ``transport`` to put an
 in-process simulator behind the providers, and ``chunks`` to replace the database.
@@ -17,7 +19,16 @@ from dataclasses import dataclass
 import floodgate
 import httpx
 from prometheus_client import CollectorRegistry
-from providers import ChatModel, Embedder, ProviderSettings, Reranker, WebSearch, api_keys, base_urls
+from providers import (
+    ChatModel,
+    Embedder,
+    ProviderSettings,
+    Reranker,
+    UsageMetrics,
+    WebSearch,
+    api_keys,
+    base_urls,
+)
 
 from ._chunks import SESSION_SETTINGS, ChunkSearch, PgChunkSearch, keep_session
 from ._context import Downstreams
@@ -73,13 +84,17 @@ async def open_downstreams(
         api_keys=api_keys(providers),
         transport=transport,
     )
+    usage = UsageMetrics(registry=registry, prices=budget.prices)
     async with deps:
 
         def assemble(chunk_search: ChunkSearch) -> Downstreams:
             return Downstreams(
-                llm=ChatModel(deps["llm"], model=providers["llm"].model),
+                llm=ChatModel(deps["llm"], model=providers["llm"].model, usage=usage),
                 embedder=Embedder(
-                    deps["embed"], model=providers["embed"].model, memo=_cache(budget, "embed", registry)
+                    deps["embed"],
+                    model=providers["embed"].model,
+                    memo=_cache(budget, "embed", registry),
+                    usage=usage,
                 ),
                 reranker=Reranker(deps["rerank"], model=providers["rerank"].model),
                 web=WebSearch(deps["search"], memo=_cache(budget, "search", registry)),

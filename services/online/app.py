@@ -149,6 +149,7 @@ async def _handle(endpoint: Endpoint, state: OnlineState) -> Response:
     assert seconds is not None  # the endpoint's own deadline is never None
     ctx = RequestContext(
         tenant=tenant,
+        endpoint=endpoint.name,
         policy=policy,
         timing=timing,
         degradations=floodgate.Degradations(registry=state.registry),

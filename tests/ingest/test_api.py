@@ -150,6 +150,15 @@ async def test_cancel_and_requeue(fresh_database_url: str) -> None:
             await client.post(f"/v1/omnirag/jobs/{queued}/cancel", headers=T1)
         ).status_code == 200  # idempotent
         assert (await client.post(f"/v1/omnirag/jobs/{queued}/cancel", headers=T2)).status_code == 404
+        # the queued job reached its final state here: its submit-to-finish latency, observed once
+        latency = client.app.extensions["ingest"].metrics.job_latency
+        counts = {
+            s.labels["outcome"]: s.value
+            for f in latency.collect()
+            for s in f.samples
+            if s.name.endswith("_count")
+        }
+        assert counts == {"cancelled": 1}
 
         running_id = await new("r")
         [running] = await claim(db)

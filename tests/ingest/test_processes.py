@@ -114,6 +114,13 @@ async def test_three_workers_300_jobs_each_succeeds_exactly_once(
         done = [metric(c, "ingest_job_outcomes_total", 'outcome="succeeded"') for c in children]
         assert sum(done) == 302 and all(n > 0 for n in done), done
         assert sum(metric(c, "ingest_transitions_refused_total") for c in children) == 0
+        # each job's submit-to-finish latency and first queue wait observed once, by the worker
+        # that finished or claimed it; the simulator's `usage` counted under the worker's endpoint
+        latencies = [metric(c, "ingest_job_latency_seconds_count", 'outcome="succeeded"') for c in children]
+        assert sum(latencies) == 302 and latencies == done
+        assert sum(metric(c, "ingest_queue_wait_seconds_count") for c in children) == 302
+        tokens = 'dependency="embed",endpoint="omnirag_ingest",kind="prompt"'  # labels sorted by name
+        assert sum(metric(c, "floodgate_tokens_total", tokens) for c in children) > 0
     print(f"300 jobs on 3 workers in {elapsed:.2f}s; per worker {done}")
 
 

@@ -118,7 +118,7 @@ async def test_fencing_a_stale_attempt_cannot_write(fresh_database_url: str) -> 
         # the worker stops heartbeating; its lease runs out
         await db.execute("UPDATE ingest_jobs SET lease_expires_at = now() - interval '1 second'")
         reaped = await db.run(q.reap_expired)
-        assert [(j, s) for j, _, s in reaped] == [(first.job_id, JobState.QUEUED)]
+        assert [(r.job_id, r.state, r.latency) for r in reaped] == [(first.job_id, JobState.QUEUED, None)]
         [second] = await claim(db, "healthy")
         assert second.job_id == first.job_id and second.fence.token != first.fence.token
         assert second.attempts == 2
@@ -195,7 +195,7 @@ async def test_retry_with_backoff_then_dead_with_last_error(fresh_database_url: 
         await submit(db, "t", "doc", "text", max_attempts=2)
         [job] = await claim(db)
         retry = functools.partial(q.retry_or_bury, delay=60.0, error="DependencyError: HTTP 503")
-        assert await db.run(retry, job.fence) == JobState.QUEUED
+        assert await db.run(retry, job.fence) == q.Settled(JobState.QUEUED, None)
         assert await claim(db) == []  # run_at is a minute away
         delay = await db.fetchval("SELECT extract(epoch FROM run_at - now()) FROM ingest_jobs")
         assert 55 < delay <= 60
@@ -203,7 +203,8 @@ async def test_retry_with_backoff_then_dead_with_last_error(fresh_database_url: 
         [again] = await claim(db)
         assert again.attempts == 2
         last = functools.partial(q.retry_or_bury, delay=60.0, error="DependencyError: HTTP 429")
-        assert await db.run(last, again.fence) == JobState.DEAD
+        dead = await db.run(last, again.fence)
+        assert dead.state == JobState.DEAD and dead.latency > 0
         record = await db.run(q.get_job, "t", job.job_id)
         assert record.state == JobState.DEAD and record.finished_at is not None
         assert record.to_json()["last_error"] == {"kind": "retryable", "message": "DependencyError: HTTP 429"}
@@ -278,8 +279,9 @@ async def test_reaper_buries_a_job_that_keeps_killing_workers(fresh_database_url
         for expected in (JobState.QUEUED, JobState.DEAD):
             await claim(db)
             await db.execute("UPDATE ingest_jobs SET lease_expires_at = now() - interval '1 second'")
-            [(_, _, state)] = await db.run(q.reap_expired)
-            assert state == expected
+            [reaped] = await db.run(q.reap_expired)
+            assert reaped.state == expected
+            assert (reaped.latency is not None) == (expected == JobState.DEAD)  # only a final state has one
         record = (await db.run(functools.partial(q.list_jobs, state=None, limit=10, before_id=None), "t"))[0]
         assert record.last_error_kind == "lease_expired"
 
@@ -308,3 +310,39 @@ async def test_keyset_listing(fresh_database_url: str) -> None:
             functools.partial(q.list_jobs, state=JobState.RUNNING, limit=10, before_id=None), "t"
         )
         assert queued == []
+
+
+async def test_queue_wait_is_measured_at_a_jobs_first_claim_only(fresh_database_url: str) -> None:
+    async with open_db(fresh_database_url) as db:
+        await submit(db, "t", "doc", "x")
+        await db.execute("UPDATE ingest_jobs SET created_at = now() - interval '30 seconds'")
+        [first] = await claim(db)
+        assert first.queue_wait is not None and first.queue_wait >= 30
+        assert await db.run(q.release_job, first.fence)  # a shutdown: the attempt does not count
+        [again] = await claim(db)
+        assert again.attempts == 1 and again.queue_wait is None  # waited once, observed once
+
+
+async def test_queue_depth_counts_running_jobs_whose_lease_expired(fresh_database_url: str) -> None:
+    from prometheus_client import CollectorRegistry
+
+    from services.ingest._metrics import WorkerMetrics
+
+    async with open_db(fresh_database_url) as db:
+        for doc in ("a", "b", "c"):
+            await submit(db, "t", doc, doc)
+        [stuck, _] = await claim(db, limit=2)  # t: two running, one queued
+        await submit(db, "u", "d", "d")  # u: one queued
+        expire = "UPDATE ingest_jobs SET lease_expires_at = now() - interval '1 second' WHERE id = $1"
+        await db.execute(expire, stuck.job_id)
+        depth = {d.tenant_id: d for d in await db.run(q.queue_depth)}
+        assert (depth["t"].queued, depth["t"].running, depth["t"].expired_leases) == (1, 2, 1)
+        assert (depth["u"].queued, depth["u"].running, depth["u"].expired_leases) == (1, 0, 0)
+        registry = CollectorRegistry()
+        metrics = WorkerMetrics(registry)
+        metrics.set_depth(depth.values())
+        assert registry.get_sample_value("ingest_jobs_expired_leases") == 1
+        assert registry.get_sample_value("ingest_queue_depth", {"tenant": "t", "state": "running"}) == 2
+        await db.run(q.reap_expired)
+        metrics.set_depth(await db.run(q.queue_depth))
+        assert registry.get_sample_value("ingest_jobs_expired_leases") == 0

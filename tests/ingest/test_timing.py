@@ -198,14 +198,14 @@ def test_call_spacer_spreads_starts_over_the_observed_duration() -> None:
 async def test_pipeline_spaces_embed_calls_and_keeps_the_limit(autojump_clock: trio.abc.Clock) -> None:
     """Eight batches, a limit of 4 and calls of 1 s: the first four leave together (nothing observed
     yet), the next four leave 0.2 s apart as the first ones return, never more than 4 in flight."""
-    from services.ingest import ChunkingConfig, JobPipeline, PipelineConfig
-    from services.ingest._queue import ClaimedJob, Fence
+    from services.ingest import ChunkingConfig, JobPipeline, JobState, PipelineConfig
+    from services.ingest._queue import ClaimedJob, Fence, Settled
 
     starts: list[float] = []
     in_flight = peak = 0
 
     class SlowEmbedder:
-        async def embed(self, texts, *, tenant):
+        async def embed(self, texts, *, tenant, endpoint):
             nonlocal in_flight, peak
             starts.append(trio.current_time())
             in_flight += 1
@@ -217,7 +217,8 @@ async def test_pipeline_spaces_embed_calls_and_keeps_the_limit(autojump_clock: t
     class Db:
         async def run(self, fn, *args):
             name = getattr(fn, "func", fn).__name__
-            return {"start_chunks": set(), "stage_chunks": True, "complete_job": True}[name]
+            done = Settled(JobState.SUCCEEDED, 1.0)
+            return {"start_chunks": set(), "stage_chunks": True, "complete_job": done}[name]
 
     pipeline = JobPipeline(
         PipelineConfig(chunking=ChunkingConfig(1, 0, 100), embed_batch_size=1, embed_parallelism=8),

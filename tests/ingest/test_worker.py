@@ -7,7 +7,9 @@ import functools
 from collections.abc import Sequence
 
 import floodgate
+import pytest
 import trio
+from prometheus_client import CollectorRegistry
 from providers import FetchedDocument
 
 from services.ingest import (
@@ -21,6 +23,7 @@ from services.ingest import (
 )
 from services.ingest import _queue as q
 from services.ingest._listener import PgListener
+from services.ingest._metrics import WorkerMetrics
 
 from ._helpers import open_db, states, submit
 
@@ -35,7 +38,7 @@ class FakeEmbedder:
         self.peak = 0
         self.started = trio.Event()
 
-    async def embed(self, texts: Sequence[str], *, tenant: str) -> list[list[float]]:
+    async def embed(self, texts: Sequence[str], *, tenant: str, endpoint: str) -> list[list[float]]:
         self.calls += 1
         self.in_flight += 1
         self.peak = max(self.peak, self.in_flight)
@@ -60,7 +63,15 @@ class FakeFetcher:
         return FetchedDocument(url=url, title="T", text=f"fetched words of {url} " * 30)
 
 
-def make_worker(db, embedder, *, dsn: str | None = None, embed_limit: int = 4, **config) -> Worker:
+def make_worker(
+    db,
+    embedder,
+    *,
+    dsn: str | None = None,
+    embed_limit: int = 4,
+    metrics: WorkerMetrics | None = None,
+    **config,
+) -> Worker:
     pipeline = JobPipeline(
         PipelineConfig(
             chunking=ChunkingConfig(chunk_tokens=20, overlap_tokens=5),
@@ -84,7 +95,9 @@ def make_worker(db, embedder, *, dsn: str | None = None, embed_limit: int = 4, *
     )
     defaults.update(config)
     listener = (lambda wake, cancel: PgListener(dsn, on_jobs=wake, on_cancel=cancel)) if dsn else None
-    return Worker(WorkerConfig(**defaults), db=db, runner=pipeline, listener_factory=listener)
+    return Worker(
+        WorkerConfig(**defaults), db=db, runner=pipeline, metrics=metrics, listener_factory=listener
+    )
 
 
 async def wait_for_states(db, expected: dict[str, int], within: float = 10.0) -> None:
@@ -121,6 +134,39 @@ async def test_jobs_run_through_the_pipeline(fresh_database_url: str) -> None:
         )
         assert failed["last_error_kind"] == "permanent" and "404" in failed["last_error"]
         assert worker.statistics().outcomes == {"succeeded": 7, "failed": 1}
+
+
+async def test_a_finished_job_has_its_submit_to_finish_latency_and_queue_wait(
+    fresh_database_url: str,
+) -> None:
+    """The latencies come from the job rows and the database's clock: jobs submitted "100 s ago"
+    (created_at moved back) show at least 100 s, which no clock of the worker's could know."""
+    async with open_db(fresh_database_url) as db:
+        await submit(db, "t", "good", "some words worth embedding")
+        await submit(db, "t", "empty", "   ")  # no text: a bad document, failed at once
+        await db.execute("UPDATE ingest_jobs SET created_at = now() - interval '100 seconds'")
+        registry = CollectorRegistry()
+        worker = make_worker(db, FakeEmbedder(), metrics=WorkerMetrics(registry))
+        shutdown = trio.Event()
+        async with trio.open_nursery() as nursery:
+            await nursery.start(functools.partial(worker.run, shutdown=shutdown))
+            await wait_for_states(db, {"succeeded": 1, "failed": 1})
+            shutdown.set()
+        finished = await db.fetch(
+            "SELECT state, extract(epoch FROM finished_at - created_at)::float8 AS took FROM ingest_jobs"
+        )
+
+    def value(name: str, **labels: str) -> float | None:
+        return registry.get_sample_value(name, labels)
+
+    for row in finished:  # one sample per final state, the row's own finished_at - created_at
+        assert value("ingest_job_latency_seconds_count", outcome=row["state"]) == 1
+        assert value("ingest_job_latency_seconds_sum", outcome=row["state"]) == pytest.approx(row["took"])
+        assert row["took"] >= 100
+    assert value("ingest_job_latency_seconds_count", outcome="dead") is None
+    assert value("ingest_queue_wait_seconds_count") == 2
+    assert value("ingest_queue_wait_seconds_sum") >= 200
+    assert value("ingest_queue_wait_seconds_bucket", le="60.0") == 0
 
 
 async def test_retryable_errors_retry_then_bury(fresh_database_url: str) -> None:

@@ -227,3 +227,17 @@ def test_lookups_name_what_exists(repo_budget):
         repo_budget.dependency("gpu")
     with pytest.raises(LookupError, match="has no share"):
         repo_budget.process_limit("ingest_api", "llm")
+
+
+def test_prices_are_validated_and_priced_per_1000_tokens(repo_budget):
+    chat = repo_budget.price("sim-chat-1")
+    assert chat is not None and repo_budget.price("no-such-model") is None
+    assert chat.cost(prompt_tokens=2000, completion_tokens=1000) == pytest.approx(
+        2 * chat.prompt_per_1k_tokens_usd + chat.completion_per_1k_tokens_usd
+    )
+    data = budget_dict()
+    data["prices"] = {"m": {"prompt_per_1k_tokens_usd": -1}, "n": {"completion_per_1k_tokens_usd": 1}}
+    assert problems_of(data) == [
+        "prices.m.prompt_per_1k_tokens_usd: must be >= 0",
+        "prices.n.prompt_per_1k_tokens_usd: is required",
+    ]
