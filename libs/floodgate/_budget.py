@@ -32,6 +32,7 @@ __all__ = [
     "DependencyPolicy",
     "DeploymentPolicy",
     "EndpointPolicy",
+    "ModelPrice",
     "RateLimitPolicy",
     "RetryBudgetPolicy",
     "RetryPolicy",
@@ -287,6 +288,22 @@ class EndpointPolicy(_Policy):
         return self
 
 
+class ModelPrice(_Policy):
+    """What a model's tokens cost (``[prices."<model>"]``), in US dollars per 1000 tokens. The
+    services turn the providers' reported ``usage`` into ``floodgate_cost_usd_total`` with it; a
+    model without a price has token counts but no cost series. An estimate, never a limit."""
+
+    prompt_per_1k_tokens_usd: Annotated[float, Field(ge=0)]
+    completion_per_1k_tokens_usd: Annotated[float, Field(ge=0)] = 0.0
+
+    def cost(self, *, prompt_tokens: int, completion_tokens: int) -> float:
+        """US dollars for that many tokens."""
+        return (
+            prompt_tokens * self.prompt_per_1k_tokens_usd
+            + completion_tokens * self.completion_per_1k_tokens_usd
+        ) / 1000.0
+
+
 class Budget(_Policy):
     """The whole budget file. Build with `load_budget` / `parse_budget`, which also run the
     cross-key checks; query with `dependency`, `endpoint` and `process_limit`."""
@@ -297,6 +314,12 @@ class Budget(_Policy):
     endpoints: dict[str, EndpointPolicy] = {}
     #: spending limits per hour (alerts only); None: no spend alert
     cost: CostPolicy | None = None
+    #: model name (as the services ask for it) -> its price; models not listed cost nothing here
+    prices: dict[str, ModelPrice] = {}
+
+    def price(self, model: str) -> ModelPrice | None:
+        """The price of ``model``, or None when the file has none (no cost is estimated for it)."""
+        return self.prices.get(model)
 
     def dependency(self, name: str) -> DependencyPolicy:
         try:
