@@ -44,11 +44,13 @@ check-dist: $(STAMP)  ## the toolkit's wheel alone in a clean venv, smoke-tested
 
 # promtool comes with Debian's prometheus package (apt-get install --no-install-recommends prometheus) or a
 # Prometheus release; the generated files are refreshed with `python -m cluster prometheus-config --out observability`.
-check-alerts:  ## promtool: the scrape configuration, the alerting rules and their unit tests (observability/)
+check-alerts: $(STAMP)  ## promtool: the scrape configuration, the alerting rules and their unit tests, the dashboard's PromQL (observability/)
 	@command -v promtool >/dev/null || { echo "promtool not found: apt-get install --no-install-recommends prometheus (Debian), or a Prometheus release" >&2; exit 1; }
 	promtool check config observability/prometheus.yml
 	promtool check rules observability/rules.yml
 	promtool test rules observability/tests/*.yml
+	@mkdir -p .data && $(PY) -m cluster.dashboard --rules > .data/dashboard-rules.yml
+	promtool check rules .data/dashboard-rules.yml
 
 plan: $(STAMP)  ## derived per-process limits and pool sizes from config/budget.toml
 	$(VENV)/bin/floodgate plan
