@@ -22,15 +22,16 @@ GLOBEX = {"x-api-key": "fg_dev_globex_5b9e0d3c7a21"}
 
 @contextlib.contextmanager
 def run_cluster(
-    base: Path, *, api_keys_file: Path | None = None, ready_timeout: float = 120.0
+    base: Path, *, api_keys_file: Path | None = None, ready_timeout: float = 120.0, **settings: str
 ) -> Iterator[dict[str, object]]:
     """``python -m cluster up`` with its data under ``base`` (and the sample keys unless
-    ``api_keys_file`` is given); yields ``{"gateway": url, "data": dir}`` once the cluster reports
-    ready, and stops it (SIGINT, then SIGKILL) when the block ends."""
+    ``api_keys_file`` is given; ``settings``: more ``FLOODGATE_*`` variables); yields
+    ``{"gateway": url, "data": dir}`` once the cluster reports ready, and stops it (SIGINT, then
+    SIGKILL) when the block ends."""
     data = base / "data"
     # the sample keys, whatever config/api_keys.yaml this checkout has
     keys = api_keys_file or REPO_ROOT / "config" / "api_keys.sample.yaml"
-    env = cluster_env(data, ready_timeout=60, FLOODGATE_API_KEYS_FILE=str(keys))
+    env = cluster_env(data, ready_timeout=60, FLOODGATE_API_KEYS_FILE=str(keys), **settings)
     log = base / "cluster.out"
     with open(log, "wb") as out:
         proc = subprocess.Popen(
