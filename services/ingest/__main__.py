@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import sys
 
 import chassis
@@ -9,12 +10,19 @@ import trio
 import trio_asyncio
 from providers import ProviderSettingsError, load_provider_settings
 
+from ._api import IngestApi
 from ._bootstrap import open_api, open_worker
+from ._sampler import sample_queue
 from .settings import PROVIDER_DEPENDENCIES, IngestApiSettings, IngestWorkerSettings
 
 
 async def serve_api(settings: IngestApiSettings, shutdown: trio.Event) -> None:
-    async with trio_asyncio.open_loop(), open_api(settings) as app:
+    async with trio_asyncio.open_loop(), open_api(settings) as app, trio.open_nursery() as nursery:
+        api: IngestApi = app.extensions["ingest"]
+        sampler = functools.partial(
+            sample_queue, api.db, api.metrics, interval=settings.queue_sample_interval
+        )
+        await nursery.start(sampler)
         await chassis.serve(
             app,
             host=settings.host,
@@ -22,6 +30,7 @@ async def serve_api(settings: IngestApiSettings, shutdown: trio.Event) -> None:
             grace_period=settings.grace_period,
             shutdown_trigger=shutdown.wait,
         )
+        nursery.cancel_scope.cancel()
 
 
 async def serve_worker(settings: IngestWorkerSettings, shutdown: trio.Event) -> None:

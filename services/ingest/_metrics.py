@@ -10,7 +10,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 if TYPE_CHECKING:
     from ._queue import QueueDepth
 
-__all__ = ["IngestApiMetrics", "WorkerMetrics"]
+__all__ = ["IngestApiMetrics", "QueueGauges", "WorkerMetrics"]
 
 _DURATION_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 900)
 _CLAIM_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5)
@@ -31,7 +31,13 @@ def _job_latency(registry: CollectorRegistry) -> Histogram:
     )
 
 
-class WorkerMetrics:
+class QueueGauges:
+    """The whole queue as one sampler last saw it (`set_depth` with `_queue.queue_depth`'s rows).
+
+    Every worker samples it before each reap, and the API on its own interval (`_sampler`): every
+    deployment has an API, while one may run no worker, and a queue nobody works is the one an
+    operator must see. Several processes report the same figures: read them with ``max``."""
+
     def __init__(self, registry: CollectorRegistry) -> None:
         self.queue_depth = Gauge(
             "ingest_queue_depth",
@@ -50,6 +56,28 @@ class WorkerMetrics:
             "Running jobs whose lease has run out and that no reaper has taken back yet (whole queue)",
             registry=registry,
         )
+        self._tenants: set[str] = set()
+
+    def set_depth(self, depths: Iterable[QueueDepth]) -> None:
+        seen = set()
+        expired = 0
+        for d in depths:
+            seen.add(d.tenant_id)
+            self.queue_depth.labels(d.tenant_id, "queued").set(d.queued)
+            self.queue_depth.labels(d.tenant_id, "running").set(d.running)
+            self.oldest_queued_age.labels(d.tenant_id).set(d.oldest_runnable_age)
+            expired += d.expired_leases
+        self.expired_leases.set(expired)
+        for gone in self._tenants - seen:  # a drained tenant reads 0 rather than its last value
+            self.queue_depth.labels(gone, "queued").set(0)
+            self.queue_depth.labels(gone, "running").set(0)
+            self.oldest_queued_age.labels(gone).set(0)
+        self._tenants = seen
+
+
+class WorkerMetrics(QueueGauges):
+    def __init__(self, registry: CollectorRegistry) -> None:
+        super().__init__(registry)
         self.job_latency = _job_latency(registry)
         self.queue_wait = Histogram(
             "ingest_queue_wait_seconds",
@@ -96,27 +124,11 @@ class WorkerMetrics:
         self.purged = Counter(
             "ingest_jobs_purged", "Finished jobs deleted after the retention period", registry=registry
         )
-        self._tenants: set[str] = set()
-
-    def set_depth(self, depths: Iterable[QueueDepth]) -> None:
-        seen = set()
-        expired = 0
-        for d in depths:
-            seen.add(d.tenant_id)
-            self.queue_depth.labels(d.tenant_id, "queued").set(d.queued)
-            self.queue_depth.labels(d.tenant_id, "running").set(d.running)
-            self.oldest_queued_age.labels(d.tenant_id).set(d.oldest_runnable_age)
-            expired += d.expired_leases
-        self.expired_leases.set(expired)
-        for gone in self._tenants - seen:  # a drained tenant reads 0 rather than its last value
-            self.queue_depth.labels(gone, "queued").set(0)
-            self.queue_depth.labels(gone, "running").set(0)
-            self.oldest_queued_age.labels(gone).set(0)
-        self._tenants = seen
 
 
-class IngestApiMetrics:
+class IngestApiMetrics(QueueGauges):
     def __init__(self, registry: CollectorRegistry) -> None:
+        super().__init__(registry)
         self.submissions = Counter(
             "ingest_submissions", "Job submissions by result", ["result"], registry=registry
         )

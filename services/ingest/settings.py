@@ -10,6 +10,7 @@ INGEST_API_MAX_TEXT_BYTES           1048576      largest ``text`` accepted (413 
 INGEST_API_MAX_QUEUED_PER_TENANT    10000        queued-job quota per tenant (429 + Retry-After above it)
 INGEST_API_QUOTA_RETRY_AFTER        5            seconds a refused submitter is told to wait
 INGEST_API_MAX_ATTEMPTS             5            attempts per job before it is dead
+INGEST_API_QUEUE_SAMPLE_INTERVAL    15           seconds between the API's samples of the queue's depth
 INGEST_WORKER_PORT                  8083         port of the worker's /healthz, /readyz, /metrics
 INGEST_WORKER_JOB_CONCURRENCY       8            jobs one worker runs at once
 INGEST_WORKER_CLAIM_BATCH           8            jobs claimed per claim statement (at most the free slots)
@@ -56,6 +57,8 @@ class IngestApiSettings(BaseServiceSettings):
     max_queued_per_tenant: int = Field(default=10_000, ge=1)
     quota_retry_after: float = Field(default=5.0, gt=0)
     max_attempts: int = Field(default=5, ge=1, le=50)
+    # The queue's depth gauges (`_sampler.sample_queue`): the API samples them even with no worker.
+    queue_sample_interval: float = Field(default=15.0, gt=0)
 
 
 class IngestWorkerSettings(BaseServiceSettings):

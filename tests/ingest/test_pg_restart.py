@@ -79,6 +79,8 @@ def test_api_and_worker_survive_a_postgres_restart(own_postgres: PostgresServer,
                 time.sleep(0.2)
             assert len(set(accepted)) == 40
             assert client.get("/readyz").status_code == 200
+            # the API samples the queue too (a deployment may run no worker): its gauges are there
+            assert "\ningest_jobs_expired_leases 0.0\n" in client.get("/metrics").text
         assert worker.process.poll() is None and api.process.poll() is None  # both carried on, no restart
     finally:
         for child in children:
