@@ -44,6 +44,12 @@ ReadinessCheck = Callable[[], Awaitable[object]]
 
 log = structlog.get_logger("chassis")
 
+#: Request-latency buckets. The SLO burn-rate alerts (`floodgate alerts`) read the share of requests
+#: slower than each SLO latency of the budget from the bucket at exactly that bound, so each
+#: ``slo_p95_ms``/``slo_p99_ms`` must be one (`floodgate.slo_bucket_bounds` lists them;
+#: tests/cluster/test_prometheus_config.py fails naming a missing one).
+_REQUEST_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.3, 0.5, 1, 1.5, 2.5, 3, 5, 6, 10, 30)
+
 # What handlers raise on purpose; anything else reaching the edge is a bug (a 500).
 _EXPECTED_ERRORS = (ApiError, HTTPException, floodgate.FloodgateError)
 
@@ -127,7 +133,7 @@ def create_app(
             "HTTP request duration",
             ["route", "method", "status_class"],
             registry=registry,
-            buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
+            buckets=_REQUEST_BUCKETS,
         ),
         readiness=dict(readiness or {}),
     )

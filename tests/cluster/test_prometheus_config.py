@@ -107,3 +107,24 @@ def test_promtool_unit_tests_of_the_alerts() -> None:
     tests = sorted(str(p.relative_to(REPO_ROOT)) for p in (OBSERVABILITY / "tests").glob("*.yml"))
     assert tests
     _promtool("test", "rules", *tests)
+
+
+def test_the_request_histogram_has_a_bucket_at_every_slo_latency() -> None:
+    """The SLO alerts read the fraction of requests above each SLO latency from the bucket at exactly
+    that bound: without it their ratios have no data and they never fire."""
+    import chassis
+
+    budget = floodgate.load_budget(REPO_ROOT / "config" / "budget.toml")
+    state = chassis.chassis_state(chassis.create_app("probe"))
+    state.latency.labels("/probe", "GET", "2xx").observe(0.0)
+    bounds = {
+        float(sample.labels["le"])
+        for family in state.registry.collect()
+        if family.name == "http_request_duration_seconds"
+        for sample in family.samples
+        if sample.name.endswith("_bucket")
+    }
+    missing = [b for b in floodgate.slo_bucket_bounds(budget) if b not in bounds]
+    assert not missing, (
+        f"http_request_duration_seconds has no bucket at {missing} (SLO latencies of the budget)"
+    )
