@@ -78,6 +78,11 @@ class ConnectionWait:
         if self._observe is not None and event.endswith(".send_request_headers.started"):
             observe, self._observe = self._observe, None
             observe(self._clock() - self._started)
+            # Nothing later interests us, and each traced step costs httpcore a coroutine call:
+            # take the trace out of the extensions httpcore reads at each step (the request's own).
+            request = info.get("request")
+            if request is not None:
+                request.extensions.pop("trace", None)
 
     def __repr__(self) -> str:
         return f"<ConnectionWait {'pending' if self._observe is not None else 'reported'}>"

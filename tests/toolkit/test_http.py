@@ -193,6 +193,8 @@ async def test_httpcore_reports_the_connection_through_the_trace(autojump_clock)
     assert response.json() == {}
     labels = {"dependency": "api"}
     assert registry.get_sample_value("floodgate_http_connection_wait_seconds_count", labels) == 1
+    # once reported, the trace takes itself out: httpcore traces the rest of the request no more
+    assert "trace" not in response.request.extensions
 
 
 async def test_a_caller_extension_is_kept_and_a_dependency_without_client_has_no_series(autojump_clock):
