@@ -12,6 +12,7 @@ import time
 import floodgate
 import httpx
 import pytest
+import yaml
 from floodgate import _top
 from floodgate._dashboard import dashboard_expressions, referenced_metrics
 from floodgate.cli import main
@@ -92,7 +93,7 @@ def _names(text: str) -> set[str]:
     return names
 
 
-def test_every_metric_the_dashboard_selects_is_scraped(cluster):
+def test_every_metric_the_dashboard_and_the_rules_select_is_scraped(cluster):
     state = json.loads((cluster["data"] / "cluster.json").read_text())
     scraped: set[str] = set()
     jobs = set()
@@ -105,6 +106,15 @@ def test_every_metric_the_dashboard_selects_is_scraped(cluster):
     board = dashboard(floodgate.load_budget(REPO_ROOT / "config" / "budget.toml"))
     missing = referenced_metrics(dashboard_expressions(board)) - scraped
     assert not missing, f"the dashboard selects metrics no process exports: {sorted(missing)}"
+    # The alerting and recording rules select from the same scrape; names they record themselves
+    # (``record:``) are theirs, not a process's.
+    rules = yaml.safe_load((REPO_ROOT / "observability" / "rules.yml").read_text())
+    entries = [rule for group in rules["groups"] for rule in group["rules"]]
+    recorded = {rule["record"] for rule in entries if "record" in rule}
+    selected = referenced_metrics([rule["expr"] for rule in entries]) - recorded
+    assert selected, "the rules select no metric at all"
+    missing = selected - scraped
+    assert not missing, f"the alert rules select metrics no process exports: {sorted(missing)}"
 
 
 def test_make_up_runs_prometheus_on_the_clusters_scrape_configuration(cluster):
