@@ -386,3 +386,70 @@ def test_plan_sample_is_what_floodgate_plan_prints(monkeypatch: pytest.MonkeyPat
             f"docs/budget.md: the `floodgate plan` sample is stale; paste the new output:\n{diff}",
             pytrace=False,
         )
+
+
+_METRIC = re.compile(r"^(?:floodgate|http|ingest|ratelimit|process|python|envoy)_[a-z0-9_]*[a-z0-9]$")
+_METRIC_SUFFIXES = ("_total", "_bucket", "_sum", "_count", "_created")
+#: What prometheus_client's default collectors export (they are registered on every service's registry).
+_DEFAULT_COLLECTORS = {
+    "process_cpu_seconds",
+    "process_resident_memory_bytes",
+    "process_virtual_memory_bytes",
+    "process_open_fds",
+    "process_max_fds",
+    "process_start_time_seconds",
+    "python_gc_objects_collected",
+    "python_gc_objects_uncollectable",
+    "python_gc_collections",
+    "python_info",
+}
+
+
+@cache
+def known_metric_names() -> frozenset[str]:
+    """Every metric-shaped string literal of the code (the names the collectors are created with),
+    and the default collectors' names."""
+    names = set(_DEFAULT_COLLECTORS)
+    for folder in ("libs", "services", "cluster"):
+        for path in (ROOT / folder).rglob("*.py"):
+            text = path.read_text(encoding="utf-8")
+            names |= {n for n in re.findall(r"""["']([a-z][a-z0-9_]*)["']""", text) if _METRIC.match(n)}
+    return frozenset(names)
+
+
+def _metric_base(name: str) -> str:
+    for suffix in _METRIC_SUFFIXES:
+        if name.endswith(suffix):
+            return name[: -len(suffix)]
+    return name
+
+
+def test_metric_names_exist() -> None:
+    """Every metric a page names (in backticks, labels and suffixes aside) is one a process exports.
+    Envoy's own statistics (`envoy_*`) come from Envoy and are checked by the live-scrape test."""
+    known = known_metric_names()
+    tables = {
+        name.lower()
+        for sql in (ROOT / "migrations").glob("*.sql")
+        for name in re.findall(
+            r"CREATE\s+(?:UNLOGGED\s+)?TABLE\s+(?:IF\s+NOT\s+EXISTS\s+)?(\w+)", sql.read_text(), re.I
+        )
+    }
+    problems = []
+    checked = 0
+    for page in doc_pages():
+        for number, line in prose_lines(page):
+            for span in _INLINE_CODE.finditer(line):
+                token = span.group(2).strip().split("{")[0].split("[")[0]
+                if (
+                    not _METRIC.match(token)
+                    or token.startswith("envoy_")
+                    or token.count("_") < 2
+                    or token in tables
+                ):
+                    continue
+                checked += 1
+                if token not in known and _metric_base(token) not in known:
+                    problems.append(f"{page.name}:{number}: metric {token} is exported by nothing")
+    assert checked > 20, "the docs name almost no metric: has docs/observability.md moved?"
+    _fail_on(problems, "metric names that nothing exports")
