@@ -488,10 +488,9 @@ def _endpoints(job: str, w: _Window, scrapes: Sequence[Scrape]) -> list[Endpoint
             p95 = w.quantile(0.95, "http_request_duration_seconds", **hist)
             p99 = w.quantile(0.99, "http_request_duration_seconds", **hist)
         degraded = None
-        if route is not None and w.has("floodgate_degraded_total"):
-            # Only when the fallbacks are counted per endpoint (an ``endpoint`` label naming the route).
-            if w.values("floodgate_degraded_total", "endpoint"):
-                degraded = _pct(w.increase("floodgate_degraded_total", endpoint=route), total)
+        if route is not None and w.has("online_degraded_responses_total"):
+            # The answers served with a fallen-back step, counted per route by the online service.
+            degraded = _pct(w.increase("online_degraded_responses_total", route=route) or 0.0, total)
         rows.append(
             EndpointRow(
                 job,

@@ -25,7 +25,7 @@ from typing import Any, TypeVar
 
 import chassis
 import floodgate
-from prometheus_client import CollectorRegistry
+from prometheus_client import CollectorRegistry, Counter
 from pydantic import BaseModel
 from quart import Response, g, jsonify, request
 from quart_trio import QuartTrio
@@ -58,6 +58,8 @@ class OnlineState:
     assessments: floodgate.TTLCache | None
     doors: Mapping[str, floodgate.Door]
     openapi: dict[str, Any]
+    #: answers served with at least one step fallen back, by route (the degraded share per endpoint)
+    degraded_responses: Counter
 
 
 def online_state(app: QuartTrio) -> OnlineState:
@@ -101,7 +103,15 @@ def create_app(
         else None
     )
     doors = make_doors(budget, registry, gates)
-    state = OnlineState(budget, downstreams, registry, assessments, doors, build_openapi(budget))
+    degraded_responses = Counter(
+        "online_degraded_responses",
+        "Answers served with at least one step fallen back, by route",
+        ["route"],
+        registry=registry,
+    )
+    state = OnlineState(
+        budget, downstreams, registry, assessments, doors, build_openapi(budget), degraded_responses
+    )
     app.extensions["online"] = state
     _install_routes(app, state)
     app.asgi_app = FrontDoor(  # type: ignore[method-assign]
@@ -162,6 +172,8 @@ async def _handle(endpoint: Endpoint, state: OnlineState) -> Response:
         if exc.dependency is not None:
             raise
         raise _deadline_error(endpoint.name, seconds, timing) from None
+    if ctx.degradations.steps:
+        state.degraded_responses.labels(endpoint.path).inc()
     # pydantic serialises in Rust, in the models' field order: a fraction of the CPU of
     # model_dump() followed by the json module.
     return Response(result.model_dump_json(), content_type="application/json")

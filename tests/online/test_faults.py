@@ -46,6 +46,23 @@ async def test_reranker_down_degrades_to_the_fused_score(autojump_clock, memory_
     assert scores[0] == round(1 / 61, 6)  # reciprocal rank fusion: rank 1 of its list
 
 
+async def test_a_degraded_answer_is_counted_for_its_route_and_a_full_one_is_not(
+    autojump_clock, memory_chunks
+) -> None:
+    """The degraded share per endpoint (`floodgate top`, the dashboard) counts answers, not steps."""
+    async with online_harness(chunks=memory_chunks) as h:
+
+        def degraded() -> float:
+            value = h.registry.get_sample_value("online_degraded_responses_total", {"route": DEAL})
+            return value or 0.0
+
+        assert (await h.post(DEAL, {"question": QUESTION})).status_code == 200
+        assert degraded() == 0
+        await h.behave({"rerank": {"outage": True}})
+        assert (await h.post(DEAL, {"question": QUESTION})).status_code == 200
+        assert degraded() == 1
+
+
 @asynccontextmanager
 async def llm_slot_taken(h: Harness) -> AsyncIterator[None]:
     """The simulated LLM admits one request per key, and a request that never ends holds it:

@@ -27,10 +27,14 @@ def _histogram(name: str, labels: str, counts: tuple[int, ...]) -> str:
     return "\n".join(lines)
 
 
-def online_text(*, ok: int, refused: int, fast: tuple[int, ...], cpu: float, attempts_429: int) -> str:
+def online_text(
+    *, ok: int, refused: int, fast: tuple[int, ...], cpu: float, attempts_429: int, degraded: int = 0
+) -> str:
     route = 'route="/v1/deal-brain/answers",method="POST"'
     return "\n".join(
         [
+            "# TYPE online_degraded_responses_total counter",
+            f'online_degraded_responses_total{{route="/v1/deal-brain/answers"}} {degraded}',
             "# TYPE http_requests_total counter",
             f'http_requests_total{{{route},status="200",status_class="2xx"}} {ok}',
             f'http_requests_total{{{route},status="429",status_class="4xx"}} {refused}',
@@ -91,7 +95,9 @@ def two_scrapes():
     # in 2 s: 100 served (90 under 100 ms, 10 between 0.5 and 1 s) and 100 refused
     after = [
         scrape(
-            ONLINE, 12.0, online_text(ok=200, refused=100, fast=(190, 0, 0, 10, 0), cpu=1.5, attempts_429=4)
+            ONLINE,
+            12.0,
+            online_text(ok=200, refused=100, fast=(190, 0, 0, 10, 0), cpu=1.5, attempts_429=4, degraded=20),
         ),
         scrape(WORKER, 12.0, worker_text(succeeded=9)),
     ]
@@ -121,6 +127,7 @@ def test_rates_percentiles_and_429_share_over_the_interval():
     assert endpoint.qps == pytest.approx(100.0)  # 200 requests in 2 s
     assert endpoint.pct_429 == pytest.approx(50.0)
     assert endpoint.pct_5xx == 0.0
+    assert endpoint.pct_degraded == pytest.approx(10.0)  # 20 of the 200 requests answered degraded
     # the served requests' deltas only (status_class="2xx"): 90 fast, 10 slow -> p95 in (0.5, 1.0]
     assert endpoint.p95 == pytest.approx(0.75)
     assert endpoint.p99 == pytest.approx(0.95)
@@ -202,7 +209,7 @@ def test_render_shows_every_section_and_a_process_that_is_down():
         assert heading in text
     assert "online POST /v1/deal-brain/answers" in text
     line = next(x for x in text.splitlines() if "/v1/deal-brain/answers" in x)
-    assert line.split()[3:] == ["100.0", "750ms", "950ms", "50.0", "0.0", "—"]
+    assert line.split()[3:] == ["100.0", "750ms", "950ms", "50.0", "0.0", "10.0"]
     assert "online llm" in text and "3/16" in text and "open" in text
     assert "online db" in text and "4/24" in text
     assert "depth 7 queued, 2 running   oldest runnable 42s   jobs/s 2.00" in text
