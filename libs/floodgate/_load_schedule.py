@@ -98,8 +98,15 @@ class ArrivalSchedule:
     def describe(self) -> str:
         if all(stage.target == self.start_rate for stage in self.stages):
             return f"constant {self.start_rate:g}/s for {self.duration:g}s"
-        steps = " -> ".join(f"{s.target:g}/s over {s.duration:g}s" for s in self.stages)
-        return f"ramping from {self.start_rate:g}/s: {steps}"
+        steps, rate = [], self.start_rate
+        for stage in self.stages:
+            steps.append(
+                f"hold {stage.duration:g}s"
+                if stage.target == rate
+                else f"{stage.target:g}/s in {stage.duration:g}s"
+            )
+            rate = stage.target
+        return f"ramping from {self.start_rate:g}/s: {', '.join(steps)}"
 
 
 def _segment_time(n: float, r0: float, r1: float, span: float) -> float | None:

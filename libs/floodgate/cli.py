@@ -1,6 +1,7 @@
 """The ``floodgate`` command: ``floodgate plan`` prints what the budget file implies; ``floodgate top``
 shows a running deployment live (floodgate/_top.py); ``floodgate dashboard`` writes the budget's
-Grafana dashboard (floodgate/_dashboard.py).
+Grafana dashboard (floodgate/_dashboard.py); ``floodgate loadtest`` checks the load-test scenario file
+and prints what a scenario would offer (floodgate/_load_scenario.py; running it is not built yet).
 
 ::
 
@@ -11,6 +12,8 @@ Grafana dashboard (floodgate/_dashboard.py).
     floodgate top                                   # the running local cluster, refreshed each second
     floodgate top --once --target online=http://10.0.0.5:8081
     floodgate dashboard --route deal_brain=/v1/deal-brain/answers ... -o floodgate.json
+    floodgate loadtest --validate                   # config/loadtest.toml: lists its scenarios
+    floodgate loadtest capacity --dry-run           # each phase's streams: rate, duration, requests
 
 Exit status: 0 fine, 1 warnings with ``--strict``, 2 invalid budget or arguments.
 """
@@ -25,6 +28,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TextIO
 
+from . import _loadtest
 from ._budget import BudgetError, load_budget
 from ._plan import Plan, make_plan
 
@@ -336,6 +340,7 @@ def main(argv: Sequence[str] | None = None, *, out: TextIO | None = None, err: T
     _add_top(sub)
     _add_dashboard(sub)
     _add_alerts(sub)
+    _loadtest.add_parser(sub)
     try:
         args = parser.parse_args(argv)
     except SystemExit as exc:
@@ -346,6 +351,8 @@ def main(argv: Sequence[str] | None = None, *, out: TextIO | None = None, err: T
         return _cmd_dashboard(args, out=out, err=err)
     if args.command == "alerts":
         return _alerts(args, out=out, err=err)
+    if args.command == "loadtest":
+        return _loadtest.command(args, out=out, err=err)
     try:
         budget = load_budget(args.budget)
         plan = make_plan(budget, dict(args.latency))
