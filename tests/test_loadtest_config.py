@@ -5,7 +5,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from floodgate._load_scenario import load_scenarios
+import chassis
+from floodgate._load_scenario import TENANT_PATTERN, load_scenarios
 
 from services.ingest._api import JOBS_PATH
 from services.online._endpoints import ENDPOINTS
@@ -18,3 +19,7 @@ def test_the_shipped_templates_point_at_the_services_routes():
     routes = {e.name: e.path for e in ENDPOINTS} | {"omnirag_submit": JOBS_PATH}
     assert {name: t.path for name, t in spec.requests.items()} == routes
     assert {name for name, t in spec.requests.items() if t.kind == "job"} == {"omnirag_submit"}
+
+
+def test_the_scenario_files_tenant_rule_is_the_services():
+    assert TENANT_PATTERN == chassis.TENANT_PATTERN
