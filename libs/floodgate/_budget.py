@@ -32,6 +32,7 @@ __all__ = [
     "DependencyPolicy",
     "DeploymentPolicy",
     "EndpointPolicy",
+    "IngestionPolicy",
     "ModelPrice",
     "RateLimitPolicy",
     "RetryBudgetPolicy",
@@ -68,6 +69,9 @@ class DeploymentPolicy(_Policy):
     database_max_connections: int = Field(ge=1)
     #: connections kept free for migrations, admin sessions and a human with psql
     database_reserve: int = Field(default=10, ge=0)
+    #: the traffic's peak over its normal rate (5 QPS normally, 50 at peak: 10); an endpoint's
+    #: ``peak_qps`` defaults to ``target_qps`` times it
+    burst_factor: Annotated[float, Field(ge=1)] = 1.0
 
     @model_validator(mode="after")
     def _reserve_fits(self) -> DeploymentPolicy:
@@ -85,6 +89,11 @@ class ServiceShape(_Policy):
 
     replicas: int = Field(ge=1)
     workers: int = Field(ge=1)
+    #: CPU cores one process may use (its container's limit divided by its workers); `floodgate
+    #: plan` turns the endpoints' ``cpu_ms_per_request`` into a CPU limit with it
+    cpu_cores: Annotated[float, Field(gt=0)] = 1.0
+    #: memory one process may use (MiB); written into the design document (`floodgate plan --format markdown`)
+    memory_mib: Annotated[int, Field(ge=1)] | None = None
 
     @property
     def processes(self) -> int:
@@ -277,15 +286,64 @@ class EndpointPolicy(_Policy):
     max_items: int | None = Field(default=None, ge=1)
     max_body_bytes: int = Field(default=1_048_576, ge=1)
     admission: AdmissionPolicy = AdmissionPolicy()
+    #: the service whose processes answer it (its shares and ``cpu_cores`` bound its capacity)
+    service: str = "online"
+    #: calls one typical request makes to each dependency (`floodgate plan`'s capacity; the online
+    #: service refuses to start when its endpoint records say otherwise)
+    calls: dict[str, Annotated[int, Field(ge=1)]] = {}
+    #: the typical request's critical path over dependency names: ``+``, ``*``, numbers and
+    #: ``max(...)``, e.g. ``"max(embed + db, search) + rerank + llm"``; absent: the calls in sequence
+    critical_path: str | None = None
+    #: the service's own CPU per request, in ms (measured: see the budget file's comment)
+    cpu_ms_per_request: Annotated[float, Field(gt=0)] | None = None
+    #: requests/s the endpoint must carry normally, and at peak (default: target x burst_factor)
+    target_qps: Annotated[float, Field(ge=0)] | None = None
+    peak_qps: Annotated[float, Field(ge=0)] | None = None
+
+    def path_latency(self, latencies: Mapping[str, float]) -> float:
+        """The typical request's critical path (s) when each dependency takes ``latencies[name]``:
+        ``critical_path`` evaluated, or the calls one after another when it has none."""
+        if self.critical_path is not None:
+            from ._path import evaluate_path
+
+            return evaluate_path(self.critical_path, latencies)
+        return sum(n * latencies[name] for name, n in self.calls.items())
 
     @model_validator(mode="after")
     def _slo_order(self) -> EndpointPolicy:
         if self.slo_p95_ms > self.slo_p99_ms:
             raise ValueError("slo_p95_ms must be <= slo_p99_ms")
+        if self.peak_qps is not None and self.target_qps is not None and self.peak_qps < self.target_qps:
+            raise ValueError("peak_qps must be >= target_qps")
+        if self.critical_path is not None:
+            from ._path import PathError, path_names
+
+            try:
+                path_names(self.critical_path)
+            except PathError as exc:
+                raise ValueError(f"critical_path: {exc}") from None
         both = set(self.degradable) & set(self.required)
         if both:
             raise ValueError(f"{sorted(both)} cannot be both degradable and required")
         return self
+
+
+class IngestionPolicy(_Policy):
+    """What one omniRAG document costs the ingest workers (``[ingestion]``, optional): calls per
+    document and per embed batch, and the worker's CPU per chunk. `floodgate plan` turns it into
+    documents/s and chunks/s for a document size (``--doc-chunks``/``--doc-bytes``)."""
+
+    service: str = "ingest_worker"
+    #: chunks per embeddings request (the worker's INGEST_WORKER_EMBED_BATCH_SIZE)
+    embed_batch_size: int = Field(default=16, ge=1)
+    #: document bytes per chunk, to size a document given in bytes
+    bytes_per_chunk: int = Field(default=1024, ge=1)
+    #: the document size the plan assumes unless told (chunks)
+    doc_chunks: int = Field(default=20, ge=1)
+    calls_per_document: dict[str, Annotated[float, Field(ge=0)]] = {}
+    calls_per_batch: dict[str, Annotated[float, Field(ge=0)]] = {}
+    cpu_ms_per_chunk: Annotated[float, Field(gt=0)] | None = None
+    target_documents_per_second: Annotated[float, Field(ge=0)] | None = None
 
 
 class ModelPrice(_Policy):
@@ -316,6 +374,17 @@ class Budget(_Policy):
     cost: CostPolicy | None = None
     #: model name (as the services ask for it) -> its price; models not listed cost nothing here
     prices: dict[str, ModelPrice] = {}
+    #: what a document costs the ingest workers (`floodgate plan`'s ingestion capacity)
+    ingestion: IngestionPolicy | None = None
+
+    def peak_qps(self, endpoint: str) -> float | None:
+        """The endpoint's peak requests/s: ``peak_qps``, else ``target_qps`` x ``burst_factor``."""
+        ep = self.endpoint(endpoint)
+        if ep.peak_qps is not None:
+            return ep.peak_qps
+        if ep.target_qps is None:
+            return None
+        return ep.target_qps * self.deployment.burst_factor
 
     def price(self, model: str) -> ModelPrice | None:
         """The price of ``model``, or None when the file has none (no cost is estimated for it)."""
@@ -488,4 +557,39 @@ def _cross_checks(budget: Budget) -> list[str]:
             for dep_name in names:
                 if dep_name not in budget.dependencies:
                     problems.append(f"endpoints.{ep_name}.{field}.{dep_name}: unknown dependency")
+        if ep.calls or "service" in ep.model_fields_set:  # the default service need not exist otherwise
+            problems.extend(_calls_problems(budget, f"endpoints.{ep_name}", ep.service, {"calls": ep.calls}))
+        if ep.critical_path is not None and not ep.calls:
+            problems.append(f"endpoints.{ep_name}.critical_path: needs calls")
+        elif ep.critical_path is not None:
+            from ._path import path_names
+
+            for name in sorted(path_names(ep.critical_path) - set(ep.calls)):
+                problems.append(f"endpoints.{ep_name}.critical_path: {name} is not one of its calls")
+    if budget.ingestion is not None:
+        ing = budget.ingestion
+        problems.extend(
+            _calls_problems(
+                budget,
+                "ingestion",
+                ing.service,
+                {"calls_per_document": ing.calls_per_document, "calls_per_batch": ing.calls_per_batch},
+            )
+        )
+    return problems
+
+
+def _calls_problems(
+    budget: Budget, key: str, service: str, tables: Mapping[str, Mapping[str, float]]
+) -> list[str]:
+    """Calls tables must name dependencies the service has a share of."""
+    if service not in budget.services:
+        return [f"{key}.service: unknown service {service!r} (known: {', '.join(budget.services)})"]
+    problems = []
+    for field, calls in tables.items():
+        for dep_name in calls:
+            if dep_name not in budget.dependencies:
+                problems.append(f"{key}.{field}.{dep_name}: unknown dependency")
+            elif service not in budget.dependencies[dep_name].shares:
+                problems.append(f"{key}.{field}.{dep_name}: {service} has no share of it")
     return problems

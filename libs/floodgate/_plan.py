@@ -12,7 +12,15 @@ from dataclasses import dataclass, field
 
 from ._budget import Budget
 
-__all__ = ["DependencyRow", "EndpointRow", "Plan", "make_plan"]
+__all__ = [
+    "Capacity",
+    "DependencyRow",
+    "EndpointRow",
+    "IngestionCapacity",
+    "Limit",
+    "Plan",
+    "make_plan",
+]
 
 
 @dataclass(frozen=True)
@@ -52,6 +60,73 @@ class EndpointRow:
 
 
 @dataclass(frozen=True)
+class Limit:
+    """One limit on a unit of work (a request, a document), as work per second for the whole
+    deployment: a dependency's concurrency (``dependency``; a postgres one is a pool), its
+    provider's rate limit (``dependency (rpm)``) or the service's CPU (``cpu``)."""
+
+    name: str
+    rate: float  # units per second, all processes
+    detail: str  # how it follows from the budget
+
+
+@dataclass(frozen=True)
+class Capacity:
+    """What the budget carries for one endpoint, if it had its service to itself."""
+
+    endpoint: str
+    service: str
+    limits: tuple[Limit, ...]
+    latency: float  # expected latency of a typical request, s (critical path + CPU)
+    target_qps: float | None
+    peak_qps: float | None
+
+    @property
+    def rps(self) -> float:
+        return min(limit.rate for limit in self.limits)
+
+    @property
+    def bottleneck(self) -> str:
+        return min(self.limits, key=lambda limit: limit.rate).name
+
+    @property
+    def meets_target(self) -> bool:
+        return self.target_qps is None or self.target_qps <= self.rps
+
+    @property
+    def meets_peak(self) -> bool:
+        return self.peak_qps is None or self.peak_qps <= self.rps
+
+
+@dataclass(frozen=True)
+class IngestionCapacity:
+    """What the ingest workers' budgets carry for documents of ``doc_chunks`` chunks."""
+
+    service: str
+    doc_chunks: int
+    batches: int
+    limits: tuple[Limit, ...]  # rates in documents per second
+    target_documents_per_second: float | None
+
+    @property
+    def documents_per_second(self) -> float:
+        return min(limit.rate for limit in self.limits)
+
+    @property
+    def chunks_per_second(self) -> float:
+        return self.documents_per_second * self.doc_chunks
+
+    @property
+    def bottleneck(self) -> str:
+        return min(self.limits, key=lambda limit: limit.rate).name
+
+    @property
+    def meets_target(self) -> bool:
+        t = self.target_documents_per_second
+        return t is None or t <= self.documents_per_second
+
+
+@dataclass(frozen=True)
 class Plan:
     database_max_connections: int
     database_reserve: int
@@ -59,6 +134,25 @@ class Plan:
     endpoints: tuple[EndpointRow, ...]
     database_pools: tuple[tuple[str, str, int], ...]  # (dependency, service, connections over all processes)
     warnings: tuple[str, ...] = field(default=())
+    capacities: tuple[Capacity, ...] = field(default=())
+    ingestion: IngestionCapacity | None = None
+
+    @property
+    def shortfalls(self) -> tuple[str, ...]:
+        """Each target the capacity does not reach (`floodgate plan --check` fails on any)."""
+        found = [
+            f"{c.endpoint}: target {c.target_qps:g} requests/s exceeds the capacity {c.rps:.1f}/s "
+            f"(bottleneck: {c.bottleneck})"
+            for c in self.capacities
+            if not c.meets_target
+        ]
+        ing = self.ingestion
+        if ing is not None and not ing.meets_target:
+            found.append(
+                f"ingestion: target {ing.target_documents_per_second:g} documents/s exceeds the capacity "
+                f"{ing.documents_per_second:.1f}/s (bottleneck: {ing.bottleneck})"
+            )
+        return tuple(found)
 
     @property
     def database_available(self) -> int:
@@ -69,13 +163,16 @@ class Plan:
         return sum(n for _, _, n in self.database_pools)
 
 
-def make_plan(budget: Budget, latencies: Mapping[str, float] | None = None) -> Plan:
+def make_plan(
+    budget: Budget, latencies: Mapping[str, float] | None = None, *, doc_chunks: int | None = None
+) -> Plan:
     """The plan for ``budget``; ``latencies`` (seconds) override each dependency's
-    ``typical_latency``."""
+    ``typical_latency``; ``doc_chunks`` the ingestion's document size."""
     latencies = dict(latencies or {})
     unknown = set(latencies) - set(budget.dependencies)
     if unknown:
         raise LookupError(f"latency given for unknown dependencies: {sorted(unknown)}")
+    latency_of = {name: latencies.get(name, dep.typical_latency) for name, dep in budget.dependencies.items()}
     rows: list[DependencyRow] = []
     pools: list[tuple[str, str, int]] = []
     warnings: list[str] = []
@@ -150,7 +247,77 @@ def make_plan(budget: Budget, latencies: Mapping[str, float] | None = None) -> P
         endpoints=tuple(endpoints),
         database_pools=tuple(pools),
         warnings=tuple(warnings),
+        capacities=tuple(
+            _endpoint_capacity(budget, name, latency_of) for name, ep in budget.endpoints.items() if ep.calls
+        ),
+        ingestion=_ingestion_capacity(budget, latency_of, doc_chunks),
     )
+
+
+def _dependency_limits(
+    budget: Budget, service: str, calls: Mapping[str, float], latency_of: Mapping[str, float], unit: str
+) -> list[Limit]:
+    """Little's law per dependency: (limit per process x processes) / (calls x latency); and the
+    provider's RPM share over the calls, where it has one."""
+    processes = budget.service(service).processes
+    limits = []
+    for name, n in calls.items():
+        if not n:
+            continue
+        limit = budget.process_limit(service, name)
+        what = "pool" if budget.dependency(name).kind == "postgres" else "limit"
+        limits.append(
+            Limit(
+                name,
+                limit * processes / (n * latency_of[name]),
+                f"{what} {limit} x {processes} procs / ({n:g} calls x {_ms(latency_of[name])})",
+            )
+        )
+        rate = budget.process_rate(service, name)
+        if rate is not None:
+            limits.append(
+                Limit(
+                    f"{name} (rpm)", rate * processes / n, f"{rate * processes * 60:g} rpm / {n:g} calls / 60"
+                )
+            )
+    return limits
+
+
+def _cpu_limit(budget: Budget, service: str, cpu_ms: float | None, unit: str) -> list[Limit]:
+    if cpu_ms is None:
+        return []
+    shape = budget.service(service)
+    cores = shape.cpu_cores * shape.processes
+    return [Limit("cpu", cores * 1000.0 / cpu_ms, f"{cores:g} cores x 1000 / {cpu_ms:g} ms per {unit}")]
+
+
+def _endpoint_capacity(budget: Budget, endpoint: str, latency_of: Mapping[str, float]) -> Capacity:
+    ep = budget.endpoint(endpoint)
+    limits = _dependency_limits(budget, ep.service, ep.calls, latency_of, "request")
+    limits += _cpu_limit(budget, ep.service, ep.cpu_ms_per_request, "request")
+    latency = ep.path_latency(latency_of) + (ep.cpu_ms_per_request or 0.0) / 1000.0
+    return Capacity(endpoint, ep.service, tuple(limits), latency, ep.target_qps, budget.peak_qps(endpoint))
+
+
+def _ingestion_capacity(
+    budget: Budget, latency_of: Mapping[str, float], doc_chunks: int | None
+) -> IngestionCapacity | None:
+    ing = budget.ingestion
+    if ing is None:
+        return None
+    chunks = doc_chunks or ing.doc_chunks
+    batches = math.ceil(chunks / ing.embed_batch_size)
+    calls = dict(ing.calls_per_document)
+    for name, n in ing.calls_per_batch.items():
+        calls[name] = calls.get(name, 0.0) + n * batches
+    limits = _dependency_limits(budget, ing.service, calls, latency_of, "document")
+    cpu = None if ing.cpu_ms_per_chunk is None else ing.cpu_ms_per_chunk * chunks
+    limits += _cpu_limit(budget, ing.service, cpu, "document")
+    return IngestionCapacity(ing.service, chunks, batches, tuple(limits), ing.target_documents_per_second)
+
+
+def _ms(seconds: float) -> str:
+    return f"{seconds * 1000:g}ms" if seconds < 1 else f"{seconds:g}s"
 
 
 def _row_warnings(row: DependencyRow) -> list[str]:

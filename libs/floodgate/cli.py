@@ -9,13 +9,17 @@ and prints what a scenario would offer (floodgate/_load_scenario.py; running it 
     floodgate plan --budget prod.toml --latency llm=1.2s --latency search=150ms
     floodgate plan --json                           # the same, machine-readable
     floodgate plan --strict                         # exit 1 when there are warnings (for CI)
+    floodgate plan --check                          # exit 1 when a target QPS exceeds the capacity
+    floodgate plan --latency-from http://localhost:8081/metrics --doc-chunks 50
+    floodgate plan --format markdown > design.md    # the design document
     floodgate top                                   # the running local cluster, refreshed each second
     floodgate top --once --target online=http://10.0.0.5:8081
     floodgate dashboard --route deal_brain=/v1/deal-brain/answers ... -o floodgate.json
     floodgate loadtest --validate                   # config/loadtest.toml: lists its scenarios
     floodgate loadtest capacity --dry-run           # each phase's streams: rate, duration, requests
 
-Exit status: 0 fine, 1 warnings with ``--strict``, 2 invalid budget or arguments.
+Exit status: 0 fine, 1 warnings with ``--strict`` or a target out of reach with ``--check``, 2 invalid
+budget or arguments.
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import math
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -132,6 +137,7 @@ def render_plan(plan: Plan, *, source: str, out: TextIO) -> None:
         f"Database pools (all processes): {pools} = {plan.database_used} of {plan.database_available} usable",
         file=out,
     )
+    _render_capacity(plan, out)
     if plan.endpoints:
         print(file=out)
         print("Endpoints", file=out)
@@ -159,11 +165,62 @@ def render_plan(plan: Plan, *, source: str, out: TextIO) -> None:
         print("No warnings.", file=out)
 
 
+def _render_capacity(plan: Plan, out: TextIO) -> None:
+    if plan.capacities:
+        print(file=out)
+        print(
+            "Capacity per endpoint (all processes, the endpoint alone): min over its limits of "
+            "limit x procs / (calls x latency), and CPU cores x 1000 / cpu_ms",
+            file=out,
+        )
+        _table(
+            ["endpoint", "capacity", "bottleneck", "latency", "target", "peak", "verdict", "limits"],
+            [
+                [
+                    c.endpoint,
+                    f"{c.rps:.1f}/s",
+                    c.bottleneck,
+                    _ms(round(c.latency, 6)),
+                    "-" if c.target_qps is None else f"{c.target_qps:g}/s",
+                    "-" if c.peak_qps is None else f"{c.peak_qps:g}/s",
+                    "ok" if c.meets_target and c.meets_peak else ("peak shed" if c.meets_target else "SHORT"),
+                    ", ".join(f"{lim.name} {lim.rate:.1f}" for lim in sorted(c.limits, key=lambda x: x.rate)),
+                ]
+                for c in plan.capacities
+            ],
+            out,
+        )
+    ing = plan.ingestion
+    if ing is not None:
+        print(file=out)
+        target = ing.target_documents_per_second
+        print(
+            f"Ingestion ({ing.service}, {ing.doc_chunks} chunks a document, {ing.batches} embed batches): "
+            f"{ing.documents_per_second:.1f} documents/s, {ing.chunks_per_second:.1f} chunks/s, "
+            f"bottleneck {ing.bottleneck}"
+            + ("" if target is None else f" (target {target:g}/s: {'ok' if ing.meets_target else 'SHORT'})"),
+            file=out,
+        )
+        for lim in sorted(ing.limits, key=lambda x: x.rate):
+            print(f"  {lim.name:<12} {lim.rate:8.1f} documents/s  {lim.detail}", file=out)
+
+
 def _plan_json(plan: Plan) -> dict:
     data = dataclasses.asdict(plan)
     for row, raw in zip(data["dependencies"], plan.dependencies, strict=True):
         row["binding"] = raw.binding
     data["database_used"] = plan.database_used
+    for row, cap in zip(data["capacities"], plan.capacities, strict=True):
+        row.update(rps=cap.rps, bottleneck=cap.bottleneck, meets_target=cap.meets_target)
+    if plan.ingestion is not None:
+        ing = plan.ingestion
+        data["ingestion"].update(
+            documents_per_second=ing.documents_per_second,
+            chunks_per_second=ing.chunks_per_second,
+            bottleneck=ing.bottleneck,
+            meets_target=ing.meets_target,
+        )
+    data["shortfalls"] = list(plan.shortfalls)
     return data
 
 
@@ -335,8 +392,31 @@ def main(argv: Sequence[str] | None = None, *, out: TextIO | None = None, err: T
         metavar="DEP=LATENCY",
         help="assumed latency of one call, e.g. llm=1.2s or search=150ms (repeatable)",
     )
-    plan_cmd.add_argument("--json", action="store_true", help="print the plan as JSON")
+    plan_cmd.add_argument(
+        "--latency-from",
+        metavar="URL|FILE",
+        help="take dependencies' latencies from a Prometheus-format source (a /metrics URL or a file): "
+        "the mean of floodgate_downstream_latency_seconds per dependency; --latency still wins",
+    )
+    size = plan_cmd.add_mutually_exclusive_group()
+    size.add_argument("--doc-chunks", type=int, metavar="N", help="ingestion: chunks per document")
+    size.add_argument(
+        "--doc-bytes",
+        type=int,
+        metavar="N",
+        help="ingestion: bytes per document ([ingestion] bytes_per_chunk)",
+    )
+    plan_cmd.add_argument(
+        "--format",
+        choices=["text", "json", "markdown"],
+        default="text",
+        help="text (default), json, or markdown: the design document",
+    )
+    plan_cmd.add_argument("--json", action="store_true", help="print the plan as JSON (= --format json)")
     plan_cmd.add_argument("--strict", action="store_true", help="exit 1 when the plan has warnings")
+    plan_cmd.add_argument(
+        "--check", action="store_true", help="exit 1 when a target QPS exceeds the capacity (for CI)"
+    )
     _add_top(sub)
     _add_dashboard(sub)
     _add_alerts(sub)
@@ -353,17 +433,46 @@ def main(argv: Sequence[str] | None = None, *, out: TextIO | None = None, err: T
         return _alerts(args, out=out, err=err)
     if args.command == "loadtest":
         return _loadtest.command(args, out=out, err=err)
+    return _cmd_plan(args, out=out, err=err)
+
+
+def _cmd_plan(args: argparse.Namespace, *, out: TextIO, err: TextIO) -> int:
+    from ._design import render_design
+    from ._measured import MeasuredLatencyError, read_latencies
+
     try:
         budget = load_budget(args.budget)
-        plan = make_plan(budget, dict(args.latency))
-    except (BudgetError, LookupError) as exc:
+        latencies: dict[str, float] = {}
+        if args.latency_from:
+            measured = read_latencies(args.latency_from)
+            latencies = {name: t for name, t in measured.items() if name in budget.dependencies}
+        latencies.update(args.latency)
+        doc_chunks = args.doc_chunks
+        if args.doc_bytes is not None:
+            if budget.ingestion is None:
+                raise LookupError("--doc-bytes needs an [ingestion] table in the budget")
+            doc_chunks = max(1, math.ceil(args.doc_bytes / budget.ingestion.bytes_per_chunk))
+        if doc_chunks is not None and doc_chunks < 1:
+            raise LookupError("--doc-chunks and --doc-bytes must be >= 1")
+        plan = make_plan(budget, latencies, doc_chunks=doc_chunks)
+    except (BudgetError, LookupError, MeasuredLatencyError) as exc:
         print(f"floodgate plan: {exc}", file=err)
         return 2
-    if args.json:
+    fmt = "json" if args.json else args.format
+    if fmt == "json":
         json.dump(_plan_json(plan), out, indent=2)
         print(file=out)
+    elif fmt == "markdown":
+        out.write(render_design(budget, plan, source=args.budget))
     else:
+        if args.latency_from:
+            measured_text = ", ".join(f"{name}={_ms(round(t, 6))}" for name, t in sorted(latencies.items()))
+            print(f"latencies measured at {args.latency_from}: {measured_text or 'none'}", file=out)
         render_plan(plan, source=args.budget, out=out)
+    if args.check and plan.shortfalls:
+        for shortfall in plan.shortfalls:
+            print(f"floodgate plan --check: {shortfall}", file=err)
+        return 1
     return 1 if args.strict and plan.warnings else 0
 
 

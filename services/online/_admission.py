@@ -42,6 +42,7 @@ __all__ = [
     "endpoint_capacity",
     "make_door",
     "make_doors",
+    "record_problems",
 ]
 
 #: Little's law on the budget's typical latencies leaves out the service's own time per request
@@ -92,6 +93,30 @@ def endpoint_capacity(
     bottleneck_latency = shape.critical_path(only_bottleneck, policy)
     in_flight = max(1, math.ceil(rps * latency * HEADROOM))
     return EndpointCapacity(endpoint, rps, bottleneck, latency, bottleneck_latency, in_flight)
+
+
+def record_problems(budget: floodgate.Budget) -> list[str]:
+    """Where the budget's ``calls`` and ``critical_path`` of an endpoint disagree with its record here
+    (`Endpoint.shape`): `floodgate plan` predicts from the budget's, the door from the record's, so
+    the service refuses to start unless they are the same. A budget that states neither is not
+    checked (its plan has no capacity for the endpoint)."""
+    problems = []
+    for name, shape in SHAPES.items():
+        policy = budget.endpoint(name)
+        if not policy.calls:
+            continue
+        calls = {dep: n for dep, n in shape.calls(policy).items() if n}
+        if dict(policy.calls) != calls:
+            wanted = ", ".join(f"{dep} = {n}" for dep, n in calls.items())
+            problems.append(f"endpoints.{name}.calls: the endpoint makes {{ {wanted} }}")
+        latencies = {dep: budget.dependency(dep).typical_latency for dep in calls}
+        record, stated = shape.critical_path(latencies, policy), policy.path_latency(latencies)
+        if not math.isclose(record, stated, rel_tol=1e-9):
+            problems.append(
+                f"endpoints.{name}.critical_path: takes {stated * 1000:g} ms at the typical latencies, "
+                f"the endpoint's {record * 1000:g} ms"
+            )
+    return problems
 
 
 def make_doors(

@@ -30,7 +30,7 @@ from pydantic import BaseModel
 from quart import Response, g, jsonify, request
 from quart_trio import QuartTrio
 
-from ._admission import make_doors
+from ._admission import make_doors, record_problems
 from ._context import Downstreams, RequestContext
 from ._endpoints import ENDPOINTS, Endpoint
 from ._front_door import DoorRoute, FrontDoor
@@ -86,6 +86,7 @@ def create_app(
         for endpoint, policy in zip(ENDPOINTS, policies, strict=True)
         for problem in budget.failure_policy_problems(endpoint.name, endpoint.shape.calls(policy))
     ]
+    problems += record_problems(budget)  # the plan's calls and critical paths are the endpoints'
     if problems:
         raise chassis.StartupError(str(floodgate.BudgetError(problems)))
     app = chassis.create_app(

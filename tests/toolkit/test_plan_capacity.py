@@ -1,0 +1,282 @@
+"""floodgate plan's capacity: per endpoint and for ingestion, measured latencies, --check, the design document."""
+
+from __future__ import annotations
+
+import io
+import json
+import re
+import tomllib
+from pathlib import Path
+
+import floodgate
+import pytest
+from floodgate._design import METRICS
+from floodgate._measured import mean_latencies
+from floodgate._path import PathError, evaluate_path, path_names
+from floodgate._plan import make_plan
+from floodgate.cli import main
+
+from .conftest import REPO_BUDGET
+
+METRICS_FILE = Path(__file__).parent / "data" / "downstream_latency.prom"
+REPO = REPO_BUDGET.parents[1]
+
+
+def run(*argv: str) -> tuple[int, str, str]:
+    out, err = io.StringIO(), io.StringIO()
+    code = main(list(argv), out=out, err=err)
+    return code, out.getvalue(), err.getvalue()
+
+
+def repo_data() -> dict:
+    return tomllib.loads(REPO_BUDGET.read_text())
+
+
+def write(tmp_path: Path, *edits: tuple[str, str]) -> str:
+    """The repository's budget with each ``(old, new)`` text replaced, as a file."""
+    text = REPO_BUDGET.read_text()
+    for old, new in edits:
+        assert text.count(old) == 1, old
+        text = text.replace(old, new)
+    path = tmp_path / "budget.toml"
+    path.write_text(text)
+    return str(path)
+
+
+def test_endpoint_capacity_is_the_smallest_limit(repo_budget):
+    plan = make_plan(repo_budget)
+    caps = {c.endpoint: c for c in plan.capacities}
+    deal = caps["deal_brain"]
+    # llm: 16 slots x 1 process / (1 call x 0.4 s) = 40/s; CPU: 1 core x 1000 / 6 ms
+    assert (deal.bottleneck, deal.rps) == ("llm", 40.0)
+    rates = {lim.name: lim.rate for lim in deal.limits}
+    assert rates["cpu"] == pytest.approx(1000 / 6)
+    assert rates["llm (rpm)"] == pytest.approx(100.0)
+    # max(embed 20 + db 5, search 150) + rerank 50 + llm 400, + 6 ms of CPU
+    assert deal.latency == pytest.approx(0.606)
+    hunt = caps["shadow_hunter"]
+    assert (hunt.bottleneck, hunt.rps) == ("llm", pytest.approx(16 / (5 * 0.4)))
+    submit = caps["omnirag_submit"]
+    assert (submit.service, submit.bottleneck, submit.rps) == (
+        "ingest_api",
+        "cpu",
+        pytest.approx(0.5 * 1000 / 2),
+    )
+    assert submit.peak_qps == 20 * 10  # target x burst_factor when peak_qps is not stated
+
+
+def test_cpu_becomes_the_bottleneck_when_requests_cost_more():
+    data = repo_data()
+    data["endpoints"]["deal_brain"]["cpu_ms_per_request"] = 50.0
+    plan = make_plan(floodgate.parse_budget(data))
+    deal = next(c for c in plan.capacities if c.endpoint == "deal_brain")
+    assert (deal.bottleneck, deal.rps) == ("cpu", pytest.approx(20.0))
+
+
+def test_a_slower_provider_moves_the_capacity(repo_budget):
+    deal = next(c for c in make_plan(repo_budget, {"llm": 0.8}).capacities if c.endpoint == "deal_brain")
+    assert (deal.bottleneck, deal.rps) == ("llm", 20.0)
+
+
+def test_ingestion_documents_and_chunks_per_second(repo_budget):
+    small = make_plan(repo_budget, doc_chunks=16).ingestion
+    assert small is not None and small.batches == 1
+    rates = {lim.name: lim.rate for lim in small.limits}
+    # fetch: 8 x 2 processes / (1 x 0.3 s); embed: 12 x 2 / (1 batch x 0.02 s); db_write: 10 x 2 / (4 x 0.01 s)
+    assert rates["fetch"] == pytest.approx(160 / 3)
+    assert rates["embed"] == pytest.approx(1200.0)
+    assert rates["db_write"] == pytest.approx(500.0)
+    assert rates["cpu"] == pytest.approx(1000 / 16)  # 2 x 0.5 cores, 1 ms per chunk
+    assert (small.bottleneck, small.documents_per_second) == ("fetch", pytest.approx(160 / 3))
+    assert small.chunks_per_second == pytest.approx(16 * 160 / 3)
+    big = make_plan(repo_budget, doc_chunks=400).ingestion
+    assert big is not None and big.batches == 25 and big.bottleneck == "cpu"
+    assert big.chunks_per_second == pytest.approx(1000.0)
+
+
+def test_cli_doc_bytes_sizes_the_document():
+    code, out, _ = run("plan", "--budget", str(REPO_BUDGET), "--doc-bytes", "16001")
+    assert code == 0
+    assert "Ingestion (ingest_worker, 17 chunks a document, 2 embed batches)" in out
+    code, _, err = run("plan", "--budget", str(REPO_BUDGET), "--doc-chunks", "0")
+    assert code == 2 and "must be >= 1" in err
+
+
+def test_mean_latencies_from_prometheus_text():
+    latencies = mean_latencies(METRICS_FILE.read_text())
+    # llm: (70 + 90) / (100 + 100) over both statuses; a dependency with no calls is left out
+    assert latencies == {"llm": 0.8, "not_in_budget": 1.0, "search": 0.3}
+
+
+def test_latency_from_a_metrics_file():
+    code, out, _ = run("plan", "--budget", str(REPO_BUDGET), "--latency-from", str(METRICS_FILE), "--json")
+    assert code == 0
+    data = json.loads(out)
+    deal = next(c for c in data["capacities"] if c["endpoint"] == "deal_brain")
+    assert (deal["bottleneck"], deal["rps"]) == ("llm", 20.0)
+    # --latency wins over the measured value
+    code, out, _ = run(
+        "plan", "--budget", str(REPO_BUDGET), "--latency-from", str(METRICS_FILE), "--latency", "llm=200ms"
+    )
+    assert code == 0
+    assert "latencies measured at" in out and "llm=200ms" in out and "search=300ms" in out
+
+
+def test_latency_from_a_bad_source(tmp_path):
+    empty = tmp_path / "empty.prom"
+    empty.write_text("# nothing\n")
+    for source in (str(empty), str(tmp_path / "missing.prom")):
+        code, _, err = run("plan", "--budget", str(REPO_BUDGET), "--latency-from", source)
+        assert code == 2 and "floodgate plan:" in err
+
+
+def test_check_fails_when_a_target_is_out_of_reach(tmp_path):
+    assert run("plan", "--budget", str(REPO_BUDGET), "--check")[0] == 0
+    path = write(
+        tmp_path,
+        ("target_qps = 5\npeak_qps = 10\n", "target_qps = 15\npeak_qps = 30\n"),
+        ("target_documents_per_second = 10\n", "target_documents_per_second = 500\n"),
+    )
+    code, out, err = run("plan", "--budget", path, "--check")
+    assert code == 1
+    assert "nexus_assess: target 15 requests/s exceeds the capacity 10.0/s (bottleneck: llm)" in err
+    assert "ingestion: target 500 documents/s exceeds" in err
+    assert "SHORT" in out
+    # without --check the same plan is only printed
+    assert run("plan", "--budget", path)[0] == 0
+
+
+def test_markdown_design_document(tmp_path):
+    code, out, _ = run("plan", "--budget", str(REPO_BUDGET), "--format", "markdown")
+    assert code == 0
+    for heading in (
+        "## Inputs",
+        "## Budget table",
+        "## Timeouts and retries",
+        "## Degradation policy",
+        "## Capacity against the targets",
+        "### What must change",
+        "## Metrics",
+    ):
+        assert f"\n{heading}\n" in out
+    assert "Burst factor: 10" in out and "| online | 1 | 1 | 1 cores | 512 MiB |" in out
+    assert "| `deal_brain` | 40.0/s | llm | 606 ms | 20 | 40 | ok |" in out
+    assert "| `deal_brain` | 8 s | embed, db, search | rerank -> fused_score, llm -> passages_only |" in out
+    path = write(tmp_path, ("target_qps = 20\npeak_qps = 40\n", "target_qps = 200\npeak_qps = 200\n"))
+    code, out, _ = run("plan", "--budget", path, "--format", "markdown")
+    assert code == 0
+    changes = out.split("### What must change")[1].split("## Metrics")[0]
+    # every limit under 200/s, each with what would lift it
+    assert "llm: a provider concurrency of 80 (global_concurrency, now 16)" in changes
+    assert "llm: the provider's rate limit to 12000 rpm (now 6000)" in changes
+    assert "CPU: 2 processes of online (now 1)" in changes
+    assert "db:" not in changes
+
+
+def test_the_design_metrics_are_the_observability_page_names():
+    page = (REPO / "docs" / "observability.md").read_text()
+    for metric, _ in METRICS:
+        assert f"`{metric.split('{')[0]}" in page, metric
+
+
+@pytest.mark.parametrize(
+    ("edit", "problem"),
+    [
+        (lambda d: d["services"]["online"].update(cpu_cores=0), "services.online.cpu_cores: must be > 0"),
+        (lambda d: d["services"]["online"].update(memory_mib=0), "services.online.memory_mib: must be >= 1"),
+        (lambda d: d["deployment"].update(burst_factor=0.5), "deployment.burst_factor: must be >= 1"),
+        (
+            lambda d: d["endpoints"]["deal_brain"].update(target_qps=50, peak_qps=10),
+            "endpoints.deal_brain: peak_qps must be >= target_qps",
+        ),
+        (
+            lambda d: d["endpoints"]["deal_brain"].update(cpu_ms_per_request=-1),
+            "endpoints.deal_brain.cpu_ms_per_request: must be > 0",
+        ),
+        (
+            lambda d: d["endpoints"]["nexus_assess"]["calls"].update(gpu=1),
+            "endpoints.nexus_assess.calls.gpu: unknown dependency",
+        ),
+        (
+            lambda d: d["endpoints"]["nexus_assess"]["calls"].update(fetch=1),
+            "endpoints.nexus_assess.calls.fetch: online has no share of it",
+        ),
+        (
+            lambda d: d["endpoints"]["nexus_assess"].update(critical_path="__import__('os')"),
+            "endpoints.nexus_assess: critical_path: only dependency names",
+        ),
+        (
+            lambda d: d["endpoints"]["nexus_assess"].update(critical_path="llm + search"),
+            "endpoints.nexus_assess.critical_path: search is not one of its calls",
+        ),
+        (
+            lambda d: d["ingestion"]["calls_per_batch"].update(llm=1),
+            "ingestion.calls_per_batch.llm: ingest_worker has no share of it",
+        ),
+        (lambda d: d["ingestion"].update(embed_batch_size=0), "ingestion.embed_batch_size: must be >= 1"),
+    ],
+)
+def test_capacity_inputs_are_validated(edit, problem):
+    data = repo_data()
+    edit(data)
+    with pytest.raises(floodgate.BudgetError) as info:
+        floodgate.parse_budget(data)
+    assert any(p.startswith(problem) for p in info.value.problems), info.value.problems
+
+
+def test_critical_path_expressions():
+    expr = "max(embed + db, search) + rerank + 2 * llm"
+    assert path_names(expr) == {"embed", "db", "search", "rerank", "llm"}
+    t = {"embed": 0.02, "db": 0.005, "search": 0.15, "rerank": 0.05, "llm": 0.4}
+    assert evaluate_path(expr, t) == pytest.approx(1.0)
+    for bad in ("llm - search", "llm(", "min(llm)", "llm.x", "True"):
+        with pytest.raises(PathError):
+            path_names(bad)
+
+
+def test_a_budget_without_capacity_inputs_still_plans():
+    data = repo_data()
+    for ep in data["endpoints"].values():
+        for key in ("calls", "critical_path", "cpu_ms_per_request", "target_qps", "peak_qps", "service"):
+            ep.pop(key, None)
+    del data["ingestion"]
+    plan = make_plan(floodgate.parse_budget(data))
+    assert plan.capacities == () and plan.ingestion is None and plan.shortfalls == ()
+    assert re.search(r"online\s+llm\s+http", _render(plan))
+
+
+def _render(plan) -> str:
+    from floodgate.cli import render_plan
+
+    out = io.StringIO()
+    render_plan(plan, source="x", out=out)
+    return out.getvalue()
+
+
+def test_latency_from_a_metrics_url():
+    import http.server
+    import threading
+
+    body = METRICS_FILE.read_bytes()
+
+    class Metrics(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            self.send_response(200)
+            self.send_header("Content-Type", "text/plain; version=0.0.4")
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = http.server.HTTPServer(("127.0.0.1", 0), Metrics)
+    thread = threading.Thread(target=server.handle_request, daemon=True)
+    thread.start()
+    try:
+        url = f"http://127.0.0.1:{server.server_port}/metrics"
+        code, out, _ = run("plan", "--budget", str(REPO_BUDGET), "--latency-from", url)
+    finally:
+        thread.join(timeout=5)
+        server.server_close()
+    assert code == 0
+    assert f"latencies measured at {url}: llm=800ms, search=300ms" in out
