@@ -343,6 +343,12 @@ class IngestionPolicy(_Policy):
     calls_per_document: dict[str, Annotated[float, Field(ge=0)]] = {}
     calls_per_batch: dict[str, Annotated[float, Field(ge=0)]] = {}
     cpu_ms_per_chunk: Annotated[float, Field(gt=0)] | None = None
+    #: jobs one worker process runs at once (INGEST_WORKER_JOB_CONCURRENCY): by Little's law they
+    #: carry job_concurrency x processes / a document's latency; None: not counted
+    job_concurrency: int | None = Field(default=None, ge=1)
+    #: embed batches in flight per job (INGEST_WORKER_EMBED_PARALLELISM): a document's latency
+    #: takes ceil(batches / embed_parallelism) rounds of calls_per_batch
+    embed_parallelism: int = Field(default=4, ge=1)
     target_documents_per_second: Annotated[float, Field(ge=0)] | None = None
 
 

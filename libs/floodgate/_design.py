@@ -263,7 +263,8 @@ def render_design(budget: Budget, plan: Plan, *, source: str) -> str:
         out += [
             "",
             f"Ingestion ({ing.service}, documents of {ing.doc_chunks} chunks): {ing.documents_per_second:.1f} "
-            f"documents/s, {ing.chunks_per_second:.0f} chunks/s, bottleneck {ing.bottleneck}"
+            f"documents/s, {ing.chunks_per_second:.0f} chunks/s, bottleneck {ing.bottleneck}, "
+            f"{_s(ing.latency)} a document"
             + (
                 ""
                 if target is None

@@ -107,6 +107,7 @@ class IngestionCapacity:
     batches: int
     limits: tuple[Limit, ...]  # rates in documents per second
     target_documents_per_second: float | None
+    latency: float  # expected time of one document's calls and CPU, s (from its claim to its completion)
 
     @property
     def documents_per_second(self) -> float:
@@ -313,7 +314,25 @@ def _ingestion_capacity(
     limits = _dependency_limits(budget, ing.service, calls, latency_of, "document")
     cpu = None if ing.cpu_ms_per_chunk is None else ing.cpu_ms_per_chunk * chunks
     limits += _cpu_limit(budget, ing.service, cpu, "document")
-    return IngestionCapacity(ing.service, chunks, batches, tuple(limits), ing.target_documents_per_second)
+    # A document's calls run in sequence but for its batches, ``embed_parallelism`` at a time.
+    rounds = math.ceil(batches / ing.embed_parallelism)
+    latency = (
+        sum(n * latency_of[d] for d, n in ing.calls_per_document.items())
+        + rounds * sum(n * latency_of[d] for d, n in ing.calls_per_batch.items())
+        + (cpu or 0.0) / 1000.0
+    )
+    if ing.job_concurrency is not None and latency > 0:
+        processes = budget.service(ing.service).processes
+        limits.append(
+            Limit(
+                "jobs",
+                ing.job_concurrency * processes / latency,
+                f"{ing.job_concurrency} jobs x {processes} procs / {_ms(round(latency, 6))} per document",
+            )
+        )
+    return IngestionCapacity(
+        ing.service, chunks, batches, tuple(limits), ing.target_documents_per_second, latency
+    )
 
 
 def _ms(seconds: float) -> str:

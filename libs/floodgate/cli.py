@@ -197,7 +197,7 @@ def _render_capacity(plan: Plan, out: TextIO) -> None:
         print(
             f"Ingestion ({ing.service}, {ing.doc_chunks} chunks a document, {ing.batches} embed batches): "
             f"{ing.documents_per_second:.1f} documents/s, {ing.chunks_per_second:.1f} chunks/s, "
-            f"bottleneck {ing.bottleneck}"
+            f"bottleneck {ing.bottleneck}, {_ms(round(ing.latency, 6))} a document"
             + ("" if target is None else f" (target {target:g}/s: {'ok' if ing.meets_target else 'SHORT'})"),
             file=out,
         )

@@ -87,10 +87,15 @@ def test_ingestion_documents_and_chunks_per_second(repo_budget):
     assert rates["embed"] == pytest.approx(1200.0)
     assert rates["db_write"] == pytest.approx(500.0)
     assert rates["cpu"] == pytest.approx(1000 / 16)  # 2 x 0.5 cores, 1 ms per chunk
-    assert (small.bottleneck, small.documents_per_second) == ("fetch", pytest.approx(160 / 3))
-    assert small.chunks_per_second == pytest.approx(16 * 160 / 3)
+    # a document: fetch 300 + 3 x db_write 10 + one round of (embed 20 + db_write 10) + 16 ms of CPU
+    assert small.latency == pytest.approx(0.376)
+    assert rates["jobs"] == pytest.approx(8 * 2 / 0.376)  # 8 jobs per worker process, Little's law
+    assert (small.bottleneck, small.documents_per_second) == ("jobs", pytest.approx(16 / 0.376))
+    assert small.chunks_per_second == pytest.approx(16 * 16 / 0.376)
     big = make_plan(repo_budget, doc_chunks=400).ingestion
     assert big is not None and big.batches == 25 and big.bottleneck == "cpu"
+    # 25 batches, 4 at a time: 7 rounds
+    assert big.latency == pytest.approx(0.3 + 0.03 + 7 * 0.03 + 0.4)
     assert big.chunks_per_second == pytest.approx(1000.0)
 
 
@@ -214,6 +219,7 @@ def test_the_design_metrics_are_the_observability_page_names():
             "ingestion.calls_per_batch.llm: ingest_worker has no share of it",
         ),
         (lambda d: d["ingestion"].update(embed_batch_size=0), "ingestion.embed_batch_size: must be >= 1"),
+        (lambda d: d["ingestion"].update(job_concurrency=0), "ingestion.job_concurrency: must be >= 1"),
     ],
 )
 def test_capacity_inputs_are_validated(edit, problem):
