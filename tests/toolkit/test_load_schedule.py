@@ -197,7 +197,7 @@ def test_nearest_rank_is_a_measured_value():
 
 @pytest.mark.realtime
 def test_the_scheduler_runs_under_asyncio_too():
-    import anyio
+    import anyio.lowlevel
 
     async def send(arrival: Arrival) -> int:
         await anyio.lowlevel.checkpoint()
