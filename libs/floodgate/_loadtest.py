@@ -1,12 +1,15 @@
-"""The ``floodgate loadtest`` command. What exists: ``--validate`` checks the scenario file
+"""The ``floodgate loadtest`` command. ``--validate`` checks the scenario file
 (floodgate/_load_scenario.py) and lists its scenarios; ``SCENARIO --dry-run`` prints each phase's
-streams as the open-loop scheduler (floodgate/_load_schedule.py) would offer them. Running a scenario
-against a deployment, scraping and the report are not built yet (docs/loadtest.md).
+streams as the open-loop scheduler (floodgate/_load_schedule.py) would offer them; ``SCENARIO`` runs
+it against a deployment (floodgate/_load_run.py), writes ``summary.json`` (and the HTML report when
+floodgate/_load_report.py is there) and exits 0 (valid, every threshold met), 1 (a threshold failed)
+or 3 (the run is not valid: the generator fell behind or dropped requests). docs/loadtest.md.
 """
 
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 from typing import TextIO
 
 from ._load_scenario import LoadTestFile, ScenarioError, load_scenarios, summarize
@@ -17,14 +20,35 @@ __all__ = ["add_parser", "command"]
 def add_parser(sub: argparse._SubParsersAction) -> None:
     load = sub.add_parser(
         "loadtest",
-        help="check the load-test scenario file; --dry-run prints what a scenario would offer",
-        description="Open-model load tests from a scenario file (docs/loadtest.md). Running a scenario "
-        "against a deployment is not built yet: --validate checks the file, --dry-run prints a scenario's "
-        "phases and streams.",
+        help="run a load-test scenario against a deployment (--validate, --dry-run: check, print)",
+        description="Open-model load tests from a scenario file (docs/loadtest.md): SCENARIO runs it "
+        "against --target and writes summary.json under --out; --validate checks the file, --dry-run "
+        "prints a scenario's phases and streams. Exit 0 valid and every threshold met, 1 a threshold "
+        "failed, 2 a bad file or argument, 3 the run is not valid (lateness, drops).",
     )
-    load.add_argument("scenario", nargs="?", help="the scenario to dry-run (see --validate for the list)")
+    load.add_argument("scenario", nargs="?", help="the scenario to run (see --validate for the list)")
     load.add_argument("--file", default="config/loadtest.toml", help="scenario file (default: %(default)s)")
-    what = load.add_mutually_exclusive_group(required=True)
+    load.add_argument(
+        "--target", default="http://127.0.0.1:8080", help="the gateway's URL (default: %(default)s)"
+    )
+    load.add_argument(
+        "--keys",
+        default=None,
+        help="API keys per tenant, in config/api_keys.sample.yaml's format (default: what `make up` "
+        "reads: $FLOODGATE_API_KEYS_FILE, config/api_keys.yaml, else the sample)",
+    )
+    load.add_argument(
+        "--out", default=None, help="output folder (default: .data/loadtest/SCENARIO-TIMESTAMP)"
+    )
+    load.add_argument(
+        "--state",
+        default=None,
+        help="the cluster state file naming the services to scrape (default: $FLOODGATE_DATA_DIR/cluster.json)",
+    )
+    load.add_argument(
+        "--seed", type=int, default=1, help="the requests' random choices (default: %(default)s)"
+    )
+    what = load.add_mutually_exclusive_group()
     what.add_argument("--validate", action="store_true", help="check the file and list its scenarios")
     what.add_argument(
         "--dry-run", action="store_true", help="print the scenario's phases and streams, send nothing"
@@ -45,7 +69,7 @@ def command(args: argparse.Namespace, *, out: TextIO, err: TextIO) -> int:
             print(f"  {name}: {kind}; {scenario.description}".rstrip("; "), file=out)
         return 0
     if args.scenario is None:
-        print("floodgate loadtest: --dry-run needs a SCENARIO", file=err)
+        print("floodgate loadtest: a run or --dry-run needs a SCENARIO (or give --validate)", file=err)
         return 2
     if args.scenario not in spec.scenarios:
         print(
@@ -53,8 +77,84 @@ def command(args: argparse.Namespace, *, out: TextIO, err: TextIO) -> int:
             file=err,
         )
         return 2
-    render_dry_run(spec, args.scenario, source=args.file, out=out)
-    return 0
+    if args.dry_run:
+        render_dry_run(spec, args.scenario, source=args.file, out=out)
+        return 0
+    return run_command(spec, args, out=out, err=err)
+
+
+def run_command(spec: LoadTestFile, args: argparse.Namespace, *, out: TextIO, err: TextIO) -> int:
+    """Run the scenario, write summary.json (and the report), print the summary; the exit status."""
+    import json
+
+    import anyio
+
+    from ._load_run import (
+        ApiKeysFileError,
+        default_keys_file,
+        default_out_dir,
+        exit_status,
+        load_api_keys,
+        render_summary,
+        run_scenario,
+        write_summary,
+    )
+    from ._top import default_state_path, targets_from_state
+
+    keys_file = Path(args.keys) if args.keys else default_keys_file()
+    try:
+        keys = load_api_keys(keys_file)
+    except ApiKeysFileError as exc:
+        print(f"floodgate loadtest: {exc}", file=err)
+        return 2
+    state = Path(args.state) if args.state else default_state_path()
+    notes: list[str] = []
+    try:
+        targets = targets_from_state(json.loads(state.read_text()))
+    except (OSError, ValueError):
+        targets = []
+    if not targets:
+        notes.append(f"no cluster state at {state}: no service scraped (series empty)")
+    backend = "asyncio"
+    try:
+        import trio  # noqa: F401
+
+        backend = "trio"
+    except ImportError:
+        pass
+    out_dir = Path(args.out) if args.out else default_out_dir(args.scenario)
+    print(
+        f"floodgate loadtest {args.scenario}: against {args.target}, keys {keys_file}, "
+        f"{len(targets)} scrape target(s), writing {out_dir}",
+        file=out,
+        flush=True,
+    )
+    try:
+        summary = anyio.run(
+            lambda: run_scenario(
+                spec,
+                args.scenario,
+                target=args.target,
+                keys=keys,
+                scrape_targets=targets,
+                seed=args.seed,
+                notes=notes,
+            ),
+            backend=backend,
+        )
+    except ApiKeysFileError as exc:
+        print(f"floodgate loadtest: {keys_file}: {exc}", file=err)
+        return 2
+    path = write_summary(summary, out_dir)
+    print(render_summary(summary), file=out)
+    print(f"summary: {path}", file=out)
+    try:
+        from ._load_report import write_report
+    except ImportError:
+        pass
+    else:
+        print(f"report: {write_report(summary, out_dir)}", file=out)
+    return exit_status(summary)
 
 
 def _mix(weights: dict[str, float]) -> str:

@@ -285,4 +285,8 @@ def test_loadtest_refuses_a_bad_file_an_unknown_scenario_and_a_missing_mode(tmp_
     assert code == 2 and "unknown scenario 'nope'" in err
     code, _, err = run_cli("loadtest", "--dry-run", "--file", str(REPO_FILE))
     assert code == 2 and "needs a SCENARIO" in err
-    assert run_cli("loadtest", "online")[0] == 2  # neither --validate nor --dry-run: nothing runs yet
+    # a run needs the keys of the scenario's tenants: a missing keys file stops it before it sends
+    code, _, err = run_cli(
+        "loadtest", "online", "--keys", str(tmp_path / "none.yaml"), "--file", str(REPO_FILE)
+    )
+    assert code == 2 and "cannot read the API keys file" in err

@@ -1,0 +1,209 @@
+"""floodgate loadtest's runner (libs/floodgate/_load_run.py) in process: httpx.MockTransport answers,
+trio's virtual clock, so latencies, classes, verdicts and exit statuses are exact."""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import sys
+from pathlib import Path
+
+import httpx
+import pytest
+import trio
+from floodgate._load_run import (
+    classify,
+    exit_status,
+    load_api_keys,
+    render_summary,
+    run_scenario,
+    write_summary,
+)
+from floodgate._load_scenario import parse_scenarios
+from floodgate._loadtest import command
+
+REPO = Path(__file__).resolve().parents[2]
+KEYS = {"acme": "key-acme-0123456789", "globex": "key-globex-0123456789"}
+
+
+def _spec(*, online_rate: float = 10, max_in_flight: int = 100, p95_ms: float = 300) -> object:
+    return parse_scenarios(
+        {
+            "tenants": {"acme": 1, "globex": 1},
+            "requests": {
+                "answer": {"path": "/v1/answer", "body": {"q": "x"}},
+                "submit": {
+                    "kind": "job",
+                    "path": "/v1/omnirag/jobs",
+                    "document_size": {"distribution": "fixed", "bytes": 50},
+                },
+            },
+            "thresholds": {"answer": {"p95_ms": p95_ms, "p99_ms": 500}},
+            "scenarios": {
+                "online": {
+                    "executor": "constant",
+                    "rate": online_rate,
+                    "duration": 2,
+                    "max_in_flight": max_in_flight,
+                    "grace": 1,
+                    "requests": {"answer": 1},
+                },
+                "jobs": {"executor": "constant", "rate": 2, "duration": 2, "requests": {"submit": 1}},
+                "both": {
+                    "phases": [
+                        {"name": "alone", "run": ["online"]},
+                        {"name": "together", "run": ["online", "jobs"]},
+                    ]
+                },
+            },
+        }
+    )
+
+
+class Backend:
+    """/v1/answer: 0.2 s, then by arrival count: every 10th from the 4th a 429, from the 8th a 500,
+    from the 6th a degraded 200, else a 200. Jobs: 202, polled status is running (Retry-After 2) once,
+    then succeeded."""
+
+    def __init__(self) -> None:
+        self.answers = 0
+        self.polls: dict[str, int] = {}
+        self.poll_times: list[float] = []
+        self.keys: set[str] = set()
+
+    async def __call__(self, request: httpx.Request) -> httpx.Response:
+        self.keys.add(request.headers["x-api-key"])
+        if request.url.path == "/v1/answer":
+            n = self.answers
+            self.answers += 1
+            await trio.sleep(0.2)
+            if n % 10 == 3:
+                return httpx.Response(429, headers={"Retry-After": "1"}, json={"error": {"code": "x"}})
+            if n % 10 == 7:
+                return httpx.Response(500, json={"error": {"code": "internal"}})
+            if n % 10 == 5:
+                return httpx.Response(200, json={"answer": "a", "degraded": ["search"]})
+            return httpx.Response(200, json={"answer": "a", "degraded": []})
+        if request.method == "POST":
+            body = json.loads(request.content)
+            assert len(body["text"]) == 50 and body["doc_id"]
+            job = str(len(self.polls) + 1)
+            self.polls[job] = 0
+            await trio.sleep(0.01)
+            return httpx.Response(202, json={"job_id": int(job), "status_url": f"/v1/omnirag/jobs/{job}"})
+        job = request.url.path.rsplit("/", 1)[1]
+        self.polls[job] += 1
+        self.poll_times.append(trio.current_time())
+        if self.polls[job] == 1:
+            return httpx.Response(200, headers={"Retry-After": "2"}, json={"state": "running"})
+        return httpx.Response(200, json={"state": "succeeded"})
+
+
+async def _run(spec, name: str, backend: Backend) -> dict:
+    return await run_scenario(
+        spec, name, target="http://gateway", keys=KEYS, transport=httpx.MockTransport(backend)
+    )
+
+
+def test_classify() -> None:
+    assert classify(200, b'{"degraded": ["a"]}') == ("good", True)
+    assert classify(202, b'{"degraded": []}') == ("good", False)
+    assert classify(200, b"not json") == ("good", False)
+    assert classify(429, b"") == ("rejected", False)
+    assert classify(503, b"") == ("rejected", False)
+    assert classify(500, b"") == ("error", False)
+    assert classify(404, b"") == ("error", False)
+
+
+async def test_composite_run_classifies_follows_jobs_and_judges(autojump_clock) -> None:
+    backend = Backend()
+    summary = await _run(_spec(), "both", backend)
+    assert backend.keys == set(KEYS.values())
+    assert summary["valid"] is True and summary["dropped"] == 0
+    # the second phase starts once the first's last answers are in (its last arrival 1.9 s, + 0.2 s)
+    phases = sorted((p["start_s"], p["phase"], p["stream"]) for p in summary["phases"])
+    assert phases == [(0.0, "alone", "online"), (2.1, "together", "jobs"), (2.1, "together", "online")]
+    answer = summary["endpoints"]["answer"]
+    # two phases of 2 s at 10/s: 40 requests, 4 rejected, 4 errors, 4 degraded
+    assert (answer["offered"], answer["rejected"], answer["errors"], answer["degraded"]) == (40, 4, 4, 4)
+    assert answer["good"] == 32
+    assert answer["p50_ms"] == pytest.approx(200, abs=1) and answer["p99_ms"] == pytest.approx(200, abs=1)
+    assert answer["slo"] == {"p95_ms": 300, "p99_ms": 500}
+    assert answer["verdicts"] == {"p95": "pass", "p99": "pass"}
+    submit = summary["endpoints"]["submit"]
+    assert submit["offered"] == submit["good"] == 4
+    assert submit["p99_ms"] == pytest.approx(10, abs=1)
+    # each job polled twice, 2 s apart (Retry-After), and finished: submit-to-finish about 2 s
+    assert submit["jobs"]["followed"] == submit["jobs"]["finished"] == 4
+    assert submit["jobs"]["states"] == {"succeeded": 4}
+    assert submit["jobs"]["p50_ms"] == pytest.approx(2010, abs=2)
+    assert set(backend.polls.values()) == {2}
+    assert exit_status(summary) == 0
+    # one timeline row per second per endpoint, by scheduled start
+    rows = [(r["t"], r["endpoint"], r["offered"]) for r in summary["timeline"]]
+    assert (0.0, "answer", 10) in rows and (2.0, "submit", 2) in rows and (3.0, "answer", 10) in rows
+    assert summary["series"] == [] and summary["lateness_ms"]["max"] == 0.0
+    text = render_summary(summary)
+    assert "valid" in text and "answer: offered 40" in text and "p95 pass" in text
+
+
+async def test_a_slow_endpoint_fails_its_threshold(autojump_clock) -> None:
+    summary = await _run(_spec(p95_ms=150), "online", Backend())
+    assert summary["endpoints"]["answer"]["verdicts"] == {"p95": "fail", "p99": "pass"}
+    assert exit_status(summary) == 1
+    assert "p95 fail" in render_summary(summary)
+
+
+async def test_drops_make_the_run_invalid(autojump_clock) -> None:
+    # one request in flight at 10/s, each 0.2 s long: at least every other arrival finds the slot taken
+    summary = await _run(_spec(max_in_flight=1), "online", Backend())
+    answer = summary["endpoints"]["answer"]
+    assert summary["valid"] is False and "dropped" in summary["invalid_reason"]
+    assert answer["offered"] == 20 and answer["dropped"] == summary["dropped"] >= 10
+    assert answer["good"] + answer["rejected"] + answer["errors"] + answer["dropped"] == 20
+    assert exit_status(summary) == 3
+
+
+async def test_transport_errors_count_as_errors(autojump_clock) -> None:
+    def refuse(request: httpx.Request) -> httpx.Response:
+        raise httpx.ConnectError("refused", request=request)
+
+    summary = await run_scenario(
+        _spec(), "online", target="http://gateway", keys=KEYS, transport=httpx.MockTransport(refuse)
+    )
+    answer = summary["endpoints"]["answer"]
+    assert (answer["offered"], answer["errors"], answer["good"]) == (20, 20, 0)
+    assert answer["p95_ms"] is None and answer["verdicts"] == {"p95": "fail", "p99": "fail"}
+    assert exit_status(summary) == 1
+
+
+def test_summary_is_written_as_json(tmp_path: Path) -> None:
+    summary = {"scenario": "s", "valid": True, "endpoints": {}}
+    path = write_summary(summary, tmp_path / "out")
+    assert json.loads(path.read_text()) == summary
+
+
+@pytest.mark.parametrize("without_yaml", [False, True])
+def test_keys_from_the_sample_file(monkeypatch, without_yaml: bool) -> None:
+    if without_yaml:  # the toolkit does not depend on PyYAML: its small parser reads the same file
+        monkeypatch.setitem(sys.modules, "yaml", None)
+    keys = load_api_keys(REPO / "config" / "api_keys.sample.yaml")
+    assert keys == {"acme": "fg_dev_acme_8c1f2a7d4e6b", "globex": "fg_dev_globex_5b9e0d3c7a21"}
+
+
+def test_cli_refuses_a_missing_keys_file(tmp_path: Path) -> None:
+    args = argparse.Namespace(
+        file=str(REPO / "config" / "loadtest.toml"),
+        scenario="mixed",
+        validate=False,
+        dry_run=False,
+        keys=str(tmp_path / "none.yaml"),
+        target="http://127.0.0.1:1",
+        out=str(tmp_path / "out"),
+        state=None,
+        seed=1,
+    )
+    err = io.StringIO()
+    assert command(args, out=io.StringIO(), err=err) == 2
+    assert "cannot read the API keys file" in err.getvalue()
