@@ -20,7 +20,7 @@ import shutil
 import subprocess
 from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +31,7 @@ __all__ = [
     "build_charts",
     "counter_rate",
     "find_chromium",
+    "phase_marks",
     "render_html",
     "render_svg",
     "verdict_rows",
@@ -62,7 +63,10 @@ class Chart:
     y_label: str
     lines: tuple[Line, ...]
     refs: tuple[tuple[str, float], ...] = ()
-    note: str = ""
+    #: vertical markers ``(label, t)``: where each phase of a composite scenario starts
+    marks: tuple[tuple[str, float], ...] = ()
+    #: the time axis runs from 0 to at least this (the run's duration: every chart on the same axis)
+    span: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -295,6 +299,22 @@ def _series_charts(summary: Mapping[str, Any]) -> list[Chart]:
             pool_lines.append(Line(pool, tuple((t, v * 1000) for t, v in points)))
     add("pool-waits", "processes", "connection pool: acquire wait", "ms", pool_lines)
 
+    totals = _group(index.get("http_requests_total", []), ("route",))
+    limited = _group(
+        (s for s in index.get("http_requests_total", []) if (s.get("labels") or {}).get("status") == "429"),
+        ("route",),
+    )
+    add(
+        "served-429",
+        "processes",
+        "429 share per route, as the services counted it",
+        "share of requests",
+        [
+            Line(route, tuple(_ratio_of_rates(limited.get(route, [(t, 0.0) for t, _ in points]), points)))
+            for route, points in totals.items()
+        ],
+    )
+
     add(
         "loop-lag",
         "processes",
@@ -378,10 +398,23 @@ def _series_charts(summary: Mapping[str, Any]) -> list[Chart]:
     return charts
 
 
+def phase_marks(summary: Mapping[str, Any]) -> tuple[tuple[str, float], ...]:
+    """Where each phase starts (its earliest stream), when the run had more than one phase."""
+    starts: dict[str, float] = {}
+    for row in summary.get("phases") or []:
+        name, start = str(row.get("phase") or ""), float(row.get("start_s") or 0.0)
+        starts[name] = min(start, starts.get(name, start))
+    if len(starts) < 2:
+        return ()
+    return tuple(sorted(starts.items(), key=lambda mark: mark[1]))
+
+
 def build_charts(summary: Mapping[str, Any]) -> list[Chart]:
     """Every chart the summary has data for: the endpoints' from ``timeline``, the rest from ``series``
-    (a chart with no samples is left out, and the page says so)."""
-    return _endpoint_charts(summary) + _series_charts(summary)
+    (a chart with no samples is left out, and the page says so); each marks where the phases start."""
+    marks, span = phase_marks(summary), float(summary.get("duration_s") or 0.0)
+    charts = _endpoint_charts(summary) + _series_charts(summary)
+    return [replace(chart, marks=marks, span=span) for chart in charts]
 
 
 def verdict_rows(summary: Mapping[str, Any]) -> list[VerdictRow]:
@@ -425,7 +458,9 @@ def render_svg(chart: Chart) -> str:
     dashed reference lines, a legend on the right."""
     xs = [t for line in chart.lines for t, _ in line.points] or [0.0, 1.0]
     ys = [v for line in chart.lines for _, v in line.points] + [y for _, y in chart.refs]
-    x0, x1 = min(0.0, min(xs)), max(xs) if max(xs) > min(0.0, min(xs)) else min(xs) + 1
+    x0 = min(0.0, *xs)
+    x1 = max(chart.span, *xs)
+    x1 = x1 if x1 > x0 else x0 + 1
     y_ticks = _nice_ticks(max([*ys, 0.0]) * 1.05)
     x_ticks = _nice_ticks(x1 - x0)
     y1 = y_ticks[-1]
@@ -482,6 +517,16 @@ def render_svg(chart: Chart) -> str:
         )
         out.append(f'<text x="{_WIDTH - _RIGHT + 36}" y="{legend_y + 4}">{e(line.name)}</text>')
         legend_y += 16
+    for label, t in chart.marks:
+        if x0 <= t <= x1:
+            out.append(
+                f'<line class="mark" x1="{px(t):.1f}" x2="{px(t):.1f}" y1="{_TOP}" y2="{_TOP + ph}" '
+                'stroke="#777" stroke-dasharray="2 3"/>'
+            )
+            anchor, dx = ("end", -3) if px(t) > _LEFT + pw - 80 else ("start", 3)
+            out.append(
+                f'<text x="{px(t) + dx:.1f}" y="{_TOP + 10}" fill="#555" text-anchor="{anchor}">{e(label)}</text>'
+            )
     for label, y_value in chart.refs:
         y = py(y_value)
         out.append(
@@ -523,8 +568,8 @@ def render_html(summary: Mapping[str, Any], charts: Sequence[Chart]) -> str:
         f"<h1>Load test <code>{e(str(summary.get('scenario', '')))}</code>: "
         f'<span class="{overall}">{overall.upper()}</span></h1>',
         f"<p>target {e(str(summary.get('target', '')))}, started {e(str(summary.get('started_at', '')))}, "
-        f"{summary.get('duration_s', 0):g} s. Generator: lateness p50 {lateness.get('p50', 0):g} ms, "
-        f"p99 {lateness.get('p99', 0):g} ms, max {lateness.get('max', 0):g} ms; "
+        f"{_num(summary.get('duration_s'))} s. Generator: lateness p50 {_num(lateness.get('p50'))} ms, "
+        f"p99 {_num(lateness.get('p99'))} ms, max {_num(lateness.get('max'))} ms; "
         f"{summary.get('dropped', 0)} dropped.</p>",
     ]
     if not summary.get("valid", True):
@@ -546,9 +591,24 @@ def render_html(summary: Mapping[str, Any], charts: Sequence[Chart]) -> str:
     columns = ("offered", "good", "rejected", "errors", "degraded", "p50_ms", "p95_ms", "p99_ms")
     parts.append("".join(f"<th>{c}</th>" for c in columns) + "</tr>")
     for endpoint, result in (summary.get("endpoints") or {}).items():
-        cells = "".join(f"<td>{'—' if result.get(c) is None else f'{result[c]:g}'}</td>" for c in columns)
+        cells = "".join(f"<td>{_num(result.get(c))}</td>" for c in columns)
         parts.append(f"<tr><td>{e(endpoint)}</td>{cells}</tr>")
     parts.append("</table>")
+    followed = {name: r["jobs"] for name, r in (summary.get("endpoints") or {}).items() if r.get("jobs")}
+    if followed:
+        parts.append(
+            "<h2>Jobs followed</h2><p>Submit to a final state, as the client saw it (ms).</p>"
+            "<table><tr><th>template</th><th>followed</th><th>finished</th><th>states</th>"
+            "<th>p50</th><th>p95</th><th>p99</th></tr>"
+        )
+        for name, jobs in followed.items():
+            states = ", ".join(f"{k} {v}" for k, v in (jobs.get("states") or {}).items())
+            quantiles = "".join(f"<td>{_num(jobs.get(q))}</td>" for q in ("p50_ms", "p95_ms", "p99_ms"))
+            parts.append(
+                f"<tr><td>{e(name)}</td><td>{_num(jobs.get('followed'))}</td>"
+                f"<td>{_num(jobs.get('finished'))}</td><td>{e(states)}</td>{quantiles}</tr>"
+            )
+        parts.append("</table>")
     section = None
     for chart in charts:
         if chart.section != section:
@@ -564,6 +624,10 @@ def render_html(summary: Mapping[str, Any], charts: Sequence[Chart]) -> str:
         parts.append(f"<p>No samples for: {e(', '.join(missing))}.</p>")
     parts.append("</body></html>")
     return "\n".join(parts)
+
+
+def _num(value: Any) -> str:
+    return "—" if value is None else f"{value:g}"
 
 
 def _missing(summary: Mapping[str, Any], charts: Sequence[Chart]) -> list[str]:

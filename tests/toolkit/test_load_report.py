@@ -89,6 +89,10 @@ def canned_summary() -> dict:
                 tenant="a",
             )
         )
+    # the services' own count: 1 of 10 requests limited in the first interval, 5 of 10 in the second
+    for t, (ok, limited) in enumerate([(0, 0), (9, 1), (14, 6)]):
+        series.append(_sample(t, "http_requests_total", ok, route="/v1/deal-brain", status="200"))
+        series.append(_sample(t, "http_requests_total", limited, route="/v1/deal-brain", status="429"))
     return {
         "scenario": "mixed",
         "target": "http://127.0.0.1:8080",
@@ -111,6 +115,26 @@ def canned_summary() -> dict:
                 "slo": {"p95_ms": 1500, "p99_ms": 3000},
                 "verdicts": {"p95": "pass", "p99": "fail"},
             },
+            "omnirag_submit": {
+                "offered": 3,
+                "good": 3,
+                "rejected": 0,
+                "errors": 0,
+                "degraded": 0,
+                "p50_ms": 40.0,
+                "p95_ms": 50.0,
+                "p99_ms": 50.0,
+                "slo": {},
+                "verdicts": {},
+                "jobs": {
+                    "followed": 3,
+                    "finished": 2,
+                    "states": {"succeeded": 2, "unfinished": 1},
+                    "p50_ms": 1800.0,
+                    "p95_ms": 2500.0,
+                    "p99_ms": 2500.0,
+                },
+            },
             # no verdicts from the runner: the report judges
             "nexus_assess": {
                 "offered": 0,
@@ -124,6 +148,17 @@ def canned_summary() -> dict:
                 "slo": {"p95_ms": 1000, "p99_ms": 2000},
             },
         },
+        "phases": [
+            {"phase": "alone", "stream": "deal_brain", "start_s": 0.0, "duration_s": 2, "scheduled": 20},
+            {
+                "phase": "with_ingest",
+                "stream": "deal_brain",
+                "start_s": 2.0,
+                "duration_s": 2,
+                "scheduled": 20,
+            },
+            {"phase": "with_ingest", "stream": "ingest", "start_s": 2.5, "duration_s": 2, "scheduled": 3},
+        ],
         "timeline": timeline,
         "series": series,
     }
@@ -173,6 +208,8 @@ def test_series_charts_gates_processes_queue_and_cost():
     assert line(job, "p99")[0][1] == pytest.approx(1.99)
     assert line(charts["tokens"], "prompt") == ((1.0, 300.0), (2.0, 600.0))
     assert line(charts["cost"], "deal_brain")[-1][1] == pytest.approx(0.6 * 60)
+    served = line(charts["served-429"], "/v1/deal-brain")
+    assert served == ((1.0, 0.1), (2.0, 0.5))
     # no samples: no chart, and the page names what is missing
     assert "queue-depth" not in charts and "loop-lag" not in charts
 
@@ -187,6 +224,14 @@ def test_verdict_rows_take_the_runners_verdict_and_judge_where_there_is_none():
     }
 
 
+def test_every_chart_marks_where_each_phase_starts():
+    charts = build_charts(canned_summary())
+    assert {c.marks for c in charts} == {(("alone", 0.0), ("with_ingest", 2.0))}
+    assert render_svg(charts[0]).count('class="mark"') == 2
+    single = {**canned_summary(), "phases": [{"phase": "p", "stream": "s", "start_s": 0.0}]}
+    assert all(c.marks == () for c in build_charts(single))
+
+
 def test_page_is_self_contained_with_one_svg_per_chart():
     summary = canned_summary()
     charts = build_charts(summary)
@@ -195,6 +240,17 @@ def test_page_is_self_contained_with_one_svg_per_chart():
     assert not re.search(r"<script|<link|\bsrc=|href=", page)  # nothing to fetch
     assert re.search(r"<h1>.*FAIL", page)  # a failed threshold fails the run
     assert "No samples for: loop lag, queue depth, oldest job age." in page
+    assert re.search(r"<td>omnirag_submit</td><td>3</td><td>2</td><td>succeeded 2, unfinished 1</td>", page)
+    # a run without lateness figures (nothing sent) still renders
+    empty = {
+        **summary,
+        "lateness_ms": {"p50": None, "p99": None, "max": None},
+        "valid": False,
+        "invalid_reason": "no requests",
+    }
+    assert "lateness p50 — ms" in render_html(
+        empty, charts
+    ) and "Not a valid run: no requests" in render_html(empty, charts)
     svg = render_svg(charts[1])
     assert svg.count('class="series"') == 3 and svg.count('class="ref"') == 2
     assert "<title>deal_brain: latency p50/p95/p99 vs SLO</title>" in svg
@@ -216,34 +272,39 @@ CHROMIUM = "/usr/bin/chromium"
 @pytest.mark.realtime
 @pytest.mark.timeout(120)
 def test_chromium_renders_the_page_with_its_plots(tmp_path: Path):
-    if not Path(CHROMIUM).exists() and shutil.which("chromium") is None:
+    chromium = CHROMIUM if Path(CHROMIUM).exists() else shutil.which("chromium")
+    if chromium is None:
         pytest.skip("headless Chromium is missing: apt-get install chromium (.ci/run installs it)")
     summary = canned_summary()
-    page = write_report(summary, tmp_path)
-    chromium = CHROMIUM if Path(CHROMIUM).exists() else shutil.which("chromium")
+    page = tmp_path / "page.html"
+    page.write_text(render_html(summary, build_charts(summary)), encoding="utf-8")
     dom = subprocess.run(
-        [
-            chromium,
-            "--headless",
-            "--no-sandbox",
-            "--disable-gpu",
-            "--disable-background-networking",
-            "--disable-component-update",
-            "--disable-sync",
-            "--no-first-run",
-            "--dump-dom",
-            page.as_uri(),
-        ],
+        [*_headless(chromium), "--dump-dom", page.as_uri()],
         check=True,
         capture_output=True,
         text=True,
         timeout=60,
     ).stdout
-    charts = build_charts(summary)
     svgs = re.findall(r"<svg\b.*?</svg>", dom, flags=re.S)
-    assert len(svgs) == len(charts)
+    assert len(svgs) == len(build_charts(summary))
     assert all('class="series"' in svg and ' d="M' in svg for svg in svgs)
-    pngs = sorted((tmp_path / "figures").glob("*.png"))
-    assert len(pngs) == len(charts)
-    data = pngs[0].read_bytes()
+    # the PNG figures (one Chromium each): a run with one endpoint's three charts, to keep this short
+    small = {**summary, "series": [], "phases": []}
+    write_report(small, tmp_path / "run")
+    pngs = sorted((tmp_path / "run" / "figures").glob("*.png"))
+    assert len(pngs) == len(build_charts(small)) == 3
+    data = pngs[1].read_bytes()
     assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 2000  # a blank 760x300 PNG is far smaller
+
+
+def _headless(chromium: str) -> list[str]:
+    return [
+        chromium,
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--no-first-run",
+    ]
