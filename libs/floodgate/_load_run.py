@@ -32,7 +32,7 @@ import httpx
 
 from ._load_scenario import LoadTestFile, RequestTemplate, ScenarioSpec
 from ._load_schedule import Arrival, LoadRun, OpenLoop, nearest_rank
-from ._top import Target, scrape_all
+from ._top import Target, parse_samples
 
 __all__ = [
     "ApiKeysFileError",
@@ -46,7 +46,8 @@ __all__ = [
     "write_summary",
 ]
 
-#: the scraped samples kept in the summary's ``series`` (the report's figures); histogram buckets are not
+#: the scraped samples kept in the summary's ``series`` (the report's figures), by name prefix; histograms
+#: by their ``_sum`` and ``_count`` (no buckets)
 SERIES_PREFIXES = (
     "floodgate_",
     "process_cpu_seconds_total",
@@ -56,9 +57,31 @@ SERIES_PREFIXES = (
     "http_request_duration_seconds_sum",
     "http_request_duration_seconds_count",
     "ratelimit_",
-    "envoy_cluster_upstream_rq",
-    "envoy_http_downstream_rq",
 )
+#: Envoy's statistics kept (it exposes hundreds): requests by class, in flight, queued, timed out
+ENVOY_SERIES = frozenset(
+    {
+        "envoy_cluster_upstream_rq_xx",
+        "envoy_cluster_upstream_rq_total",
+        "envoy_cluster_upstream_rq_active",
+        "envoy_cluster_upstream_rq_pending_active",
+        "envoy_cluster_upstream_rq_pending_overflow",
+        "envoy_cluster_upstream_rq_timeout",
+        "envoy_cluster_upstream_rq_time_sum",
+        "envoy_cluster_upstream_rq_time_count",
+        "envoy_http_downstream_rq_xx",
+        "envoy_http_downstream_rq_total",
+        "envoy_http_downstream_rq_active",
+    }
+)
+
+
+def _kept(name: str) -> bool:
+    if name.endswith(("_bucket", "_created")):
+        return False
+    return name in ENVOY_SERIES or name.startswith(SERIES_PREFIXES)
+
+
 TERMINAL_JOB_STATES = frozenset({"succeeded", "failed", "dead", "cancelled"})
 
 
@@ -302,29 +325,52 @@ def _job_state(document: Any, path: str) -> str | None:
     return None
 
 
-async def _scrape_loop(
-    targets: Sequence[Target], client: httpx.Client, start: float, series: list[dict[str, Any]]
+async def _scrape_one(
+    client: httpx.AsyncClient,
+    target: Target,
+    t: float,
+    series: list[dict[str, Any]],
+    failures: dict[str, str],
 ) -> None:
-    """Every second: each target's samples (SERIES_PREFIXES) as rows of ``series``."""
+    """One GET of ``target``'s metrics, parsed as floodgate top parses them; never raises."""
+    try:
+        response = await client.get(target.url)
+        response.raise_for_status()
+        samples = parse_samples(response.text)
+    except (httpx.HTTPError, ValueError) as exc:
+        failures[target.instance] = f"{type(exc).__name__}: {exc}"[:120]
+        return
+    for name, values in samples.items():
+        if _kept(name):
+            for labels, value in values:
+                series.append(
+                    {
+                        "t": t,
+                        "job": target.job,
+                        "instance": target.instance,
+                        "name": name,
+                        "labels": dict(labels),
+                        "value": value,
+                    }
+                )
+
+
+async def _scrape_loop(
+    targets: Sequence[Target],
+    client: httpx.AsyncClient,
+    start: float,
+    series: list[dict[str, Any]],
+    failures: dict[str, str],
+) -> None:
+    """Every second, every target at once: its kept samples as rows of ``series`` (``t`` the
+    scrape's offset from the run's start); ``failures``: each target's last scrape error."""
     tick = start
     while True:
         t = round(anyio.current_time() - start, 3)
-        scrapes = await anyio.to_thread.run_sync(scrape_all, targets, client)
-        for scraped in scrapes:
-            for name, samples in scraped.samples.items():
-                if not name.startswith(SERIES_PREFIXES) or name.endswith("_bucket"):
-                    continue
-                for labels, value in samples:
-                    series.append(
-                        {
-                            "t": t,
-                            "job": scraped.target.job,
-                            "instance": scraped.target.instance,
-                            "name": name,
-                            "labels": dict(labels),
-                            "value": value,
-                        }
-                    )
+        with anyio.move_on_after(2.0):
+            async with anyio.create_task_group() as scraping:
+                for target in targets:
+                    scraping.start_soon(_scrape_one, client, target, t, series, failures)
         tick += 1.0
         await anyio.sleep_until(max(tick, anyio.current_time()))
 
@@ -337,6 +383,7 @@ async def run_scenario(
     keys: Mapping[str, str],
     scrape_targets: Sequence[Target] = (),
     transport: httpx.AsyncBaseTransport | None = None,
+    scrape_transport: httpx.AsyncBaseTransport | None = None,
     seed: int = 1,
     request_timeout: float = 30.0,
     poll_interval: float = 1.0,
@@ -355,6 +402,7 @@ async def run_scenario(
     results: list[_Result] = []
     jobs: list[_Job] = []
     series: list[dict[str, Any]] = []
+    failures: dict[str, str] = {}
     async with httpx.AsyncClient(
         base_url=target,
         transport=transport,
@@ -364,8 +412,8 @@ async def run_scenario(
         start = anyio.current_time()
         async with anyio.create_task_group() as background:
             if scrape_targets:
-                scrape_client = httpx.Client(timeout=2.0)
-                background.start_soon(_scrape_loop, scrape_targets, scrape_client, start, series)
+                scrape_client = httpx.AsyncClient(timeout=2.0, transport=scrape_transport)
+                background.start_soon(_scrape_loop, scrape_targets, scrape_client, start, series, failures)
             else:
                 scrape_client = None
             async with anyio.create_task_group() as followers:
@@ -397,7 +445,7 @@ async def run_scenario(
                 followers.cancel_scope.deadline = anyio.current_time() + follow_grace
             background.cancel_scope.cancel()
         if scrape_client is not None:
-            scrape_client.close()
+            await scrape_client.aclose()
         duration = anyio.current_time() - start
     return summarize_run(
         spec,
@@ -409,7 +457,7 @@ async def run_scenario(
         start=start,
         duration=duration,
         started_at=started_at,
-        notes=notes,
+        notes=[*notes, *(f"scraping {who} failed: {error}" for who, error in sorted(failures.items()))],
     )
 
 

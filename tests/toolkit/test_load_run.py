@@ -22,6 +22,7 @@ from floodgate._load_run import (
 )
 from floodgate._load_scenario import parse_scenarios
 from floodgate._loadtest import command
+from floodgate._top import Target
 
 REPO = Path(__file__).resolve().parents[2]
 KEYS = {"acme": "key-acme-0123456789", "globex": "key-globex-0123456789"}
@@ -207,3 +208,49 @@ def test_cli_refuses_a_missing_keys_file(tmp_path: Path) -> None:
     err = io.StringIO()
     assert command(args, out=io.StringIO(), err=err) == 2
     assert "cannot read the API keys file" in err.getvalue()
+
+
+async def test_scraped_samples_become_series(autojump_clock) -> None:
+    metrics = (
+        "# TYPE floodgate_gate_in_use gauge\n"
+        'floodgate_gate_in_use{gate="llm"} 3.0\n'
+        "# TYPE floodgate_pool_acquire_wait_seconds histogram\n"
+        'floodgate_pool_acquire_wait_seconds_bucket{pool="pg",le="+Inf"} 2.0\n'
+        'floodgate_pool_acquire_wait_seconds_count{pool="pg"} 2.0\n'
+        'floodgate_pool_acquire_wait_seconds_sum{pool="pg"} 0.5\n'
+        "# TYPE python_info gauge\n"
+        'python_info{version="3.11"} 1.0\n'
+    )
+    envoy = '# TYPE envoy_cluster_upstream_rq_total counter\nenvoy_cluster_upstream_rq_total{envoy_cluster_name="online"} 7\n'
+    envoy += "# TYPE envoy_server_uptime gauge\nenvoy_server_uptime 10\n"
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        if request.url.host == "down":
+            return httpx.Response(500)
+        return httpx.Response(200, text=envoy if request.url.path == "/stats/prometheus" else metrics)
+
+    targets = [
+        Target("online", "online", "http://online/metrics"),
+        Target("envoy", "envoy", "http://envoy/stats/prometheus"),
+        Target("simulator", "simulator", "http://down/metrics"),
+    ]
+    summary = await run_scenario(
+        _spec(),
+        "online",
+        target="http://gateway",
+        keys=KEYS,
+        transport=httpx.MockTransport(Backend()),
+        scrape_targets=targets,
+        scrape_transport=httpx.MockTransport(answer),
+    )
+    kept = {(row["job"], row["name"]) for row in summary["series"]}
+    assert kept == {
+        ("online", "floodgate_gate_in_use"),
+        ("online", "floodgate_pool_acquire_wait_seconds_count"),
+        ("online", "floodgate_pool_acquire_wait_seconds_sum"),
+        ("envoy", "envoy_cluster_upstream_rq_total"),
+    }
+    row = next(r for r in summary["series"] if r["name"] == "floodgate_gate_in_use")
+    assert row["labels"] == {"gate": "llm"} and row["value"] == 3.0 and row["instance"] == "online"
+    assert {r["t"] for r in summary["series"]} == {0.0, 1.0, 2.0}  # each second of the 2.2 s run
+    assert any(note.startswith("scraping simulator failed") for note in summary["notes"])
