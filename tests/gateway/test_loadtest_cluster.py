@@ -96,3 +96,4 @@ def test_a_short_mixed_run_writes_its_summary_with_scraped_series(cluster, tmp_p
     assert any(job == "envoy" for job, _ in scraped), sorted({j for j, _ in scraped})
     assert any(name == "process_cpu_seconds_total" for _, name in scraped)
     assert "deal_brain: offered 6" in printed and "summary:" in printed
+    assert (out / "report.html").exists() and "report:" in printed  # the report module joins up
