@@ -390,8 +390,10 @@ async def run_scenario(
     max_polls: int = 120,
     follow_grace: float = 30.0,
     notes: Sequence[str] = (),
+    on_phase: Callable[[str, float], None] | None = None,
 ) -> dict[str, Any]:
-    """Run scenario ``name`` against ``target`` and return its summary (``summary.json``'s document)."""
+    """Run scenario ``name`` against ``target`` and return its summary (``summary.json``'s document).
+    ``on_phase(phase, seconds)`` is called as each phase starts (the command prints it)."""
     phases = spec.phases(name)
     needed = {t for _, streams in phases for _, s in streams for t in spec.tenants_of(s)}
     missing = sorted(needed - set(keys))
@@ -428,6 +430,8 @@ async def run_scenario(
                     )
 
                 for phase, streams in phases:
+                    if on_phase is not None:
+                        on_phase(phase, max(stream.schedule().duration for _, stream in streams))
                     async with anyio.create_task_group() as running:
                         for stream_name, stream in streams:
                             running.start_soon(

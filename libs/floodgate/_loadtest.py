@@ -139,6 +139,7 @@ def run_command(spec: LoadTestFile, args: argparse.Namespace, *, out: TextIO, er
                 scrape_targets=targets,
                 seed=args.seed,
                 notes=notes,
+                on_phase=lambda phase, seconds: print(f"  phase {phase}: {seconds:g}s", file=out, flush=True),
             ),
             backend=backend,
         )

@@ -95,5 +95,5 @@ def test_a_short_mixed_run_writes_its_summary_with_scraped_series(cluster, tmp_p
     assert ("online", "floodgate_gate_in_use") in scraped, sorted(scraped)[:20]
     assert any(job == "envoy" for job, _ in scraped), sorted({j for j, _ in scraped})
     assert any(name == "process_cpu_seconds_total" for _, name in scraped)
-    assert "deal_brain: offered 6" in printed and "summary:" in printed
+    assert "phase mixed: 3s" in printed and "deal_brain: offered 6" in printed and "summary:" in printed
     assert (out / "report.html").exists() and "report:" in printed  # the report module joins up

@@ -119,7 +119,17 @@ def test_classify() -> None:
 
 async def test_composite_run_classifies_follows_jobs_and_judges(autojump_clock) -> None:
     backend = Backend()
-    summary = await _run(_spec(), "both", backend)
+    started: list[tuple[str, float, float]] = []
+    summary = await run_scenario(
+        _spec(),
+        "both",
+        target="http://gateway",
+        keys=KEYS,
+        transport=httpx.MockTransport(backend),
+        on_phase=lambda phase, seconds: started.append((phase, seconds, trio.current_time())),
+    )
+    t0 = started[0][2]
+    assert [(p, s, round(t - t0, 3)) for p, s, t in started] == [("alone", 2.0, 0.0), ("together", 2.0, 2.1)]
     assert backend.keys == set(KEYS.values())
     assert summary["valid"] is True and summary["dropped"] == 0
     # the second phase starts once the first's last answers are in (its last arrival 1.9 s, + 0.2 s)
