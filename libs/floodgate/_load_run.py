@@ -18,7 +18,6 @@ import json
 import math
 import os
 import random
-import re
 import time
 from collections import defaultdict
 from collections.abc import Callable, Mapping, Sequence
@@ -229,7 +228,7 @@ class _Stream:
         keys: Mapping[str, str],
         *,
         seed: int,
-        follow: Callable[[str, str, str, float], None],
+        follow: Callable[[str, str, str, str, float], None],
     ) -> None:
         self.name, self.stream, self.spec, self.client = name, stream, spec, client
         self.keys, self.seed, self.follow = keys, seed, follow
@@ -262,12 +261,13 @@ class _Stream:
         kind, degraded = classify(response.status_code, response.content)
         if kind == "good" and template.kind == "job" and template.follow != "none":
             try:
-                status_url = response.json().get("status_url")
+                answer = response.json()
             except ValueError:
-                status_url = None
+                answer = {}
+            status_url = answer.get("status_url") if isinstance(answer, Mapping) else None
             if isinstance(status_url, str):
                 path = status_url if template.follow == "status" else template.path
-                self.follow(endpoint, path, tenant, arrival.scheduled)
+                self.follow(endpoint, path, str(answer.get("job_id", "")), tenant, arrival.scheduled)
         return Outcome(endpoint, kind, latency, response.status_code, degraded)
 
 
@@ -286,13 +286,14 @@ async def _follow_job(
     client: httpx.AsyncClient,
     job: _Job,
     path: str,
+    job_id: str,
     key: str,
     *,
     poll_interval: float,
     max_polls: int,
 ) -> None:
-    """Poll ``path`` until the job ends, waiting ``Retry-After`` when the answer has one, at most
-    ``max_polls`` times."""
+    """Poll ``path`` (the job's status, or the tenant's job list) until the job ends, waiting
+    ``Retry-After`` when the answer has one, at most ``max_polls`` times."""
     for _ in range(max_polls):
         wait = poll_interval
         try:
@@ -305,7 +306,7 @@ async def _follow_job(
                     document = response.json()
                 except ValueError:
                     document = {}
-                state = _job_state(document, path)
+                state = _job_state(document, job_id)
                 if state in TERMINAL_JOB_STATES:
                     job.finished, job.state = anyio.current_time(), state
                     return
@@ -313,14 +314,15 @@ async def _follow_job(
         await anyio.sleep(wait)
 
 
-def _job_state(document: Any, path: str) -> str | None:
+def _job_state(document: Any, job_id: str) -> str | None:
+    """The job's state from its status, or from the first page of the tenant's jobs (``follow =
+    "list"``; a job not on it yet counts as unfinished)."""
     if not isinstance(document, Mapping):
         return None
     if "state" in document:
         return str(document["state"])
-    match = re.search(r"/(\d+)$", path)
-    for item in document.get("jobs") or []:  # follow = "list": the tenant's jobs
-        if isinstance(item, Mapping) and match and str(item.get("job_id")) == match.group(1):
+    for item in document.get("jobs") or []:
+        if isinstance(item, Mapping) and str(item.get("job_id")) == job_id:
             return str(item.get("state"))
     return None
 
@@ -420,12 +422,18 @@ async def run_scenario(
                 scrape_client = None
             async with anyio.create_task_group() as followers:
 
-                def follow(endpoint: str, path: str, tenant: str, scheduled: float) -> None:
+                def follow(endpoint: str, path: str, job_id: str, tenant: str, scheduled: float) -> None:
                     job = _Job(endpoint, scheduled)
                     jobs.append(job)
                     followers.start_soon(
                         lambda: _follow_job(
-                            client, job, path, keys[tenant], poll_interval=poll_interval, max_polls=max_polls
+                            client,
+                            job,
+                            path,
+                            job_id,
+                            keys[tenant],
+                            poll_interval=poll_interval,
+                            max_polls=max_polls,
                         )
                     )
 
@@ -473,7 +481,7 @@ async def _run_stream(
     client: httpx.AsyncClient,
     keys: Mapping[str, str],
     seed: int,
-    follow: Callable[[str, str, str, float], None],
+    follow: Callable[[str, str, str, str, float], None],
     results: list[_Result],
 ) -> None:
     sender = _Stream(stream_name, stream, spec, client, keys, seed=seed, follow=follow)

@@ -146,6 +146,9 @@ def run_command(spec: LoadTestFile, args: argparse.Namespace, *, out: TextIO, er
     except ApiKeysFileError as exc:
         print(f"floodgate loadtest: {keys_file}: {exc}", file=err)
         return 2
+    except KeyboardInterrupt:
+        print("floodgate loadtest: interrupted; no summary written", file=err)
+        return 130
     path = write_summary(summary, out_dir)
     print(render_summary(summary), file=out)
     print(f"summary: {path}", file=out)

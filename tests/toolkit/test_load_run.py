@@ -28,7 +28,9 @@ REPO = Path(__file__).resolve().parents[2]
 KEYS = {"acme": "key-acme-0123456789", "globex": "key-globex-0123456789"}
 
 
-def _spec(*, online_rate: float = 10, max_in_flight: int = 100, p95_ms: float = 300) -> object:
+def _spec(
+    *, online_rate: float = 10, max_in_flight: int = 100, p95_ms: float = 300, follow: str = "status"
+) -> object:
     return parse_scenarios(
         {
             "tenants": {"acme": 1, "globex": 1},
@@ -37,6 +39,7 @@ def _spec(*, online_rate: float = 10, max_in_flight: int = 100, p95_ms: float = 
                 "submit": {
                     "kind": "job",
                     "path": "/v1/omnirag/jobs",
+                    "follow": follow,
                     "document_size": {"distribution": "fixed", "bytes": 50},
                 },
             },
@@ -65,12 +68,13 @@ def _spec(*, online_rate: float = 10, max_in_flight: int = 100, p95_ms: float = 
 class Backend:
     """/v1/answer: 0.2 s, then by arrival count: every 10th from the 4th a 429, from the 8th a 500,
     from the 6th a degraded 200, else a 200. Jobs: 202, polled status is running (Retry-After 2) once,
-    then succeeded."""
+    then succeeded; in the list a job runs for 1.5 s after its submit."""
 
     def __init__(self) -> None:
         self.answers = 0
         self.polls: dict[str, int] = {}
         self.poll_times: list[float] = []
+        self.submitted: dict[str, float] = {}
         self.keys: set[str] = set()
 
     async def __call__(self, request: httpx.Request) -> httpx.Response:
@@ -91,8 +95,16 @@ class Backend:
             assert len(body["text"]) == 50 and body["doc_id"]
             job = str(len(self.polls) + 1)
             self.polls[job] = 0
+            self.submitted[job] = trio.current_time()
             await trio.sleep(0.01)
             return httpx.Response(202, json={"job_id": int(job), "status_url": f"/v1/omnirag/jobs/{job}"})
+        if request.url.path == "/v1/omnirag/jobs":  # the list: a job runs for 1.5 s after its submit
+            now = trio.current_time()
+            jobs = [
+                {"job_id": int(j), "state": "running" if now - t < 1.5 else "succeeded"}
+                for j, t in self.submitted.items()
+            ]
+            return httpx.Response(200, json={"jobs": jobs})
         job = request.url.path.rsplit("/", 1)[1]
         self.polls[job] += 1
         self.poll_times.append(trio.current_time())
@@ -264,3 +276,12 @@ async def test_scraped_samples_become_series(autojump_clock) -> None:
     assert row["labels"] == {"gate": "llm"} and row["value"] == 3.0 and row["instance"] == "online"
     assert {r["t"] for r in summary["series"]} == {0.0, 1.0, 2.0}  # each second of the 2.2 s run
     assert any(note.startswith("scraping simulator failed") for note in summary["notes"])
+
+
+async def test_jobs_followed_through_the_list(autojump_clock) -> None:
+    backend = Backend()
+    summary = await _run(_spec(follow="list"), "jobs", backend)
+    jobs = summary["endpoints"]["submit"]["jobs"]
+    assert jobs["followed"] == jobs["finished"] == 4 and jobs["states"] == {"succeeded": 4}
+    # looks at 0.01 s and 1.01 s find it running, the one at 2.01 s (no Retry-After: 1 s apart) done
+    assert jobs["p50_ms"] == jobs["p99_ms"] == pytest.approx(2010, abs=2)
