@@ -48,14 +48,23 @@ NonNegativeSeconds = Annotated[float, Field(ge=0)]
 Fraction = Annotated[float, Field(gt=0, le=1)]
 
 
-class BudgetError(ValueError):
-    """The budget file is invalid. ``problems`` lists each one as ``"key.path: what is wrong"``."""
+class FileProblems(ValueError):
+    """A configuration file is invalid. ``problems`` lists each one as ``"key.path: what is wrong"``;
+    each kind of file says which it is (``default_source``)."""
 
-    def __init__(self, problems: list[str], *, source: str = "budget"):
+    default_source = "file"
+
+    def __init__(self, problems: list[str], *, source: str | None = None):
         self.problems = list(problems)
-        self.source = source
+        self.source = source or self.default_source
         lines = "\n".join(f"  - {p}" for p in self.problems)
-        super().__init__(f"invalid {source} ({len(self.problems)} problem(s)):\n{lines}")
+        super().__init__(f"invalid {self.source} ({len(self.problems)} problem(s)):\n{lines}")
+
+
+class BudgetError(FileProblems):
+    """The budget file is invalid."""
+
+    default_source = "budget"
 
 
 class _Policy(BaseModel):

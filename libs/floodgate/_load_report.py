@@ -24,6 +24,8 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
+from ._top import histogram_quantile
+
 __all__ = [
     "Chart",
     "Line",
@@ -110,24 +112,6 @@ def _ratio_of_rates(num: Iterable[Point], den: Iterable[Point]) -> list[Point]:
     return out
 
 
-def _quantile_from_buckets(q: float, buckets: Sequence[tuple[float, float]]) -> float | None:
-    """Prometheus's histogram_quantile over one interval's bucket increases ``(le, count)``."""
-    buckets = sorted(buckets)
-    if not buckets or buckets[-1][1] <= 0:
-        return None
-    rank = q * buckets[-1][1]
-    lower_le, lower_count = 0.0, 0.0
-    for le, count in buckets:
-        if count >= rank:
-            if math.isinf(le):
-                return lower_le
-            if count == lower_count:
-                return le
-            return lower_le + (le - lower_le) * (rank - lower_count) / (count - lower_count)
-        lower_le, lower_count = le, count
-    return None
-
-
 def _series_index(series: Iterable[Mapping[str, Any]]) -> dict[str, list[Mapping[str, Any]]]:
     by_name: dict[str, list[Mapping[str, Any]]] = defaultdict(list)
     for sample in series:
@@ -168,7 +152,7 @@ def _histogram_lines(index: Mapping[str, list[Mapping[str, Any]]], base: str, *,
                 increases = [
                     (le, cumulative[after][le] - cumulative[before].get(le, 0.0)) for le in cumulative[after]
                 ]
-                value = _quantile_from_buckets(q, increases)
+                value = histogram_quantile(q, increases)
                 if value is not None:
                     points.append((after, value * scale))
             lines.append(Line(f"p{round(q * 100)}", tuple(points)))

@@ -20,7 +20,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError, model_validator
 
-from ._budget import _describe
+from ._budget import FileProblems, _describe
 from ._load_schedule import ArrivalSchedule, Stage, Validity, constant_rate, ramping_rate
 
 __all__ = [
@@ -41,14 +41,10 @@ TenantName = Annotated[str, StringConstraints(pattern=TENANT_PATTERN)]
 Weight = Annotated[float, Field(gt=0, allow_inf_nan=False)]
 
 
-class ScenarioError(ValueError):
-    """The scenario file is invalid. ``problems`` lists each one as ``"key.path: what is wrong"``."""
+class ScenarioError(FileProblems):
+    """The scenario file is invalid."""
 
-    def __init__(self, problems: list[str], *, source: str = "scenario file"):
-        self.problems = list(problems)
-        self.source = source
-        lines = "\n".join(f"  - {p}" for p in self.problems)
-        super().__init__(f"invalid {source} ({len(self.problems)} problem(s)):\n{lines}")
+    default_source = "scenario file"
 
 
 class _Model(BaseModel):
