@@ -476,16 +476,20 @@ class Budget(_Policy):
 # -- loading ---------------------------------------------------------------------------------
 
 
+def read_toml_file(path: Path, error: type[FileProblems]) -> dict[str, Any]:
+    """The TOML document at ``path``; a missing or malformed file raises ``error`` naming it."""
+    try:
+        return tomllib.loads(path.read_text())
+    except FileNotFoundError:
+        raise error([f"file not found: {path}"], source=str(path)) from None
+    except tomllib.TOMLDecodeError as exc:
+        raise error([f"not valid TOML: {exc}"], source=str(path)) from None
+
+
 def load_budget(path: str | Path) -> Budget:
     """Read and validate the budget file at ``path`` (TOML). Raises `BudgetError`."""
     path = Path(path)
-    try:
-        data = tomllib.loads(path.read_text())
-    except FileNotFoundError:
-        raise BudgetError([f"file not found: {path}"], source=str(path)) from None
-    except tomllib.TOMLDecodeError as exc:
-        raise BudgetError([f"not valid TOML: {exc}"], source=str(path)) from None
-    return parse_budget(data, source=str(path))
+    return parse_budget(read_toml_file(path, BudgetError), source=str(path))
 
 
 def parse_budget(data: Mapping[str, Any], *, source: str = "budget") -> Budget:

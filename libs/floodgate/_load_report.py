@@ -641,17 +641,23 @@ def find_chromium() -> str | None:
     return shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")
 
 
+#: Headless Chromium without its background connections (this machine's network is closed to them).
+CHROMIUM_HEADLESS_FLAGS = (
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+)
+
+
 def _chromium_png(chromium: str, source: Path, png: Path, *, width: int, height: int) -> None:
     subprocess.run(
         [
             chromium,
-            "--headless",
-            "--no-sandbox",
-            "--disable-gpu",
-            "--disable-background-networking",
-            "--disable-component-update",
-            "--disable-sync",
-            "--no-first-run",
+            *CHROMIUM_HEADLESS_FLAGS,
             "--hide-scrollbars",
             f"--screenshot={png}",
             f"--window-size={width},{height}",

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import math
 import random
-import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,7 +19,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError, model_validator
 
-from ._budget import FileProblems, _describe
+from ._budget import FileProblems, _describe, read_toml_file
 from ._load_schedule import ArrivalSchedule, Stage, Validity, constant_rate, ramping_rate
 
 __all__ = [
@@ -247,13 +246,7 @@ class LoadTestFile(_Model):
 def load_scenarios(path: str | Path) -> LoadTestFile:
     """Read and validate the scenario file at ``path`` (TOML). Raises `ScenarioError`."""
     path = Path(path)
-    try:
-        data = tomllib.loads(path.read_text())
-    except FileNotFoundError:
-        raise ScenarioError([f"file not found: {path}"], source=str(path)) from None
-    except tomllib.TOMLDecodeError as exc:
-        raise ScenarioError([f"not valid TOML: {exc}"], source=str(path)) from None
-    return parse_scenarios(data, source=str(path))
+    return parse_scenarios(read_toml_file(path, ScenarioError), source=str(path))
 
 
 def parse_scenarios(data: Mapping[str, Any], *, source: str = "scenario file") -> LoadTestFile:

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 from floodgate._load_report import (
+    CHROMIUM_HEADLESS_FLAGS,
     build_charts,
     counter_rate,
     render_html,
@@ -298,13 +299,4 @@ def test_chromium_renders_the_page_with_its_plots(tmp_path: Path):
 
 
 def _headless(chromium: str) -> list[str]:
-    return [
-        chromium,
-        "--headless",
-        "--no-sandbox",
-        "--disable-gpu",
-        "--disable-background-networking",
-        "--disable-component-update",
-        "--disable-sync",
-        "--no-first-run",
-    ]
+    return [chromium, *CHROMIUM_HEADLESS_FLAGS]
