@@ -16,6 +16,7 @@ from ._app import (
 from ._errors import ApiError, exception_leaves
 from ._logging import configure_logging
 from ._openapi import (
+    INTERNAL_ERROR,
     ErrorBody,
     ErrorResponse,
     ErrorSpec,
@@ -29,6 +30,7 @@ from ._serve import StartupError, loop_lag_monitor, run_service, serve
 from ._settings import BaseServiceSettings, SettingsError, load_settings
 
 __all__ = [
+    "INTERNAL_ERROR",
     "REQUEST_ID_HEADER",
     "TENANT_HEADER",
     "TENANT_PATTERN",

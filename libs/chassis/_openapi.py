@@ -18,6 +18,7 @@ from ._app import REQUEST_ID_HEADER, TENANT_HEADER
 from ._request import TENANT_PATTERN
 
 __all__ = [
+    "INTERNAL_ERROR",
     "ErrorBody",
     "ErrorResponse",
     "ErrorSpec",
@@ -69,6 +70,12 @@ class ErrorSpec:
             "headers": headers,
             "content": {"application/json": {"schema": {"$ref": "#/components/schemas/ErrorResponse"}}},
         }
+
+
+#: The 500 every chassis service may answer (the error handler's catch-all), documented once.
+INTERNAL_ERROR = ErrorSpec(
+    500, "InternalError", ("internal_error",), "a bug; `details.request_id` identifies the request"
+)
 
 
 def error_responses(specs: Iterable[ErrorSpec]) -> dict[str, Any]:

@@ -141,7 +141,7 @@ ERROR_CONTRACT: dict[int, chassis.ErrorSpec] = {
             "API's database gate is full",
             retry_after=True,
         ),
-        _E(500, "InternalError", ("internal_error",), "a bug; `details.request_id` identifies the request"),
+        chassis.INTERNAL_ERROR,
         _E(
             503,
             "Unavailable",

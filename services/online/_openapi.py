@@ -56,7 +56,7 @@ ERROR_CONTRACT: dict[int, chassis.ErrorSpec] = {
             "or its client-side rate limit would wait too long; `details.dependency` names the budget",
             retry_after=True,
         ),
-        _E(500, "InternalError", ("internal_error",), "a bug; `details.request_id` identifies the request"),
+        chassis.INTERNAL_ERROR,
         _E(
             502,
             "DependencyFailed",
