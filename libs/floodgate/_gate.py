@@ -199,7 +199,11 @@ class Gate:
         else:
             self._in_use_by_tenant[tenant] = count - 1
         self._in_use -= 1
-        if self._queue and self._in_use < self.capacity:
+        self._grant_free_slots()
+
+    def _grant_free_slots(self) -> None:
+        """Hand free slots to waiters, in queue order, while both exist."""
+        while self._queue and self._in_use < self.capacity:
             waiter = self._queue.pop()
             waiter.granted = True
             self._take(waiter.tenant)
@@ -289,6 +293,27 @@ class Gate:
             self._publish()
         elif self._metrics is not None:
             self._m_in_use.set(self._in_use)
+
+    def resize(self, capacity: int) -> None:
+        """Set a new ``capacity`` in place; calls in flight are never dropped.
+
+        Raising it hands the new slots to waiters at once (fair order, as on release). Lowering
+        it takes no slot back: holders finish, and no one new gets a slot until ``in_use`` is
+        under the new capacity, so ``in_use`` may exceed ``capacity`` until enough calls end
+        (`statistics` shows both). 0 is allowed: the gate then admits no one (callers wait, as
+        bounded as ever, then get `Overloaded`) — a process that holds no share yet.
+        """
+        if capacity < 0:
+            raise ValueError(f"capacity must be >= 0, not {capacity}")
+        if capacity == self.capacity:
+            return
+        self.capacity = capacity
+        if self._metrics is not None:
+            self._metrics.gate_capacity.labels(self.name).set(capacity)
+        had_waiters = bool(self._queue)
+        self._grant_free_slots()
+        if had_waiters:
+            self._publish()
 
     def slot(self, tenant: str = DEFAULT_TENANT) -> _Slot:
         """``async with gate.slot(tenant=...):`` holds a slot for the block."""
