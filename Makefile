@@ -17,11 +17,17 @@ $(STAMP): pyproject.toml libs/floodgate/pyproject.toml
 	$(PY) -m pip install --quiet -e './libs/floodgate[pg]' -e '.[dev]'
 	@touch $(STAMP)
 
+# ONLINE_REPLICAS=N, INGEST_API_REPLICAS=N, INGEST_WORKERS=N: how many processes of each service
+# (short for FLOODGATE_ONLINE_REPLICAS... ; docs/cluster.md#settings).
+REPLICAS_ENV := $(if $(ONLINE_REPLICAS),FLOODGATE_ONLINE_REPLICAS=$(ONLINE_REPLICAS)) \
+                $(if $(INGEST_API_REPLICAS),FLOODGATE_INGEST_API_REPLICAS=$(INGEST_API_REPLICAS)) \
+                $(if $(INGEST_WORKERS),FLOODGATE_INGEST_WORKERS=$(INGEST_WORKERS))
+
 up: $(STAMP)  ## the whole local cluster in the foreground; Ctrl-C stops it (DETACH=1 to run in the background)
-	$(PY) -m cluster up $(if $(DETACH),--detach,)
+	$(REPLICAS_ENV) $(PY) -m cluster up $(if $(DETACH),--detach,)
 
 start: $(STAMP)  ## the cluster in the background
-	$(PY) -m cluster up --detach
+	$(REPLICAS_ENV) $(PY) -m cluster up --detach
 
 down: $(STAMP)
 	$(PY) -m cluster down

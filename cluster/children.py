@@ -25,6 +25,7 @@ __all__ = [
     "HttpReady",
     "Readiness",
     "cluster_children",
+    "replica_name",
     "service_env",
 ]
 
@@ -76,6 +77,11 @@ class ChildSpec:
     @property
     def one_shot(self) -> bool:
         return isinstance(self.ready, ExitReady)
+
+
+def replica_name(service: str, index: int) -> str:
+    """The child name of process ``index`` (1-based) of a replicated service: ``online``, ``online-2``."""
+    return service if index == 1 else f"{service}-{index}"
 
 
 def service_env(settings: ClusterSettings, prefix: str, port: int, *, log_format: str) -> dict[str, str]:
@@ -152,12 +158,14 @@ def cluster_children(
     simulator = service("simulator", ("services.simulator",), "SIMULATOR_", settings.simulator_port, ())
     children.append(replace(simulator, env={**simulator.env, "SIMULATOR_SEED": str(settings.simulator_seed)}))
     service_needs = ("migrate", "simulator")
-    children.append(service("online", ("services.online",), "ONLINE_", settings.online_port, service_needs))
-    children.append(
-        service(
-            "ingest-api", ("services.ingest", "api"), "INGEST_API_", settings.ingest_api_port, service_needs
-        )
-    )
+    # Several processes of one service (FLOODGATE_ONLINE_REPLICAS...): the first keeps the service's
+    # name, the others are `online-2`, `online-3`: the names `floodgate top` groups into one job.
+    for i, port in enumerate(settings.online_ports(), start=1):
+        name = replica_name("online", i)
+        children.append(service(name, ("services.online",), "ONLINE_", port, service_needs))
+    for i, port in enumerate(settings.ingest_api_ports(), start=1):
+        name = replica_name("ingest-api", i)
+        children.append(service(name, ("services.ingest", "api"), "INGEST_API_", port, service_needs))
     for i, port in enumerate(settings.ingest_worker_ports(), start=1):
         children.append(
             service(

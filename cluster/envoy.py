@@ -103,7 +103,8 @@ def render_envoy_config(
 
     ``hosts`` maps an Envoy cluster name to the host its endpoints live on (default: the cluster's
     loopback host); with a host name, STRICT_DNS resolves every replica behind it, which is why the
-    ingest workers then become one endpoint. ``listen_host`` is where the listener binds.
+    replicated services (online, ingest API, workers) then become one endpoint. Locally, each
+    process of a service is one endpoint of its clusters, on its own port. ``listen_host`` is where the listener binds.
     """
     config = copy.deepcopy(yaml.safe_load(source.read_text()))
     resources = config["static_resources"]
@@ -115,8 +116,8 @@ def render_envoy_config(
         edge["address"]["socket_address"]["address"] = listen_host
 
     upstream_ports = {
-        **{name: [settings.online_port] for name in ONLINE_CLUSTERS},
-        "ingest_api": [settings.ingest_api_port],
+        **{name: settings.online_ports() for name in ONLINE_CLUSTERS},
+        "ingest_api": settings.ingest_api_ports(),
         "ingest_worker": settings.ingest_worker_ports(),
         "simulator": [settings.simulator_port],
         "ratelimit": [settings.ratelimit_port],

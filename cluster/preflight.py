@@ -10,6 +10,7 @@ import errno
 import os
 import socket
 import subprocess
+from collections.abc import Mapping
 from pathlib import Path
 
 import floodgate
@@ -70,11 +71,16 @@ def check_binaries(settings: ClusterSettings) -> None:
                 raise PreflightError(f"the PostgreSQL binary {POSTGRES_BIN_PATH / name} is missing")
 
 
-def check_budget(path: Path, *, ingest_workers: int | None = None) -> None:
+def check_budget(
+    path: Path, *, processes: Mapping[str, tuple[int, str]] | None = None, membership: bool = False
+) -> None:
     """The budget file loads and validates, and the cluster runs no more processes than it plans for.
 
-    Per-process limits are the global budget divided by the planned process count, so starting more
-    ingest workers than ``services.ingest_worker`` plans would exceed the global budget.
+    ``processes``: budget service name -> (how many processes the cluster starts, the variable that
+    says so). Without membership, per-process limits are the global budget divided by the planned
+    process count (``replicas x workers``), so more processes than planned would together exceed
+    the global budget. With membership the live processes divide it among themselves instead, and
+    the planned count is only the planning figure.
     """
     if not path.is_file():
         raise PreflightError(f"budget file {path} (FLOODGATE_BUDGET) does not exist")
@@ -83,14 +89,16 @@ def check_budget(path: Path, *, ingest_workers: int | None = None) -> None:
     except (floodgate.BudgetError, OSError, UnicodeDecodeError) as exc:  # BudgetError names the key
         first = " ".join(str(exc).split())
         raise PreflightError(f"budget file {path} (FLOODGATE_BUDGET) is invalid: {first}") from None
-    if ingest_workers is not None:
-        shape = budget.service("ingest_worker")
-        planned = shape.processes
-        if ingest_workers > planned:
+    if membership:
+        return
+    for service, (count, variable) in (processes or {}).items():
+        planned = budget.service(service).processes
+        if count > planned:
             raise PreflightError(
-                f"FLOODGATE_INGEST_WORKERS={ingest_workers} but {path} plans {planned} ingest_worker "
-                "process(es) (services.ingest_worker replicas x workers): raise it there first, "
-                "or the per-process budgets would add up to more than the global ones"
+                f"{variable}={count} but {path} plans {planned} {service} process(es) "
+                f"(services.{service} replicas x workers): raise it there, or turn membership on "
+                "(FLOODGATE_MEMBERSHIP=1), or the per-process budgets would add up to more than the "
+                "global ones"
             )
 
 
@@ -106,7 +114,7 @@ def run_preflight(settings: ClusterSettings) -> Path:
     """Every check, cheapest first; render the Envoy config on the way and return its path."""
     check_ports(settings)
     check_binaries(settings)
-    check_budget(settings.budget, ingest_workers=settings.ingest_workers)
+    check_budget(settings.budget, processes=settings.processes(), membership=settings.membership)
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     try:
         config = write_envoy_config(settings)

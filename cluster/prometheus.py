@@ -58,8 +58,8 @@ def scrape_config(
         return entry
 
     jobs = [
-        job("online", [settings.online_port]),
-        job("ingest_api", [settings.ingest_api_port]),
+        job("online", settings.online_ports()),
+        job("ingest_api", settings.ingest_api_ports()),
         job("ingest_worker", settings.ingest_worker_ports()),
         job("simulator", [settings.simulator_port]),
         job("ratelimit", [settings.ratelimit_http_port]),

@@ -21,6 +21,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 __all__ = [
     "DEPENDENCIES",
     "ENV_NAMES",
+    "REPLICA_PORT_STEP",
     "ClusterSettings",
     "ClusterSettingsError",
     "load_cluster_settings",
@@ -39,8 +40,12 @@ class ClusterSettings(BaseModel):
     host: str = "127.0.0.1"
     gateway_port: int = Field(default=8080, ge=1, le=65535)
     envoy_admin_port: int = Field(default=9901, ge=1, le=65535)
+    #: Process ``i`` (1-based) of the online service listens on ``online_port + (i - 1) x
+    #: REPLICA_PORT_STEP``; the same for the ingest API. Envoy balances over all of them.
     online_port: int = Field(default=8081, ge=1, le=65535)
+    online_replicas: int = Field(default=1, ge=1, le=16)
     ingest_api_port: int = Field(default=8082, ge=1, le=65535)
+    ingest_api_replicas: int = Field(default=1, ge=1, le=16)
     #: Worker ``i`` (1-based) listens on ``ingest_worker_port + i - 1`` (probes and metrics only).
     ingest_worker_port: int = Field(default=8083, ge=1, le=65535)
     ingest_workers: int = Field(default=2, ge=0, le=32)
@@ -69,6 +74,10 @@ class ClusterSettings(BaseModel):
     #: scraping the cluster with the configuration and rules of ``python -m cluster prometheus-config``.
     prometheus: bool = False
     prometheus_port: int = Field(default=9090, ge=1, le=65535)
+    #: Live membership divides each global limit among the processes that run (the budget's
+    #: ``replicas x workers`` is then only the planning figure): more processes than the budget plans
+    #: are allowed only with it on.
+    membership: bool = False
     providers: Mapping[str, ProviderSettings] = Field(default_factory=dict)
 
     @field_validator("api_keys_file", mode="before")
@@ -126,6 +135,22 @@ class ClusterSettings(BaseModel):
     def ingest_worker_ports(self) -> list[int]:
         return [self.ingest_worker_port + i for i in range(self.ingest_workers)]
 
+    def online_ports(self) -> list[int]:
+        """The ports of the online service's processes, the first on ``online_port``."""
+        return [self.online_port + i * REPLICA_PORT_STEP for i in range(self.online_replicas)]
+
+    def ingest_api_ports(self) -> list[int]:
+        """The ports of the ingest API's processes, the first on ``ingest_api_port``."""
+        return [self.ingest_api_port + i * REPLICA_PORT_STEP for i in range(self.ingest_api_replicas)]
+
+    def processes(self) -> dict[str, tuple[int, str]]:
+        """Budget service name -> (the processes this cluster runs of it, the variable that says so)."""
+        return {
+            "online": (self.online_replicas, "FLOODGATE_ONLINE_REPLICAS"),
+            "ingest_api": (self.ingest_api_replicas, "FLOODGATE_INGEST_API_REPLICAS"),
+            "ingest_worker": (self.ingest_workers, "FLOODGATE_INGEST_WORKERS"),
+        }
+
     def provider(self, dependency: str) -> ProviderSettings:
         return self.providers[dependency]
 
@@ -134,8 +159,8 @@ class ClusterSettings(BaseModel):
         ports = [
             (self.gateway_port, "FLOODGATE_GATEWAY_PORT"),
             (self.envoy_admin_port, "FLOODGATE_ENVOY_ADMIN_PORT"),
-            (self.online_port, "FLOODGATE_ONLINE_PORT"),
-            (self.ingest_api_port, "FLOODGATE_INGEST_API_PORT"),
+            *_replica_ports(self.online_ports(), "FLOODGATE_ONLINE_PORT", "online"),
+            *_replica_ports(self.ingest_api_ports(), "FLOODGATE_INGEST_API_PORT", "ingest API"),
             (self.simulator_port, "FLOODGATE_SIMULATOR_PORT"),
             (self.ratelimit_port, "FLOODGATE_RATELIMIT_PORT"),
             (self.ratelimit_http_port, "FLOODGATE_RATELIMIT_HTTP_PORT"),
@@ -156,6 +181,19 @@ class ClusterSettings(BaseModel):
             if port in seen:
                 raise ClusterSettingsError(f"{var} and {seen[port]} both use port {port}")
             seen[port] = var
+
+
+#: Process ``i`` of a replicated service listens ``(i - 1) x REPLICA_PORT_STEP`` above its first port:
+#: 8081, 8181, 8281 for the online service by default, clear of the other services' ports.
+REPLICA_PORT_STEP = 100
+
+
+def _replica_ports(ports: list[int], var: str, service: str) -> list[tuple[int, str]]:
+    first = [(ports[0], var)]
+    return first + [
+        (port, f"{var} (+{i * REPLICA_PORT_STEP}, {service} process {i + 1})")
+        for i, port in enumerate(ports[1:], start=1)
+    ]
 
 
 #: Field name -> environment variable. Provider variables are ``FLOODGATE_<DEP>_BASE_URL`` etc.

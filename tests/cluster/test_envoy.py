@@ -53,7 +53,9 @@ def test_a_rendered_config_has_the_settings_ports_and_validates(tmp_path: Path) 
             "FLOODGATE_GATEWAY_PORT": "18080",
             "FLOODGATE_ENVOY_ADMIN_PORT": "19901",
             "FLOODGATE_ONLINE_PORT": "18081",
+            "FLOODGATE_ONLINE_REPLICAS": "2",
             "FLOODGATE_INGEST_API_PORT": "18082",
+            "FLOODGATE_INGEST_API_REPLICAS": "3",
             "FLOODGATE_INGEST_WORKER_PORT": "18083",
             "FLOODGATE_INGEST_WORKERS": "3",
             "FLOODGATE_SIMULATOR_PORT": "18090",
@@ -65,9 +67,10 @@ def test_a_rendered_config_has_the_settings_ports_and_validates(tmp_path: Path) 
     assert config["admin"]["address"]["socket_address"] == {"address": "127.0.0.1", "port_value": 19901}
     listener = config["static_resources"]["listeners"][0]["address"]["socket_address"]
     assert listener == {"address": "127.0.0.1", "port_value": 18080}
-    for name in ONLINE_CLUSTERS:  # the health cluster and one per endpoint, all to the one service
-        assert _endpoints(config, name) == [("127.0.0.1", 18081)]
-    assert _endpoints(config, "ingest_api") == [("127.0.0.1", 18082)]
+    # the health cluster and one per endpoint, each over every process of the one service
+    for name in ONLINE_CLUSTERS:
+        assert _endpoints(config, name) == [("127.0.0.1", 18081), ("127.0.0.1", 18181)]
+    assert _endpoints(config, "ingest_api") == [("127.0.0.1", p) for p in (18082, 18182, 18282)]
     assert _endpoints(config, "ingest_worker") == [("127.0.0.1", p) for p in (18083, 18084, 18085)]
     assert _endpoints(config, "simulator") == [("127.0.0.1", 18090)]
     result = _validate(path)

@@ -8,15 +8,27 @@ from cluster.settings import ClusterSettings
 BUDGET = Path(__file__).resolve().parents[2] / "config" / "budget.toml"
 
 
-def test_the_committed_budget_plans_the_default_worker_count() -> None:
-    # Raises when the cluster's default FLOODGATE_INGEST_WORKERS outgrows what the budget plans.
-    check_budget(BUDGET, ingest_workers=ClusterSettings().ingest_workers)
-    check_budget(BUDGET, ingest_workers=0)  # fewer processes than planned only under-uses the budget
+def test_the_committed_budget_plans_the_default_process_counts() -> None:
+    # Raises when a default count (FLOODGATE_INGEST_WORKERS, _ONLINE_REPLICAS...) outgrows the budget.
+    check_budget(BUDGET, processes=ClusterSettings().processes())
+    # fewer processes than planned only under-uses the budget
+    check_budget(BUDGET, processes={"ingest_worker": (0, "FLOODGATE_INGEST_WORKERS")})
 
 
 def test_more_workers_than_the_budget_plans_is_refused() -> None:
     with pytest.raises(PreflightError, match=r"FLOODGATE_INGEST_WORKERS=3 but .* plans 2 ingest_worker"):
-        check_budget(BUDGET, ingest_workers=3)
+        check_budget(BUDGET, processes={"ingest_worker": (3, "FLOODGATE_INGEST_WORKERS")})
+
+
+def test_more_online_processes_than_planned_need_membership() -> None:
+    """Two online processes on a budget that plans one: each would take the whole share; with
+    membership on, the live processes divide it instead."""
+    settings = ClusterSettings(online_replicas=2, ingest_api_replicas=2)
+    with pytest.raises(
+        PreflightError, match=r"FLOODGATE_ONLINE_REPLICAS=2 but .* plans 1 online .*MEMBERSHIP"
+    ):
+        check_budget(BUDGET, processes=settings.processes())
+    check_budget(BUDGET, processes=settings.processes(), membership=True)
 
 
 def test_invalid_budget_names_the_key(tmp_path: Path) -> None:
