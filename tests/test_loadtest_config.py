@@ -6,7 +6,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import chassis
-from floodgate._load_scenario import TENANT_PATTERN, load_scenarios
+from floodgate._budget import TENANT_PATTERN
+from floodgate._load_scenario import load_scenarios
 
 from services.ingest._api import JOBS_PATH
 from services.online._endpoints import ENDPOINTS
@@ -21,5 +22,6 @@ def test_the_shipped_templates_point_at_the_services_routes():
     assert {name for name, t in spec.requests.items() if t.kind == "job"} == {"omnirag_submit"}
 
 
-def test_the_scenario_files_tenant_rule_is_the_services():
+def test_the_toolkits_tenant_rule_is_the_services():
+    # the budget's [tenants] and the scenario file's tenants use it
     assert TENANT_PATTERN == chassis.TENANT_PATTERN

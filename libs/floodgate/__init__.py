@@ -31,6 +31,7 @@ from ._budget import (
     RetryBudgetPolicy,
     RetryPolicy,
     ServiceShape,
+    TenantLimits,
     TimeoutPolicy,
     load_budget,
     parse_budget,
@@ -64,6 +65,7 @@ from ._http import parse_retry_after
 from ._lag import LoopLagMonitor, LoopLagStatistics
 from ._ratelimit import TokenBucket, TokenBucketStatistics
 from ._retry import RetryBudget, RetryBudgetStatistics, backoff_ceiling, backoff_delay
+from ._tenants import TenantPolicy, TenantTable
 
 if _typing.TYPE_CHECKING:
     from ._pg import PgPool, PgPoolStatistics, is_transient_pg_error, open_pg_pool
@@ -138,6 +140,9 @@ __all__ = [
     "Singleflight",
     "SingleflightStatistics",
     "TTLCache",
+    "TenantLimits",
+    "TenantPolicy",
+    "TenantTable",
     "TimeoutPolicy",
     "TokenBucket",
     "TokenBucketStatistics",

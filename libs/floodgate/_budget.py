@@ -17,10 +17,21 @@ from __future__ import annotations
 import math
 import tomllib
 from collections.abc import Iterable, Mapping
+from functools import cached_property
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PlainValidator,
+    StringConstraints,
+    ValidationError,
+    model_validator,
+)
+
+from ._tenants import TenantTable
 
 __all__ = [
     "AdmissionPolicy",
@@ -38,6 +49,7 @@ __all__ = [
     "RetryBudgetPolicy",
     "RetryPolicy",
     "ServiceShape",
+    "TenantLimits",
     "TimeoutPolicy",
     "load_budget",
     "parse_budget",
@@ -46,6 +58,28 @@ __all__ = [
 Seconds = Annotated[float, Field(gt=0)]
 NonNegativeSeconds = Annotated[float, Field(ge=0)]
 Fraction = Annotated[float, Field(gt=0, le=1)]
+
+# The tenant name rule every service applies (chassis.TENANT_PATTERN, which the toolkit cannot
+# import: it is its own distribution); tests/test_loadtest_config.py keeps the two equal.
+TENANT_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
+TenantName = Annotated[str, StringConstraints(pattern=TENANT_PATTERN)]
+
+
+def _share_of_slots(value: Any) -> float | int:
+    """A per-tenant share of a gate's or door's slots: a count (an integer >= 1) or a fraction
+    (a float, 0 < x <= 1). TOML keeps the two apart: ``2`` is two slots, ``1.0`` all of them."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ValueError("must be a fraction of the slots (0 < x <= 1) or a count (an integer >= 1)")
+    if isinstance(value, int):
+        if value < 1:
+            raise ValueError("a count of slots must be >= 1")
+    elif not 0 < value <= 1:
+        raise ValueError("a fraction of the slots must be > 0 and <= 1 (a count is an integer)")
+    return value
+
+
+#: A tenant's share of the slots of a gate or door (`TenantTable.share_limit`).
+ShareOfSlots = Annotated[float | int, PlainValidator(_share_of_slots)]
 
 
 class FileProblems(ValueError):
@@ -237,6 +271,9 @@ class DependencyPolicy(_Policy):
     breaker: BreakerPolicy = BreakerPolicy()
     rate_limit: RateLimitPolicy | None = None
     cache: CachePolicy | None = None
+    #: one tenant's cap on this dependency's gate in each process: a fraction of its slots or a
+    #: count, times the tenant's weight (`TenantTable.share_limit`); None: no per-tenant cap
+    tenant_share: ShareOfSlots | None = None
 
     @model_validator(mode="after")
     def _http_needs_global(self) -> DependencyPolicy:
@@ -273,6 +310,9 @@ class AdmissionPolicy(_Policy):
     bottleneck_queue: float = Field(default=1.0, ge=0.0)
     min_fraction: Fraction = 0.25
     baseline_window: Seconds = 60.0
+    #: one tenant's cap on the door: a fraction of its current limit or a count, times the
+    #: tenant's weight (`TenantTable.share_limit`); None: no per-tenant cap
+    tenant_share: ShareOfSlots | None = None
 
 
 class EndpointPolicy(_Policy):
@@ -377,6 +417,27 @@ class ModelPrice(_Policy):
         ) / 1000.0
 
 
+class TenantLimits(_Policy):
+    """One ``[tenants.<name>]`` table (``default``: every tenant). Every key is optional: a
+    tenant's unset keys come from ``[tenants.default]``, its unset keys from the built-ins
+    (`floodgate._tenants.TENANT_DEFAULTS`). Read resolved through `Budget.tenants`."""
+
+    #: paying tiers: multiplies every ``tenant_share`` (capped at the whole) and is the tenant's
+    #: turns in the gates' round-robin
+    weight: int | None = Field(default=None, ge=1)
+    #: omniRAG jobs the tenant may have queued (exact under concurrent submits)
+    queued_jobs: int | None = Field(default=None, ge=1)
+    #: the tenant's omniRAG jobs running across all ingest workers (0: no cap)
+    running_jobs: int | None = Field(default=None, ge=0)
+    #: LLM tokens (prompt + completion) per minute and per day, enforced at the edge
+    tokens_per_minute: int | None = Field(default=None, ge=1)
+    tokens_per_day: int | None = Field(default=None, ge=1)
+    #: estimated spend per day (priced with ``[prices]``); absent: no cost budget
+    cost_per_day: Annotated[float, Field(gt=0)] | None = None
+    #: the tenant's own cap per dependency or endpoint name, in place of its ``tenant_share``
+    share: dict[str, ShareOfSlots] = {}
+
+
 class Budget(_Policy):
     """The whole budget file. Build with `load_budget` / `parse_budget`, which also run the
     cross-key checks; query with `dependency`, `endpoint` and `process_limit`."""
@@ -391,6 +452,23 @@ class Budget(_Policy):
     prices: dict[str, ModelPrice] = {}
     #: what a document costs the ingest workers (`floodgate plan`'s ingestion capacity)
     ingestion: IngestionPolicy | None = None
+    #: ``[tenants.<name>]`` as written; read it resolved through `tenants`
+    tenant_limits: dict[TenantName, TenantLimits] = Field(default_factory=dict, alias="tenants")
+
+    @cached_property
+    def tenants(self) -> TenantTable:
+        """The tenant table: each tenant's limits (``[tenants]``) and its slot cap on every gate
+        and door (the dependencies' and endpoints' ``tenant_share``)."""
+        shares: dict[str, float | int] = {
+            name: dep.tenant_share for name, dep in self.dependencies.items() if dep.tenant_share is not None
+        }
+        shares.update(
+            (name, ep.admission.tenant_share)
+            for name, ep in self.endpoints.items()
+            if ep.admission.tenant_share is not None
+        )
+        tables = {name: limits.model_dump(exclude_unset=True) for name, limits in self.tenant_limits.items()}
+        return TenantTable(tables, tenant_shares=shares)
 
     def peak_qps(self, endpoint: str) -> float | None:
         """The endpoint's peak requests/s: ``peak_qps``, else ``target_qps`` x ``burst_factor``."""
@@ -585,6 +663,7 @@ def _cross_checks(budget: Budget) -> list[str]:
 
             for name in sorted(path_names(ep.critical_path) - set(ep.calls)):
                 problems.append(f"endpoints.{ep_name}.critical_path: {name} is not one of its calls")
+    problems.extend(_tenant_problems(budget))
     if budget.ingestion is not None:
         ing = budget.ingestion
         problems.extend(
@@ -595,6 +674,30 @@ def _cross_checks(budget: Budget) -> list[str]:
                 {"calls_per_document": ing.calls_per_document, "calls_per_batch": ing.calls_per_batch},
             )
         )
+    return problems
+
+
+def _tenant_problems(budget: Budget) -> list[str]:
+    """A tenant's share overrides must name a dependency or an endpoint, and that name must be
+    only one of them (a share is looked up by name)."""
+    problems = []
+    both = set(budget.dependencies) & set(budget.endpoints)
+    for tenant, limits in budget.tenant_limits.items():
+        for name in limits.share:
+            key = f"tenants.{tenant}.share.{name}"
+            if name not in budget.dependencies and name not in budget.endpoints:
+                known = ", ".join(sorted({*budget.dependencies, *budget.endpoints}))
+                problems.append(f"{key}: unknown dependency or endpoint (known: {known})")
+            elif name in both:
+                problems.append(f"{key}: {name} is both a dependency and an endpoint (rename one)")
+    for name in sorted(both):
+        if (
+            budget.dependencies[name].tenant_share is not None
+            or budget.endpoints[name].admission.tenant_share is not None
+        ):
+            problems.append(
+                f"endpoints.{name}: {name} is also a dependency; a tenant_share needs one of them renamed"
+            )
     return problems
 
 

@@ -17,9 +17,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from ._budget import FileProblems, _describe, read_toml_file
+from ._budget import FileProblems, TenantName, _describe, read_toml_file
 from ._load_schedule import ArrivalSchedule, Stage, Validity, constant_rate, ramping_rate
 
 __all__ = [
@@ -33,10 +33,6 @@ __all__ = [
     "parse_scenarios",
 ]
 
-# The tenant name rule every service applies: chassis.TENANT_PATTERN, which the toolkit cannot import
-# (it is its own distribution); tests/test_loadtest_config.py keeps the two equal.
-TENANT_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
-TenantName = Annotated[str, StringConstraints(pattern=TENANT_PATTERN)]
 Weight = Annotated[float, Field(gt=0, allow_inf_nan=False)]
 
 
