@@ -243,10 +243,14 @@ class _Stream:
         template: RequestTemplate = self.spec.requests[endpoint]
         body: dict[str, Any] = dict(template.body)
         if template.kind == "job":
-            assert template.document_size is not None
-            size = template.document_size.sample(rng)
             body.setdefault("doc_id", f"loadtest-{self.name}-{self.seed}-{arrival.index}")
-            body.setdefault("text", _document(size, rng))
+            if "url" in body:
+                # A fragment per request: each job its own content (the API folds an active job's
+                # duplicate into it), the same page fetched (a fetch never sends the fragment).
+                body["url"] = f"{body['url']}#{self.name}-{self.seed}-{arrival.index}"
+            else:
+                assert template.document_size is not None
+                body.setdefault("text", _document(template.document_size.sample(rng), rng))
         headers = {"x-api-key": self.keys[tenant]}
         try:
             response = await self.client.request(
@@ -518,6 +522,26 @@ def _percentiles(latencies: Sequence[float]) -> dict[str, float | None]:
     return {f"p{q}_ms": _ms(nearest_rank(latencies, q)) for q in (50, 95, 99)}
 
 
+def _slo_seconds(spec: LoadTestFile, endpoint: str) -> float | None:
+    """The latency a full answer must beat to count as goodput: the template's p99 threshold (else
+    its p95), None without one."""
+    threshold = spec.thresholds.get(endpoint)
+    if threshold is None:
+        return None
+    limit = threshold.p99_ms if threshold.p99_ms is not None else threshold.p95_ms
+    return None if limit is None else limit / 1000
+
+
+def _goodput(outcomes: Sequence[Outcome], slo: float | None) -> int:
+    """Full answers (2xx, nothing degraded) within ``slo`` seconds: what the capacity and isolation
+    verdicts count (floodgate/_load_verdict.py)."""
+    return sum(
+        1
+        for o in outcomes
+        if o.kind == "good" and not o.degraded and o.latency is not None and (slo is None or o.latency <= slo)
+    )
+
+
 def _counts(outcomes: Sequence[Outcome]) -> dict[str, int]:
     return {
         "offered": len(outcomes),
@@ -553,7 +577,12 @@ def summarize_run(
         rows = by_endpoint[endpoint]
         outcomes = [o for _, o in rows]
         good = [o.latency for o in outcomes if o.kind == "good" and o.latency is not None]
-        entry: dict[str, Any] = {**_counts(outcomes), **_percentiles(good)}
+        slo_s = _slo_seconds(spec, endpoint)
+        entry: dict[str, Any] = {
+            **_counts(outcomes),
+            "goodput": _goodput(outcomes, slo_s),
+            **_percentiles(good),
+        }
         threshold = spec.thresholds.get(endpoint)
         slo = {k: v for k, v in threshold if v is not None} if threshold else {}
         entry["slo"] = slo
@@ -582,6 +611,7 @@ def summarize_run(
                     "t": float(second),
                     "endpoint": endpoint,
                     **{k: counts[k] for k in ("offered", "good", "rejected", "errors", "degraded")},
+                    "goodput": _goodput(chunk, slo_s),
                     **_percentiles([o.latency for o in chunk if o.kind == "good" and o.latency is not None]),
                 }
             )
@@ -607,6 +637,7 @@ def summarize_run(
                 "start_s": round(r.loop.start - start, 3),
                 "duration_s": r.loop.schedule.duration,
                 "scheduled": r.loop.statistics.scheduled,
+                "endpoints": _phase_endpoints(spec, r),
             }
             for r in sorted(results, key=lambda r: r.loop.start)
         ],
@@ -614,6 +645,22 @@ def summarize_run(
         "endpoints": endpoints,
         "timeline": sorted(timeline, key=lambda row: (row["t"], row["endpoint"])),
         "series": series,
+    }
+
+
+def _phase_endpoints(spec: LoadTestFile, result: _Result) -> dict[str, Any]:
+    """One stream's run in one phase, per endpoint: counts, goodput and percentiles (the isolation
+    verdict compares the phases)."""
+    by_endpoint: dict[str, list[Outcome]] = defaultdict(list)
+    for _, outcome in result.outcomes:
+        by_endpoint[outcome.endpoint].append(outcome)
+    return {
+        endpoint: {
+            **_counts(outcomes),
+            "goodput": _goodput(outcomes, _slo_seconds(spec, endpoint)),
+            **_percentiles([o.latency for o in outcomes if o.kind == "good" and o.latency is not None]),
+        }
+        for endpoint, outcomes in sorted(by_endpoint.items())
     }
 
 

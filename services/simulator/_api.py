@@ -301,7 +301,8 @@ async def _fetch() -> Response:
     url = request.args.get("url", "").strip()
     if not url:
         raise _bad("url", "'url' is required")
-    document = simulator_state().corpus.get(url)
+    # A fragment names a part of the page: a real fetch never sends it, so the same page answers.
+    document = simulator_state().corpus.get(url.split("#", 1)[0])
     if document is None:
         raise SimulatedError(404, "not_found", f"no document at {url!r} in the simulated web", param="url")
     return jsonify(

@@ -320,6 +320,10 @@ async def test_fetch_returns_a_search_result_and_404s_elsewhere(client) -> None:
     assert hit["snippet"].rstrip("…")[:60] in doc["text"]
     assert len(doc["text"]) > 300
 
+    # a fragment is the client's: the same page answers (load tests make each job's URL unique by it)
+    fragment = await client.get("/v1/fetch", query_string={"url": hit["url"] + "#loadtest-7"})
+    assert fragment.status_code == 200 and (await fragment.get_json())["text"] == doc["text"]
+
     missing = await client.get("/v1/fetch", query_string={"url": "https://example.com/nope"})
     assert missing.status_code == 404
     assert (await missing.get_json())["error"]["code"] == "not_found"
