@@ -244,7 +244,8 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if args.compose:
         config = render_envoy_config(settings, hosts=COMPOSE_HOSTS, listen_host="0.0.0.0")
-        config["admin"]["address"]["socket_address"]["address"] = "0.0.0.0"  # published on loopback only
+        # Envoy's admin on the compose network only (compose.dev.yaml publishes it on loopback).
+        config["admin"]["address"]["socket_address"]["address"] = "0.0.0.0"
     else:
         config = render_envoy_config(settings)
     keys = api_keys_for(settings)

@@ -161,6 +161,9 @@ def known_settings() -> frozenset[str]:
     }
     for prefix, model in models.items():
         names |= {f"{prefix}{field.upper()}" for field in model.model_fields}
+    # The Makefile's short names for settings: `make up ONLINE_REPLICAS=2` sets FLOODGATE_ONLINE_REPLICAS.
+    makefile = (ROOT / "Makefile").read_text(encoding="utf-8")
+    names |= {m for m, var in re.findall(r"\$\(if \$\((\w+)\),(FLOODGATE_\w+)=", makefile) if var in names}
     for path in _code_files():  # read directly, e.g. FLOODGATE_TEST_REDIS_URL in the tests
         names |= set(re.findall(r"\bFLOODGATE_[A-Z0-9_]*[A-Z0-9]\b", path.read_text(encoding="utf-8")))
     return frozenset(names)

@@ -11,10 +11,11 @@ import pytest
 import yaml
 
 from cluster.children import ChildSpec, cluster_children
-from cluster.settings import load_cluster_settings
+from cluster.settings import ENV_NAMES, load_cluster_settings
 from harness import REPO_ROOT
 
 COMPOSE = REPO_ROOT / "compose.yaml"
+COMPOSE_DEV = REPO_ROOT / "compose.dev.yaml"
 _DEFAULT = re.compile(r"\$\{([A-Z0-9_]+):-([^}]*)\}")
 
 
@@ -41,7 +42,8 @@ def children() -> list[ChildSpec]:
 
 
 def _compose_name(child: str) -> str:
-    return re.sub(r"-\d+$", "", child)  # ingest-worker-1, -2 ... are the replicas of ingest-worker
+    # ingest-worker-1, -2 ... are the replicas of ingest-worker; online-2 ... of online
+    return re.sub(r"-\d+$", "", child)
 
 
 def _published(service: dict[str, Any]) -> set[int]:
@@ -54,6 +56,51 @@ def test_every_process_of_make_up_is_a_compose_service(compose, children) -> Non
     assert {_compose_name(c.name) for c in children} <= set(compose)
     settings = load_cluster_settings({})
     assert int(compose["ingest-worker"]["deploy"]["replicas"]) == settings.ingest_workers
+    assert int(compose["online"]["deploy"]["replicas"]) == settings.online_replicas
+    assert int(compose["ingest-api"]["deploy"]["replicas"]) == settings.ingest_api_replicas
+
+
+def test_replicas_follow_the_same_variables_as_make_up() -> None:
+    raw = yaml.safe_load(COMPOSE.read_text())["services"]
+    for service, setting in (
+        ("online", "online_replicas"),
+        ("ingest-api", "ingest_api_replicas"),
+        ("ingest-worker", "ingest_workers"),
+    ):
+        assert raw[service]["deploy"]["replicas"].startswith(f"${{{ENV_NAMES[setting]}:-"), service
+
+
+def _published_on_host(service: dict[str, Any]) -> list[tuple[str, int]]:
+    """(host address, host port) of each ``ports`` entry (``[IP:]HOST:CONTAINER``)."""
+    found = []
+    for entry in service.get("ports", []):
+        parts = entry.split(":")
+        address = parts[0] if len(parts) == 3 else "0.0.0.0"
+        found.append((address, int(parts[-2])))
+    return found
+
+
+def test_only_the_gateway_port_of_the_request_path_is_published(compose) -> None:
+    """The trust boundary: the services trust the tenant header the gateway sets, so nothing but the
+    gateway's listener reaches them from the host. Prometheus and Grafana (read-only views) stay on
+    loopback; PostgreSQL, the simulator's admin API and Envoy's admin only with compose.dev.yaml."""
+    settings = load_cluster_settings({})
+    published = {name: _published_on_host(svc) for name, svc in compose.items() if svc.get("ports")}
+    assert published.pop("envoy") == [("127.0.0.1", settings.gateway_port)]
+    assert set(published) == {"prometheus", "grafana"}, published
+    assert all(address == "127.0.0.1" for ports in published.values() for address, _ in ports)
+
+
+def test_the_dev_override_publishes_on_loopback_only(compose) -> None:
+    settings = load_cluster_settings({})
+    dev = _interpolate(yaml.safe_load(COMPOSE_DEV.read_text()))["services"]
+    assert set(dev) <= set(compose)
+    published = {name: _published_on_host(svc) for name, svc in dev.items()}
+    assert published == {
+        "postgres": [("127.0.0.1", settings.pg_port)],
+        "simulator": [("127.0.0.1", settings.simulator_port)],
+        "envoy": [("127.0.0.1", settings.envoy_admin_port)],
+    }
 
 
 def test_same_ports(compose, children) -> None:
