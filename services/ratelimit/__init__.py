@@ -4,12 +4,24 @@ Reads the descriptor configuration format of the reference service ``envoyproxy/
 (``config/ratelimit.yaml``), counts fixed windows in Redis (``REDIS_URL``) or in memory, and answers
 Envoy's ``ShouldRateLimit`` with per-descriptor statuses so Envoy can emit ``x-ratelimit-*`` headers.
 Run it with ``python -m services.ratelimit``. The decision logic (`RateLimiter`) is usable alone.
+It also keeps each tenant's token and cost budgets (`_budgets`: asked with zero hits before an LLM
+request, the usage reported after it) and answers ``GET /v1/usage`` on its HTTP port (`tenant_usage`).
 gRPC is served by a small single-threaded HTTP/2 server (`UnaryGrpcServer` around the sans-I/O
 `UnaryGrpcConnection`) that decides each call in the thread that read it; grpcio's threaded server
 remains available (``RATELIMIT_GRPC_SERVER=grpcio``), and the same loop on the ``h2`` library's
 framing (`H2LibraryGrpcConnection`, ``RATELIMIT_GRPC_SERVER=h2``).
 """
 
+from ._budgets import (
+    BUDGET_KEY,
+    BUDGET_WINDOWS,
+    COST_SCALE,
+    BudgetWindow,
+    budget_descriptor_entries,
+    budget_headers,
+    budget_window,
+    reset_duration,
+)
 from ._config import (
     ConfigError,
     DescriptorNode,
@@ -33,6 +45,7 @@ from ._limiter import (
     DescriptorDecision,
     RateLimiter,
     RateLimiterStatistics,
+    Reading,
 )
 from ._metrics import RateLimitMetrics
 from ._server import build_limiter, serve
@@ -45,9 +58,15 @@ from ._store import (
     MemoryStoreStatistics,
     RedisCounterStore,
 )
+from ._usage import USAGE_PATH, tenant_usage
 
 __all__ = [
+    "BUDGET_KEY",
+    "BUDGET_WINDOWS",
+    "COST_SCALE",
     "SHOULD_RATE_LIMIT_PATH",
+    "USAGE_PATH",
+    "BudgetWindow",
     "Code",
     "ConfigError",
     "CounterStore",
@@ -74,6 +93,7 @@ __all__ = [
     "RateLimitSettings",
     "RateLimiter",
     "RateLimiterStatistics",
+    "Reading",
     "RedisCounterStore",
     "UnaryCall",
     "UnaryGrpcConnection",
@@ -81,9 +101,14 @@ __all__ = [
     "UnaryGrpcServerStatistics",
     "UnaryGrpcStatistics",
     "Unit",
+    "budget_descriptor_entries",
+    "budget_headers",
+    "budget_window",
     "build_limiter",
     "decision_to_response",
     "load_config",
     "parse_config",
+    "reset_duration",
     "serve",
+    "tenant_usage",
 ]

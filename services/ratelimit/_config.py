@@ -122,6 +122,17 @@ class DomainConfig:
             node = child
         return None
 
+    def node(self, entries: Sequence[tuple[str, str]]) -> DescriptorNode | None:
+        """The node the walk for ``entries`` ends on (None when it leaves the tree), to list what
+        is configured below it (``GET /v1/usage`` lists the routes counted under a tenant)."""
+        node = self.root
+        for key, value in entries:
+            child = _match_child(node, key, value)
+            if child is None:
+                return None
+            node = child
+        return node
+
 
 def _match_child(node: DescriptorNode, key: str, value: str) -> DescriptorNode | None:
     exact = node.children.get(f"{key}_{value}")

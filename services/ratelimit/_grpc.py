@@ -16,6 +16,7 @@ import structlog
 from envoy.service.ratelimit.v3 import rls_pb2, rls_pb2_grpc
 from google.protobuf.message import DecodeError
 
+from ._budgets import budget_headers, budget_window
 from ._config import RateLimit, Unit
 from ._h2grpc import GrpcStatus, UnaryCall
 from ._h2server import GrpcAbort
@@ -65,11 +66,17 @@ def request_item(request: rls_pb2.RateLimitRequest) -> RequestItem:
 
 def decision_to_response(decision: Decision) -> rls_pb2.RateLimitResponse:
     response = _PB(overall_code=_CODES[decision.code])
+    budgets = False
     for status in decision.statuses:
         out = response.statuses.add(code=_CODES[status.code], limit_remaining=status.limit_remaining)
         limit = status.limit
         if limit is not None and not limit.unlimited:
-            out.current_limit.CopyFrom(_limit_message(limit))
+            if limit.name is not None and budget_window(limit.name) is not None:
+                # No current_limit: Envoy's x-ratelimit-* headers stay about requests; the token
+                # and cost budgets get headers of their own (below).
+                budgets = True
+            else:
+                out.current_limit.CopyFrom(_limit_message(limit))
         if status.duration_until_reset is not None:
             nanos = int(status.duration_until_reset * 1e9)
             reset = out.duration_until_reset
@@ -80,6 +87,9 @@ def decision_to_response(decision: Decision) -> rls_pb2.RateLimitResponse:
         # Envoy's own x-ratelimit-reset rounds down to whole seconds (0 in a one-second window),
         # which would tell clients to retry at once; Retry-After is rounded up and at least 1.
         response.response_headers_to_add.add(key="retry-after", value=str(retry_after))
+    if budgets:
+        for key, value in budget_headers(decision.statuses):
+            response.response_headers_to_add.add(key=key, value=value)
     return response
 
 

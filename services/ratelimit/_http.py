@@ -1,6 +1,7 @@
-"""A tiny HTTP side for the supervisor and Prometheus: ``/healthz``, ``/readyz``, ``/metrics``.
+"""A tiny HTTP side: ``/healthz``, ``/readyz``, ``/metrics`` for the supervisor and Prometheus, and
+``GET /v1/usage`` for the gateway (a tenant's token and cost budgets, `services.ratelimit._usage`).
 
-Three GET routes do not justify a web framework: the standard library's threading HTTP server in a
+Four GET routes do not justify a web framework: the standard library's threading HTTP server in a
 daemon thread answers them, apart from the gRPC threads.
 """
 
@@ -10,8 +11,13 @@ import json
 import threading
 from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
 
+import chassis
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+
+from ._store import CounterStoreError
+from ._usage import USAGE_PATH
 
 __all__ = ["ProbeServer", "start_probe_server"]
 
@@ -28,9 +34,15 @@ class ProbeServer:
 
 
 def start_probe_server(
-    host: str, port: int, *, registry: CollectorRegistry, ready: Callable[[], str | None]
+    host: str,
+    port: int,
+    *,
+    registry: CollectorRegistry,
+    ready: Callable[[], str | None],
+    usage: Callable[[str], dict[str, Any]] | None = None,
 ) -> ProbeServer:
-    """Listen on ``host:port``. ``ready()`` returns None when ready, else a reason (for 503)."""
+    """Listen on ``host:port``. ``ready()`` returns None when ready, else a reason (for 503);
+    ``usage(tenant)`` answers ``GET /v1/usage`` for the tenant of the gateway's header (absent: 404)."""
 
     class Handler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
@@ -48,11 +60,35 @@ def start_probe_server(
                     self._send(503, "application/json", _error("not_ready", reason))
             elif path == "/metrics":
                 self._send(200, CONTENT_TYPE_LATEST, generate_latest(registry))
+            elif path == USAGE_PATH and usage is not None:
+                self._usage(usage)
             else:
                 self._send(404, "application/json", _error("not_found", f"no route {path}"))
 
-        def _send(self, status: int, content_type: str, body: bytes) -> None:
+        def _usage(self, report: Callable[[str], dict[str, Any]]) -> None:
+            # The tenant comes from the gateway (set from the API key) and from nowhere else.
+            tenant = self.headers.get(chassis.TENANT_HEADER)
+            if tenant is None:
+                message = f"no {chassis.TENANT_HEADER} header: call through the gateway with an API key"
+                self._send(401, "application/json", _error("missing_tenant", message))
+            elif not chassis.is_valid_tenant(tenant):
+                message = f"{chassis.TENANT_HEADER} does not match {chassis.TENANT_PATTERN}"
+                self._send(400, "application/json", _error("invalid_tenant", message))
+            else:
+                try:
+                    body = json.dumps(report(tenant)).encode()
+                except CounterStoreError as exc:
+                    message = f"the usage counters cannot be read now: {exc}"
+                    self._send(503, "application/json", _error("unavailable", message), retry_after=1)
+                else:
+                    self._send(200, "application/json", body)
+
+        def _send(
+            self, status: int, content_type: str, body: bytes, *, retry_after: int | None = None
+        ) -> None:
             self.send_response(status)
+            if retry_after is not None:
+                self.send_header("retry-after", str(retry_after))
             self.send_header("content-type", content_type)
             self.send_header("content-length", str(len(body)))
             self.end_headers()

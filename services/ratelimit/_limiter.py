@@ -8,8 +8,9 @@ A decision is made in three steps, the way the reference service makes it:
 2. ``CounterStore.increment`` (the only I/O): add the hits to every counter in one round trip
    and return the new values.
 3. ``DecisionPlan.decide`` (sync, pure): compare each new value with its limit; OVER_LIMIT when the
-   value passes ``requests_per_unit``; ``limit_remaining`` and ``duration_until_reset`` for the
-   ``x-ratelimit-*`` headers Envoy emits.
+   value passes ``requests_per_unit`` (a descriptor with zero hits asks whether anything is left:
+   OVER_LIMIT when the value has reached it); ``limit_remaining`` and ``duration_until_reset`` for
+   the ``x-ratelimit-*`` headers Envoy emits.
 
 Fixed windows let a client send up to 2x the limit across a window boundary; the reference service
 accepts that for the price of one counter per window, and so does this one.
@@ -38,6 +39,7 @@ __all__ = [
     "DescriptorDecision",
     "RateLimiter",
     "RateLimiterStatistics",
+    "Reading",
 ]
 
 Clock = Callable[[], float]
@@ -94,6 +96,15 @@ class Decision(NamedTuple):
         return floodgate.retry_after_seconds(max(waits)) if waits else None
 
 
+class Reading(NamedTuple):
+    """A descriptor's counter in its current window, read without counting (`RateLimiter.read`)."""
+
+    limit: RateLimit
+    used: int
+    #: seconds until the window ends
+    reset_in: float
+
+
 class _Slot(NamedTuple):
     """A matched descriptor's counter in the current window."""
 
@@ -127,7 +138,10 @@ class DecisionPlan(NamedTuple):
             return DescriptorDecision(code=Code.OK, metric_key=slot.matched.metric_key)
         after = counts[slot.counter_index]
         remaining = max(0, limit.requests_per_unit - after)
-        if after <= limit.requests_per_unit:
+        # A descriptor with no hits is a question, not a use: "is anything left?" (a token budget,
+        # asked before the request; its tokens are reported once the answer is known). It is over
+        # when nothing is left, where a request that adds hits is over only when it passes the limit.
+        if after < limit.requests_per_unit or (slot.hits and after == limit.requests_per_unit):
             return DescriptorDecision(
                 Code.OK, limit, remaining, slot.reset_in, metric_key=slot.matched.metric_key
             )
@@ -273,6 +287,18 @@ class RateLimiter:
             self._over_limit += over
             self._shadow_over_limit += shadow
         return decisions
+
+    def read(self, domain: str, descriptors: Sequence[Descriptor]) -> list[Reading | None]:
+        """What the current windows of ``descriptors`` hold, counting nothing (None for a descriptor
+        no limit matches, or an unlimited one). Raises `CounterStoreError`."""
+        plan = self.plan(domain, descriptors, 0)
+        counts = self._store.read([inc.key for inc in plan.increments]) if plan.increments else []
+        return [
+            None
+            if slot is None or slot.counter_index < 0
+            else Reading(slot.matched.rate_limit, counts[slot.counter_index], slot.reset_in)
+            for slot in plan.slots
+        ]
 
     def statistics(self) -> RateLimiterStatistics:
         return RateLimiterStatistics(

@@ -46,6 +46,7 @@ from ._limiter import RateLimiter
 from ._metrics import RateLimitMetrics
 from ._settings import RateLimitSettings
 from ._store import CounterStore, CounterStoreError, MemoryCounterStore, RedisCounterStore
+from ._usage import tenant_usage
 
 __all__ = ["build_limiter", "serve"]
 
@@ -98,7 +99,13 @@ def serve(
         return None
 
     try:
-        probes = start_probe_server(settings.host, settings.http_port, registry=registry, ready=ready)
+        probes = start_probe_server(
+            settings.host,
+            settings.http_port,
+            registry=registry,
+            ready=ready,
+            usage=lambda tenant: tenant_usage(limiter, settings.usage_domain, tenant),
+        )
     except OSError as exc:
         grpc_server.stop(0)
         raise StartupError(f"cannot listen on {settings.host}:{settings.http_port}: {exc.strerror}") from None

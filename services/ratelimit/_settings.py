@@ -12,7 +12,8 @@ __all__ = ["RateLimitSettings"]
 
 
 class RateLimitSettings(BaseServiceSettings):
-    """``port`` serves gRPC (Envoy's rate-limit filter); ``http_port`` serves /healthz, /readyz, /metrics."""
+    """``port`` serves gRPC (Envoy's rate-limit filter); ``http_port`` serves /healthz, /readyz, /metrics
+    and, for the gateway, ``GET /v1/usage``."""
 
     port: int = Field(default=8091, ge=0, le=65535)
     http_port: int = Field(default=8092, ge=0, le=65535)
@@ -36,4 +37,6 @@ class RateLimitSettings(BaseServiceSettings):
     #: bounds one Redis round trip and the wait for a pooled connection (seconds)
     redis_timeout: float = Field(default=0.1, gt=0)
     key_prefix: str = ""
+    #: the descriptor domain whose token and cost budgets ``GET /v1/usage`` reports (the gateway's)
+    usage_domain: str = "floodgate"
     grace_period: float = Field(default=2.0, ge=0)

@@ -47,6 +47,11 @@ class CounterStore(Protocol):
         """Add each increment's hits to its key; return the new values in the same order."""
         ...
 
+    def read(self, keys: Sequence[str]) -> list[int]:
+        """The current values of ``keys`` (0 for a key never counted or expired), in order; nothing
+        is added. For reports such as ``GET /v1/usage``, never for a decision."""
+        ...
+
     def ping(self) -> None:
         """Raise `CounterStoreError` unless the store answers (readiness)."""
         ...
@@ -92,6 +97,15 @@ class MemoryCounterStore:
                 entry[0] += inc.hits
                 values.append(int(entry[0]))
             self._increments += len(increments)
+            return values
+
+    def read(self, keys: Sequence[str]) -> list[int]:
+        with self._lock:
+            now = self._clock()
+            values = []
+            for key in keys:
+                entry = self._counters.get(key)
+                values.append(0 if entry is None or entry[1] <= now else int(entry[0]))
             return values
 
     def _sweep(self, now: float) -> None:
@@ -158,6 +172,17 @@ class RedisCounterStore:
         except (redis.RedisError, OSError) as exc:
             raise CounterStoreError(f"redis: {type(exc).__name__}: {exc}") from exc
         return [int(value) for value in results[::2]]
+
+    def read(self, keys: Sequence[str]) -> list[int]:
+        import redis
+
+        if not keys:
+            return []
+        try:
+            values = self._client.mget(list(keys))
+        except (redis.RedisError, OSError) as exc:
+            raise CounterStoreError(f"redis: {type(exc).__name__}: {exc}") from exc
+        return [0 if value is None else int(value) for value in values]
 
     def ping(self) -> None:
         import redis
