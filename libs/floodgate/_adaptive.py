@@ -1,12 +1,12 @@
-"""A concurrency limit steered by latency: lower when requests slow down, back up when they recover.
+"""A concurrency limit steered by latency and queueing: lower when requests wait, back up when not.
 
 A limit sized from the budget (Little's law: throughput x latency) is right when the process runs
-as the budget assumes. When something the budget cannot see slows every request — a neighbour
-taking the CPU, a slow event loop, a provider slower than its typical latency — the same number
-of requests in flight no longer finishes at the same rate, and the difference is spent waiting:
-latency grows while throughput does not. `AdaptiveLimit` watches the latency of completed
-requests and lowers the limit when it rises above its recent best by more than ``tolerance``; it
-raises the limit again, never above ``ceiling``, when latency is back.
+as the budget assumes. When something the budget cannot see makes requests wait — a neighbour
+taking the CPU, a slow event loop, a bottleneck that serves fewer than the door admits — the same
+number of requests in flight no longer finishes at the same rate, and the difference is spent
+waiting: latency grows while throughput does not. `AdaptiveLimit` watches the latency of
+completed requests and lowers the limit when it rises above its recent best by more than
+``tolerance``; it raises the limit again, never above ``ceiling``, when latency is back.
 
 The rule is the gradient limit of Netflix's concurrency-limits (Gradient2), simplified. Every
 ``interval`` seconds in which at least ``min_samples`` requests completed::
@@ -19,7 +19,7 @@ The rule is the gradient limit of Netflix's concurrency-limits (Gradient2), simp
 
 so latency settles near ``tolerance x baseline`` when the limit binds.
 
-Latency alone is a blunt signal for the most common waste: requests admitted beyond what the
+Latency alone is a blunt signal, and it can point the wrong way. Requests admitted beyond what the
 bottleneck serves wait at its gate, adding their wait to every answer and nothing to the
 throughput, and a mean latency within tolerance hides a p99 that is not. With ``queue_allowance``
 set, the caller also reports how many wait at the bottleneck (`note_queue`, on each entry); when
@@ -29,16 +29,25 @@ requests too high::
     target   = min(target, limit - (q - allowance))     if q > allowance
 
 and a limit with such a queue does not grow. A small allowance keeps the bottleneck busy through
-jitter; zero would leave it idle whenever arrivals bunch. The limit grows only when
-it was used (some moment of the interval had at least half of it in flight): an idle door learns
-nothing about how much it could carry. (Gradient2 always adds its queue allowance, so it settles
-where the gradient cancels it, well above the baseline; adding it only while latency is within
-tolerance keeps the settling point where ``tolerance`` says.)
+jitter; zero would leave it idle whenever arrivals bunch. (Gradient2 always adds its queue
+allowance, so it settles where the gradient cancels it, well above the baseline; adding it only
+while latency is within tolerance keeps the settling point where ``tolerance`` says.)
 
-It never grows *because* requests got slower. A door that did (to keep the bottleneck busy
-while each request took longer) fed on itself whenever the slowness came from the load — more
-admitted, more contention, slower still (the overload benchmark showed it). The ceiling stays the
-budget's number, so this only ever admits less than the static door would.
+With the queue reported, a latency rise lowers the limit only in an interval where something
+waited (``q > 0``). A rise with nothing waiting is the work itself getting slower — a provider
+answering in 400 ms instead of 0 — and at the same arrival rate slower answers need *more*
+requests in flight (Little's law), not fewer: shrinking on it turns a slower provider into
+refusals of traffic the budget carries. So such an interval becomes the new baseline at once (the
+window's faster past is dropped) and the limit holds; a later queue is judged against the latency
+the work has now. Without ``queue_allowance`` the caller has no evidence of waiting but latency,
+and every rise counts.
+
+The limit grows only when it was used (some moment of the interval had at least half of it in
+flight): an idle door learns nothing about how much it could carry. It never grows *because*
+requests got slower. A door that did (to keep the bottleneck busy while each request took longer)
+fed on itself whenever the slowness came from the load — more admitted, more contention, slower
+still (the overload benchmark showed it). The ceiling stays the budget's number, so this only ever
+admits less than the static door would.
 
 Known limit: a latency rise that lasts longer than ``baseline_window`` becomes the new baseline
 (the window's best is then the slow state), and the limit drifts back up towards the ceiling.
@@ -74,7 +83,8 @@ class AdaptiveLimit:
 
     Feed it with `observe` (each completed request's latency), `note_in_flight` (how many are
     inside when one enters) and, with ``queue_allowance``, `note_queue` (how many wait at the
-    bottleneck when one enters); read `limit`. It starts at ``ceiling``.
+    bottleneck when one enters: then only a latency rise with a queue lowers it); read `limit`.
+    It starts at ``ceiling``.
     """
 
     def __init__(
@@ -150,6 +160,12 @@ class AdaptiveLimit:
         history = self._history
         while history and history[0][0] <= now - self.baseline_window:
             history.popleft()
+        if self.queue_allowance is not None and queue <= 0 and history:
+            if short > self.tolerance * min(mean for _, mean in history):
+                # Slower, and nothing waited: the work itself got slower (a provider's latency),
+                # not the load. At the same arrival rate it needs more in flight (Little's law),
+                # so this is the latency to compare with from now on, not a reason to admit less.
+                history.clear()
         history.append((now, short))
         allowed = self.tolerance * min(mean for _, mean in history)
         estimate = self._estimate

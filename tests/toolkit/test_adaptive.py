@@ -208,3 +208,44 @@ def test_a_queue_and_a_slow_interval_take_the_lower_target_and_at_most_half() ->
     # a queue of 100: at most half per interval
     run_queued_interval(limit, now, 0.5, [100])
     assert limit.limit == 6
+
+
+def test_with_the_queue_reported_a_latency_rise_and_nothing_waiting_holds_and_becomes_the_baseline() -> None:
+    # A provider answering in 400 ms instead of 0: at the same arrival rate the requests need more
+    # in flight, not fewer. Without a queue the rise is the work's, not the load's.
+    limit = floodgate.AdaptiveLimit(26, floor=7, queue_allowance=1.0)
+    now = run_queued_interval(limit, 0.0, 0.2, [0, 0, 0])
+    for _ in range(30):
+        now = run_queued_interval(limit, now, 0.6, [0, 0, 0])
+        assert limit.limit == 26
+    assert limit.baseline == pytest.approx(0.6)  # the fast past is dropped at once, not after baseline_window
+    # the same rise with the latency-only rule (nothing reported) shrinks it to the floor
+    blind = floodgate.AdaptiveLimit(26, floor=7)
+    now = run_interval(blind, 0.0, 0.2)
+    for _ in range(30):
+        now = run_interval(blind, now, 0.6)
+    assert blind.limit == 7
+
+
+def test_after_a_shift_a_queue_is_judged_against_the_latency_the_work_has_now() -> None:
+    limit = floodgate.AdaptiveLimit(26, floor=7, smoothing=1.0, queue_allowance=1.0)
+    now = run_queued_interval(limit, 0.0, 0.2, [0])
+    now = run_queued_interval(limit, now, 0.6, [0])  # the provider slowed: the new baseline
+    assert (limit.limit, limit.baseline) == (26, pytest.approx(0.6))
+    # now something waits (within the allowance) and answers take 1.2 s: twice the new baseline,
+    # gradient 1.2 x 0.6 / 1.2 = 0.6 (against the old 0.2 s it would have been held at 0.5)
+    now = run_queued_interval(limit, now, 1.2, [1, 0, 1, 0])
+    assert limit.limit == math.floor(26 * 0.6)
+    assert limit.baseline == pytest.approx(0.6)  # an interval with a queue never moves the baseline up
+    # faster again with nothing waiting: the faster latency is the best of the window
+    run_queued_interval(limit, now, 0.2, [0])
+    assert limit.baseline == pytest.approx(0.2)
+
+
+def test_with_the_queue_reported_a_rise_within_tolerance_changes_nothing_either_way() -> None:
+    limit = floodgate.AdaptiveLimit(26, floor=7, queue_allowance=1.0)
+    now = run_queued_interval(limit, 0.0, 0.5, [0])
+    now = run_queued_interval(limit, now, 0.59, [0])  # 1.18x: within tolerance
+    assert limit.baseline == 0.5  # not a shift: the best stays
+    run_queued_interval(limit, now, 0.59, [1])
+    assert limit.limit == 26
