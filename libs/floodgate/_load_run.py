@@ -229,9 +229,10 @@ class _Stream:
         *,
         seed: int,
         follow: Callable[[str, str, str, str, float], None],
+        phase: str = "",
     ) -> None:
         self.name, self.stream, self.spec, self.client = name, stream, spec, client
-        self.keys, self.seed, self.follow = keys, seed, follow
+        self.keys, self.seed, self.follow, self.phase = keys, seed, follow, phase
         self.tenants = spec.tenants_of(stream)
 
     def choice(self, index: int) -> tuple[str, str, random.Random]:
@@ -241,7 +242,14 @@ class _Stream:
     async def send(self, arrival: Arrival) -> Outcome:
         endpoint, tenant, rng = self.choice(arrival.index)
         template: RequestTemplate = self.spec.requests[endpoint]
-        body: dict[str, Any] = dict(template.body)
+        # "{request}" in a top-level string of the body: this request's own value (a cached
+        # endpoint answers repeated bodies from its cache, not from its dependencies).
+        body: dict[str, Any] = {
+            key: value.replace("{request}", f"{self.phase}-{self.name}-{arrival.index}")
+            if isinstance(value, str)
+            else value
+            for key, value in template.body.items()
+        }
         if template.kind == "job":
             body.setdefault("doc_id", f"loadtest-{self.name}-{self.seed}-{arrival.index}")
             if "url" in body:
@@ -488,7 +496,7 @@ async def _run_stream(
     follow: Callable[[str, str, str, str, float], None],
     results: list[_Result],
 ) -> None:
-    sender = _Stream(stream_name, stream, spec, client, keys, seed=seed, follow=follow)
+    sender = _Stream(stream_name, stream, spec, client, keys, seed=seed, follow=follow, phase=phase)
     loop = OpenLoop(
         stream.schedule(),
         sender.send,

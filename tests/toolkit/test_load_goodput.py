@@ -19,7 +19,7 @@ def _spec() -> object:
         {
             "tenants": {"acme": 1},
             "requests": {
-                "answer": {"path": "/v1/answer"},
+                "answer": {"path": "/v1/answer", "body": {"subject": "acme {request}", "top_k": 5}},
                 "fetch_job": {
                     "kind": "job",
                     "path": "/v1/jobs",
@@ -56,12 +56,14 @@ class Backend:
     def __init__(self) -> None:
         self.answers = 0
         self.jobs: list[dict] = []
+        self.subjects: list[str] = []
 
     async def __call__(self, request: httpx.Request) -> httpx.Response:
         if request.url.path == "/v1/jobs":
             self.jobs.append(json.loads(request.content))
             return httpx.Response(202, json={"job_id": len(self.jobs)})
         n, self.answers = self.answers, self.answers + 1
+        self.subjects.append(json.loads(request.content)["subject"])
         if n % 4 == 3:
             return httpx.Response(429, json={"error": "busy"}, headers={"retry-after": "1"})
         await trio.sleep(0.5 if n % 4 == 1 else 0.1)
@@ -89,6 +91,10 @@ async def test_goodput_per_endpoint_second_and_phase_and_unique_job_urls(autojum
     )
     assert alone["p50_ms"] == 100.0 and alone["p99_ms"] == 500.0
     assert by_phase["together", "jobs"]["fetch_job"]["goodput"] == 4  # no threshold: every full 2xx
+
+    # "{request}": each request its own subject (the phase, the stream and the request's index)
+    assert backend.subjects[:2] == ["acme alone-answers-0", "acme alone-answers-1"]
+    assert len(set(backend.subjects)) == 16
 
     # each URL job its own fragment of the same page, no text drawn
     assert [job["url"] for job in backend.jobs] == [
