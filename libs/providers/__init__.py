@@ -8,7 +8,9 @@
   `Fetcher` (document fetch). An answer that does not parse is `MalformedAnswer`, a
   `floodgate.DependencyError`;
 * usage: the tokens each answer reports (`TokenUsage`), reported to a `UsageSink` the caller
-  hands in; `UsageMetrics` is the one the services use (token and cost counters);
+  hands in; `UsageMetrics` is the one the services use (token and cost counters, and the
+  request being served: `metering_request`, whose `RequestUsage` the online service reports
+  to the gateway in response headers);
 * vectors: an embedding's forms on the way to and from pgvector (`encode_vector`,
   `decode_vector`, `vector_literal`) and the width of the chunks table (`EMBEDDING_DIMENSIONS`).
 
@@ -33,7 +35,17 @@ from ._settings import (
     load_provider_settings,
     provider_environment,
 )
-from ._usage import UNKNOWN_ENDPOINT, TokenUsage, UsageMetrics, UsageSink, read_usage
+from ._usage import (
+    UNKNOWN_ENDPOINT,
+    USAGE_COST_HEADER,
+    USAGE_TOKENS_HEADER,
+    RequestUsage,
+    TokenUsage,
+    UsageMetrics,
+    UsageSink,
+    metering_request,
+    read_usage,
+)
 from ._vectors import EMBEDDING_DIMENSIONS, decode_embedding, decode_vector, encode_vector, vector_literal
 
 __all__ = [
@@ -42,6 +54,8 @@ __all__ = [
     "EMBEDDING_DIMENSIONS",
     "SIMULATOR_BASE_URL",
     "UNKNOWN_ENDPOINT",
+    "USAGE_COST_HEADER",
+    "USAGE_TOKENS_HEADER",
     "ChatModel",
     "DependencyClient",
     "Embedder",
@@ -51,6 +65,7 @@ __all__ = [
     "Memo",
     "ProviderSettings",
     "ProviderSettingsError",
+    "RequestUsage",
     "Reranker",
     "TokenUsage",
     "UsageMetrics",
@@ -63,6 +78,7 @@ __all__ = [
     "decode_vector",
     "encode_vector",
     "load_provider_settings",
+    "metering_request",
     "provider_environment",
     "read_usage",
     "task_prompt",

@@ -10,14 +10,27 @@ service hands its sink in.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import contextlib
+import contextvars
+import math
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
 import floodgate
 from prometheus_client import CollectorRegistry, Counter
 
-__all__ = ["UNKNOWN_ENDPOINT", "TokenUsage", "UsageMetrics", "UsageSink", "read_usage"]
+__all__ = [
+    "UNKNOWN_ENDPOINT",
+    "USAGE_COST_HEADER",
+    "USAGE_TOKENS_HEADER",
+    "RequestUsage",
+    "TokenUsage",
+    "UsageMetrics",
+    "UsageSink",
+    "metering_request",
+    "read_usage",
+]
 
 #: The endpoint label of a call whose caller named none.
 UNKNOWN_ENDPOINT = "unknown"
@@ -63,11 +76,63 @@ def read_usage(data: Any, *, completion: bool) -> tuple[int, int] | None:
     return None if produced is None else (prompt, produced)
 
 
+#: Response headers that carry what a request used to the gateway, which counts them against the
+#: tenant's token and cost budgets and removes them (gateway/envoy.yaml: header_to_metadata).
+USAGE_TOKENS_HEADER = "x-floodgate-usage-tokens"
+USAGE_COST_HEADER = "x-floodgate-usage-cost-micros"
+
+
+class RequestUsage:
+    """What one request's calls used: LLM tokens (prompt + completion: what the token budgets count)
+    and the estimated cost of every priced call, in US dollars."""
+
+    __slots__ = ("cost_usd", "llm_tokens")
+
+    def __init__(self) -> None:
+        self.llm_tokens = 0
+        self.cost_usd = 0.0
+
+    def headers(self) -> dict[str, str]:
+        """`USAGE_TOKENS_HEADER` and `USAGE_COST_HEADER` (micro-dollars, rounded up so a priced call
+        never counts as free), each only when not zero: the gateway reports nothing for a request
+        that used nothing."""
+        headers = {}
+        if self.llm_tokens:
+            headers[USAGE_TOKENS_HEADER] = str(self.llm_tokens)
+        if self.cost_usd > 0:
+            headers[USAGE_COST_HEADER] = str(math.ceil(round(self.cost_usd * 1_000_000, 6)))
+        return headers
+
+    def __repr__(self) -> str:
+        return f"<RequestUsage llm_tokens={self.llm_tokens} cost_usd={self.cost_usd:.6f}>"
+
+
+# The request being served, where `UsageMetrics.record` adds each answer's usage. A context variable:
+# the calls of one request run in its own task and in the tasks its nurseries start (which inherit
+# the context), and concurrent requests never see each other's.
+_current_request: contextvars.ContextVar[RequestUsage | None] = contextvars.ContextVar(
+    "floodgate_request_usage", default=None
+)
+
+
+@contextlib.contextmanager
+def metering_request() -> Iterator[RequestUsage]:
+    """Count the usage that `UsageMetrics` records in this block (and the tasks it starts) into one
+    `RequestUsage`, which stays readable after the block."""
+    usage = RequestUsage()
+    token = _current_request.set(usage)
+    try:
+        yield usage
+    finally:
+        _current_request.reset(token)
+
+
 class UsageMetrics:
     """The services' `UsageSink`: ``floodgate_tokens_total{dependency,endpoint,tenant,kind}`` (kind
     ``prompt`` or ``completion``) and ``floodgate_cost_usd_total{dependency,endpoint,tenant}``, the
     tokens priced by ``prices`` (the budget file's ``[prices."<model>"]``). A model without a price
-    adds no cost series: an estimate of 0 would read as "free"."""
+    adds no cost series: an estimate of 0 would read as "free". Within `metering_request`, each
+    usage is also added to that request's `RequestUsage`."""
 
     def __init__(self, *, registry: CollectorRegistry, prices: Mapping[str, floodgate.ModelPrice]) -> None:
         self._prices = dict(prices)
@@ -90,7 +155,12 @@ class UsageMetrics:
         if usage.completion_tokens:
             self.tokens.labels(*labels, "completion").inc(usage.completion_tokens)
         price = self._prices.get(usage.model)
+        cost = 0.0
         if price is not None:
-            self.cost.labels(*labels).inc(
-                price.cost(prompt_tokens=usage.prompt_tokens, completion_tokens=usage.completion_tokens)
-            )
+            cost = price.cost(prompt_tokens=usage.prompt_tokens, completion_tokens=usage.completion_tokens)
+            self.cost.labels(*labels).inc(cost)
+        metered = _current_request.get()
+        if metered is not None:
+            if usage.dependency == "llm":
+                metered.llm_tokens += usage.prompt_tokens + usage.completion_tokens
+            metered.cost_usd += cost

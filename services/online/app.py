@@ -14,7 +14,9 @@ is touched:
    as a cancel scope around the endpoint's logic (504 when it passes).
 
 Toolkit errors propagate to the chassis, which renders them (429/503/504/502 + ``Retry-After``).
-Every response of an endpoint carries ``Server-Timing``; the chassis adds ``x-request-id``.
+Every response of an endpoint carries ``Server-Timing``; the chassis adds ``x-request-id``. A
+response whose request used LLM tokens or priced calls carries them (`providers.USAGE_TOKENS_HEADER`,
+`providers.USAGE_COST_HEADER`) for the gateway's token and cost budgets, which removes them.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from typing import Any, TypeVar
 
 import chassis
 import floodgate
+import providers
 from prometheus_client import CollectorRegistry, Counter
 from pydantic import BaseModel
 from quart import Response, g, jsonify, request
@@ -166,8 +169,10 @@ async def _handle(endpoint: Endpoint, state: OnlineState) -> Response:
         degradations=floodgate.Degradations(registry=state.registry),
         reserve=min(MAX_RESERVE, RESERVE_SHARE * seconds),
     )
+    # What the request's calls use is reported to the gateway in response headers (after_request
+    # below), on errors too: tokens a request spent count against the tenant's budget either way.
     try:
-        with floodgate.deadline_after(seconds):
+        with floodgate.deadline_after(seconds), providers.metering_request() as g.usage:
             result = await endpoint.handler(body, ctx, state)
     except floodgate.DeadlineExceeded as exc:
         if exc.dependency is not None:
@@ -197,6 +202,9 @@ def _install_routes(app: QuartTrio, state: OnlineState) -> None:
         timing = getattr(g, "server_timing", None)
         if timing is not None:
             response.headers["Server-Timing"] = timing.header()
+        usage = getattr(g, "usage", None)
+        if usage is not None:
+            response.headers.update(usage.headers())
         return response
 
     for endpoint in ENDPOINTS:
