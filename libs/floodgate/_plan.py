@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from ._budget import Budget
 
 __all__ = [
+    "INGESTION_CPU",
     "Capacity",
     "DependencyRow",
     "EndpointRow",
@@ -21,6 +22,10 @@ __all__ = [
     "Plan",
     "make_plan",
 ]
+
+
+#: the key of `make_plan`'s ``cpu_ms`` that sets the ingestion's CPU per chunk
+INGESTION_CPU = "ingestion"
 
 
 @dataclass(frozen=True)
@@ -165,14 +170,26 @@ class Plan:
 
 
 def make_plan(
-    budget: Budget, latencies: Mapping[str, float] | None = None, *, doc_chunks: int | None = None
+    budget: Budget,
+    latencies: Mapping[str, float] | None = None,
+    *,
+    doc_chunks: int | None = None,
+    cpu_ms: Mapping[str, float] | None = None,
 ) -> Plan:
     """The plan for ``budget``; ``latencies`` (seconds) override each dependency's
-    ``typical_latency``; ``doc_chunks`` the ingestion's document size."""
+    ``typical_latency``; ``doc_chunks`` the ingestion's document size; ``cpu_ms`` (measured
+    milliseconds) an endpoint's ``cpu_ms_per_request``, or under `INGESTION_CPU` the
+    ingestion's ``cpu_ms_per_chunk``."""
     latencies = dict(latencies or {})
     unknown = set(latencies) - set(budget.dependencies)
     if unknown:
         raise LookupError(f"latency given for unknown dependencies: {sorted(unknown)}")
+    cpu_ms = dict(cpu_ms or {})
+    unknown = set(cpu_ms) - set(budget.endpoints) - {INGESTION_CPU}
+    if unknown:
+        raise LookupError(
+            f"CPU given for unknown endpoints: {sorted(unknown)} (or {INGESTION_CPU!r}, per chunk)"
+        )
     latency_of = {name: latencies.get(name, dep.typical_latency) for name, dep in budget.dependencies.items()}
     rows: list[DependencyRow] = []
     pools: list[tuple[str, str, int]] = []
@@ -249,9 +266,11 @@ def make_plan(
         database_pools=tuple(pools),
         warnings=tuple(warnings),
         capacities=tuple(
-            _endpoint_capacity(budget, name, latency_of) for name, ep in budget.endpoints.items() if ep.calls
+            _endpoint_capacity(budget, name, latency_of, cpu_ms.get(name, ep.cpu_ms_per_request))
+            for name, ep in budget.endpoints.items()
+            if ep.calls
         ),
-        ingestion=_ingestion_capacity(budget, latency_of, doc_chunks),
+        ingestion=_ingestion_capacity(budget, latency_of, doc_chunks, cpu_ms.get(INGESTION_CPU)),
     )
 
 
@@ -292,27 +311,31 @@ def _cpu_limit(budget: Budget, service: str, cpu_ms: float | None, unit: str) ->
     return [Limit("cpu", cores * 1000.0 / cpu_ms, f"{cores:g} cores x 1000 / {cpu_ms:g} ms per {unit}")]
 
 
-def _endpoint_capacity(budget: Budget, endpoint: str, latency_of: Mapping[str, float]) -> Capacity:
+def _endpoint_capacity(
+    budget: Budget, endpoint: str, latency_of: Mapping[str, float], cpu_ms: float | None
+) -> Capacity:
     ep = budget.endpoint(endpoint)
     limits = _dependency_limits(budget, ep.service, ep.calls, latency_of, "request")
-    limits += _cpu_limit(budget, ep.service, ep.cpu_ms_per_request, "request")
-    latency = ep.path_latency(latency_of) + (ep.cpu_ms_per_request or 0.0) / 1000.0
+    limits += _cpu_limit(budget, ep.service, cpu_ms, "request")
+    latency = ep.path_latency(latency_of) + (cpu_ms or 0.0) / 1000.0
     return Capacity(endpoint, ep.service, tuple(limits), latency, ep.target_qps, budget.peak_qps(endpoint))
 
 
 def _ingestion_capacity(
-    budget: Budget, latency_of: Mapping[str, float], doc_chunks: int | None
+    budget: Budget, latency_of: Mapping[str, float], doc_chunks: int | None, cpu_ms_per_chunk: float | None
 ) -> IngestionCapacity | None:
     ing = budget.ingestion
     if ing is None:
         return None
+    if cpu_ms_per_chunk is None:
+        cpu_ms_per_chunk = ing.cpu_ms_per_chunk
     chunks = doc_chunks or ing.doc_chunks
     batches = math.ceil(chunks / ing.embed_batch_size)
     calls = dict(ing.calls_per_document)
     for name, n in ing.calls_per_batch.items():
         calls[name] = calls.get(name, 0.0) + n * batches
     limits = _dependency_limits(budget, ing.service, calls, latency_of, "document")
-    cpu = None if ing.cpu_ms_per_chunk is None else ing.cpu_ms_per_chunk * chunks
+    cpu = None if cpu_ms_per_chunk is None else cpu_ms_per_chunk * chunks
     limits += _cpu_limit(budget, ing.service, cpu, "document")
     # A document's calls run in sequence but for its batches, ``embed_parallelism`` at a time.
     rounds = math.ceil(batches / ing.embed_parallelism)

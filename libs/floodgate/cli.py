@@ -62,6 +62,21 @@ def _latency(arg: str) -> tuple[str, float]:
     return name, seconds
 
 
+def _cpu_ms(arg: str) -> tuple[str, float]:
+    name, sep, value = arg.partition("=")
+    try:
+        if not sep or not name:
+            raise ValueError
+        ms = float(value.strip().lower().removesuffix("ms"))
+        if not ms > 0:
+            raise ValueError
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected NAME=MS like deal_brain=7.5 or ingestion=1.2ms, got {arg!r}"
+        ) from None
+    return name, ms
+
+
 def _table(headers: Sequence[str], rows: Sequence[Sequence[str]], out: TextIO) -> None:
     widths = [max(len(h), *(len(r[i]) for r in rows)) if rows else len(h) for i, h in enumerate(headers)]
     line = "  ".join(h.ljust(w) for h, w in zip(headers, widths, strict=True))
@@ -398,6 +413,15 @@ def main(argv: Sequence[str] | None = None, *, out: TextIO | None = None, err: T
         help="take dependencies' latencies from a Prometheus-format source (a /metrics URL or a file): "
         "the mean of floodgate_downstream_latency_seconds per dependency; --latency still wins",
     )
+    plan_cmd.add_argument(
+        "--cpu-ms",
+        action="append",
+        type=_cpu_ms,
+        default=[],
+        metavar="NAME=MS",
+        help="measured CPU: an endpoint's ms per request (deal_brain=7.5), or ingestion's ms per chunk "
+        "(ingestion=1.2), in place of the budget's (repeatable)",
+    )
     size = plan_cmd.add_mutually_exclusive_group()
     size.add_argument("--doc-chunks", type=int, metavar="N", help="ingestion: chunks per document")
     size.add_argument(
@@ -454,7 +478,7 @@ def _cmd_plan(args: argparse.Namespace, *, out: TextIO, err: TextIO) -> int:
             doc_chunks = max(1, math.ceil(args.doc_bytes / budget.ingestion.bytes_per_chunk))
         if doc_chunks is not None and doc_chunks < 1:
             raise LookupError("--doc-chunks and --doc-bytes must be >= 1")
-        plan = make_plan(budget, latencies, doc_chunks=doc_chunks)
+        plan = make_plan(budget, latencies, doc_chunks=doc_chunks, cpu_ms=dict(args.cpu_ms))
     except (BudgetError, LookupError, MeasuredLatencyError) as exc:
         print(f"floodgate plan: {exc}", file=err)
         return 2

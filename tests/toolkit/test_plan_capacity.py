@@ -73,6 +73,22 @@ def test_cpu_becomes_the_bottleneck_when_requests_cost_more():
     assert (deal.bottleneck, deal.rps) == ("cpu", pytest.approx(20.0))
 
 
+def test_measured_cpu_replaces_the_budgets(repo_budget):
+    plan = make_plan(repo_budget, cpu_ms={"deal_brain": 50.0, "ingestion": 4.0}, doc_chunks=16)
+    deal = next(c for c in plan.capacities if c.endpoint == "deal_brain")
+    assert (deal.bottleneck, deal.rps) == ("cpu", pytest.approx(20.0))
+    assert deal.latency == pytest.approx(0.6 + 0.05)
+    assert plan.ingestion is not None
+    assert {lim.name: lim.rate for lim in plan.ingestion.limits}["cpu"] == pytest.approx(1000 / 64)
+    code, out, _ = run("plan", "--budget", str(REPO_BUDGET), "--cpu-ms", "nexus_assess=200ms", "--json")
+    assert code == 0
+    nexus = next(c for c in json.loads(out)["capacities"] if c["endpoint"] == "nexus_assess")
+    assert nexus["bottleneck"] == "cpu"
+    code, _, err = run("plan", "--budget", str(REPO_BUDGET), "--cpu-ms", "nope=3")
+    assert code == 2 and "CPU given for unknown endpoints: ['nope']" in err
+    assert run("plan", "--budget", str(REPO_BUDGET), "--cpu-ms", "deal_brain=-1")[0] == 2
+
+
 def test_a_slower_provider_moves_the_capacity(repo_budget):
     deal = next(c for c in make_plan(repo_budget, {"llm": 0.8}).capacities if c.endpoint == "deal_brain")
     assert (deal.bottleneck, deal.rps) == ("llm", 20.0)
