@@ -63,6 +63,10 @@ from ._errors import (
 from ._gate import DEFAULT_TENANT, Gate, GateStatistics
 from ._http import parse_retry_after
 from ._lag import LoopLagMonitor, LoopLagStatistics
+from ._membership import Membership, MembershipPolicy, MembershipStatistics, MembershipView
+from ._membership_pg import PgMembershipStore, open_pg_membership_store
+from ._membership_run import open_membership
+from ._membership_store import InMemoryMembershipStore, LiveService, MembershipStore
 from ._ratelimit import TokenBucket, TokenBucketStatistics
 from ._retry import RetryBudget, RetryBudgetStatistics, backoff_ceiling, backoff_delay
 from ._tenants import TenantPolicy, TenantTable
@@ -122,11 +126,19 @@ __all__ = [
     "FloodgateError",
     "Gate",
     "GateStatistics",
+    "InMemoryMembershipStore",
     "IngestionPolicy",
+    "LiveService",
     "LoopLagMonitor",
     "LoopLagStatistics",
+    "Membership",
+    "MembershipPolicy",
+    "MembershipStatistics",
+    "MembershipStore",
+    "MembershipView",
     "ModelPrice",
     "Overloaded",
+    "PgMembershipStore",
     "PgPool",
     "PgPoolStatistics",
     "PoolUnavailable",
@@ -155,6 +167,8 @@ __all__ = [
     "error_body",
     "is_transient_pg_error",
     "load_budget",
+    "open_membership",
+    "open_pg_membership_store",
     "open_pg_pool",
     "optional",
     "parse_budget",
