@@ -21,9 +21,10 @@ COPY gateway ./gateway
 # The toolkit is its own distribution (libs/floodgate/pyproject.toml), which the project depends on.
 RUN pip install -e './libs/floodgate[pg]' -e .
 
-# Never run the services as root inside a container.
-RUN useradd --system --no-create-home --shell /usr/sbin/nologin floodgate
-USER floodgate
+# Never run the services as root inside a container. A numeric user, so that Kubernetes can check
+# runAsNonRoot (deploy/kubernetes: runAsUser 10001).
+RUN useradd --system --uid 10001 --no-create-home --shell /usr/sbin/nologin floodgate
+USER 10001
 
 # Each service binds 0.0.0.0 inside its container (compose sets <PREFIX>_HOST); ports and settings come
 # from the same variables `make up` uses.

@@ -1,4 +1,4 @@
-"""``python -m cluster up [--detach] | down | status | prometheus-config``: what ``make up/start/down/status`` run.
+"""``python -m cluster up [--detach] | down | status | prometheus-config | k8s``: what ``make up/start/down/status`` run.
 
 ``up`` runs the supervisor in the foreground (Ctrl-C stops everything); ``up --detach`` starts the
 same command in a new session with its output in ``.data/cluster.log``, waits until the cluster is
@@ -252,6 +252,15 @@ def main(argv: list[str] | None = None) -> int:
         default=None,
         help="write prometheus.yml and rules.yml (floodgate alerts for the budget) into this directory",
     )
+    k8s = sub.add_parser(
+        "k8s", help="write the Kubernetes base and simulator component (numbers from the budget file)"
+    )
+    k8s.add_argument(
+        "--out",
+        type=Path,
+        default=Path("deploy/kubernetes"),
+        help="the directory (default deploy/kubernetes)",
+    )
     args = parser.parse_args(argv)
     try:
         settings = load_cluster_settings()
@@ -264,6 +273,12 @@ def main(argv: list[str] | None = None) -> int:
         return cmd_down(settings)
     if args.command == "prometheus-config":
         return cmd_prometheus_config(settings, args.out)
+    if args.command == "k8s":
+        from .k8s import write_manifests
+
+        for path in write_manifests(settings, args.out):
+            print(path)
+        return 0
     return cmd_status(settings)
 
 

@@ -88,3 +88,13 @@ def test_floodgate_top_groups_the_processes_of_a_service_into_one_job() -> None:
         ("online", "online-2"),
         ("ingest_api", "ingest-api-2"),
     ]
+
+
+def test_membership_reaches_every_service_that_divides_a_budget() -> None:
+    settings = load_cluster_settings({**REPLICATED, "FLOODGATE_MEMBERSHIP": "1"})
+    children = {c.name: c for c in cluster_children(settings, envoy_config=Path("/tmp/envoy.yaml"))}
+    for name in ("online", "online-3", "ingest-api-2", "ingest-worker-1"):
+        assert children[name].env["FLOODGATE_MEMBERSHIP"] == "1", name
+    assert "FLOODGATE_MEMBERSHIP" not in children["simulator"].env
+    off = cluster_children(load_cluster_settings({}), envoy_config=Path("/tmp/envoy.yaml"))
+    assert all("FLOODGATE_MEMBERSHIP" not in c.env for c in off)
