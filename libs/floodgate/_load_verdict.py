@@ -77,7 +77,7 @@ def _points(
         have = s.get("labels") or {}
         if any(have.get(k) != v for k, v in labels.items()):
             continue
-        process = str(s.get("job") or s.get("instance") or "")
+        process = str(s.get("instance") or s.get("job") or "")  # instance: one per process
         out[(process, tuple(sorted(have.items())))].append((float(s["t"]), float(s["value"])))
     return out
 

@@ -22,11 +22,17 @@ class MeasuredLatencyError(ValueError):
     """The source could not be read or holds no latency of any dependency."""
 
 
-def mean_latencies(text: str) -> dict[str, float]:
-    """dependency -> mean seconds per call, from Prometheus exposition ``text`` (dependencies
-    with no calls are left out)."""
+def mean_latencies(*texts: str) -> dict[str, float]:
+    """dependency -> mean seconds per call, from Prometheus exposition ``texts`` (several
+    processes' pooled: every call counts once; dependencies with no calls are left out)."""
     sums: dict[str, float] = defaultdict(float)
     counts: dict[str, float] = defaultdict(float)
+    for text in texts:
+        _add_latency_totals(text, sums, counts)
+    return {dep: sums[dep] / n for dep, n in sorted(counts.items()) if n > 0}
+
+
+def _add_latency_totals(text: str, sums: dict[str, float], counts: dict[str, float]) -> None:
     try:
         families = list(text_string_to_metric_families(text))
     except ValueError as exc:
@@ -42,20 +48,21 @@ def mean_latencies(text: str) -> dict[str, float]:
                 sums[dependency] += sample.value
             elif sample.name == f"{LATENCY_METRIC}_count":
                 counts[dependency] += sample.value
-    return {dep: sums[dep] / n for dep, n in sorted(counts.items()) if n > 0}
 
 
-def read_latencies(source: str, *, timeout: float = 5.0) -> dict[str, float]:
-    """`mean_latencies` of a ``/metrics`` URL (http or https) or a file."""
-    try:
-        if source.startswith(("http://", "https://")):
-            with urllib.request.urlopen(source, timeout=timeout) as response:
-                text = response.read().decode()
-        else:
-            text = Path(source).read_text()
-    except OSError as exc:
-        raise MeasuredLatencyError(f"cannot read {source}: {exc}") from None
-    latencies = mean_latencies(text)
+def read_latencies(*sources: str, timeout: float = 5.0) -> dict[str, float]:
+    """`mean_latencies` of ``/metrics`` URLs (http or https) or files (the processes of one service)."""
+    texts = []
+    for source in sources:
+        try:
+            if source.startswith(("http://", "https://")):
+                with urllib.request.urlopen(source, timeout=timeout) as response:
+                    texts.append(response.read().decode())
+            else:
+                texts.append(Path(source).read_text())
+        except OSError as exc:
+            raise MeasuredLatencyError(f"cannot read {source}: {exc}") from None
+    latencies = mean_latencies(*texts)
     if not latencies:
-        raise MeasuredLatencyError(f"{source} has no {LATENCY_METRIC} samples with calls")
+        raise MeasuredLatencyError(f"{', '.join(sources)}: no {LATENCY_METRIC} samples with calls")
     return latencies

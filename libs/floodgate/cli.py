@@ -410,8 +410,11 @@ def main(argv: Sequence[str] | None = None, *, out: TextIO | None = None, err: T
     plan_cmd.add_argument(
         "--latency-from",
         metavar="URL|FILE",
+        action="append",
+        default=[],
         help="take dependencies' latencies from a Prometheus-format source (a /metrics URL or a file): "
-        "the mean of floodgate_downstream_latency_seconds per dependency; --latency still wins",
+        "the mean of floodgate_downstream_latency_seconds per dependency; repeat it for each process "
+        "of a service (their calls pooled); --latency still wins",
     )
     plan_cmd.add_argument(
         "--cpu-ms",
@@ -468,7 +471,7 @@ def _cmd_plan(args: argparse.Namespace, *, out: TextIO, err: TextIO) -> int:
         budget = load_budget(args.budget)
         latencies: dict[str, float] = {}
         if args.latency_from:
-            measured = read_latencies(args.latency_from)
+            measured = read_latencies(*args.latency_from)
             latencies = {name: t for name, t in measured.items() if name in budget.dependencies}
         latencies.update(args.latency)
         doc_chunks = args.doc_chunks
@@ -491,7 +494,8 @@ def _cmd_plan(args: argparse.Namespace, *, out: TextIO, err: TextIO) -> int:
     else:
         if args.latency_from:
             measured_text = ", ".join(f"{name}={_ms(round(t, 6))}" for name, t in sorted(latencies.items()))
-            print(f"latencies measured at {args.latency_from}: {measured_text or 'none'}", file=out)
+            sources = ", ".join(args.latency_from)
+            print(f"latencies measured at {sources}: {measured_text or 'none'}", file=out)
         render_plan(plan, source=args.budget, out=out)
     if args.check and plan.shortfalls:
         for shortfall in plan.shortfalls:

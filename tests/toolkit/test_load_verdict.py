@@ -122,7 +122,7 @@ SPEC = parse_scenarios(
 
 
 def _sample(t: float, name: str, value: float, job: str = "online", **labels: str) -> dict:
-    return {"t": t, "job": job, "instance": f"{job}:1", "name": name, "labels": labels, "value": value}
+    return {"t": t, "job": job.rstrip("-12"), "instance": job, "name": name, "labels": labels, "value": value}
 
 
 def _capacity_summary(*, answer_cap: float = 16.0, gate_full: bool = True) -> dict:

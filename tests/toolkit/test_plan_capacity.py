@@ -127,6 +127,12 @@ def test_mean_latencies_from_prometheus_text():
     latencies = mean_latencies(METRICS_FILE.read_text())
     # llm: (70 + 90) / (100 + 100) over both statuses; a dependency with no calls is left out
     assert latencies == {"llm": 0.8, "not_in_budget": 1.0, "search": 0.3}
+    # two processes of one service: their calls pooled (search: 10 calls of 0.3 s + 30 of 0.1 s)
+    other = "# TYPE floodgate_downstream_latency_seconds histogram\n" + "".join(
+        f'floodgate_downstream_latency_seconds_{kind}{{dependency="search",status="ok"}} {value}\n'
+        for kind, value in (("count", 30.0), ("sum", 3.0))
+    )
+    assert mean_latencies(METRICS_FILE.read_text(), other)["search"] == pytest.approx(6.0 / 40)
 
 
 def test_latency_from_a_metrics_file():
@@ -141,6 +147,16 @@ def test_latency_from_a_metrics_file():
     )
     assert code == 0
     assert "latencies measured at" in out and "llm=200ms" in out and "search=300ms" in out
+    code, out, _ = run(
+        "plan",
+        "--budget",
+        str(REPO_BUDGET),
+        "--latency-from",
+        str(METRICS_FILE),
+        "--latency-from",
+        str(METRICS_FILE),
+    )
+    assert code == 0 and f"latencies measured at {METRICS_FILE}, {METRICS_FILE}: llm=800ms" in out
 
 
 def test_latency_from_a_bad_source(tmp_path):
