@@ -34,9 +34,9 @@ async def main(settings: OnlineSettings, shutdown: trio.Event) -> None:
         raise chassis.StartupError(str(exc)) from None
     registry = CollectorRegistry()
     async with trio_asyncio.open_loop():
-        wiring = open_downstreams(settings, providers, budget, registry=registry)
-        wired = await wiring.__aenter__()
-        try:
+        # Entered with `async with`, not by hand: the membership inside keeps a task running, and
+        # its nursery must be exited in the task and scope order it was entered in.
+        async with open_downstreams(settings, providers, budget, registry=registry) as wired:
             pool = wired.pool
             assert pool is not None
             app = create_app(
@@ -58,9 +58,6 @@ async def main(settings: OnlineSettings, shutdown: trio.Event) -> None:
                 grace_period=settings.grace_period,
                 shutdown_trigger=shutdown.wait,
             )
-        finally:
-            with trio.CancelScope(shield=True):
-                await wiring.__aexit__(None, None, None)
 
 
 if __name__ == "__main__":

@@ -2,11 +2,12 @@
 
 `open_downstreams` builds the guarded dependencies (``floodgate.Dependencies.from_budget``: one
 gate, breaker, retry policy and httpx client per provider, sized for this process), the caches
-for reusable results (search, query embeddings), the token meter the LLM and embeddings clients
-report each answer's ``usage`` to (`providers.UsageMetrics`, priced from the budget file), and the
+for reusable results (search, query embeddings, the tenants' LLM answers), the token meter the
+LLM and embeddings clients report each answer's ``usage`` to (`providers.UsageMetrics`, priced from the budget file), and the
 PostgreSQL pool (its size and gate from
 the budget's ``db`` share, its connect and statement timeouts from ``db.timeouts``), and closes
-them all on exit. Tests pass ``transport`` to put an
+them all on exit. With ``membership`` on, the process is a live member of the online service
+while they are open (`floodgate.open_membership`): its provider gates follow its share. Tests pass ``transport`` to put an
 in-process simulator behind the providers, and ``chunks`` to replace the database.
 """
 
@@ -63,6 +64,19 @@ def _cache(
     return floodgate.TTLCache(policy.ttl, policy.max_entries, name=dependency, registry=registry)
 
 
+#: LLM answers kept at once, across endpoints and tenants (each a few kilobytes of text).
+LLM_MEMO_ENTRIES = 10_000
+
+
+def _llm_memo(budget: floodgate.Budget, registry: CollectorRegistry) -> floodgate.TTLCache | None:
+    """The LLM client's memo, when an endpoint keeps its LLM answers (its ``cache_ttl``; each call
+    names its own TTL, so the memo's default is only the longest)."""
+    ttls = [policy.cache_ttl for policy in budget.endpoints.values() if policy.cache_ttl]
+    if not ttls:
+        return None
+    return floodgate.TTLCache(max(ttls), LLM_MEMO_ENTRIES, name="llm", registry=registry)
+
+
 @asynccontextmanager
 async def open_downstreams(
     settings: OnlineSettings,
@@ -89,7 +103,9 @@ async def open_downstreams(
 
         def assemble(chunk_search: ChunkSearch) -> Downstreams:
             return Downstreams(
-                llm=ChatModel(deps["llm"], model=providers["llm"].model, usage=usage),
+                llm=ChatModel(
+                    deps["llm"], model=providers["llm"].model, usage=usage, memo=_llm_memo(budget, registry)
+                ),
                 embedder=Embedder(
                     deps["embed"],
                     model=providers["embed"].model,
@@ -120,4 +136,14 @@ async def open_downstreams(
             server_settings=SESSION_SETTINGS,
             reset=keep_session,
         ) as pool:
-            yield Wired(assemble(PgChunkSearch(pool)), deps, pool)
+            wired = Wired(assemble(PgChunkSearch(pool)), deps, pool)
+            if not settings.membership:
+                yield wired
+                return
+            # Dynamic shares: join before serving (holding nothing until the others gave their
+            # share back), leave after the last request, on a connection of its own.
+            async with (
+                floodgate.open_pg_membership_store(settings.database_url) as store,
+                floodgate.open_membership(store, budget=budget, service=SERVICE, gates=wired.gates),
+            ):
+                yield wired

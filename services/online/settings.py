@@ -24,3 +24,6 @@ class OnlineSettings(BaseServiceSettings):
     port: int = Field(default=8081, ge=0, le=65535)
     database_url: str = "postgresql://postgres@127.0.0.1:5433/floodgate"
     budget_file: Path = Path("config/budget.toml")
+    #: dynamic shares (docs/budget.md, "Dynamic shares"): register in the database and divide each
+    #: provider's global limit by the live online processes; off: the budget's replicas x workers
+    membership: bool = True
