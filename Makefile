@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
 .PHONY: venv up start down status test test-all lint check-dist check-alerts clean plan \
-        bench-toolkit bench-queue bench-ingest bench-overload bench-gateway bench-retry
+        bench-toolkit bench-queue bench-ingest bench-overload bench-gateway bench-retry bench-budget
 
 venv: $(STAMP)
 
@@ -72,6 +72,9 @@ bench-ingest: $(STAMP)  ## omniRAG ingest throughput vs what the embed budget al
 
 bench-overload: $(STAMP)  ## dealBrain under open-loop overload, gates on vs off (several minutes)
 	$(PY) bench/bench_overload.py
+
+bench-budget: $(STAMP)  ## floodgate plan's capacity vs the measured knee, and ingestion's isolation from dealBrain (~12 min)
+	$(PY) bench/bench_budget.py
 
 bench-gateway: $(STAMP)  ## latency Envoy adds vs direct; rate-limit decisions/s vs grpcio
 	$(PY) bench/bench_gateway.py
