@@ -63,6 +63,7 @@ from floodgate._load_scenario import LoadTestFile, load_scenarios, parse_scenari
 from floodgate._load_verdict import INGESTION, Prediction, budget_section  # noqa: E402
 from floodgate._top import targets_from_state  # noqa: E402
 
+from harness.ready import NotReady  # noqa: E402
 from harness.services import cluster_env, wait_cluster_ready  # noqa: E402
 
 BEHAVIOUR = ROOT / "bench" / "budget_behaviour.toml"
@@ -100,26 +101,36 @@ class Cluster:
     def __init__(self, base: Path, keys_file: Path) -> None:
         self.data = base / "data"
         self.log = base / "cluster.out"
-        self.env = cluster_env(
-            self.data,
-            ready_timeout=90,
-            FLOODGATE_API_KEYS_FILE=str(keys_file),
-            FLOODGATE_INGEST_WORKERS="2",  # the budget's [services.ingest_worker] replicas
-            SIMULATOR_BEHAVIOUR=str(BEHAVIOUR),
-        )
+        self.keys_file = keys_file
+        self.env: dict[str, str] = {}
         self.proc: subprocess.Popen | None = None
         self.state: dict[str, Any] = {}
 
-    def start(self) -> None:
-        with open(self.log, "wb") as out:
-            self.proc = subprocess.Popen(
-                [sys.executable, "-m", "cluster", "up"],
-                env=self.env,
-                cwd=ROOT,
-                stdout=out,
-                stderr=subprocess.STDOUT,
+    def start(self, attempts: int = 3) -> None:
+        """Start on free ports; again on new ones when a port was taken in between (the machine is shared)."""
+        for attempt in range(attempts):
+            self.env = cluster_env(
+                self.data,
+                ready_timeout=90,
+                FLOODGATE_API_KEYS_FILE=str(self.keys_file),
+                FLOODGATE_INGEST_WORKERS="2",  # the budget's [services.ingest_worker] replicas
+                SIMULATOR_BEHAVIOUR=str(BEHAVIOUR),
             )
-        self.state = wait_cluster_ready(self.proc, self.data, self.log, within=180)
+            with open(self.log, "wb") as out:
+                self.proc = subprocess.Popen(
+                    [sys.executable, "-m", "cluster", "up"],
+                    env=self.env,
+                    cwd=ROOT,
+                    stdout=out,
+                    stderr=subprocess.STDOUT,
+                )
+            try:
+                self.state = wait_cluster_ready(self.proc, self.data, self.log, within=180)
+                return
+            except NotReady as exc:
+                if attempt == attempts - 1 or "already in use" not in str(exc):
+                    raise
+                print(f"  {str(exc).splitlines()[-1]}: again on other ports", flush=True)
 
     @property
     def gateway(self) -> str:

@@ -17,9 +17,12 @@ REPO_FILE = Path(__file__).resolve().parent.parent / "config" / "loadtest.toml"
 
 def test_the_shipped_templates_point_at_the_services_routes():
     spec = load_scenarios(REPO_FILE)
-    routes = {e.name: e.path for e in ENDPOINTS} | {"omnirag_submit": JOBS_PATH}
+    routes = {e.name: e.path for e in ENDPOINTS} | {"omnirag_submit": JOBS_PATH, "omnirag_fetch": JOBS_PATH}
     assert {name: t.path for name, t in spec.requests.items()} == routes
-    assert {name for name, t in spec.requests.items() if t.kind == "job"} == {"omnirag_submit"}
+    assert {name for name, t in spec.requests.items() if t.kind == "job"} == {
+        "omnirag_submit",
+        "omnirag_fetch",
+    }
 
 
 def test_the_toolkits_tenant_rule_is_the_services():
