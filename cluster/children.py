@@ -96,8 +96,8 @@ def service_env(settings: ClusterSettings, prefix: str, port: int, *, log_format
         env[f"{prefix}DATABASE_URL"] = settings.effective_database_url
         env[f"{prefix}BUDGET_FILE"] = str(settings.budget.resolve())
         env.update(provider_environment(settings.providers))
-        if settings.membership:  # the live processes divide each global limit (docs/budget.md)
-            env["FLOODGATE_MEMBERSHIP"] = "1"
+        # Dynamic shares: the live processes divide each global limit (docs/budget.md).
+        env[f"{prefix}MEMBERSHIP"] = "1" if settings.membership else "0"
     return env
 
 

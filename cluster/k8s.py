@@ -30,7 +30,6 @@ from .settings import ClusterSettings
 __all__ = [
     "BUDGET_MOUNT",
     "IMAGE",
-    "MEMBERSHIP_ENV",
     "base_files",
     "simulator_files",
     "write_manifests",
@@ -44,8 +43,6 @@ REDIS_IMAGE = "redis:7.4-alpine"
 BUDGET_MOUNT = "/app/config/budget.toml"
 RATELIMIT_CONFIG = "/app/config/ratelimit.yaml"
 KEYS_MOUNT = "/etc/floodgate-keys"
-#: Turns live membership on in a service process (the live processes divide each global limit).
-MEMBERSHIP_ENV = "FLOODGATE_MEMBERSHIP"
 #: The non-root user of the Dockerfile (numeric, so that the kubelet can check runAsNonRoot).
 FLOODGATE_UID = 10001
 #: Online scales on CPU: its provider calls are bounded by gates, so a busy process is CPU-bound.
@@ -342,7 +339,8 @@ def base_files(budget: floodgate.Budget, settings: ClusterSettings) -> dict[str,
             "metadata": _meta("online"),
             "spec": {
                 "scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": "online"},
-                # Without membership, never more pods than the budget divides its limits by.
+                # The plan; past it (with membership, the default) only as far as the database
+                # pools fit, which an overlay checks (tests/deploy).
                 "minReplicas": 1,
                 "maxReplicas": online_plan,
                 "metrics": [

@@ -89,17 +89,48 @@ def check_budget(
     except (floodgate.BudgetError, OSError, UnicodeDecodeError) as exc:  # BudgetError names the key
         first = " ".join(str(exc).split())
         raise PreflightError(f"budget file {path} (FLOODGATE_BUDGET) is invalid: {first}") from None
+    counts = dict(processes or {})
     if membership:
+        _check_database_pools(budget, path, counts)
         return
-    for service, (count, variable) in (processes or {}).items():
+    for service, (count, variable) in counts.items():
         planned = budget.service(service).processes
         if count > planned:
             raise PreflightError(
                 f"{variable}={count} but {path} plans {planned} {service} process(es) "
-                f"(services.{service} replicas x workers): raise it there, or turn membership on "
+                f"(services.{service} replicas x workers): raise it there, or leave membership on "
                 "(FLOODGATE_MEMBERSHIP=1), or the per-process budgets would add up to more than the "
                 "global ones"
             )
+
+
+def _check_database_pools(
+    budget: floodgate.Budget, path: Path, counts: Mapping[str, tuple[int, str]]
+) -> None:
+    """Membership divides the gates among the live processes, but each process still opens its
+    database pool at the planned size: the pools of the processes that run must fit the database."""
+    available = budget.deployment.database_available
+    total, parts = 0, []
+    for name, dependency in budget.dependencies.items():
+        if dependency.kind != "postgres":
+            continue
+        for service in dependency.shares:
+            count = counts.get(service, (budget.service(service).processes, ""))[0]
+            connections = budget.process_limit(service, name) * count
+            total += connections
+            parts.append(f"{name}.{service} {budget.process_limit(service, name)} x {count}")
+    if total > available:
+        over = [
+            f"{variable}={count}"
+            for service, (count, variable) in counts.items()
+            if count > budget.service(service).processes
+        ]
+        variables = ", ".join(over) or "the process counts"
+        raise PreflightError(
+            f"{variables}: the database pools would need {total} connections ({'; '.join(parts)}) but "
+            f"{path} leaves {available} (database_max_connections - database_reserve): run fewer "
+            "processes or plan more in the budget"
+        )
 
 
 def check_envoy_config(path: Path) -> None:

@@ -74,10 +74,10 @@ class ClusterSettings(BaseModel):
     #: scraping the cluster with the configuration and rules of ``python -m cluster prometheus-config``.
     prometheus: bool = False
     prometheus_port: int = Field(default=9090, ge=1, le=65535)
-    #: Live membership divides each global limit among the processes that run (the budget's
-    #: ``replicas x workers`` is then only the planning figure): more processes than the budget plans
-    #: are allowed only with it on.
-    membership: bool = False
+    #: Live membership (each service's ``<PREFIX>MEMBERSHIP``): the processes that run divide each
+    #: global limit among themselves, and the budget's ``replicas x workers`` is only the planning
+    #: figure. Off: each process takes its planned share, so no more processes than the plan may run.
+    membership: bool = True
     providers: Mapping[str, ProviderSettings] = Field(default_factory=dict)
 
     @field_validator("api_keys_file", mode="before")

@@ -23,7 +23,7 @@ def test_more_workers_than_the_budget_plans_is_refused() -> None:
 def test_more_online_processes_than_planned_need_membership() -> None:
     """Two online processes on a budget that plans one: each would take the whole share; with
     membership on, the live processes divide it instead."""
-    settings = ClusterSettings(online_replicas=2, ingest_api_replicas=2)
+    settings = ClusterSettings(online_replicas=2)
     with pytest.raises(
         PreflightError, match=r"FLOODGATE_ONLINE_REPLICAS=2 but .* plans 1 online .*MEMBERSHIP"
     ):
@@ -36,3 +36,13 @@ def test_invalid_budget_names_the_key(tmp_path: Path) -> None:
     bad.write_text(BUDGET.read_text().replace("replicas = 2", "replicas = -1", 1))
     with pytest.raises(PreflightError, match=r"services\.ingest_worker\.replicas"):
         check_budget(bad)
+
+
+def test_with_membership_the_database_pools_of_the_processes_that_run_must_still_fit() -> None:
+    """Each process opens its pool at the planned size whatever the membership: three online
+    processes of 24 connections and the others' pools are more than the 90 the database leaves."""
+    fits = ClusterSettings(online_replicas=2).processes()
+    check_budget(BUDGET, processes=fits, membership=True)
+    too_many = ClusterSettings(online_replicas=3).processes()
+    with pytest.raises(PreflightError, match=r"FLOODGATE_ONLINE_REPLICAS=3.*need 108 connections.*leaves 90"):
+        check_budget(BUDGET, processes=too_many, membership=True)

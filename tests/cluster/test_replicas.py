@@ -91,10 +91,17 @@ def test_floodgate_top_groups_the_processes_of_a_service_into_one_job() -> None:
 
 
 def test_membership_reaches_every_service_that_divides_a_budget() -> None:
-    settings = load_cluster_settings({**REPLICATED, "FLOODGATE_MEMBERSHIP": "1"})
-    children = {c.name: c for c in cluster_children(settings, envoy_config=Path("/tmp/envoy.yaml"))}
-    for name in ("online", "online-3", "ingest-api-2", "ingest-worker-1"):
-        assert children[name].env["FLOODGATE_MEMBERSHIP"] == "1", name
-    assert "FLOODGATE_MEMBERSHIP" not in children["simulator"].env
-    off = cluster_children(load_cluster_settings({}), envoy_config=Path("/tmp/envoy.yaml"))
-    assert all("FLOODGATE_MEMBERSHIP" not in c.env for c in off)
+    """On by default; FLOODGATE_MEMBERSHIP=0 turns it off in every process (each then takes its
+    planned share, and pre-flight refuses more processes than the plan)."""
+    on = {
+        c.name: c
+        for c in cluster_children(load_cluster_settings(REPLICATED), envoy_config=Path("/tmp/e.yaml"))
+    }
+    for name, prefix in (("online", "ONLINE_"), ("online-3", "ONLINE_"), ("ingest-api-2", "INGEST_API_")):
+        assert on[name].env[f"{prefix}MEMBERSHIP"] == "1", name
+    assert on["ingest-worker-1"].env["INGEST_WORKER_MEMBERSHIP"] == "1"
+    assert not any(var.endswith("MEMBERSHIP") for var in on["simulator"].env)
+    off = cluster_children(
+        load_cluster_settings({"FLOODGATE_MEMBERSHIP": "0"}), envoy_config=Path("/tmp/e.yaml")
+    )
+    assert {v for c in off for k, v in c.env.items() if k.endswith("_MEMBERSHIP")} == {"0"}

@@ -21,7 +21,8 @@ import yaml
 
 from cluster.children import cluster_children
 from cluster.envoy import COMPOSE_HOSTS
-from cluster.k8s import BUDGET_MOUNT, MEMBERSHIP_ENV, manifest_texts
+from cluster.k8s import BUDGET_MOUNT, manifest_texts
+from cluster.preflight import check_budget
 from cluster.settings import load_cluster_settings
 from harness import REPO_ROOT
 from services.ingest.settings import IngestWorkerSettings
@@ -302,24 +303,25 @@ def test_only_the_gateway_reaches_the_services(resources, settings) -> None:
     ]
 
 
-def test_the_example_overlay_scales_past_the_plan_only_with_membership(budget) -> None:
-    patches = _documents(iter([OVERLAY / "membership.yaml"]))
-    with_membership = {
-        p["metadata"]["name"]
-        for p in patches
-        if p["kind"] == "Deployment"
-        and any(
-            e == {"name": MEMBERSHIP_ENV, "value": "1"}
-            for c in p["spec"]["template"]["spec"]["containers"]
-            for e in c.get("env", [])
-        )
+def test_the_example_overlay_scales_past_the_plan_only_with_membership_and_within_the_database(
+    resources, budget
+) -> None:
+    """At the autoscalers' maxima, a service runs past its planned processes only where its pods have
+    membership on, and every process's database pool still fits (the pre-flight check of `make up`)."""
+    patches = {p["kind"]: p for p in _documents(iter([OVERLAY / "scaling.yaml"]))}
+    at_most = {
+        "online": patches["HorizontalPodAutoscaler"]["spec"]["maxReplicas"],
+        "ingest-api": _one(resources, "Deployment", "ingest-api")["spec"]["replicas"],
+        "ingest-worker": patches["ScaledObject"]["spec"]["maxReplicaCount"],
     }
-    hpa = next(p for p in patches if p["kind"] == "HorizontalPodAutoscaler")
-    scaled = next(p for p in patches if p["kind"] == "ScaledObject")
-    if hpa["spec"]["maxReplicas"] > budget.service("online").processes:
-        assert "online" in with_membership
-    if scaled["spec"]["maxReplicaCount"] > budget.service("ingest_worker").processes:
-        assert "ingest-worker" in with_membership
+    counts = {}
+    for name, service in BUDGETED.items():
+        env = {e["name"]: e.get("value") for e in _container(_one(resources, "Deployment", name))["env"]}
+        prefix = name.upper().replace("-", "_") + "_"
+        if at_most[name] > budget.service(service).processes:
+            assert env[f"{prefix}MEMBERSHIP"] == "1", name
+        counts[service] = (at_most[name], f"{name} at most")
+    check_budget(REPO_ROOT / "config" / "budget.toml", processes=counts, membership=True)
     # The keys the example ships are the committed sample, nothing else.
     assert (OVERLAY / "api_keys.yaml").read_text() == (
         REPO_ROOT / "config" / "api_keys.sample.yaml"
@@ -349,6 +351,5 @@ def test_the_example_overlay_builds_and_validates() -> None:
         + d["spec"]["template"]["spec"].get("initContainers", [])
     }
     assert "registry.example.com/floodgate:0.1.0" in images and "floodgate:local" not in images
-    online = next(d for d in documents if d["kind"] == "Deployment" and d["metadata"]["name"] == "online")
-    env = {e["name"]: e.get("value") for e in online["spec"]["template"]["spec"]["containers"][0]["env"]}
-    assert env[MEMBERSHIP_ENV] == "1" and "ONLINE_PORT" in env  # the patch merged, not replaced
+    hpa = next(d for d in documents if d["kind"] == "HorizontalPodAutoscaler")
+    assert hpa["spec"]["maxReplicas"] == 2 and hpa["spec"]["metrics"]  # the patch merged, not replaced
