@@ -66,12 +66,13 @@ COMPOSE_HOSTS = {
     "ingest_worker": "ingest-worker",
     "simulator": "simulator",
     "ratelimit": "ratelimit",
+    "ratelimit_usage": "ratelimit",
 }
 
 
 #: Clusters the renderer fills in when the config has them (the rate-limit service comes with the
 #: gateway issue); the others must exist.
-_OPTIONAL_CLUSTERS = frozenset({"ingest_worker", "simulator", "ratelimit"})
+_OPTIONAL_CLUSTERS = frozenset({"ingest_worker", "simulator", "ratelimit", "ratelimit_usage"})
 
 
 class EnvoyConfigError(Exception):
@@ -121,6 +122,7 @@ def render_envoy_config(
         "ingest_worker": settings.ingest_worker_ports(),
         "simulator": [settings.simulator_port],
         "ratelimit": [settings.ratelimit_port],
+        "ratelimit_usage": [settings.ratelimit_http_port],  # GET /v1/usage
     }
     present = {c.get("name") for c in resources["clusters"]}
     for name, ports in upstream_ports.items():
@@ -177,10 +179,15 @@ def service_documents(
     from services.ingest import IngestApiSettings
     from services.ingest import build_openapi as ingest_openapi
     from services.online import build_openapi as online_openapi
+    from services.ratelimit import build_openapi as ratelimit_openapi
 
     online = online_openapi(floodgate.load_budget(settings.budget))
     ingest = ingest_openapi(chassis.load_settings(IngestApiSettings, "INGEST_API_", environ))
-    return {**dict.fromkeys(ONLINE_CLUSTERS, online), "ingest_api": ingest}
+    return {
+        **dict.fromkeys(ONLINE_CLUSTERS, online),
+        "ingest_api": ingest,
+        "ratelimit_usage": ratelimit_openapi(),
+    }
 
 
 def gateway_openapi(config: Mapping[str, Any], settings: ClusterSettings) -> dict[str, Any]:

@@ -39,6 +39,7 @@ OPENAPI_ROUTE = "openapi"
 _API_KEY_AUTH = "envoy.filters.http.api_key_auth"
 _BUFFER = "envoy.filters.http.buffer"
 _LOCAL_RATELIMIT = "envoy.filters.http.local_ratelimit"
+_RATELIMIT = "envoy.filters.http.ratelimit"
 _HEADER_MUTATION = "envoy.filters.http.header_mutation"
 #: Envoy drops these from requests that come from outside and sets some of them itself.
 _ENVOY_HEADER_PREFIX = "x-envoy-"
@@ -61,7 +62,8 @@ GATEWAY_ERRORS: dict[int, chassis.ErrorSpec] = {
             429,
             "RateLimited",
             ("rate_limited",),
-            "over the tenant's rate limit for this route, or the gateway's own per-route flood guard",
+            "over the tenant's rate limit for this route, its token or cost budget (LLM routes: "
+            "`x-ratelimit-remaining-tokens` / `-cost` say 0), or the gateway's own per-route flood guard",
             retry_after=True,
         ),
         _E(
@@ -158,7 +160,9 @@ def edge_routes(envoy_config: Mapping[str, Any]) -> list[EdgeRoute]:
                     .get("buffer", {})
                     .get("max_request_bytes", default_limit),
                     timeout=action.get("timeout"),
-                    rate_limited=bool(action.get("rate_limits")) or _LOCAL_RATELIMIT in per_filter,
+                    rate_limited=bool(action.get("rate_limits"))
+                    or bool(per_filter.get(_RATELIMIT, {}).get("rate_limits"))
+                    or _LOCAL_RATELIMIT in per_filter,
                 )
             )
     return routes

@@ -3,7 +3,9 @@
 Envoy's behaviour (auth, limits, breakers, ejection, timeouts) is what they measure, so the
 upstream only needs to be controllable: it echoes what it received as JSON (method, path, headers,
 body size, its own name), and it can be made slow or failing through its environment
-(``UPSTREAM_SLEEP_MS``, ``UPSTREAM_STATUS``) or per request (``x-test-sleep-ms``, ``x-test-status``).
+(``UPSTREAM_SLEEP_MS``, ``UPSTREAM_STATUS``) or per request (``x-test-sleep-ms``, ``x-test-status``),
+and answer as if its request had used LLM tokens (``x-test-usage-tokens``, ``x-test-usage-cost-micros``:
+returned as the online service's ``x-floodgate-usage-*`` headers, for the gateway's token budgets).
 ``/healthz`` always answers 200, so a failing instance stays "healthy" and only outlier detection
 can eject it. A raw ASGI app on hypercorn (asyncio) starts in a fraction of a second.
 """
@@ -67,6 +69,11 @@ async def app(scope, receive, send):
                 (b"content-type", b"application/json"),
                 (b"content-length", str(len(payload)).encode()),
                 (b"x-upstream", NAME.encode()),
+                *[
+                    (f"x-floodgate-usage-{kind}".encode(), headers[f"x-test-usage-{kind}"].encode())
+                    for kind in ("tokens", "cost-micros")
+                    if f"x-test-usage-{kind}" in headers
+                ],
             ],
         }
     )

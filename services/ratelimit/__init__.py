@@ -48,6 +48,7 @@ from ._limiter import (
     Reading,
 )
 from ._metrics import RateLimitMetrics
+from ._openapi import USAGE_ERRORS, build_openapi
 from ._server import build_limiter, serve
 from ._settings import RateLimitSettings
 from ._store import (
@@ -65,6 +66,7 @@ __all__ = [
     "BUDGET_WINDOWS",
     "COST_SCALE",
     "SHOULD_RATE_LIMIT_PATH",
+    "USAGE_ERRORS",
     "USAGE_PATH",
     "BudgetWindow",
     "Code",
@@ -105,6 +107,7 @@ __all__ = [
     "budget_headers",
     "budget_window",
     "build_limiter",
+    "build_openapi",
     "decision_to_response",
     "load_config",
     "parse_config",

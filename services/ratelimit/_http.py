@@ -40,9 +40,12 @@ def start_probe_server(
     registry: CollectorRegistry,
     ready: Callable[[], str | None],
     usage: Callable[[str], dict[str, Any]] | None = None,
+    openapi: dict[str, Any] | None = None,
 ) -> ProbeServer:
     """Listen on ``host:port``. ``ready()`` returns None when ready, else a reason (for 503);
-    ``usage(tenant)`` answers ``GET /v1/usage`` for the tenant of the gateway's header (absent: 404)."""
+    ``usage(tenant)`` answers ``GET /v1/usage`` for the tenant of the gateway's header (absent: 404),
+    ``openapi`` is served at ``/openapi.json``."""
+    openapi_body = json.dumps(openapi).encode() if openapi is not None else None
 
     class Handler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
@@ -60,6 +63,8 @@ def start_probe_server(
                     self._send(503, "application/json", _error("not_ready", reason))
             elif path == "/metrics":
                 self._send(200, CONTENT_TYPE_LATEST, generate_latest(registry))
+            elif path == "/openapi.json" and openapi_body is not None:
+                self._send(200, "application/json", openapi_body)
             elif path == USAGE_PATH and usage is not None:
                 self._usage(usage)
             else:

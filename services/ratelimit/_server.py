@@ -44,6 +44,7 @@ from ._h2server import UnaryGrpcServer
 from ._http import start_probe_server
 from ._limiter import RateLimiter
 from ._metrics import RateLimitMetrics
+from ._openapi import build_openapi
 from ._settings import RateLimitSettings
 from ._store import CounterStore, CounterStoreError, MemoryCounterStore, RedisCounterStore
 from ._usage import tenant_usage
@@ -105,6 +106,7 @@ def serve(
             registry=registry,
             ready=ready,
             usage=lambda tenant: tenant_usage(limiter, settings.usage_domain, tenant),
+            openapi=build_openapi(),
         )
     except OSError as exc:
         grpc_server.stop(0)

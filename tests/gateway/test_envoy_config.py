@@ -40,6 +40,14 @@ def process_capacity(cluster_name: str) -> int:
     raise LookupError(cluster_name)
 
 
+def rate_limits(name: str) -> list[dict]:
+    """The route's global rate limits (the rate-limit filter's per-route config: Envoy 1.40 honours
+    hits_addend and apply_on_stream_done only there)."""
+    r = route(CONFIG, name)
+    assert "rate_limits" not in r["route"], "ignored next to the filter's per-route rate_limits"
+    return r["typed_per_filter_config"]["envoy.filters.http.ratelimit"]["rate_limits"]
+
+
 def cluster(name: str) -> dict:
     return next(c for c in CONFIG["static_resources"]["clusters"] if c["name"] == name)
 
@@ -89,7 +97,7 @@ def test_route_retries_only_requests_never_processed(name):
 
 @pytest.mark.parametrize("name", list(ROUTES))
 def test_route_sends_tenant_and_route_descriptors_the_limits_know(name):
-    actions = route(CONFIG, name)["route"]["rate_limits"][0]["actions"]
+    actions = rate_limits(name)[0]["actions"]
     assert actions[0] == {
         "request_headers": {"header_name": "x-floodgate-tenant", "descriptor_key": "tenant"}
     }
@@ -162,6 +170,7 @@ def test_filter_order_and_identity():
         "envoy.filters.http.api_key_auth",
         "envoy.filters.http.buffer",
         "envoy.filters.http.local_ratelimit",
+        "envoy.filters.http.header_to_metadata",
         "envoy.filters.http.ratelimit",
         "envoy.filters.http.router",
     ]
@@ -183,3 +192,60 @@ def test_admin_is_on_loopback_and_limits_are_set():
         assert seconds(hcm[key]) > 0
     longest = max(BUDGET.endpoint(p).deadline for p, _, _ in ROUTES.values())
     assert seconds(hcm["stream_idle_timeout"]) > longest  # only dead streams hit it
+
+
+# -- token and cost budgets (services/ratelimit/_budgets.py, config/ratelimit.yaml's key "budget") ----
+
+
+def _entries(limit: dict) -> tuple[tuple[str, str], ...]:
+    """The descriptor a rate_limits entry makes, the tenant's header read as "<tenant>"."""
+    out = []
+    for action in limit["actions"]:
+        if "generic_key" in action:
+            out.append((action["generic_key"]["descriptor_key"], action["generic_key"]["descriptor_value"]))
+        else:
+            assert action == {
+                "request_headers": {"header_name": "x-floodgate-tenant", "descriptor_key": "tenant"}
+            }
+            out.append(("tenant", "<tenant>"))
+    return tuple(out)
+
+
+def test_llm_routes_ask_each_budget_before_and_report_its_usage_after():
+    from cluster.ratelimit_config import llm_routes
+    from services.ratelimit import BUDGET_WINDOWS, budget_descriptor_entries
+
+    metadata = {"tokens": "floodgate.usage:tokens", "cost": "floodgate.usage:cost_micros"}
+    for name in llm_routes(BUDGET):
+        limits = rate_limits(name)
+        asked = {_entries(x) for x in limits if x.get("hits_addend") == {"number": 0}}
+        reported = {_entries(x): x["hits_addend"]["format"] for x in limits if x.get("apply_on_stream_done")}
+        for window in BUDGET_WINDOWS:
+            tenant = budget_descriptor_entries(window.name, "<tenant>")
+            assert tenant in asked, (name, window.name)
+            source = f"%DYNAMIC_METADATA({metadata[window.measure]})%"
+            assert reported[tenant] == source
+            assert reported[budget_descriptor_entries(window.name, "<tenant>", name)] == source
+        assert len(asked) == len(BUDGET_WINDOWS) and len(reported) == 2 * len(BUDGET_WINDOWS)
+
+
+def test_the_usage_headers_become_the_reported_metadata_and_never_reach_the_client():
+    from providers import USAGE_COST_HEADER, USAGE_TOKENS_HEADER
+
+    rules = find_filter(CONFIG, "envoy.filters.http.header_to_metadata")["typed_config"]["response_rules"]
+    assert {
+        r["header"]: (r["on_header_present"]["metadata_namespace"], r["on_header_present"]["key"])
+        for r in rules
+    } == {
+        USAGE_TOKENS_HEADER: ("floodgate.usage", "tokens"),
+        USAGE_COST_HEADER: ("floodgate.usage", "cost_micros"),
+    }
+    assert all(r["remove"] for r in rules)
+
+
+def test_usage_route_reaches_only_the_usage_path_of_the_rate_limit_service():
+    r = route(CONFIG, "usage")
+    assert r["match"]["path"] == "/v1/usage"
+    assert r["route"]["cluster"] == "ratelimit_usage" and "prefix_rewrite" not in r["route"]
+    limits = load_config(REPO_ROOT / "config" / "ratelimit.yaml").domain("floodgate")
+    assert limits.find_limit((("tenant", "t"), ("route", "usage"))) is not None
