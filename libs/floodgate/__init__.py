@@ -16,11 +16,13 @@ from ._adaptive import AdaptiveLimit, AdaptiveLimitStatistics
 from ._alerts import alert_rules, rules_yaml, slo_bucket_bounds
 from ._breaker import BreakerState, BreakerStatistics, CircuitBreaker
 from ._budget import (
+    AdaptiveConcurrencyPolicy,
     AdmissionPolicy,
     BreakerPolicy,
     Budget,
     BudgetError,
     CachePolicy,
+    CooldownPolicy,
     CostPolicy,
     DependencyPolicy,
     DeploymentPolicy,
@@ -37,6 +39,7 @@ from ._budget import (
     parse_budget,
 )
 from ._cache import MISSING, CacheStatistics, CacheStore, Singleflight, SingleflightStatistics, TTLCache
+from ._cooldown import Cooldown, CooldownStatistics
 from ._deadline import (
     DEADLINE_HEADER,
     ENVOY_TIMEOUT_HEADER,
@@ -50,6 +53,7 @@ from ._dependency import Dependencies, Dependency, DependencyStatistics
 from ._door import Door, DoorStatistics
 from ._errors import (
     CircuitOpen,
+    CoolingDown,
     DeadlineExceeded,
     DependencyError,
     FloodgateError,
@@ -61,14 +65,15 @@ from ._errors import (
     retry_after_seconds,
 )
 from ._gate import DEFAULT_TENANT, Gate, GateStatistics
-from ._http import parse_retry_after
+from ._http import parse_retry_after, retry_after_from_headers
 from ._lag import LoopLagMonitor, LoopLagStatistics
 from ._membership import Membership, MembershipPolicy, MembershipStatistics, MembershipView
 from ._membership_pg import PgMembershipStore, open_pg_membership_store
 from ._membership_run import open_membership
 from ._membership_store import InMemoryMembershipStore, LiveService, MembershipStore
 from ._ratelimit import TokenBucket, TokenBucketStatistics
-from ._retry import RetryBudget, RetryBudgetStatistics, backoff_ceiling, backoff_delay
+from ._pushback import PushbackLimit, PushbackLimitStatistics
+from ._retry import RetryBudget, RetryBudgetStatistics, backoff_ceiling, backoff_delay, retry_after_delay
 from ._tenants import TenantPolicy, TenantTable
 
 if _typing.TYPE_CHECKING:
@@ -98,6 +103,7 @@ __all__ = [
     "ENVOY_TIMEOUT_HEADER",
     "MISSING",
     "AdaptiveLimit",
+    "AdaptiveConcurrencyPolicy",
     "AdaptiveLimitStatistics",
     "AdmissionPolicy",
     "BreakerPolicy",
@@ -111,6 +117,10 @@ __all__ = [
     "CircuitBreaker",
     "CircuitOpen",
     "CostPolicy",
+    "Cooldown",
+    "CooldownPolicy",
+    "CooldownStatistics",
+    "CoolingDown",
     "DeadlineExceeded",
     "Degradation",
     "Degradations",
@@ -143,6 +153,8 @@ __all__ = [
     "PgPoolStatistics",
     "PoolUnavailable",
     "RateLimitPolicy",
+    "PushbackLimit",
+    "PushbackLimitStatistics",
     "RetryBudget",
     "RetryBudgetExhausted",
     "RetryBudgetPolicy",
@@ -175,6 +187,8 @@ __all__ = [
     "parse_retry_after",
     "retry_after_header",
     "retry_after_seconds",
+    "retry_after_delay",
+    "retry_after_from_headers",
     "rules_yaml",
     "slo_bucket_bounds",
     "time_left",

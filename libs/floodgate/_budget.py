@@ -28,17 +28,20 @@ from pydantic import (
     PlainValidator,
     StringConstraints,
     ValidationError,
+    field_validator,
     model_validator,
 )
 
 from ._tenants import TenantTable
 
 __all__ = [
+    "AdaptiveConcurrencyPolicy",
     "AdmissionPolicy",
     "BreakerPolicy",
     "Budget",
     "BudgetError",
     "CachePolicy",
+    "CooldownPolicy",
     "CostPolicy",
     "DependencyPolicy",
     "DeploymentPolicy",
@@ -174,6 +177,9 @@ class RetryPolicy(_Policy):
     retry_on_transport_error: bool = True
     #: honour a downstream Retry-After up to this many seconds; longer ones end the call
     retry_after_cap: NonNegativeSeconds = 5.0
+    #: wait up to this fraction longer than a Retry-After asks (never less), so the callers it
+    #: refused together do not come back together (`floodgate.retry_after_delay`)
+    retry_after_jitter: Annotated[float, Field(ge=0, le=1)] = 0.1
 
     @model_validator(mode="after")
     def _cap_above_base(self) -> RetryPolicy:
@@ -183,6 +189,30 @@ class RetryPolicy(_Policy):
             if not 400 <= status <= 599:
                 raise ValueError(f"retry_on_status: {status} is not an HTTP error status")
         return self
+
+
+class CooldownPolicy(_Policy):
+    """The pause a provider's 429 puts the whole dependency in, for every caller of the process
+    (`floodgate.Cooldown`): as long as the provider asked (``retry-after-ms``, else
+    ``Retry-After``), ``without_retry_after`` when it named no time, never more than
+    ``max_seconds``. New attempts wait for its end (within their ``max_wait`` and deadline) or are
+    refused at once. ``enabled = false``: each call honours only its own 429's Retry-After."""
+
+    enabled: bool = True
+    without_retry_after: NonNegativeSeconds = 1.0
+    max_seconds: Seconds = 10.0
+
+
+class AdaptiveConcurrencyPolicy(_Policy):
+    """``adaptive = true`` (or an ``[dependencies.<name>.adaptive]`` table): each process learns the
+    dependency's in-flight limit from the provider's 429s (`floodgate.PushbackLimit`), between
+    ``floor`` and the budget's per-process value. On a 429 the limit drops to what the provider
+    accepted, at most by ``decrease`` (0.5: halved); after ``increase_interval`` seconds of use
+    without one it tries one more."""
+
+    floor: int = Field(default=1, ge=1)
+    decrease: Annotated[float, Field(gt=0, lt=1)] = 0.5
+    increase_interval: Seconds = 30.0
 
 
 class RetryBudgetPolicy(_Policy):
@@ -243,7 +273,7 @@ class CostPolicy(_Policy):
 #: What a postgres dependency may not set, because its pool does not use it: the pool runs each
 #: unit of work once (a transaction is not blindly retried: the caller decides), behind the gate
 #: alone, with one timeout per statement.
-_NOT_FOR_POSTGRES = ("retry", "retry_budget", "breaker", "rate_limit", "cache")
+_NOT_FOR_POSTGRES = ("retry", "retry_budget", "breaker", "rate_limit", "cache", "cooldown", "adaptive")
 _TIMEOUTS_NOT_FOR_POSTGRES = ("read", "write")
 
 
@@ -271,9 +301,22 @@ class DependencyPolicy(_Policy):
     breaker: BreakerPolicy = BreakerPolicy()
     rate_limit: RateLimitPolicy | None = None
     cache: CachePolicy | None = None
+    #: the pause after a provider 429, for every caller of the process
+    cooldown: CooldownPolicy = CooldownPolicy()
+    #: the in-flight limit learned from the provider's 429s (``adaptive = true`` or a table);
+    #: None: the budget's per-process value, fixed
+    adaptive: AdaptiveConcurrencyPolicy | None = None
     #: one tenant's cap on this dependency's gate in each process: a fraction of its slots or a
     #: count, times the tenant's weight (`TenantTable.share_limit`); None: no per-tenant cap
     tenant_share: ShareOfSlots | None = None
+
+    @field_validator("adaptive", mode="before")
+    @classmethod
+    def _adaptive_switch(cls, value: Any) -> Any:
+        # ``adaptive = true`` turns the defaults on, ``false`` leaves the limit fixed.
+        if isinstance(value, bool):
+            return {} if value else None
+        return value
 
     @model_validator(mode="after")
     def _http_needs_global(self) -> DependencyPolicy:

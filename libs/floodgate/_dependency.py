@@ -11,9 +11,13 @@ Each call goes ``gate -> rate limit -> breaker -> deadline -> attempt (timeout) 
                                              tenant="t1", idempotent=True)
 
 The gate slot is held for the whole call, retries included (a retry is not a new arrival);
-the rate limit and the breaker are consulted before every attempt. The retry loop is
-floodgate's own (see `_retry`), so it honours ``Retry-After``, the deadline, the retry
-budget and trio's virtual clock.
+the cool-down, the rate limit and the breaker are consulted before every attempt. The retry
+loop is floodgate's own (see `_retry`), so it honours ``Retry-After`` (with a little jitter,
+never earlier), the deadline, the retry budget and trio's virtual clock.
+
+Polite towards the provider: a 429 pauses the whole dependency for every caller of the process
+for as long as the provider asked (`Cooldown`), and with ``adaptive`` on, the gate's capacity is
+the in-flight limit learned from the 429s (`PushbackLimit`), never above the budget's value.
 """
 
 from __future__ import annotations
@@ -31,13 +35,22 @@ import structlog
 from ._backend import HotPath, hot_path
 from ._breaker import BreakerState, BreakerStatistics, CircuitBreaker
 from ._budget import Budget, DependencyPolicy
+from ._cooldown import Cooldown, CooldownStatistics
 from ._deadline import deadline_headers, time_left
-from ._errors import DeadlineExceeded, DependencyError, FloodgateError, Overloaded, RetryBudgetExhausted
+from ._errors import (
+    CoolingDown,
+    DeadlineExceeded,
+    DependencyError,
+    FloodgateError,
+    Overloaded,
+    RetryBudgetExhausted,
+)
 from ._gate import DEFAULT_TENANT, Gate, GateStatistics
-from ._http import IDEMPOTENT_METHODS, ConnectionWait, make_http_client, parse_retry_after
+from ._http import IDEMPOTENT_METHODS, ConnectionWait, make_http_client, retry_after_from_headers
 from ._metrics import metrics_for
+from ._pushback import PushbackLimit, PushbackLimitStatistics
 from ._ratelimit import TokenBucket, TokenBucketStatistics
-from ._retry import RetryBudget, RetryBudgetStatistics, backoff_delay
+from ._retry import RetryBudget, RetryBudgetStatistics, backoff_delay, retry_after_delay
 
 if TYPE_CHECKING:
     from prometheus_client import CollectorRegistry
@@ -53,7 +66,8 @@ _log = structlog.get_logger("floodgate")
 class DependencyStatistics:
     """A snapshot of a `Dependency`: its gate, breaker, retry budget and rate limit, with
     ``calls_total`` (guarded calls made) and ``failures_total`` (those that ended in an error
-    after the retries the policy allowed)."""
+    after the retries the policy allowed); its cool-down (None when off), its learned limit
+    (None unless adaptive) and ``in_flight``, the attempts sent and not yet answered."""
 
     name: str
     gate: GateStatistics
@@ -64,6 +78,9 @@ class DependencyStatistics:
     failures_total: int
 
 
+    cooldown: CooldownStatistics | None = None
+    limit: PushbackLimitStatistics | None = None
+    in_flight: int = 0
 @dataclass(frozen=True, slots=True)
 class _Failure:
     """What a failed attempt means for breaker and retry decisions."""
@@ -86,8 +103,11 @@ class Dependency:
     exceptions (see `call`), each carrying the HTTP status a service edge answers with.
 
     Build them with `Dependencies.from_budget` (sized for one process from the budget);
-    construct directly in tests. ``rng`` is the random source of the backoff jitter (a callable
-    returning a float in [0, 1)).
+    construct directly in tests. ``rng`` is the random source of the backoff and Retry-After
+    jitter (a callable returning a float in [0, 1)). ``capacity`` is the process's share; with
+    ``policy.adaptive`` the gate admits the lower of it and the learned limit (`resize` changes
+    the share at run time). ``tenants`` (the budget's `TenantTable`) gives the gate each
+    tenant's round-robin weight and, with a ``tenant_share``, its cap.
     """
 
     def __init__(
@@ -103,6 +123,7 @@ class Dependency:
         gate: Gate | None = None,
     ):
         self.name = name
+        tenants: TenantTable | None = None,
         self.policy = policy
         self.client = client
         self._metrics = metrics = metrics_for(registry)
@@ -116,6 +137,7 @@ class Dependency:
             start_margin=self._min_start,
             registry=registry,
         )
+            tenants=tenants,  # each tenant's weight, and its share of the gate (tenant_share)
         self.breaker = CircuitBreaker(name, policy.breaker, on_transition=self._on_breaker_transition)
         self.retry_budget = RetryBudget(
             ratio=policy.retry_budget.ratio,
@@ -124,6 +146,25 @@ class Dependency:
         )
         self.bucket: TokenBucket | None = None
         self._rate_limit_wait = 0.0
+        cooldown = policy.cooldown
+        self.cooldown: Cooldown | None = None
+        if cooldown.enabled:
+            self.cooldown = Cooldown(
+                without_retry_after=cooldown.without_retry_after,
+                max_seconds=cooldown.max_seconds,
+                jitter=policy.retry.retry_after_jitter,
+            )
+        self._share = capacity
+        self.limit: PushbackLimit | None = None
+        if policy.adaptive is not None:
+            ceiling = max(1, capacity)
+            self.limit = PushbackLimit(
+                ceiling,
+                floor=min(policy.adaptive.floor, ceiling),
+                decrease=policy.adaptive.decrease,
+                increase_interval=policy.adaptive.increase_interval,
+            )
+        self._in_flight = 0  # attempts sent and not answered (a retry's backoff is not one)
         if rate is not None and policy.rate_limit is not None:
             self.bucket = TokenBucket(rate=rate, burst=policy.rate_limit.burst)
             self._rate_limit_wait = policy.rate_limit.max_wait
@@ -138,6 +179,8 @@ class Dependency:
                 self._connection_wait = metrics.http_connection_wait.labels(name).observe
 
     # -- metrics helpers -------------------------------------------------------------------------
+            if self.limit is not None:
+                metrics.concurrency_limit.labels(name).set(self.limit.limit)
 
     def _observe(self, label: str, duration: float) -> None:
         metrics = self._metrics
@@ -181,7 +224,8 @@ class Dependency:
         raised one, or a transport error, after retries) or `RetryBudgetExhausted`. Other
         exceptions from ``fn`` propagate unchanged and are not retried. Only calls marked
         ``idempotent`` are retried, except failures the downstream never processed
-        (connect errors, 429).
+        (connect errors, 429). After a 429 the whole dependency pauses (its cool-down): a call
+        that cannot wait out the pause gets `CoolingDown` (an `Overloaded`).
 
         ``fn`` reports a downstream status by raising `DependencyError(status=...,
         retry_after=...)`; `request` does this for HTTP.
@@ -199,12 +243,19 @@ class Dependency:
             )
         try:
             self.gate.acquire_nowait(tenant)
+        arrived = now
         except anyio.WouldBlock:
             await self.gate.acquire(tenant)
             now = ops.current_time()
         try:
             return await self._attempts(fn, args, tenant, idempotent, ops, now, deadline)
         finally:
+            cooldown = self.cooldown
+            if cooldown is not None and cooldown.remaining(now) > 0:
+                # A new call waits out the pause within what is left of its max_wait (the gate's
+                # wait counts) and its deadline; else it is refused without reaching the provider.
+                allowed = min(self.policy.max_wait - (now - arrived), deadline - now - self._min_start)
+                now = await self._wait_for_cooldown(tenant, now, allowed, None)
             self.gate.release(tenant)
 
     async def _attempts(
@@ -225,11 +276,17 @@ class Dependency:
         attempt = 0
         while True:
             attempt += 1
+        failure: _Failure | None = None
             if attempt > 1:
                 now = ops.current_time()  # after the backoff
                 deadline = ops.current_effective_deadline()
             if self.bucket is not None:
                 now = await self._take_token(tenant, now)
+                if self.cooldown is not None and self.cooldown.remaining(now) > 0:
+                    # Another caller's 429 paused the dependency while this one backed off.
+                    assert failure is not None
+                    allowed = min(started + policy.retry.max_total - now, deadline - now - self._min_start)
+                    now = await self._wait_for_cooldown(tenant, now, allowed, failure)
             try:
                 ticket = self.breaker.admit(now)
             except FloodgateError:
@@ -237,7 +294,10 @@ class Dependency:
                 _log.info("floodgate.rejected", dependency=self.name, tenant=tenant, reason="circuit_open")
                 raise
             t0 = now
-            failure: _Failure | None = None
+            failure = None
+            self._in_flight += 1
+            sent_with = self._in_flight
+            generation = self.limit.generation if self.limit is not None else 0
             try:
                 if t0 + attempt_timeout < deadline:
                     with ops.cancel_scope(t0 + attempt_timeout) as scope:
@@ -257,6 +317,8 @@ class Dependency:
                     raise
             t1 = ops.current_time()
             duration = t1 - t0
+            finally:
+                self._in_flight -= 1
             if failure is None:
                 self.breaker.record(t1, ticket, failed=False, duration=duration)
                 self._observe(
@@ -264,9 +326,15 @@ class Dependency:
                 )
                 return result
             self.breaker.record(t1, ticket, failed=failure.unhealthy, duration=duration)
+                if self.limit is not None and self.limit.success(
+                    t1, sent_with=sent_with, generation=generation
+                ):
+                    self._apply_limit(tenant)
             self._observe(failure.label, duration)
             delay = self._retry_delay(failure, attempt, started, t1, idempotent, tenant)
             if self._metrics is not None:
+            if failure.status == 429:
+                self._pushback(failure, tenant, t1, sent_with, generation)
                 self._metrics.retries.labels(self.name, failure.label).inc()
             _log.info(
                 "floodgate.retry",
@@ -359,7 +427,7 @@ class Dependency:
         if failure.retry_after is not None:
             if failure.retry_after > retry.retry_after_cap:
                 raise give_up(f"Retry-After {failure.retry_after:g}s over cap {retry.retry_after_cap:g}s")
-            delay = failure.retry_after
+            delay = retry_after_delay(failure.retry_after, jitter=retry.retry_after_jitter, rng=self._rng)
         else:
             delay = backoff_delay(attempt, base=retry.backoff_base, cap=retry.backoff_cap, rng=self._rng)
         if now + delay - started > retry.max_total:
@@ -382,6 +450,80 @@ class Dependency:
 
     async def _take_token(self, tenant: str, now: float) -> float:
         """Take a token from the rate limit, waiting if allowed; returns the time after."""
+    # -- provider pushback: the cool-down and the learned limit -------------------------------------
+
+    def _pushback(self, failure: _Failure, tenant: str, now: float, sent_with: int, generation: int) -> None:
+        """A 429: pause the dependency (`Cooldown`) and lower the learned limit (`PushbackLimit`)."""
+        cooldown = self.cooldown
+        if cooldown is not None:
+            began = cooldown.remaining(now) <= 0
+            added = cooldown.pushback(now, failure.retry_after)
+            if added > 0 and self._metrics is not None:
+                self._metrics.cooldown_seconds.labels(self.name).inc(added)
+                if began:
+                    self._metrics.cooldowns.labels(self.name).inc()
+            if added > 0 and began:
+                _log.warning(
+                    "floodgate.cooldown",
+                    dependency=self.name,
+                    tenant=tenant,
+                    seconds=round(cooldown.remaining(now), 3),
+                    retry_after=failure.retry_after,
+                )
+        if self.limit is not None and self.limit.pushback(now, sent_with=sent_with, generation=generation):
+            self._apply_limit(tenant)
+
+    async def _wait_for_cooldown(
+        self, tenant: str, now: float, allowed: float, failure: _Failure | None
+    ) -> float:
+        """Wait until the dependency's pause is over (plus a little jitter, never less); returns
+        the time after. Raises `CoolingDown` when the pause outlasts ``allowed`` seconds (a retry's
+        refusal counts as the call's failure; ``failure`` is its last attempt's)."""
+        cooldown = self.cooldown
+        assert cooldown is not None
+        while (left := cooldown.remaining(now)) > 0:
+            if left > allowed:
+                self._rejected("cooldown")
+                _log.info("floodgate.rejected", dependency=self.name, tenant=tenant, reason="cooldown")
+                error = CoolingDown(
+                    f"paused {left:.3g}s more after the provider's 429",
+                    dependency=self.name,
+                    retry_after=left,
+                )
+                if failure is not None:
+                    self._failures += 1
+                    error.__cause__ = failure.exc
+                raise error
+            wait = min(cooldown.wait(now, self._rng), allowed)
+            await anyio.sleep(wait)
+            after = anyio.current_time()
+            allowed -= after - now
+            now = after
+        return now
+
+    def _apply_limit(self, tenant: str) -> None:
+        """Size the gate to the lower of the process's share and the learned limit."""
+        assert self.limit is not None
+        limit = self.limit.limit
+        self.gate.resize(min(self._share, limit))
+        if self._metrics is not None:
+            self._metrics.concurrency_limit.labels(self.name).set(limit)
+        _log.info("floodgate.concurrency_limit", dependency=self.name, tenant=tenant, limit=limit)
+
+    def resize(self, capacity: int) -> None:
+        """Set this process's share of the dependency (the gate's capacity) in place: calls in
+        flight are kept, a lower share takes effect as they finish (`Gate.resize`). With
+        ``adaptive`` on, the share is the learned limit's ceiling and the gate gets the lower of
+        the two. For deployments whose process count changes at run time."""
+        if capacity < 0:
+            raise ValueError(f"capacity must be >= 0, not {capacity}")
+        self._share = capacity
+        if self.limit is not None:
+            self.limit.set_ceiling(max(1, capacity), anyio.current_time())
+            self._apply_limit(DEFAULT_TENANT)
+        else:
+            self.gate.resize(capacity)
+
         bucket = self.bucket
         assert bucket is not None
         if bucket.try_take(now):
@@ -419,7 +561,8 @@ class Dependency:
         """Send an HTTP request through `call`, with this dependency's own client.
 
         Adds ``x-floodgate-deadline-ms`` (time left). A 4xx/5xx answer is a
-        `DependencyError` with ``.status``, ``.retry_after`` (from ``Retry-After``) and
+        `DependencyError` with ``.status``, ``.retry_after`` (from ``retry-after-ms`` or
+        ``Retry-After``: `retry_after_from_headers`) and
         ``.response``; 429/502/503/504 are retried per the policy (``Retry-After`` honoured
         up to its cap). ``idempotent`` defaults to True for GET, HEAD, OPTIONS, PUT, DELETE.
         Other keyword arguments go to `httpx.AsyncClient.request`. With metrics on, each
@@ -449,7 +592,7 @@ class Dependency:
                 f"HTTP {response.status_code}",
                 dependency=self.name,
                 status=response.status_code,
-                retry_after=parse_retry_after(response.headers.get("retry-after")),
+                retry_after=retry_after_from_headers(response.headers),
                 response=response,
             )
         return response
@@ -472,6 +615,9 @@ class Dependency:
             failures_total=self._failures,
         )
 
+            cooldown=self.cooldown.statistics(now) if self.cooldown is not None else None,
+            limit=self.limit.statistics() if self.limit is not None else None,
+            in_flight=self._in_flight,
     def __repr__(self) -> str:
         return f"<Dependency {self.name!r} {self.gate!r} {self.breaker!r} calls={self._calls}>"
 

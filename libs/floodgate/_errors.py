@@ -5,7 +5,9 @@ by what happened rather than where::
 
     FloodgateError                       base; never raised itself
     ├── Overloaded              429      our own budget said no: gate full, waited too long,
-    │                                    client-side rate limit would make us wait too long
+    │   │                                client-side rate limit would make us wait too long
+    │   └── CoolingDown         429      the provider answered 429 a moment ago and the whole
+    │                                    dependency pauses for as long as it asked
     ├── CircuitOpen             503      the breaker for the dependency is open (or half-open
     │                                    with all probes already out)
     ├── DeadlineExceeded        504      the request deadline expired, an attempt timed out,
@@ -33,6 +35,7 @@ __all__ = [
     "CircuitOpen",
     "DeadlineExceeded",
     "DependencyError",
+    "CoolingDown",
     "FloodgateError",
     "Overloaded",
     "PoolUnavailable",
@@ -90,6 +93,17 @@ class Overloaded(FloodgateError):
 class CircuitOpen(FloodgateError):
     """The circuit breaker of the dependency is open: recent calls failed or were too slow,
     so calls are refused without touching the dependency until ``retry_after`` has passed."""
+class CoolingDown(Overloaded):
+    """The provider answered a call of this process 429, and the whole dependency pauses for as
+    long as it asked (`floodgate.Cooldown`): this call could not wait that long, so it was refused
+    without bothering the provider. ``retry_after`` is the time the pause still lasts.
+
+    Its ``code`` is ``overloaded``, like its parent's: to a client it is the same answer (come back
+    after ``Retry-After``); code that schedules its own retries (the ingest worker) tells it apart
+    by type, because the time comes from the provider.
+    """
+
+
 
     http_status = 503
     code = "circuit_open"

@@ -26,7 +26,13 @@ import httpx
 
 from ._budget import DependencyPolicy
 
-__all__ = ["IDEMPOTENT_METHODS", "ConnectionWait", "make_http_client", "parse_retry_after"]
+__all__ = [
+    "IDEMPOTENT_METHODS",
+    "ConnectionWait",
+    "make_http_client",
+    "parse_retry_after",
+    "retry_after_from_headers",
+]
 
 
 class _NoCookies(httpx.Cookies):
@@ -110,6 +116,25 @@ def parse_retry_after(value: str | None, *, now: float | None = None) -> float |
     if not math.isfinite(seconds):
         return None
     return max(0.0, seconds)
+
+
+def retry_after_from_headers(headers: Mapping[str, str], *, now: float | None = None) -> float | None:
+    """Seconds a response asks the client to wait, or None when it names no time.
+
+    ``retry-after-ms`` (milliseconds, as OpenAI's and Azure's APIs and the simulator send it) comes
+    first: ``Retry-After`` has whole seconds only, so a provider that is ready again in 50 ms must
+    round up to 1 s there. Then ``Retry-After`` (`parse_retry_after`). A malformed value counts as
+    absent. ``headers`` is looked up by lower-case name (httpx's headers are case-insensitive).
+    """
+    millis = headers.get("retry-after-ms")
+    if millis is not None:
+        try:
+            value = float(millis.strip())
+        except ValueError:
+            value = math.nan
+        if math.isfinite(value):
+            return max(0.0, value / 1000.0)
+    return parse_retry_after(headers.get("retry-after"), now=now)
 
 
 def make_http_client(

@@ -31,6 +31,8 @@ class FloodgateMetrics:
     ``floodgate_rejections_total{dependency,reason}``. Calls: ``floodgate_attempts_total``,
     ``floodgate_retries_total``, ``floodgate_downstream_latency_seconds{dependency,status}``,
     ``floodgate_http_connection_wait_seconds{dependency}`` (an HTTP attempt's wait for a connection).
+    Provider pushback: ``floodgate_cooldowns_total``, ``floodgate_cooldown_seconds_total``,
+    ``floodgate_dependency_concurrency_limit`` (adaptive dependencies).
     Breakers: ``floodgate_breaker_state`` (0 closed, 1 half-open, 2 open),
     ``floodgate_breaker_transitions_total``. Caches: ``floodgate_cache_requests_total``,
     ``floodgate_singleflight_shared_total``. Pools: ``floodgate_pool_{in_use,size}``,
@@ -89,6 +91,24 @@ class FloodgateMetrics:
             "Time from an HTTP attempt's start until it has a connection (pool wait and connect)",
             ["dependency"],
             buckets=_WAIT_BUCKETS,
+            registry=r,
+        )
+        self.concurrency_limit = Gauge(
+            "floodgate_dependency_concurrency_limit",
+            "In-flight limit learned from the provider's 429s (adaptive dependencies only)",
+            ["dependency"],
+            registry=r,
+        )
+        self.cooldowns = Counter(
+            "floodgate_cooldowns",
+            "Pauses of a whole dependency begun by a provider 429",
+            ["dependency"],
+            registry=r,
+        )
+        self.cooldown_seconds = Counter(
+            "floodgate_cooldown_seconds",
+            "Time a dependency spent paused after provider 429s",
+            ["dependency"],
             registry=r,
         )
         self.breaker_state = Gauge(

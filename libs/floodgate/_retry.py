@@ -19,7 +19,7 @@ from dataclasses import dataclass
 
 from ._window import RollingCounts
 
-__all__ = ["RetryBudget", "RetryBudgetStatistics", "backoff_ceiling", "backoff_delay"]
+__all__ = ["RetryBudget", "RetryBudgetStatistics", "backoff_ceiling", "backoff_delay", "retry_after_delay"]
 
 
 def backoff_ceiling(n: int, *, base: float, cap: float) -> float:
@@ -45,6 +45,21 @@ def backoff_delay(retry: int, *, base: float, cap: float, rng: Callable[[], floa
     """
     ceiling = backoff_ceiling(retry, base=base, cap=cap)
     return rng() * ceiling
+
+
+def retry_after_delay(seconds: float, *, jitter: float, rng: Callable[[], float] = random.random) -> float:
+    """How long to wait when the other side said "retry after ``seconds``": never less, and up to
+    ``jitter`` (a fraction) more, uniformly — ``seconds * (1 + jitter * rng())``.
+
+    Honoured exactly, a ``Retry-After: 1`` sent to many callers at once brings them all back at
+    the same instant, a burst as sharp as the one that was refused. A small spread after the time
+    asked (never before: the provider said when it is ready) breaks the burst up; a spread
+    proportional to the wait keeps a 20 ms ``retry-after-ms`` short and a 10 s one spread over a
+    second.
+    """
+    if seconds <= 0:
+        return 0.0
+    return seconds * (1.0 + jitter * rng())
 
 
 @dataclass(frozen=True)

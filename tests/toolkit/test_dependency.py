@@ -72,15 +72,43 @@ def test_retry_after_is_whole_seconds_rounded_up_and_at_least_one(seconds, heade
     assert floodgate.retry_after_seconds(seconds) == header
 
 
-async def test_retry_after_is_honoured_exactly(autojump_clock):
+async def test_retry_after_is_honoured_with_a_jitter_never_earlier(autojump_clock):
+    # retry_after_jitter is 0.1: the wait is Retry-After x (1 + 0.1 x rng()), rng() = 1.0 here
     dep = make_dependency()
     fn = Script(status(429, retry_after=2.0), status(503, retry_after=0.5), "ok")
     assert await dep.call(fn, idempotent=True) == "ok"
-    assert fn.times == pytest.approx([0.0, 2.0, 2.5])
+    assert fn.times == pytest.approx([0.0, 2.2, 2.75])
+
+
+async def test_retry_after_jitter_zero_is_exact(autojump_clock):
+    dep = make_dependency(rng=lambda: 0.0)
+    fn = Script(status(503, retry_after=2.0), "ok")
+    assert await dep.call(fn, idempotent=True) == "ok"
+    assert fn.times == [0.0, 2.0]
+    dep = make_dependency(retry={"retry_after_jitter": 0.0})
+    fn = Script(status(503, retry_after=2.0), "ok")
+    assert await dep.call(fn, idempotent=True) == "ok"
+    assert fn.times == [2.0, 4.0]
+
+
+async def test_callers_told_the_same_retry_after_come_back_spread_out(autojump_clock):
+    # One dependency, ten calls refused together with "retry after 1 s" (cool-down off, so each
+    # call honours only its own answer): the draws spread their retries over [1.0, 1.1).
+    draws = iter([i / 10 for i in range(10)])
+    dep = make_dependency(
+        rng=lambda: next(draws), cooldown={"enabled": False}, global_concurrency=10, max_waiters=10
+    )
+    scripts = [Script(status(429, retry_after=1.0), "ok") for _ in range(10)]
+    async with trio.open_nursery() as nursery:
+        for fn in scripts:
+            nursery.start_soon(dep.call, fn)
+    retried_at = sorted(fn.times[1] for fn in scripts)
+    assert retried_at == pytest.approx([1.0 + i / 100 for i in range(10)])
+    assert min(retried_at) >= 1.0
 
 
 async def test_429_is_retried_even_for_non_idempotent_calls(autojump_clock):
-    dep = make_dependency()
+    dep = make_dependency(rng=lambda: 0.0)
     fn = Script(status(429, retry_after=1.0), "ok")
     assert await dep.call(fn, idempotent=False) == "ok"
     assert fn.times == [0.0, 1.0]
@@ -164,7 +192,7 @@ async def test_max_total_bounds_the_retries(autojump_clock):
     fn = Script(status(503, retry_after=1.0), status(503, retry_after=1.0), "ok")
     with pytest.raises(floodgate.DependencyError, match="max_total"):
         await dep.call(fn, idempotent=True)
-    assert fn.times == [0.0, 1.0]
+    assert fn.times == pytest.approx([0.0, 1.1])
 
 
 async def test_retry_budget_stops_retry_storms(autojump_clock):

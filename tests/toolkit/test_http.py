@@ -40,11 +40,11 @@ async def test_request_retries_503_honouring_retry_after(autojump_clock):
                 "POST", "/v1/embeddings", json={"input": "x"}, tenant="t1", idempotent=True
             )
     assert resp.json() == {"ok": True}
-    assert [t for t, _ in seen] == [0.0, 2.0]
+    assert [t for t, _ in seen] == pytest.approx([0.0, 2.2])  # Retry-After x (1 + jitter 0.1 x rng 1.0)
     request = seen[1][1]
     assert request.url == "http://api.test/v1/embeddings"
     assert request.headers["authorization"] == "Bearer sk-test"
-    assert request.headers["x-floodgate-deadline-ms"] == "3000"
+    assert request.headers["x-floodgate-deadline-ms"] == "2800"  # 5 s deadline, sent at 2.2 s
     value = registry.get_sample_value
     assert value("floodgate_attempts_total", {"dependency": "api", "outcome": "503"}) == 1
     assert value("floodgate_attempts_total", {"dependency": "api", "outcome": "200"}) == 1
