@@ -60,6 +60,7 @@ from ._errors import (
     Overloaded,
     PoolUnavailable,
     RetryBudgetExhausted,
+    TenantShareExceeded,
     error_body,
     retry_after_header,
     retry_after_seconds,
@@ -71,8 +72,8 @@ from ._membership import Membership, MembershipPolicy, MembershipStatistics, Mem
 from ._membership_pg import PgMembershipStore, open_pg_membership_store
 from ._membership_run import open_membership
 from ._membership_store import InMemoryMembershipStore, LiveService, MembershipStore
-from ._ratelimit import TokenBucket, TokenBucketStatistics
 from ._pushback import PushbackLimit, PushbackLimitStatistics
+from ._ratelimit import TokenBucket, TokenBucketStatistics
 from ._retry import RetryBudget, RetryBudgetStatistics, backoff_ceiling, backoff_delay, retry_after_delay
 from ._tenants import TenantPolicy, TenantTable
 
@@ -102,8 +103,8 @@ __all__ = [
     "DEFAULT_TENANT",
     "ENVOY_TIMEOUT_HEADER",
     "MISSING",
-    "AdaptiveLimit",
     "AdaptiveConcurrencyPolicy",
+    "AdaptiveLimit",
     "AdaptiveLimitStatistics",
     "AdmissionPolicy",
     "BreakerPolicy",
@@ -116,11 +117,11 @@ __all__ = [
     "CacheStore",
     "CircuitBreaker",
     "CircuitOpen",
-    "CostPolicy",
     "Cooldown",
     "CooldownPolicy",
     "CooldownStatistics",
     "CoolingDown",
+    "CostPolicy",
     "DeadlineExceeded",
     "Degradation",
     "Degradations",
@@ -152,9 +153,9 @@ __all__ = [
     "PgPool",
     "PgPoolStatistics",
     "PoolUnavailable",
-    "RateLimitPolicy",
     "PushbackLimit",
     "PushbackLimitStatistics",
+    "RateLimitPolicy",
     "RetryBudget",
     "RetryBudgetExhausted",
     "RetryBudgetPolicy",
@@ -166,6 +167,7 @@ __all__ = [
     "TTLCache",
     "TenantLimits",
     "TenantPolicy",
+    "TenantShareExceeded",
     "TenantTable",
     "TimeoutPolicy",
     "TokenBucket",
@@ -185,10 +187,10 @@ __all__ = [
     "optional",
     "parse_budget",
     "parse_retry_after",
-    "retry_after_header",
-    "retry_after_seconds",
     "retry_after_delay",
     "retry_after_from_headers",
+    "retry_after_header",
+    "retry_after_seconds",
     "rules_yaml",
     "slo_bucket_bounds",
     "time_left",

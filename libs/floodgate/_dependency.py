@@ -55,6 +55,8 @@ from ._retry import RetryBudget, RetryBudgetStatistics, backoff_delay, retry_aft
 if TYPE_CHECKING:
     from prometheus_client import CollectorRegistry
 
+    from ._tenants import TenantTable
+
 __all__ = ["Dependencies", "Dependency", "DependencyStatistics"]
 
 T = TypeVar("T")
@@ -76,11 +78,11 @@ class DependencyStatistics:
     rate_limit: TokenBucketStatistics | None
     calls_total: int
     failures_total: int
-
-
     cooldown: CooldownStatistics | None = None
     limit: PushbackLimitStatistics | None = None
     in_flight: int = 0
+
+
 @dataclass(frozen=True, slots=True)
 class _Failure:
     """What a failed attempt means for breaker and retry decisions."""
@@ -121,9 +123,9 @@ class Dependency:
         registry: CollectorRegistry | None = None,
         rng: Callable[[], float] = random.random,
         gate: Gate | None = None,
+        tenants: TenantTable | None = None,
     ):
         self.name = name
-        tenants: TenantTable | None = None,
         self.policy = policy
         self.client = client
         self._metrics = metrics = metrics_for(registry)
@@ -135,17 +137,15 @@ class Dependency:
             max_waiters=policy.max_waiters,
             max_wait=policy.max_wait,
             start_margin=self._min_start,
+            tenants=tenants,  # each tenant's weight, and its share of the gate (tenant_share)
             registry=registry,
         )
-            tenants=tenants,  # each tenant's weight, and its share of the gate (tenant_share)
         self.breaker = CircuitBreaker(name, policy.breaker, on_transition=self._on_breaker_transition)
         self.retry_budget = RetryBudget(
             ratio=policy.retry_budget.ratio,
             window=policy.retry_budget.window,
             min_retries=policy.retry_budget.min_retries,
         )
-        self.bucket: TokenBucket | None = None
-        self._rate_limit_wait = 0.0
         cooldown = policy.cooldown
         self.cooldown: Cooldown | None = None
         if cooldown.enabled:
@@ -165,6 +165,8 @@ class Dependency:
                 increase_interval=policy.adaptive.increase_interval,
             )
         self._in_flight = 0  # attempts sent and not answered (a retry's backoff is not one)
+        self.bucket: TokenBucket | None = None
+        self._rate_limit_wait = 0.0
         if rate is not None and policy.rate_limit is not None:
             self.bucket = TokenBucket(rate=rate, burst=policy.rate_limit.burst)
             self._rate_limit_wait = policy.rate_limit.max_wait
@@ -177,10 +179,10 @@ class Dependency:
             metrics.breaker_state.labels(name).set(0)
             if client is not None:
                 self._connection_wait = metrics.http_connection_wait.labels(name).observe
-
-    # -- metrics helpers -------------------------------------------------------------------------
             if self.limit is not None:
                 metrics.concurrency_limit.labels(name).set(self.limit.limit)
+
+    # -- metrics helpers -------------------------------------------------------------------------
 
     def _observe(self, label: str, duration: float) -> None:
         metrics = self._metrics
@@ -241,21 +243,21 @@ class Dependency:
                 f"too little time left to start ({max(0.0, deadline - now):.3f}s < {self._min_start:g}s)",
                 dependency=self.name,
             )
+        arrived = now
         try:
             self.gate.acquire_nowait(tenant)
-        arrived = now
         except anyio.WouldBlock:
             await self.gate.acquire(tenant)
             now = ops.current_time()
         try:
-            return await self._attempts(fn, args, tenant, idempotent, ops, now, deadline)
-        finally:
             cooldown = self.cooldown
             if cooldown is not None and cooldown.remaining(now) > 0:
                 # A new call waits out the pause within what is left of its max_wait (the gate's
                 # wait counts) and its deadline; else it is refused without reaching the provider.
                 allowed = min(self.policy.max_wait - (now - arrived), deadline - now - self._min_start)
                 now = await self._wait_for_cooldown(tenant, now, allowed, None)
+            return await self._attempts(fn, args, tenant, idempotent, ops, now, deadline)
+        finally:
             self.gate.release(tenant)
 
     async def _attempts(
@@ -274,19 +276,19 @@ class Dependency:
         self._calls += 1
         self.retry_budget.record_call(started)
         attempt = 0
+        failure: _Failure | None = None
         while True:
             attempt += 1
-        failure: _Failure | None = None
             if attempt > 1:
                 now = ops.current_time()  # after the backoff
                 deadline = ops.current_effective_deadline()
-            if self.bucket is not None:
-                now = await self._take_token(tenant, now)
                 if self.cooldown is not None and self.cooldown.remaining(now) > 0:
                     # Another caller's 429 paused the dependency while this one backed off.
                     assert failure is not None
                     allowed = min(started + policy.retry.max_total - now, deadline - now - self._min_start)
                     now = await self._wait_for_cooldown(tenant, now, allowed, failure)
+            if self.bucket is not None:
+                now = await self._take_token(tenant, now)
             try:
                 ticket = self.breaker.admit(now)
             except FloodgateError:
@@ -315,26 +317,26 @@ class Dependency:
                     if isinstance(exc, anyio.get_cancelled_exc_class()):
                         self._observe("cancelled", ops.current_time() - t0)
                     raise
-            t1 = ops.current_time()
-            duration = t1 - t0
             finally:
                 self._in_flight -= 1
+            t1 = ops.current_time()
+            duration = t1 - t0
             if failure is None:
                 self.breaker.record(t1, ticket, failed=False, duration=duration)
                 self._observe(
                     str(result.status_code) if isinstance(result, httpx.Response) else "ok", duration
                 )
-                return result
-            self.breaker.record(t1, ticket, failed=failure.unhealthy, duration=duration)
                 if self.limit is not None and self.limit.success(
                     t1, sent_with=sent_with, generation=generation
                 ):
                     self._apply_limit(tenant)
+                return result
+            self.breaker.record(t1, ticket, failed=failure.unhealthy, duration=duration)
             self._observe(failure.label, duration)
-            delay = self._retry_delay(failure, attempt, started, t1, idempotent, tenant)
-            if self._metrics is not None:
             if failure.status == 429:
                 self._pushback(failure, tenant, t1, sent_with, generation)
+            delay = self._retry_delay(failure, attempt, started, t1, idempotent, tenant)
+            if self._metrics is not None:
                 self._metrics.retries.labels(self.name, failure.label).inc()
             _log.info(
                 "floodgate.retry",
@@ -448,8 +450,6 @@ class Dependency:
             raise error
         return delay
 
-    async def _take_token(self, tenant: str, now: float) -> float:
-        """Take a token from the rate limit, waiting if allowed; returns the time after."""
     # -- provider pushback: the cool-down and the learned limit -------------------------------------
 
     def _pushback(self, failure: _Failure, tenant: str, now: float, sent_with: int, generation: int) -> None:
@@ -524,6 +524,8 @@ class Dependency:
         else:
             self.gate.resize(capacity)
 
+    async def _take_token(self, tenant: str, now: float) -> float:
+        """Take a token from the rate limit, waiting if allowed; returns the time after."""
         bucket = self.bucket
         assert bucket is not None
         if bucket.try_take(now):
@@ -613,11 +615,11 @@ class Dependency:
             rate_limit=self.bucket.statistics(now) if self.bucket is not None else None,
             calls_total=self._calls,
             failures_total=self._failures,
-        )
-
             cooldown=self.cooldown.statistics(now) if self.cooldown is not None else None,
             limit=self.limit.statistics() if self.limit is not None else None,
             in_flight=self._in_flight,
+        )
+
     def __repr__(self) -> str:
         return f"<Dependency {self.name!r} {self.gate!r} {self.breaker!r} calls={self._calls}>"
 
@@ -682,6 +684,7 @@ class Dependencies(Mapping[str, Dependency]):
                 client=client,
                 registry=registry,
                 rng=rng,
+                tenants=budget.tenants,
             )
         return cls(deps, service=service)
 

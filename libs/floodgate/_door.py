@@ -12,23 +12,32 @@ lowers it while completed requests take longer than their recent best (`observe`
 dependency that sets the request rate has a queue (``waiting``). Entering and leaving are
 synchronous; the caller measures each request and calls `observe`.
 
+With a tenant table whose ``tenant_share`` covers the door (the endpoint's, or a tenant's
+override), one tenant holds at most its share of the limit now (`TenantTable.share_limit` of
+`limit`); a tenant at its share is refused with `TenantShareExceeded` while the others still
+get in.
+
 Metrics (with ``registry``) use the gate families under the label ``admission_<name>``:
 ``floodgate_gate_in_use``, ``floodgate_gate_capacity`` (the limit now) and
-``floodgate_rejections_total{reason="admission"}``.
+``floodgate_rejections_total{reason="admission"}`` (``reason="tenant_share"`` for a tenant at its share).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from types import MappingProxyType
 from typing import TYPE_CHECKING
 
 from ._adaptive import AdaptiveLimit
-from ._errors import Overloaded
+from ._errors import Overloaded, TenantShareExceeded
+from ._gate import DEFAULT_TENANT
 from ._metrics import metrics_for
 
 if TYPE_CHECKING:
     from prometheus_client import CollectorRegistry
+
+    from ._tenants import TenantTable
 
 __all__ = ["Door", "DoorStatistics"]
 
@@ -43,6 +52,9 @@ class DoorStatistics:
     ceiling: int
     admitted_total: int
     refused_total: int
+    #: of ``refused_total``: refused because the tenant held its share
+    refused_share_total: int = 0
+    in_flight_by_tenant: Mapping[str, int] = field(default_factory=dict)
 
 
 class Door:
@@ -57,6 +69,9 @@ class Door:
     ``ceiling``) the most it may admit. An adaptive door learns from `observe` (each completed
     request's latency) and, when ``waiting`` is given, from how many wait at the bottleneck
     (read on each entry). ``detail`` ends the refusal's message (what sets the limit, say).
+
+    ``tenants`` (a `TenantTable`) caps each tenant at its share of the door named ``name``;
+    pass the tenant to `try_enter`, `enter`, `refusal` and `leave`.
     """
 
     def __init__(
@@ -69,6 +84,7 @@ class Door:
         dependency: str | None = None,
         retry_after: float = 1.0,
         detail: str | None = None,
+        tenants: TenantTable | None = None,
         registry: CollectorRegistry | None = None,
     ) -> None:
         if ceiling < 0:
@@ -87,14 +103,19 @@ class Door:
         self.detail = detail
         self._waiting = waiting if adaptive is not None else None
         self._in_flight = 0
+        self._in_flight_by_tenant: dict[str, int] = {}
+        #: the tenant table when it caps this door (None: any tenant may take every place)
+        self._tenants = tenants if tenants is not None and tenants.has_share(name) else None
         self._admitted = 0
         self._refused = 0
+        self._refused_share = 0
         metrics = metrics_for(registry)
         self._metered = metrics is not None
         if metrics is not None:
             label = f"admission_{name}"
             self._m_in_use = metrics.gate_in_use.labels(label)
             self._m_refused = metrics.rejections.labels(label, "admission")
+            self._m_refused_share = metrics.rejections.labels(label, "tenant_share")
             self._m_capacity = metrics.gate_capacity.labels(label)
             self._m_capacity.set(self.limit)
 
@@ -108,40 +129,86 @@ class Door:
     def in_flight(self) -> int:
         return self._in_flight
 
-    def try_enter(self) -> bool:
-        """Take a place if one is free; False (counted as a refusal) when the door is full."""
+    def share_of(self, tenant: str) -> int:
+        """The places ``tenant`` may hold now: its share of `limit` (all of it uncapped)."""
+        tenants = self._tenants
+        limit = self.limit
+        return limit if tenants is None else tenants.share_limit(tenant, self.name, limit)
+
+    def try_enter(self, tenant: str = DEFAULT_TENANT) -> bool:
+        """Take a place if one is free and ``tenant`` is under its share; False (counted as a
+        refusal) otherwise."""
         adaptive = self.adaptive
         if adaptive is not None:
             adaptive.note_in_flight(self._in_flight + 1)
             if self._waiting is not None:
                 adaptive.note_queue(self._waiting())
+        held = self._in_flight_by_tenant.get(tenant, 0)
+        if self._tenants is not None and self._holds_share(held, tenant):
+            self._refused += 1
+            self._refused_share += 1
+            if self._metered:
+                self._m_refused_share.inc()
+            return False
         if self._in_flight >= self.limit:
             self._refused += 1
             if self._metered:
                 self._m_refused.inc()
             return False
+        self._in_flight_by_tenant[tenant] = held + 1
         self._in_flight += 1
         self._admitted += 1
         if self._metered:
             self._m_in_use.set(self._in_flight)
         return True
 
-    def enter(self) -> None:
+    def enter(self, tenant: str = DEFAULT_TENANT) -> None:
         """Take a place, or raise `refusal()`."""
-        if not self.try_enter():
-            raise self.refusal()
+        if not self.try_enter(tenant):
+            raise self.refusal(tenant)
 
-    def refusal(self) -> Overloaded:
-        """The error a refused request gets: `Overloaded`, naming the limit and ``dependency``."""
+    def _holds_share(self, held: int, tenant: str) -> bool:
+        # A share as large as the door is no cap: the door being full refuses that tenant.
+        share = self.share_of(tenant)
+        return share < self.limit and held >= share
+
+    def at_share(self, tenant: str) -> bool:
+        """Whether ``tenant`` holds its whole share (smaller than the door) now: its next entry
+        would be refused for its share."""
+        return self._tenants is not None and self._holds_share(
+            self._in_flight_by_tenant.get(tenant, 0), tenant
+        )
+
+    def refusal(self, tenant: str | None = None) -> Overloaded:
+        """The error a refused request gets: `TenantShareExceeded` when ``tenant`` holds its
+        share, else `Overloaded`, naming the limit and ``dependency``."""
+        if tenant is not None and self.at_share(tenant):
+            return self.share_refusal(self.share_of(tenant))
         reason = f"{self.name} is at its limit of {self.limit} requests in flight"
         if self.detail:
             reason += f" ({self.detail})"
         return Overloaded(reason, dependency=self.dependency, retry_after=self.retry_after)
 
-    def leave(self) -> None:
-        """Give back the place taken by `enter` or a successful `try_enter`."""
-        if self._in_flight <= 0:
-            raise RuntimeError(f"door {self.name!r}: leave() without enter()")
+    def share_refusal(self, share: int) -> TenantShareExceeded:
+        """The error of a tenant refused at its ``share`` of the door (the same for every tenant
+        with that share: it names no tenant, so it can be rendered once)."""
+        return TenantShareExceeded(
+            f"this tenant's share of {self.name} is {share} of the {self.limit} requests in flight, all held",
+            dependency=self.name,
+            retry_after=self.retry_after,
+            share=share,
+            limit=self.limit,
+        )
+
+    def leave(self, tenant: str = DEFAULT_TENANT) -> None:
+        """Give back the place ``tenant`` took with `enter` or a successful `try_enter`."""
+        held = self._in_flight_by_tenant.get(tenant, 0)
+        if held <= 0:
+            raise RuntimeError(f"door {self.name!r}: leave() by tenant {tenant!r} without enter()")
+        if held == 1:
+            del self._in_flight_by_tenant[tenant]
+        else:
+            self._in_flight_by_tenant[tenant] = held - 1
         self._in_flight -= 1
         if self._metered:
             self._m_in_use.set(self._in_flight)
@@ -159,7 +226,14 @@ class Door:
 
     def statistics(self) -> DoorStatistics:
         return DoorStatistics(
-            self.name, self._in_flight, self.limit, self.ceiling, self._admitted, self._refused
+            self.name,
+            self._in_flight,
+            self.limit,
+            self.ceiling,
+            self._admitted,
+            self._refused,
+            self._refused_share,
+            MappingProxyType(dict(self._in_flight_by_tenant)),
         )
 
     def __repr__(self) -> str:

@@ -2,8 +2,10 @@
 
 A `Gate` is a bulkhead in front of one dependency: at most ``capacity`` holders, at most
 ``max_waiters`` waiting, no one waiting longer than ``max_wait`` (or than their deadline
-allows), slots handed out round-robin between tenants. When the answer is "no", it is
-`Overloaded`, and it comes fast.
+allows), slots handed out round-robin between tenants. With a tenant table whose
+``tenant_share`` covers the gate, one tenant holds at most its share of the slots and of the
+waiting places, and the rest stays free for the others. When the answer is "no", it is
+`Overloaded` (`TenantShareExceeded` when it is the tenant's share), and it comes fast.
 
 The queue discipline lives in `_FairQueue`, a small synchronous state machine; the `Gate`
 adds the one await (waiting for a grant) and the bookkeeping for cancellation around it.
@@ -12,7 +14,7 @@ adds the one await (waiting for a grant) and the bookkeeping for cancellation ar
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import TYPE_CHECKING
@@ -20,11 +22,13 @@ from typing import TYPE_CHECKING
 import anyio
 import structlog
 
-from ._errors import Overloaded
+from ._errors import Overloaded, TenantShareExceeded
 from ._metrics import metrics_for
 
 if TYPE_CHECKING:
     from prometheus_client import CollectorRegistry
+
+    from ._tenants import TenantTable
 
 __all__ = ["DEFAULT_TENANT", "Gate", "GateStatistics"]
 
@@ -48,11 +52,16 @@ class _FairQueue:
 
     The tenant at the head of the ring is served up to its weight in a row, then moves to the
     back. A tenant that arrives joins the back of the ring, so no tenant is served twice in a
-    row beyond its weight while another one waits.
+    row beyond its weight while another one waits. A tenant that may not be served now (at its
+    share: ``eligible`` says no) gives up its turn and moves to the back.
     """
 
-    def __init__(self, weights: Mapping[str, int] | None = None):
-        self._weights = dict(weights or {})
+    def __init__(
+        self, weights: Mapping[str, int] | None = None, *, weight: Callable[[str], int] | None = None
+    ):
+        table = dict(weights or {})
+        #: a tenant's turns in a row (``weight`` when given, else ``weights``, else 1)
+        self.weight: Callable[[str], int] = weight or (lambda tenant: table.get(tenant, 1))
         self._queues: dict[str, deque[_Waiter]] = {}
         self._ring: deque[str] = deque()
         self._served_in_turn = 0
@@ -60,9 +69,6 @@ class _FairQueue:
 
     def __len__(self) -> int:
         return self._len
-
-    def weight(self, tenant: str) -> int:
-        return self._weights.get(tenant, 1)
 
     def push(self, waiter: _Waiter) -> None:
         queue = self._queues.get(waiter.tenant)
@@ -72,8 +78,25 @@ class _FairQueue:
         queue.append(waiter)
         self._len += 1
 
-    def pop(self) -> _Waiter:
-        tenant = self._ring[0]
+    def waiting_of(self, tenant: str) -> int:
+        queue = self._queues.get(tenant)
+        return 0 if queue is None else len(queue)
+
+    def has_eligible(self, eligible: Callable[[str], bool]) -> bool:
+        return any(eligible(tenant) for tenant in self._ring)
+
+    def pop(self, eligible: Callable[[str], bool] | None = None) -> _Waiter | None:
+        """The next waiter in turn (None: every waiting tenant is ineligible)."""
+        ring = self._ring
+        if eligible is not None and not eligible(ring[0]):
+            for skipped in range(1, len(ring)):
+                if eligible(ring[skipped]):
+                    break
+            else:
+                return None
+            ring.rotate(-skipped)
+            self._served_in_turn = 0
+        tenant = ring[0]
         queue = self._queues[tenant]
         waiter = queue.popleft()
         self._len -= 1
@@ -115,6 +138,8 @@ class GateStatistics:
     waiting_by_tenant: Mapping[str, int] = field(default_factory=dict)
     granted_total: int = 0
     rejected_total: int = 0
+    #: of ``rejected_total``: refused because the tenant held its share (`TenantShareExceeded`)
+    rejected_share_total: int = 0
 
 
 class Gate:
@@ -135,8 +160,17 @@ class Gate:
     - at ``deadline - start_margin`` when the caller's cancel-scope deadline comes first,
       so that the caller learns "overloaded", not "timed out", and can still answer.
 
-    A free slot is never taken past a waiter (`acquire_nowait` raises `anyio.WouldBlock` while
-    anyone waits). Cancellation at any point leaves the gate consistent: a cancelled waiter
+    With ``tenants`` (a `TenantTable`), each tenant's turns are its ``weight``, and when the
+    table gives the gate a share (``tenant_share`` of the dependency named ``name``, or a
+    tenant's override) a tenant holds at most `TenantTable.share_limit` of the ``capacity``
+    slots and as large a share of the ``max_waiters`` places. A tenant at its share waits for
+    one of its own slots to come back; a tenant whose places are all taken, or whose wait ends
+    while it still holds its share, gets `TenantShareExceeded`. Other tenants are unaffected:
+    free slots go to them past the capped tenant's waiters. With one tenant alone the cap still
+    applies: a share is what a tenant can count on, not what is left over.
+
+    A free slot is never taken past a waiter that could have it (`acquire_nowait` raises
+    `anyio.WouldBlock` while such a waiter waits). Cancellation at any point leaves the gate consistent: a cancelled waiter
     leaves the queue, and a slot granted to a waiter that was cancelled at the same moment is
     passed on to the next one.
 
@@ -152,6 +186,7 @@ class Gate:
         max_waiters: int,
         max_wait: float,
         weights: Mapping[str, int] | None = None,
+        tenants: TenantTable | None = None,
         start_margin: float = 0.0,
         retry_after: float | None = None,
         registry: CollectorRegistry | None = None,
@@ -164,17 +199,26 @@ class Gate:
             raise ValueError(f"max_wait must be >= 0, not {max_wait}")
         if weights and min(weights.values()) < 1:
             raise ValueError("weights must be >= 1")
+        if weights and tenants is not None:
+            raise ValueError("give weights or tenants (whose table has the weights), not both")
         self.name = name
         self.capacity = capacity
         self.max_waiters = max_waiters
         self.max_wait = max_wait
         self.start_margin = start_margin
         self.retry_after = retry_after if retry_after is not None else max(1.0, max_wait)
-        self._queue = _FairQueue(weights)
+        if tenants is not None:
+            self._queue = _FairQueue(weight=lambda tenant: tenants.policy(tenant).weight)
+        else:
+            self._queue = _FairQueue(weights)
+        #: the tenant table when it caps this gate (None: every tenant may use every slot)
+        self._tenants = tenants if tenants is not None and tenants.has_share(name) else None
+        self._eligible = self._under_share if self._tenants is not None else None
         self._in_use = 0
         self._in_use_by_tenant: dict[str, int] = {}
         self._granted_total = 0
         self._rejected_total = 0
+        self._rejected_share_total = 0
         self._metrics = metrics = metrics_for(registry)
         if metrics is not None:
             self._m_in_use = metrics.gate_in_use.labels(name)
@@ -201,15 +245,48 @@ class Gate:
         self._in_use -= 1
         self._grant_free_slots()
 
+    def share_of(self, tenant: str) -> int:
+        """The slots ``tenant`` may hold now (its share of ``capacity``; all of them uncapped)."""
+        tenants = self._tenants
+        return self.capacity if tenants is None else tenants.share_limit(tenant, self.name, self.capacity)
+
+    def _under_share(self, tenant: str) -> bool:
+        return self._in_use_by_tenant.get(tenant, 0) < self.share_of(tenant)
+
+    def _at_share(self, tenant: str) -> bool:
+        """Whether ``tenant`` is refused for its share: it holds a share smaller than the gate.
+        (A tenant whose share is the whole gate is refused because the gate is full.)"""
+        if self._tenants is None:
+            return False
+        share = self.share_of(tenant)
+        return share < self.capacity and self._in_use_by_tenant.get(tenant, 0) >= share
+
     def _grant_free_slots(self) -> None:
-        """Hand free slots to waiters, in queue order, while both exist."""
+        """Hand free slots to waiters, in queue order (skipping tenants at their share), while both exist."""
         while self._queue and self._in_use < self.capacity:
-            waiter = self._queue.pop()
+            waiter = self._queue.pop(self._eligible)
+            if waiter is None:
+                return  # everyone waiting holds their share already
             waiter.granted = True
             self._take(waiter.tenant)
             waiter.event.set()
 
     def _reject(self, reason: str, message: str, tenant: str) -> Overloaded:
+        self._count_rejection(reason, tenant)
+        return Overloaded(message, dependency=self.name, retry_after=self.retry_after)
+
+    def _reject_share(self, message: str, tenant: str) -> TenantShareExceeded:
+        self._rejected_share_total += 1
+        self._count_rejection("tenant_share", tenant)
+        return TenantShareExceeded(
+            f"this tenant's share is {self.share_of(tenant)} of the {self.capacity} slots: {message}",
+            dependency=self.name,
+            retry_after=self.retry_after,
+            share=self.share_of(tenant),
+            limit=self.capacity,
+        )
+
+    def _count_rejection(self, reason: str, tenant: str) -> None:
         self._rejected_total += 1
         if self._metrics is not None:
             self._metrics.rejections.labels(self.name, reason).inc()
@@ -222,7 +299,6 @@ class Gate:
             in_use=self._in_use,
             waiting=len(self._queue),
         )
-        return Overloaded(message, dependency=self.name, retry_after=self.retry_after)
 
     def _publish(self) -> None:
         if self._metrics is not None:
@@ -230,8 +306,15 @@ class Gate:
             self._m_waiting.set(len(self._queue))
 
     def _take_free_slot(self, tenant: str) -> bool:
-        """Take a slot if one is free and nobody waits (a newcomer never overtakes a waiter)."""
-        if self._in_use >= self.capacity or self._queue:
+        """Take a slot if one is free, the tenant is under its share, and no waiter could have
+        it (a newcomer never overtakes a waiter; one at its share it may)."""
+        if self._in_use >= self.capacity:
+            return False
+        eligible = self._eligible
+        if eligible is None:
+            if self._queue:
+                return False
+        elif not eligible(tenant) or (self._queue and self._queue.has_eligible(eligible)):
             return False
         self._take(tenant)
         if self._metrics is not None:
@@ -252,13 +335,24 @@ class Gate:
             return
         # A caller cancelled already gets its Cancelled, not a rejection the gate did not make.
         await anyio.lowlevel.checkpoint_if_cancelled()
+        at_share = self._at_share(tenant)
+        if self._tenants is not None:
+            places = self._tenants.share_limit(tenant, self.name, self.max_waiters)
+            if places < self.max_waiters and self._queue.waiting_of(tenant) >= places:
+                raise self._reject_share(
+                    f"all held, and its {places} of the {self.max_waiters} waiting places", tenant
+                )
         if len(self._queue) >= self.max_waiters or self.max_wait <= 0:
+            if at_share:
+                raise self._reject_share("all held, and no waiting place", tenant)
             raise self._reject(
                 "queue_full", f"all {self.capacity} slots busy and {len(self._queue)} waiting", tenant
             )
         now = anyio.current_time()
         give_up_at = min(now + self.max_wait, anyio.current_effective_deadline() - self.start_margin)
         if give_up_at <= now:
+            if at_share:
+                raise self._reject_share("all held, and no time left to wait", tenant)
             raise self._reject("deadline", f"all {self.capacity} slots busy and no time left to wait", tenant)
         waiter = _Waiter(tenant, now)
         self._queue.push(waiter)
@@ -282,6 +376,8 @@ class Gate:
             return
         self._queue.remove(waiter)
         self._publish()
+        if self._at_share(tenant):
+            raise self._reject_share(f"all held for {waited:.3g}s", tenant)
         why = "max_wait" if give_up_at >= now + self.max_wait else "deadline"
         raise self._reject(why, f"no slot free within {waited:.3g}s (capacity {self.capacity})", tenant)
 
@@ -336,6 +432,7 @@ class Gate:
             waiting_by_tenant=MappingProxyType(self._queue.by_tenant()),
             granted_total=self._granted_total,
             rejected_total=self._rejected_total,
+            rejected_share_total=self._rejected_share_total,
         )
 
     def __repr__(self) -> str:

@@ -21,6 +21,10 @@ the extra load is refused at once instead of queueing inside. It never admits mo
 door that grew when requests got slower (to keep the bottleneck busy) fed on itself when the
 slowness came from the load, as the overload benchmark showed. The budget is the source of
 truth for the ceiling: change ``typical_latency`` or the limits there.
+
+With ``tenant_share`` in ``[endpoints.<name>.admission]`` (or a tenant's ``share`` override in
+``[tenants]``) one tenant holds at most its share of the door's limit now; a tenant at its share
+gets 429 ``tenant_share_exceeded`` while the others still get in (docs/tenants.md).
 """
 
 from __future__ import annotations
@@ -135,8 +139,8 @@ def make_door(
 ) -> floodgate.Door:
     """The endpoint's `floodgate.Door` as the budget describes it: its ceiling from
     `endpoint_capacity`, static or adaptive (``[endpoints.<name>.admission]``), refusals naming the
-    bottleneck (429, ``Retry-After: 1``); ``gates`` (dependency -> its gate) lets an adaptive door
-    watch its bottleneck's queue."""
+    bottleneck (429, ``Retry-After: 1``), each tenant capped at its share (the budget's tenant
+    table); ``gates`` (dependency -> its gate) lets an adaptive door watch its bottleneck's queue."""
     capacity = endpoint_capacity(budget, endpoint)
     policy = budget.endpoint(endpoint).admission
     adaptive = waiting = None
@@ -159,5 +163,6 @@ def make_door(
         dependency=capacity.bottleneck,
         retry_after=1.0,
         detail=f"the {capacity.bottleneck} budget carries {capacity.rps:.3g} requests/s",
+        tenants=budget.tenants,
         registry=registry,
     )

@@ -11,10 +11,11 @@ For each endpoint route (method + exact path, from the endpoint records) `FrontD
 
 1. leaves requests without a valid tenant header to the app (401/400 come from the chassis:
    the tenant is checked before the door, as before);
-2. takes a place at the endpoint's door (a `floodgate.Door`), holds it while the app handles the
-   request (body, validation, the endpoint, sending the response), and gives it back however the
-   request ends;
-3. or answers 429 at once — the same error body, ``Retry-After``, ``x-request-id`` and
+2. takes a place at the endpoint's door (a `floodgate.Door`) for the request's tenant, holds it
+   while the app handles the request (body, validation, the endpoint, sending the response), and
+   gives it back however the request ends;
+3. or answers 429 at once (``tenant_share_exceeded`` when the tenant holds its share of the
+   door, ``overloaded`` when the door is full) — the same error body, ``Retry-After``, ``x-request-id`` and
    ``Server-Timing`` as any other endpoint error. The body is read and dropped first (a response
    sent before the body is read leaves bytes on a keep-alive connection, and the client's next
    request hangs), up to the endpoint's ``max_body_bytes``; a larger body closes the connection.
@@ -75,7 +76,7 @@ class FrontDoor:
         self.app = app
         self._routes = {route.path: route for route in routes}
         self._chassis = chassis_state
-        self._bodies: dict[tuple[str, int], bytes] = {}  # (path, limit) -> rendered error body
+        self._bodies: dict[tuple[str, int, int | None], bytes] = {}  # (path, limit, share) -> error body
         self._metrics: dict[str, tuple[Any, Any]] = {}  # path -> (requests counter, latency histogram)
         self._last_log: dict[str, float] = {}
         self._unlogged: dict[str, int] = dict.fromkeys(self._routes, 0)
@@ -91,22 +92,26 @@ class FrontDoor:
                 tenant = value
             elif name == _REQUEST_ID:
                 request_id = value
-        if tenant is None or not chassis.is_valid_tenant(tenant.decode("latin-1")):
+        tenant_name = None if tenant is None else tenant.decode("latin-1")
+        if tenant_name is None or not chassis.is_valid_tenant(tenant_name):
             await self.app(scope, receive, send)  # the chassis answers 401/400
             return
         door = route.door
-        if door.try_enter():
+        if door.try_enter(tenant_name):
             if door.adaptive is None:
                 try:
                     await self.app(scope, receive, send)
                 finally:
-                    door.leave()
+                    door.leave(tenant_name)
                 return
-            await self._admit_measured(door, scope, receive, send)
+            await self._admit_measured(door, tenant_name, scope, receive, send)
             return
-        await self._refuse(route, scope, receive, send, request_id)
+        share = door.share_of(tenant_name) if door.at_share(tenant_name) else None
+        await self._refuse(route, scope, receive, send, request_id, share)
 
-    async def _admit_measured(self, door: floodgate.Door, scope: Scope, receive: Receive, send: Send) -> None:
+    async def _admit_measured(
+        self, door: floodgate.Door, tenant: str, scope: Scope, receive: Receive, send: Send
+    ) -> None:
         """Run the app for an admitted request and feed its latency to the door's adaptive limit."""
         status = 0
 
@@ -120,7 +125,7 @@ class FrontDoor:
         try:
             await self.app(scope, receive, send_watched)
         finally:
-            door.leave()
+            door.leave(tenant)
         # Client errors (bad body, validation) end before any downstream work: their time says
         # nothing about how loaded the process is. Answers and 5xx (deadlines included) do.
         if status < 400 or status >= 500:
@@ -130,11 +135,18 @@ class FrontDoor:
     # -- the refusal -----------------------------------------------------------------------------
 
     async def _refuse(
-        self, route: DoorRoute, scope: Scope, receive: Receive, send: Send, request_id: bytes | None
+        self,
+        route: DoorRoute,
+        scope: Scope,
+        receive: Receive,
+        send: Send,
+        request_id: bytes | None,
+        share: int | None,
     ) -> None:
+        """Answer 429: the tenant's ``share`` of the door is all held, or (None) the door is full."""
         started = time.perf_counter()
         keep_alive = await self._drain(scope, receive, route.max_body_bytes)
-        body = self._body(route)
+        body = self._body(route, share)
         headers = [
             (b"content-type", b"application/json"),
             (b"content-length", str(len(body)).encode()),
@@ -173,11 +185,13 @@ class FrontDoor:
             if not message.get("more_body", False):
                 return True
 
-    def _body(self, route: DoorRoute) -> bytes:
-        key = (route.path, route.door.limit)
+    def _body(self, route: DoorRoute, share: int | None) -> bytes:
+        # One rendering per limit and share, never per tenant: the body names no tenant.
+        key = (route.path, route.door.limit, share)
         body = self._bodies.get(key)
         if body is None:
-            error = route.door.refusal()
+            door = route.door
+            error = door.refusal() if share is None else door.share_refusal(share)
             body = self._bodies[key] = json.dumps({"error": floodgate.error_body(error)}).encode()
         return body
 

@@ -17,7 +17,7 @@ from services.online._degrade import degradable, degradations_of
 from services.online._fanout import gather_settled, gather_strict
 from services.online._timing import ServerTiming
 
-from .conftest import make_budget
+from .conftest import TENANT, make_budget
 
 
 def test_public_api_is_declared() -> None:
@@ -186,18 +186,19 @@ def test_the_door_admits_what_the_budget_implies_and_refuses_at_once() -> None:
     assert capacity.bottleneck_latency == 0.4
     door = make_door(make_budget(), "deal_brain")
     assert door.limit == door.ceiling == capacity.in_flight == math.ceil(40 * 0.6 * HEADROOM)
+    # acme's share is the whole door (tests/online/test_tenant_shares.py: the other tenants')
     for _ in range(capacity.in_flight):
-        door.enter()
+        door.enter(TENANT)
     with pytest.raises(floodgate.Overloaded) as refused:
-        door.enter()
+        door.enter(TENANT)
     assert refused.value.dependency == "llm"
     assert refused.value.retry_after == 1.0
     assert str(refused.value) == (
         f"llm: deal_brain is at its limit of {capacity.in_flight} requests in flight "
         f"(the llm budget carries {capacity.rps:.3g} requests/s)"
     )
-    door.leave()
-    door.enter()
+    door.leave(TENANT)
+    door.enter(TENANT)
     stats = door.statistics()
     assert (stats.in_flight, stats.admitted_total, stats.refused_total) == (
         capacity.in_flight,
@@ -205,6 +206,6 @@ def test_the_door_admits_what_the_budget_implies_and_refuses_at_once() -> None:
         1,
     )
     for _ in range(capacity.in_flight):
-        door.leave()
+        door.leave(TENANT)
     with pytest.raises(RuntimeError):
-        door.leave()
+        door.leave(TENANT)

@@ -26,7 +26,13 @@ def test_a_static_door_admits_up_to_its_ceiling_and_refuses_the_rest_at_once() -
     door.enter()
     stats = door.statistics()
     assert stats == floodgate.DoorStatistics(
-        "search", in_flight=2, limit=2, ceiling=2, admitted_total=3, refused_total=2
+        "search",
+        in_flight=2,
+        limit=2,
+        ceiling=2,
+        admitted_total=3,
+        refused_total=2,
+        in_flight_by_tenant={floodgate.DEFAULT_TENANT: 2},
     )
     with pytest.raises(dataclasses.FrozenInstanceError):
         stats.in_flight = 0  # type: ignore[misc]
@@ -38,7 +44,7 @@ def test_a_static_door_admits_up_to_its_ceiling_and_refuses_the_rest_at_once() -
     door.leave()
     door.leave()
     assert door.in_flight == 0
-    with pytest.raises(RuntimeError, match="leave\\(\\) without enter\\(\\)"):
+    with pytest.raises(RuntimeError, match="leave\\(\\) by tenant 'default' without enter\\(\\)"):
         door.leave()
 
 
