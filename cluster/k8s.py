@@ -469,7 +469,8 @@ def _ratelimit(settings: ClusterSettings, child_env: Mapping[str, str]) -> list[
         ),
         _service("ratelimit", {"grpc": grpc, "http": http}, headless=True),
         _pdb("ratelimit"),
-        _allow("ratelimit", [([_pods("gateway")], [grpc]), ([_scrapers()], [http])]),
+        # The gateway: gRPC for its rate-limit filter, HTTP for the routes the service answers itself.
+        _allow("ratelimit", [([_pods("gateway")], [grpc, http]), ([_scrapers()], [http])]),
     ]
 
 
