@@ -55,6 +55,8 @@ from ._retry import RetryBudget, RetryBudgetStatistics, backoff_delay, retry_aft
 if TYPE_CHECKING:
     from prometheus_client import CollectorRegistry
 
+    from ._tenants import TenantTable
+
 __all__ = ["Dependencies", "Dependency", "DependencyStatistics"]
 
 T = TypeVar("T")
@@ -106,7 +108,8 @@ class Dependency:
     construct directly in tests. ``rng`` is the random source of the backoff and Retry-After
     jitter (a callable returning a float in [0, 1)). ``capacity`` is the process's share; with
     ``policy.adaptive`` the gate admits the lower of it and the learned limit (`resize` changes
-    the share at run time).
+    the share at run time). ``tenants`` (the budget's `TenantTable`) gives the gate each
+    tenant's round-robin weight and, with a ``tenant_share``, its cap.
     """
 
     def __init__(
@@ -120,6 +123,7 @@ class Dependency:
         registry: CollectorRegistry | None = None,
         rng: Callable[[], float] = random.random,
         gate: Gate | None = None,
+        tenants: TenantTable | None = None,
     ):
         self.name = name
         self.policy = policy
@@ -133,6 +137,7 @@ class Dependency:
             max_waiters=policy.max_waiters,
             max_wait=policy.max_wait,
             start_margin=self._min_start,
+            tenants=tenants,  # each tenant's weight, and its share of the gate (tenant_share)
             registry=registry,
         )
         self.breaker = CircuitBreaker(name, policy.breaker, on_transition=self._on_breaker_transition)
@@ -679,6 +684,7 @@ class Dependencies(Mapping[str, Dependency]):
                 client=client,
                 registry=registry,
                 rng=rng,
+                tenants=budget.tenants,
             )
         return cls(deps, service=service)
 

@@ -6,8 +6,10 @@ by what happened rather than where::
     FloodgateError                       base; never raised itself
     ├── Overloaded              429      our own budget said no: gate full, waited too long,
     │   │                                client-side rate limit would make us wait too long
-    │   └── CoolingDown         429      the provider answered 429 a moment ago and the whole
-    │                                    dependency pauses for as long as it asked
+    │   ├── CoolingDown         429      the provider answered 429 a moment ago and the whole
+    │   │                                dependency pauses for as long as it asked
+    │   └── TenantShareExceeded 429      the caller's tenant holds its share of a gate or door
+    │                                    (``tenant_share``): other tenants still get slots
     ├── CircuitOpen             503      the breaker for the dependency is open (or half-open
     │                                    with all probes already out)
     ├── DeadlineExceeded        504      the request deadline expired, an attempt timed out,
@@ -40,6 +42,7 @@ __all__ = [
     "Overloaded",
     "PoolUnavailable",
     "RetryBudgetExhausted",
+    "TenantShareExceeded",
     "error_body",
     "retry_after_header",
     "retry_after_seconds",
@@ -88,6 +91,31 @@ class Overloaded(FloodgateError):
 
     http_status = 429
     code = "overloaded"
+
+
+class TenantShareExceeded(Overloaded):
+    """The caller's tenant already holds its share of a gate's or door's slots (``tenant_share``
+    in the budget, times the tenant's weight), while the rest is kept for other tenants. The
+    refusal is about this tenant only: ``share`` is its cap, ``limit`` the gate's or door's
+    slots; the message says whose share it is, never another tenant's use."""
+
+    code = "tenant_share_exceeded"
+
+    def __init__(
+        self,
+        reason: str,
+        *,
+        dependency: str | None = None,
+        retry_after: float | None = None,
+        share: int,
+        limit: int,
+    ):
+        super().__init__(reason, dependency=dependency, retry_after=retry_after)
+        self.share = share
+        self.limit = limit
+
+    def details(self) -> dict[str, Any]:
+        return {**super().details(), "share": self.share, "limit": self.limit}
 
 
 class CoolingDown(Overloaded):
