@@ -30,6 +30,7 @@ __all__ = [
     "Chart",
     "Line",
     "VerdictRow",
+    "budget_html",
     "build_charts",
     "counter_rate",
     "find_chromium",
@@ -571,7 +572,9 @@ def render_html(summary: Mapping[str, Any], charts: Sequence[Chart]) -> str:
             f"<tr><td>{e(r.endpoint)}</td><td>{e(r.threshold)}</td><td>{measured}</td>"
             f'<td class="{r.verdict}">{mark} {r.verdict}</td></tr>'
         )
-    parts.append("</table><h2>Endpoints</h2><table><tr><th>endpoint</th>")
+    parts.append("</table>")
+    parts.extend(budget_html(summary.get("budget")))
+    parts.append("<h2>Endpoints</h2><table><tr><th>endpoint</th>")
     columns = ("offered", "good", "rejected", "errors", "degraded", "p50_ms", "p95_ms", "p99_ms")
     parts.append("".join(f"<th>{c}</th>" for c in columns) + "</tr>")
     for endpoint, result in (summary.get("endpoints") or {}).items():
@@ -608,6 +611,88 @@ def render_html(summary: Mapping[str, Any], charts: Sequence[Chart]) -> str:
         parts.append(f"<p>No samples for: {e(', '.join(missing))}.</p>")
     parts.append("</body></html>")
     return "\n".join(parts)
+
+
+def _pct(value: float | None) -> str:
+    return "—" if value is None else f"{value:+.1%}"
+
+
+def budget_html(budget: Mapping[str, Any] | None) -> list[str]:
+    """The budget-truth section (summary.json's ``budget``, floodgate/_load_verdict.py): predicted vs
+    measured capacity with the error and the limit the plan missed, each knee's steps, isolation."""
+    if not budget:
+        return []
+    e = html.escape
+    tolerance = float(budget.get("tolerance") or 0.1)
+    parts = [
+        "<h2>Budget truth: predicted vs measured</h2>",
+        f"<p>Capacity: the plan's prediction against the knee (the median goodput of the saturated "
+        f"steps); the error is (measured - predicted) / predicted, within ±{tolerance:.0%} passes.</p>",
+        "<table><tr><th>endpoint</th><th>predicted</th><th>plan's bottleneck</th><th>measured</th>"
+        "<th>error</th><th>verdict</th><th>saturated at the knee</th><th>limit the plan missed</th></tr>",
+    ]
+    for check in budget.get("capacity") or []:
+        verdict = "pass" if check.get("within") else "fail"
+        measured = check.get("measured")
+        if measured is None:
+            measured_text = f"≥ {_num(check.get('lower_bound'))}/s (no knee)"
+        else:
+            measured_text = f"{_num(measured)}/s"
+        parts.append(
+            f"<tr><td>{e(str(check['name']))}</td><td>{_num(check.get('predicted'))}/s</td>"
+            f"<td>{e(str(check.get('plan_bottleneck') or '—'))}</td><td>{measured_text}</td>"
+            f'<td>{_pct(check.get("error"))}</td><td class="{verdict}">{verdict}</td>'
+            f"<td>{e('; '.join(check.get('saturated') or []) or '—')}</td>"
+            f"<td>{e(str(check.get('missed') or '—'))}</td></tr>"
+        )
+    parts.append(
+        "</table><p>Steps (goodput per second at each hold; * saturated, ▲ on the plateau):</p><table>"
+    )
+    parts.append("<tr><th>endpoint</th><th>steps: offered → goodput</th></tr>")
+    for check in budget.get("capacity") or []:
+        steps = ", ".join(
+            f"{_num(s['offered'])} → {_num(s['goodput'])}{'*' if s.get('saturated') else ''}"
+            f"{'▲' if s.get('plateau') else ''}"
+            for s in check.get("steps") or []
+        )
+        parts.append(f"<tr><td>{e(str(check['name']))}</td><td>{e(steps)}</td></tr>")
+    parts.append("</table>")
+    iso = budget.get("isolation")
+    if iso:
+        targets = iso.get("targets") or {}
+        verdict = "pass" if iso.get("holds") else "fail"
+        parts.append(
+            f"<h3>Isolation: {e(str(iso['endpoint']))} alone, then with ingestion</h3>"
+            "<table><tr><th>phase</th><th>offered</th><th>goodput</th><th>rejected</th><th>errors</th>"
+            "<th>degraded</th><th>p50_ms</th><th>p99_ms</th></tr>"
+        )
+        for label, key in (("alone", "alone"), ("with ingestion", "together")):
+            row = iso.get(key) or {}
+            cells = "".join(
+                f"<td>{_num(row.get(c))}</td>"
+                for c in ("offered", "goodput", "rejected", "errors", "degraded", "p50_ms", "p99_ms")
+            )
+            parts.append(f"<tr><td>{label}</td>{cells}</tr>")
+        parts.append(
+            f"</table><p>p99 ratio {_num(iso.get('p99_ratio'))} (target ≤ {_num(targets.get('p99_ratio'))}), "
+            f"goodput ratio {_num(iso.get('goodput_ratio'))} (target ≥ {_num(targets.get('goodput_ratio'))}): "
+            f'<span class="{verdict}">{verdict}</span>.'
+            + (f" The shared resource: {e(str(iso['resource']))}." if iso.get("resource") else "")
+            + "</p>"
+        )
+        signals = iso.get("signals") or []
+        if signals:
+            parts.append("<table><tr><th>shared signal</th><th>alone</th><th>with ingestion</th></tr>")
+            for sig in signals:
+                parts.append(
+                    f"<tr><td>{e(str(sig['signal']))}</td><td>{_num(sig.get('alone'))}</td>"
+                    f"<td>{_num(sig.get('together'))}</td></tr>"
+                )
+            parts.append("</table>")
+    inputs = budget.get("inputs") or {}
+    if inputs:
+        parts.append(f"<p>The plan's inputs: <code>{e(json.dumps(inputs, sort_keys=True))}</code></p>")
+    return parts
 
 
 def _num(value: Any) -> str:

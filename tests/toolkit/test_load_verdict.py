@@ -288,3 +288,26 @@ def test_budget_section_is_the_summary_entry_with_the_largest_error() -> None:
         "plateau": True,
     }
     assert section["isolation"] is None and section["inputs"] == {"latencies_s": {"llm": 0.8}}
+
+
+def test_the_report_prints_the_budget_section() -> None:
+    from floodgate._load_report import render_html
+
+    summary = _capacity_summary()
+    iso = _isolation_summary(p99_with=1500.0, goodput_with=90, lag_with=0.080)
+    summary["phases"] += iso["phases"]
+    summary["series"] += [{**s, "t": s["t"] + 100} for s in iso["series"]]
+    summary["budget"] = budget_section(
+        summary, SPEC, {"answer": Prediction(20.0, "llm"), INGESTION: Prediction(5.0, "jobs")}
+    )
+    page = render_html(summary, [])
+    assert "Budget truth: predicted vs measured" in page
+    assert "<td>answer</td><td>20/s</td><td>llm</td><td>16/s</td><td>-20.0%</td>" in page
+    assert (
+        '<td class="fail">fail</td>' in page
+        and "measured below the plan with its bottleneck saturated" in page
+    )
+    assert "10 → 10, 20 → 16*▲, 30 → 16*▲" in page
+    assert (
+        "Isolation: deal_brain alone, then with ingestion" in page and "p99 ratio 1.5 (target ≤ 1.2)" in page
+    )
