@@ -1,6 +1,7 @@
-"""The real local cluster with two online and two ingest API processes (FLOODGATE_ONLINE_REPLICAS=2,
-FLOODGATE_INGEST_API_REPLICAS=2) on a budget that plans two of each: requests through the gateway
-are answered by both processes of each service, as each process's own request counter shows."""
+"""The real local cluster with two online and two ingest API processes (`make up ONLINE_REPLICAS=2
+INGEST_API_REPLICAS=2`) on the committed budget, which plans one of each (membership divides the
+shares): requests through the gateway are answered by both processes of each service, as each
+process's own request counter shows."""
 
 from __future__ import annotations
 
@@ -48,17 +49,11 @@ def _requests_counted(url: str, route: str) -> float:
 def test_two_processes_of_each_service_both_answer_through_the_gateway(
     cluster_env: dict[str, str], cluster_command, tmp_path: Path
 ) -> None:
-    budget = tmp_path / "budget.toml"
-    text = (REPO_ROOT / "config" / "budget.toml").read_text()
-    for service in ("online", "ingest_api"):
-        text = text.replace(f"[services.{service}]\nreplicas = 1", f"[services.{service}]\nreplicas = 2", 1)
-    budget.write_text(text)
     taken = {int(v) for k, v in cluster_env.items() if k.endswith("_PORT")}
     online_port = _port_with_replica_free(taken)
     ingest_port = _port_with_replica_free(taken | {online_port, online_port + REPLICA_PORT_STEP})
     env = {
         **cluster_env,
-        "FLOODGATE_BUDGET": str(budget),
         "FLOODGATE_ONLINE_PORT": str(online_port),
         "FLOODGATE_ONLINE_REPLICAS": "2",
         "FLOODGATE_INGEST_API_PORT": str(ingest_port),
