@@ -1,7 +1,7 @@
 """Running a scenario of ``floodgate loadtest`` against a deployment: each stream an `OpenLoop`
 (floodgate/_load_schedule.py) over one ``httpx.AsyncClient``, the phases of a composite scenario in
-order, every service's ``/metrics`` and Envoy's statistics scraped each second (floodgate/_top.py's
-targets and parser), and at the end the run's ``summary.json`` (docs/loadtest.md, "The summary").
+order, every service's ``/metrics`` and Envoy's statistics scraped each second off the loop
+(floodgate/_load_scrape.py), and at the end the run's ``summary.json`` (docs/loadtest.md, "The summary").
 
 Each answer is classified: *good* a 2xx (also counted *degraded* when its JSON has a non-empty
 ``degraded`` list), *rejected* a 429 or 503, *errors* everything else (other statuses, transport
@@ -29,9 +29,9 @@ from typing import Any
 import anyio
 import httpx
 
-from ._load_scenario import LoadTestFile, RequestTemplate, ScenarioSpec
+from ._load_scenario import FixedSize, LoadTestFile, RequestTemplate, ScenarioSpec
 from ._load_schedule import Arrival, LoadRun, OpenLoop, nearest_rank
-from ._top import Target, parse_samples
+from ._load_scrape import Scraper
 
 __all__ = [
     "ApiKeysFileError",
@@ -44,42 +44,6 @@ __all__ = [
     "run_scenario",
     "write_summary",
 ]
-
-#: the scraped samples kept in the summary's ``series`` (the report's figures), by name prefix; histograms
-#: by their ``_sum`` and ``_count`` (no buckets)
-SERIES_PREFIXES = (
-    "floodgate_",
-    "process_cpu_seconds_total",
-    "process_resident_memory_bytes",
-    "ingest_",
-    "http_requests_total",
-    "http_request_duration_seconds_sum",
-    "http_request_duration_seconds_count",
-    "ratelimit_",
-)
-#: Envoy's statistics kept (it exposes hundreds): requests by class, in flight, queued, timed out
-ENVOY_SERIES = frozenset(
-    {
-        "envoy_cluster_upstream_rq_xx",
-        "envoy_cluster_upstream_rq_total",
-        "envoy_cluster_upstream_rq_active",
-        "envoy_cluster_upstream_rq_pending_active",
-        "envoy_cluster_upstream_rq_pending_overflow",
-        "envoy_cluster_upstream_rq_timeout",
-        "envoy_cluster_upstream_rq_time_sum",
-        "envoy_cluster_upstream_rq_time_count",
-        "envoy_http_downstream_rq_xx",
-        "envoy_http_downstream_rq_total",
-        "envoy_http_downstream_rq_active",
-    }
-)
-
-
-def _kept(name: str) -> bool:
-    if name.endswith(("_bucket", "_created")):
-        return False
-    return name in ENVOY_SERIES or name.startswith(SERIES_PREFIXES)
-
 
 TERMINAL_JOB_STATES = frozenset({"succeeded", "failed", "dead", "cancelled"})
 
@@ -195,14 +159,30 @@ def _pick(weights: Mapping[str, float], rng: random.Random) -> str:
     return rng.choices(names, weights=[weights[n] for n in names])[0]
 
 
-def _document(size: int, rng: random.Random) -> str:
-    words = ("supplier", "invoice", "shipment", "contract", "price", "quarter", "delivery", "order")
-    parts, length = [], 0
-    while length < size:
-        word = rng.choice(words)
-        parts.append(word)
-        length += len(word) + 1
-    return " ".join(parts)[:size] or "x"
+class _Documents:
+    """The texts of job submissions: any size up to ``largest`` bytes, each a slice at a drawn offset
+    of one text of words drawn once, before the run. A slice costs microseconds; drawing a document
+    word by word would hold the loop for tens of milliseconds at the lognormal tail's megabyte."""
+
+    WORDS = ("supplier", "invoice", "shipment", "contract", "price", "quarter", "delivery", "order")
+
+    def __init__(self, largest: int, *, seed: int) -> None:
+        rng = random.Random(f"{seed}:documents")
+        # at least twice the largest document (a word and its space: 6 bytes or more), so offsets vary
+        self._text = " ".join(rng.choices(self.WORDS, k=2 * largest // 6 + 16))
+
+    @classmethod
+    def for_templates(cls, templates: Sequence[RequestTemplate], *, seed: int) -> _Documents:
+        sizes = [t.document_size for t in templates if t.document_size is not None]
+        largest = max((s.bytes if isinstance(s, FixedSize) else s.max_bytes for s in sizes), default=0)
+        return cls(largest, seed=seed)
+
+    def draw(self, size: int, rng: random.Random) -> str:
+        """``size`` bytes of words (a word may be cut at either end), never starting with a space."""
+        offset = rng.randrange(len(self._text) - size)
+        if self._text[offset] == " ":
+            offset += 1
+        return self._text[offset : offset + size]
 
 
 @dataclass
@@ -229,10 +209,12 @@ class _Stream:
         *,
         seed: int,
         follow: Callable[[str, str, str, str, float], None],
+        documents: _Documents,
         phase: str = "",
     ) -> None:
         self.name, self.stream, self.spec, self.client = name, stream, spec, client
         self.keys, self.seed, self.follow, self.phase = keys, seed, follow, phase
+        self.documents = documents
         self.tenants = spec.tenants_of(stream)
 
     def choice(self, index: int) -> tuple[str, str, random.Random]:
@@ -258,7 +240,7 @@ class _Stream:
                 body["url"] = f"{body['url']}#{self.name}-{self.seed}-{arrival.index}"
             else:
                 assert template.document_size is not None
-                body.setdefault("text", _document(template.document_size.sample(rng), rng))
+                body.setdefault("text", self.documents.draw(template.document_size.sample(rng), rng))
         headers = {"x-api-key": self.keys[tenant]}
         try:
             response = await self.client.request(
@@ -339,65 +321,14 @@ def _job_state(document: Any, job_id: str) -> str | None:
     return None
 
 
-async def _scrape_one(
-    client: httpx.AsyncClient,
-    target: Target,
-    t: float,
-    series: list[dict[str, Any]],
-    failures: dict[str, str],
-) -> None:
-    """One GET of ``target``'s metrics, parsed as floodgate top parses them; never raises."""
-    try:
-        response = await client.get(target.url)
-        response.raise_for_status()
-        samples = parse_samples(response.text)
-    except (httpx.HTTPError, ValueError) as exc:
-        failures[target.instance] = f"{type(exc).__name__}: {exc}"[:120]
-        return
-    for name, values in samples.items():
-        if _kept(name):
-            for labels, value in values:
-                series.append(
-                    {
-                        "t": t,
-                        "job": target.job,
-                        "instance": target.instance,
-                        "name": name,
-                        "labels": dict(labels),
-                        "value": value,
-                    }
-                )
-
-
-async def _scrape_loop(
-    targets: Sequence[Target],
-    client: httpx.AsyncClient,
-    start: float,
-    series: list[dict[str, Any]],
-    failures: dict[str, str],
-) -> None:
-    """Every second, every target at once: its kept samples as rows of ``series`` (``t`` the
-    scrape's offset from the run's start); ``failures``: each target's last scrape error."""
-    tick = start
-    while True:
-        t = round(anyio.current_time() - start, 3)
-        with anyio.move_on_after(2.0):
-            async with anyio.create_task_group() as scraping:
-                for target in targets:
-                    scraping.start_soon(_scrape_one, client, target, t, series, failures)
-        tick += 1.0
-        await anyio.sleep_until(max(tick, anyio.current_time()))
-
-
 async def run_scenario(
     spec: LoadTestFile,
     name: str,
     *,
     target: str,
     keys: Mapping[str, str],
-    scrape_targets: Sequence[Target] = (),
+    scraper: Scraper | None = None,
     transport: httpx.AsyncBaseTransport | None = None,
-    scrape_transport: httpx.AsyncBaseTransport | None = None,
     seed: int = 1,
     request_timeout: float = 30.0,
     poll_interval: float = 1.0,
@@ -407,6 +338,7 @@ async def run_scenario(
     on_phase: Callable[[str, float], None] | None = None,
 ) -> dict[str, Any]:
     """Run scenario ``name`` against ``target`` and return its summary (``summary.json``'s document).
+    ``scraper`` (its owner closes it) reads the deployment's metrics during the run into ``series``;
     ``on_phase(phase, seconds)`` is called as each phase starts (the command prints it)."""
     phases = spec.phases(name)
     needed = {t for _, streams in phases for _, s in streams for t in spec.tenants_of(s)}
@@ -417,21 +349,19 @@ async def run_scenario(
     max_connections = sum(s.max_in_flight for _, streams in phases for _, s in streams) + 50
     results: list[_Result] = []
     jobs: list[_Job] = []
-    series: list[dict[str, Any]] = []
-    failures: dict[str, str] = {}
+    documents = _Documents.for_templates(  # drawn before the clock starts
+        [spec.requests[t] for _, streams in phases for _, s in streams for t in s.requests], seed=seed
+    )
     async with httpx.AsyncClient(
         base_url=target,
         transport=transport,
         timeout=request_timeout,
         limits=httpx.Limits(max_connections=max_connections, max_keepalive_connections=100),
     ) as client:
+        if scraper is not None:
+            await scraper.start()  # its rounds count their time from now, as the run does
         start = anyio.current_time()
-        async with anyio.create_task_group() as background:
-            if scrape_targets:
-                scrape_client = httpx.AsyncClient(timeout=2.0, transport=scrape_transport)
-                background.start_soon(_scrape_loop, scrape_targets, scrape_client, start, series, failures)
-            else:
-                scrape_client = None
+        try:
             async with anyio.create_task_group() as followers:
 
                 def follow(endpoint: str, path: str, job_id: str, tenant: str, scheduled: float) -> None:
@@ -464,13 +394,16 @@ async def run_scenario(
                                 keys,
                                 seed,
                                 follow,
+                                documents,
                                 results,
                             )
                 followers.cancel_scope.deadline = anyio.current_time() + follow_grace
-            background.cancel_scope.cancel()
-        if scrape_client is not None:
-            await scrape_client.aclose()
+        finally:
+            if scraper is not None:
+                await scraper.stop()
         duration = anyio.current_time() - start
+    series = scraper.series() if scraper is not None else []
+    failures = scraper.failures if scraper is not None else {}
     return summarize_run(
         spec,
         name,
@@ -494,9 +427,12 @@ async def _run_stream(
     keys: Mapping[str, str],
     seed: int,
     follow: Callable[[str, str, str, str, float], None],
+    documents: _Documents,
     results: list[_Result],
 ) -> None:
-    sender = _Stream(stream_name, stream, spec, client, keys, seed=seed, follow=follow, phase=phase)
+    sender = _Stream(
+        stream_name, stream, spec, client, keys, seed=seed, follow=follow, documents=documents, phase=phase
+    )
     loop = OpenLoop(
         stream.schedule(),
         sender.send,

@@ -99,6 +99,7 @@ def run_command(spec: LoadTestFile, args: argparse.Namespace, *, out: TextIO, er
         run_scenario,
         write_summary,
     )
+    from ._load_scrape import Scraper
     from ._top import default_state_path, targets_from_state
 
     keys_file = Path(args.keys) if args.keys else default_keys_file()
@@ -136,7 +137,7 @@ def run_command(spec: LoadTestFile, args: argparse.Namespace, *, out: TextIO, er
                 args.scenario,
                 target=args.target,
                 keys=keys,
-                scrape_targets=targets,
+                scraper=Scraper(targets) if targets else None,
                 seed=args.seed,
                 notes=notes,
                 on_phase=lambda phase, seconds: print(f"  phase {phase}: {seconds:g}s", file=out, flush=True),

@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import io
 import json
+import random
 import sys
 from pathlib import Path
 
@@ -13,6 +14,7 @@ import httpx
 import pytest
 import trio
 from floodgate._load_run import (
+    _Documents,
     classify,
     exit_status,
     load_api_keys,
@@ -22,7 +24,6 @@ from floodgate._load_run import (
 )
 from floodgate._load_scenario import parse_scenarios
 from floodgate._loadtest import command
-from floodgate._top import Target
 
 REPO = Path(__file__).resolve().parents[2]
 KEYS = {"acme": "key-acme-0123456789", "globex": "key-globex-0123456789"}
@@ -232,50 +233,54 @@ def test_cli_refuses_a_missing_keys_file(tmp_path: Path) -> None:
     assert "cannot read the API keys file" in err.getvalue()
 
 
-async def test_scraped_samples_become_series(autojump_clock) -> None:
-    metrics = (
-        "# TYPE floodgate_gate_in_use gauge\n"
-        'floodgate_gate_in_use{gate="llm"} 3.0\n'
-        "# TYPE floodgate_pool_acquire_wait_seconds histogram\n"
-        'floodgate_pool_acquire_wait_seconds_bucket{pool="pg",le="+Inf"} 2.0\n'
-        'floodgate_pool_acquire_wait_seconds_count{pool="pg"} 2.0\n'
-        'floodgate_pool_acquire_wait_seconds_sum{pool="pg"} 0.5\n'
-        "# TYPE python_info gauge\n"
-        'python_info{version="3.11"} 1.0\n'
-    )
-    envoy = '# TYPE envoy_cluster_upstream_rq_total counter\nenvoy_cluster_upstream_rq_total{envoy_cluster_name="online"} 7\n'
-    envoy += "# TYPE envoy_server_uptime gauge\nenvoy_server_uptime 10\n"
+class RecordingScraper:
+    """Stands for floodgate/_load_scrape.py's Scraper (a child process, tested in
+    test_load_scrape.py): records when the run starts and stops it, gives canned series."""
 
-    def answer(request: httpx.Request) -> httpx.Response:
-        if request.url.host == "down":
-            return httpx.Response(500)
-        return httpx.Response(200, text=envoy if request.url.path == "/stats/prometheus" else metrics)
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, float]] = []
+        self.failures = {"simulator": "HTTPStatusError: 500"}
 
-    targets = [
-        Target("online", "online", "http://online/metrics"),
-        Target("envoy", "envoy", "http://envoy/stats/prometheus"),
-        Target("simulator", "simulator", "http://down/metrics"),
-    ]
+    async def start(self) -> None:
+        self.calls.append(("start", trio.current_time()))
+
+    async def stop(self) -> None:
+        self.calls.append(("stop", trio.current_time()))
+
+    def series(self) -> list[dict]:
+        return [{"t": 0.0, "job": "online", "instance": "online", "name": "x", "labels": {}, "value": 1.0}]
+
+
+async def test_the_scraper_runs_from_the_runs_start_to_its_end(autojump_clock) -> None:
+    scraper = RecordingScraper()
+    started: list[float] = []
     summary = await run_scenario(
         _spec(),
         "online",
         target="http://gateway",
         keys=KEYS,
         transport=httpx.MockTransport(Backend()),
-        scrape_targets=targets,
-        scrape_transport=httpx.MockTransport(answer),
+        scraper=scraper,
+        on_phase=lambda phase, seconds: started.append(trio.current_time()),
     )
-    kept = {(row["job"], row["name"]) for row in summary["series"]}
-    assert kept == {
-        ("online", "floodgate_gate_in_use"),
-        ("online", "floodgate_pool_acquire_wait_seconds_count"),
-        ("online", "floodgate_pool_acquire_wait_seconds_sum"),
-        ("envoy", "envoy_cluster_upstream_rq_total"),
-    }
-    row = next(r for r in summary["series"] if r["name"] == "floodgate_gate_in_use")
-    assert row["labels"] == {"gate": "llm"} and row["value"] == 3.0 and row["instance"] == "online"
-    assert {r["t"] for r in summary["series"]} == {0.0, 1.0, 2.0}  # each second of the 2.2 s run
-    assert any(note.startswith("scraping simulator failed") for note in summary["notes"])
+    # started before the first request's clock, stopped once the last answer is in (1.9 s + 0.2 s)
+    assert scraper.calls == [("start", started[0]), ("stop", started[0] + 2.1)]
+    assert summary["series"] == scraper.series()
+    assert "scraping simulator failed: HTTPStatusError: 500" in summary["notes"]
+
+
+async def test_a_cancelled_run_still_stops_the_scraper(autojump_clock) -> None:
+    scraper = RecordingScraper()
+    with trio.move_on_after(1.0):
+        await run_scenario(
+            _spec(),
+            "online",
+            target="http://gateway",
+            keys=KEYS,
+            transport=httpx.MockTransport(Backend()),
+            scraper=scraper,
+        )
+    assert [call for call, _ in scraper.calls] == ["start", "stop"]
 
 
 async def test_jobs_followed_through_the_list(autojump_clock) -> None:
@@ -285,3 +290,16 @@ async def test_jobs_followed_through_the_list(autojump_clock) -> None:
     assert jobs["followed"] == jobs["finished"] == 4 and jobs["states"] == {"succeeded": 4}
     # looks at 0.01 s and 1.01 s find it running, the one at 2.01 s (no Retry-After: 1 s apart) done
     assert jobs["p50_ms"] == jobs["p99_ms"] == pytest.approx(2010, abs=2)
+
+
+def test_documents_are_slices_of_one_text_drawn_before_the_run() -> None:
+    documents = _Documents(1_000_000, seed=1)
+    rng = random.Random(7)
+    texts = [documents.draw(size, rng) for size in (1, 50, 20_000, 1_000_000)]
+    assert [len(t) for t in texts] == [1, 50, 20_000, 1_000_000]
+    assert all(not t.startswith(" ") for t in texts)
+    assert set(texts[3].split()) <= set(_Documents.WORDS) | {texts[3].split()[0], texts[3].split()[-1]}
+    # the same seed and draws give the same documents; other draws other ones
+    again = _Documents(1_000_000, seed=1)
+    assert [again.draw(n, random.Random(7)) for n in (50,)] == [documents.draw(50, random.Random(7))]
+    assert documents.draw(20_000, random.Random(8)) != documents.draw(20_000, random.Random(9))
