@@ -60,6 +60,7 @@ from floodgate._knee import counter_rate_between  # noqa: E402
 from floodgate._load_report import write_report  # noqa: E402
 from floodgate._load_run import render_summary, run_scenario, write_summary  # noqa: E402
 from floodgate._load_scenario import LoadTestFile, load_scenarios, parse_scenarios  # noqa: E402
+from floodgate._load_scrape import Scraper  # noqa: E402
 from floodgate._load_verdict import INGESTION, Prediction, budget_section  # noqa: E402
 from floodgate._top import targets_from_state  # noqa: E402
 
@@ -225,7 +226,7 @@ async def _run(spec: LoadTestFile, name: str, cluster: Cluster, keys: Mapping[st
         name,
         target=cluster.gateway,
         keys=keys,
-        scrape_targets=targets_from_state(cluster.state),
+        scraper=Scraper(targets_from_state(cluster.state)),
         on_phase=phase,
         poll_interval=2.0,
     )
