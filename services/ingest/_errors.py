@@ -29,6 +29,7 @@ __all__ = [
     "LeaseLost",
     "classify_failure",
     "primary_error",
+    "provider_retry_after",
 ]
 
 _RETRYABLE_4XX = frozenset({408, 409, 425, 429})
@@ -77,3 +78,23 @@ def primary_error(exc: BaseException) -> BaseException:
         if classify_failure(leaf) is FailureKind.PERMANENT:
             return leaf
     return leaves[0] if leaves else exc
+
+
+def provider_retry_after(exc: BaseException) -> float | None:
+    """The longest wait a provider asked for in ``exc`` (seconds), or None when no part of it is a
+    provider's 429: a `DependencyError` with status 429 and a Retry-After, a `floodgate.CoolingDown`
+    (the dependency pauses after such a 429; its ``retry_after`` is the pause left), or either as
+    the cause of another error (a retry budget spent on a 429). Parallel steps that failed together
+    (an exception group) are all read: the job must wait for the longest."""
+    waits: list[float] = []
+    for leaf in chassis.exception_leaves(exc):
+        seen: BaseException | None = leaf
+        while seen is not None:
+            if isinstance(seen, floodgate.CoolingDown) or (
+                isinstance(seen, floodgate.DependencyError) and seen.status == 429
+            ):
+                if seen.retry_after is not None:
+                    waits.append(seen.retry_after)
+                break
+            seen = seen.__cause__
+    return max(waits, default=None)

@@ -28,21 +28,39 @@ class RetryBackoff:
     one backoff formula); the delay is uniform in ``[ceiling / 2, ceiling]`` ("equal jitter"):
     jitter spreads a burst of failures (a provider outage fails many jobs at once) without ever
     retrying immediately, which full jitter can do.
+
+    When the failure was a provider's 429 (``provider_retry_after``: the seconds it asked for), the
+    attempt is never scheduled earlier than that: the delay is the larger of the backoff and the
+    provider's wait with a little jitter after it (``floodgate.retry_after_delay``), so jobs refused
+    together do not all come back at the second the provider named.
     """
 
     base: float = 2.0
     cap: float = 300.0
+    retry_after_jitter: float = 0.1
 
     def __post_init__(self) -> None:
         if not (0 < self.base <= self.cap):
             raise ValueError("RetryBackoff needs 0 < base <= cap")
+        if not 0 <= self.retry_after_jitter <= 1:
+            raise ValueError("RetryBackoff needs 0 <= retry_after_jitter <= 1")
 
     def ceiling(self, attempt: int) -> float:
         return floodgate.backoff_ceiling(attempt, base=self.base, cap=self.cap)
 
-    def delay(self, attempt: int, *, rng: Callable[[], float] = random.random) -> float:
+    def delay(
+        self,
+        attempt: int,
+        *,
+        provider_retry_after: float | None = None,
+        rng: Callable[[], float] = random.random,
+    ) -> float:
         ceiling = self.ceiling(attempt)
-        return ceiling / 2 + rng() * ceiling / 2
+        backoff = ceiling / 2 + rng() * ceiling / 2
+        if provider_retry_after is None:
+            return backoff
+        asked = floodgate.retry_after_delay(provider_retry_after, jitter=self.retry_after_jitter, rng=rng)
+        return max(backoff, asked)
 
 
 @dataclass

@@ -30,7 +30,7 @@ from floodgate import is_transient_pg_error
 
 from . import _queue as q
 from ._db import Database
-from ._errors import FailureKind, LeaseLost, classify_failure, primary_error
+from ._errors import FailureKind, LeaseLost, classify_failure, primary_error, provider_retry_after
 from ._metrics import WorkerMetrics
 from ._pipeline import JobPipeline
 from ._states import JobState, Transition, TransitionRefused
@@ -335,15 +335,17 @@ class Worker:
         job = running.job
         error: BaseException | None = None
         latency: float | None = None
+        provider_wait: float | None = None
         try:
             with running.scope:
                 try:
                     latency = await self._runner(job)
                 except Exception as exc:
                     error = primary_error(exc)
+                    provider_wait = provider_retry_after(exc)
             bound = _JobLog(job_id=job.job_id, tenant=job.tenant_id, attempt=job.attempts)
             try:
-                await self._settle(running, error, bound, latency)
+                await self._settle(running, error, bound, latency, provider_wait)
             except Exception:
                 # A bug, not an outage (transient errors are retried inside). The job is not lost:
                 # its lease expires and the reaper requeues it.
@@ -378,10 +380,16 @@ class Worker:
         await keep_leases(self._leases, self._send_heartbeats, self._stop, idle=self._wait_for_jobs)
 
     async def _settle(
-        self, running: _RunningJob, error: BaseException | None, bound: _JobLog, latency: float | None
+        self,
+        running: _RunningJob,
+        error: BaseException | None,
+        bound: _JobLog,
+        latency: float | None,
+        provider_wait: float | None = None,
     ) -> None:
         """Record how the attempt ended, with one fenced transition (shielded, bounded, retried).
-        ``latency``: the runner's, when it completed the job itself."""
+        ``latency``: the runner's, when it completed the job itself; ``provider_wait``: what a
+        provider's 429 asked for (the retry is not scheduled earlier)."""
         job = running.job
         fence = job.fence
         reason = running.stop_reason
@@ -402,7 +410,7 @@ class Worker:
             return await self._transition(
                 Transition.FAIL, q.fail_job, fence, "failed", running, bound, error=message
             )
-        delay = self.config.backoff.delay(job.attempts, rng=self._rng)
+        delay = self.config.backoff.delay(job.attempts, provider_retry_after=provider_wait, rng=self._rng)
         settled = await self._write(
             Transition.RETRY, q.retry_or_bury, fence, bound, delay=delay, error=message
         )

@@ -28,6 +28,20 @@ def test_backoff_doubles_to_the_cap_with_equal_jitter() -> None:
         RetryBackoff(base=5, cap=1)
 
 
+def test_after_a_provider_429_the_retry_is_never_earlier_than_it_asked() -> None:
+    backoff = RetryBackoff(base=2.0, cap=30.0, retry_after_jitter=0.1)
+    # the provider asked for 30 s: the backoff's 1-2 s would be too early
+    for draw in (0.0, 0.5, 0.999):
+        delay = backoff.delay(1, provider_retry_after=30.0, rng=lambda d=draw: d)
+        assert 30.0 <= delay <= 33.0
+    assert backoff.delay(1, provider_retry_after=30.0, rng=lambda: 0.5) == 31.5
+    # a provider wait shorter than the backoff changes nothing: the backoff was later anyway
+    assert backoff.delay(4, provider_retry_after=1.0, rng=lambda: 0.5) == 12.0
+    assert backoff.delay(1, provider_retry_after=None, rng=lambda: 0.0) == 1.0
+    with pytest.raises(ValueError):
+        RetryBackoff(retry_after_jitter=2.0)
+
+
 def test_claim_pacer() -> None:
     pacer = ClaimPacer(poll_interval=0.5, error_base=0.1, max_error_delay=1.0)
     assert pacer.after_claim(claimed=8, asked=8) == 0.0  # full batch: claim again at once

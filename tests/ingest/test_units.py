@@ -15,6 +15,7 @@ from services.ingest import (
     classify_failure,
     split_into_chunks,
 )
+from services.ingest._errors import provider_retry_after
 
 
 def test_chunks_overlap_and_cover_the_text() -> None:
@@ -105,3 +106,24 @@ def test_worker_settings_map_to_the_worker_config() -> None:
     assert config.tenant_running_cap is None and config.lease_seconds == 3.0
     with pytest.raises(SettingsError, match="INGEST_WORKER_JOB_CONCURRENCY"):
         load_settings(IngestWorkerSettings, "INGEST_WORKER_", {"INGEST_WORKER_JOB_CONCURRENCY": "0"})
+
+
+def test_the_wait_a_provider_asked_for() -> None:
+    def error(status: int, retry_after: float | None = None) -> floodgate.DependencyError:
+        return floodgate.DependencyError(
+            f"HTTP {status}", dependency="embed", status=status, retry_after=retry_after
+        )
+
+    assert provider_retry_after(error(429, 12.0)) == 12.0
+    assert provider_retry_after(error(429)) is None  # a 429 that named no time
+    assert provider_retry_after(error(503, 12.0)) is None  # an outage's Retry-After is not a 429
+    assert provider_retry_after(floodgate.CoolingDown("paused", dependency="embed", retry_after=0.7)) == 0.7
+    assert (
+        provider_retry_after(floodgate.Overloaded("gate full", dependency="embed", retry_after=1.0)) is None
+    )
+    spent = floodgate.RetryBudgetExhausted("spent", dependency="embed", retry_after=1.0)
+    spent.__cause__ = error(429, 4.0)
+    assert provider_retry_after(spent) == 4.0
+    together = ExceptionGroup("embed batches", [error(429, 2.0), error(429, 5.0), ValueError("x")])
+    assert provider_retry_after(together) == 5.0
+    assert provider_retry_after(ValueError("x")) is None

@@ -29,10 +29,18 @@ from ._helpers import open_db, states, submit
 
 
 class FakeEmbedder:
-    def __init__(self, *, block: bool = False, fail_status: int | None = None, delay: float = 0.005) -> None:
+    def __init__(
+        self,
+        *,
+        block: bool = False,
+        fail_status: int | None = None,
+        retry_after: float | None = None,
+        delay: float = 0.005,
+    ) -> None:
         self.block = block
         self.delay = delay
         self.fail_status = fail_status
+        self.retry_after = retry_after
         self.calls = 0
         self.in_flight = 0
         self.peak = 0
@@ -49,7 +57,10 @@ class FakeEmbedder:
             await trio.sleep(self.delay)
             if self.fail_status is not None:
                 raise floodgate.DependencyError(
-                    f"HTTP {self.fail_status}", dependency="embed", status=self.fail_status
+                    f"HTTP {self.fail_status}",
+                    dependency="embed",
+                    status=self.fail_status,
+                    retry_after=self.retry_after,
                 )
             return [[float(len(t) % 7)] + [0.0] * 382 + [1.0] for t in texts]
         finally:
@@ -181,6 +192,33 @@ async def test_retryable_errors_retry_then_bury(fresh_database_url: str) -> None
         row = await db.fetchrow("SELECT attempts, last_error FROM ingest_jobs")
         assert row["attempts"] == 3 and "HTTP 503" in row["last_error"]
         assert worker.statistics().outcomes == {"retried": 2, "dead": 1}
+
+
+@pytest.mark.parametrize(("status", "at_least", "at_most"), [(429, 30.0, 33.0), (503, 0.0, 0.06)])
+async def test_a_provider_429_schedules_the_retry_no_earlier_than_its_retry_after(
+    fresh_database_url: str, status: int, at_least: float, at_most: float
+) -> None:
+    # The provider answered "retry after 30 s": the job's next attempt is due in 30 s (plus up to
+    # 10 % jitter), not after the worker's own 20-50 ms backoff. A 503 with the same Retry-After
+    # is an outage, not the provider's pushback: the backoff decides.
+    async with open_db(fresh_database_url) as db:
+        await submit(db, "t", "doc", "some words to embed", max_attempts=3)
+        worker = make_worker(db, FakeEmbedder(fail_status=status, retry_after=30.0))
+        shutdown = trio.Event()
+        async with trio.open_nursery() as nursery:
+            await nursery.start(functools.partial(worker.run, shutdown=shutdown))
+            with trio.fail_after(10):
+                while worker.statistics().outcomes.get("retried", 0) < 1:  # noqa: ASYNC110 - polling the worker
+                    await trio.sleep(0.01)
+            shutdown.set()
+        row = await db.fetchrow(
+            """SELECT state, attempts, extract(epoch FROM run_at - updated_at)::float8 AS due_in,
+                      last_error FROM ingest_jobs"""
+        )
+        assert f"HTTP {status}" in row["last_error"]
+        if status == 429:
+            assert (row["state"], row["attempts"]) == ("queued", 1)  # waiting: nothing ran it early
+        assert at_least <= row["due_in"] <= at_most
 
 
 async def test_cancel_a_running_job_by_notify(fresh_database_url: str) -> None:
