@@ -12,9 +12,13 @@ The design method's central claim, measured. Three processes on loopback:
   round: with the repository's budget (gates on), or with a budget that lifts every provider gate,
   rate limit, endpoint door and per-request fan-out limit (gates off; retries, breakers and
   deadlines stay as they are);
-* this process, an **open-loop** load generator: requests are sent at fixed times whatever the
-  server does, and latency is measured from the scheduled send time, so a slow server cannot slow
-  the load down (no coordinated omission).
+* this process, the load: each level a constant-rate stream of ``floodgate loadtest``'s open-loop
+  scheduler (`OpenLoop`, libs/floodgate/_load_schedule.py): requests start at fixed times whatever
+  the server does, latency counts from the scheduled start, so a slow server cannot slow the load
+  down (no coordinated omission), and each level is judged by the scenario file's ``[validity]``
+  (config/loadtest.toml) like any load test. Only the HTTP client is the benchmark's own, the lean
+  one of bench/_load.py (docs/decisions/0005-load-clients.md): httpx would take the cores the
+  service under test needs.
 
 Offered load is 0.5x, 1x, 2x and 3x the capacity the budget implies for dealBrain (Little's law
 over its dependencies, `services.online.endpoint_capacity`: the LLM's slots over its latency, the
@@ -66,13 +70,15 @@ from typing import Any
 
 import httpx
 import trio
-from _load import Http1Client, Reply, encode_request, open_loop
+from _load import Http1Client, Reply, encode_request
 from _rounds import Result, Spread, Target, alternating, json_fields, judge, percentile
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 import floodgate  # noqa: E402
+from floodgate._load_scenario import load_scenarios  # noqa: E402
+from floodgate._load_schedule import Arrival, OpenLoop, constant_rate  # noqa: E402
 
 from harness.envoy import start_gateway, without_global_limit  # noqa: E402
 from harness.ports import free_port  # noqa: E402
@@ -97,6 +103,13 @@ GOODPUT = Target("goodput_ratio_at_3x", ">=", 0.9, digits=3)
 P99_RATIO = Target("p99_ratio_at_3x", "<=", 1.5, digits=3)
 REJECTION_P99 = Target("rejection_p99_ms_at_3x", "<", 50, unit="ms", digits=1)
 QUESTION = "How much did Aldercrest Robotics pay to acquire Norfield Analytics"
+#: when a level's load counts: the scenario file's [validity], as for every floodgate loadtest run
+VALIDITY = load_scenarios(ROOT / "config" / "loadtest.toml").validity.validity()
+#: requests a level may have in flight (k6's maxVUs): far above rate x the endpoint's deadline, so a
+#: drop means the service held requests far longer than it may
+MAX_IN_FLIGHT = 10_000
+#: seconds the answers still out at the end of a level get before they are cut off (as errors)
+GRACE = 120.0
 
 
 def cpu_seconds(pid: int) -> float:
@@ -337,6 +350,7 @@ class Level:
     round: int = 0  # which round of the run (0: the first)
     door: float = math.nan  # dealBrain's door limit at the end of the level
     send_lag: list[float] = field(default_factory=list)  # how late the generator started each request, s
+    invalid: str | None = None  # why the scheduler could not keep to the level's schedule (None: it did)
     provider_queue: dict[str, int] = field(default_factory=dict)
     cpu: dict[str, float] = field(default_factory=dict)  # process -> share of one core during the level
     #: cores busy on the whole machine during the level, and the 1-minute load average at its end:
@@ -388,11 +402,14 @@ GATEWAY_HEADERS = {"x-api-key": GATEWAY_KEY}
 async def run_level(
     client: Http1Client, level: Level, offset: int, headers: dict[str, str] = DIRECT_HEADERS
 ) -> None:
+    """The level's constant rate for its duration through `OpenLoop`; its outcomes, lateness and
+    validity into ``level``."""
     headers = {"content-type": "application/json", **headers}
 
-    async def one(i: int, scheduled: float) -> None:
-        level.send_lag.append(trio.current_time() - scheduled)
-        body = json.dumps({"question": f"{QUESTION} (request {offset + i})?", "top_k": 5}).encode()
+    async def one(arrival: Arrival) -> None:
+        body = json.dumps(
+            {"question": f"{QUESTION} (request {offset + arrival.index})?", "top_k": 5}
+        ).encode()
         try:
             response = await client.send(
                 encode_request("POST", DEAL_BRAIN.path, host=client.host, headers=headers, body=body)
@@ -408,9 +425,25 @@ async def run_level(
         except (OSError, ValueError, trio.BrokenResourceError) as exc:
             kind = "error"
             level.reasons[f"client {type(exc).__name__}"] += 1
-        level.outcomes.append((kind, trio.current_time() - scheduled))
+        level.outcomes.append((kind, trio.current_time() - arrival.scheduled))
 
-    await open_loop(one, rate=level.rate, count=int(level.rate * level.duration))
+    loop = OpenLoop(
+        constant_rate(level.rate, level.duration),
+        one,
+        max_in_flight=MAX_IN_FLIGHT,
+        grace=GRACE,
+        validity=VALIDITY,
+    )
+    run = await loop.run()
+    level.send_lag = run.lateness
+    level.invalid = run.reason
+    for record in run.records:
+        if record.interrupted:
+            level.outcomes.append(("error", math.nan))
+            level.reasons[f"cut off {GRACE:g}s after the level"] += 1
+    for _ in run.dropped:
+        level.outcomes.append(("dropped", math.nan))
+        level.reasons[f"dropped: {MAX_IN_FLIGHT} in flight"] += 1
 
 
 async def service_metrics(client: httpx.AsyncClient) -> tuple[float, float, float]:
@@ -520,6 +553,10 @@ def report(levels: list[Level], capacity: float) -> None:
         if lv.reasons:
             top = "; ".join(f"{n} x {r}" for r, n in lv.reasons.most_common(3))
             print(f"  {lv.mode} #{lv.round + 1} {lv.factor:g}x: not full answers: {top}")
+        if lv.invalid:
+            print(
+                f"  {lv.mode} #{lv.round + 1} {lv.factor:g}x: NOT VALID, its figures measure the load: {lv.invalid}"
+            )
 
 
 def judge_rounds(levels: list[Level], capacity: float) -> tuple[list[Result], Spread | None]:
