@@ -59,8 +59,10 @@ class MembershipPolicy:
     """
 
     heartbeat: float = 0.5
-    expiry: float = 2.5
-    fence_after: float | None = None  # default: expiry / 2
+    expiry: float = 3.0
+    # Default: two thirds of the lease. A loaded process answers late; fencing it too eagerly
+    # takes its share away for nothing, too late leaves its calls too little time to end.
+    fence_after: float | None = None
 
     def __post_init__(self) -> None:
         if self.heartbeat <= 0:
@@ -68,7 +70,7 @@ class MembershipPolicy:
         if self.expiry <= 2 * self.heartbeat:
             raise ValueError(f"expiry ({self.expiry}) must be more than two heartbeats ({self.heartbeat})")
         if self.fence_after is None:
-            object.__setattr__(self, "fence_after", self.expiry / 2)
+            object.__setattr__(self, "fence_after", self.expiry * 2 / 3)
         assert self.fence_after is not None
         if not self.heartbeat < self.fence_after < self.expiry:
             raise ValueError(f"need heartbeat < fence_after < expiry (got {self.fence_after})")

@@ -71,10 +71,11 @@ async def run_membership(
         _apply(gates, membership.check_fence(started))
         ack = membership.ack(in_use())
         last_ok = membership.last_ok
-        # No answer by the time this member would fence itself is no answer.
-        give_up = started + policy.heartbeat * 2
+        # A slow answer is still an answer, up to the moment this member must fence itself.
         if last_ok is not None and not membership.statistics().fenced:
-            give_up = min(give_up, max(started, last_ok + policy.fence))
+            give_up = max(started, last_ok + policy.fence)
+        else:
+            give_up = started + policy.expiry
         try:
             with anyio.fail_after(give_up - started):
                 view = await store.heartbeat(
