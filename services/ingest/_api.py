@@ -29,6 +29,7 @@ from quart_trio import QuartTrio
 from . import _queue as q
 from ._db import Database
 from ._metrics import IngestApiMetrics
+from ._quotas import queued_quota
 from ._states import JobState
 from .settings import IngestApiSettings
 
@@ -202,7 +203,7 @@ def install_routes(app: QuartTrio) -> None:
                     priority=body.priority,
                     max_attempts=api.settings.max_attempts,
                     idempotency_key=key,
-                    max_queued=api.settings.max_queued_per_tenant,
+                    max_queued=queued_quota(api.budget, tenant),
                 ),
             )
         except q.QuotaExceeded as exc:

@@ -23,6 +23,7 @@ from ._db import register_vector_codec, release_without_session_reset
 from ._listener import PgListener
 from ._metrics import IngestApiMetrics, WorkerMetrics
 from ._pipeline import JobPipeline, PipelineConfig
+from ._quotas import running_caps
 from ._timing import CallSpacer, RetryBackoff
 from ._worker import Worker, WorkerConfig
 from .settings import IngestApiSettings, IngestWorkerSettings
@@ -116,13 +117,17 @@ async def open_api(settings: IngestApiSettings) -> AsyncIterator[QuartTrio]:
         yield build_api_app(settings, pool, registry, budget=budget)
 
 
-def worker_config(settings: IngestWorkerSettings) -> WorkerConfig:
+def worker_config(settings: IngestWorkerSettings, budget: floodgate.Budget) -> WorkerConfig:
+    """The worker's configuration: its settings, and each tenant's running cap from the budget's
+    tenant table (`_quotas.running_caps`)."""
+    caps = running_caps(budget)
     return WorkerConfig(
         worker_id=settings.worker_id,
         job_concurrency=settings.job_concurrency,
         claim_batch=settings.claim_batch,
         lease_seconds=settings.lease_seconds,
-        tenant_running_cap=settings.tenant_running_cap or None,
+        tenant_running_cap=caps.default,
+        tenant_running_caps=caps.overrides,
         poll_interval=settings.poll_interval,
         shutdown_grace=settings.shutdown_grace,
         backoff=RetryBackoff(base=settings.retry_backoff_base, cap=settings.retry_backoff_cap),
@@ -196,7 +201,7 @@ async def open_worker(
         metrics = WorkerMetrics(registry)
         pipeline._on_chunks = metrics.chunks.inc
         worker = Worker(
-            worker_config(settings),
+            worker_config(settings, budget),
             db=pool,
             runner=pipeline,
             metrics=metrics,

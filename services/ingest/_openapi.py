@@ -346,7 +346,7 @@ def build_openapi(settings: IngestApiSettings, *, version: str = "1.0.0") -> dic
     limits = (
         f"\n\nLimits: body at most {settings.max_body_bytes} bytes, `text` at most "
         f"{settings.max_text_bytes} bytes, `metadata` at most {settings.max_metadata_bytes} bytes (JSON); "
-        f"at most {settings.max_queued_per_tenant} queued jobs per tenant (429 queue_quota_exceeded, "
+        "at most the tenant's quota of queued jobs (`queued_jobs` in the budget's [tenants]; 429 queue_quota_exceeded, "
         f"Retry-After {floodgate.retry_after_seconds(settings.quota_retry_after)} s); "
         f"{settings.max_attempts} attempts per job."
     )

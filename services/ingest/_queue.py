@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import json
 import uuid
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from itertools import chain
@@ -60,6 +60,10 @@ __all__ = [
 
 # First key of the two-key advisory locks that serialise claims per tenant ("FG" + 1).
 ADVISORY_LOCK_CLASS = 0x464701
+# ... and of those that serialise one tenant's submissions, so its queued-job quota is exact ("FG" + 2).
+QUOTA_LOCK_CLASS = 0x464702
+# A tenant without a running cap, in the claim statements that take one cap per tenant.
+_NO_CAP = 2**31 - 1
 _TERMINAL_SQL = "('succeeded', 'failed', 'dead', 'cancelled')"
 # Seconds since the job was submitted, by the database's clock (``now()``: the transaction's start).
 _LATENCY_SQL = "extract(epoch FROM now() - {t}created_at)::float8"
@@ -233,6 +237,12 @@ WHERE tenant_id = $1 AND doc_id = $2 AND content_hash = $3 AND state IN ('queued
 """
 
 
+# The tenant's submissions one at a time (a transaction lock: released at commit). Taken in its own
+# statement: under READ COMMITTED the next statement's snapshot is taken after the lock is granted,
+# so the quota's count sees every job the previous holder inserted.
+_LOCK_TENANT_QUOTA = "SELECT pg_advisory_xact_lock($1, hashtext($2))"
+
+
 async def submit_job(
     conn: Any,
     *,
@@ -254,22 +264,29 @@ async def submit_job(
     ``INSERT ... ON CONFLICT DO NOTHING`` wait for the first insert and then insert nothing; the
     follow-up select finds the winner. If the winner left the active states in between (it finished),
     the loop inserts again — a finished job does not block new work for the same content.
+
+    The quota (``max_queued`` queued jobs) is exact under concurrent submits: each runs its count and
+    insert holding the tenant's advisory transaction lock, so a submission counts every job the ones
+    before it inserted (a count and insert in one statement alone would let N concurrent submits see
+    the same count and overshoot by N - 1). Other tenants' submissions do not wait for it.
     """
     for _ in range(5):
-        row = await conn.fetchrow(
-            _SUBMIT,
-            tenant,
-            doc_id,
-            content_hash,
-            idempotency_key,
-            source,
-            priority,
-            max_attempts,
-            text,
-            url,
-            json.dumps(metadata),
-            max_queued,
-        )
+        async with conn.transaction():
+            await conn.execute(_LOCK_TENANT_QUOTA, QUOTA_LOCK_CLASS, tenant)
+            row = await conn.fetchrow(
+                _SUBMIT,
+                tenant,
+                doc_id,
+                content_hash,
+                idempotency_key,
+                source,
+                priority,
+                max_attempts,
+                text,
+                url,
+                json.dumps(metadata),
+                max_queued,
+            )
         if row["id"] is not None:
             return SubmitResult(row["id"], JobState(row["state"]), created=True)
         if idempotency_key is not None:
@@ -401,7 +418,11 @@ WITH RECURSIVE heads AS (
            (SELECT count(*) FROM ingest_jobs r WHERE r.tenant_id = h.tenant_id AND r.state = 'running') AS running
     FROM heads h
 ), chosen AS (
-    SELECT tenant_id FROM ranked WHERE running < $1
+    -- each tenant's own cap ($5/$6), else the default ($1)
+    SELECT tenant_id FROM ranked
+    WHERE running < coalesce(
+        (SELECT c.cap FROM unnest($5::text[], $6::int[]) AS c(tenant_id, cap) WHERE c.tenant_id = ranked.tenant_id),
+        $1)
     ORDER BY running, priority, run_at LIMIT $2
 )
 SELECT tenant_id, CASE WHEN $3 THEN pg_try_advisory_xact_lock($4, hashtext(tenant_id)) ELSE true END AS locked
@@ -444,9 +465,9 @@ FROM claimed c LEFT JOIN LATERAL (
 _CLAIM = """
 WITH slots AS (
     SELECT t.tenant_id,
-           {cap}::int - (SELECT count(*) FROM ingest_jobs r
-                      WHERE r.tenant_id = t.tenant_id AND r.state = 'running')::int AS free
-    FROM unnest($1::text[]) AS t(tenant_id)
+           t.cap - (SELECT count(*) FROM ingest_jobs r
+                    WHERE r.tenant_id = t.tenant_id AND r.state = 'running')::int AS free
+    FROM unnest($1::text[], $4::int[]) AS t(tenant_id, cap)
 ), candidates AS (
     SELECT q.id, q.tenant_id, q.priority, q.run_at, s.free
     FROM slots s
@@ -544,10 +565,12 @@ async def claim_jobs(
     limit: int,
     lease_seconds: float,
     tenant_cap: int | None,
+    tenant_caps: Mapping[str, int | None] | None = None,
     max_tenants: int = 32,
     lock_timeout_ms: int = 2000,
 ) -> list[ClaimedJob]:
-    """Claim up to ``limit`` runnable jobs, at most ``tenant_cap`` running per tenant across all workers.
+    """Claim up to ``limit`` runnable jobs, at most ``tenant_cap`` running per tenant across all workers
+    (``tenant_caps``: a tenant's own cap in its place; None: no cap).
 
     One transaction: (1) pick the least-served tenants with work and try-lock them (a per-tenant
     advisory transaction lock, so claims for one tenant are serialised while different tenants are
@@ -559,13 +582,26 @@ async def claim_jobs(
     """
     if limit <= 0:
         return []
-    if tenant_cap is None:
+    own = dict(tenant_caps or {})
+    if tenant_cap is None and all(cap is None for cap in own.values()):
         sql = _claim_sql(_CLAIM_UNCAPPED, limit=limit, max_tenants=max_tenants)
         return _claimed(await conn.fetch(sql, worker_id, lease_seconds))
     locking = True
-    cap = tenant_cap
+
+    def cap_of(tenant: str) -> int:
+        cap = own.get(tenant, tenant_cap)
+        return _NO_CAP if cap is None else cap
+
     async with conn.transaction():
-        rows = await conn.fetch(_CANDIDATE_TENANTS, cap, max_tenants, locking, ADVISORY_LOCK_CLASS)
+        rows = await conn.fetch(
+            _CANDIDATE_TENANTS,
+            _NO_CAP if tenant_cap is None else tenant_cap,
+            max_tenants,
+            locking,
+            ADVISORY_LOCK_CLASS,
+            list(own),
+            [cap_of(tenant) for tenant in own],
+        )
         if not rows:
             return []
         tenants = [r["tenant_id"] for r in rows if r["locked"]]
@@ -576,7 +612,7 @@ async def claim_jobs(
             await conn.execute("SELECT pg_advisory_xact_lock($1, hashtext($2))", ADVISORY_LOCK_CLASS, first)
             tenants = [first]
         claimed = await conn.fetch(
-            _claim_sql(_CLAIM, limit=limit, cap=cap), tenants, worker_id, lease_seconds
+            _claim_sql(_CLAIM, limit=limit), tenants, worker_id, lease_seconds, [cap_of(t) for t in tenants]
         )
     return _claimed(claimed)
 

@@ -22,6 +22,7 @@ import logging
 import random
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
+from types import MappingProxyType
 from typing import TypeVar
 
 import structlog
@@ -51,6 +52,8 @@ class WorkerConfig:
     min_claim: int = 1
     lease_seconds: float = 15.0
     tenant_running_cap: int | None = 4  # per tenant, across all workers; None = no cap
+    # a tenant's own cap in place of tenant_running_cap (the budget's [tenants]; None = no cap)
+    tenant_running_caps: Mapping[str, int | None] = field(default_factory=lambda: MappingProxyType({}))
     poll_interval: float = 1.0
     shutdown_grace: float = 10.0
     backoff: RetryBackoff = field(default_factory=RetryBackoff)
@@ -65,8 +68,9 @@ class WorkerConfig:
             raise ValueError("job_concurrency and claim_batch must be >= 1")
         if not 1 <= self.min_claim <= min(self.claim_batch, self.job_concurrency):
             raise ValueError("min_claim must be between 1 and min(claim_batch, job_concurrency)")
-        if self.tenant_running_cap is not None and self.tenant_running_cap < 1:
-            raise ValueError("tenant_running_cap must be >= 1 (or None for no cap)")
+        for cap in (self.tenant_running_cap, *self.tenant_running_caps.values()):
+            if cap is not None and cap < 1:
+                raise ValueError("tenant_running_cap(s) must be >= 1 (or None for no cap)")
 
 
 class StopReason(enum.Enum):
@@ -554,4 +558,5 @@ async def _claim(conn: object, cfg: WorkerConfig, asked: int) -> list[q.ClaimedJ
         limit=asked,
         lease_seconds=cfg.lease_seconds,
         tenant_cap=cfg.tenant_running_cap,
+        tenant_caps=cfg.tenant_running_caps,
     )

@@ -7,14 +7,12 @@ variable                            default      meaning
 ==================================  ===========  =============================================================
 INGEST_API_PORT                     8082         port of the submit/status API
 INGEST_API_MAX_TEXT_BYTES           1048576      largest ``text`` accepted (413 naming the field above it)
-INGEST_API_MAX_QUEUED_PER_TENANT    10000        queued-job quota per tenant (429 + Retry-After above it)
 INGEST_API_QUOTA_RETRY_AFTER        5            seconds a refused submitter is told to wait
 INGEST_API_MAX_ATTEMPTS             5            attempts per job before it is dead
 INGEST_API_QUEUE_SAMPLE_INTERVAL    15           seconds between the API's samples of the queue's depth
 INGEST_WORKER_PORT                  8083         port of the worker's /healthz, /readyz, /metrics
 INGEST_WORKER_JOB_CONCURRENCY       8            jobs one worker runs at once
 INGEST_WORKER_CLAIM_BATCH           8            jobs claimed per claim statement (at most the free slots)
-INGEST_WORKER_TENANT_RUNNING_CAP    4            running jobs per tenant across ALL workers (0: no cap)
 INGEST_WORKER_LEASE_SECONDS         15           lease length; heartbeats every third of it
 INGEST_WORKER_POLL_INTERVAL         1.0          claim polling when idle (NOTIFY wakes sooner)
 INGEST_WORKER_SHUTDOWN_GRACE        10           seconds running jobs get to finish on SIGTERM
@@ -30,6 +28,9 @@ FLOODGATE_EMBED_BASE_URL            (none)       embeddings provider (OpenAI-com
 FLOODGATE_EMBED_API_KEY / _MODEL    "" / sim-embed-384  its key and model (empty = default)
 FLOODGATE_FETCH_BASE_URL / _API_KEY (none)       document fetch API (url jobs)
 ==================================  ===========  =============================================================
+
+Each tenant's queued-job quota and running cap across all workers are the budget file's
+(``[tenants]``: ``queued_jobs``, ``running_jobs``; docs/tenants.md), not settings.
 """
 
 from __future__ import annotations
@@ -54,7 +55,6 @@ class IngestApiSettings(BaseServiceSettings):
     max_body_bytes: int = Field(default=5 * 1_048_576, gt=0)
     max_text_bytes: int = Field(default=1_048_576, gt=0)
     max_metadata_bytes: int = Field(default=16_384, gt=0)
-    max_queued_per_tenant: int = Field(default=10_000, ge=1)
     quota_retry_after: float = Field(default=5.0, gt=0)
     max_attempts: int = Field(default=5, ge=1, le=50)
     # The queue's depth gauges (`_sampler.sample_queue`): the API samples them even with no worker.
@@ -70,7 +70,6 @@ class IngestWorkerSettings(BaseServiceSettings):
     worker_id: str = Field(default_factory=lambda: f"{socket.gethostname()}-{os.getpid()}")
     job_concurrency: int = Field(default=8, ge=1, le=1000)
     claim_batch: int = Field(default=8, ge=1, le=1000)
-    tenant_running_cap: int = Field(default=4, ge=0, description="0 means no cap")
     lease_seconds: float = Field(default=15.0, gt=0)
     poll_interval: float = Field(default=1.0, gt=0)
     shutdown_grace: float = Field(default=10.0, ge=0)

@@ -4,14 +4,18 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import tomllib
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from pathlib import Path
 from typing import Any
 
 import floodgate
 import trio_asyncio
 
 from services.ingest import _queue as q
+
+REPO_BUDGET = Path(__file__).resolve().parents[2] / "config" / "budget.toml"
 
 
 @asynccontextmanager
@@ -45,11 +49,26 @@ async def submit(
 
 
 async def claim(
-    db: Any, worker: str = "w", *, limit: int = 10, lease: float = 30.0, cap: int | None = None
+    db: Any,
+    worker: str = "w",
+    *,
+    limit: int = 10,
+    lease: float = 30.0,
+    cap: int | None = None,
+    caps: dict[str, int | None] | None = None,
 ) -> list[q.ClaimedJob]:
     return await db.run(
-        functools.partial(q.claim_jobs, worker_id=worker, limit=limit, lease_seconds=lease, tenant_cap=cap)
+        functools.partial(
+            q.claim_jobs, worker_id=worker, limit=limit, lease_seconds=lease, tenant_cap=cap, tenant_caps=caps
+        )
     )
+
+
+def budget_with_tenants(tenants: dict[str, Any]) -> floodgate.Budget:
+    """The repository's budget with ``tenants`` as its ``[tenants]`` table."""
+    data = tomllib.loads(REPO_BUDGET.read_text())
+    data["tenants"] = tenants
+    return floodgate.parse_budget(data)
 
 
 async def states(db: Any) -> dict[str, int]:

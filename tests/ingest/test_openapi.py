@@ -15,7 +15,7 @@ from services.ingest import _queue as q
 from services.ingest._bootstrap import build_api_app
 from services.ingest._openapi import ERROR_CONTRACT, build_openapi
 
-from ._helpers import claim, open_db
+from ._helpers import budget_with_tenants, claim, open_db
 
 T1 = {"x-floodgate-tenant": "acme"}
 JOBS = "/v1/omnirag/jobs"
@@ -78,9 +78,10 @@ async def test_every_route_is_documented_and_every_documented_one_is_routed(fres
 
 
 async def test_real_answers_conform_to_the_document(fresh_database_url: str) -> None:
-    settings = IngestApiSettings(database_url=fresh_database_url, max_queued_per_tenant=3, max_text_bytes=50)
+    settings = IngestApiSettings(database_url=fresh_database_url, max_text_bytes=50)
+    budget = budget_with_tenants({"default": {"queued_jobs": 3}})
     async with open_db(fresh_database_url) as db:
-        app = build_api_app(settings, db, CollectorRegistry())
+        app = build_api_app(settings, db, CollectorRegistry(), budget=budget)
         client = app.test_client()
         doc = await (await client.get("/openapi.json")).get_json()
         submit = _checker(doc, JOBS, "post")

@@ -97,13 +97,14 @@ def test_worker_settings_map_to_the_worker_config() -> None:
     from services.ingest import IngestWorkerSettings
     from services.ingest._bootstrap import worker_config
 
-    settings = load_settings(
-        IngestWorkerSettings,
-        "INGEST_WORKER_",
-        {"INGEST_WORKER_TENANT_RUNNING_CAP": "0", "INGEST_WORKER_LEASE_SECONDS": "3"},
-    )
-    config = worker_config(settings)
+    from ._helpers import budget_with_tenants
+
+    settings = load_settings(IngestWorkerSettings, "INGEST_WORKER_", {"INGEST_WORKER_LEASE_SECONDS": "3"})
+    # the running caps are the budget's tenant table: 0 is no cap, a tenant's own where it differs
+    budget = budget_with_tenants({"default": {"running_jobs": 0}, "acme": {"running_jobs": 2}, "globex": {}})
+    config = worker_config(settings, budget)
     assert config.tenant_running_cap is None and config.lease_seconds == 3.0
+    assert config.tenant_running_caps == {"acme": 2}
     with pytest.raises(SettingsError, match="INGEST_WORKER_JOB_CONCURRENCY"):
         load_settings(IngestWorkerSettings, "INGEST_WORKER_", {"INGEST_WORKER_JOB_CONCURRENCY": "0"})
 
