@@ -65,3 +65,27 @@ def test_keys_limits_and_isolation_through_the_gateway(cluster):
             for i in range(12)
         ]
         assert 429 in statuses and 202 in statuses, statuses
+
+
+def test_token_budgets_and_usage_through_the_cluster(cluster):
+    """The real online service reports what each answer used, the gateway counts it against the
+    tenant's budget (the committed one: acme's own table) and GET /v1/usage shows it, per tenant."""
+    with httpx.Client(base_url=cluster["gateway"], timeout=15) as client:
+
+        def usage(key: dict) -> dict:
+            response = client.get("/v1/usage", headers=key)
+            assert response.status_code == 200, response.text
+            return response.json()["windows"]["tokens_per_day"]
+
+        before, globex_before = usage(ACME), usage(GLOBEX)
+        answer = client.post("/v1/deal-brain/answers", json={"question": "who acquired whom?"}, headers=ACME)
+        assert answer.status_code == 200, answer.text
+        assert not any(name.startswith("x-floodgate-usage") for name in answer.headers)  # the gateway's only
+        assert int(answer.headers["x-ratelimit-remaining-tokens"]) > 0
+        deadline = time.monotonic() + 10
+        while (after := usage(ACME))["used"] == before["used"]:  # reported once the response is complete
+            assert time.monotonic() < deadline, "the answer's tokens were never counted"
+            time.sleep(0.1)
+        spent = after["used"] - before["used"]
+        assert spent > 0 and after["endpoints"]["deal_brain"] - before["endpoints"]["deal_brain"] == spent
+        assert usage(GLOBEX)["used"] == globex_before["used"]  # acme's tokens are acme's alone
