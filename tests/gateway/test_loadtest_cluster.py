@@ -95,5 +95,11 @@ def test_a_short_mixed_run_writes_its_summary_with_scraped_series(cluster, tmp_p
     assert ("online", "floodgate_gate_in_use") in scraped, sorted(scraped)[:20]
     assert any(job == "envoy" for job, _ in scraped), sorted({j for j, _ in scraped})
     assert any(name == "process_cpu_seconds_total" for _, name in scraped)
+    # a round each second from the run's start (the scraper's child process), every target read
+    assert sorted({row["t"] for row in summary["series"]})[:3] == [0.0, 1.0, 2.0]
+    assert not [note for note in summary["notes"] if note.startswith("scraping")], summary["notes"]
+    # Envoy's per-code counter is not folded into its total
+    totals = [r for r in summary["series"] if r["name"] == "envoy_cluster_upstream_rq_total"]
+    assert totals and not any("envoy_response_code" in r["labels"] for r in totals)
     assert "phase mixed: 3s" in printed and "deal_brain: offered 6" in printed and "summary:" in printed
     assert (out / "report.html").exists() and "report:" in printed  # the report module joins up
