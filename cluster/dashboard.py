@@ -47,18 +47,22 @@ COMPOSE_SERVICES = {
 }
 
 
+#: Scrape jobs whose compose service runs replicas: found by DNS, every replica a target.
+_REPLICATED = frozenset({"online", "ingest_api", "ingest_worker"})
+
+
 def dashboard(budget: floodgate.Budget) -> dict[str, Any]:
     return build_dashboard(budget, routes=endpoint_routes())
 
 
 def compose_scrape_config(settings: ClusterSettings) -> dict[str, Any]:
-    """`scrape_config` on the compose network: each job's targets by service name; the ingest
-    workers (``deploy.replicas``, every replica on the same port) by DNS, one target per replica."""
+    """`scrape_config` on the compose network: each job's targets by service name; the replicated
+    services (``deploy.replicas``, every replica on the same port) by DNS, one target per replica."""
     config = copy.deepcopy(scrape_config(settings, rule_files=(f"/etc/prometheus/{RULES_FILE}",)))
     for job in config["scrape_configs"]:
         service = COMPOSE_SERVICES[job["job_name"]]
         ports = sorted({int(t.rsplit(":", 1)[1]) for s in job.pop("static_configs") for t in s["targets"]})
-        if job["job_name"] == "ingest_worker":
+        if job["job_name"] in _REPLICATED:
             job["dns_sd_configs"] = [{"names": [service], "type": "A", "port": ports[0]}]
         else:
             job["static_configs"] = [{"targets": [f"{service}:{port}" for port in ports]}]

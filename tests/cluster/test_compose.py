@@ -200,5 +200,11 @@ def test_compose_scrape_configuration_names_compose_services(compose) -> None:
             for target in static["targets"]:
                 host, port = target.rsplit(":", 1)
                 assert int(port) in _published(compose[host]), target
-    (dns,) = jobs["ingest_worker"]["dns_sd_configs"]
-    assert dns["names"] == ["ingest-worker"] and dns["port"] == settings.ingest_worker_port
+    for job, service, port in (
+        ("ingest_worker", "ingest-worker", settings.ingest_worker_port),
+        ("online", "online", settings.online_port),
+        ("ingest_api", "ingest-api", settings.ingest_api_port),
+    ):
+        (dns,) = jobs[job]["dns_sd_configs"]  # every replica, found by DNS
+        assert dns["names"] == [service] and dns["port"] == port, job
+        assert port in _published(compose[service])
