@@ -256,6 +256,18 @@ class Database:
 # -- budgets -------------------------------------------------------------------------------------------
 
 
+def one_tenant_budget(data: dict[str, Any]) -> dict[str, Any]:
+    """The budget without per-tenant shares: the benchmark sends as one tenant and measures what the
+    budget carries, which a ``tenant_share`` would cap at that tenant's share (`make bench-tenants`
+    measures the shares)."""
+    data = copy.deepcopy(data)
+    for dep in data["dependencies"].values():
+        dep.pop("tenant_share", None)
+    for endpoint in data.get("endpoints", {}).values():
+        endpoint.get("admission", {}).pop("tenant_share", None)
+    return data
+
+
 def naive_budget(data: dict[str, Any]) -> dict[str, Any]:
     """The same budget with the concurrency gates off: every provider gate, its queue and its
     client-side rate limit lifted, and dealBrain's per-request fan-out unbounded. Retries, retry
@@ -618,7 +630,7 @@ def main() -> int:
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (min(hard, max(soft, 20_000)), hard))
 
-    data = tomllib.loads((ROOT / "config" / "budget.toml").read_text())
+    data = one_tenant_budget(tomllib.loads((ROOT / "config" / "budget.toml").read_text()))
     budget = floodgate.parse_budget(data)
     capacity = endpoint_capacity(budget, DEAL_BRAIN.name)
     slo = budget.endpoint(DEAL_BRAIN.name).slo_p99_ms / 1000
@@ -642,13 +654,15 @@ def main() -> int:
     )
     levels: list[Level] = []
     with tempfile.TemporaryDirectory() as tmp:
-        naive_file = Path(tmp) / "budget-naive.toml"
+        gated_file, naive_file = Path(tmp) / "budget.toml", Path(tmp) / "budget-naive.toml"
+        write_toml(data, gated_file)
         write_toml(naive_budget(data), naive_file)
-        floodgate.load_budget(naive_file)  # the written file must load as the service will load it
+        for written in (gated_file, naive_file):
+            floodgate.load_budget(written)  # the written file must load as the service will load it
         try:
             dsn = db.start()
             provider.wait_http("/healthz", within=30)
-            modes = [("gates on", ROOT / "config" / "budget.toml"), ("gates off", naive_file)]
+            modes = [("gates on", gated_file), ("gates off", naive_file)]
             modes = [m for m in modes if args.modes == "both" or m[0] == f"gates {args.modes}"]
             for n in range(args.rounds):
                 this_round = [
