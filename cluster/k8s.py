@@ -28,9 +28,10 @@ from .children import cluster_children
 from .settings import ClusterSettings
 
 __all__ = [
-    "BUDGET_MOUNT",
+    "BUDGET_FILE",
     "IMAGE",
     "base_files",
+    "manifest_texts",
     "simulator_files",
     "write_manifests",
 ]
@@ -40,15 +41,13 @@ ENVOY_IMAGE = "envoyproxy/envoy:v1.40-latest"
 REDIS_IMAGE = "redis:7.4-alpine"
 #: The budget and the rate-limit descriptors the image was built with (the Dockerfile copies config/):
 #: the same files these manifests' numbers come from.
-BUDGET_MOUNT = "/app/config/budget.toml"
+BUDGET_FILE = "/app/config/budget.toml"
 RATELIMIT_CONFIG = "/app/config/ratelimit.yaml"
 KEYS_MOUNT = "/etc/floodgate-keys"
 #: The non-root user of the Dockerfile (numeric, so that the kubelet can check runAsNonRoot).
 FLOODGATE_UID = 10001
 #: Online scales on CPU: its provider calls are bounded by gates, so a busy process is CPU-bound.
 ONLINE_CPU_TARGET = 70
-#: An ingest worker is kept busy by this many runnable queued jobs (its job_concurrency).
-WORKER_JOB_CONCURRENCY = 8
 #: The query KEDA runs on the jobs table: runnable queued jobs (retries waiting for their backoff
 #: are not work yet).
 QUEUED_JOBS_QUERY = "SELECT count(*) FROM ingest_jobs WHERE state = 'queued' AND run_at <= now()"
@@ -221,7 +220,7 @@ def _pod_env(child_env: Mapping[str, str], prefix: str) -> list[dict[str, Any]]:
         if name.endswith("_HOST"):
             value = "0.0.0.0"
         elif name.endswith("_BUDGET_FILE"):
-            value = BUDGET_MOUNT
+            value = BUDGET_FILE
         own[name] = value
     return [*_env(own), _database_env(prefix)]
 
@@ -233,7 +232,7 @@ def _providers_from() -> list[dict[str, Any]]:
     ]
 
 
-def _preStop() -> dict[str, Any]:
+def _pre_stop() -> dict[str, Any]:
     return {"preStop": {"sleep": {"seconds": PRESTOP_SECONDS}}}
 
 
@@ -273,7 +272,7 @@ def _python_service(
         "env": _pod_env(child_env, prefix),
         "envFrom": _providers_from(),
         **_probes("http"),
-        "lifecycle": _preStop(),
+        "lifecycle": _pre_stop(),
         "resources": _guaranteed(_resources(shape.cpu_cores, shape.memory_mib)),
         "securityContext": _secure(),
     }
@@ -293,6 +292,12 @@ def _grace(child_env: Mapping[str, str], prefix: str) -> int:
 
     default = BaseServiceSettings.model_fields["grace_period"].default
     return PRESTOP_SECONDS + math.ceil(float(child_env.get(f"{prefix}GRACE_PERIOD", default))) + 5
+
+
+def _worker_job_concurrency() -> int:
+    from services.ingest.settings import IngestWorkerSettings
+
+    return IngestWorkerSettings.model_fields["job_concurrency"].default
 
 
 def _worker_grace() -> int:
@@ -408,7 +413,8 @@ def base_files(budget: floodgate.Budget, settings: ClusterSettings) -> dict[str,
                         "type": "postgresql",
                         "metadata": {
                             "query": QUEUED_JOBS_QUERY,
-                            "targetQueryValue": str(WORKER_JOB_CONCURRENCY),
+                            # A worker is kept busy by as many runnable jobs as it runs at once.
+                            "targetQueryValue": str(_worker_job_concurrency()),
                             "activationTargetQueryValue": "0",
                         },
                         "authenticationRef": {"name": "floodgate-database"},
@@ -503,7 +509,7 @@ def _gateway(settings: ClusterSettings) -> list[dict[str, Any]]:
         "command": ["python", "-m", "cluster.envoy", "render", "--compose", "-o", "/etc/envoy/envoy.yaml"],
         "env": _env(
             {
-                "FLOODGATE_BUDGET": BUDGET_MOUNT,
+                "FLOODGATE_BUDGET": BUDGET_FILE,
                 "FLOODGATE_API_KEYS_FILE": f"{KEYS_MOUNT}/api_keys.yaml",
                 "FLOODGATE_GATEWAY_PORT": str(port),
                 "FLOODGATE_ENVOY_ADMIN_PORT": str(admin),
@@ -523,7 +529,7 @@ def _gateway(settings: ClusterSettings) -> list[dict[str, Any]]:
         "ports": [{"name": "http", "containerPort": port}, {"name": "admin", "containerPort": admin}],
         "readinessProbe": _http_probe("/ready", "admin", period=5, failures=2),
         "livenessProbe": _http_probe("/ready", "admin", period=10, failures=3),
-        "lifecycle": _preStop(),
+        "lifecycle": _pre_stop(),
         "resources": _guaranteed(GATEWAY_RESOURCES),
         "securityContext": _secure(),
         "volumeMounts": [{"name": "envoy-config", "mountPath": "/etc/envoy", "readOnly": True}],

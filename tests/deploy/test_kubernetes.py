@@ -21,7 +21,7 @@ import yaml
 
 from cluster.children import cluster_children
 from cluster.envoy import COMPOSE_HOSTS
-from cluster.k8s import BUDGET_MOUNT, manifest_texts
+from cluster.k8s import BUDGET_FILE, manifest_texts
 from cluster.preflight import check_budget
 from cluster.settings import load_cluster_settings
 from harness import REPO_ROOT
@@ -227,7 +227,7 @@ def test_ports_probes_and_environment_are_the_local_clusters(resources, settings
             elif var.endswith("_DATABASE_URL"):
                 assert env[var]["valueFrom"]["secretKeyRef"] == {"name": "floodgate-database", "key": "url"}
             elif var.endswith("_BUDGET_FILE"):
-                assert env[var]["value"] == BUDGET_MOUNT
+                assert env[var]["value"] == BUDGET_FILE
             elif var == "RATELIMIT_CONFIG":
                 assert env[var]["value"] == "/app/config/ratelimit.yaml"
             else:
