@@ -101,6 +101,8 @@ class EdgeRoute:
     body_limit: int
     timeout: str | None
     rate_limited: bool
+    #: the windows of the tenant's token and cost budgets the route asks before a request
+    budgets: tuple[str, ...] = ()
 
     def matches(self, method: str, path: str) -> bool:
         """Whether Envoy would pick this route for ``method path`` (the matchers the config uses)."""
@@ -163,9 +165,45 @@ def edge_routes(envoy_config: Mapping[str, Any]) -> list[EdgeRoute]:
                     rate_limited=bool(action.get("rate_limits"))
                     or bool(per_filter.get(_RATELIMIT, {}).get("rate_limits"))
                     or _LOCAL_RATELIMIT in per_filter,
+                    budgets=_budget_windows(per_filter.get(_RATELIMIT, {}).get("rate_limits", ())),
                 )
             )
     return routes
+
+
+def _budget_windows(rate_limits: Iterable[Mapping[str, Any]]) -> tuple[str, ...]:
+    """The budget windows the limits ask before a request (descriptor ``budget`` with zero hits)."""
+    windows = []
+    for limit in rate_limits:
+        if limit.get("apply_on_stream_done") or limit.get("hits_addend") != {"number": 0}:
+            continue
+        for action in limit["actions"]:
+            key = action.get("generic_key", {})
+            if key.get("descriptor_key") == "budget":
+                windows.append(key["descriptor_value"])
+    return tuple(windows)
+
+
+def _budget_headers(measures: Iterable[str]) -> dict[str, Any]:
+    """The headers a route with token or cost budgets adds to its answers (services/ratelimit/_budgets.py)."""
+    headers: dict[str, Any] = {}
+    for measure in measures:
+        unit = "tokens" if measure == "tokens" else "US dollars (estimated)"
+        headers |= {
+            f"x-ratelimit-limit-{measure}": {
+                "description": f"the tenant's {measure} budget of the window with the least left, in {unit}",
+                "schema": {"type": "string"},
+            },
+            f"x-ratelimit-remaining-{measure}": {
+                "description": f"what is left of it before this request's {measure} were counted",
+                "schema": {"type": "string"},
+            },
+            f"x-ratelimit-reset-{measure}": {
+                "description": "until that window ends, as `59s`, `6m0s`, `13h2m5s`",
+                "schema": {"type": "string"},
+            },
+        }
+    return headers
 
 
 def route_for(routes: Iterable[EdgeRoute], method: str, path: str) -> EdgeRoute | None:
@@ -248,6 +286,8 @@ def _gateway_parts(route: EdgeRoute) -> str:
     parts.append(f"body at most {route.body_limit} bytes")
     if route.rate_limited:
         parts.append("rate-limited per tenant")
+    if route.budgets:
+        parts.append(f"the tenant's budgets ({', '.join(route.budgets)}) asked before and counted after")
     return "\n\nThrough the gateway: " + ", ".join(parts) + "."
 
 
@@ -279,6 +319,11 @@ def _operation(
     for status in gateway_statuses:
         key = str(status)
         responses[key] = _merged_response(responses.get(key), GATEWAY_ERRORS[status])
+    if route.budgets:
+        measures = sorted({"cost" if window.startswith("cost") else "tokens" for window in route.budgets})
+        for status, response in responses.items():
+            if status.startswith("2") or status == "429":
+                response.setdefault("headers", {}).update(_budget_headers(measures))
     if route.authenticated:
         responses["401"]["headers"]["www-authenticate"] = {
             "description": "the scheme to authenticate with",

@@ -163,3 +163,16 @@ def test_the_rendered_config_serves_the_document(tmp_path: Path) -> None:
     served = json.loads(route["direct_response"]["body"]["inline_string"])
     assert served == build_gateway_openapi(render_envoy_config(settings), service_documents(settings))
     # (tests/cluster/test_envoy.py runs `envoy --mode validate` on a config rendered the same way)
+
+
+def test_the_budget_headers_are_documented_where_the_route_asks_the_budgets(doc) -> None:
+    budgeted = doc["paths"]["/v1/deal-brain/answers"]["post"]
+    for status in ("200", "429"):
+        assert "x-ratelimit-remaining-tokens" in budgeted["responses"][status]["headers"]
+        assert "x-ratelimit-remaining-cost" in budgeted["responses"][status]["headers"]
+    plain = doc["paths"]["/v1/omnirag/jobs"]["post"]
+    assert not any("tokens" in name for r in plain["responses"].values() for name in r.get("headers", {}))
+    usage = doc["paths"]["/v1/usage"]["get"]
+    assert usage["responses"]["200"]["content"]["application/json"]["schema"] == {
+        "$ref": "#/components/schemas/Usage"
+    }
