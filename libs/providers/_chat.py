@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
+from collections.abc import Callable
 from typing import Any
 
-from ._client import DependencyClient, MalformedAnswer, json_body
+from ._client import DependencyClient, MalformedAnswer, Memo, json_body
 from ._usage import UNKNOWN_ENDPOINT, TokenUsage, UsageSink, read_usage
 
 __all__ = ["ChatModel", "task_prompt"]
@@ -21,12 +23,28 @@ class ChatModel:
     """Chat completions with ``model``: a structured task's JSON object, or plain text.
 
     Each answer's ``usage`` goes to ``usage`` (a `UsageSink`), labelled with the ``endpoint`` the
-    caller names in the call (`UNKNOWN_ENDPOINT` when it names none)."""
+    caller names in the call (`UNKNOWN_ENDPOINT` when it names none).
 
-    def __init__(self, client: DependencyClient, *, model: str, usage: UsageSink | None = None) -> None:
+    Identical work is not paid twice: a call given ``cache_ttl`` is answered from ``memo`` (a
+    `floodgate.TTLCache`) when the same tenant asked the same model the same messages within that
+    many seconds, and identical calls in flight share one (singleflight). The key holds the tenant:
+    no tenant is served another's answer. The answer is deterministic enough to reuse (temperature
+    0); a call that made no request reports the tokens it did not spend to ``usage.record_saved``.
+    Only good answers are kept: a failure or an answer that does not parse is not cached.
+    """
+
+    def __init__(
+        self,
+        client: DependencyClient,
+        *,
+        model: str,
+        usage: UsageSink | None = None,
+        memo: Memo | None = None,
+    ) -> None:
         self._client = client
         self.model = model
         self._usage = usage
+        self._memo = memo
 
     async def _complete(
         self,
@@ -36,7 +54,42 @@ class ChatModel:
         endpoint: str | None,
         json_mode: bool,
         max_tokens: int | None,
+        cache_ttl: float | None,
+        check: Callable[[str], object] | None = None,
     ) -> str:
+        """The answer's content; through ``memo`` for ``cache_ttl`` seconds when both are given
+        (``check`` validates an answer before it is kept: it raises on one that must not be)."""
+        memo = self._memo
+        if memo is None or cache_ttl is None:
+            content, _ = await self._request(messages, tenant, endpoint, json_mode, max_tokens, check)
+            return content
+        digest = hashlib.blake2b(
+            json.dumps(messages, separators=(",", ":")).encode(), digest_size=20
+        ).hexdigest()
+        key = ("chat", self.model, tenant, json_mode, max_tokens, digest)
+        requested = False
+
+        async def request() -> tuple[str, tuple[int, int] | None]:
+            nonlocal requested
+            requested = True
+            return await self._request(messages, tenant, endpoint, json_mode, max_tokens, check)
+
+        content, tokens = await memo.get_or_load(key, request, ttl=cache_ttl)
+        if not requested and tokens is not None and self._usage is not None:
+            self._usage.record_saved(
+                TokenUsage(self._client.name, self.model, endpoint or UNKNOWN_ENDPOINT, tenant, *tokens)
+            )
+        return content
+
+    async def _request(
+        self,
+        messages: list[dict[str, str]],
+        tenant: str,
+        endpoint: str | None,
+        json_mode: bool,
+        max_tokens: int | None,
+        check: Callable[[str], object] | None,
+    ) -> tuple[str, tuple[int, int] | None]:
         body: dict[str, Any] = {"model": self.model, "messages": messages, "temperature": 0}
         if json_mode:
             body["response_format"] = {"type": "json_object"}
@@ -47,7 +100,8 @@ class ChatModel:
             "POST", "/v1/chat/completions", json=body, tenant=tenant, idempotent=True
         )
         data = json_body(response, self._client.name)
-        if self._usage is not None and (tokens := read_usage(data, completion=True)) is not None:
+        tokens = read_usage(data, completion=True)
+        if self._usage is not None and tokens is not None:
             self._usage.record(
                 TokenUsage(self._client.name, self.model, endpoint or UNKNOWN_ENDPOINT, tenant, *tokens)
             )
@@ -57,19 +111,11 @@ class ChatModel:
             raise MalformedAnswer("no choices[0].message.content", dependency=self._client.name) from None
         if not isinstance(content, str):
             raise MalformedAnswer("message content is not text", dependency=self._client.name)
-        return content
+        if check is not None:
+            check(content)
+        return content, tokens
 
-    async def json_task(
-        self, task: str, *, instructions: str, prompt: str, tenant: str, endpoint: str | None = None
-    ) -> dict[str, Any]:
-        """Run a structured task and return its JSON object."""
-        messages = [
-            {"role": "system", "content": task_prompt(task, instructions)},
-            {"role": "user", "content": prompt},
-        ]
-        content = await self._complete(
-            messages, tenant=tenant, endpoint=endpoint, json_mode=True, max_tokens=None
-        )
+    def _json_object(self, task: str, content: str) -> dict[str, Any]:
         try:
             value = json.loads(content)
         except ValueError:
@@ -77,6 +123,36 @@ class ChatModel:
         if not isinstance(value, dict):
             raise MalformedAnswer(f"{task} did not return a JSON object", dependency=self._client.name)
         return value
+
+    async def json_task(
+        self,
+        task: str,
+        *,
+        instructions: str,
+        prompt: str,
+        tenant: str,
+        endpoint: str | None = None,
+        cache_ttl: float | None = None,
+    ) -> dict[str, Any]:
+        """Run a structured task and return its JSON object (a fresh one, also from the cache)."""
+        messages = [
+            {"role": "system", "content": task_prompt(task, instructions)},
+            {"role": "user", "content": prompt},
+        ]
+
+        def check(content: str) -> None:
+            self._json_object(task, content)
+
+        content = await self._complete(
+            messages,
+            tenant=tenant,
+            endpoint=endpoint,
+            json_mode=True,
+            max_tokens=None,
+            cache_ttl=cache_ttl,
+            check=check if cache_ttl is not None else None,  # parsed once when nothing is kept
+        )
+        return self._json_object(task, content)
 
     async def text(
         self,
@@ -86,6 +162,7 @@ class ChatModel:
         tenant: str,
         endpoint: str | None = None,
         max_tokens: int = 512,
+        cache_ttl: float | None = None,
     ) -> str:
         """A plain answer of at most ``max_tokens``."""
         messages = [
@@ -93,5 +170,10 @@ class ChatModel:
             {"role": "user", "content": prompt},
         ]
         return await self._complete(
-            messages, tenant=tenant, endpoint=endpoint, json_mode=False, max_tokens=max_tokens
+            messages,
+            tenant=tenant,
+            endpoint=endpoint,
+            json_mode=False,
+            max_tokens=max_tokens,
+            cache_ttl=cache_ttl,
         )

@@ -26,7 +26,11 @@ class DependencyClient(Protocol):
 class Memo(Protocol):
     """A cache that also coalesces identical calls in flight (``floodgate.TTLCache`` is one)."""
 
-    async def get_or_load(self, key: Hashable, fn: Callable[..., Awaitable[Any]], *args: Any) -> Any: ...
+    async def get_or_load(
+        self, key: Hashable, fn: Callable[..., Awaitable[Any]], *args: Any, ttl: float | None = None
+    ) -> Any:
+        """The value kept for ``key``, or ``await fn(*args)`` kept for ``ttl`` (None: the cache's)."""
+        ...
 
 
 class MalformedAnswer(floodgate.DependencyError):

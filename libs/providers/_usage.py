@@ -4,8 +4,9 @@ A chat completion answers with ``usage.prompt_tokens`` and ``usage.completion_to
 embeddings request with ``usage.prompt_tokens`` (and ``total_tokens``). `ChatModel` and `Embedder`
 read them and report one `TokenUsage` per answered call to the `UsageSink` they were built with,
 labelled with the endpoint their caller names. `UsageMetrics` is the sink the services use: token
-counters and a cost estimate from the budget file's prices. This package knows no service; a
-service hands its sink in.
+counters and a cost estimate from the budget file's prices. A `ChatModel` call answered from its
+cache spends nothing and reports what it saved instead (`UsageSink.record_saved`). This package
+knows no service; a service hands its sink in.
 """
 
 from __future__ import annotations
@@ -53,6 +54,10 @@ class UsageSink(Protocol):
     """Where a client reports usage. Called on the event loop after each answer: it must not block."""
 
     def record(self, usage: TokenUsage) -> None: ...
+
+    def record_saved(self, usage: TokenUsage) -> None:
+        """A call answered from a cache: ``usage`` is what its answer cost when it was made."""
+        ...
 
 
 def _count(value: object) -> int | None:
@@ -132,7 +137,8 @@ class UsageMetrics:
     ``prompt`` or ``completion``) and ``floodgate_cost_usd_total{dependency,endpoint,tenant}``, the
     tokens priced by ``prices`` (the budget file's ``[prices."<model>"]``). A model without a price
     adds no cost series: an estimate of 0 would read as "free". Within `metering_request`, each
-    usage is also added to that request's `RequestUsage`."""
+    usage is also added to that request's `RequestUsage`. What cached answers saved goes to
+    ``floodgate_tokens_saved_total{dependency,endpoint,tenant,kind}``."""
 
     def __init__(self, *, registry: CollectorRegistry, prices: Mapping[str, floodgate.ModelPrice]) -> None:
         self._prices = dict(prices)
@@ -146,6 +152,12 @@ class UsageMetrics:
             "floodgate_cost_usd",
             "Estimated cost of those tokens in US dollars, from the budget file's prices",
             ["dependency", "endpoint", "tenant"],
+            registry=registry,
+        )
+        self.tokens_saved = Counter(
+            "floodgate_tokens_saved",
+            "Tokens not spent because a cached answer was reused, by dependency, endpoint, tenant and kind",
+            ["dependency", "endpoint", "tenant", "kind"],
             registry=registry,
         )
 
@@ -164,3 +176,11 @@ class UsageMetrics:
             if usage.dependency == "llm":
                 metered.llm_tokens += usage.prompt_tokens + usage.completion_tokens
             metered.cost_usd += cost
+
+    def record_saved(self, usage: TokenUsage) -> None:
+        """Count what a cached answer saved (``floodgate_tokens_saved_total``); it spent nothing, so
+        neither the token counters nor the request's usage change."""
+        labels = (usage.dependency, usage.endpoint, usage.tenant)
+        self.tokens_saved.labels(*labels, "prompt").inc(usage.prompt_tokens)
+        if usage.completion_tokens:
+            self.tokens_saved.labels(*labels, "completion").inc(usage.completion_tokens)

@@ -6,8 +6,9 @@
                                          ├─> fuse (RRF) ─> rerank ─> LLM answer citing [n]
     web search (cached, coalesced) ──────┘
 
-The two retrieval branches run in parallel in one nursery. Which steps may fall back is the
-budget file's decision (``endpoints.deal_brain.degradable``): by default rerank falls back to the
+The two retrieval branches run in parallel in one nursery. The answer to the same question over
+the same passages is the tenant's cached one for ``cache_ttl`` (the LLM client's memo). Which steps
+may fall back is the budget file's decision (``endpoints.deal_brain.degradable``): by default rerank falls back to the
 fused score and the LLM to "passages only"; embed, db and search fail the request.
 """
 
@@ -205,8 +206,13 @@ async def _answer(
 
     async def call() -> str | None:
         with ctx.timing.step("answer", dependency="llm"):
+            # the same question over the same passages: the tenant's answer within cache_ttl
             return await down.llm.text(
-                instructions=_ANSWER_INSTRUCTIONS, prompt=prompt, tenant=ctx.tenant, endpoint=ctx.endpoint
+                instructions=_ANSWER_INSTRUCTIONS,
+                prompt=prompt,
+                tenant=ctx.tenant,
+                endpoint=ctx.endpoint,
+                cache_ttl=ctx.policy.cache_ttl,
             )
 
     return await degradable(

@@ -8,6 +8,9 @@ Search and extraction fan out under the endpoint's ``fan_out`` per request and t
 gate globally. A search or an extraction that fails is counted, not fatal: the response says how
 many succeeded (``counts``, ``complete``). The request fails only when no search succeeded, with
 the error of the first failed search (429, 503, 504 or 502).
+
+The expansion and each extraction are the tenant's cached LLM answers for ``cache_ttl`` when asked
+again with the same subject and source (the LLM client's memo): hunting a subject twice pays once.
 """
 
 from __future__ import annotations
@@ -70,6 +73,7 @@ async def _queries(req: ShadowHunterRequest, ctx: RequestContext, down: Downstre
                 prompt=f"Write {req.query_count} search queries.\nSubject: {req.subject}",
                 tenant=ctx.tenant,
                 endpoint=ctx.endpoint,
+                cache_ttl=ctx.policy.cache_ttl,
             )
         raw = data.get("queries")
         if not isinstance(raw, list) or not all(isinstance(q, str) for q in raw):
@@ -140,6 +144,7 @@ async def hunt(req: ShadowHunterRequest, ctx: RequestContext, down: Downstreams)
                 prompt=f"[1] {result.title}: {result.snippet}\n\nSubject: {req.subject}",
                 tenant=ctx.tenant,
                 endpoint=ctx.endpoint,
+                cache_ttl=ctx.policy.cache_ttl,
             )
             return _findings(data, result.url)
 

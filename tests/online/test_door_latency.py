@@ -8,7 +8,11 @@ import pytest
 import trio
 from prometheus_client import generate_latest
 
-from .conftest import online_harness
+from .conftest import make_budget, online_harness
+
+# Hundreds of requests through the real app and simulator: virtual time, but seconds of real CPU,
+# more on a machine shared with other work.
+pytestmark = pytest.mark.timeout(120)
 
 DEAL = "/v1/deal-brain/answers"
 
@@ -18,6 +22,14 @@ PROVIDERS = {
     "search": {"latency": {"fixed_ms": 150}},
     "rerank": {"latency": {"fixed_ms": 50}},
 }
+
+
+#: One tenant sends all the load; what is measured is the door's limit, so no tenant share caps it.
+WHOLE_SHARES = {
+    "endpoints": {"deal_brain": {"admission": {"tenant_share": 1.0}}},
+    "dependencies": {"llm": {"tenant_share": 1.0}},
+}
+TENANT = "globex"  # no per-tenant overrides in the budget's tenant table
 
 
 class SteadyLoad:
@@ -33,7 +45,7 @@ class SteadyLoad:
         statuses = self.statuses.setdefault(phase, [])
 
         async def one(i: int) -> None:
-            response = await self.h.post(DEAL, {"question": f"Aldercrest Robotics deal {i}"})
+            response = await self.h.post(DEAL, {"question": f"Aldercrest Robotics deal {i}"}, tenant=TENANT)
             statuses.append(response.status_code)
 
         start = trio.current_time()
@@ -61,17 +73,19 @@ async def test_a_slower_provider_without_queueing_is_not_refused(autojump_clock,
     # same rate needs 11 requests inside instead of 4 (of the door's 26), and 7 of the LLM's 16
     # slots: nothing waits anywhere. The door must not take the slower answers for overload.
     async with online_harness(
-        behaviour={**PROVIDERS, "chat": {"latency": {"fixed_ms": 0}}}, chunks=memory_chunks
+        budget=make_budget(WHOLE_SHARES),
+        behaviour={**PROVIDERS, "chat": {"latency": {"fixed_ms": 0}}},
+        chunks=memory_chunks,
     ) as h:
         door = h.app.extensions["online"].doors["deal_brain"]
         assert door.adaptive is not None and door.limit == door.ceiling == 26
         llm = h.wired.dependencies["llm"].gate
         load = SteadyLoad(h)
-        fast = await load.run("fast", rate=18, seconds=10)
+        fast = await load.run("fast", rate=18, seconds=5)
         assert door.adaptive.baseline == pytest.approx(0.2, abs=0.005)
 
         await h.behave({"chat": {"latency": {"fixed_ms": 400}}})
-        slow = await load.run("slow", rate=18, seconds=30)
+        slow = await load.run("slow", rate=18, seconds=20)
         assert set(fast) == set(slow) == {200}
         stats = door.statistics()
         assert (stats.limit, stats.refused_total) == (26, 0)
@@ -91,18 +105,20 @@ async def test_a_slowdown_that_queues_at_the_bottleneck_lowers_the_door_and_it_r
     # refuses the excess at once. Back at 400 ms and at a rate that uses the door, it grows back to
     # the budget's number.
     async with online_harness(
-        behaviour={**PROVIDERS, "chat": {"latency": {"fixed_ms": 400}}}, chunks=memory_chunks
+        budget=make_budget(WHOLE_SHARES),
+        behaviour={**PROVIDERS, "chat": {"latency": {"fixed_ms": 400}}},
+        chunks=memory_chunks,
     ) as h:
         door = h.app.extensions["online"].doors["deal_brain"]
         ceiling = door.ceiling
         load = SteadyLoad(h)
-        normal = await load.run("normal", rate=10, seconds=10)
+        normal = await load.run("normal", rate=10, seconds=5)
         assert set(normal) == {200} and door.limit == ceiling
         baseline = door.adaptive.baseline
         assert baseline == pytest.approx(0.6, abs=0.005)
 
         await h.behave({"chat": {"latency": {"fixed_ms": 2000}}})
-        slow = await load.run("slow", rate=10, seconds=30)
+        slow = await load.run("slow", rate=10, seconds=15)
         lowered = door.limit
         assert lowered < ceiling
         assert slow.count(429) > 0
@@ -110,7 +126,7 @@ async def test_a_slowdown_that_queues_at_the_bottleneck_lowers_the_door_and_it_r
 
         await h.behave({"chat": {"latency": {"fixed_ms": 400}}})
         limits = []
-        for _ in range(30):
+        for _ in range(15):
             await load.run("recovering", rate=25, seconds=1)
             limits.append(door.limit)
         lowest = limits.index(min(limits))
