@@ -29,6 +29,11 @@ __all__ = [
 ]
 
 
+#: The services whose processes join membership, dividing their providers' shares among the live
+#: processes (services/online/_wiring.py); the ingest workers keep their planned share (docs/budget.md).
+MEMBER_SERVICES = frozenset({"online"})
+
+
 class PreflightError(Exception):
     """The cluster cannot start; the message is one line naming the cause."""
 
@@ -79,8 +84,9 @@ def check_budget(
     ``processes``: budget service name -> (how many processes the cluster starts, the variable that
     says so). Without membership, per-process limits are the global budget divided by the planned
     process count (``replicas x workers``), so more processes than planned would together exceed
-    the global budget. With membership the live processes divide it among themselves instead, and
-    the planned count is only the planning figure.
+    the global budget. With membership the live processes of a `MEMBER_SERVICES` service divide it
+    among themselves instead (the planned count is only the planning figure), and a service whose
+    only shares are database pools may run more processes as long as the pools fit.
     """
     if not path.is_file():
         raise PreflightError(f"budget file {path} (FLOODGATE_BUDGET) does not exist")
@@ -90,18 +96,25 @@ def check_budget(
         first = " ".join(str(exc).split())
         raise PreflightError(f"budget file {path} (FLOODGATE_BUDGET) is invalid: {first}") from None
     counts = dict(processes or {})
-    if membership:
-        _check_database_pools(budget, path, counts)
-        return
     for service, (count, variable) in counts.items():
         planned = budget.service(service).processes
-        if count > planned:
-            raise PreflightError(
-                f"{variable}={count} but {path} plans {planned} {service} process(es) "
-                f"(services.{service} replicas x workers): raise it there, or leave membership on "
-                "(FLOODGATE_MEMBERSHIP=1), or the per-process budgets would add up to more than the "
-                "global ones"
-            )
+        if count <= planned:
+            continue
+        divided = [d for d in budget.dependencies_of(service) if budget.dependency(d).kind != "postgres"]
+        if membership and (service in MEMBER_SERVICES or not divided):
+            continue  # divided among the live processes, or only database pools (checked below)
+        reason = (
+            f"its processes do not join membership and have shares of {', '.join(divided)}"
+            if membership
+            else "membership is off (FLOODGATE_MEMBERSHIP=0)"
+        )
+        raise PreflightError(
+            f"{variable}={count} but {path} plans {planned} {service} process(es) "
+            f"(services.{service} replicas x workers) and {reason}: raise it there, or the "
+            "per-process budgets would add up to more than the global ones"
+        )
+    if membership:
+        _check_database_pools(budget, path, counts)
 
 
 def _check_database_pools(

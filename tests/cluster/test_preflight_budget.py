@@ -46,3 +46,13 @@ def test_with_membership_the_database_pools_of_the_processes_that_run_must_still
     too_many = ClusterSettings(online_replicas=3).processes()
     with pytest.raises(PreflightError, match=r"FLOODGATE_ONLINE_REPLICAS=3.*need 108 connections.*leaves 90"):
         check_budget(BUDGET, processes=too_many, membership=True)
+
+
+def test_with_membership_only_the_services_that_divide_live_may_exceed_their_plan() -> None:
+    """The ingest workers do not join membership: three of them would each take the planned share of
+    embed and fetch. The ingest API has database pools only, which are checked as such."""
+    with pytest.raises(
+        PreflightError, match=r"FLOODGATE_INGEST_WORKERS=3 .* do not join membership .*embed, fetch"
+    ):
+        check_budget(BUDGET, processes={"ingest_worker": (3, "FLOODGATE_INGEST_WORKERS")}, membership=True)
+    check_budget(BUDGET, processes={"ingest_api": (2, "FLOODGATE_INGEST_API_REPLICAS")}, membership=True)
