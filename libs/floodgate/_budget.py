@@ -344,8 +344,9 @@ class AdmissionPolicy(_Policy):
 
     The door's ceiling is what the budget implies (Little's law); with ``adaptive`` on it admits
     less while the mean latency of completed requests stays above ``latency_tolerance`` times its
-    recent best, or while more than ``bottleneck_queue`` requests on average wait at the gate of
-    the endpoint's bottleneck dependency; never less than ``min_fraction`` of the ceiling.
+    recent best and requests wait at the gate of the endpoint's bottleneck dependency (a slower
+    provider with nothing waiting is not overload), or while more than ``bottleneck_queue`` wait
+    there on average; never less than ``min_fraction`` of the ceiling.
     """
 
     adaptive: bool = True

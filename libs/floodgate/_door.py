@@ -8,8 +8,9 @@ without waiting and without an await — the refusal is a counter check, because
 is the hottest path of the process.
 
 Its ``limit`` is either fixed (``ceiling``) or an `AdaptiveLimit` under that ceiling, which
-lowers it while completed requests take longer than their recent best (`observe`) or while the
-dependency that sets the request rate has a queue (``waiting``). Entering and leaving are
+lowers it while the dependency that sets the request rate has a queue (``waiting``), or while
+completed requests take longer than their recent best (`observe`) and, when ``waiting`` is given,
+something waits (a slower dependency with nothing waiting is not overload). Entering and leaving are
 synchronous; the caller measures each request and calls `observe`.
 
 With a tenant table whose ``tenant_share`` covers the door (the endpoint's, or a tenant's

@@ -13,11 +13,12 @@ carries, times the time a request takes:
 inside is refused at once with 429, in front of the web framework (`_front_door`): no downstream
 work, no wait, no body parsing: a few dictionary operations.
 
-``N0`` is the door's ceiling. Below it the door follows latency (`floodgate.AdaptiveLimit`, on
-by default: ``[endpoints.<name>.admission]`` in the budget): when completed requests take longer
-than ``latency_tolerance`` times their recent best — the process is slower than the budget
-assumes (CPU contention, a slow provider) — it admits fewer, down to ``min_fraction`` of N0, so
-the extra load is refused at once instead of queueing inside. It never admits more than N0: a
+``N0`` is the door's ceiling. Below it the door follows the bottleneck's queue and the latency
+(`floodgate.AdaptiveLimit`, on by default: ``[endpoints.<name>.admission]`` in the budget): while
+requests wait at the bottleneck's gate, and completed requests take longer than
+``latency_tolerance`` times their recent best, it admits fewer, down to ``min_fraction`` of N0, so
+the extra load is refused at once instead of queueing inside. Slower answers with nothing waiting
+(a provider slower than before) are not a reason: at the same rate they need more in flight. It never admits more than N0: a
 door that grew when requests got slower (to keep the bottleneck busy) fed on itself when the
 slowness came from the load, as the overload benchmark showed. The budget is the source of
 truth for the ceiling: change ``typical_latency`` or the limits there.

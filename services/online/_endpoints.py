@@ -120,7 +120,8 @@ DEAL_BRAIN = Endpoint(
     description=(
         "Embeds the question; in parallel searches the tenant's chunks (pgvector) and the web "
         "(cached, coalesced); fuses the lists (reciprocal rank fusion); reranks; asks the LLM "
-        "for an answer citing passages as [n]. Steps the budget file lists as degradable fall "
+        "for an answer citing passages as [n] (the tenant's answer to the same question over the "
+        "same passages is reused within the cache TTL). Steps the budget file lists as degradable fall "
         "back instead of failing and are listed in `degraded` (default: rerank -> fused score, "
         "llm -> passages only, answer null)."
     ),
@@ -164,7 +165,8 @@ SHADOW_HUNTER = Endpoint(
     description=(
         "Expands the subject into queries with the LLM (or takes the caller's), searches them in "
         "parallel (bounded per request by fan_out and globally by the search budget), "
-        "deduplicates results by URL and extracts findings from the top results with the LLM. "
+        "deduplicates results by URL and extracts findings from the top results with the LLM "
+        "(the tenant's expansions and extractions are reused within the cache TTL). "
         "Partial results are a 200 with `complete: false` and `counts`; the request fails only "
         "when no search succeeded (with that search's error status)."
     ),
