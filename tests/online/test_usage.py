@@ -36,8 +36,11 @@ async def test_a_deal_brain_answer_counts_its_tokens_and_their_cost(autojump_clo
             embed_price.cost(prompt_tokens=int(embedded), completion_tokens=0)
         )
 
-        # The same question again: the LLM is asked again, the query's embedding comes from the cache.
+        # The same question again: the answer and the query's embedding come from the caches; the
+        # answer's tokens count as saved, not spent.
         response = await h.post(DEAL, {"question": QUESTION, "top_k": 4})
         assert response.status_code == 200
-        assert sample("floodgate_tokens_total", "llm", kind="prompt") == 2 * prompt
+        assert sample("floodgate_tokens_total", "llm", kind="prompt") == prompt
+        assert sample("floodgate_tokens_saved_total", "llm", kind="prompt") == prompt
+        assert sample("floodgate_tokens_saved_total", "llm", kind="completion") == completion
         assert sample("floodgate_tokens_total", "embed", kind="prompt") == embedded
