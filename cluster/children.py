@@ -181,7 +181,8 @@ def cluster_children(
         "RATELIMIT_HOST": host,
         "RATELIMIT_PORT": str(settings.ratelimit_port),
         "RATELIMIT_HTTP_PORT": str(settings.ratelimit_http_port),
-        "RATELIMIT_CONFIG": str(Path("config/ratelimit.yaml").resolve()),
+        # config/ratelimit.yaml with the token budgets of this cluster's budget file (pre-flight writes it)
+        "RATELIMIT_CONFIG": str(settings.ratelimit_config_path.resolve()),
         "RATELIMIT_LOG_FORMAT": log_format,
         "PYTHONUNBUFFERED": "1",
     }

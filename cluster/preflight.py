@@ -17,6 +17,7 @@ import floodgate
 
 from .api_keys import ApiKeysError
 from .envoy import envoy_binary, validate_command, write_envoy_config
+from .ratelimit_config import write_ratelimit_config
 from .settings import ClusterSettings
 
 __all__ = [
@@ -155,11 +156,13 @@ def check_envoy_config(path: Path) -> None:
 
 
 def run_preflight(settings: ClusterSettings) -> Path:
-    """Every check, cheapest first; render the Envoy config on the way and return its path."""
+    """Every check, cheapest first; render the Envoy config (and the rate-limit service's limits,
+    with the token budgets of this budget file) on the way and return the Envoy config's path."""
     check_ports(settings)
     check_binaries(settings)
     check_budget(settings.budget, processes=settings.processes(), membership=settings.membership)
     settings.data_dir.mkdir(parents=True, exist_ok=True)
+    write_ratelimit_config(floodgate.load_budget(settings.budget), settings.ratelimit_config_path)
     try:
         config = write_envoy_config(settings)
     except ApiKeysError as exc:

@@ -13,7 +13,8 @@ per budget window under ``key: budget`` (`services.ratelimit._budgets`):
 
 Costs are counted in micro-dollars (`services.ratelimit.COST_SCALE`): counters are integers.
 ``python -m cluster.ratelimit_config`` rewrites the file; ``--check`` exits 1 when it is stale
-(``tests/gateway/test_ratelimit_budgets.py`` runs the same check).
+(``tests/gateway/test_ratelimit_budgets.py`` runs the same check). The local cluster runs a copy
+rendered from its own budget file at start (`write_ratelimit_config`, in its pre-flight).
 """
 
 from __future__ import annotations
@@ -28,7 +29,15 @@ import floodgate
 from services.online import ENDPOINTS
 from services.ratelimit import BUDGET_KEY, BUDGET_WINDOWS, BudgetWindow
 
-__all__ = ["MARKER", "RATELIMIT_CONFIG", "budget_section", "llm_routes", "main", "render"]
+__all__ = [
+    "MARKER",
+    "RATELIMIT_CONFIG",
+    "budget_section",
+    "llm_routes",
+    "main",
+    "render",
+    "write_ratelimit_config",
+]
 
 RATELIMIT_CONFIG = Path(__file__).resolve().parent.parent / "config" / "ratelimit.yaml"
 BUDGET_FILE = Path(__file__).resolve().parent.parent / "config" / "budget.toml"
@@ -99,6 +108,14 @@ def render(current: str, budget: floodgate.Budget) -> str:
     if not found:
         head = current.rstrip("\n") + "\n\n"
     return head + budget_section(budget)
+
+
+def write_ratelimit_config(budget: floodgate.Budget, path: Path, *, source: Path = RATELIMIT_CONFIG) -> Path:
+    """``source`` with ``budget``'s token budgets, written to ``path`` (the local cluster runs this
+    copy, so a budget file of its own, ``FLOODGATE_BUDGET``, has its budgets enforced)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(render(source.read_text(), budget))
+    return path
 
 
 def main(argv: list[str] | None = None) -> int:

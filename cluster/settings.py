@@ -116,6 +116,11 @@ class ClusterSettings(BaseModel):
         return self.data_dir / "envoy.yaml"
 
     @property
+    def ratelimit_config_path(self) -> Path:
+        """The rate-limit service's limits as run: config/ratelimit.yaml with the budget's token budgets."""
+        return self.data_dir / "ratelimit.yaml"
+
+    @property
     def state_file(self) -> Path:
         return self.data_dir / "cluster.json"
 

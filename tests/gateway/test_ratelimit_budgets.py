@@ -270,3 +270,26 @@ def test_a_tenant_without_a_cost_budget_is_unlimited_where_the_default_has_one()
     assert limits.find_limit(
         budget_descriptor_entries("cost_per_day", "free")
     ).rate_limit.requests_per_unit == (COST_SCALE)
+
+
+def test_the_local_cluster_runs_the_budgets_of_its_own_budget_file(tmp_path):
+    from pathlib import Path
+
+    from cluster.children import cluster_children
+    from cluster.ratelimit_config import write_ratelimit_config
+    from cluster.settings import ClusterSettings
+
+    budget = budget_with({"default": {"tokens_per_minute": 7}})
+    settings = ClusterSettings(data_dir=tmp_path)
+    written = write_ratelimit_config(budget, settings.ratelimit_config_path)
+    limits = load_config(written).domain(DOMAIN)
+    assert (
+        limits.find_limit(budget_descriptor_entries("tokens_per_minute", "t")).rate_limit.requests_per_unit
+        == 7
+    )
+    committed = RATELIMIT_CONFIG.read_text().partition(MARKER)[0]
+    assert written.read_text().startswith(committed)  # the request limits as committed
+    ratelimit = next(
+        c for c in cluster_children(settings, envoy_config=Path("/tmp/envoy.yaml")) if c.name == "ratelimit"
+    )
+    assert ratelimit.env["RATELIMIT_CONFIG"] == str(settings.ratelimit_config_path.resolve())
