@@ -53,8 +53,8 @@ Known limits: a latency rise that lasts longer than ``baseline_window`` becomes 
 (the window's best is then the slow state), and the limit drifts back up towards the ceiling.
 That is the intended answer to a provider that became slower for good; for sustained overload it
 means the door degrades to the static limit, not below it. And with the queue reported, waiting
-the queue does not show (a lagging event loop while the bottleneck's gate still has free slots)
-lowers nothing: the ceiling bounds it.
+that does not show in it (a lagging event loop while the bottleneck's gate has free slots) lowers
+nothing: the ceiling bounds that.
 
 Pure bookkeeping: no clock, no I/O. The caller passes ``now`` (any monotonic seconds — trio's
 clock in a service, so tests run on `trio.testing.MockClock`).
