@@ -34,7 +34,8 @@ from pathlib import Path
 from typing import TextIO
 
 from . import _loadtest
-from ._budget import BudgetError, load_budget
+from ._budget import Budget, BudgetError, load_budget
+from ._membership_live import LiveRow, live_division, read_live, render_live
 from ._plan import Plan, make_plan
 
 __all__ = ["main"]
@@ -439,6 +440,12 @@ def main(argv: Sequence[str] | None = None, *, out: TextIO | None = None, err: T
         default="text",
         help="text (default), json, or markdown: the design document",
     )
+    plan_cmd.add_argument(
+        "--live",
+        metavar="DATABASE_URL",
+        help="also show the division in force now: the live processes of each service in the membership "
+        "tables there (dynamic shares); a database that does not answer is one line, not an error",
+    )
     plan_cmd.add_argument("--json", action="store_true", help="print the plan as JSON (= --format json)")
     plan_cmd.add_argument("--strict", action="store_true", help="exit 1 when the plan has warnings")
     plan_cmd.add_argument(
@@ -486,8 +493,12 @@ def _cmd_plan(args: argparse.Namespace, *, out: TextIO, err: TextIO) -> int:
         print(f"floodgate plan: {exc}", file=err)
         return 2
     fmt = "json" if args.json else args.format
+    live_rows, live_error = _live_rows(budget, args.live)
     if fmt == "json":
-        json.dump(_plan_json(plan), out, indent=2)
+        data = _plan_json(plan)
+        if args.live:
+            data["live"] = [dataclasses.asdict(r) for r in live_rows] if live_error is None else None
+        json.dump(data, out, indent=2)
         print(file=out)
     elif fmt == "markdown":
         out.write(render_design(budget, plan, source=args.budget))
@@ -497,11 +508,27 @@ def _cmd_plan(args: argparse.Namespace, *, out: TextIO, err: TextIO) -> int:
             sources = ", ".join(args.latency_from)
             print(f"latencies measured at {sources}: {measured_text or 'none'}", file=out)
         render_plan(plan, source=args.budget, out=out)
+        if args.live:
+            print(file=out)
+            if live_error is None:
+                render_live(live_rows, out=out)
+            else:
+                print(f"Live division: not available ({live_error})", file=out)
     if args.check and plan.shortfalls:
         for shortfall in plan.shortfalls:
             print(f"floodgate plan --check: {shortfall}", file=err)
         return 1
     return 1 if args.strict and plan.warnings else 0
+
+
+def _live_rows(budget: Budget, dsn: str | None) -> tuple[list[LiveRow], str | None]:
+    """The live division from the membership tables at ``dsn``, or why it could not be read."""
+    if not dsn:
+        return [], None
+    try:
+        return live_division(budget, read_live(dsn)), None
+    except Exception as exc:  # unreachable, no tables yet, bad URL: the plan itself still stands
+        return [], f"{type(exc).__name__}: {exc}"
 
 
 if __name__ == "__main__":

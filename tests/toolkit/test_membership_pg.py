@@ -3,6 +3,8 @@ concurrent heartbeats, and two members dividing a limit through it."""
 
 from __future__ import annotations
 
+import json
+
 import floodgate
 import pytest
 import trio
@@ -78,3 +80,41 @@ async def test_two_members_divide_the_limit_through_postgres(fresh_database_url)
             with trio.fail_after(2):
                 while gate_a.capacity != 9:  # noqa: ASYNC110 (polled state)
                     await trio.sleep(0.02)
+
+
+def test_plan_live_shows_the_division_in_force(fresh_database_url, repo_budget):
+    import io
+
+    import anyio
+    from floodgate import cli
+
+    async def register() -> None:
+        async with open_pg_membership_store(fresh_database_url) as store:
+            for member in ("a", "b", "c"):
+                await store.heartbeat("online", member, acked_generation=0, expiry=30)
+
+    anyio.run(register, backend="asyncio")
+    out, err = io.StringIO(), io.StringIO()
+    assert cli.main(["plan", "--live", fresh_database_url], out=out, err=err) == 0
+    text = out.getvalue()
+    assert "Live division" in text
+    assert (
+        "online llm" in text and "planned 1 -> 16 each; now 3 live -> 5 each (generation 3, changing)" in text
+    )
+    assert "ingest_worker embed" in text and "no live process" in text
+    out = io.StringIO()
+    assert cli.main(["plan", "--json", "--live", fresh_database_url], out=out, err=err) == 0
+    rows = {(r["service"], r["dependency"]): r for r in json.loads(out.getvalue())["live"]}
+    assert (rows["online", "search"]["live_processes"], rows["online", "search"]["live_limit"]) == (3, 10)
+
+
+def test_plan_live_without_a_database_is_one_line():
+    import io
+
+    from floodgate import cli
+
+    out = io.StringIO()
+    assert (
+        cli.main(["plan", "--live", "postgresql://nobody@127.0.0.1:1/none"], out=out, err=io.StringIO()) == 0
+    )
+    assert "Live division: not available (PoolUnavailable" in out.getvalue()
