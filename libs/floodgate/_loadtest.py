@@ -9,6 +9,7 @@ or 3 (the run is not valid: the generator fell behind or dropped requests). docs
 from __future__ import annotations
 
 import argparse
+import os
 from pathlib import Path
 from typing import TextIO
 
@@ -116,6 +117,7 @@ def run_command(spec: LoadTestFile, args: argparse.Namespace, *, out: TextIO, er
         targets = []
     if not targets:
         notes.append(f"no cluster state at {state}: no service scraped (series empty)")
+    load_before = _load_average()
     backend = "asyncio"
     try:
         import trio  # noqa: F401
@@ -150,6 +152,8 @@ def run_command(spec: LoadTestFile, args: argparse.Namespace, *, out: TextIO, er
     except KeyboardInterrupt:
         print("floodgate loadtest: interrupted; no summary written", file=err)
         return 130
+    if not summary["valid"] and (note := busy_machine_note(load_before, _load_average(), os.cpu_count())):
+        summary["notes"].append(note)
     path = write_summary(summary, out_dir)
     print(render_summary(summary), file=out)
     print(f"summary: {path}", file=out)
@@ -160,6 +164,25 @@ def run_command(spec: LoadTestFile, args: argparse.Namespace, *, out: TextIO, er
     else:
         print(f"report: {write_report(summary, out_dir)}", file=out)
     return exit_status(summary)
+
+
+def _load_average() -> float | None:
+    try:
+        return os.getloadavg()[0]
+    except (AttributeError, OSError):  # not on every platform
+        return None
+
+
+def busy_machine_note(before: float | None, after: float | None, cores: int | None) -> str | None:
+    """For a run that is not valid: when the machine had more runnable work than cores (its 1-minute
+    load average at the start or the end above the core count), the generator waited for the CPU like
+    every other process, and that, not its own work, is the likely cause."""
+    if before is None or after is None or not cores or max(before, after) <= cores:
+        return None
+    return (
+        f"the machine was busy: load average {before:.1f} at the start, {after:.1f} at the end, on "
+        f"{cores} cores; the generator waited for the CPU (run it where it has a core to itself)"
+    )
 
 
 def _mix(weights: dict[str, float]) -> str:

@@ -303,3 +303,12 @@ def test_documents_are_slices_of_one_text_drawn_before_the_run() -> None:
     again = _Documents(1_000_000, seed=1)
     assert [again.draw(n, random.Random(7)) for n in (50,)] == [documents.draw(50, random.Random(7))]
     assert documents.draw(20_000, random.Random(8)) != documents.draw(20_000, random.Random(9))
+
+
+def test_a_busy_machine_is_named_when_a_run_is_not_valid() -> None:
+    from floodgate._loadtest import busy_machine_note
+
+    note = busy_machine_note(9.23, 1.5, 2)
+    assert note is not None and "load average 9.2 at the start, 1.5 at the end, on 2 cores" in note
+    assert busy_machine_note(1.9, 2.0, 2) is None  # no more runnable work than cores
+    assert busy_machine_note(None, 5.0, 2) is None and busy_machine_note(5.0, 5.0, None) is None
