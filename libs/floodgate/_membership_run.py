@@ -12,7 +12,7 @@ from __future__ import annotations
 import os
 import socket
 import uuid
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
 from functools import partial
 from typing import TYPE_CHECKING
@@ -38,14 +38,26 @@ _log = structlog.get_logger("floodgate")
 _STORE_FAILURES = (FloodgateError, OSError, TimeoutError)
 
 
-def _apply(gates: Mapping[str, Gate], limits: Mapping[str, int]) -> None:
-    for name, capacity in limits.items():
-        gate = gates.get(name)
-        if gate is not None and gate.capacity != capacity:
-            _log.info(
-                "floodgate.share_resized", dependency=name, capacity_from=gate.capacity, capacity_to=capacity
-            )
-            gate.resize(capacity)
+class _Shares:
+    """Applies a member's limits: each changed one once, through ``resize`` (by default the gate's
+    own `Gate.resize`; a service passes `Dependency.resize`, which also caps its learned limit)."""
+
+    def __init__(self, gates: Mapping[str, Gate], resize: Callable[[str, int], None] | None):
+        self._gates = gates
+        self._resize = resize or (lambda name, capacity: gates[name].resize(capacity))
+        self._applied = {name: gate.capacity for name, gate in gates.items()}
+
+    def apply(self, limits: Mapping[str, int]) -> None:
+        for name, capacity in limits.items():
+            if name in self._gates and self._applied.get(name) != capacity:
+                _log.info(
+                    "floodgate.share_resized",
+                    dependency=name,
+                    capacity_from=self._applied.get(name),
+                    capacity_to=capacity,
+                )
+                self._resize(name, capacity)
+                self._applied[name] = capacity
 
 
 async def run_membership(
@@ -53,14 +65,17 @@ async def run_membership(
     membership: Membership,
     gates: Mapping[str, Gate],
     *,
+    resize: Callable[[str, int], None] | None = None,
     info: str = "",
     join_wait: float = 0.0,
     task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED,
 ) -> None:
     """Join (the first heartbeat must succeed: its error propagates), report started once this
     member holds its share or ``join_wait`` seconds have passed, then heartbeat until cancelled;
-    leave (shielded, bounded) on the way out."""
+    leave (shielded, bounded) on the way out. ``gates`` are read for their calls in flight;
+    ``resize(name, capacity)`` applies a new share (default: ``gates[name].resize``)."""
     policy = membership.policy
+    shares = _Shares(gates, resize)
     service, member_id = membership.service, membership.member_id
 
     def in_use() -> dict[str, int]:
@@ -68,7 +83,7 @@ async def run_membership(
 
     async def beat() -> int:
         started = anyio.current_time()
-        _apply(gates, membership.check_fence(started))
+        shares.apply(membership.check_fence(started))
         ack = membership.ack(in_use())
         last_ok = membership.last_ok
         # A slow answer is still an answer, up to the moment this member must fence itself.
@@ -97,7 +112,7 @@ async def run_membership(
                     generation=view.generation,
                     live=len(view.members),
                 )
-        _apply(gates, limits)
+        shares.apply(limits)
         return ack
 
     def pause() -> float:
@@ -109,11 +124,11 @@ async def run_membership(
             wait = min(wait, max(0.0, membership.last_ok + policy.fence - anyio.current_time()))
         return wait
 
-    _apply(gates, membership.limits)  # nothing until the store has answered
+    shares.apply(membership.limits)  # nothing until the store has answered
     started = anyio.current_time()
     sent = membership.ack(in_use())
     view = await store.heartbeat(service, member_id, acked_generation=sent, expiry=policy.expiry, info=info)
-    _apply(gates, membership.on_view(view, started))
+    shares.apply(membership.on_view(view, started))
     join_deadline = started + join_wait
     reported = False
     try:
@@ -145,12 +160,15 @@ async def open_membership(
     budget: Budget,
     service: str,
     gates: Mapping[str, Gate],
+    resize: Callable[[str, int], None] | None = None,
     policy: MembershipPolicy | None = None,
     member_id: str | None = None,
     join_wait: float | None = None,
 ) -> AsyncIterator[Membership]:
     """Be a live member of ``service`` while the block runs; its provider gates (``gates``, by
-    dependency name) follow this process's share. ``join_wait`` (default: the lease) bounds how
+    dependency name) follow this process's share, applied by ``resize(name, capacity)`` (default:
+    the gate's own `Gate.resize`; with `Dependencies`, pass ``lambda name, n: deps[name].resize(n)``
+    so that a learned limit stays under the share). ``join_wait`` (default: the lease) bounds how
     long entering waits for the share when others must give theirs back first."""
     policy = policy or MembershipPolicy()
     membership = Membership(member_id or new_member_id(), service, service_totals(budget, service), policy)
@@ -158,6 +176,7 @@ async def open_membership(
     async with anyio.create_task_group() as tasks:
         run = partial(
             run_membership,
+            resize=resize,
             info=info,
             join_wait=policy.expiry if join_wait is None else join_wait,
         )

@@ -144,6 +144,13 @@ async def open_downstreams(
             # share back), leave after the last request, on a connection of its own.
             async with (
                 floodgate.open_pg_membership_store(settings.database_url) as store,
-                floodgate.open_membership(store, budget=budget, service=SERVICE, gates=wired.gates),
+                floodgate.open_membership(
+                    store,
+                    budget=budget,
+                    service=SERVICE,
+                    gates=wired.gates,
+                    # through the dependency: a limit learned from 429s stays under the share
+                    resize=lambda name, capacity: deps[name].resize(capacity),
+                ),
             ):
                 yield wired

@@ -8,6 +8,7 @@ than the provider's global limit.
 from __future__ import annotations
 
 from fractions import Fraction
+from functools import partial
 
 import floodgate
 import pytest
@@ -260,3 +261,22 @@ def test_service_totals_cover_the_providers_only():
 def test_policy_validation(heartbeat, expiry, fence_after):
     with pytest.raises(ValueError):
         MembershipPolicy(heartbeat=heartbeat, expiry=expiry, fence_after=fence_after)
+
+
+async def test_shares_go_through_the_given_resize_once_per_change(autojump_clock):
+    store = InMemoryMembershipStore()
+    gate = floodgate.Gate("llm", GLOBAL, max_waiters=1, max_wait=1)
+    calls: list[tuple[str, int]] = []
+
+    def resize(name: str, capacity: int) -> None:
+        calls.append((name, capacity))
+        gate.resize(capacity)
+
+    async with trio.open_nursery() as nursery:
+        member = Membership("a", "online", TOTALS, POLICY)
+        await nursery.start(partial(run_membership, resize=resize), store, member, {"llm": gate})
+        await trio.sleep(5)  # heartbeats with nothing changing apply nothing
+        await store.heartbeat("online", "b", acked_generation=0, expiry=POLICY.expiry)
+        await trio.sleep(POLICY.expiry + 1)  # "b" never acknowledged, then expired
+        nursery.cancel_scope.cancel()
+    assert calls == [("llm", 0), ("llm", GLOBAL), ("llm", 8), ("llm", GLOBAL)]
