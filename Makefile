@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
 .PHONY: venv up start down status test test-all lint check-dist check-alerts clean plan \
-        bench-toolkit bench-queue bench-ingest bench-overload bench-gateway bench-retry bench-budget
+        bench-toolkit bench-queue bench-ingest bench-overload bench-gateway bench-retry bench-budget bench-scaleout
 
 venv: $(STAMP)
 
@@ -78,6 +78,9 @@ bench-budget: $(STAMP)  ## floodgate plan's capacity vs the measured knee, and i
 
 bench-gateway: $(STAMP)  ## latency Envoy adds vs direct; rate-limit decisions/s vs grpcio
 	$(PY) bench/bench_gateway.py
+
+bench-scaleout: $(STAMP)  ## online processes join and die under load; the LLM's global limit holds (~1 min)
+	$(PY) bench/bench_scaleout.py
 
 bench-retry: $(STAMP)  ## floodgate's retry loop vs stamina and tenacity (installs the bench extra)
 	$(PY) -m pip install --quiet -e '.[bench]'
