@@ -120,11 +120,17 @@ def test_resize_validates_and_publishes_the_capacity():
 )
 def test_no_grant_ever_takes_in_use_over_the_capacity_of_the_moment(ops):
     gate = floodgate.Gate("g", 2, max_waiters=30, max_wait=math.inf)
+    take = gate._take
+
+    def checked_take(tenant: str) -> None:
+        # At the moment of every grant (not when the grantee runs: a resize may come in between).
+        assert gate.statistics().in_use < gate.capacity
+        take(tenant)
+
+    gate._take = checked_take  # type: ignore[method-assign]
 
     async def call(hold_for):
         async with gate.slot("t"):
-            stats = gate.statistics()
-            assert stats.in_use <= stats.capacity
             await trio.sleep(hold_for)
 
     async def main():
