@@ -20,7 +20,7 @@ import os
 import random
 import time
 from collections import defaultdict
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -30,7 +30,7 @@ import anyio
 import httpx
 
 from ._load_scenario import FixedSize, LoadTestFile, RequestTemplate, ScenarioSpec
-from ._load_schedule import Arrival, LoadRun, OpenLoop, nearest_rank
+from ._load_schedule import Arrival, ArrivalSchedule, LoadRun, OpenLoop, nearest_rank
 from ._load_scrape import Scraper
 
 __all__ = [
@@ -382,10 +382,12 @@ async def run_scenario(
                 for phase, streams in phases:
                     if on_phase is not None:
                         on_phase(phase, max(stream.schedule().duration for _, stream in streams))
+                    spacing = stagger(stream.schedule() for _, stream in streams)
                     async with anyio.create_task_group() as running:
-                        for stream_name, stream in streams:
+                        for index, (stream_name, stream) in enumerate(streams):
                             running.start_soon(
                                 _run_stream,
+                                index * spacing,
                                 phase,
                                 stream_name,
                                 stream,
@@ -418,7 +420,19 @@ async def run_scenario(
     )
 
 
+def stagger(schedules: Iterable[ArrivalSchedule]) -> float:
+    """How far apart the streams of a phase start: the fastest one's interval at its peak, shared out
+    among them. The generator is one event loop: streams started together would have every arrival
+    due at the same instant (8/s and 4/s: every 0.25 s), each started after the others' requests
+    have been sent, and late by their work. Staggered, streams whose rates are multiples of one
+    another never have arrivals due together, and each still offers its rate for its duration."""
+    schedules = list(schedules)
+    fastest = max((s.peak_rate for s in schedules), default=0.0)
+    return 0.0 if fastest <= 0 or len(schedules) < 2 else 1 / fastest / len(schedules)
+
+
 async def _run_stream(
+    delay: float,
     phase: str,
     stream_name: str,
     stream: ScenarioSpec,
@@ -440,6 +454,7 @@ async def _run_stream(
         grace=stream.grace,
         validity=spec.validity.validity(),
     )
+    await anyio.sleep(delay)
     run = await loop.run()
     outcomes: list[tuple[float, Outcome]] = []
     for record in run.records:

@@ -145,9 +145,10 @@ async def test_composite_run_classifies_follows_jobs_and_judges(autojump_clock) 
     assert [(p, s, round(t - t0, 3)) for p, s, t in started] == [("alone", 2.0, 0.0), ("together", 2.0, 2.1)]
     assert backend.keys == set(KEYS.values())
     assert summary["valid"] is True and summary["dropped"] == 0
-    # the second phase starts once the first's last answers are in (its last arrival 1.9 s, + 0.2 s)
+    # the second phase starts once the first's last answers are in (its last arrival 1.9 s, + 0.2 s);
+    # its second stream half the fastest one's interval (10/s) later: their arrivals never coincide
     phases = sorted((p["start_s"], p["phase"], p["stream"]) for p in summary["phases"])
-    assert phases == [(0.0, "alone", "online"), (2.1, "together", "jobs"), (2.1, "together", "online")]
+    assert phases == [(0.0, "alone", "online"), (2.1, "together", "online"), (2.15, "together", "jobs")]
     answer = summary["endpoints"]["answer"]
     # two phases of 2 s at 10/s: 40 requests, 4 rejected, 4 errors, 4 degraded
     assert (answer["offered"], answer["rejected"], answer["errors"], answer["degraded"]) == (40, 4, 4, 4)
@@ -312,3 +313,12 @@ def test_a_busy_machine_is_named_when_a_run_is_not_valid() -> None:
     assert note is not None and "load average 9.2 at the start, 1.5 at the end, on 2 cores" in note
     assert busy_machine_note(1.9, 2.0, 2) is None  # no more runnable work than cores
     assert busy_machine_note(None, 5.0, 2) is None and busy_machine_note(5.0, 5.0, None) is None
+
+
+def test_the_streams_of_a_phase_start_staggered() -> None:
+    from floodgate._load_run import stagger
+    from floodgate._load_schedule import Stage, constant_rate, ramping_rate
+
+    assert stagger([constant_rate(8, 60), constant_rate(4, 60), constant_rate(4, 60)]) == 1 / 24
+    assert stagger([constant_rate(8, 60), ramping_rate(0, [Stage(16, 10)])]) == 1 / 32  # at its peak
+    assert stagger([constant_rate(8, 60)]) == 0.0
