@@ -20,7 +20,11 @@ raises it slowly while it does not, never above the budget's value (``ceiling``)
   without a 429 and with the limit in use (an attempt was sent with all of it in flight): an idle
   dependency learns nothing about how much it could carry. Each increase is a probe — at a
   provider limit ``M`` the limit sits at ``M`` and tries ``M + 1`` once per interval, which costs
-  one 429 (and the cool-down it brings, `Cooldown`), so the interval is long.
+  one 429 (and the cool-down it brings, `Cooldown`), so the interval is long. Below the level
+  that last drew a 429, less one, it climbs every ``recovery_interval`` instead (a tenth of the
+  interval unless told): a decrease can overshoot — attempts sent together reach the provider
+  in another order than ours, so ``sent_with`` is only an estimate — and the levels under a known
+  bad one are worth trying soon.
 
 `AdaptiveLimit` (the admission door's rule) follows latency instead; a provider's 429 is a
 clearer signal than latency, and the only one a concurrency limit at the provider gives.
@@ -55,7 +59,13 @@ class PushbackLimit:
     """
 
     def __init__(
-        self, ceiling: int, *, floor: int = 1, decrease: float = 0.5, increase_interval: float = 30.0
+        self,
+        ceiling: int,
+        *,
+        floor: int = 1,
+        decrease: float = 0.5,
+        increase_interval: float = 30.0,
+        recovery_interval: float | None = None,
     ) -> None:
         if not 1 <= floor <= ceiling:
             raise ValueError(f"need 1 <= floor <= ceiling, got floor={floor}, ceiling={ceiling}")
@@ -63,10 +73,16 @@ class PushbackLimit:
             raise ValueError(f"decrease must be in (0, 1), got {decrease}")
         if increase_interval <= 0:
             raise ValueError(f"increase_interval must be > 0, got {increase_interval}")
+        if recovery_interval is None:
+            recovery_interval = increase_interval / 10
+        if not 0 < recovery_interval <= increase_interval:
+            raise ValueError(f"need 0 < recovery_interval <= increase_interval, got {recovery_interval}")
         self.ceiling = ceiling
         self._floor = floor
         self.decrease = decrease
         self.increase_interval = increase_interval
+        self.recovery_interval = recovery_interval
+        self._pushed_at: int | None = None  # the limit in force at the last decrease
         # What the provider's 429s taught, or None: no 429 since the limit was last at the ceiling
         # (the limit is then the ceiling, and follows it when the process's share changes).
         self._learned: int | None = None
@@ -99,6 +115,7 @@ class PushbackLimit:
         if target >= limit:
             return False  # at the floor already
         self._learned = target
+        self._pushed_at = limit
         self._changed(now)
         self._decreases += 1
         return True
@@ -109,7 +126,9 @@ class PushbackLimit:
         limit = self.limit
         if sent_with >= limit and generation == self.generation:
             self._used = True
-        if not self._used or limit >= self.ceiling or now - self._changed_at < self.increase_interval:
+        below_known_bad = self._pushed_at is not None and limit + 1 < self._pushed_at
+        interval = self.recovery_interval if below_known_bad else self.increase_interval
+        if not self._used or limit >= self.ceiling or now - self._changed_at < interval:
             return False
         self._learned = None if limit + 1 >= self.ceiling else limit + 1
         self._changed(now)

@@ -67,17 +67,34 @@ def test_never_below_the_floor():
 
 def test_increase_by_one_after_an_interval_of_use_without_429():
     limit = floodgate.PushbackLimit(10, increase_interval=30.0)
-    limit.pushback(0.0, sent_with=6, generation=0)
-    assert limit.limit == 5
+    limit.pushback(0.0, sent_with=5, generation=0)
+    limit.pushback(0.0, sent_with=5, generation=limit.generation)
+    assert limit.limit == 4  # a 429 at 5: the level to probe again only slowly
     g = limit.generation
-    assert not limit.success(29.9, sent_with=5, generation=g)  # used, but too early
+    assert not limit.success(29.9, sent_with=4, generation=g)  # used, but too early
     assert limit.success(30.0, sent_with=1, generation=g)  # used once since the change: enough
-    assert limit.limit == 6
+    assert limit.limit == 5
     # the next step needs a new interval, and use of the new limit
-    assert not limit.success(61.0, sent_with=5, generation=limit.generation)
+    assert not limit.success(61.0, sent_with=4, generation=limit.generation)
+    assert limit.limit == 5
+    assert limit.success(61.0, sent_with=5, generation=limit.generation)
     assert limit.limit == 6
-    assert limit.success(61.0, sent_with=6, generation=limit.generation)
-    assert limit.limit == 7
+
+
+def test_below_the_level_that_drew_a_429_it_climbs_back_sooner():
+    # halved from 10 to 5 (the 429's estimate may undershoot): 6, 7, 8 and 9 are tried every
+    # recovery_interval (a tenth: 3 s); 10, where the 429 came, only after increase_interval
+    limit = floodgate.PushbackLimit(10, increase_interval=30.0)
+    limit.pushback(0.0, sent_with=3, generation=0)
+    assert limit.limit == 5
+    t, times = 0.0, []
+    while limit.limit < 10:
+        t += 0.5
+        if limit.success(t, sent_with=limit.limit, generation=limit.generation):
+            times.append(t)
+    assert times == [3.0, 6.0, 9.0, 12.0, 42.0]
+    with pytest.raises(ValueError):
+        floodgate.PushbackLimit(10, increase_interval=1.0, recovery_interval=2.0)
 
 
 def test_an_idle_limit_does_not_grow():
