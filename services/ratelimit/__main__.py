@@ -1,7 +1,8 @@
 """``python -m services.ratelimit``: Envoy's global rate-limit service (gRPC) plus its probe port.
 
 Environment: ``RATELIMIT_HOST`` (127.0.0.1), ``RATELIMIT_PORT`` (8091, gRPC), ``RATELIMIT_HTTP_PORT``
-(8092: /healthz, /readyz, /metrics), ``RATELIMIT_CONFIG`` (config/ratelimit.yaml), ``REDIS_URL``
+(8092: /healthz, /readyz, /metrics and the gateway's ``GET /v1/usage``), ``RATELIMIT_CONFIG``
+(config/ratelimit.yaml), ``REDIS_URL``
 (counters in Redis when set; ``RATELIMIT_REDIS_URL`` wins over it), ``RATELIMIT_LOG_FORMAT``.
 """
 
