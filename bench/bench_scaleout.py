@@ -25,6 +25,7 @@ import tempfile
 import time
 import uuid
 from collections import Counter
+from datetime import datetime
 from pathlib import Path
 
 import httpx
@@ -75,6 +76,18 @@ def generation_changed_at(dsn: str) -> float:
             await conn.close()
 
     return asyncio.run(read())
+
+
+def resized_at(proc: Proc, capacity: int, since: float) -> float:
+    """When ``proc`` first set its LLM gate to ``capacity`` at or after ``since`` (its JSON log)."""
+    for line in proc.log_text().splitlines():
+        if '"floodgate.share_resized"' not in line:
+            continue
+        event = json.loads(line)
+        at = datetime.fromisoformat(event["timestamp"].replace("Z", "+00:00")).timestamp()
+        if event["dependency"] == "llm" and event["capacity_to"] == capacity and at >= since:
+            return at
+    raise LookupError(f"{proc.name} never set its llm gate to {capacity} after {since}")
 
 
 class Balancer:
@@ -149,7 +162,9 @@ async def measure(
         want = [GLOBAL // len(live)] * len(live)
         while await trio.to_thread.run_sync(capacities, live) != want:  # noqa: ASYNC110 (polled)
             await trio.sleep(0.1)
-        reshare.append(time.time() - since)
+        # When each gate took its share, from each process's own log: polling /metrics of busy
+        # processes would add its own delay to the figure.
+        reshare.append(max(resized_at(p, want[0], since) for p in live) - since)
 
     async def join(name: str, live: list[Proc]) -> None:
         proc = start(name)
