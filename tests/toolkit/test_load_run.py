@@ -322,3 +322,20 @@ def test_the_streams_of_a_phase_start_staggered() -> None:
     assert stagger([constant_rate(8, 60), constant_rate(4, 60), constant_rate(4, 60)]) == 1 / 24
     assert stagger([constant_rate(8, 60), ramping_rate(0, [Stage(16, 10)])]) == 1 / 32  # at its peak
     assert stagger([constant_rate(8, 60)]) == 0.0
+
+
+async def test_what_lives_before_the_run_is_frozen_during_it(autojump_clock) -> None:
+    import gc
+
+    seen: list[int] = []
+    backend = Backend()
+
+    async def answer(request: httpx.Request) -> httpx.Response:
+        seen.append(gc.get_freeze_count())
+        return await backend(request)
+
+    assert gc.get_freeze_count() == 0
+    await run_scenario(
+        _spec(), "online", target="http://gateway", keys=KEYS, transport=httpx.MockTransport(answer)
+    )
+    assert min(seen) > 0 and gc.get_freeze_count() == 0  # frozen while it ran, thawed after
