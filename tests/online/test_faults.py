@@ -86,9 +86,10 @@ async def test_llm_429_retry_after_is_honoured(autojump_clock) -> None:
         elapsed = trio.current_time() - start
         stats = (await h.stats())["chat"]
     # Both criteria go out at once; the provider admits one and answers the other 429 +
-    # Retry-After: 1. That one waits exactly 1 s, is admitted, and answers 100 ms later.
+    # Retry-After: 1. That one waits 1 s (plus up to 10 % jitter, never less), is admitted, and
+    # answers 100 ms later.
     assert response.status_code == 200
-    assert elapsed == approx(1.1)
+    assert 1.1 <= elapsed <= 1.2
     assert stats["statuses"] == {"200": 2, "429": 1}
 
 
@@ -111,7 +112,8 @@ async def test_llm_429_persisting_degrades_deal_brain_after_honoured_retries(
         {"step": "answer", "dependency": "llm", "reason": "dependency_error", "fallback": "passages_only"}
     ]
     assert refused == attempts
-    assert elapsed == approx(attempts - 1)  # one Retry-After second between attempts
+    # one Retry-After second between attempts, plus up to 10 % jitter
+    assert attempts - 1 <= elapsed <= (attempts - 1) * 1.1
 
 
 async def test_llm_429_persisting_fails_nexus_assess_cleanly(autojump_clock) -> None:
@@ -127,7 +129,9 @@ async def test_llm_429_persisting_fails_nexus_assess_cleanly(autojump_clock) -> 
     assert body["error"]["code"] == "dependency_error"
     assert body["error"]["details"]["dependency"] == "llm"
     assert body["error"]["details"]["status"] == 429
-    assert elapsed == approx(attempts - 1)
+    # at least a Retry-After second between attempts; a parallel criterion's 429 pauses the whole
+    # llm dependency (its cool-down), so a retry may wait for it too, within the retry's max_total
+    assert attempts - 1 <= elapsed <= h.budget.dependency("llm").retry.max_total
 
 
 # -- hangs and deadlines -----------------------------------------------------------------------------
