@@ -95,7 +95,7 @@ def test_a_third_process_shrinks_every_gate_and_the_provider_never_sees_more_tha
         procs.append(proc)
         return proc
 
-    def load(proc: Proc, callers: int = 3) -> None:
+    def load(proc: Proc, callers: int = 2) -> None:
         for _ in range(callers):
             thread = threading.Thread(target=keep_busy, args=(proc, stop), daemon=True)
             thread.start()
