@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
 .PHONY: venv up start down status test test-all lint check-dist check-alerts clean plan \
-        bench-toolkit bench-queue bench-ingest bench-overload bench-gateway bench-retry bench-budget bench-scaleout
+        bench-toolkit bench-queue bench-ingest bench-overload bench-gateway bench-retry bench-budget bench-scaleout bench-pushback
 
 venv: $(STAMP)
 
@@ -81,6 +81,9 @@ bench-gateway: $(STAMP)  ## latency Envoy adds vs direct; rate-limit decisions/s
 
 bench-scaleout: $(STAMP)  ## online processes join and die under load; the LLM's global limit holds (~1 min)
 	$(PY) bench/bench_scaleout.py
+
+bench-pushback: $(STAMP)  ## a provider limit below the budget: the learned limit's 429 share and throughput (~5 min)
+	$(PY) bench/bench_pushback.py
 
 bench-retry: $(STAMP)  ## floodgate's retry loop vs stamina and tenacity (installs the bench extra)
 	$(PY) -m pip install --quiet -e '.[bench]'
