@@ -208,7 +208,7 @@ class AdaptiveConcurrencyPolicy(_Policy):
     dependency's in-flight limit from the provider's 429s (`floodgate.PushbackLimit`), between
     ``floor`` and the budget's per-process value. On a 429 the limit drops to what the provider
     accepted, at most by ``decrease`` (0.5: halved); after ``increase_interval`` seconds of use
-    without one it tries one more."""
+    without one it tries one more (every tenth of that while below the level of the last 429)."""
 
     floor: int = Field(default=1, ge=1)
     decrease: Annotated[float, Field(gt=0, lt=1)] = 0.5
