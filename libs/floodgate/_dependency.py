@@ -671,7 +671,10 @@ class Dependencies(Mapping[str, Dependency]):
                 client = make_http_client(
                     policy,
                     base_url=base_urls[name],
-                    capacity=capacity,
+                    # Connections for the most this process may ever hold: its service's whole share,
+                    # when it is the only live member (dynamic shares resize the gate, not the
+                    # client). The gate bounds what is used; connections open only as calls need them.
+                    capacity=math.floor(budget.global_limit(name) * policy.shares[service] + 1e-9),
                     api_key=keys.get(name),
                     headers=headers,
                     transport=dep_transport,

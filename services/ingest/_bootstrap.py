@@ -180,6 +180,7 @@ async def open_worker(
         # (bounded wait, fast rejection — right for online requests) is never oversubscribed by jobs.
         embed_slots = budget.process_limit("ingest_worker", "embed")
         embed_limiter = trio.CapacityLimiter(embed_slots)
+        spacer = CallSpacer(slots=embed_slots) if settings.embed_spacing else None
         pipeline = JobPipeline(
             PipelineConfig(
                 chunking=ChunkingConfig(settings.chunk_tokens, settings.chunk_overlap, settings.max_chunks),
@@ -196,7 +197,7 @@ async def open_worker(
             ),
             fetcher=Fetcher(deps["fetch"]) if "fetch" in providers else None,
             embed_limiter=embed_limiter,
-            embed_spacer=CallSpacer(slots=embed_slots) if settings.embed_spacing else None,
+            embed_spacer=spacer,
         )
         metrics = WorkerMetrics(registry)
         pipeline._on_chunks = metrics.chunks.inc
@@ -211,4 +212,28 @@ async def open_worker(
         )
         app = chassis.create_app("ingest-worker", registry=registry)
         chassis.chassis_state(app).readiness["db"] = lambda: pool.fetchval("SELECT 1")
-        yield WorkerProcess(worker=worker, app=app, db=pool, dependencies=deps)
+        process = WorkerProcess(worker=worker, app=app, db=pool, dependencies=deps)
+        if not settings.membership:
+            yield process
+            return
+
+        def resize(name: str, capacity: int) -> None:
+            # The worker's own embed queue follows the gate, so jobs never oversubscribe it.
+            deps[name].resize(capacity)
+            if name == "embed":
+                embed_limiter.total_tokens = max(1, capacity)
+                if spacer is not None:
+                    spacer.slots = max(1, capacity)
+
+        # Dynamic shares (docs/budget.md): the live workers divide the embed and fetch limits.
+        async with (
+            floodgate.open_pg_membership_store(settings.database_url) as store,
+            floodgate.open_membership(
+                store,
+                budget=budget,
+                service="ingest_worker",
+                gates={name: deps[name].gate for name in deps},
+                resize=resize,
+            ),
+        ):
+            yield process

@@ -87,3 +87,6 @@ class IngestWorkerSettings(BaseServiceSettings):
     # Spread embed calls evenly over the observed call latency instead of sending them in bursts
     # (services/ingest/_timing.py::CallSpacer). Off: the limiter alone.
     embed_spacing: bool = True
+    #: dynamic shares (docs/budget.md, "Dynamic shares"): register in the database and divide the
+    #: embed and fetch limits by the live workers; off: the budget's replicas x workers
+    membership: bool = True
