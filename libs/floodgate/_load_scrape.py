@@ -5,15 +5,17 @@ Reading and parsing a text exposition is CPU work (Envoy's alone holds thousands
 event loop that starts the requests it starts them late, and the run measures its own scraping; on a
 thread of the same process it still does, through the GIL and the garbage collector, whenever the
 machine is short of CPU. So a `Scraper` runs in a child process of its own (``python -m
-floodgate._load_scrape``) that writes each round to a file, and the run reads the file once, at the
-end. Each round drops, before parsing, every line the series do not keep (the parse is the cost).
+floodgate._load_scrape``, at a lower CPU priority) that writes each round to a file, and the run
+reads the file once, at the end. Each round drops, before parsing, every line the series do not keep (the parse is the cost).
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import math
+import os
 import shutil
 import subprocess
 import sys
@@ -165,6 +167,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("targets", help="JSON: [[job, instance, url], ...]")
     args = parser.parse_args(argv)
     targets = [Target(job, instance, url) for job, instance, url in json.loads(args.targets)]
+    # Below the generator's priority: on a machine short of CPU, a round's parse waits, not a request.
+    with contextlib.suppress(AttributeError, OSError):  # os.nice: Unix only
+        os.nice(10)
     _serve(targets, args.out, interval=args.interval, timeout=args.timeout)
     return 0
 
