@@ -25,8 +25,11 @@ from ._errors import FloodgateError
 from ._gate import Gate
 from ._membership import Membership, MembershipPolicy, service_totals
 from ._membership_store import MembershipStore
+from ._metrics import metrics_for
 
 if TYPE_CHECKING:
+    from prometheus_client import CollectorRegistry
+
     from ._budget import Budget
 
 __all__ = ["open_membership", "run_membership"]
@@ -60,6 +63,31 @@ class _Shares:
                 self._applied[name] = capacity
 
 
+class _Report:
+    """Publishes a member's state on its registry (metrics off without one)."""
+
+    def __init__(self, membership: Membership, registry: CollectorRegistry | None):
+        self._membership = membership
+        metrics = metrics_for(registry)
+        self._on = metrics is not None
+        if metrics is not None:
+            service = membership.service
+            self._live = metrics.membership_live.labels(service)
+            self._generation = metrics.membership_generation.labels(service)
+            self._fenced = metrics.membership_fenced.labels(service)
+            self._ok = metrics.membership_heartbeats.labels(service, "ok")
+            self._failed = metrics.membership_heartbeats.labels(service, "failed")
+
+    def heartbeat(self, ok: bool) -> None:
+        if not self._on:
+            return
+        (self._ok if ok else self._failed).inc()
+        stats = self._membership.statistics()
+        self._live.set(stats.live_members)
+        self._generation.set(stats.generation)
+        self._fenced.set(int(stats.fenced))
+
+
 async def run_membership(
     store: MembershipStore,
     membership: Membership,
@@ -68,6 +96,7 @@ async def run_membership(
     resize: Callable[[str, int], None] | None = None,
     info: str = "",
     join_wait: float = 0.0,
+    registry: CollectorRegistry | None = None,
     task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED,
 ) -> None:
     """Join (the first heartbeat must succeed: its error propagates), report started once this
@@ -76,6 +105,7 @@ async def run_membership(
     ``resize(name, capacity)`` applies a new share (default: ``gates[name].resize``)."""
     policy = membership.policy
     shares = _Shares(gates, resize)
+    report = _Report(membership, registry)
     service, member_id = membership.service, membership.member_id
 
     def in_use() -> dict[str, int]:
@@ -98,12 +128,14 @@ async def run_membership(
                 )
         except _STORE_FAILURES as exc:
             limits = membership.on_failure(anyio.current_time())
+            report.heartbeat(ok=False)
             _log.warning(
                 "floodgate.membership_heartbeat_failed", service=service, member=member_id, error=repr(exc)
             )
         else:
             before = membership.statistics().generation
             limits = membership.on_view(view, started)
+            report.heartbeat(ok=True)
             if view.generation != before:
                 _log.info(
                     "floodgate.membership_changed",
@@ -129,6 +161,7 @@ async def run_membership(
     sent = membership.ack(in_use())
     view = await store.heartbeat(service, member_id, acked_generation=sent, expiry=policy.expiry, info=info)
     shares.apply(membership.on_view(view, started))
+    report.heartbeat(ok=True)
     join_deadline = started + join_wait
     reported = False
     try:
@@ -164,12 +197,14 @@ async def open_membership(
     policy: MembershipPolicy | None = None,
     member_id: str | None = None,
     join_wait: float | None = None,
+    registry: CollectorRegistry | None = None,
 ) -> AsyncIterator[Membership]:
     """Be a live member of ``service`` while the block runs; its provider gates (``gates``, by
     dependency name) follow this process's share, applied by ``resize(name, capacity)`` (default:
     the gate's own `Gate.resize`; with `Dependencies`, pass ``lambda name, n: deps[name].resize(n)``
     so that a learned limit stays under the share). ``join_wait`` (default: the lease) bounds how
-    long entering waits for the share when others must give theirs back first."""
+    long entering waits for the share when others must give theirs back first. ``registry`` (a
+    prometheus ``CollectorRegistry``) turns on the ``floodgate_membership_*`` metrics."""
     policy = policy or MembershipPolicy()
     membership = Membership(member_id or new_member_id(), service, service_totals(budget, service), policy)
     info = f"{socket.gethostname()}:{os.getpid()}"
@@ -178,6 +213,7 @@ async def open_membership(
             run_membership,
             resize=resize,
             info=info,
+            registry=registry,
             join_wait=policy.expiry if join_wait is None else join_wait,
         )
         await tasks.start(run, store, membership, gates)

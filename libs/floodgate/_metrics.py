@@ -37,7 +37,9 @@ class FloodgateMetrics:
     ``floodgate_breaker_transitions_total``. Caches: ``floodgate_cache_requests_total``,
     ``floodgate_singleflight_shared_total``. Pools: ``floodgate_pool_{in_use,size}``,
     ``floodgate_pool_acquire_wait_seconds``. Loop: ``floodgate_loop_lag_seconds``.
-    Degradation: ``floodgate_degraded_total{step,reason}``.
+    Degradation: ``floodgate_degraded_total{step,reason}``. Dynamic shares:
+    ``floodgate_membership_{live_members,generation,fenced}{service}``,
+    ``floodgate_membership_heartbeats_total{service,outcome}``.
     """
 
     def __new__(cls, registry: CollectorRegistry) -> FloodgateMetrics:
@@ -150,6 +152,30 @@ class FloodgateMetrics:
         self.loop_lag_max = Gauge("floodgate_loop_lag_max_seconds", "Largest lag seen", registry=r)
         self.degraded = Counter(
             "floodgate_degraded", "Steps that fell back, by reason", ["step", "reason"], registry=r
+        )
+        self.membership_live = Gauge(
+            "floodgate_membership_live_members",
+            "Live processes of the service in the generation this process saw last (dynamic shares)",
+            ["service"],
+            registry=r,
+        )
+        self.membership_generation = Gauge(
+            "floodgate_membership_generation",
+            "The service's membership generation seen last",
+            ["service"],
+            registry=r,
+        )
+        self.membership_fenced = Gauge(
+            "floodgate_membership_fenced",
+            "1 while this process holds no share because its heartbeats do not get through",
+            ["service"],
+            registry=r,
+        )
+        self.membership_heartbeats = Counter(
+            "floodgate_membership_heartbeats",
+            "Membership heartbeats, by outcome (ok, failed)",
+            ["service", "outcome"],
+            registry=r,
         )
 
     def __init__(self, registry: CollectorRegistry):

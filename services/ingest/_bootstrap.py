@@ -234,6 +234,7 @@ async def open_worker(
                 service="ingest_worker",
                 gates={name: deps[name].gate for name in deps},
                 resize=resize,
+                registry=registry,
             ),
         ):
             yield process

@@ -151,6 +151,7 @@ async def open_downstreams(
                     gates=wired.gates,
                     # through the dependency: a limit learned from 429s stays under the share
                     resize=lambda name, capacity: deps[name].resize(capacity),
+                    registry=registry,
                 ),
             ):
                 yield wired

@@ -280,3 +280,28 @@ async def test_shares_go_through_the_given_resize_once_per_change(autojump_clock
         await trio.sleep(POLICY.expiry + 1)  # "b" never acknowledged, then expired
         nursery.cancel_scope.cancel()
     assert calls == [("llm", 0), ("llm", GLOBAL), ("llm", 8), ("llm", GLOBAL)]
+
+
+async def test_the_member_reports_its_state_as_metrics(autojump_clock):
+    from prometheus_client import CollectorRegistry
+
+    registry = CollectorRegistry()
+    store = InMemoryMembershipStore()
+    gate = floodgate.Gate("llm", GLOBAL, max_waiters=1, max_wait=1)
+    value = registry.get_sample_value
+    labels = {"service": "online"}
+    async with trio.open_nursery() as nursery:
+        member = Membership("a", "online", TOTALS, POLICY)
+        await nursery.start(partial(run_membership, registry=registry), store, member, {"llm": gate})
+        await store.heartbeat("online", "b", acked_generation=0, expiry=30)
+        await trio.sleep(POLICY.heartbeat + 0.01)
+        assert (
+            value("floodgate_membership_live_members", labels),
+            value("floodgate_membership_generation", labels),
+        ) == (2, 2)
+        store.partition("a")
+        await trio.sleep(POLICY.fence + POLICY.heartbeat)
+        assert value("floodgate_membership_fenced", labels) == 1
+        assert value("floodgate_membership_heartbeats_total", {**labels, "outcome": "failed"}) >= 1
+        nursery.cancel_scope.cancel()
+    assert value("floodgate_membership_heartbeats_total", {**labels, "outcome": "ok"}) >= 2
