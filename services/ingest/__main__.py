@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import os
 import sys
 
 import chassis
@@ -34,6 +35,8 @@ async def serve_api(settings: IngestApiSettings, shutdown: trio.Event) -> None:
 
 
 async def serve_worker(settings: IngestWorkerSettings, shutdown: trio.Event) -> None:
+    if settings.nice:
+        os.nice(settings.nice)
     try:
         # Unset is "none" here: a worker without a fetch provider takes text jobs only.
         providers = load_provider_settings(PROVIDER_DEPENDENCIES, default_base_url=None)

@@ -87,6 +87,10 @@ class IngestWorkerSettings(BaseServiceSettings):
     # Spread embed calls evenly over the observed call latency instead of sending them in bursts
     # (services/ingest/_timing.py::CallSpacer). Off: the limiter alone.
     embed_spacing: bool = True
+    #: the worker's CPU priority below the answers users wait for (os.nice at start-up: 0..19, higher
+    #: yields more): on cores it shares with the online service, background ingestion runs on the CPU
+    #: the answers leave (docs/loadtest.md, isolation)
+    nice: int = Field(default=0, ge=0, le=19)
     #: dynamic shares (docs/budget.md, "Dynamic shares"): register in the database and divide the
     #: embed and fetch limits by the live workers; off: the budget's replicas x workers
     membership: bool = True

@@ -107,6 +107,12 @@ def test_worker_settings_map_to_the_worker_config() -> None:
     assert config.tenant_running_caps == {"acme": 2}
     with pytest.raises(SettingsError, match="INGEST_WORKER_JOB_CONCURRENCY"):
         load_settings(IngestWorkerSettings, "INGEST_WORKER_", {"INGEST_WORKER_JOB_CONCURRENCY": "0"})
+    # the worker's CPU priority: os.nice's range, never above the default priority
+    assert settings.nice == 0
+    assert load_settings(IngestWorkerSettings, "INGEST_WORKER_", {"INGEST_WORKER_NICE": "10"}).nice == 10
+    for bad in ("-1", "20"):
+        with pytest.raises(SettingsError, match="INGEST_WORKER_NICE"):
+            load_settings(IngestWorkerSettings, "INGEST_WORKER_", {"INGEST_WORKER_NICE": bad})
 
 
 def test_the_wait_a_provider_asked_for() -> None:
