@@ -1,7 +1,7 @@
 """The membership store in PostgreSQL (the ``pg`` extra): two small tables, one transaction a heartbeat.
 
 ``floodgate_membership`` has a row per service (its generation and members), locked ``FOR
-UPDATE`` by each heartbeat; ``floodgate_members`` a row per live process (its lease and ack).
+UPDATE`` by each heartbeat (one call of ``floodgate_membership_heartbeat``, migration 0005); ``floodgate_members`` a row per live process (its lease and ack).
 Leases are stamped with the database's ``clock_timestamp()``, so expiry never depends on the
 members' clocks. The store runs on a pool of its own (one connection, `open_pg_pool`): a
 heartbeat must not wait behind the service's queries, or a busy process would fence itself.
@@ -23,64 +23,25 @@ if TYPE_CHECKING:
 
 __all__ = ["PgMembershipStore", "open_pg_membership_store"]
 
-_LOCK_SERVICE = """
-INSERT INTO floodgate_membership (service) VALUES ($1) ON CONFLICT (service) DO NOTHING;
-"""
-_RENEW = """
-INSERT INTO floodgate_members (service, member_id, info, acked_generation, expires_at)
-VALUES ($1, $2, $3, $4, clock_timestamp() + make_interval(secs => $5::double precision))
-ON CONFLICT (service, member_id) DO UPDATE
-   SET acked_generation = EXCLUDED.acked_generation,
-       heartbeat_at = clock_timestamp(),
-       expires_at = EXCLUDED.expires_at
-"""
-
-
-async def _recount(conn: Any, service: str) -> tuple[int, list[str], dict[str, int]]:
-    # The caller holds the service row's lock: count out the expired, start a generation if needed.
-    row = await conn.fetchrow(
-        "SELECT generation, members FROM floodgate_membership WHERE service = $1 FOR UPDATE", service
-    )
-    await conn.execute(
-        "DELETE FROM floodgate_members WHERE service = $1 AND expires_at < clock_timestamp()", service
-    )
-    rows = await conn.fetch(
-        "SELECT member_id, acked_generation FROM floodgate_members WHERE service = $1", service
-    )
-    acked = {r["member_id"]: r["acked_generation"] for r in rows}
-    live = sorted(acked)
-    generation = row["generation"]
-    if live != sorted(row["members"]):
-        generation += 1
-        await conn.execute(
-            "UPDATE floodgate_membership SET generation = $2, members = $3, changed_at = clock_timestamp() "
-            "WHERE service = $1",
-            service,
-            generation,
-            live,
-        )
-    return generation, live, acked
-
 
 async def _heartbeat(
     conn: Any, service: str, member_id: str, acked_generation: int, expiry: float, info: str
 ) -> tuple[int, list[str], dict[str, int]]:
-    async with conn.transaction():
-        await conn.execute(_LOCK_SERVICE, service)
-        # Lock first, so that renewing and recounting see one consistent membership.
-        await conn.execute("SELECT 1 FROM floodgate_membership WHERE service = $1 FOR UPDATE", service)
-        await conn.execute(_RENEW, service, member_id, info, acked_generation, expiry)
-        return await _recount(conn, service)
+    # One round trip (migration 0005): a loaded process gets few turns of its event loop.
+    rows = await conn.fetch(
+        "SELECT * FROM floodgate_membership_heartbeat($1, $2, $3, $4, $5)",
+        service,
+        member_id,
+        acked_generation,
+        expiry,
+        info,
+    )
+    acked = {r["member_id"]: r["acked_generation"] for r in rows if r["member_id"] is not None}
+    return rows[0]["generation"], sorted(acked), acked
 
 
 async def _leave(conn: Any, service: str, member_id: str) -> None:
-    async with conn.transaction():
-        await conn.execute(_LOCK_SERVICE, service)
-        await conn.execute("SELECT 1 FROM floodgate_membership WHERE service = $1 FOR UPDATE", service)
-        await conn.execute(
-            "DELETE FROM floodgate_members WHERE service = $1 AND member_id = $2", service, member_id
-        )
-        await _recount(conn, service)
+    await conn.execute("SELECT floodgate_membership_leave($1, $2)", service, member_id)
 
 
 async def _live(conn: Any) -> list[Any]:

@@ -1,4 +1,4 @@
-"""The membership store in the real PostgreSQL (migration 0004): generations, acks, expiry, leave,
+"""The membership store in the real PostgreSQL (migrations 0004, 0005): generations, acks, expiry, leave,
 concurrent heartbeats, and two members dividing a limit through it."""
 
 from __future__ import annotations
