@@ -245,3 +245,25 @@ def test_budget_keys():
     data["dependencies"]["db"]["cooldown"] = {"enabled": False}
     with pytest.raises(floodgate.BudgetError, match="cooldown has no effect on a postgres"):
         floodgate.parse_budget(data)
+
+
+async def test_a_caller_cancelled_while_waiting_out_the_pause_leaves_everything_consistent(autojump_clock):
+    dep = make_dependency(rng=lambda: 0.0, max_wait=5.0, max_waiters=4)
+    later = Script("ok")
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(dep.call, Script(status(429, retry_after=2.0), "ok"))
+        await trio.sleep(0.1)
+        with trio.CancelScope() as scope:  # cancelled from outside: no deadline to refuse at once by
+            nursery.start_soon(_cancel_at, scope, 0.6)
+            await dep.call(later)  # waits for the pause, holding a gate slot
+        assert scope.cancelled_caught and trio.current_time() == 0.6
+        stats = dep.statistics()
+        assert later.times == [] and stats.in_flight == 0
+        assert stats.gate.in_use == 1  # the first call's slot only: the cancelled one gave its back
+    stats = dep.statistics()
+    assert (stats.gate.in_use, stats.in_flight, stats.calls_total, stats.failures_total) == (0, 0, 1, 0)
+
+
+async def _cancel_at(scope: trio.CancelScope, at: float) -> None:
+    await trio.sleep_until(at)
+    scope.cancel()
