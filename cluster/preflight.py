@@ -31,8 +31,9 @@ __all__ = [
 
 
 #: The services whose processes join membership, dividing their providers' shares among the live
-#: processes (services/online/_wiring.py); the ingest workers keep their planned share (docs/budget.md).
-MEMBER_SERVICES = frozenset({"online"})
+#: processes (services/online/_wiring.py, services/ingest/_bootstrap.py; docs/budget.md). The ingest
+#: API has database pools only, which membership does not divide (checked as such below).
+MEMBER_SERVICES = frozenset({"online", "ingest_worker"})
 
 
 class PreflightError(Exception):

@@ -48,11 +48,31 @@ def test_with_membership_the_database_pools_of_the_processes_that_run_must_still
         check_budget(BUDGET, processes=too_many, membership=True)
 
 
-def test_with_membership_only_the_services_that_divide_live_may_exceed_their_plan() -> None:
-    """The ingest workers do not join membership: three of them would each take the planned share of
-    embed and fetch. The ingest API has database pools only, which are checked as such."""
-    with pytest.raises(
-        PreflightError, match=r"FLOODGATE_INGEST_WORKERS=3 .* do not join membership .*embed, fetch"
-    ):
-        check_budget(BUDGET, processes={"ingest_worker": (3, "FLOODGATE_INGEST_WORKERS")}, membership=True)
+def test_with_membership_the_ingest_workers_may_exceed_their_plan_within_the_database() -> None:
+    """The ingest workers join membership: three of them divide embed and fetch among themselves, and
+    their pools (10 connections each) still fit; the ingest API has database pools only."""
+    check_budget(BUDGET, processes={"ingest_worker": (3, "FLOODGATE_INGEST_WORKERS")}, membership=True)
     check_budget(BUDGET, processes={"ingest_api": (2, "FLOODGATE_INGEST_API_REPLICAS")}, membership=True)
+    too_many = ClusterSettings(online_replicas=2, ingest_workers=3).processes()
+    with pytest.raises(
+        PreflightError, match=r"FLOODGATE_ONLINE_REPLICAS=2, FLOODGATE_INGEST_WORKERS=3: .* 94 connections"
+    ):
+        check_budget(BUDGET, processes=too_many, membership=True)
+
+
+def test_with_membership_a_service_that_does_not_join_keeps_to_its_plan(tmp_path: Path) -> None:
+    """A provider share held by a service whose processes do not join (here the ingest API, given half
+    of fetch): each of its processes would take the planned share, so no more than planned may run."""
+    budget = tmp_path / "budget.toml"
+    text = BUDGET.read_text()
+    assert "shares = { ingest_worker = 1.0 }\n" in text
+    budget.write_text(
+        text.replace(
+            "shares = { ingest_worker = 1.0 }\n", "shares = { ingest_worker = 0.5, ingest_api = 0.5 }\n", 1
+        )
+    )
+    with pytest.raises(
+        PreflightError, match=r"FLOODGATE_INGEST_API_REPLICAS=2 .* do not join membership .*shares of fetch"
+    ):
+        check_budget(budget, processes={"ingest_api": (2, "FLOODGATE_INGEST_API_REPLICAS")}, membership=True)
+    check_budget(budget, processes={"ingest_worker": (3, "FLOODGATE_INGEST_WORKERS")}, membership=True)
