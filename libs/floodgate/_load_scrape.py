@@ -134,6 +134,17 @@ def scrape_round(client: httpx.Client, targets: Sequence[Target], t: float) -> S
     return ScrapeRound(t, tuple(samples), failures)
 
 
+def _read_rounds(text: str) -> list[ScrapeRound]:
+    """The rounds the child wrote; a line cut short (the child killed while writing it) is left out."""
+    rounds = []
+    for line in text.splitlines():
+        try:
+            rounds.append(ScrapeRound.from_json(line))
+        except (ValueError, KeyError, TypeError):
+            continue
+    return rounds
+
+
 # -- the child process ---------------------------------------------------------------------------------
 
 
@@ -243,7 +254,7 @@ class Scraper:
         if self._dir is not None:
             path = self._dir / "rounds.jsonl"
             if path.exists():
-                self.rounds = [ScrapeRound.from_json(line) for line in path.read_text().splitlines() if line]
+                self.rounds = _read_rounds(path.read_text())
             shutil.rmtree(self._dir, ignore_errors=True)
             self._dir = None
 

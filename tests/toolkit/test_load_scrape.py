@@ -4,13 +4,22 @@ httpx.MockTransport; then the child process for real, against a small HTTP serve
 from __future__ import annotations
 
 import http.server
+import sys
 import threading
 from collections.abc import Iterator
 
 import httpx
 import pytest
 import trio
-from floodgate._load_scrape import Scraper, ScrapeRound, kept_lines, kept_sample, scrape_round
+from floodgate._load_scrape import (
+    Scraper,
+    ScraperError,
+    ScrapeRound,
+    _read_rounds,
+    kept_lines,
+    kept_sample,
+    scrape_round,
+)
 from floodgate._top import Target, parse_samples
 
 SERVICE = (
@@ -95,6 +104,12 @@ def test_a_round_reads_every_target_and_names_the_ones_that_failed() -> None:
     assert ScrapeRound.from_json(scraped.to_json()) == scraped  # what the child writes, read back
 
 
+def test_a_line_cut_short_is_left_out() -> None:
+    first, second = ScrapeRound(0.0, (("a", "a", "x", {}, 1.0),), {}), ScrapeRound(1.0, (), {"b": "down"})
+    text = first.to_json() + "\n" + second.to_json() + "\n" + second.to_json()[:20]
+    assert _read_rounds(text) == [first, second]
+
+
 def test_no_target_no_samples() -> None:
     with _client() as client:
         assert scrape_round(client, [], 0.0) == ScrapeRound(0.0, (), {})
@@ -163,3 +178,12 @@ async def test_the_child_process_scrapes_each_interval_until_stopped(metrics_ser
         ("online-1", "http_requests_total"),
     }
     assert list(scraper.failures) == ["ratelimit"] and "ConnectError" in scraper.failures["ratelimit"]
+
+
+@pytest.mark.realtime
+async def test_a_child_that_does_not_start_is_an_error(monkeypatch) -> None:
+    monkeypatch.setattr(sys, "executable", "/bin/false")
+    scraper = Scraper([Target("online", "online", "http://127.0.0.1:1/metrics")])
+    with pytest.raises(ScraperError, match="did not start"):
+        await scraper.start()
+    assert scraper.rounds == [] and "running" not in repr(scraper)
