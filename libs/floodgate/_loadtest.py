@@ -100,7 +100,7 @@ def run_command(spec: LoadTestFile, args: argparse.Namespace, *, out: TextIO, er
         run_scenario,
         write_summary,
     )
-    from ._load_scrape import Scraper
+    from ._load_scrape import Scraper, ScraperError
     from ._top import default_state_path, targets_from_state
 
     keys_file = Path(args.keys) if args.keys else default_keys_file()
@@ -148,6 +148,9 @@ def run_command(spec: LoadTestFile, args: argparse.Namespace, *, out: TextIO, er
         )
     except ApiKeysFileError as exc:
         print(f"floodgate loadtest: {keys_file}: {exc}", file=err)
+        return 2
+    except ScraperError as exc:
+        print(f"floodgate loadtest: {exc}", file=err)
         return 2
     except KeyboardInterrupt:
         print("floodgate loadtest: interrupted; no summary written", file=err)
