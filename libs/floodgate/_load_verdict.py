@@ -291,6 +291,7 @@ class IsolationCheck:
     alone: Mapping[str, Any]
     together: Mapping[str, Any]
     signals: tuple[tuple[str, float, float], ...]  # (signal, alone, together), those that moved most first
+    process: str = "online"  # the endpoint's process: where the shared resource shows
     max_p99_ratio: float = 1.2
     min_goodput_ratio: float = 0.95
 
@@ -313,11 +314,14 @@ class IsolationCheck:
 
     @property
     def resource(self) -> str | None:
-        """When isolation does not hold: the shared signal that moved most between the phases."""
+        """When isolation does not hold: what the endpoint's process felt most (the first of its
+        signals), and the signal elsewhere that grew most (what took the resource)."""
         if self.holds or not self.signals:
             return None
-        name, a, b = self.signals[0]
-        return f"{name}: {a:.3g} alone, {b:.3g} with ingestion"
+        own = [row for row in self.signals if f" {self.process} " in f"{row[0]} "]
+        others = [row for row in self.signals if row not in own]
+        text = [f"{name}: {a:.3g} alone, {b:.3g} with ingestion" for name, a, b in (own[:1] + others[:1])]
+        return "; taken by ".join(text)
 
     def as_json(self) -> dict[str, Any]:
         keep = ("offered", "good", "goodput", "rejected", "errors", "degraded", "p50_ms", "p95_ms", "p99_ms")
@@ -376,8 +380,10 @@ def isolation_check(
     endpoint: str = "deal_brain",
     alone: str = "alone",
     together: str = "with_ingest",
+    process: str = "online",
 ) -> IsolationCheck | None:
-    """None when the run has no ``alone`` and ``together`` phase both serving ``endpoint``."""
+    """None when the run has no ``alone`` and ``together`` phase both serving ``endpoint`` (answered
+    by ``process``, the instance whose signals say what it felt)."""
     found: dict[str, tuple[Mapping[str, Any], tuple[float, float]]] = {}
     for phase in summary.get("phases") or []:
         stats = (phase.get("endpoints") or {}).get(endpoint)
@@ -387,7 +393,7 @@ def isolation_check(
     if alone not in found or together not in found:
         return None
     signals = _shared_signals(summary.get("series") or [], found[alone][1], found[together][1])
-    return IsolationCheck(endpoint, found[alone][0], found[together][0], tuple(signals[:6]))
+    return IsolationCheck(endpoint, found[alone][0], found[together][0], tuple(signals[:8]), process)
 
 
 def budget_section(

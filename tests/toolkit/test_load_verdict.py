@@ -224,6 +224,8 @@ def _isolation_summary(*, p99_with: float, goodput_with: int, lag_with: float) -
         lag = 0.004 if t < 20 else lag_with
         series.append(_sample(t, "floodgate_loop_lag_max_seconds", lag))
         series.append(_sample(t, "process_cpu_seconds_total", 0.3 * t))
+        worker = 0.02 * t if t < 20 else 0.4 + 0.1 * (t - 20)
+        series.append(_sample(t, "process_cpu_seconds_total", worker, "ingest-worker-1"))
     alone = {"offered": 100, "good": 100, "goodput": 100, "p50_ms": 800.0, "p99_ms": 1000.0}
     together = {"offered": 100, "good": 100, "goodput": goodput_with, "p50_ms": 810.0, "p99_ms": p99_with}
     return {
@@ -264,7 +266,10 @@ def test_isolation_holds_within_its_targets() -> None:
 def test_broken_isolation_names_the_signal_that_moved_most() -> None:
     check = isolation_check(_isolation_summary(p99_with=1500.0, goodput_with=90, lag_with=0.080))
     assert not check.holds
-    assert check.resource == "event-loop lag of online (s): 0.004 alone, 0.08 with ingestion"
+    assert check.resource == (
+        "event-loop lag of online (s): 0.004 alone, 0.08 with ingestion; "
+        "taken by CPU of ingest-worker-1 (cores): 0.02 alone, 0.1 with ingestion"
+    )
     assert isolation_check({"phases": []}) is None
 
 
