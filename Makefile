@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
 .PHONY: venv up start down status test test-all lint check-dist check-alerts clean plan \
-        bench-toolkit bench-queue bench-ingest bench-overload bench-gateway bench-retry bench-budget bench-scaleout bench-pushback
+        bench-toolkit bench-queue bench-ingest bench-overload bench-gateway bench-retry bench-budget bench-scaleout bench-pushback bench-tenants
 
 venv: $(STAMP)
 
@@ -75,6 +75,9 @@ bench-overload: $(STAMP)  ## dealBrain under open-loop overload, gates on vs off
 
 bench-budget: $(STAMP)  ## floodgate plan's capacity vs the measured knee, and ingestion's isolation from dealBrain (~12 min)
 	$(PY) bench/bench_budget.py
+
+bench-tenants: $(STAMP)  ## the noisy neighbour: one tenant floods dealBrain, another's goodput and p99, token overshoot, provider 429s (~7 min)
+	$(PY) bench/bench_tenants.py
 
 bench-gateway: $(STAMP)  ## latency Envoy adds vs direct; rate-limit decisions/s vs grpcio
 	$(PY) bench/bench_gateway.py

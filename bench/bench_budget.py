@@ -100,12 +100,16 @@ def write_keys(path: Path) -> dict[str, str]:
 
 
 class Cluster:
-    """``python -m cluster up`` on free ports with its data in ``base``; ``stop`` ends it."""
+    """``python -m cluster up`` on free ports with its data in ``base``; ``stop`` ends it. The
+    providers behave as ``behaviour`` says; ``settings`` (``FLOODGATE_*``) are added to its
+    environment (`make bench-tenants` uses it too)."""
 
-    def __init__(self, base: Path, keys_file: Path) -> None:
+    def __init__(self, base: Path, keys_file: Path, *, behaviour: Path = BEHAVIOUR, **settings: str) -> None:
         self.data = base / "data"
         self.log = base / "cluster.out"
         self.keys_file = keys_file
+        self.behaviour = behaviour
+        self.settings = settings
         self.env: dict[str, str] = {}
         self.proc: subprocess.Popen | None = None
         self.state: dict[str, Any] = {}
@@ -118,7 +122,8 @@ class Cluster:
                 ready_timeout=90,
                 FLOODGATE_API_KEYS_FILE=str(self.keys_file),
                 FLOODGATE_INGEST_WORKERS="2",  # the budget's [services.ingest_worker] replicas
-                SIMULATOR_BEHAVIOUR=str(BEHAVIOUR),
+                SIMULATOR_BEHAVIOUR=str(self.behaviour),
+                **self.settings,
             )
             with open(self.log, "wb") as out:
                 self.proc = subprocess.Popen(

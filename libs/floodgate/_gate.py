@@ -82,6 +82,9 @@ class _FairQueue:
         queue = self._queues.get(tenant)
         return 0 if queue is None else len(queue)
 
+    def waiting_where(self, eligible: Callable[[str], bool]) -> int:
+        return sum(len(queue) for tenant, queue in self._queues.items() if eligible(tenant))
+
     def has_eligible(self, eligible: Callable[[str], bool]) -> bool:
         return any(eligible(tenant) for tenant in self._ring)
 
@@ -419,6 +422,15 @@ class Gate:
     def waiting(self) -> int:
         """Callers waiting for a slot now (cheap: for probes read on every request)."""
         return len(self._queue)
+
+    @property
+    def waiting_for_capacity(self) -> int:
+        """Callers waiting because the gate is full, not because their tenant holds its share: the
+        queue a larger gate would shorten (an admission door reads it as its bottleneck's queue, so
+        a tenant queueing behind its own share does not shrink the door for everyone). Without
+        shares, `waiting`."""
+        eligible = self._eligible
+        return len(self._queue) if eligible is None else self._queue.waiting_where(eligible)
 
     def statistics(self) -> GateStatistics:
         return GateStatistics(

@@ -155,7 +155,9 @@ def make_door(
             queue_allowance=policy.bottleneck_queue if gate is not None else None,
         )
         if gate is not None:
-            waiting = lambda: gate.waiting  # noqa: E731
+            # callers waiting for capacity only: a tenant queueing behind its own share (tenant_share)
+            # is not a full bottleneck, and must not shrink the door for every tenant
+            waiting = lambda: gate.waiting_for_capacity  # noqa: E731
     return floodgate.Door(
         endpoint,
         capacity.in_flight,

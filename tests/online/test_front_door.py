@@ -179,8 +179,8 @@ async def test_the_dealbrain_door_watches_the_llm_gate(autojump_clock) -> None:
         for i in range(gate.capacity):  # two tenants: one alone holds at most its share (half)
             gate.acquire_nowait(f"other-{i % 2}")
         async with trio.open_nursery() as nursery:
-            for _ in range(4):
-                nursery.start_soon(gate.acquire, "other-0")
+            for _ in range(4):  # a third tenant, under its share: they wait for capacity
+                nursery.start_soon(gate.acquire, "other-2")
             await trio.sleep(0.01)
             assert gate.waiting == 4
             for _ in range(10):  # ten requests that each saw 4 waiting, answered in 0.6 s

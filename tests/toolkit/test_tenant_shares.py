@@ -112,6 +112,23 @@ async def test_a_tenant_may_fill_only_its_share_of_the_waiting_places(autojump_c
         nursery.cancel_scope.cancel()
 
 
+async def test_only_callers_waiting_for_capacity_count_as_the_gates_queue(autojump_clock):
+    gate = floodgate.Gate("llm", 4, max_waiters=8, max_wait=5.0, tenants=table())
+    async with trio.open_nursery() as nursery:
+        for tenant in ("a", "a", "a"):  # the third waits for a's own share, with two slots free
+            nursery.start_soon(hold, gate, tenant, 10)
+        await trio.sleep(0.1)
+        assert (gate.waiting, gate.waiting_for_capacity) == (1, 0)
+        for tenant in ("b", "b", "c"):  # b fills the gate; c, under its share, waits for a slot
+            nursery.start_soon(hold, gate, tenant, 10)
+            await trio.sleep(0.01)
+        assert gate.statistics().waiting_by_tenant == {"a": 1, "c": 1}
+        assert (gate.waiting, gate.waiting_for_capacity) == (2, 1)
+        nursery.cancel_scope.cancel()
+    plain = floodgate.Gate("llm", 1, max_waiters=8, max_wait=5.0)
+    assert plain.waiting_for_capacity == plain.waiting == 0
+
+
 async def test_the_share_applies_to_a_tenant_alone(autojump_clock):
     # Work-conserving between tenants, not past a configured cap: alone, a runs two at a time.
     gate = floodgate.Gate("llm", 4, max_waiters=8, max_wait=5.0, tenants=table())
