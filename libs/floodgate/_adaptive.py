@@ -134,6 +134,24 @@ class AdaptiveLimit:
         self._last_queue = math.nan
         self._updates = 0
 
+    def resize(self, ceiling: int, *, floor: int) -> None:
+        """Move the ceiling and the floor in place: what the budget allows this process changed
+        (its share of the bottleneck, when the processes that divide it come and go).
+
+        The limit keeps its place between them: one learned down to 60 % of the old ceiling is
+        60 % of the new one, since the latencies it learned from (kept, with the baseline) do not
+        depend on how many processes divide the provider. A ceiling of 0 — no share: admit
+        nothing — needs a floor of 0; any other ceiling a floor of at least 1. After a ceiling of 0
+        the limit starts again at the new ceiling.
+        """
+        if not 0 <= floor <= ceiling or (floor == 0 and ceiling > 0):
+            raise ValueError(f"need 1 <= floor <= ceiling (or both 0), got floor={floor}, ceiling={ceiling}")
+        place = self._estimate / self.ceiling if self.ceiling else 1.0
+        self.ceiling = ceiling
+        self.floor = floor
+        self._estimate = min(float(ceiling), max(float(floor), place * ceiling))
+        self.limit = max(floor, min(ceiling, math.floor(self._estimate)))
+
     def note_in_flight(self, in_flight: int) -> None:
         """Record how many requests are inside (call when one enters, or is refused)."""
         if in_flight > self._peak:

@@ -214,6 +214,24 @@ class Door:
         if self._metered:
             self._m_in_use.set(self._in_flight)
 
+    def resize(self, ceiling: int, *, floor: int | None = None) -> None:
+        """Set a new ceiling in place — the budget behind it changed, say this process's share of
+        the bottleneck when the processes dividing the provider come and go. No one inside is
+        turned out: a lower limit takes effect as requests leave (as `Gate.resize`). An adaptive
+        door moves its limit with it (`AdaptiveLimit.resize`; ``floor``: its new floor, by default
+        the floor it has, or the new ceiling when that is lower). 0 refuses everyone: a process
+        that holds no share."""
+        if ceiling < 0:
+            raise ValueError(f"ceiling must be >= 0, not {ceiling}")
+        adaptive = self.adaptive
+        if adaptive is not None:
+            if floor is None:
+                floor = min(max(1, adaptive.floor), ceiling)
+            adaptive.resize(ceiling, floor=floor)
+        self.ceiling = ceiling
+        if self._metered:
+            self._m_capacity.set(self.limit)
+
     def observe(self, latency: float, now: float) -> None:
         """Feed the adaptive limit one completed request's latency (a no-op for a static door).
 

@@ -45,7 +45,7 @@ async def main(settings: OnlineSettings, shutdown: trio.Event) -> None:
                 downstreams=wired.downstreams,
                 registry=registry,
                 readiness={"database": lambda: pool.fetchval("SELECT 1")},
-                gates=wired.gates,
+                doors=wired.doors,
             )
             # Everything built so far lives as long as the process: move it out of the garbage
             # collector's sight, so full collections (pauses of the whole event loop) stay short.

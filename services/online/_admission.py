@@ -23,6 +23,10 @@ door that grew when requests got slower (to keep the bottleneck busy) fed on its
 slowness came from the load, as the overload benchmark showed. The budget is the source of
 truth for the ceiling: change ``typical_latency`` or the limits there.
 
+The limits are this process's share: the planned one, or with membership the live one — when the
+live processes divide a provider anew, `resize_doors` sizes every door again from the shares they
+hold now, so the doors of all processes together admit what the global limits carry.
+
 With ``tenant_share`` in ``[endpoints.<name>.admission]`` (or a tenant's ``share`` override in
 ``[tenants]``) one tenant holds at most its share of the door's limit now; a tenant at its share
 gets 429 ``tenant_share_exceeded`` while the others still get in (docs/tenants.md).
@@ -48,6 +52,7 @@ __all__ = [
     "make_door",
     "make_doors",
     "record_problems",
+    "resize_doors",
 ]
 
 #: Little's law on the budget's typical latencies leaves out the service's own time per request
@@ -81,22 +86,32 @@ class EndpointCapacity:
 
 
 def endpoint_capacity(
-    budget: floodgate.Budget, endpoint: str, *, service: str = "online"
+    budget: floodgate.Budget,
+    endpoint: str,
+    *,
+    service: str = "online",
+    limits: Mapping[str, int] | None = None,
 ) -> EndpointCapacity:
-    """What the budget implies for ``endpoint`` in one process of ``service``."""
+    """What the budget implies for ``endpoint`` in one process of ``service``: at the planned
+    per-process limits, or at ``limits`` (dependency -> this process's limit now, its live share;
+    a dependency it does not name keeps the planned one). A process that holds nothing of a
+    dependency the endpoint needs carries nothing: 0 in flight."""
     policy = budget.endpoint(endpoint)
     shape = SHAPES[endpoint]
     calls = shape.calls(policy)
     latencies = {name: budget.dependency(name).typical_latency for name in calls}
-    rates = {
-        name: budget.process_limit(service, name) / (n * latencies[name]) for name, n in calls.items() if n
-    }
+    live = limits or {}
+
+    def limit(name: str) -> int:
+        return live[name] if name in live else budget.process_limit(service, name)
+
+    rates = {name: limit(name) / (n * latencies[name]) for name, n in calls.items() if n}
     bottleneck = min(rates, key=rates.__getitem__)
     rps = rates[bottleneck]
     latency = shape.critical_path(latencies, policy)
     only_bottleneck = {name: (t if name == bottleneck else 0.0) for name, t in latencies.items()}
     bottleneck_latency = shape.critical_path(only_bottleneck, policy)
-    in_flight = max(1, math.ceil(rps * latency * HEADROOM))
+    in_flight = max(1, math.ceil(rps * latency * HEADROOM)) if rps > 0 else 0
     return EndpointCapacity(endpoint, rps, bottleneck, latency, bottleneck_latency, in_flight)
 
 
@@ -149,7 +164,7 @@ def make_door(
         gate = (gates or {}).get(capacity.bottleneck)
         adaptive = floodgate.AdaptiveLimit(
             capacity.in_flight,
-            floor=max(1, math.ceil(capacity.in_flight * policy.min_fraction)),
+            floor=_floor(capacity.in_flight, policy),
             tolerance=policy.latency_tolerance,
             baseline_window=policy.baseline_window,
             queue_allowance=policy.bottleneck_queue if gate is not None else None,
@@ -165,7 +180,38 @@ def make_door(
         waiting=waiting,
         dependency=capacity.bottleneck,
         retry_after=1.0,
-        detail=f"the {capacity.bottleneck} budget carries {capacity.rps:.3g} requests/s",
+        detail=_detail(capacity),
         tenants=budget.tenants,
         registry=registry,
     )
+
+
+def resize_doors(
+    budget: floodgate.Budget, doors: Mapping[str, floodgate.Door], limits: Mapping[str, int]
+) -> None:
+    """Size each endpoint's door for this process's share of each dependency now (``limits``:
+    dependency -> its limit; membership changes them as processes join and leave): the ceiling
+    `endpoint_capacity` gives at those limits, so the doors of the live processes together admit
+    what the global limits carry, as one process's door does at the planned share. An adaptive
+    door keeps its learned place under the ceiling and its floor is ``min_fraction`` of it again;
+    requests inside stay (`Door.resize`). It keeps watching the queue of the gate it was made
+    with, the planned bottleneck; only a share far from the planned one moves the bottleneck."""
+    for name, door in doors.items():
+        capacity = endpoint_capacity(budget, name, limits=limits)
+        if capacity.in_flight == door.ceiling:
+            continue
+        policy = budget.endpoint(name).admission
+        floor = _floor(capacity.in_flight, policy) if door.adaptive is not None else None
+        door.resize(capacity.in_flight, floor=floor)
+        door.dependency = capacity.bottleneck
+        door.detail = _detail(capacity)
+
+
+def _floor(in_flight: int, policy: floodgate.AdmissionPolicy) -> int:
+    """The adaptive door's floor: ``min_fraction`` of its ceiling, at least 1 (0 with no room)."""
+    return max(1, math.ceil(in_flight * policy.min_fraction)) if in_flight else 0
+
+
+def _detail(capacity: EndpointCapacity) -> str:
+    """What sets the door's limit, for its refusals."""
+    return f"the {capacity.bottleneck} budget carries {capacity.rps:.3g} requests/s"

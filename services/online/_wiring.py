@@ -5,10 +5,12 @@ gate, breaker, retry policy and httpx client per provider, sized for this proces
 for reusable results (search, query embeddings, the tenants' LLM answers), the token meter the
 LLM and embeddings clients report each answer's ``usage`` to (`providers.UsageMetrics`, priced from the budget file), and the
 PostgreSQL pool (its size and gate from
-the budget's ``db`` share, its connect and statement timeouts from ``db.timeouts``), and closes
-them all on exit. With ``membership`` on, the process is a live member of the online service
-while they are open (`floodgate.open_membership`): its provider gates follow its share. Tests pass ``transport`` to put an
-in-process simulator behind the providers, and ``chunks`` to replace the database.
+the budget's ``db`` share, its connect and statement timeouts from ``db.timeouts``), and the
+endpoints' admission doors, and closes them all on exit. With ``membership`` on, the process is a
+live member of the online service while they are open (`floodgate.open_membership`): its provider
+gates follow its share, and so do the doors sized on it (`_admission.resize_doors`). Tests pass
+``transport`` to put an in-process simulator behind the providers, ``chunks`` to replace the
+database and ``membership_store`` to join an in-memory store.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from functools import partial
 
 import floodgate
 import httpx
@@ -31,6 +34,7 @@ from providers import (
     base_urls,
 )
 
+from ._admission import make_doors, resize_doors
 from ._chunks import SESSION_SETTINGS, ChunkSearch, PgChunkSearch, keep_session
 from ._context import Downstreams
 from .settings import OnlineSettings
@@ -48,6 +52,8 @@ class Wired:
     downstreams: Downstreams
     dependencies: floodgate.Dependencies
     pool: floodgate.PgPool | None
+    #: the endpoints' admission doors (`_admission.make_doors`), sized for this process's share
+    doors: Mapping[str, floodgate.Door]
 
     @property
     def gates(self) -> dict[str, floodgate.Gate]:
@@ -86,10 +92,13 @@ async def open_downstreams(
     registry: CollectorRegistry,
     transport: httpx.AsyncBaseTransport | Mapping[str, httpx.AsyncBaseTransport] | None = None,
     chunks: ChunkSearch | None = None,
+    membership_store: floodgate.MembershipStore | None = None,
 ) -> AsyncIterator[Wired]:
     """Open everything the endpoints call, their metrics on ``registry``; under trio a trio-asyncio
     loop must be open unless ``chunks`` replaces the database. A database that does not answer
-    raises `floodgate.PoolUnavailable` (`chassis.run_service` turns it into exit code 2)."""
+    raises `floodgate.PoolUnavailable` (`chassis.run_service` turns it into exit code 2).
+    ``membership_store`` joins that store instead of the database's (tests: a
+    `floodgate.InMemoryMembershipStore`, with ``chunks``)."""
     deps = floodgate.Dependencies.from_budget(
         budget,
         service=SERVICE,
@@ -99,6 +108,7 @@ async def open_downstreams(
         transport=transport,
     )
     usage = UsageMetrics(registry=registry, prices=budget.prices)
+    doors = make_doors(budget, registry, {name: dep.gate for name, dep in deps.items()})
     async with deps:
 
         def assemble(chunk_search: ChunkSearch) -> Downstreams:
@@ -118,7 +128,9 @@ async def open_downstreams(
             )
 
         if chunks is not None:
-            yield Wired(assemble(chunks), deps, None)
+            wired = Wired(assemble(chunks), deps, None, doors)
+            async with _member(settings, budget, wired, registry, membership_store):
+                yield wired
             return
         connections = budget.process_limit(SERVICE, "db")
         async with floodgate.open_pg_pool(
@@ -136,22 +148,45 @@ async def open_downstreams(
             server_settings=SESSION_SETTINGS,
             reset=keep_session,
         ) as pool:
-            wired = Wired(assemble(PgChunkSearch(pool)), deps, pool)
-            if not settings.membership:
+            wired = Wired(assemble(PgChunkSearch(pool)), deps, pool, doors)
+            async with _member(settings, budget, wired, registry, membership_store):
                 yield wired
-                return
-            # Dynamic shares: join before serving (holding nothing until the others gave their
-            # share back), leave after the last request, on a connection of its own.
-            async with (
-                floodgate.open_pg_membership_store(settings.database_url) as store,
-                floodgate.open_membership(
-                    store,
-                    budget=budget,
-                    service=SERVICE,
-                    gates=wired.gates,
-                    # through the dependency: a limit learned from 429s stays under the share
-                    resize=lambda name, capacity: deps[name].resize(capacity),
-                    registry=registry,
-                ),
-            ):
-                yield wired
+
+
+@asynccontextmanager
+async def _member(
+    settings: OnlineSettings,
+    budget: floodgate.Budget,
+    wired: Wired,
+    registry: CollectorRegistry,
+    store: floodgate.MembershipStore | None,
+) -> AsyncIterator[None]:
+    """Dynamic shares: a live member of the online service while the block runs — joined before
+    serving (holding nothing until the others gave their share back), left after the last
+    request — on ``store``, or with ``membership`` on and a database, on a connection of its own.
+    Each new share resizes the dependency and the endpoint doors sized on it."""
+    if store is None and (not settings.membership or wired.pool is None):
+        yield
+        return
+    deps, doors = wired.dependencies, wired.doors
+    shares: dict[str, int] = {}  # this process's share now, by dependency (absent: the planned)
+
+    def resize(name: str, capacity: int) -> None:
+        deps[name].resize(capacity)  # through the dependency: a learned limit stays under the share
+        shares[name] = capacity
+        resize_doors(budget, doors, shares)
+
+    join = partial(
+        floodgate.open_membership,
+        budget=budget,
+        service=SERVICE,
+        gates=wired.gates,
+        resize=resize,
+        registry=registry,
+    )
+    if store is not None:
+        async with join(store):
+            yield
+        return
+    async with floodgate.open_pg_membership_store(settings.database_url) as pg_store, join(pg_store):
+        yield

@@ -76,10 +76,11 @@ def create_app(
     downstreams: Downstreams,
     registry: CollectorRegistry | None = None,
     readiness: Mapping[str, chassis.ReadinessCheck] | None = None,
-    gates: Mapping[str, floodgate.Gate] | None = None,
+    doors: Mapping[str, floodgate.Door] | None = None,
 ) -> QuartTrio:
-    """The app, with its providers already opened (see `services.online._wiring`); ``gates``
-    (dependency -> gate, `Wired.gates`) lets the endpoint doors watch their bottleneck's queue.
+    """The app, with its providers already opened (see `services.online._wiring`); ``doors``
+    (endpoint -> its door, `Wired.doors`: watching their bottleneck's queue, following this
+    process's share) default to doors made here from the planned share, watching nothing.
     Raises `chassis.StartupError` when an endpoint's failure policy in the budget (``required`` and
     ``degradable``) does not name exactly the dependencies it calls."""
     registry = registry if registry is not None else CollectorRegistry()
@@ -106,7 +107,8 @@ def create_app(
         if nexus.cache_ttl
         else None
     )
-    doors = make_doors(budget, registry, gates)
+    if doors is None:
+        doors = make_doors(budget, registry)
     degraded_responses = Counter(
         "online_degraded_responses",
         "Answers served with at least one step fallen back, by route",

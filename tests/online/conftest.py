@@ -127,6 +127,7 @@ async def online_harness(
     behaviour: dict[str, Any] | None = None,
     chunks: ChunkSearch | None = None,
     settings: OnlineSettings | None = None,
+    membership_store: floodgate.MembershipStore | None = None,
 ) -> AsyncIterator[Harness]:
     budget = budget or make_budget()
     simulator = create_simulator(SimulatorSettings(seed=7, behaviour=behaviour or {}))
@@ -135,10 +136,16 @@ async def online_harness(
     registry = CollectorRegistry()
     settings = settings or OnlineSettings()
     async with open_downstreams(
-        settings, providers, budget, registry=registry, transport=transport, chunks=chunks or MemoryChunks()
+        settings,
+        providers,
+        budget,
+        registry=registry,
+        transport=transport,
+        chunks=chunks or MemoryChunks(),
+        membership_store=membership_store,
     ) as wired:
         app = create_app(
-            settings, budget=budget, downstreams=wired.downstreams, registry=registry, gates=wired.gates
+            settings, budget=budget, downstreams=wired.downstreams, registry=registry, doors=wired.doors
         )
         yield Harness(app, simulator, wired, budget, registry)
 

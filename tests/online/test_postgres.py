@@ -98,7 +98,7 @@ async def served_cluster(database_url: str) -> AsyncIterator[httpx.AsyncClient]:
                     downstreams=wired.downstreams,
                     registry=registry,
                     readiness={"database": lambda: pool.fetchval("SELECT 1")},
-                    gates=wired.gates,
+                    doors=wired.doors,
                 )
                 [online_url] = await nursery.start(partial(serve, app))
                 async with httpx.AsyncClient(base_url=online_url, timeout=10) as client:

@@ -249,3 +249,40 @@ def test_with_the_queue_reported_a_rise_within_tolerance_changes_nothing_either_
     assert limit.baseline == 0.5  # not a shift: the best stays
     run_queued_interval(limit, now, 0.59, [1])
     assert limit.limit == 26
+
+
+def test_a_resize_keeps_the_learned_place_under_the_new_ceiling_and_the_baseline() -> None:
+    """The share of the bottleneck halves (a second process joined): a limit learned down to 24 of
+    27 is as far under the new ceiling, and the latencies learned stay the baseline."""
+    limit = floodgate.AdaptiveLimit(27, floor=7, tolerance=1.2, smoothing=0.2)
+    now = run_interval(limit, 0.0, 0.5)
+    now = run_interval(limit, now, 1.0)
+    assert limit.limit == 24  # estimate 24.84
+    limit.resize(13, floor=4)
+    # 24.84 / 27 x 13 = 11.96
+    assert (limit.limit, limit.ceiling, limit.floor, limit.baseline) == (11, 13, 4, 0.5)
+    limit.resize(27, floor=7)  # back: the same place again, nothing lost on the way
+    assert limit.limit == 24
+    for _ in range(20):
+        now = run_interval(limit, now, 0.5)
+    assert limit.limit == 27  # and it recovers to the ceiling as before, no further
+
+
+def test_a_resize_to_nothing_admits_nothing_and_starts_again_at_the_ceiling() -> None:
+    limit = floodgate.AdaptiveLimit(27, floor=7)
+    now = run_interval(limit, 0.0, 0.5)
+    now = run_interval(limit, now, 1.0)
+    limit.resize(0, floor=0)  # a process that holds no share (a joiner, a fenced one)
+    assert limit.limit == 0
+    run_interval(limit, now, 0.5, used=0)  # what completes meanwhile moves nothing
+    assert limit.limit == 0
+    limit.resize(13, floor=4)
+    assert limit.limit == 13
+
+
+@pytest.mark.parametrize(("ceiling", "floor"), [(13, 0), (13, 14), (0, 1), (-1, 0)])
+def test_a_resize_checks_floor_and_ceiling(ceiling: int, floor: int) -> None:
+    limit = floodgate.AdaptiveLimit(27, floor=7)
+    with pytest.raises(ValueError, match="floor <= ceiling"):
+        limit.resize(ceiling, floor=floor)
+    assert (limit.limit, limit.ceiling, limit.floor) == (27, 27, 7)

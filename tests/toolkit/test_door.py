@@ -117,3 +117,37 @@ def test_an_adaptive_door_reads_the_bottleneck_queue_on_each_entry_a_static_one_
     assert len(reads) == 2
     static.observe(0.1, 10.0)  # a static door has nothing to learn
     assert static.limit == 4
+
+
+def test_a_resized_door_keeps_who_is_inside_and_admits_under_the_new_ceiling() -> None:
+    """A lower ceiling turns no one out: entries wait until enough have left, as `Gate.resize`."""
+    registry = CollectorRegistry()
+    door = floodgate.Door("llm_door", 4, registry=registry)
+    for _ in range(4):
+        door.enter()
+    door.resize(2)
+    assert (door.in_flight, door.limit, door.ceiling) == (4, 2, 2)
+    assert registry.get_sample_value("floodgate_gate_capacity", {"gate": "admission_llm_door"}) == 2
+    door.leave()
+    door.leave()
+    assert not door.try_enter()  # 2 inside: full at the new ceiling
+    door.leave()
+    assert door.try_enter()
+    door.resize(0)  # no share: everyone refused, the one inside stays
+    assert not door.try_enter() and door.in_flight == 2
+    with pytest.raises(ValueError, match="ceiling"):
+        door.resize(-1)
+
+
+def test_a_resized_adaptive_door_moves_its_learned_limit_and_floor() -> None:
+    adaptive = floodgate.AdaptiveLimit(26, floor=7, smoothing=1.0)
+    door = floodgate.Door("deal_brain", 26, adaptive=adaptive)
+    door.resize(13, floor=4)
+    assert (door.limit, door.ceiling, adaptive.ceiling, adaptive.floor) == (13, 13, 13, 4)
+    door.resize(0)  # the floor follows a ceiling below it
+    assert (door.limit, adaptive.floor) == (0, 0)
+    assert not door.try_enter()
+    door.resize(26)  # by default the floor it had, at least 1
+    assert (door.limit, adaptive.floor) == (26, 1)
+    door.resize(26, floor=7)
+    assert (door.limit, adaptive.floor) == (26, 7)
