@@ -1,7 +1,8 @@
 """The real local cluster with two online and two ingest API processes (`make up ONLINE_REPLICAS=2
 INGEST_API_REPLICAS=2`) on the committed budget, which plans one of each (membership divides the
 shares): requests through the gateway are answered by both processes of each service, as each
-process's own request counter shows."""
+process's own request counter shows, and both online processes are members that hold half of each
+provider, their doors sized on that half."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import socket
 import subprocess
 from pathlib import Path
 
+import floodgate
 import httpx
 import pytest
 
@@ -17,6 +19,7 @@ from cluster.settings import REPLICA_PORT_STEP
 from harness import REPO_ROOT
 from harness.ports import free_port
 from harness.services import wait_cluster_ready
+from services.online import endpoint_capacity
 
 pytestmark = [pytest.mark.realtime, pytest.mark.timeout(120)]
 
@@ -44,6 +47,12 @@ def _requests_counted(url: str, route: str) -> float:
         for line in text.splitlines()
         if line.startswith("http_requests_total{") and f'route="{route}"' in line
     )
+
+
+def _gauge(url: str, series: str) -> float:
+    """One series of this process's /metrics, by its name and labels as exported."""
+    text = httpx.get(url + "/metrics", timeout=5).text
+    return next(float(line.rsplit(" ", 1)[1]) for line in text.splitlines() if line.startswith(series + " "))
 
 
 def test_two_processes_of_each_service_both_answer_through_the_gateway(
@@ -88,6 +97,18 @@ def test_two_processes_of_each_service_both_answer_through_the_gateway(
         # Envoy balanced every request to one of the processes, and each process got some.
         assert sum(online) == REQUESTS and min(online) > 0, online
         assert sum(ingest) == REQUESTS and min(ingest) > 0, ingest
+
+        # Both online processes are live members: each holds half of every provider's share, and
+        # its dealBrain door is sized on that half, not on the planned whole.
+        budget = floodgate.load_budget(REPO_ROOT / "config" / "budget.toml")
+        providers = [d for d in budget.dependencies_of("online") if budget.dependency(d).kind != "postgres"]
+        halves = {d: budget.process_limit("online", d) // 2 for d in providers}  # plans 1 process
+        door = endpoint_capacity(budget, "deal_brain", limits=halves).in_flight
+        assert door < endpoint_capacity(budget, "deal_brain").in_flight
+        for name in ("online", "online-2"):
+            assert _gauge(urls[name], 'floodgate_membership_live_members{service="online"}') == 2
+            assert _gauge(urls[name], 'floodgate_gate_capacity{gate="llm"}') == halves["llm"]
+            assert _gauge(urls[name], 'floodgate_gate_capacity{gate="admission_deal_brain"}') == door
 
         proc.send_signal(signal.SIGINT)
         assert proc.wait(timeout=30) == 0
