@@ -82,8 +82,8 @@ class _FairQueue:
         queue = self._queues.get(tenant)
         return 0 if queue is None else len(queue)
 
-    def waiting_where(self, eligible: Callable[[str], bool]) -> int:
-        return sum(len(queue) for tenant, queue in self._queues.items() if eligible(tenant))
+    def waiting_unless(self, excluded: Callable[[str], bool]) -> int:
+        return sum(len(queue) for tenant, queue in self._queues.items() if not excluded(tenant))
 
     def has_eligible(self, eligible: Callable[[str], bool]) -> bool:
         return any(eligible(tenant) for tenant in self._ring)
@@ -427,10 +427,12 @@ class Gate:
     def waiting_for_capacity(self) -> int:
         """Callers waiting because the gate is full, not because their tenant holds its share: the
         queue a larger gate would shorten (an admission door reads it as its bottleneck's queue, so
-        a tenant queueing behind its own share does not shrink the door for everyone). Without
-        shares, `waiting`."""
-        eligible = self._eligible
-        return len(self._queue) if eligible is None else self._queue.waiting_where(eligible)
+        a tenant queueing behind its own share does not shrink the door for everyone). A tenant
+        whose share is the whole gate waits for capacity even when it holds every slot (the same
+        test as a refusal's, `_at_share`). Without shares, `waiting`."""
+        if self._tenants is None:
+            return len(self._queue)
+        return self._queue.waiting_unless(self._at_share)
 
     def statistics(self) -> GateStatistics:
         return GateStatistics(

@@ -129,6 +129,23 @@ async def test_only_callers_waiting_for_capacity_count_as_the_gates_queue(autoju
     assert plain.waiting_for_capacity == plain.waiting == 0
 
 
+async def test_a_tenant_whose_share_is_the_whole_gate_waits_for_capacity_when_it_fills_it(autojump_clock):
+    # tenant_share 1.0 (or a weight that makes a share whole): one tenant holding every slot is at
+    # its share and at the gate's capacity at once; its waiters are the gate's queue all the same
+    # (a larger gate would serve them), so a door watching the gate sees them.
+    gate = floodgate.Gate("llm", 4, max_waiters=8, max_wait=5.0, tenants=table(1.0))
+    weighted = floodgate.Gate("llm", 4, max_waiters=8, max_wait=5.0, tenants=table(0.5, a={"weight": 2}))
+    for g in (gate, weighted):
+        assert g.share_of("a") == g.capacity
+        async with trio.open_nursery() as nursery:
+            for _ in range(6):  # four hold every slot, two wait
+                nursery.start_soon(hold, g, "a", 10)
+            await trio.sleep(0.1)
+            assert g.statistics().in_use_by_tenant == {"a": 4}
+            assert (g.waiting, g.waiting_for_capacity) == (2, 2)
+            nursery.cancel_scope.cancel()
+
+
 async def test_the_share_applies_to_a_tenant_alone(autojump_clock):
     # Work-conserving between tenants, not past a configured cap: alone, a runs two at a time.
     gate = floodgate.Gate("llm", 4, max_waiters=8, max_wait=5.0, tenants=table())
