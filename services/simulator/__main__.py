@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 
 import structlog
@@ -15,6 +16,8 @@ log = structlog.get_logger(SERVICE_NAME)
 
 
 async def main(settings: SimulatorSettings, shutdown: trio.Event) -> None:
+    if settings.nice:
+        os.nice(settings.nice)
     app = create_app(settings)
 
     async def serving(task_status: trio.TaskStatus[list[str]] = trio.TASK_STATUS_IGNORED) -> None:

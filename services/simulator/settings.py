@@ -11,6 +11,7 @@ SIMULATOR_GRACE_PERIOD 10            seconds to finish in-flight requests on SIG
 SIMULATOR_LOG_FORMAT   auto          auto / json / console
 SIMULATOR_LOG_LEVEL    info          debug / info / warning / error
 SIMULATOR_MAX_BODY_BYTES 16777216    largest request body accepted (413 above)
+SIMULATOR_NICE         0             CPU priority change at start (os.nice; below 0 needs root)
 =====================  ============  ==========================================================
 
 The behaviour file has the shape ``PUT /admin/behaviour`` takes (see ``_behaviour.py``); an
@@ -45,6 +46,10 @@ class SimulatorSettings(BaseServiceSettings):
     # Embedding batches and rerank candidate lists are bigger than the chassis's 1 MiB default.
     max_body_bytes: int = Field(default=16 * 1_048_576, gt=0)
     behaviour: Behaviour = Field(default_factory=Behaviour)
+    #: the process's CPU priority change at start-up (os.nice): the simulator stands in for providers
+    #: that run on machines of their own; on cores shared with the system under test, a negative value
+    #: keeps its CPU from coming out of the system's share (below 0 needs root)
+    nice: int = Field(default=0, ge=-20, le=19)
 
     @field_validator("behaviour", mode="before")
     @classmethod

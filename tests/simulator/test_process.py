@@ -34,10 +34,13 @@ def test_served_simulator_answers_and_stops_on_sigterm(tmp_path) -> None:
     port = free_port()
     behaviour = tmp_path / "behaviour.toml"
     behaviour.write_text("[chat]\nerror_rate = 1.0\n[search.latency]\nfixed_ms = 10\n")
-    proc = start({"SIMULATOR_PORT": str(port), "SIMULATOR_BEHAVIOUR": str(behaviour), "SIMULATOR_SEED": "7"})
+    env = {"SIMULATOR_BEHAVIOUR": str(behaviour), "SIMULATOR_SEED": "7", "SIMULATOR_NICE": "3"}
+    proc = start({"SIMULATOR_PORT": str(port), **env})
     base = f"http://127.0.0.1:{port}"
     try:
         wait_until(partial(http_ok, f"{base}/healthz"), within=15, what="the simulator", process=proc)
+        # SIMULATOR_NICE: its CPU priority, 3 below this process's
+        assert os.getpriority(os.PRIO_PROCESS, proc.pid) == os.getpriority(os.PRIO_PROCESS, 0) + 3
         with httpx.Client(base_url=base, timeout=5) as client:
             chat = client.post(
                 "/v1/chat/completions", json={"model": "m", "messages": [{"role": "user", "content": "hi"}]}
