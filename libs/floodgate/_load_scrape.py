@@ -89,9 +89,7 @@ def kept_lines(text: str) -> str:
     """The exposition's sample lines the series keep, comments dropped.
 
     Parsing what is left gives each kept sample under the name the text gives it (`parse_samples`
-    keeps the text's names, with or without a ``# TYPE`` line). It also keeps apart what a full parse
-    would merge: Envoy's counter ``envoy_cluster_upstream_rq{envoy_response_code=...}`` is typed
-    ``counter``, so the parser names it ``..._rq_total``, the name of Envoy's other counter."""
+    keeps the text's names, with or without a ``# TYPE`` line), and parses less."""
     return "\n".join(
         line
         for line in text.splitlines()

@@ -160,17 +160,20 @@ class Scrape:
 def parse_samples(text: str) -> dict[str, list[Series]]:
     """Prometheus text exposition -> series by sample name (``_total``, ``_bucket``... included)."""
     # The parser names every counter sample ``<name>_total``, also Envoy's, whose counters have no
-    # such suffix: a sample keeps the name the text gave it, the one PromQL selects.
-    exposed = {
-        line.split("{", 1)[0].split(" ", 1)[0] for line in text.splitlines() if line[:1] not in ("#", "")
-    }
+    # such suffix, and Envoy exposes both ``upstream_rq_total`` and ``upstream_rq{code}``: a sample
+    # keeps the name its own line gave it (the parser yields one sample per line, in order), the one
+    # PromQL selects.
+    names = [
+        line.split("{", 1)[0].split(" ", 1)[0]
+        for line in text.splitlines()
+        if line.strip() and line[0] != "#"
+    ]
+    parsed = [sample for family in text_string_to_metric_families(text) for sample in family.samples]
+    if len(parsed) != len(names):  # not one sample a line: keep the parser's names
+        names = [sample.name for sample in parsed]
     samples: dict[str, list[Series]] = defaultdict(list)
-    for family in text_string_to_metric_families(text):
-        for sample in family.samples:
-            name = sample.name
-            if name not in exposed and name.endswith("_total") and name[:-6] in exposed:
-                name = name[:-6]
-            samples[name].append((sample.labels, float(sample.value)))
+    for name, sample in zip(names, parsed, strict=True):
+        samples[name].append((sample.labels, float(sample.value)))
     return dict(samples)
 
 

@@ -68,7 +68,7 @@ def test_filtering_before_parsing_keeps_what_a_full_parse_keeps() -> None:
 
 
 def test_envoys_two_request_counters_stay_apart() -> None:
-    assert len(parse_samples(ENVOY)["envoy_cluster_upstream_rq_total"]) == 2  # the full parse merges them
+    assert len(parse_samples(ENVOY)["envoy_cluster_upstream_rq_total"]) == 1  # the full parse as well
     assert parse_samples(kept_lines(ENVOY)) == {
         "envoy_cluster_upstream_rq_total": [({"envoy_cluster_name": "online"}, 7.0)]
     }

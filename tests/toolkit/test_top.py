@@ -306,3 +306,22 @@ def test_an_empty_queue_is_still_a_queue():
     snap = snapshot([scrape(WORKER, 0.0, text)], [scrape(WORKER, 1.0, text)])
     assert snap.queue is not None and snap.queue.tenants == {}
     assert "depth 0 queued, 0 running   oldest runnable 0s" in render(snap)
+
+
+def test_envoy_counters_keep_the_names_their_lines_give():
+    """Envoy exposes ``upstream_rq_total`` and ``upstream_rq{code}``: two series, never one merged."""
+    text = "\n".join(
+        [
+            "# TYPE envoy_cluster_upstream_rq_total counter",
+            'envoy_cluster_upstream_rq_total{envoy_cluster_name="online"} 10',
+            "# TYPE envoy_cluster_upstream_rq counter",
+            'envoy_cluster_upstream_rq{envoy_response_code="200",envoy_cluster_name="online"} 7',
+            'envoy_cluster_upstream_rq{envoy_response_code="503",envoy_cluster_name="online"} 3',
+            "# TYPE online_requests_total counter",
+            "online_requests_total 4",
+        ]
+    )
+    samples = parse_samples(text)
+    assert samples["envoy_cluster_upstream_rq_total"] == [({"envoy_cluster_name": "online"}, 10.0)]
+    assert sorted(value for _, value in samples["envoy_cluster_upstream_rq"]) == [3.0, 7.0]
+    assert samples["online_requests_total"] == [({}, 4.0)]
