@@ -6,7 +6,10 @@ limit), and reports what the answer used once the response is complete (Envoy's
 ``apply_on_stream_done``, the hits taken from the online service's usage header): the same
 descriptors with the tokens (or the cost in micro-dollars) as hits, plus
 ``[("budget", <window>), ("tenant", <t>), ("route", <endpoint>)]`` that only count, for
-``GET /v1/usage``. The limits live in ``config/ratelimit.yaml`` under ``key: budget``, generated from
+``GET /v1/usage``. With each ask and each report comes one start or one end of the tenant's
+request (`in_flight_descriptor_entries`): the ask then also reserves the requests in flight at their
+mean use (`_in_flight`), so a window ends over its budget only by how far they differ from it. The
+limits live in ``config/ratelimit.yaml`` under ``key: budget``, generated from
 the budget file's tenant table (``python -m cluster.ratelimit_config``), each named after its window
 (``rate_limit.name``): that name is how a status is recognised as a budget's here.
 
@@ -22,21 +25,23 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 from ._config import Unit
+from ._in_flight import BUDGET_KEY, REQUESTS_FINISHED, REQUESTS_STARTED
 from ._limiter import Code, DescriptorDecision
 
 __all__ = [
     "BUDGET_KEY",
     "BUDGET_WINDOWS",
     "COST_SCALE",
+    "REQUESTS_FINISHED",
+    "REQUESTS_STARTED",
     "BudgetWindow",
     "budget_descriptor_entries",
     "budget_headers",
     "budget_window",
+    "in_flight_descriptor_entries",
     "reset_duration",
 ]
 
-#: the first entry of every budget descriptor
-BUDGET_KEY = "budget"
 #: counter units per US dollar: costs are counted in micro-dollars (counters are integers)
 COST_SCALE = 1_000_000
 
@@ -126,3 +131,9 @@ def budget_descriptor_entries(
     if route is not None:
         entries.append(("route", route))
     return tuple(entries)
+
+
+def in_flight_descriptor_entries(tenant: str, *, finished: bool = False) -> Sequence[tuple[str, str]]:
+    """The entries of the descriptor that counts one of ``tenant``'s requests starting (the ask) or,
+    with ``finished``, ending (the report at the end of the stream): `_in_flight`'s reservation."""
+    return ((BUDGET_KEY, REQUESTS_FINISHED if finished else REQUESTS_STARTED), ("tenant", tenant))

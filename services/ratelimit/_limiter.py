@@ -10,7 +10,8 @@ A decision is made in three steps, the way the reference service makes it:
 3. ``DecisionPlan.decide`` (sync, pure): compare each new value with its limit; OVER_LIMIT when the
    value passes ``requests_per_unit`` (a descriptor with zero hits asks whether anything is left:
    OVER_LIMIT when the value has reached it); ``limit_remaining`` and ``duration_until_reset`` for
-   the ``x-ratelimit-*`` headers Envoy emits.
+   the ``x-ratelimit-*`` headers Envoy emits. A token budget's question also reserves the tenant's
+   requests in flight at their mean (`_in_flight`): OVER_LIMIT when the value plus that would pass it.
 
 Fixed windows let a client send up to 2x the limit across a window boundary; the reference service
 accepts that for the price of one counter per window, and so does this one.
@@ -22,13 +23,15 @@ import enum
 import math
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from types import MappingProxyType
 from typing import NamedTuple
 
 import floodgate
 
 from ._config import MatchedLimit, RateLimit, RateLimitConfig
+from ._in_flight import InFlightPlan, in_flight_from, in_flight_keys, plan_in_flight
 from ._store import CounterStore, Increment
 
 __all__ = [
@@ -46,6 +49,8 @@ Clock = Callable[[], float]
 
 #: remembered descriptor matches per limiter (tenants x routes in practice)
 _MATCH_CACHE_SIZE = 65536
+#: no reservations (a call without requests in flight to reserve)
+_NOTHING: Mapping[str, int] = MappingProxyType({})
 
 
 class Code(enum.Enum):
@@ -119,18 +124,21 @@ class DecisionPlan(NamedTuple):
 
     slots: tuple[_Slot | None, ...]
     increments: tuple[Increment, ...]
+    #: a token budget's question with the tenant's requests in flight (`_in_flight`), else None
+    in_flight: InFlightPlan | None = None
 
     def decide(self, counts: Sequence[int]) -> Decision:
         """Judge the store's new counter values (one per increment, in order)."""
         if len(counts) != len(self.increments):
             raise ValueError(f"expected {len(self.increments)} counter values, got {len(counts)}")
+        reserved = self.in_flight.reservations(counts) if self.in_flight is not None else _NOTHING
         # list comprehensions, not generators: this runs on every call, often on a cold CPU cache
-        statuses = tuple([self._judge(slot, counts) for slot in self.slots])
+        statuses = tuple([self._judge(slot, counts, reserved) for slot in self.slots])
         over = Code.OVER_LIMIT in [s.code for s in statuses]
         return Decision(code=Code.OVER_LIMIT if over else Code.OK, statuses=statuses)
 
     @staticmethod
-    def _judge(slot: _Slot | None, counts: Sequence[int]) -> DescriptorDecision:
+    def _judge(slot: _Slot | None, counts: Sequence[int], reserved: Mapping[str, int]) -> DescriptorDecision:
         if slot is None:
             return DescriptorDecision(code=Code.OK)
         limit = slot.matched.rate_limit
@@ -141,7 +149,12 @@ class DecisionPlan(NamedTuple):
         # A descriptor with no hits is a question, not a use: "is anything left?" (a token budget,
         # asked before the request; its tokens are reported once the answer is known). It is over
         # when nothing is left, where a request that adds hits is over only when it passes the limit.
-        if after < limit.requests_per_unit or (slot.hits and after == limit.requests_per_unit):
+        # A budget's question is also over when the tenant's requests in flight (this one included),
+        # reserved at their mean, would take the window past its limit.
+        held = reserved.get(limit.name, 0) if not slot.hits and limit.name is not None else 0
+        if (after < limit.requests_per_unit and after + held <= limit.requests_per_unit) or (
+            slot.hits and after == limit.requests_per_unit
+        ):
             return DescriptorDecision(
                 Code.OK, limit, remaining, slot.reset_in, metric_key=slot.matched.metric_key
             )
@@ -199,12 +212,14 @@ class RateLimiter:
         now = self._clock()
         slots: list[_Slot | None] = []
         increments: list[Increment] = []
+        with_hits = []
         for descriptor in descriptors:
+            hits = descriptor.hits_addend if descriptor.hits_addend is not None else hits_addend
+            with_hits.append((descriptor.entries, hits))
             matched, key_stem = self._match(domain, descriptor.entries)
             if matched is None:
                 slots.append(None)
                 continue
-            hits = descriptor.hits_addend if descriptor.hits_addend is not None else hits_addend
             if matched.rate_limit.unlimited:
                 slots.append(_Slot(matched, hits, 0.0, -1))
                 continue
@@ -212,7 +227,10 @@ class RateLimiter:
             window_start = math.floor(now / unit) * unit
             increments.append(Increment(f"{key_stem}{window_start}", hits, unit))
             slots.append(_Slot(matched, hits, window_start + unit - now, len(increments) - 1))
-        return DecisionPlan(slots=tuple(slots), increments=tuple(increments))
+        counted, in_flight = plan_in_flight(
+            with_hits, now=now, key_stem=f"{self._key_prefix}{domain}_", offset=len(increments)
+        )
+        return DecisionPlan(slots=tuple(slots), increments=(*increments, *counted), in_flight=in_flight)
 
     def _match(self, domain: str, entries: tuple[tuple[str, str], ...]) -> tuple[MatchedLimit | None, str]:
         """The limit for ``entries`` and its counter key without the window, remembered.
@@ -299,6 +317,12 @@ class RateLimiter:
             else Reading(slot.matched.rate_limit, counts[slot.counter_index], slot.reset_in)
             for slot in plan.slots
         ]
+
+    def requests_in_flight(self, domain: str, tenant: str) -> int:
+        """``tenant``'s LLM requests started and not yet ended, as the token budgets reserve them
+        (`_in_flight`), counting nothing. Raises `CounterStoreError`."""
+        keys = in_flight_keys(f"{self._key_prefix}{domain}_", tenant, self._clock())
+        return in_flight_from(self._store.read(keys))
 
     def statistics(self) -> RateLimiterStatistics:
         return RateLimiterStatistics(

@@ -73,13 +73,19 @@ def build_openapi() -> dict[str, Any]:
         "UsageWindow": _WINDOW,
         "Usage": {
             "type": "object",
-            "required": ["tenant", "windows"],
+            "required": ["tenant", "windows", "requests_in_flight"],
             "properties": {
                 "tenant": {"type": "string"},
                 "windows": {
                     "type": "object",
                     "additionalProperties": {"$ref": "#/components/schemas/UsageWindow"},
                     "description": "by window name",
+                },
+                "requests_in_flight": {
+                    "type": "integer",
+                    "minimum": 0,
+                    "description": "LLM requests started and not yet ended; the next request is refused "
+                    "when what was used plus these (and it) at the mean a request used would pass a budget",
                 },
             },
         },

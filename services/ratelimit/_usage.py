@@ -19,8 +19,9 @@ USAGE_PATH = "/v1/usage"
 
 def tenant_usage(limiter: RateLimiter, domain: str, tenant: str) -> dict[str, Any]:
     """The usage report of ``tenant``: per budget window its limit, what was used (in all, and per
-    endpoint counted under it), what is left and when the window resets. Windows without a
-    configured limit are left out. Raises `CounterStoreError`."""
+    endpoint counted under it), what is left and when the window resets; and its requests in flight,
+    whose mean use the next ask reserves. Windows without a configured limit are left out. Raises
+    `CounterStoreError`."""
     config = limiter.config.domain(domain)
     plan: list[tuple[str, list[str]]] = []
     descriptors: list[Descriptor] = []
@@ -55,4 +56,9 @@ def tenant_usage(limiter: RateLimiter, domain: str, tenant: str) -> dict[str, An
             "resets_in_seconds": round(total.reset_in, 3),
             "endpoints": endpoints,
         }
-    return {"tenant": tenant, "windows": windows}
+    # what the budgets hold back for the requests still running (each at the mean a request used)
+    return {
+        "tenant": tenant,
+        "windows": windows,
+        "requests_in_flight": limiter.requests_in_flight(domain, tenant),
+    }

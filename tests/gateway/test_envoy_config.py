@@ -213,13 +213,27 @@ def _entries(limit: dict) -> tuple[tuple[str, str], ...]:
 
 def test_llm_routes_ask_each_budget_before_and_report_its_usage_after():
     from cluster.ratelimit_config import llm_routes
-    from services.ratelimit import BUDGET_WINDOWS, budget_descriptor_entries
+    from services.ratelimit import BUDGET_WINDOWS, budget_descriptor_entries, in_flight_descriptor_entries
 
     metadata = {"tokens": "floodgate.usage:tokens", "cost": "floodgate.usage:cost_micros"}
     for name in llm_routes(BUDGET):
         limits = rate_limits(name)
         asked = {_entries(x) for x in limits if x.get("hits_addend") == {"number": 0}}
-        reported = {_entries(x): x["hits_addend"]["format"] for x in limits if x.get("apply_on_stream_done")}
+        reported = {
+            _entries(x): x["hits_addend"]["format"]
+            for x in limits
+            if x.get("apply_on_stream_done") and "format" in x["hits_addend"]
+        }
+        # one start with the ask, one end when the stream is done: the requests in flight
+        counted = {
+            (_entries(x), bool(x.get("apply_on_stream_done")))
+            for x in limits
+            if x.get("hits_addend") == {"number": 1}
+        }
+        assert counted == {
+            (in_flight_descriptor_entries("<tenant>"), False),
+            (in_flight_descriptor_entries("<tenant>", finished=True), True),
+        }, name
         for window in BUDGET_WINDOWS:
             tenant = budget_descriptor_entries(window.name, "<tenant>")
             assert tenant in asked, (name, window.name)

@@ -17,6 +17,7 @@ Topology per backend:
 
 from __future__ import annotations
 
+import concurrent.futures
 import contextlib
 import tomllib
 
@@ -124,28 +125,45 @@ def ask(client: httpx.Client, path: str, key: dict, tokens: int = 0, cost_micros
     return client.post(path, headers=headers, json={"question": "q"})
 
 
+def in_flight(client: httpx.Client, key: dict) -> int:
+    return client.get("/v1/usage", headers=key).json()["requests_in_flight"]
+
+
 def test_a_tenant_over_its_token_budget_gets_429_until_the_window_frees_and_others_pass(deployment):
     first, second = deployment
     with (
         httpx.Client(base_url=first.url, timeout=10) as one,
         httpx.Client(base_url=second.url, timeout=10) as two,
     ):
-        response = ask(one, DEAL, ACME, tokens=600)
+        # answers that used nothing (a cached answer, the service's own 429) end too: every stream's
+        # end is reported, so they hold no place in flight (else the reservation below would refuse)
+        for client in (one, two):
+            assert ask(client, DEAL, ACME).status_code == 200
+        wait_until(lambda: in_flight(one, ACME) == 0, within=5, what="the ends reported")
+        # a request counts in flight from its ask to the end of its stream
+        with concurrent.futures.ThreadPoolExecutor(1) as pool:
+            headers = {**ACME, "x-test-sleep-ms": "1500"}
+            slow = pool.submit(one.post, DEAL, headers=headers, json={"question": "q"})
+            wait_until(lambda: in_flight(two, ACME) == 1, within=1.4, what="the slow request in flight")
+            assert slow.result().status_code == 200
+        wait_until(lambda: in_flight(one, ACME) == 0, within=5, what="its end reported")
+
+        response = ask(one, DEAL, ACME, tokens=300)
         assert response.status_code == 200
         # the budget before this request, in OpenAI's headers; the upstream's usage header removed
         assert response.headers["x-ratelimit-limit-tokens"] == str(DAY_TOKENS)
         assert response.headers["x-ratelimit-remaining-tokens"] == str(DAY_TOKENS)
         assert "x-floodgate-usage-tokens" not in response.headers
         assert "x-floodgate-usage-tokens" not in response.json()["headers"]  # nor sent upstream
-        wait_used(one, ACME, 600)
+        wait_used(one, ACME, 300)
 
-        # 400 left: the next request passes (through the other gateway: the counters are global)
-        # and overshoots by what it used, at most one request's worth
-        response = ask(two, ASSESS, ACME, tokens=500)
+        # through the other gateway (the counters are global): 300 used + this one at the mean 300
+        response = ask(two, ASSESS, ACME, tokens=400)
         assert response.status_code == 200
-        assert response.headers["x-ratelimit-remaining-tokens"] == "400"
-        wait_used(two, ACME, 1100)
+        assert response.headers["x-ratelimit-remaining-tokens"] == "700"
+        wait_used(two, ACME, 700)
 
+        # 300 left, but a request uses 350 on average: refused before it can overshoot, told 0 left
         for client in (one, two):
             refused = ask(client, DEAL, ACME, tokens=1)
             assert refused.status_code == 429
@@ -156,7 +174,10 @@ def test_a_tenant_over_its_token_budget_gets_429_until_the_window_frees_and_othe
             # until the day's window ends: Retry-After says when, in whole seconds
             retry_after = int(refused.headers["retry-after"])
             assert 1 <= retry_after <= 86400
-        assert used(one, ACME) == 1100  # refused requests used nothing and reported nothing
+        usage = one.get("/v1/usage", headers=ACME).json()
+        assert usage["windows"]["tokens_per_day"]["used"] == 700  # refused requests used nothing
+        assert usage["windows"]["tokens_per_day"]["remaining"] == 300
+        wait_until(lambda: in_flight(one, ACME) == 0, within=5, what="the refused ends reported")
 
         # another tenant is untouched
         assert ask(one, DEAL, GLOBEX, tokens=10).status_code == 200

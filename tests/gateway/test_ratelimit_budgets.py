@@ -25,6 +25,7 @@ from services.ratelimit import (
     RedisCounterStore,
     budget_descriptor_entries,
     decision_to_response,
+    in_flight_descriptor_entries,
     load_config,
     parse_config,
     reset_duration,
@@ -101,6 +102,26 @@ def report(limiter, tenant, route, tokens, cost_usd=0.0):
         hits = round(cost_usd * COST_SCALE) if window == "cost_per_day" else tokens
         descriptors.append(Descriptor(tuple(budget_descriptor_entries(window, tenant)), hits))
         descriptors.append(Descriptor(tuple(budget_descriptor_entries(window, tenant, route)), hits))
+    return limiter.should_rate_limit(DOMAIN, descriptors)
+
+
+def start(limiter, tenant):
+    """The ask as the gateway sends it: every budget window, and one start of the tenant's request."""
+    descriptors = [Descriptor(tuple(budget_descriptor_entries(w, tenant)), 0) for w in WINDOWS]
+    descriptors.append(Descriptor(tuple(in_flight_descriptor_entries(tenant)), 1))
+    return limiter.should_rate_limit(DOMAIN, descriptors)
+
+
+def finish(limiter, tenant, route="deal_brain", tokens=0, cost_usd=0.0):
+    """The report at the end of the stream, as the gateway sends it: what the request used (nothing
+    when it used nothing: Envoy leaves those descriptors out), and one end of the tenant's request."""
+    descriptors = []
+    for window in WINDOWS:
+        hits = round(cost_usd * COST_SCALE) if window == "cost_per_day" else tokens
+        if hits:
+            descriptors.append(Descriptor(tuple(budget_descriptor_entries(window, tenant)), hits))
+            descriptors.append(Descriptor(tuple(budget_descriptor_entries(window, tenant, route)), hits))
+    descriptors.append(Descriptor(tuple(in_flight_descriptor_entries(tenant, finished=True)), 1))
     return limiter.should_rate_limit(DOMAIN, descriptors)
 
 
@@ -181,6 +202,67 @@ def test_headers_tell_the_tightest_window_and_leave_envoys_headers_to_requests(m
     }
     # no current_limit: Envoy builds its x-ratelimit-* headers from the request limits only
     assert not any(s.HasField("current_limit") for s in decision_to_response(decision).statuses)
+
+
+def test_the_requests_in_flight_are_reserved_at_their_mean(make_limiter):
+    limiter, clock = make_limiter()
+    clock.now = T0 + 1.0
+    for tokens in (200, 200):
+        assert start(limiter, "a").code is Code.OK
+        finish(limiter, "a", tokens=tokens)
+    # 400 used, 200 a request: 600 left, so three may be in flight (400 + 3 x 200 = 1000), not four
+    assert [start(limiter, "a").code for _ in range(4)] == [Code.OK] * 3 + [Code.OVER_LIMIT]
+    decision = start(limiter, "a")  # refused with 600 counted as left: the rest is reserved
+    assert decision.code is Code.OVER_LIMIT and headers(decision)["x-ratelimit-remaining-tokens"] == "0"
+    assert decision.retry_after == 59  # the minute's window ends at T0 + 60
+    assert tenant_usage(limiter, DOMAIN, "a")["windows"]["tokens_per_minute"]["remaining"] == 600
+    finish(limiter, "a")  # the refused asks end too (Envoy reports every stream), using nothing
+    finish(limiter, "a")
+    finish(limiter, "a", tokens=230)  # one of the three: 630 used, 210 a request, two in flight
+    assert start(limiter, "a").code is Code.OVER_LIMIT  # 630 + 3 x 210 = 1260
+    finish(limiter, "a")
+    for _ in range(2):
+        finish(limiter, "a", tokens=190)
+    # 1010 used: over by 10, how far the three differed from their mean; without the reservation
+    # the two asks refused above would have been let in, and counted too
+    assert tenant_usage(limiter, DOMAIN, "a")["windows"]["tokens_per_minute"]["used"] == 1010
+    assert start(limiter, "a").code is Code.OVER_LIMIT
+    finish(limiter, "a")
+    clock.now = T0 + 60.0  # a new minute: nothing in flight, about 200 a request
+    assert [start(limiter, "a").code for _ in range(5)] == [Code.OK] * 4 + [Code.OVER_LIMIT]
+
+
+def test_the_cost_budget_reserves_at_the_mean_cost(make_limiter):
+    limiter, _ = make_limiter()
+    assert start(limiter, "a").code is Code.OK
+    finish(limiter, "a", tokens=10, cost_usd=0.004)  # 0.004 used of 0.01, 0.004 a request
+    assert start(limiter, "a").code is Code.OK  # 0.004 + 0.004
+    assert start(limiter, "a").code is Code.OVER_LIMIT  # 0.004 + 2 x 0.004 > 0.01
+    finish(limiter, "a")
+
+
+def test_a_start_whose_end_is_never_reported_is_forgotten_within_two_buckets(make_limiter):
+    limiter, clock = make_limiter()
+    clock.now = T0 + 1.0
+    assert start(limiter, "a").code is Code.OK
+    finish(limiter, "a", tokens=300)
+    for _ in range(2):  # two starts whose ends are lost (an ask cancelled with its client, say)
+        assert start(limiter, "a").code is Code.OK
+    assert start(limiter, "a").code is Code.OVER_LIMIT  # 300 + 3 x 300 > 1000
+    finish(limiter, "a")
+    clock.now = T0 + 61.0  # a new minute, but the lost two still hold their place: 3, then 4 x 300
+    assert [start(limiter, "a").code for _ in range(2)] == [Code.OK, Code.OVER_LIMIT]
+    finish(limiter, "a", tokens=300)
+    finish(limiter, "a")
+    clock.now = T0 + 121.0  # their bucket is forgotten: three fit again (3 x 300), not four
+    assert [start(limiter, "a").code for _ in range(4)] == [Code.OK] * 3 + [Code.OVER_LIMIT]
+
+
+def test_a_gateway_that_sends_no_starts_keeps_the_plain_question(make_limiter):
+    # without the in-flight descriptors (an older gateway configuration) nothing is reserved
+    limiter, _ = make_limiter()
+    report(limiter, "a", "deal_brain", 900)
+    assert [ask(limiter, "a").code for _ in range(3)] == [Code.OK] * 3
 
 
 def test_reset_durations_are_written_as_openai_does():
