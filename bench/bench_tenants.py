@@ -19,6 +19,14 @@ that it never delays B's requests in B's generator:
 4. **tokens**: A floods at 3x through the gateway instead, for two token windows and more: its token
    budget (``tokens_per_minute`` of the tenant table) and the request limit refuse what is over.
 
+The cluster runs as an operator runs one online process: membership off (``FLOODGATE_MEMBERSHIP=0``).
+Membership divides the global limits among the live processes; with one online process there is
+nothing to divide, and it would only add a failure the benchmark does not measure: on a machine short
+of CPU a late heartbeat fences the process (its gates at 0) and B is refused for that, not for A.
+Before it starts, the benchmark checks that B's own share of the dealBrain door and of the LLM gate
+holds B's load at the budget's typical latencies (Little's law), and says by how much: the ratio is
+how much slower B's answers may get before B is refused for its own share rather than for A's flood.
+
 Every request asks a different question, so no cache answers it. The providers
 (bench/tenants_behaviour.toml) answer at the budget's typical latencies. B has a token budget its own
 steady traffic fits (at the default 60,000 tokens a minute the gateway would refuse B for its own use
@@ -76,7 +84,7 @@ from floodgate._load_scenario import LoadTestFile, load_scenarios, parse_scenari
 from floodgate._load_scrape import Scraper  # noqa: E402
 from floodgate._top import targets_from_state  # noqa: E402
 
-from services.online._admission import endpoint_capacity  # noqa: E402
+from services.online._admission import EndpointCapacity, endpoint_capacity  # noqa: E402
 
 BEHAVIOUR = ROOT / "bench" / "tenants_behaviour.toml"
 SCENARIOS = ROOT / "config" / "loadtest.toml"
@@ -110,6 +118,25 @@ def bench_budget(path: Path) -> floodgate.Budget:
         text.replace(header, header + "adaptive = true                     # bench-tenants\n") + VICTIM_TABLE
     )
     return floodgate.load_budget(path)
+
+
+def victim_fit(budget: floodgate.Budget, capacity: EndpointCapacity) -> dict[str, Any]:
+    """B's requests in flight at its rate and the budget's typical latencies (Little's law), at the
+    dealBrain door (the whole request) and at the LLM gate (the bottleneck's part), against B's share
+    of each; ``headroom``: the lowest share over need (below 1, B's own share would refuse it)."""
+    rate = VICTIM_RATE * capacity.rps
+    places = {
+        "deal_brain": (rate * capacity.latency, capacity.in_flight),
+        capacity.bottleneck: (
+            rate * capacity.bottleneck_latency,
+            budget.process_limit("online", capacity.bottleneck),
+        ),
+    }
+    fit = {
+        name: {"need": round(need, 2), "share": budget.tenants.share_limit(VICTIM, name, slots), "of": slots}
+        for name, (need, slots) in places.items()
+    }
+    return {**fit, "headroom": round(min(f["share"] / f["need"] for f in fit.values()), 2)}
 
 
 def write_keys(path: Path) -> dict[str, str]:
@@ -336,24 +363,41 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--flooder", type=str, help=argparse.SUPPRESS)  # the child process of tenant A
     args = parser.parse_args(argv)
     if args.flooder:
+        # A real flood comes from other machines: on this one, A's generator yields the cores to the
+        # services and to B's measurement (its lateness is reported, so a flood that fell short shows)
+        os.nice(10)
         config = json.loads(args.flooder)
         result = trio.run(run_flooder, config)
         Path(config["out"]).write_text(json.dumps(result))
         return 0
     began, busy0 = time.monotonic(), machine_busy()
+    load_at_start = round(os.getloadavg()[0], 2)  # others' work too: a figure from a busy machine is noisy
     out = args.out or ROOT / ".data" / "loadtest" / time.strftime(
         "bench-tenants-%Y%m%d-%H%M%S", time.gmtime()
     )
     out.mkdir(parents=True, exist_ok=True)
     base = Path(tempfile.mkdtemp(prefix="bench-tenants-"))
     budget = bench_budget(base / "budget.toml")
-    capacity = endpoint_capacity(budget, "deal_brain").rps
+    endpoint = endpoint_capacity(budget, "deal_brain")
+    capacity = endpoint.rps
+    fit = victim_fit(budget, endpoint)
+    print(f"bench-tenants: B's share against its load (requests in flight): {fit}", flush=True)
+    if fit["headroom"] < 1.0:
+        print("bench-tenants: B's own share cannot hold its load: this would measure the share, not A")
+        return 2
     keys_file = base / "api_keys.yaml"
     keys = write_keys(keys_file)
     file = load_scenarios(SCENARIOS)
     seconds = {"alone": args.alone, "flood": args.flood, "pushback": args.pushback, "tokens": args.tokens}
     victim = victim_spec(file, capacity, seconds)
-    cluster = Cluster(base, keys_file, behaviour=BEHAVIOUR, FLOODGATE_BUDGET=str(base / "budget.toml"))
+    # one online process, so membership off: nothing to divide (the module docstring says why)
+    cluster = Cluster(
+        base,
+        keys_file,
+        behaviour=BEHAVIOUR,
+        FLOODGATE_BUDGET=str(base / "budget.toml"),
+        FLOODGATE_MEMBERSHIP="0",
+    )
     print(
         f"bench-tenants: dealBrain capacity by the budget {capacity:g}/s; B at {VICTIM_RATE:g}x, A at "
         f"{FLOOD_RATE:g}x; phases {seconds}; starting the cluster ({base})",
@@ -471,6 +515,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                 "flood_late_p99_ms": max(direct["late_p99_ms"] or 0, burned["late_p99_ms"] or 0),
                 "report": str(report),
                 "run_minutes": round(elapsed / 60, 1),
+                "victim_share_headroom": fit["headroom"],
+                "load_avg_at_start": load_at_start,
                 "machine_busy_cores": round(machine, 2),
             }
         )

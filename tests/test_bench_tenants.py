@@ -1,0 +1,35 @@
+"""bench/bench_tenants.py checks, before it starts a cluster, that the victim's own share of the
+dealBrain door and of the LLM gate holds its load (Little's law at the budget's typical latencies):
+else it would measure the victim's share, not the flood's effect."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "bench"))
+
+import bench_tenants
+from bench_tenants import VICTIM, bench_budget, victim_fit
+
+from services.online._admission import endpoint_capacity
+
+
+def test_the_victims_share_holds_its_load_with_the_committed_budget(tmp_path: Path) -> None:
+    budget = bench_budget(tmp_path / "budget.toml")
+    fit = victim_fit(budget, endpoint_capacity(budget, "deal_brain"))
+    # 0.3 x 40/s: 12/s x 0.6 s at the door (of its 13 of 26), 12/s x 0.4 s at the LLM (of its 8 of 16)
+    assert fit["deal_brain"] == {"need": 7.2, "share": 13, "of": 26}
+    assert fit["llm"] == {"need": 4.8, "share": 8, "of": 16}
+    assert fit["headroom"] == pytest.approx(8 / 4.8, abs=0.01)
+
+
+def test_a_share_too_small_for_the_victims_load_shows_below_one(tmp_path: Path, monkeypatch) -> None:
+    budget = bench_budget(tmp_path / "budget.toml")
+    # the victim at 0.7x capacity needs 16.8 of the door where its share is 13
+    monkeypatch.setattr(bench_tenants, "VICTIM_RATE", 0.7)
+    fit = victim_fit(budget, endpoint_capacity(budget, "deal_brain"))
+    assert fit["headroom"] < 1.0
+    assert budget.tenants.share_limit(VICTIM, "deal_brain", 26) == 13
