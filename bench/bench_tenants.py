@@ -122,19 +122,24 @@ def bench_budget(path: Path) -> floodgate.Budget:
 
 def victim_fit(budget: floodgate.Budget, capacity: EndpointCapacity) -> dict[str, Any]:
     """B's requests in flight at its rate and the budget's typical latencies (Little's law), at the
-    dealBrain door (the whole request) and at the LLM gate (the bottleneck's part), against B's share
-    of each; ``headroom``: the lowest share over need (below 1, B's own share would refuse it)."""
+    dealBrain door (the whole request) and at the LLM gate (the bottleneck's part; also at the limit
+    the provider allows in the pushback phase), against B's share of each; ``headroom``: the lowest
+    share over need (below 1, B's own share would refuse it)."""
     rate = VICTIM_RATE * capacity.rps
+    gate = budget.process_limit("online", capacity.bottleneck)
     places = {
-        "deal_brain": (rate * capacity.latency, capacity.in_flight),
-        capacity.bottleneck: (
+        "deal_brain": ("deal_brain", rate * capacity.latency, capacity.in_flight),
+        capacity.bottleneck: (capacity.bottleneck, rate * capacity.bottleneck_latency, gate),
+        # the pushback phase: the gate learns the provider's PROVIDER_LIMIT, and each share shrinks with it
+        f"{capacity.bottleneck}_pushback": (
+            capacity.bottleneck,
             rate * capacity.bottleneck_latency,
-            budget.process_limit("online", capacity.bottleneck),
+            min(gate, PROVIDER_LIMIT),
         ),
     }
     fit = {
-        name: {"need": round(need, 2), "share": budget.tenants.share_limit(VICTIM, name, slots), "of": slots}
-        for name, (need, slots) in places.items()
+        key: {"need": round(need, 2), "share": budget.tenants.share_limit(VICTIM, name, slots), "of": slots}
+        for key, (name, need, slots) in places.items()
     }
     return {**fit, "headroom": round(min(f["share"] / f["need"] for f in fit.values()), 2)}
 

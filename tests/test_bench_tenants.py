@@ -23,7 +23,9 @@ def test_the_victims_share_holds_its_load_with_the_committed_budget(tmp_path: Pa
     # 0.3 x 40/s: 12/s x 0.6 s at the door (of its 13 of 26), 12/s x 0.4 s at the LLM (of its 8 of 16)
     assert fit["deal_brain"] == {"need": 7.2, "share": 13, "of": 26}
     assert fit["llm"] == {"need": 4.8, "share": 8, "of": 16}
-    assert fit["headroom"] == pytest.approx(8 / 4.8, abs=0.01)
+    # with the provider taking 12 (the pushback phase) the gate learns 12, and B's share is 6
+    assert fit["llm_pushback"] == {"need": 4.8, "share": 6, "of": 12}
+    assert fit["headroom"] == pytest.approx(6 / 4.8, abs=0.01)
 
 
 def test_a_share_too_small_for_the_victims_load_shows_below_one(tmp_path: Path, monkeypatch) -> None:
