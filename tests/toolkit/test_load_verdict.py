@@ -205,12 +205,17 @@ def test_saturated_limits_reads_pools_and_loop_lag_too() -> None:
     series = [
         _sample(1, "floodgate_pool_in_use", 10, "ingest-worker-1", pool="db_write"),
         _sample(1, "floodgate_pool_size", 10, "ingest-worker-1", pool="db_write"),
-        _sample(1, "floodgate_loop_lag_max_seconds", 0.12, "online"),
+        # the lag histogram: 4 samples a second, 0.48 s of lag over the second: 120 ms on average
+        _sample(1, "floodgate_loop_lag_seconds_sum", 10.0, "online"),
+        _sample(1, "floodgate_loop_lag_seconds_count", 100, "online"),
+        _sample(2, "floodgate_loop_lag_seconds_sum", 10.48, "online"),
+        _sample(2, "floodgate_loop_lag_seconds_count", 104, "online"),
+        _sample(2, "floodgate_loop_lag_max_seconds", 3.0, "online"),  # since start: not read
         _sample(1, "floodgate_pool_in_use", 2, "online", pool="db"),
         _sample(1, "floodgate_pool_size", 24, "online", pool="db"),
     ]
     assert saturated_limits(series, 0, 2) == [
-        "event-loop lag of online: 120 ms",
+        "event-loop lag of online: 120 ms on average",
         "pool db_write (ingest-worker-1): 10.0 of 10 connections in use",
     ]
 
@@ -220,9 +225,11 @@ def test_saturated_limits_reads_pools_and_loop_lag_too() -> None:
 
 def _isolation_summary(*, p99_with: float, goodput_with: int, lag_with: float) -> dict:
     series = []
+    lag_sum = 0.0
     for t in range(0, 40):
-        lag = 0.004 if t < 20 else lag_with
-        series.append(_sample(t, "floodgate_loop_lag_max_seconds", lag))
+        series.append(_sample(t, "floodgate_loop_lag_seconds_sum", lag_sum))
+        series.append(_sample(t, "floodgate_loop_lag_seconds_count", 4 * t))
+        lag_sum += 4 * (0.004 if t < 20 else lag_with)
         series.append(_sample(t, "process_cpu_seconds_total", 0.3 * t))
         worker = 0.02 * t if t < 20 else 0.4 + 0.1 * (t - 20)
         series.append(_sample(t, "process_cpu_seconds_total", worker, "ingest-worker-1"))
