@@ -95,8 +95,8 @@ def saturated_limits(
     series: Sequence[Mapping[str, Any]], start: float, end: float, *, busy_cores: float = 0.85
 ) -> list[str]:
     """What was saturated over ``[start, end]``, by the scraped series: each gate and pool at
-    90 % or more of its capacity (with its waiters), each process at ``busy_cores`` of a core or
-    more (one event loop uses one core), each process whose loop lagged 50 ms or more."""
+    85 % or more of its capacity (with its waiters), each process at ``busy_cores`` of a core or
+    more (one event loop uses one core), each process whose loop lagged 20 ms or more on average."""
     found: list[tuple[float, str]] = []  # (how saturated, what), the most first
     waiting = {
         (p, _label(ls, "gate")): _mean_between(pts, start, end) or 0.0
@@ -109,7 +109,7 @@ def saturated_limits(
     for (process, labels), pts in sorted(_points(series, "floodgate_gate_in_use").items()):
         gate = _label(labels, "gate")
         in_use, cap = _mean_between(pts, start, end), capacity.get((process, gate))
-        if in_use is not None and cap and in_use >= 0.9 * cap:
+        if in_use is not None and cap and in_use >= 0.85 * cap:
             wait = waiting.get((process, gate), 0.0)
             found.append(
                 (
@@ -124,7 +124,7 @@ def saturated_limits(
     for (process, labels), pts in sorted(_points(series, "floodgate_pool_in_use").items()):
         pool = _label(labels, "pool")
         in_use, size = _mean_between(pts, start, end), sizes.get((process, pool))
-        if in_use is not None and size and in_use >= 0.9 * size:
+        if in_use is not None and size and in_use >= 0.85 * size:
             found.append(
                 (in_use / size, f"pool {pool} ({process}): {in_use:.1f} of {size:g} connections in use")
             )
