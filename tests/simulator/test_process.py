@@ -39,8 +39,8 @@ def test_served_simulator_answers_and_stops_on_sigterm(tmp_path) -> None:
     base = f"http://127.0.0.1:{port}"
     try:
         wait_until(partial(http_ok, f"{base}/healthz"), within=15, what="the simulator", process=proc)
-        # SIMULATOR_NICE: its CPU priority, 3 below this process's
-        assert os.getpriority(os.PRIO_PROCESS, proc.pid) == os.getpriority(os.PRIO_PROCESS, 0) + 3
+        # SIMULATOR_NICE: its CPU priority, 3 below this process's (19 is the lowest there is)
+        assert os.getpriority(os.PRIO_PROCESS, proc.pid) == min(19, os.getpriority(os.PRIO_PROCESS, 0) + 3)
         with httpx.Client(base_url=base, timeout=5) as client:
             chat = client.post(
                 "/v1/chat/completions", json={"model": "m", "messages": [{"role": "user", "content": "hi"}]}
