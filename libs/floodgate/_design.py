@@ -76,6 +76,11 @@ def _fix(budget: Budget, service: str, limit: Limit, factor: float, processes: i
             f"CPU: {math.ceil(processes * factor)} processes of {service} (now {processes}), "
             "or less cpu_ms_per_request"
         )
+    if limit.name == "door":
+        return (
+            f"door: the dependencies' typical_latency as measured (the door's ceiling is sized from them), "
+            f"or {math.ceil(processes * factor)} processes of {service} (now {processes})"
+        )
     name = limit.name.removesuffix(" (rpm)")
     dep = budget.dependency(name)
     if limit.name.endswith("(rpm)"):

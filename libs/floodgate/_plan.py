@@ -13,6 +13,8 @@ from dataclasses import dataclass, field
 from ._budget import Budget
 
 __all__ = [
+    "ADMISSION_HEADROOM",
+    "DOOR_SERVICE",
     "INGESTION_CPU",
     "Capacity",
     "DependencyRow",
@@ -20,12 +22,30 @@ __all__ = [
     "IngestionCapacity",
     "Limit",
     "Plan",
+    "door_ceiling",
     "make_plan",
 ]
 
 
 #: the key of `make_plan`'s ``cpu_ms`` that sets the ingestion's CPU per chunk
 INGESTION_CPU = "ingestion"
+
+#: the service whose endpoints each have an admission door (services/online/_admission.py); the
+#: plan counts the door as one of their limits
+DOOR_SERVICE = "online"
+
+#: Little's law on the budget's typical latencies leaves out the service's own time per request
+#: (parsing, JSON, scheduling: a request at low load takes a little longer than its critical
+#: path), so a door's ceiling admits 5 % more. More headroom only adds waiting (a higher p99 under
+#: overload for no more goodput); less leaves the bottleneck idle. The overload benchmark chose the
+#: value (docs/benchmarks.md).
+ADMISSION_HEADROOM = 1.05
+
+
+def door_ceiling(rps: float, latency: float) -> int:
+    """An admission door's ceiling: the requests in flight that carry ``rps`` requests/s at
+    ``latency`` seconds each (Little's law), with `ADMISSION_HEADROOM`; at least 1, 0 for no rate."""
+    return max(1, math.ceil(rps * latency * ADMISSION_HEADROOM)) if rps > 0 else 0
 
 
 @dataclass(frozen=True)
@@ -68,7 +88,8 @@ class EndpointRow:
 class Limit:
     """One limit on a unit of work (a request, a document), as work per second for the whole
     deployment: a dependency's concurrency (``dependency``; a postgres one is a pool), its
-    provider's rate limit (``dependency (rpm)``) or the service's CPU (``cpu``)."""
+    provider's rate limit (``dependency (rpm)``), the service's CPU (``cpu``), an online endpoint's
+    admission door (``door``) or the ingest workers' jobs in flight (``jobs``)."""
 
     name: str
     rate: float  # units per second, all processes
@@ -318,7 +339,31 @@ def _endpoint_capacity(
     limits = _dependency_limits(budget, ep.service, ep.calls, latency_of, "request")
     limits += _cpu_limit(budget, ep.service, cpu_ms, "request")
     latency = ep.path_latency(latency_of) + (cpu_ms or 0.0) / 1000.0
+    limits += _door_limit(budget, endpoint, latency)
     return Capacity(endpoint, ep.service, tuple(limits), latency, ep.target_qps, budget.peak_qps(endpoint))
+
+
+def _door_limit(budget: Budget, endpoint: str, latency: float) -> list[Limit]:
+    """The endpoint's admission door by Little's law: its ceiling (sized, as the online service
+    sizes it, from the budget's *typical* latencies) x processes / the expected latency at the
+    latencies given. The ceiling does not follow measured latencies, so where the work is slower
+    than the budget says, the door admits too few to keep its bottleneck busy and binds first."""
+    ep = budget.endpoint(endpoint)
+    if ep.service != DOOR_SERVICE or latency <= 0:
+        return []
+    typical = {name: dep.typical_latency for name, dep in budget.dependencies.items()}
+    rates = [
+        budget.process_limit(ep.service, name) / (n * typical[name]) for name, n in ep.calls.items() if n
+    ]
+    in_flight = door_ceiling(min(rates), ep.path_latency(typical))
+    processes = budget.service(ep.service).processes
+    return [
+        Limit(
+            "door",
+            in_flight * processes / latency,
+            f"door {in_flight} x {processes} procs / {_ms(round(latency, 6))} per request",
+        )
+    ]
 
 
 def _ingestion_capacity(

@@ -39,6 +39,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 import floodgate
+from floodgate._plan import ADMISSION_HEADROOM, door_ceiling
 from prometheus_client import CollectorRegistry
 
 from ._endpoints import ENDPOINTS, EndpointShape
@@ -55,12 +56,9 @@ __all__ = [
     "resize_doors",
 ]
 
-#: Little's law on the budget's typical latencies leaves out the service's own time per request
-#: (parsing, JSON, scheduling: a request at low load takes a little longer than its critical
-#: path), so the ceiling admits 5 % more: 26 for dealBrain. More headroom only adds waiting (a
-#: higher p99 under overload for no more goodput); less leaves the LLM idle. The overload
-#: benchmark chose the value (docs/benchmarks.md).
-HEADROOM = 1.05
+#: the ceiling's headroom over Little's law (one home: `floodgate._plan`, which counts the door
+#: in the plan's capacity with the same `door_ceiling`)
+HEADROOM = ADMISSION_HEADROOM
 
 
 #: endpoint name -> its typical request (`Endpoint.shape`, from the endpoint records).
@@ -111,7 +109,7 @@ def endpoint_capacity(
     latency = shape.critical_path(latencies, policy)
     only_bottleneck = {name: (t if name == bottleneck else 0.0) for name, t in latencies.items()}
     bottleneck_latency = shape.critical_path(only_bottleneck, policy)
-    in_flight = max(1, math.ceil(rps * latency * HEADROOM)) if rps > 0 else 0
+    in_flight = door_ceiling(rps, latency)
     return EndpointCapacity(endpoint, rps, bottleneck, latency, bottleneck_latency, in_flight)
 
 

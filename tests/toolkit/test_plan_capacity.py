@@ -318,3 +318,27 @@ def test_latency_from_a_metrics_url():
         server.server_close()
     assert code == 0
     assert f"latencies measured at {url}: llm=800ms, search=300ms" in out
+
+
+def test_the_door_binds_when_the_work_is_slower_than_the_budget_says(repo_budget):
+    # The door's ceiling comes from the typical latencies (shadowHunter: 8/s x 0.95 s x 1.05 -> 8
+    # in flight); a slower search leaves the LLM's limit where it was but holds each request longer.
+    typical = {c.endpoint: c for c in make_plan(repo_budget).capacities}
+    assert {lim.name: lim.rate for lim in typical["shadow_hunter"].limits}["door"] == pytest.approx(8 / 0.958)
+    assert typical["shadow_hunter"].bottleneck == "llm"
+    caps = {c.endpoint: c for c in make_plan(repo_budget, {"search": 0.6}).capacities}
+    hunt = caps["shadow_hunter"]
+    # llm + search + llm + 8 ms of CPU = 1.408 s; 8 in flight carry 8 / 1.408 requests/s < the LLM's 8
+    assert (hunt.bottleneck, hunt.rps) == ("door", pytest.approx(8 / 1.408))
+    assert hunt.rps < {lim.name: lim.rate for lim in hunt.limits}["llm"]
+    # the ingest API's submission has no door
+    assert "door" not in {lim.name for lim in caps["omnirag_submit"].limits}
+
+
+def test_the_design_names_the_door_and_its_remedy():
+    code, out, _ = run(
+        "plan", "--budget", str(REPO_BUDGET), "--latency", "search=0.6", "--format", "markdown"
+    )
+    assert code == 0, out
+    assert "| `shadow_hunter` | 5.7/s | door | 1.408 s | 4 | 8 | peak shed |" in out
+    assert "`shadow_hunter` peak 8/s: door: the dependencies' typical_latency as measured" in out
