@@ -23,13 +23,18 @@ Latency alone is a blunt signal, and it can point the wrong way. Requests admitt
 bottleneck serves wait at its gate, adding their wait to every answer and nothing to the
 throughput, and a mean latency within tolerance hides a p99 that is not. With ``queue_allowance``
 set, the caller also reports how many wait at the bottleneck (`note_queue`, on each entry); when
-the interval's mean ``q`` exceeds the allowance, Little's law says the limit is ``q - allowance``
-requests too high::
+the interval's mean ``q`` exceeds the allowance and the queue costs — its wait, by Little's law
+``q / throughput`` (the interval's completions per second), is more than the latency the tolerance
+allows above the baseline — the limit is ``q - allowance`` requests too high::
 
     target   = min(target, limit - (q - allowance))     if q > allowance
+                                                         and q / throughput > (tolerance - 1) x baseline
 
 and a limit with such a queue does not grow. A small allowance keeps the bottleneck busy through
-jitter; zero would leave it idle whenever arrivals bunch. (Gradient2 always adds its queue
+jitter; zero would leave it idle whenever arrivals bunch. A queue that waits less than the
+tolerance is the bottleneck's buffer, not overload: shrinking on it (on any waiter) holds the
+bottleneck just under full while the door refuses what it could have served, most where a slow
+provider leaves the ceiling little room above what the bottleneck needs in flight. (Gradient2 always adds its queue
 allowance, so it settles where the gradient cancels it, well above the baseline; adding it only
 while latency is within tolerance keeps the settling point where ``tolerance`` says.)
 
@@ -171,12 +176,12 @@ class AdaptiveLimit:
         if now - self._started < self.interval or self._count < self.min_samples:
             return False
         queue = self._queued / self._queue_reports if self._queue_reports else 0.0
-        self._update(self._total / self._count, queue, now)
+        self._update(self._total / self._count, queue, self._count / (now - self._started), now)
         self._started, self._total, self._count, self._peak = now, 0.0, 0, 0
         self._queued, self._queue_reports = 0, 0
         return True
 
-    def _update(self, short: float, queue: float, now: float) -> None:
+    def _update(self, short: float, queue: float, throughput: float, now: float) -> None:
         history = self._history
         while history and history[0][0] <= now - self.baseline_window:
             history.popleft()
@@ -190,6 +195,8 @@ class AdaptiveLimit:
         allowed = self.tolerance * min(mean for _, mean in history)
         estimate = self._estimate
         excess = queue - self.queue_allowance if self.queue_allowance is not None else 0.0
+        if excess > 0 and queue / throughput <= allowed - min(mean for _, mean in history):
+            excess = 0.0  # the queue's wait is within the tolerance: a buffer, not a cost
         if short > allowed or excess > 0:
             target = estimate * max(0.5, min(1.0, allowed / short))
             if excess > 0:

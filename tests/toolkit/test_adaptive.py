@@ -189,6 +189,20 @@ def test_a_queue_at_the_bottleneck_beyond_the_allowance_lowers_the_limit_by_the_
     assert limit.limit == 27  # 24 + sqrt(24), clamped
 
 
+def test_a_queue_that_waits_within_the_tolerance_is_a_buffer_not_a_reason_to_shrink() -> None:
+    # A slow provider: answers take 1.2 s, 10 complete a second. A queue of 2 (above the allowance
+    # of 1) waits 2 / 10 = 0.2 s by Little's law, within the 0.2 x 1.2 = 0.24 s the tolerance allows:
+    # it keeps the bottleneck busy through jitter, and the door keeps its limit (and grows when used).
+    limit = floodgate.AdaptiveLimit(27, floor=7, smoothing=1.0, queue_allowance=1.0)
+    now = run_queued_interval(limit, 0.0, 1.2, [0, 0, 0, 0])
+    for _ in range(5):
+        now = run_queued_interval(limit, now, 1.2, [2, 2, 2, 2])
+        assert limit.limit == 27
+    # a queue of 4 waits 0.4 s: it costs, and the limit drops by the excess
+    run_queued_interval(limit, now, 1.2, [4, 4, 4, 4])
+    assert limit.limit == 24
+
+
 def test_a_queue_within_the_allowance_or_no_allowance_changes_nothing() -> None:
     within = floodgate.AdaptiveLimit(27, floor=7, smoothing=1.0, queue_allowance=2.0)
     ignored = floodgate.AdaptiveLimit(27, floor=7, smoothing=1.0)
