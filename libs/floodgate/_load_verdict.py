@@ -209,6 +209,8 @@ class PlanCheck:
         if self.within:
             return None
         bottleneck = self.prediction.bottleneck.split(" ")[0]
+        if bottleneck == "door":  # the plan's name for the endpoint's admission door, a gate in the series
+            bottleneck = f"admission_{self.name}"
         ours = [
             s
             for s in self.saturated

@@ -3,6 +3,8 @@ libs/floodgate/_load_verdict.py) on synthetic summaries: no clock, no service.""
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 from floodgate._knee import (
     Step,
@@ -199,6 +201,20 @@ def test_a_missed_limit_names_what_saturated_and_a_missing_knee_says_so() -> Non
 
     quiet = capacity_checks(_capacity_summary(gate_full=False), SPEC, low)[0]
     assert "nothing scraped was saturated" in quiet.missed
+
+
+def test_a_door_bottleneck_is_the_endpoints_admission_gate() -> None:
+    # the plan names an online endpoint's door "door"; the series call it gate admission_<endpoint>
+    check = capacity_checks(_capacity_summary(), SPEC, {"answer": Prediction(20.0, "door")})[0]
+    assert check.missed.startswith(
+        "measured below the plan: saturated instead of its bottleneck (door): gate llm"
+    )
+    door_full = dataclasses.replace(
+        check, saturated=("gate admission_answer (online): 5.0 of 5 in use, 0.0 waiting",)
+    )
+    assert door_full.missed.startswith(
+        "measured below the plan with its bottleneck saturated (gate admission_answer (online)"
+    )
 
 
 def test_saturated_limits_reads_pools_and_loop_lag_too() -> None:
