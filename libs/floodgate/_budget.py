@@ -346,7 +346,8 @@ class AdmissionPolicy(_Policy):
     less while the mean latency of completed requests stays above ``latency_tolerance`` times its
     recent best and requests wait at the gate of the endpoint's bottleneck dependency (a slower
     provider with nothing waiting is not overload), or while more than ``bottleneck_queue`` wait
-    there on average; never less than ``min_fraction`` of the ceiling.
+    there on average for longer than the tolerance allows (a shorter wait is the bottleneck's
+    buffer); never less than ``min_fraction`` of the ceiling.
     """
 
     adaptive: bool = True
