@@ -66,6 +66,7 @@ from floodgate._top import targets_from_state  # noqa: E402
 
 from harness.ready import NotReady  # noqa: E402
 from harness.services import cluster_env, wait_cluster_ready  # noqa: E402
+from services.online._endpoints import ENDPOINTS as ONLINE_ENDPOINTS  # noqa: E402
 
 BEHAVIOUR = ROOT / "bench" / "budget_behaviour.toml"
 SCENARIOS = ROOT / "config" / "loadtest.toml"
@@ -287,7 +288,44 @@ def measured_cpu(summary: Mapping[str, Any]) -> tuple[dict[str, float], float]:
     return cpu, chunks_per_document
 
 
-def plan_json(latency_from: Sequence[str], cpu: Mapping[str, float], doc_chunks: int) -> dict[str, Any]:
+def measured_latency(summary: Mapping[str, Any], paths: Mapping[str, str]) -> dict[str, float]:
+    """From the calibration run: each endpoint's mean latency in the online service (its answers'
+    ``http_request_duration_seconds``, sum over count; ``paths``: endpoint -> its route), the time a
+    request holds its door. Its fan-out waits for the slowest of its parallel calls, which a path of
+    mean latencies does not see."""
+    series = summary["series"]
+    out: dict[str, float] = {}
+    for phase in summary["phases"]:
+        name = phase["phase"].removeprefix("cal_")
+        if name not in paths:
+            continue
+        start = float(phase["start_s"])
+        window = (start + 3.0, start + float(phase["duration_s"]))
+        rates = []
+        for metric in ("http_request_duration_seconds_sum", "http_request_duration_seconds_count"):
+            points: dict[str, list[tuple[float, float]]] = {}
+            for s in series:
+                labels = s.get("labels") or {}
+                if (
+                    s["name"] == metric
+                    and str(s.get("instance", "")).startswith("online")
+                    and labels.get("route") == paths[name]
+                    and labels.get("status_class") == "2xx"
+                ):
+                    points.setdefault(s["instance"], []).append((float(s["t"]), float(s["value"])))
+            found = [counter_rate_between(p, *window) for p in points.values()]
+            rates.append(sum(r for r in found if r is not None))
+        if rates[1] > 0:
+            out[name] = rates[0] / rates[1]
+    return out
+
+
+def plan_json(
+    latency_from: Sequence[str],
+    cpu: Mapping[str, float],
+    doc_chunks: int,
+    endpoint_latency: Mapping[str, float] | None = None,
+) -> dict[str, Any]:
     """`floodgate plan` as a user runs it: measured latencies and CPU in, JSON out."""
     argv = [
         str(Path(sys.executable).with_name("floodgate")),
@@ -301,6 +339,8 @@ def plan_json(latency_from: Sequence[str], cpu: Mapping[str, float], doc_chunks:
         argv += ["--latency-from", url]
     for name, ms in cpu.items():
         argv += ["--cpu-ms", f"{name}={ms:.3f}"]
+    for name, seconds in (endpoint_latency or {}).items():
+        argv += ["--endpoint-latency", f"{name}={seconds:.4f}s"]
     done = subprocess.run(argv, cwd=ROOT, capture_output=True, text=True, check=True)
     return json.loads(done.stdout) | {"argv": argv[1:]}
 
@@ -358,8 +398,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
         cpu, chunks = measured_cpu(calibration)
         doc_chunks = max(1, round(chunks))
+        endpoint_latency = measured_latency(calibration, {e.name: e.path for e in ONLINE_ENDPOINTS})
         online_plan = plan_json(
-            cluster.metrics_urls("online"), {k: v for k, v in cpu.items() if k != INGESTION}, doc_chunks
+            cluster.metrics_urls("online"),
+            {k: v for k, v in cpu.items() if k != INGESTION},
+            doc_chunks,
+            endpoint_latency,
         )
         ingest_plan = plan_json(
             cluster.metrics_urls("ingest-worker"),
@@ -380,6 +424,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 if r["service"] == "ingest_worker"
             },
             "cpu_ms": {k: round(v, 3) for k, v in cpu.items()},
+            "endpoint_latency_s": {k: round(v, 4) for k, v in endpoint_latency.items()},
             "doc_chunks": doc_chunks,
             "remedies": {name: os.environ[name] for name in REMEDIES},
             "providers_apart": {name: os.environ[name] for name in PROVIDERS_APART},
@@ -397,7 +442,13 @@ def main(argv: Sequence[str] | None = None) -> int:
             + json.dumps(
                 {
                     k: inputs[k]
-                    for k in ("latencies_online_s", "latencies_ingest_worker_s", "cpu_ms", "doc_chunks")
+                    for k in (
+                        "latencies_online_s",
+                        "latencies_ingest_worker_s",
+                        "cpu_ms",
+                        "endpoint_latency_s",
+                        "doc_chunks",
+                    )
                 }
             ),
             flush=True,

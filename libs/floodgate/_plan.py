@@ -196,11 +196,14 @@ def make_plan(
     *,
     doc_chunks: int | None = None,
     cpu_ms: Mapping[str, float] | None = None,
+    endpoint_latencies: Mapping[str, float] | None = None,
 ) -> Plan:
     """The plan for ``budget``; ``latencies`` (seconds) override each dependency's
     ``typical_latency``; ``doc_chunks`` the ingestion's document size; ``cpu_ms`` (measured
     milliseconds) an endpoint's ``cpu_ms_per_request``, or under `INGESTION_CPU` the
-    ingestion's ``cpu_ms_per_chunk``."""
+    ingestion's ``cpu_ms_per_chunk``; ``endpoint_latencies`` (measured seconds, the mean of an
+    endpoint's answers at a low load) an endpoint's expected latency, in place of its critical path
+    at ``latencies`` plus its CPU: a path of means misses that parallel calls wait for the slowest."""
     latencies = dict(latencies or {})
     unknown = set(latencies) - set(budget.dependencies)
     if unknown:
@@ -211,6 +214,10 @@ def make_plan(
         raise LookupError(
             f"CPU given for unknown endpoints: {sorted(unknown)} (or {INGESTION_CPU!r}, per chunk)"
         )
+    endpoint_latencies = dict(endpoint_latencies or {})
+    unknown = set(endpoint_latencies) - set(budget.endpoints)
+    if unknown:
+        raise LookupError(f"latency given for unknown endpoints: {sorted(unknown)}")
     latency_of = {name: latencies.get(name, dep.typical_latency) for name, dep in budget.dependencies.items()}
     rows: list[DependencyRow] = []
     pools: list[tuple[str, str, int]] = []
@@ -287,7 +294,13 @@ def make_plan(
         database_pools=tuple(pools),
         warnings=tuple(warnings),
         capacities=tuple(
-            _endpoint_capacity(budget, name, latency_of, cpu_ms.get(name, ep.cpu_ms_per_request))
+            _endpoint_capacity(
+                budget,
+                name,
+                latency_of,
+                cpu_ms.get(name, ep.cpu_ms_per_request),
+                endpoint_latencies.get(name),
+            )
             for name, ep in budget.endpoints.items()
             if ep.calls
         ),
@@ -333,12 +346,16 @@ def _cpu_limit(budget: Budget, service: str, cpu_ms: float | None, unit: str) ->
 
 
 def _endpoint_capacity(
-    budget: Budget, endpoint: str, latency_of: Mapping[str, float], cpu_ms: float | None
+    budget: Budget,
+    endpoint: str,
+    latency_of: Mapping[str, float],
+    cpu_ms: float | None,
+    measured_latency: float | None = None,
 ) -> Capacity:
     ep = budget.endpoint(endpoint)
     limits = _dependency_limits(budget, ep.service, ep.calls, latency_of, "request")
     limits += _cpu_limit(budget, ep.service, cpu_ms, "request")
-    latency = ep.path_latency(latency_of) + (cpu_ms or 0.0) / 1000.0
+    latency = measured_latency or ep.path_latency(latency_of) + (cpu_ms or 0.0) / 1000.0
     limits += _door_limit(budget, endpoint, latency)
     return Capacity(endpoint, ep.service, tuple(limits), latency, ep.target_qps, budget.peak_qps(endpoint))
 

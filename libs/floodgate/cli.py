@@ -426,6 +426,15 @@ def main(argv: Sequence[str] | None = None, *, out: TextIO | None = None, err: T
         help="measured CPU: an endpoint's ms per request (deal_brain=7.5), or ingestion's ms per chunk "
         "(ingestion=1.2), in place of the budget's (repeatable)",
     )
+    plan_cmd.add_argument(
+        "--endpoint-latency",
+        action="append",
+        type=_latency,
+        default=[],
+        metavar="NAME=LATENCY",
+        help="measured: an endpoint's mean latency at a low load (deal_brain=1.2s), in place of its critical "
+        "path plus CPU, for its expected latency and its door (repeatable)",
+    )
     size = plan_cmd.add_mutually_exclusive_group()
     size.add_argument("--doc-chunks", type=int, metavar="N", help="ingestion: chunks per document")
     size.add_argument(
@@ -488,7 +497,13 @@ def _cmd_plan(args: argparse.Namespace, *, out: TextIO, err: TextIO) -> int:
             doc_chunks = max(1, math.ceil(args.doc_bytes / budget.ingestion.bytes_per_chunk))
         if doc_chunks is not None and doc_chunks < 1:
             raise LookupError("--doc-chunks and --doc-bytes must be >= 1")
-        plan = make_plan(budget, latencies, doc_chunks=doc_chunks, cpu_ms=dict(args.cpu_ms))
+        plan = make_plan(
+            budget,
+            latencies,
+            doc_chunks=doc_chunks,
+            cpu_ms=dict(args.cpu_ms),
+            endpoint_latencies=dict(args.endpoint_latency),
+        )
     except (BudgetError, LookupError, MeasuredLatencyError) as exc:
         print(f"floodgate plan: {exc}", file=err)
         return 2

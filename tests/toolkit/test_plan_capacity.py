@@ -342,3 +342,24 @@ def test_the_design_names_the_door_and_its_remedy():
     assert code == 0, out
     assert "| `shadow_hunter` | 5.7/s | door | 1.408 s | 4 | 8 | peak shed |" in out
     assert "`shadow_hunter` peak 8/s: door: the dependencies' typical_latency as measured" in out
+
+
+def test_a_measured_endpoint_latency_sizes_the_door(repo_budget):
+    # nexusAssess's 4 LLM calls run at once: the request waits for the slowest, longer than the mean
+    # the critical path adds up; its measured latency replaces the path for the door (5 in flight)
+    caps = {
+        c.endpoint: c
+        for c in make_plan(repo_budget, {"llm": 0.8}, endpoint_latencies={"nexus_assess": 1.25}).capacities
+    }
+    nexus = caps["nexus_assess"]
+    assert nexus.latency == 1.25
+    assert (nexus.bottleneck, nexus.rps) == ("door", pytest.approx(5 / 1.25))
+    assert caps["deal_brain"].latency == pytest.approx(0.206 + 0.8)  # the others keep their path
+    code, out, _ = run(
+        "plan", "--budget", str(REPO_BUDGET), "--endpoint-latency", "nexus_assess=1250ms", "--json"
+    )
+    assert code == 0
+    nexus = next(c for c in json.loads(out)["capacities"] if c["endpoint"] == "nexus_assess")
+    assert nexus["latency"] == 1.25 and nexus["bottleneck"] == "door"
+    code, _, err = run("plan", "--budget", str(REPO_BUDGET), "--endpoint-latency", "nope=1s")
+    assert code == 2 and "latency given for unknown endpoints: ['nope']" in err
