@@ -23,7 +23,9 @@ rate-limit service, Envoy), driven through the gateway by `floodgate loadtest`'s
 
 The requests are the budget's typical ones (config/loadtest.toml's templates: a 4-query hunt, a
 4-criterion rubric whose subject differs per request so the response cache does not answer it),
-spread over eight tenants so no per-tenant limit of the gateway or the queue binds before a budget.
+spread over 32 tenants so no per-tenant limit of the gateway or the queue binds before a budget (with
+eight, the tenants' LLM tokens_per_minute at the gateway refused dealBrain in the isolation and capacity
+phases: a limit of the edge, not of the budget under test).
 
 Targets: ``max_plan_error <= 0.10``, ``isolation_p99_ratio <= 1.2``, ``isolation_goodput_ratio >= 0.95``.
 Writes the run under ``.data/loadtest/bench-budget-STAMP/`` (``summary.json`` with its ``budget``
@@ -72,7 +74,7 @@ BEHAVIOUR = ROOT / "bench" / "budget_behaviour.toml"
 SCENARIOS = ROOT / "config" / "loadtest.toml"
 ENDPOINTS = ("deal_brain", "shadow_hunter", "nexus_assess")
 DOCUMENT = "omnirag_fetch"  # a fetched corpus page: the document the budget's [ingestion] describes
-TENANTS = tuple(f"bench{i}" for i in range(8))
+TENANTS = tuple(f"bench{i}" for i in range(32))
 #: the capacity steps, as fractions of the predicted capacity
 STEPS = (0.6, 0.9, 1.2, 1.5)
 #: calibration: each endpoint alone at this fraction of its capacity by the budget's own figures
