@@ -14,6 +14,7 @@ from ._budget import Budget
 
 __all__ = [
     "ADMISSION_HEADROOM",
+    "DOOR_LOSS",
     "DOOR_SERVICE",
     "INGESTION_CPU",
     "Capacity",
@@ -23,6 +24,8 @@ __all__ = [
     "Limit",
     "Plan",
     "door_ceiling",
+    "door_rate",
+    "erlang_b",
     "make_plan",
 ]
 
@@ -36,16 +39,57 @@ DOOR_SERVICE = "online"
 
 #: Little's law on the budget's typical latencies leaves out the service's own time per request
 #: (parsing, JSON, scheduling: a request at low load takes a little longer than its critical
-#: path), so a door's ceiling admits 5 % more. More headroom only adds waiting (a higher p99 under
-#: overload for no more goodput); less leaves the bottleneck idle. The overload benchmark chose the
-#: value (docs/benchmarks.md).
+#: path), so a door holds each request 5 % longer than that path. More headroom only adds waiting
+#: (a higher p99 under overload for no more goodput); less leaves the bottleneck idle. The overload
+#: benchmark chose the value (docs/benchmarks.md).
 ADMISSION_HEADROOM = 1.05
+
+#: the share of random arrivals a door may refuse at the rate its budget carries. A door refuses
+#: when full, so under random (Poisson) arrivals it is a loss system (Erlang B): with exactly
+#: Little's-law places it refuses a large share of the load the bottleneck could still take, the
+#: more so the fewer places it has. Sized for a small loss, the door sheds only the load beyond the
+#: bottleneck, which its gates' queues then absorb.
+DOOR_LOSS = 0.01
+
+
+def erlang_b(servers: int, load: float) -> float:
+    """The share of random arrivals a loss system of ``servers`` places refuses at ``load`` Erlangs
+    (arrival rate x holding time): Erlang's B formula, by its stable recurrence."""
+    blocking = 1.0
+    for k in range(1, servers + 1):
+        blocking = load * blocking / (k + load * blocking)
+    return blocking
 
 
 def door_ceiling(rps: float, latency: float) -> int:
-    """An admission door's ceiling: the requests in flight that carry ``rps`` requests/s at
-    ``latency`` seconds each (Little's law), with `ADMISSION_HEADROOM`; at least 1, 0 for no rate."""
-    return max(1, math.ceil(rps * latency * ADMISSION_HEADROOM)) if rps > 0 else 0
+    """An admission door's ceiling: the fewest places that, for random arrivals at ``rps``
+    requests/s each held ``latency`` x `ADMISSION_HEADROOM` seconds, refuse at most `DOOR_LOSS` of
+    them (Erlang B). Little's law alone (``rps x latency`` places) is the *mean* in flight; a door
+    that refuses when full needs room for the fluctuations around it, relatively more for a small
+    door. Exact Erlang B, not square-root staffing: that is an approximation for large loads, and
+    doors are small. At least 1, 0 for no rate."""
+    if rps <= 0:
+        return 0
+    load = rps * latency * ADMISSION_HEADROOM
+    servers = max(1, math.ceil(load))
+    while erlang_b(servers, load) > DOOR_LOSS:
+        servers += 1
+    return servers
+
+
+def door_rate(servers: int, latency: float) -> float:
+    """The arrival rate, requests/s, at which a door of ``servers`` places, each request held
+    ``latency`` seconds, refuses `DOOR_LOSS` of random arrivals: what the door carries before it
+    turns away load its bottleneck could take (Erlang B rises with the load: bisection)."""
+    if servers <= 0 or latency <= 0:
+        return 0.0
+    low, high = 0.0, float(servers)
+    while erlang_b(servers, high) < DOOR_LOSS:
+        high *= 2
+    for _ in range(60):
+        mid = (low + high) / 2
+        low, high = (mid, high) if erlang_b(servers, mid) < DOOR_LOSS else (low, mid)
+    return low / latency
 
 
 @dataclass(frozen=True)
@@ -361,10 +405,11 @@ def _endpoint_capacity(
 
 
 def _door_limit(budget: Budget, endpoint: str, latency: float) -> list[Limit]:
-    """The endpoint's admission door by Little's law: its ceiling (sized, as the online service
-    sizes it, from the budget's *typical* latencies) x processes / the expected latency at the
-    latencies given. The ceiling does not follow measured latencies, so where the work is slower
-    than the budget says, the door admits too few to keep its bottleneck busy and binds first."""
+    """The endpoint's admission door: the rate at which its ceiling (sized, as the online service
+    sizes it, from the budget's *typical* latencies) refuses `DOOR_LOSS` of random arrivals, each
+    held the expected latency at the latencies given, x processes (`door_rate`). The ceiling does
+    not follow measured latencies, so where the work is slower than the budget says, the door
+    admits too few to keep its bottleneck busy and binds first."""
     ep = budget.endpoint(endpoint)
     if ep.service != DOOR_SERVICE or latency <= 0:
         return []
@@ -377,8 +422,9 @@ def _door_limit(budget: Budget, endpoint: str, latency: float) -> list[Limit]:
     return [
         Limit(
             "door",
-            in_flight * processes / latency,
-            f"door {in_flight} x {processes} procs / {_ms(round(latency, 6))} per request",
+            door_rate(in_flight, latency) * processes,
+            f"door {in_flight} x {processes} procs at {_ms(round(latency, 6))} per request,"
+            f" {DOOR_LOSS:.0%} refused",
         )
     ]
 

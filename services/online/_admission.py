@@ -3,11 +3,16 @@
 The dependency gates bound calls; they cannot make overload *fast*. A dealBrain request refused
 by the LLM gate has already spent 170 ms on embed and search, and one that waits for it makes
 every answer slower. So each endpoint has a door (a `floodgate.Door`, configured here), sized
-by Little's law from the budget — the throughput its scarcest dependency (the *bottleneck*)
-carries, times the time a request takes:
+from the budget — the throughput its scarcest dependency (the *bottleneck*) carries, times the
+time a request takes, is the load it must hold (Little's law):
 
     X  = min over dependencies d of  limit_d / (calls_d x typical_latency_d)
-    N0 = ceil(X x T x HEADROOM)          T = the endpoint's critical path, typical request
+    R  = X x T x HEADROOM                T = the endpoint's critical path, typical request
+    N0 = the fewest places with ErlangB(N0, R) <= DOOR_LOSS    (`floodgate._plan.door_ceiling`)
+
+A door refuses when full, so for random arrivals it is a loss system: with only ``R`` places it
+would refuse much of the load the bottleneck could still take. Sized for a small loss at ``X``,
+it sheds only the load beyond the bottleneck.
 
 (`Endpoint.shape` describes the typical request of each endpoint). A request that finds ``N`` requests
 inside is refused at once with 429, in front of the web framework (`_front_door`): no downstream

@@ -191,5 +191,5 @@ async def test_the_dealbrain_door_watches_the_llm_gate(autojump_clock) -> None:
             stats = door.adaptive.statistics()
             assert stats.last_queue == 4.0
             # 3 over the allowance of 1: the limit went down by the smoothed excess
-            assert door.limit == math.floor(26 - 0.2 * 3)
+            assert door.limit == math.floor(36 - 0.2 * 3)
             nursery.cancel_scope.cancel()

@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import math
-
 import floodgate
 import pytest
 import trio
+from floodgate._plan import DOOR_LOSS, erlang_b
 from providers import WebHit
 
 import services.online
@@ -185,7 +184,10 @@ def test_the_door_admits_what_the_budget_implies_and_refuses_at_once() -> None:
     assert capacity.bottleneck == "llm"
     assert capacity.bottleneck_latency == 0.4
     door = make_door(make_budget(), "deal_brain")
-    assert door.limit == door.ceiling == capacity.in_flight == math.ceil(40 * 0.6 * HEADROOM)
+    # the fewest places that refuse at most 1 % of random arrivals at 40/s, each held 0.6 s x 1.05
+    load = 40 * 0.6 * HEADROOM
+    assert erlang_b(capacity.in_flight, load) <= DOOR_LOSS < erlang_b(capacity.in_flight - 1, load)
+    assert door.limit == door.ceiling == capacity.in_flight
     # acme's share is the whole door (tests/online/test_tenant_shares.py: the other tenants')
     for _ in range(capacity.in_flight):
         door.enter(TENANT)

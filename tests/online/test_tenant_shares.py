@@ -23,7 +23,7 @@ async def test_a_flooding_tenant_is_held_to_its_share_and_the_other_is_served(
     async with online_harness(behaviour=SLOW, chunks=memory_chunks) as h:
         door = h.app.extensions["online"].doors["deal_brain"]
         gate = h.wired.dependencies["llm"].gate
-        assert (door.share_of("noisy"), door.limit) == (13, 26)  # tenant_share 0.5, weight 1
+        assert (door.share_of("noisy"), door.limit) == (18, 36)  # tenant_share 0.5, weight 1
         assert (gate.share_of("noisy"), gate.capacity) == (8, 16)
         answers: dict[str, list] = {"noisy": [], "victim": []}
         peaks = {"door": 0, "llm": 0}
@@ -49,16 +49,16 @@ async def test_a_flooding_tenant_is_held_to_its_share_and_the_other_is_served(
             nursery.cancel_scope.cancel()
 
     noisy = [status for status, _, _ in answers["noisy"]]
-    assert noisy.count(200) == 13 and noisy.count(429) == 27
+    assert noisy.count(200) == 18 and noisy.count(429) == 22
     refused = next(body for status, body, _ in answers["noisy"] if status == 429)
     assert refused["error"]["code"] == "tenant_share_exceeded"
     assert refused["error"]["details"]["dependency"] == "deal_brain"
-    assert (refused["error"]["details"]["share"], refused["error"]["details"]["limit"]) == (13, 26)
+    assert (refused["error"]["details"]["share"], refused["error"]["details"]["limit"]) == (18, 36)
     assert "noisy" not in refused["error"]["message"]  # names no tenant
     assert all(headers["Retry-After"] == "1" for status, _, headers in answers["noisy"] if status == 429)
     # the other tenant found the other half free, and nothing of it degraded
     assert [status for status, _, _ in answers["victim"]] == [200] * 10
     assert all(not body.get("degraded") for _, body, _ in answers["victim"])
-    assert peaks == {"door": 13, "llm": 8}  # the noisy one's 13 requests took turns at its 8 LLM slots
+    assert peaks == {"door": 18, "llm": 8}  # the noisy one's 18 requests took turns at its 8 LLM slots
     stats = door.statistics()
-    assert stats.refused_share_total == 27 and stats.in_flight == 0
+    assert stats.refused_share_total == 22 and stats.in_flight == 0

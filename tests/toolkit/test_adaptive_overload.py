@@ -9,15 +9,16 @@ import random
 
 import floodgate
 import trio
+from floodgate._plan import door_ceiling
 
 LLM_SLOTS = 16
-DOOR_CEILING = 26  # 40/s x 0.6 s x 1.05, as the online service sizes dealBrain's from the budget
+DOOR_CEILING = door_ceiling(40, 0.6)  # as the online service sizes dealBrain's from the budget
 # The providers of `make bench-budget` (bench/budget_behaviour.toml), slower than the budget says:
 # the LLM log-normal with p50 0.8 s and p99 1.6 s, the steps before it about 0.35 s.
 PRE_WORK = 0.35
 LLM_P50, LLM_SIGMA = 0.8, math.log(2) / 2.326
 LLM_MEAN = LLM_P50 * math.exp(LLM_SIGMA**2 / 2)
-CAPACITY = LLM_SLOTS / LLM_MEAN  # about 19 requests/s: the door's 26 in flight barely keep it busy
+CAPACITY = LLM_SLOTS / LLM_MEAN  # about 19 requests/s
 
 
 class Bottleneck:

@@ -13,7 +13,7 @@ import pytest
 from floodgate._design import METRICS
 from floodgate._measured import mean_latencies
 from floodgate._path import PathError, evaluate_path, path_names
-from floodgate._plan import make_plan
+from floodgate._plan import DOOR_LOSS, door_ceiling, door_rate, erlang_b, make_plan
 from floodgate.cli import main
 
 from .conftest import REPO_BUDGET
@@ -320,16 +320,41 @@ def test_latency_from_a_metrics_url():
     assert f"latencies measured at {url}: llm=800ms, search=300ms" in out
 
 
+def test_erlang_b_is_the_loss_of_random_arrivals():
+    # one place at 1 Erlang refuses half; two refuse 1/5 (B(2, A) = A^2/2 / (1 + A + A^2/2))
+    assert erlang_b(1, 1.0) == pytest.approx(0.5)
+    assert erlang_b(2, 1.0) == pytest.approx(0.2)
+    assert erlang_b(0, 3.0) == 1.0
+
+
+def test_a_door_is_the_fewest_places_that_refuse_one_percent():
+    # dealBrain: 40/s x 0.6 s x 1.05 = 25.2 Erlangs; Little's law alone (26) would refuse about 13 %
+    load = 40 * 0.6 * 1.05
+    places = door_ceiling(40, 0.6)
+    assert erlang_b(places, load) <= DOOR_LOSS < erlang_b(places - 1, load)
+    assert erlang_b(26, load) > 0.1
+    # a small door needs relatively more room: nexusAssess 4.62/s at 1 s is 5 by Little's law
+    assert door_ceiling(4.62, 1.0) >= 2 * 5
+    assert (door_ceiling(0, 1.0), door_ceiling(0.001, 0.001)) == (0, 1)
+    # the plan's door limit: the rate at which the door's loss reaches 1 %
+    assert erlang_b(places, door_rate(places, 0.6) * 0.6) == pytest.approx(DOOR_LOSS)
+    assert door_rate(places, 0.6) > 40
+
+
 def test_the_door_binds_when_the_work_is_slower_than_the_budget_says(repo_budget):
-    # The door's ceiling comes from the typical latencies (shadowHunter: 8/s x 0.95 s x 1.05 -> 8
-    # in flight); a slower search leaves the LLM's limit where it was but holds each request longer.
+    # The door's ceiling comes from the typical latencies (shadowHunter: 8/s x 0.95 s x 1.05 Erlangs
+    # -> 15 in flight for 1 % loss); a slower search leaves the LLM's limit where it was but holds
+    # each request longer. The door's limit is the rate at which it refuses 1 % of random arrivals.
     typical = {c.endpoint: c for c in make_plan(repo_budget).capacities}
-    assert {lim.name: lim.rate for lim in typical["shadow_hunter"].limits}["door"] == pytest.approx(8 / 0.958)
+    door = {lim.name: lim.rate for lim in typical["shadow_hunter"].limits}["door"]
+    assert erlang_b(15, door * 0.958) == pytest.approx(DOOR_LOSS)
+    assert door > 8  # at the budget's latencies the door does not bind below the LLM
     assert typical["shadow_hunter"].bottleneck == "llm"
     caps = {c.endpoint: c for c in make_plan(repo_budget, {"search": 0.6}).capacities}
     hunt = caps["shadow_hunter"]
-    # llm + search + llm + 8 ms of CPU = 1.408 s; 8 in flight carry 8 / 1.408 requests/s < the LLM's 8
-    assert (hunt.bottleneck, hunt.rps) == ("door", pytest.approx(8 / 1.408))
+    # llm + search + llm + 8 ms of CPU = 1.408 s; 15 places then refuse 1 % below the LLM's 8/s
+    assert hunt.bottleneck == "door"
+    assert erlang_b(15, hunt.rps * 1.408) == pytest.approx(DOOR_LOSS)
     assert hunt.rps < {lim.name: lim.rate for lim in hunt.limits}["llm"]
     # the ingest API's submission has no door
     assert "door" not in {lim.name for lim in caps["omnirag_submit"].limits}
@@ -340,20 +365,21 @@ def test_the_design_names_the_door_and_its_remedy():
         "plan", "--budget", str(REPO_BUDGET), "--latency", "search=0.6", "--format", "markdown"
     )
     assert code == 0, out
-    assert "| `shadow_hunter` | 5.7/s | door | 1.408 s | 4 | 8 | peak shed |" in out
+    assert "| `shadow_hunter` | 5.8/s | door | 1.408 s | 4 | 8 | peak shed |" in out
     assert "`shadow_hunter` peak 8/s: door: the dependencies' typical_latency as measured" in out
 
 
 def test_a_measured_endpoint_latency_sizes_the_door(repo_budget):
     # nexusAssess's 4 LLM calls run at once: the request waits for the slowest, longer than the mean
-    # the critical path adds up; its measured latency replaces the path for the door (5 in flight)
+    # the critical path adds up; its measured latency replaces the path for the door (10 in flight)
     caps = {
         c.endpoint: c
         for c in make_plan(repo_budget, {"llm": 0.8}, endpoint_latencies={"nexus_assess": 1.25}).capacities
     }
     nexus = caps["nexus_assess"]
     assert nexus.latency == 1.25
-    assert (nexus.bottleneck, nexus.rps) == ("door", pytest.approx(5 / 1.25))
+    assert nexus.bottleneck == "door"
+    assert erlang_b(10, nexus.rps * 1.25) == pytest.approx(DOOR_LOSS)
     assert caps["deal_brain"].latency == pytest.approx(0.206 + 0.8)  # the others keep their path
     code, out, _ = run(
         "plan", "--budget", str(REPO_BUDGET), "--endpoint-latency", "nexus_assess=1250ms", "--json"
