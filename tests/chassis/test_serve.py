@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import socket
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -48,6 +49,18 @@ async def test_early_answers_do_not_wedge_keep_alive_connections() -> None:
         assert too_big.status_code == 413
         assert too_big.headers["connection"] == "close"
         assert (await client.get(f"{base}/healthz")).status_code == 200
+
+
+@pytest.mark.realtime
+async def test_what_the_process_built_to_start_is_out_of_the_collectors_reach() -> None:
+    gc.unfreeze()
+    app = chassis.create_app("t")
+    try:
+        async with served(app, grace_period=1):
+            assert gc.get_freeze_count() > 0
+            assert not any(app is obj for generation in range(3) for obj in gc.get_objects(generation))
+    finally:
+        gc.unfreeze()
 
 
 @pytest.mark.realtime
