@@ -72,9 +72,16 @@ async def serve(
                 await nursery.start(monitor.run)
             # What the process built to start (modules, the app, pools, clients) lives as long as it
             # does: out of the collector's reach, a full collection under load scans only what
-            # requests made, and its pause (every tenant's stall at once) stays short.
-            gc.freeze()
-            await hypercorn_serve(app, config, shutdown_trigger=shutdown_trigger, task_status=task_status)
+            # requests made, and its pause (every tenant's stall at once) stays short. Thawed when
+            # serving ends; a process that froze objects itself keeps its own arrangement.
+            freezing = gc.get_freeze_count() == 0
+            if freezing:
+                gc.freeze()
+            try:
+                await hypercorn_serve(app, config, shutdown_trigger=shutdown_trigger, task_status=task_status)
+            finally:
+                if freezing:
+                    gc.unfreeze()
             nursery.cancel_scope.cancel()
     except BaseException as exc:
         # hypercorn binds inside its nurseries, so the OSError arrives wrapped in exception groups.
