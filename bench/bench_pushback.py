@@ -31,6 +31,7 @@ import json
 import logging
 import sys
 import tempfile
+from functools import partial
 from pathlib import Path
 
 import structlog
@@ -43,13 +44,13 @@ sys.path.insert(0, str(ROOT))
 import floodgate  # noqa: E402
 from _rounds import Target, json_fields, judge  # noqa: E402
 
+from harness.chat_load import attempts, closed_loop  # noqa: E402
 from harness.services import set_behaviour, start_simulator  # noqa: E402
 
 PROVIDER_LIMIT = 4
 LATENCY_MS = 100
 BUDGET_LIMIT = 16
 CLIENTS = 24
-CHAT = {"model": "sim-chat", "messages": [{"role": "user", "content": "Question: who acquired Norfield?"}]}
 TARGETS = (
     Target("provider_429_rate", "<", 0.01, digits=4),
     Target("throughput_ratio", ">=", 0.9),
@@ -82,26 +83,6 @@ VARIANTS = {
 }
 
 
-def attempts(registry: CollectorRegistry) -> tuple[float, float]:
-    value = registry.get_sample_value
-    ok = value("floodgate_attempts_total", {"dependency": "llm", "outcome": "200"}) or 0.0
-    refused = value("floodgate_attempts_total", {"dependency": "llm", "outcome": "429"}) or 0.0
-    return ok, refused
-
-
-async def closed_loop(llm: floodgate.Dependency, until: float) -> None:
-    async def client() -> None:
-        while trio.current_time() < until:
-            try:
-                await llm.request("POST", "/v1/chat/completions", json=CHAT, idempotent=True)
-            except floodgate.FloodgateError as exc:
-                await trio.sleep(exc.retry_after or 0.1)
-
-    async with trio.open_nursery() as nursery:
-        for _ in range(CLIENTS):
-            nursery.start_soon(client)
-
-
 async def one_round(url: str, round_no: int, seconds: float, adapt: float) -> dict[str, dict[str, float]]:
     registries = {name: CollectorRegistry() for name in VARIANTS}
     deps = {
@@ -118,7 +99,7 @@ async def one_round(url: str, round_no: int, seconds: float, adapt: float) -> di
     window = seconds - adapt
     async with trio.open_nursery() as nursery:
         for d in deps.values():
-            nursery.start_soon(closed_loop, d["llm"], start + seconds)
+            nursery.start_soon(partial(closed_loop, d["llm"], clients=CLIENTS, until=start + seconds))
         await trio.sleep_until(start + adapt)
         before = {name: attempts(r) for name, r in registries.items()}
         await trio.sleep_until(start + seconds)

@@ -19,10 +19,10 @@ import pytest
 import trio
 from prometheus_client import CollectorRegistry
 
+from harness.chat_load import attempts, closed_loop
 from harness.services import set_behaviour, start_simulator
 from services.simulator import SimulatorSettings, create_app
 
-CHAT = {"model": "sim-chat", "messages": [{"role": "user", "content": "Question: who acquired Norfield?"}]}
 PROVIDER_LIMIT = 4
 
 
@@ -43,30 +43,6 @@ def budget(**llm: Any) -> floodgate.Budget:
             },
         }
     )
-
-
-def attempts(registry: CollectorRegistry) -> tuple[float, float]:
-    """(answered, refused with 429) attempts of the llm dependency so far."""
-    value = registry.get_sample_value
-    ok = value("floodgate_attempts_total", {"dependency": "llm", "outcome": "200"}) or 0.0
-    refused = value("floodgate_attempts_total", {"dependency": "llm", "outcome": "429"}) or 0.0
-    return ok, refused
-
-
-async def closed_loop(llm: floodgate.Dependency, *, clients: int, until: float) -> None:
-    """``clients`` callers, each calling again as soon as it has an answer (after Retry-After
-    when refused), until ``until`` on the current clock."""
-
-    async def client() -> None:
-        while trio.current_time() < until:
-            try:
-                await llm.request("POST", "/v1/chat/completions", json=CHAT, idempotent=True)
-            except floodgate.FloodgateError as exc:
-                await trio.sleep(exc.retry_after or 0.1)
-
-    async with trio.open_nursery() as nursery:
-        for _ in range(clients):
-            nursery.start_soon(client)
 
 
 def dependencies(budget: floodgate.Budget, base_url: str, registry: CollectorRegistry, **kwargs):
