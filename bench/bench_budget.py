@@ -8,7 +8,9 @@ rate-limit service, Envoy), driven through the gateway by `floodgate loadtest`'s
 1. **providers away from the budget**: the simulator's latencies come from bench/budget_behaviour.toml,
    set unlike the budget's ``typical_latency`` (the LLM 2x, fetch 3x, the rest in between), so the
    plan cannot be right by numbers made equal;
-2. **calibrate**: each endpoint, then ingestion, alone at a low steady rate; then the plan's inputs are
+2. **calibrate**: each endpoint, then ingestion, alone at a low steady rate, long enough that the
+   mean of the providers' random latencies settles (a thousand-odd LLM calls: over a few hundred, the
+   simulator's seeded draws run a few per cent under their mean); then the plan's inputs are
    measured: the dependencies' latencies with ``floodgate plan --latency-from`` (the online service's
    ``/metrics`` for the endpoints, both workers' for ingestion), the CPU per request (per chunk) from
    each process's ``process_cpu_seconds_total`` over the requests (chunks) it served, given to the plan
@@ -367,7 +369,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--hold", type=float, default=16.0, help="seconds at each capacity step (default 16)")
     parser.add_argument("--ramp", type=float, default=3.0, help="seconds to climb to each step (default 3)")
-    parser.add_argument("--calibrate", type=float, default=20.0, help="seconds of each calibration phase")
+    parser.add_argument(
+        "--calibrate", type=float, default=45.0, help="seconds of each calibration phase (default 45)"
+    )
     parser.add_argument("--isolation", type=float, default=45.0, help="seconds of each isolation phase")
     parser.add_argument("--out", type=Path, default=None, help="default: .data/loadtest/bench-budget-STAMP")
     args = parser.parse_args(argv)

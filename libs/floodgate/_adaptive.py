@@ -12,23 +12,28 @@ The rule is the gradient limit of Netflix's concurrency-limits (Gradient2), simp
 ``interval`` seconds in which at least ``min_samples`` requests completed::
 
     short    = mean latency of the requests completed in the interval
-    baseline = the lowest `short` of the last `baseline_window` seconds
+    baseline = the lowest `short` + 2 standard errors of the last `baseline_window` seconds
     target   = limit + sqrt(limit)                    if short <= tolerance x baseline
              = limit x max(0.5, tolerance x baseline / short)      otherwise
     limit    = limit + smoothing x (target - limit),  clamped to [floor, ceiling]
 
-so latency settles near ``tolerance x baseline`` when the limit binds.
+so latency settles near ``tolerance x baseline`` when the limit binds. The standard errors
+(`BASELINE_ERRORS`, from each interval's spread) undo the bias of a minimum: the lowest of many
+noisy means is lower than the latency the work has.
 
 Latency alone is a blunt signal, and it can point the wrong way. Requests admitted beyond what the
 bottleneck serves wait at its gate, adding their wait to every answer and nothing to the
 throughput, and a mean latency within tolerance hides a p99 that is not. With ``queue_allowance``
 set, the caller also reports how many wait at the bottleneck (`note_queue`, on each entry); when
 the interval's mean ``q`` exceeds the allowance and the queue costs — its wait, by Little's law
-``q / throughput`` (the interval's completions per second), is more than the latency the tolerance
-allows above the baseline — the limit is ``q - allowance`` requests too high::
+``queue_cost x q / throughput`` (the interval's completions per second), is more than the latency
+the tolerance allows above the baseline — the limit is ``q - allowance`` requests too high.
+``queue_cost`` is what one waiter costs a request in the bottleneck's completion times: a request
+that makes ``n`` calls to the bottleneck, ``k`` of them one after another, passes its gate ``n``
+times for each completed request and waits ``k`` times, so ``queue_cost = k / n`` (1 for one call)::
 
     target   = min(target, limit - (q - allowance))     if q > allowance
-                                                         and q / throughput > (tolerance - 1) x baseline
+                                                 and queue_cost x q / throughput > (tolerance - 1) x baseline
 
 and a limit with such a queue does not grow. A small allowance keeps the bottleneck busy through
 jitter; zero would leave it idle whenever arrivals bunch. A queue that waits less than the
@@ -71,7 +76,15 @@ import math
 from collections import deque
 from dataclasses import dataclass
 
-__all__ = ["AdaptiveLimit", "AdaptiveLimitStatistics"]
+__all__ = ["BASELINE_ERRORS", "AdaptiveLimit", "AdaptiveLimitStatistics"]
+
+#: how many standard errors above its mean an interval counts towards the baseline. The lowest of
+#: a minute of noisy interval means lies about two standard errors under the true mean (the
+#: expected minimum of some sixty normal draws), so a baseline of bare means sits low enough to
+#: make a queue within the tolerance look like overload: the door refuses load while its
+#: bottleneck idles (`make bench-budget` showed it). Constant latencies have no spread and keep
+#: their exact mean.
+BASELINE_ERRORS = 2.0
 
 
 @dataclass(frozen=True)
@@ -105,6 +118,7 @@ class AdaptiveLimit:
         min_samples: int = 10,
         baseline_window: float = 60.0,
         queue_allowance: float | None = None,
+        queue_cost: float = 1.0,
     ) -> None:
         if not 1 <= floor <= ceiling:
             raise ValueError(f"need 1 <= floor <= ceiling, got floor={floor}, ceiling={ceiling}")
@@ -116,6 +130,8 @@ class AdaptiveLimit:
             raise ValueError("need interval > 0, baseline_window >= interval and min_samples >= 1")
         if queue_allowance is not None and queue_allowance < 0:
             raise ValueError(f"queue_allowance must be >= 0, got {queue_allowance}")
+        if queue_cost <= 0:
+            raise ValueError(f"queue_cost must be > 0, got {queue_cost}")
         self.ceiling = ceiling
         self.floor = floor
         self.tolerance = tolerance
@@ -124,16 +140,20 @@ class AdaptiveLimit:
         self.min_samples = min_samples
         self.baseline_window = baseline_window
         self.queue_allowance = queue_allowance
+        self.queue_cost = queue_cost
         self._estimate = float(ceiling)
         self.limit = ceiling
         # the interval being measured
         self._started: float | None = None
         self._total = 0.0
+        self._mean = 0.0  # the interval's running mean and squared deviations (Welford: exact for
+        self._deviations = 0.0  # equal latencies, where a sum of squares leaves rounding noise)
         self._count = 0
         self._peak = 0
         self._queued = 0  # sum of the bottleneck queue lengths reported in the interval
         self._queue_reports = 0
-        # (end time, mean latency) of past intervals, kept for baseline_window seconds
+        # (end time, the interval's mean latency plus BASELINE_ERRORS standard errors) of past
+        # intervals, kept for baseline_window seconds
         self._history: deque[tuple[float, float]] = deque()
         self._last = math.nan
         self._last_queue = math.nan
@@ -173,15 +193,21 @@ class AdaptiveLimit:
             self._started = now - latency
         self._total += latency
         self._count += 1
+        delta = latency - self._mean
+        self._mean += delta / self._count
+        self._deviations += delta * (latency - self._mean)
         if now - self._started < self.interval or self._count < self.min_samples:
             return False
         queue = self._queued / self._queue_reports if self._queue_reports else 0.0
-        self._update(self._total / self._count, queue, self._count / (now - self._started), now)
+        mean, n = self._total / self._count, self._count
+        error = math.sqrt(self._deviations / (n - 1) / n) if n > 1 else 0.0
+        self._update(mean, mean + BASELINE_ERRORS * error, queue, n / (now - self._started), now)
         self._started, self._total, self._count, self._peak = now, 0.0, 0, 0
+        self._mean, self._deviations = 0.0, 0.0
         self._queued, self._queue_reports = 0, 0
         return True
 
-    def _update(self, short: float, queue: float, throughput: float, now: float) -> None:
+    def _update(self, short: float, bound: float, queue: float, throughput: float, now: float) -> None:
         history = self._history
         while history and history[0][0] <= now - self.baseline_window:
             history.popleft()
@@ -191,11 +217,12 @@ class AdaptiveLimit:
                 # not the load. At the same arrival rate it needs more in flight (Little's law),
                 # so this is the latency to compare with from now on, not a reason to admit less.
                 history.clear()
-        history.append((now, short))
-        allowed = self.tolerance * min(mean for _, mean in history)
+        history.append((now, bound))
+        baseline = min(mean for _, mean in history)
+        allowed = self.tolerance * baseline
         estimate = self._estimate
         excess = queue - self.queue_allowance if self.queue_allowance is not None else 0.0
-        if excess > 0 and queue / throughput <= allowed - min(mean for _, mean in history):
+        if excess > 0 and self.queue_cost * queue / throughput <= allowed - baseline:
             excess = 0.0  # the queue's wait is within the tolerance: a buffer, not a cost
         if short > allowed or excess > 0:
             target = estimate * max(0.5, min(1.0, allowed / short))

@@ -24,7 +24,7 @@ __all__ = [
     "Limit",
     "Plan",
     "door_ceiling",
-    "door_rate",
+    "door_loss",
     "erlang_b",
     "make_plan",
 ]
@@ -75,21 +75,6 @@ def door_ceiling(rps: float, latency: float) -> int:
     while erlang_b(servers, load) > DOOR_LOSS:
         servers += 1
     return servers
-
-
-def door_rate(servers: int, latency: float) -> float:
-    """The arrival rate, requests/s, at which a door of ``servers`` places, each request held
-    ``latency`` seconds, refuses `DOOR_LOSS` of random arrivals: what the door carries before it
-    turns away load its bottleneck could take (Erlang B rises with the load: bisection)."""
-    if servers <= 0 or latency <= 0:
-        return 0.0
-    low, high = 0.0, float(servers)
-    while erlang_b(servers, high) < DOOR_LOSS:
-        high *= 2
-    for _ in range(60):
-        mid = (low + high) / 2
-        low, high = (mid, high) if erlang_b(servers, mid) < DOOR_LOSS else (low, mid)
-    return low / latency
 
 
 @dataclass(frozen=True)
@@ -330,6 +315,25 @@ def make_plan(
                 )
             if dep.max_wait >= ep.deadline:
                 warnings.append(f"{key}: {dep_name} max_wait {dep.max_wait:g}s >= deadline {ep.deadline:g}s")
+    capacities = tuple(
+        _endpoint_capacity(
+            budget,
+            name,
+            latency_of,
+            cpu_ms.get(name, ep.cpu_ms_per_request),
+            endpoint_latencies.get(name),
+        )
+        for name, ep in budget.endpoints.items()
+        if ep.calls
+    )
+    for capacity in capacities:
+        loss = door_loss(budget, capacity)
+        if loss is not None and loss > DOOR_LOSS:
+            warnings.append(
+                f"endpoints.{capacity.endpoint}: its door refuses {loss:.0%} of random arrivals at the "
+                f"capacity {capacity.rps:.1f}/s (each request held {_ms(round(capacity.latency, 6))}): the "
+                f"work is slower than the dependencies' typical_latency, which size the door"
+            )
     return Plan(
         database_max_connections=budget.deployment.database_max_connections,
         database_reserve=budget.deployment.database_reserve,
@@ -337,17 +341,7 @@ def make_plan(
         endpoints=tuple(endpoints),
         database_pools=tuple(pools),
         warnings=tuple(warnings),
-        capacities=tuple(
-            _endpoint_capacity(
-                budget,
-                name,
-                latency_of,
-                cpu_ms.get(name, ep.cpu_ms_per_request),
-                endpoint_latencies.get(name),
-            )
-            for name, ep in budget.endpoints.items()
-            if ep.calls
-        ),
+        capacities=capacities,
         ingestion=_ingestion_capacity(budget, latency_of, doc_chunks, cpu_ms.get(INGESTION_CPU)),
     )
 
@@ -405,28 +399,47 @@ def _endpoint_capacity(
 
 
 def _door_limit(budget: Budget, endpoint: str, latency: float) -> list[Limit]:
-    """The endpoint's admission door: the rate at which its ceiling (sized, as the online service
-    sizes it, from the budget's *typical* latencies) refuses `DOOR_LOSS` of random arrivals, each
-    held the expected latency at the latencies given, x processes (`door_rate`). The ceiling does
-    not follow measured latencies, so where the work is slower than the budget says, the door
-    admits too few to keep its bottleneck busy and binds first."""
+    """The endpoint's admission door: its ceiling (sized, as the online service sizes it, from the
+    budget's *typical* latencies) full all the time, each request held the expected latency at the
+    latencies given, x processes (Little's law). That is the most it passes, under overload; below
+    it random arrivals already find it full now and then (`door_loss` says how often at a rate).
+    The ceiling does not follow measured latencies, so where the work is much slower than the
+    budget says, the door admits too few to keep its bottleneck busy and binds first."""
     ep = budget.endpoint(endpoint)
     if ep.service != DOOR_SERVICE or latency <= 0:
         return []
-    typical = {name: dep.typical_latency for name, dep in budget.dependencies.items()}
-    rates = [
-        budget.process_limit(ep.service, name) / (n * typical[name]) for name, n in ep.calls.items() if n
-    ]
-    in_flight = door_ceiling(min(rates), ep.path_latency(typical))
+    in_flight = _door_places(budget, endpoint)
     processes = budget.service(ep.service).processes
     return [
         Limit(
             "door",
-            door_rate(in_flight, latency) * processes,
-            f"door {in_flight} x {processes} procs at {_ms(round(latency, 6))} per request,"
-            f" {DOOR_LOSS:.0%} refused",
+            in_flight * processes / latency,
+            f"door {in_flight} x {processes} procs / {_ms(round(latency, 6))} per request",
         )
     ]
+
+
+def _door_places(budget: Budget, endpoint: str) -> int:
+    """The door's ceiling per process, as the online service sizes it (`door_ceiling` at the
+    bottleneck's rate and the critical path, both at the budget's typical latencies)."""
+    ep = budget.endpoint(endpoint)
+    typical = {name: dep.typical_latency for name, dep in budget.dependencies.items()}
+    rates = [
+        budget.process_limit(ep.service, name) / (n * typical[name]) for name, n in ep.calls.items() if n
+    ]
+    return door_ceiling(min(rates), ep.path_latency(typical))
+
+
+def door_loss(budget: Budget, capacity: Capacity) -> float | None:
+    """The share of random arrivals the endpoint's door refuses at its capacity's rate, each
+    request held its expected latency (Erlang B); None for an endpoint without a door. Above
+    `DOOR_LOSS` the door turns away load the bottleneck could take: the work is slower than the
+    budget's typical latencies, which size the door."""
+    if budget.endpoint(capacity.endpoint).service != DOOR_SERVICE or capacity.latency <= 0:
+        return None
+    processes = budget.service(capacity.service).processes
+    load = capacity.rps / processes * capacity.latency
+    return erlang_b(_door_places(budget, capacity.endpoint), load)
 
 
 def _ingestion_capacity(

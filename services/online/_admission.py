@@ -80,6 +80,18 @@ class EndpointCapacity:
     latency: float  # typical time of one request (critical path), s
     bottleneck_latency: float  # typical time of the request's bottleneck steps, s
     in_flight: int  # N0: requests admitted at once at the typical latencies
+    bottleneck_calls: float = 1.0  # calls a request makes to the bottleneck
+    bottleneck_call_latency: float = 0.0  # typical time of one of them, s
+
+    @property
+    def queue_cost(self) -> float:
+        """What one waiter at the bottleneck's gate costs a request, in the gate's completion
+        times (`floodgate.AdaptiveLimit`'s ``queue_cost``): the calls it waits for one after
+        another (its critical path through the bottleneck) over the calls it makes there. A
+        rubric's four criteria at once pass the gate four times and wait once."""
+        if not self.bottleneck_call_latency:
+            return 1.0
+        return self.bottleneck_latency / self.bottleneck_call_latency / self.bottleneck_calls
 
     def describe(self) -> str:
         return (
@@ -115,7 +127,16 @@ def endpoint_capacity(
     only_bottleneck = {name: (t if name == bottleneck else 0.0) for name, t in latencies.items()}
     bottleneck_latency = shape.critical_path(only_bottleneck, policy)
     in_flight = door_ceiling(rps, latency)
-    return EndpointCapacity(endpoint, rps, bottleneck, latency, bottleneck_latency, in_flight)
+    return EndpointCapacity(
+        endpoint,
+        rps,
+        bottleneck,
+        latency,
+        bottleneck_latency,
+        in_flight,
+        bottleneck_calls=calls[bottleneck],
+        bottleneck_call_latency=latencies[bottleneck],
+    )
 
 
 def record_problems(budget: floodgate.Budget) -> list[str]:
@@ -171,6 +192,7 @@ def make_door(
             tolerance=policy.latency_tolerance,
             baseline_window=policy.baseline_window,
             queue_allowance=policy.bottleneck_queue if gate is not None else None,
+            queue_cost=capacity.queue_cost,
         )
         if gate is not None:
             # callers waiting for capacity only: a tenant queueing behind its own share (tenant_share)

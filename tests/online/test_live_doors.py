@@ -110,3 +110,15 @@ async def test_a_fenced_process_refuses_at_the_door(autojump_clock, memory_chunk
         store.partition(member_id, cut=False)
         await trio.sleep(POLICY.heartbeat * 2)
         assert door.ceiling == 36  # back (as a new member): the whole share again
+
+
+def test_each_door_weighs_its_bottleneck_queue_by_the_waits_on_the_endpoints_critical_path() -> None:
+    """A waiter at the LLM gate costs dealBrain one call's wait (one call); a hunt makes five LLM
+    calls and waits for two of them in turn (the expansion, then the four summaries at once); a
+    rubric makes four at once and waits once (`floodgate.AdaptiveLimit`'s ``queue_cost``)."""
+    budget = make_budget()
+    gates = {"llm": floodgate.Gate("llm", 16, max_waiters=32, max_wait=1.0)}
+    doors = make_doors(budget, gates=gates)
+    costs = {name: door.adaptive.queue_cost for name, door in doors.items() if door.adaptive is not None}
+    assert costs == {"deal_brain": 1.0, "shadow_hunter": 2 / 5, "nexus_assess": 1 / 4}
+    assert {name: endpoint_capacity(budget, name).queue_cost for name in costs} == costs

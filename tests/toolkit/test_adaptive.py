@@ -300,3 +300,53 @@ def test_a_resize_checks_floor_and_ceiling(ceiling: int, floor: int) -> None:
     with pytest.raises(ValueError, match="floor <= ceiling"):
         limit.resize(ceiling, floor=floor)
     assert (limit.limit, limit.ceiling, limit.floor) == (27, 27, 7)
+
+
+def run_spread_interval(
+    limit: floodgate.AdaptiveLimit, now: float, latencies: list[float], waiting: list[int]
+) -> float:
+    """One interval whose requests took ``latencies`` (their spread is the interval's noise), and
+    in which entering requests saw ``waiting`` at the bottleneck."""
+    for w in waiting:
+        limit.note_queue(w)
+    limit.note_in_flight(limit.limit)
+    step = limit.interval / len(latencies)
+    updated = [limit.observe(t, now + step * (i + 1)) for i, t in enumerate(latencies)]
+    assert updated[-1]
+    return now + limit.interval
+
+
+def test_the_baseline_is_not_the_luckiest_interval_of_noisy_ones() -> None:
+    # Answers of 1.0 s +- 0.3 s, ten per interval: interval means of 0.9 and 1.1 are noise (a
+    # standard error is 0.1 s). The lowest mean, 0.9 s, would allow only 1.08 s, and a queue
+    # waiting 0.15 s (within 0.2 x 1.0 s) would shrink the door while its bottleneck is not full.
+    def noisy(mean: float) -> list[float]:
+        return [mean - 0.3, mean + 0.3] * 5
+
+    limit = floodgate.AdaptiveLimit(27, floor=7, smoothing=1.0, queue_allowance=1.0)
+    now = 0.0
+    for mean in (1.1, 0.9, 1.0, 0.95, 1.05):
+        now = run_spread_interval(limit, now, noisy(mean), [0, 0])
+    assert limit.baseline == pytest.approx(0.9 + 2 * math.sqrt(0.3**2 * 10 / 9 / 10))
+    for _ in range(5):  # 1.5 waiting at 10 completions/s: 0.15 s, and answers of 1.15 s
+        now = run_spread_interval(limit, now, noisy(1.15), [1, 2])
+        assert limit.limit == 27
+    # overload still shows: 6 waiting (0.6 s) and answers of 1.6 s lower it
+    run_spread_interval(limit, now, noisy(1.6), [6, 6])
+    assert limit.limit < 27
+
+
+def test_a_queue_costs_a_request_only_the_waits_on_its_critical_path() -> None:
+    # A rubric of four criteria at once: four calls pass the bottleneck per request, the request
+    # waits once. Four waiting at 10 requests/s (40 calls/s) is a 0.1 s wait, within the 0.24 s
+    # the tolerance allows over 1.2 s; counted as one call per request it would be 0.4 s.
+    per_call = floodgate.AdaptiveLimit(27, floor=7, smoothing=1.0, queue_allowance=1.0, queue_cost=0.25)
+    as_one = floodgate.AdaptiveLimit(27, floor=7, smoothing=1.0, queue_allowance=1.0)
+    now = 0.0
+    for waiting in ([0, 0], [4, 4], [4, 4]):
+        run_queued_interval(per_call, now, 1.2, waiting)
+        now = run_queued_interval(as_one, now, 1.2, waiting)
+    assert per_call.limit == 27
+    assert as_one.limit < 27
+    with pytest.raises(ValueError, match="queue_cost"):
+        floodgate.AdaptiveLimit(5, queue_cost=0)
