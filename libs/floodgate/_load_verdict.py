@@ -14,6 +14,7 @@ Pure: the summary in, a JSON-ready section (`budget_section`) out; the report pr
 
 from __future__ import annotations
 
+import dataclasses
 import statistics
 from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
@@ -26,12 +27,15 @@ from ._plan import Plan
 
 __all__ = [
     "INGESTION",
+    "BottleneckUse",
     "IsolationCheck",
     "PlanCheck",
     "Prediction",
+    "bottleneck_use",
     "budget_section",
     "capacity_checks",
     "isolation_check",
+    "prediction",
     "predictions_from_plan",
     "saturated_limits",
 ]
@@ -48,19 +52,42 @@ class Prediction:
     rate: float
     bottleneck: str
     limits: Mapping[str, float] = field(default_factory=dict)
+    #: where the bottleneck is a dependency: the service that calls it, the plan's latency of one
+    #: call (s) and the calls per unit of work, to tell on the plateau which of them was off
+    service: str | None = None
+    call_latency: float | None = None
+    calls: float | None = None
 
 
 def predictions_from_plan(plan: Plan) -> dict[str, Prediction]:
+    rows = [dataclasses.asdict(row) for row in plan.dependencies]
     out = {
-        c.endpoint: Prediction(c.rps, c.bottleneck, {limit.name: limit.rate for limit in c.limits})
+        c.endpoint: prediction(c.rps, c.bottleneck, {lim.name: lim.rate for lim in c.limits}, c.service, rows)
         for c in plan.capacities
     }
     if plan.ingestion is not None:
         ing = plan.ingestion
-        out[INGESTION] = Prediction(
-            ing.documents_per_second, ing.bottleneck, {limit.name: limit.rate for limit in ing.limits}
-        )
+        limits = {limit.name: limit.rate for limit in ing.limits}
+        out[INGESTION] = prediction(ing.documents_per_second, ing.bottleneck, limits, ing.service, rows)
     return out
+
+
+def prediction(
+    rate: float,
+    bottleneck: str,
+    limits: Mapping[str, float],
+    service: str,
+    dependencies: Iterable[Mapping[str, Any]],
+) -> Prediction:
+    """A `Prediction`, with the bottleneck's call latency and calls per unit where it is one of
+    ``dependencies`` (the plan's rows, or their JSON: ``service``, ``dependency``, ``latency``,
+    ``limit``, ``processes``). The calls follow from the limit's rate, ``limit x processes / (calls
+    x latency)``, so they need not be stated twice."""
+    for row in dependencies:
+        if row["service"] == service and row["dependency"] == bottleneck and limits.get(bottleneck):
+            calls = row["limit"] * row["processes"] / (limits[bottleneck] * row["latency"])
+            return Prediction(rate, bottleneck, limits, service, float(row["latency"]), calls)
+    return Prediction(rate, bottleneck, limits)
 
 
 # -- reading the scraped series ------------------------------------------------------------------------
@@ -168,6 +195,57 @@ def _finished_rate(series: Sequence[Mapping[str, Any]], start: float, end: float
 
 
 @dataclass(frozen=True)
+class BottleneckUse:
+    """How the plan's bottleneck dependency was used on the plateau, by the service's processes
+    together: ``busy``, its slots in use over its capacity; ``call_latency``, the mean seconds of a
+    call (``floodgate_downstream_latency_seconds``); ``call_rate``, calls completed per second."""
+
+    busy: float | None
+    call_latency: float | None
+    call_rate: float | None
+
+
+def bottleneck_use(
+    series: Sequence[Mapping[str, Any]], service: str, dependency: str, start: float, end: float
+) -> BottleneckUse:
+    """`BottleneckUse` of ``dependency`` in the processes of ``service`` (their instances start with
+    its name, ``_`` as ``-``) over ``[start, end]``."""
+    prefix = service.replace("_", "-")
+
+    def ours(process: str) -> bool:
+        return process.startswith(prefix)
+
+    def gauge(name: str) -> float | None:
+        means = [
+            _mean_between(pts, start, end)
+            for (p, _), pts in _points(series, name, gate=dependency).items()
+            if ours(p)
+        ]
+        found = [m for m in means if m is not None]
+        return sum(found) if found else None
+
+    def rate(name: str) -> float | None:
+        rates = [
+            counter_rate_between(pts, start, end)
+            for (p, _), pts in _points(series, name, dependency=dependency).items()
+            if ours(p)
+        ]
+        found = [r for r in rates if r is not None]
+        return sum(found) if found else None
+
+    in_use, capacity = gauge("floodgate_gate_in_use"), gauge("floodgate_gate_capacity")
+    seconds, calls = rate(f"{LATENCY}_sum"), rate(f"{LATENCY}_count")
+    return BottleneckUse(
+        in_use / capacity if in_use is not None and capacity else None,
+        seconds / calls if seconds is not None and calls else None,
+        calls,
+    )
+
+
+LATENCY = "floodgate_downstream_latency_seconds"
+
+
+@dataclass(frozen=True)
 class PlanCheck:
     """One endpoint's (or ingestion's) predicted capacity against its measured knee."""
 
@@ -176,6 +254,7 @@ class PlanCheck:
     knee: Knee
     saturated: tuple[str, ...]
     tolerance: float
+    use: BottleneckUse | None = None  # the plan's bottleneck dependency on the plateau
 
     @property
     def predicted(self) -> float | None:
@@ -225,11 +304,40 @@ class PlanCheck:
             )
         if ours:
             extra = f"; also {'; '.join(others)}" if others else ""
-            return (
-                f"measured {direction} the plan with its bottleneck saturated ({ours[0]}): the calls held "
-                f"its slots {'longer' if self.error < 0 else 'shorter'} than the plan's inputs say{extra}"
+            why = self._why_bottleneck() or (
+                f"the calls held its slots {'longer' if self.error < 0 else 'shorter'} than the plan's inputs say"
             )
+            return f"measured {direction} the plan with its bottleneck saturated ({ours[0]}): {why}{extra}"
         return f"measured {direction} the plan and nothing scraped was saturated (a limit outside the series: the machine's CPU, the generator, the gateway)"
+
+    def _why_bottleneck(self) -> str | None:
+        """Which of the plan's assumptions about its saturated bottleneck the plateau broke: the
+        plan takes its slots always busy, each call its latency input, and every call towards an
+        answer that counts. Each factor, and the capacity they give together."""
+        use, p = self.use, self.prediction
+        if use is None or p is None or p.call_latency is None or p.calls is None or self.measured is None:
+            return None
+        parts, expected = [], p.rate
+        if use.busy is not None:
+            parts.append(f"its slots were {use.busy:.0%} busy")
+            expected *= min(1.0, use.busy)
+        if use.call_latency is not None:
+            change = use.call_latency / p.call_latency - 1
+            parts.append(
+                f"a call took {use.call_latency * 1000:.0f} ms against the plan's "
+                f"{p.call_latency * 1000:.0f} ms ({change:+.0%})"
+            )
+            expected *= p.call_latency / use.call_latency
+        if use.call_rate:
+            lost = 1 - self.measured * p.calls / use.call_rate
+            parts.append(
+                f"{max(0.0, lost):.0%} of its calls served work that did not count "
+                "(degraded, over the SLO or refused part-way)"
+            )
+            expected *= 1 - max(0.0, lost)
+        if not parts:
+            return None
+        return "; ".join(parts) + f": together {expected:.3g}/s"
 
     def as_json(self) -> dict[str, Any]:
         return {
@@ -296,7 +404,11 @@ def capacity_checks(
         window = knee.window
         saturated = tuple(saturated_limits(series, *window)) if window else ()
         name = INGESTION if job else template
-        checks.append(PlanCheck(name, predictions.get(name), knee, saturated, tolerance))
+        predicted = predictions.get(name)
+        use = None
+        if window and predicted is not None and predicted.service is not None:
+            use = bottleneck_use(series, predicted.service, predicted.bottleneck, *window)
+        checks.append(PlanCheck(name, predicted, knee, saturated, tolerance, use))
     return checks
 
 
@@ -423,14 +535,17 @@ def budget_section(
     *,
     inputs: Mapping[str, Any] | None = None,
     tolerance: float = 0.10,
+    settle: float = 3.0,
 ) -> dict[str, Any]:
-    """The summary's ``budget`` entry: every capacity check, the largest error, the isolation check."""
-    checks = capacity_checks(summary, spec, predictions, tolerance=tolerance)
+    """The summary's ``budget`` entry: every capacity check (each hold without its first
+    ``settle`` seconds), the largest error, the isolation check."""
+    checks = capacity_checks(summary, spec, predictions, tolerance=tolerance, settle=settle)
     errors = {c.name: c.error for c in checks if c.prediction is not None}
     known = [abs(e) for e in errors.values() if e is not None]
     iso = isolation_check(summary)
     return {
         "tolerance": tolerance,
+        "settle_s": settle,
         "inputs": dict(inputs or {}),
         "capacity": [c.as_json() for c in checks],
         "plan_errors": {k: _round(v, 4) for k, v in errors.items()},

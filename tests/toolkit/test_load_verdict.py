@@ -18,9 +18,12 @@ from floodgate._load_schedule import Stage, ramping_rate
 from floodgate._load_verdict import (
     INGESTION,
     Prediction,
+    bottleneck_use,
     budget_section,
     capacity_checks,
     isolation_check,
+    prediction,
+    predictions_from_plan,
     saturated_limits,
 )
 
@@ -201,6 +204,76 @@ def test_a_missed_limit_names_what_saturated_and_a_missing_knee_says_so() -> Non
 
     quiet = capacity_checks(_capacity_summary(gate_full=False), SPEC, low)[0]
     assert "nothing scraped was saturated" in quiet.missed
+
+
+def _bottleneck_series(busy: float, latency: float, calls_per_second: float) -> list[dict]:
+    """The online process's llm gate ``busy`` of 16 and its calls: ``calls_per_second`` of ``latency`` each."""
+    out = []
+    for t in range(24, 37):
+        out += [
+            _sample(t, "floodgate_gate_in_use", busy, gate="llm"),
+            _sample(t, "floodgate_gate_capacity", 16, gate="llm"),
+            _sample(t, "floodgate_gate_waiting", 3.0, gate="llm"),
+            _sample(
+                t,
+                "floodgate_downstream_latency_seconds_count",
+                calls_per_second * t,
+                dependency="llm",
+                status="200",
+            ),
+            _sample(
+                t,
+                "floodgate_downstream_latency_seconds_sum",
+                calls_per_second * t * latency,
+                dependency="llm",
+                status="200",
+            ),
+            # another service's calls to a dependency of the same name are not the endpoint's
+            _sample(
+                t,
+                "floodgate_downstream_latency_seconds_count",
+                100.0 * t,
+                "ingest-worker-1",
+                dependency="llm",
+            ),
+            _sample(
+                t, "floodgate_downstream_latency_seconds_sum", 500.0 * t, "ingest-worker-1", dependency="llm"
+            ),
+        ]
+    return out
+
+
+def test_a_saturated_bottleneck_tells_which_of_the_plans_assumptions_broke() -> None:
+    # The plan: 16 slots always busy, 0.8 s a call, 2 calls a request: 10 requests/s. On the plateau
+    # the slots were 15 of 16 busy, a call took 0.85 s (15 / 0.85 = 17.6 calls/s), and only 2 x 8 of
+    # them became goodput: 10 x 15/16 x 0.8/0.85 x 16/17.6 = 8/s, what was measured.
+    use = bottleneck_use(_bottleneck_series(15.0, 0.85, 15 / 0.85), "online", "llm", 24, 36)
+    assert use.busy == pytest.approx(15 / 16)
+    assert use.call_latency == pytest.approx(0.85)
+    assert use.call_rate == pytest.approx(15 / 0.85)
+    rows = [{"service": "online", "dependency": "llm", "latency": 0.8, "limit": 16, "processes": 1}]
+    predicted = prediction(10.0, "llm", {"llm": 10.0, "door": 30.0}, "online", rows)
+    assert (predicted.service, predicted.call_latency, predicted.calls) == ("online", 0.8, 2.0)
+    check = capacity_checks(_capacity_summary(answer_cap=8.0), SPEC, {"answer": predicted})[0]
+    check = dataclasses.replace(check, use=use)
+    assert check.measured == 8.0 and check.error == pytest.approx(-0.2)
+    assert check.missed == (
+        "measured below the plan with its bottleneck saturated (gate llm (online): 16.0 of 16 in use, "
+        "4.0 waiting): its slots were 94% busy; a call took 850 ms against the plan's 800 ms (+6%); "
+        "9% of its calls served work that did not count (degraded, over the SLO or refused part-way): "
+        "together 8/s"
+    )
+    # a bottleneck that is no dependency (jobs, the door), or a plan without the rows: nothing to split
+    assert prediction(10.0, "door", {"door": 10.0}, "online", rows).call_latency is None
+
+
+def test_the_plans_predictions_carry_their_bottlenecks_inputs(repo_budget) -> None:
+    from floodgate._plan import make_plan
+
+    predictions = predictions_from_plan(make_plan(repo_budget, {"llm": 0.8}))
+    hunt = predictions["shadow_hunter"]
+    assert (hunt.bottleneck, hunt.service, hunt.call_latency, hunt.calls) == ("llm", "online", 0.8, 5.0)
+    assert predictions[INGESTION].service is None  # jobs: the workers' jobs in flight, no dependency
 
 
 def test_a_door_bottleneck_is_the_endpoints_admission_gate() -> None:
