@@ -65,7 +65,14 @@ from floodgate._load_report import write_report  # noqa: E402
 from floodgate._load_run import render_summary, run_scenario, write_summary  # noqa: E402
 from floodgate._load_scenario import LoadTestFile, load_scenarios, parse_scenarios  # noqa: E402
 from floodgate._load_scrape import Scraper  # noqa: E402
-from floodgate._load_verdict import INGESTION, Prediction, budget_section, prediction  # noqa: E402
+from floodgate._load_verdict import (  # noqa: E402
+    INGESTION,
+    SETTLE,
+    Prediction,
+    budget_section,
+    predictions_from_json,
+    render_budget,
+)
 from floodgate._top import targets_from_state  # noqa: E402
 
 from harness.ready import NotReady  # noqa: E402
@@ -79,11 +86,6 @@ DOCUMENT = "omnirag_fetch"  # a fetched corpus page: the document the budget's [
 TENANTS = tuple(f"bench{i}" for i in range(32))
 #: the capacity steps, as fractions of the predicted capacity
 STEPS = (0.6, 0.9, 1.2, 1.5)
-#: the first seconds of each capacity hold left out of its goodput: the adaptive doors' transient. A
-#: door updates once per interval of at least 10 answers (3 s at shadowHunter's rate) and moves a fifth
-#: of the way each time, so when a step first saturates its bottleneck, the door admits what its
-#: ceiling allows for several seconds: work that then waits past max_wait comes back degraded
-SETTLE = 8.0
 #: calibration: each endpoint alone at this fraction of its capacity by the budget's own figures
 CALIBRATION_FRACTION = 0.2
 MAX_PLAN_ERROR, MAX_P99_RATIO, MIN_GOODPUT_RATIO = 0.10, 1.2, 0.95
@@ -355,19 +357,10 @@ def plan_json(
 
 
 def predictions_from(online: Mapping[str, Any], ingest: Mapping[str, Any]) -> dict[str, Prediction]:
-    out = {}
-    for cap in online["capacities"]:
-        if cap["endpoint"] in ENDPOINTS:
-            limits = {lim["name"]: lim["rate"] for lim in cap["limits"]}
-            out[cap["endpoint"]] = prediction(
-                cap["rps"], cap["bottleneck"], limits, cap["service"], online["dependencies"]
-            )
-    ing = ingest["ingestion"]
-    limits = {lim["name"]: lim["rate"] for lim in ing["limits"]}
-    out[INGESTION] = prediction(
-        ing["documents_per_second"], ing["bottleneck"], limits, ing["service"], ingest["dependencies"]
-    )
-    return out
+    """The endpoints' predictions from the plan on the online service's latencies, ingestion's from
+    the one on the workers' (a dependency of the same name, embed, differs between them)."""
+    endpoints = {n: p for n, p in predictions_from_json(online).items() if n in ENDPOINTS}
+    return endpoints | {INGESTION: predictions_from_json(ingest)[INGESTION]}
 
 
 # -- main ------------------------------------------------------------------------------------------
@@ -480,24 +473,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     report = write_report(summary, out)
     print(render_summary({**summary, "series": []}))
     section = summary["budget"]
-    for check in section["capacity"]:
-        error = "—" if check["error"] is None else f"{check['error']:+.1%}"
-        print(
-            f"{check['name']}: predicted {check['predicted']}/s ({check['plan_bottleneck']}), measured "
-            f"{check['measured']}/s, error {error}; steps "
-            + ", ".join(f"{s['offered']:.1f}->{s['goodput']:.1f}" for s in check["steps"])
-        )
-        if check["missed"]:
-            print(f"  missed: {check['missed']}")
-        if check["saturated"]:
-            print(f"  saturated: {'; '.join(check['saturated'])}")
+    print(render_budget(section))
     iso = section["isolation"] or {}
-    if iso:
-        print(
-            f"isolation: p99 {iso['alone']['p99_ms']} -> {iso['together']['p99_ms']} ms (ratio {iso['p99_ratio']}), "
-            f"goodput ratio {iso['goodput_ratio']}"
-            + (f"; resource: {iso['resource']}" if iso.get("resource") else "")
-        )
     elapsed = time.monotonic() - began
     machine = (busy1[0] - busy0[0]) / (busy1[1] - busy0[1]) * (os.cpu_count() or 1)
     print(

@@ -27,6 +27,7 @@ from ._plan import Plan
 
 __all__ = [
     "INGESTION",
+    "SETTLE",
     "BottleneckUse",
     "IsolationCheck",
     "PlanCheck",
@@ -36,12 +37,21 @@ __all__ = [
     "capacity_checks",
     "isolation_check",
     "prediction",
+    "predictions_from_json",
     "predictions_from_plan",
+    "render_budget",
     "saturated_limits",
 ]
 
 #: the name of ingestion's knee (documents finished per second), beside the endpoints'
 INGESTION = "ingestion"
+
+#: the first seconds of each capacity hold left out of its goodput, where a run compares its knees
+#: with a plan: the adaptive doors' transient. A door updates once per interval of at least ten
+#: answers (3 s at shadowHunter's rate) and moves a fifth of the way each time, so when a step first
+#: saturates its bottleneck, the door admits what its ceiling allows for several seconds, and work
+#: that then waits past its gate's max_wait comes back degraded (docs/loadtest.md)
+SETTLE = 8.0
 FINISHED = ("ingest_job_outcomes_total", "outcome", "succeeded")
 
 
@@ -69,6 +79,31 @@ def predictions_from_plan(plan: Plan) -> dict[str, Prediction]:
         ing = plan.ingestion
         limits = {limit.name: limit.rate for limit in ing.limits}
         out[INGESTION] = prediction(ing.documents_per_second, ing.bottleneck, limits, ing.service, rows)
+    return out
+
+
+def predictions_from_json(plan: Mapping[str, Any]) -> dict[str, Prediction]:
+    """`predictions_from_plan` of ``floodgate plan --format json``'s output: what
+    ``floodgate loadtest --plan`` reads, so a user's plan from measured inputs (``--latency-from``,
+    ``--cpu-ms``) is what their run's knees are compared with. Raises `KeyError` or `TypeError` for
+    a document that is not such a plan."""
+    rows = plan["dependencies"]
+    out = {
+        cap["endpoint"]: prediction(
+            cap["rps"],
+            cap["bottleneck"],
+            {lim["name"]: lim["rate"] for lim in cap["limits"]},
+            cap["service"],
+            rows,
+        )
+        for cap in plan["capacities"]
+    }
+    ing = plan.get("ingestion")
+    if ing is not None:
+        limits = {lim["name"]: lim["rate"] for lim in ing["limits"]}
+        out[INGESTION] = prediction(
+            ing["documents_per_second"], ing["bottleneck"], limits, ing["service"], rows
+        )
     return out
 
 
@@ -552,6 +587,31 @@ def budget_section(
         "max_plan_error": _round(max(known), 4) if known and len(known) == len(errors) else None,
         "isolation": None if iso is None else iso.as_json(),
     }
+
+
+def render_budget(section: Mapping[str, Any]) -> str:
+    """The ``budget`` section as text: per knee, predicted vs measured, its steps, the limit missed
+    and what saturated; the isolation ratios."""
+    lines = []
+    for check in section["capacity"]:
+        error = "—" if check["error"] is None else f"{check['error']:+.1%}"
+        lines.append(
+            f"{check['name']}: predicted {check['predicted']}/s ({check['plan_bottleneck']}), measured "
+            f"{check['measured']}/s, error {error}; steps "
+            + ", ".join(f"{s['offered']:.1f}->{s['goodput']:.1f}" for s in check["steps"])
+        )
+        if check["missed"]:
+            lines.append(f"  missed: {check['missed']}")
+        if check["saturated"]:
+            lines.append(f"  saturated: {'; '.join(check['saturated'])}")
+    iso = section.get("isolation") or {}
+    if iso:
+        lines.append(
+            f"isolation: p99 {iso['alone']['p99_ms']} -> {iso['together']['p99_ms']} ms (ratio {iso['p99_ratio']}), "
+            f"goodput ratio {iso['goodput_ratio']}"
+            + (f"; resource: {iso['resource']}" if iso.get("resource") else "")
+        )
+    return "\n".join(lines)
 
 
 def _round(value: float | None, digits: int = 3) -> float | None:

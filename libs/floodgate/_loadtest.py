@@ -3,7 +3,10 @@
 streams as the open-loop scheduler (floodgate/_load_schedule.py) would offer them; ``SCENARIO`` runs
 it against a deployment (floodgate/_load_run.py), writes ``summary.json`` (and the HTML report when
 floodgate/_load_report.py is there) and exits 0 (valid, every threshold met), 1 (a threshold failed)
-or 3 (the run is not valid: the generator fell behind or dropped requests). docs/loadtest.md.
+or 3 (the run is not valid: the generator fell behind or dropped requests). With ``--plan`` (a
+saved ``floodgate plan --format json``) the run's knees are compared with the plan's capacities:
+the summary's ``budget`` section and the report's budget truth (floodgate/_load_verdict.py).
+docs/loadtest.md.
 """
 
 from __future__ import annotations
@@ -11,11 +14,14 @@ from __future__ import annotations
 import argparse
 import os
 from pathlib import Path
-from typing import TextIO
+from typing import TYPE_CHECKING, TextIO
 
 from ._load_scenario import LoadTestFile, ScenarioError, load_scenarios, summarize
 
-__all__ = ["add_parser", "command"]
+if TYPE_CHECKING:
+    from ._load_verdict import Prediction
+
+__all__ = ["PlanFileError", "add_parser", "command", "read_plan"]
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -48,6 +54,12 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     )
     load.add_argument(
         "--seed", type=int, default=1, help="the requests' random choices (default: %(default)s)"
+    )
+    load.add_argument(
+        "--plan",
+        default=None,
+        help="`floodgate plan --format json` output to compare the run's knees with (capacity "
+        "scenarios): the report's budget truth, predicted vs measured",
     )
     what = load.add_mutually_exclusive_group()
     what.add_argument("--validate", action="store_true", help="check the file and list its scenarios")
@@ -109,6 +121,13 @@ def run_command(spec: LoadTestFile, args: argparse.Namespace, *, out: TextIO, er
     except ApiKeysFileError as exc:
         print(f"floodgate loadtest: {exc}", file=err)
         return 2
+    predictions = None
+    if args.plan:
+        try:
+            predictions = read_plan(Path(args.plan))
+        except PlanFileError as exc:
+            print(f"floodgate loadtest: {exc}", file=err)
+            return 2
     state = Path(args.state) if args.state else default_state_path()
     notes: list[str] = []
     try:
@@ -157,8 +176,16 @@ def run_command(spec: LoadTestFile, args: argparse.Namespace, *, out: TextIO, er
         return 130
     if not summary["valid"] and (note := busy_machine_note(load_before, _load_average(), os.cpu_count())):
         summary["notes"].append(note)
+    if predictions is not None:
+        from ._load_verdict import SETTLE, budget_section, render_budget
+
+        summary["budget"] = budget_section(
+            summary, spec, predictions, inputs={"plan": str(args.plan)}, settle=SETTLE
+        )
     path = write_summary(summary, out_dir)
     print(render_summary(summary), file=out)
+    if predictions is not None:
+        print(render_budget(summary["budget"]), file=out)
     print(f"summary: {path}", file=out)
     try:
         from ._load_report import write_report
@@ -167,6 +194,28 @@ def run_command(spec: LoadTestFile, args: argparse.Namespace, *, out: TextIO, er
     else:
         print(f"report: {write_report(summary, out_dir)}", file=out)
     return exit_status(summary)
+
+
+class PlanFileError(ValueError):
+    """The ``--plan`` file cannot be read or is not `floodgate plan --format json` output."""
+
+
+def read_plan(path: Path) -> dict[str, Prediction]:
+    """The predictions of a saved ``floodgate plan --format json`` (`predictions_from_json`)."""
+    import json
+
+    from ._load_verdict import predictions_from_json
+
+    try:
+        document = json.loads(path.read_text())
+    except OSError as exc:
+        raise PlanFileError(f"--plan {path}: {exc.strerror or exc}") from None
+    except ValueError as exc:
+        raise PlanFileError(f"--plan {path}: not JSON ({exc})") from None
+    try:
+        return predictions_from_json(document)
+    except (KeyError, TypeError, AttributeError) as exc:
+        raise PlanFileError(f"--plan {path}: not `floodgate plan --format json` output (no {exc})") from None
 
 
 def _load_average() -> float | None:

@@ -4,6 +4,7 @@ dealBrain answers and job submissions at a low rate through the real gateway, wi
 
 from __future__ import annotations
 
+import io
 import json
 
 import pytest
@@ -67,6 +68,10 @@ def test_a_short_mixed_run_writes_its_summary_with_scraped_series(cluster, tmp_p
     scenarios = tmp_path / "loadtest.toml"
     scenarios.write_text(SCENARIOS)
     out = tmp_path / "run"
+    plan_out = io.StringIO()
+    assert floodgate_main(["plan", "--format", "json"], out=plan_out) == 0
+    plan = tmp_path / "plan.json"
+    plan.write_text(plan_out.getvalue())
     code = floodgate_main(
         [
             "loadtest",
@@ -81,6 +86,8 @@ def test_a_short_mixed_run_writes_its_summary_with_scraped_series(cluster, tmp_p
             str(cluster["data"] / "cluster.json"),
             "--out",
             str(out),
+            "--plan",
+            str(plan),
         ]
     )
     printed = capsys.readouterr().out
@@ -103,3 +110,5 @@ def test_a_short_mixed_run_writes_its_summary_with_scraped_series(cluster, tmp_p
     assert totals and not any("envoy_response_code" in r["labels"] for r in totals)
     assert "phase mixed: 3s" in printed and "deal_brain: offered 6" in printed and "summary:" in printed
     assert (out / "report.html").exists() and "report:" in printed  # the report module joins up
+    # with a plan, the budget truth: no ramping stream here, so no knee to compare, but the section
+    assert summary["budget"]["inputs"] == {"plan": str(plan)} and summary["budget"]["capacity"] == []

@@ -290,3 +290,26 @@ def test_loadtest_refuses_a_bad_file_an_unknown_scenario_and_a_missing_mode(tmp_
         "loadtest", "online", "--keys", str(tmp_path / "none.yaml"), "--file", str(REPO_FILE)
     )
     assert code == 2 and "cannot read the API keys file" in err
+    # and a plan to compare the knees with must be `floodgate plan --format json` output
+    keys = REPO_FILE.parent / "api_keys.sample.yaml"
+    junk = tmp_path / "plan.json"
+    for text, message in (
+        ("{", "not JSON"),
+        ('{"capacities": []}', "not `floodgate plan --format json` output"),
+    ):
+        junk.write_text(text)
+        code, _, err = run_cli(
+            "loadtest", "online", "--keys", str(keys), "--file", str(REPO_FILE), "--plan", str(junk)
+        )
+        assert code == 2 and f"--plan {junk}: {message}" in err, err
+    code, _, err = run_cli(
+        "loadtest",
+        "online",
+        "--keys",
+        str(keys),
+        "--file",
+        str(REPO_FILE),
+        "--plan",
+        str(tmp_path / "no.json"),
+    )
+    assert code == 2 and f"--plan {tmp_path / 'no.json'}: No such file" in err, err

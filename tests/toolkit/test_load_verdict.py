@@ -4,6 +4,8 @@ libs/floodgate/_load_verdict.py) on synthetic summaries: no clock, no service.""
 from __future__ import annotations
 
 import dataclasses
+import io
+import json
 
 import pytest
 from floodgate._knee import (
@@ -23,7 +25,9 @@ from floodgate._load_verdict import (
     capacity_checks,
     isolation_check,
     prediction,
+    predictions_from_json,
     predictions_from_plan,
+    render_budget,
     saturated_limits,
 )
 
@@ -267,13 +271,31 @@ def test_a_saturated_bottleneck_tells_which_of_the_plans_assumptions_broke() -> 
     assert prediction(10.0, "door", {"door": 10.0}, "online", rows).call_latency is None
 
 
-def test_the_plans_predictions_carry_their_bottlenecks_inputs(repo_budget) -> None:
+def test_the_plans_predictions_carry_their_bottlenecks_inputs(repo_budget, tmp_path) -> None:
+    from floodgate._loadtest import read_plan
     from floodgate._plan import make_plan
+    from floodgate.cli import main
 
     predictions = predictions_from_plan(make_plan(repo_budget, {"llm": 0.8}))
     hunt = predictions["shadow_hunter"]
     assert (hunt.bottleneck, hunt.service, hunt.call_latency, hunt.calls) == ("llm", "online", 0.8, 5.0)
     assert predictions[INGESTION].service is None  # jobs: the workers' jobs in flight, no dependency
+    # the same from the JSON a user saves and gives `floodgate loadtest --plan`
+    out, err = io.StringIO(), io.StringIO()
+    assert main(["plan", "--format", "json", "--latency", "llm=0.8"], out=out, err=err) == 0, err.getvalue()
+    saved = tmp_path / "plan.json"
+    saved.write_text(out.getvalue())
+    assert read_plan(saved) == predictions == predictions_from_json(json.loads(out.getvalue()))
+
+
+def test_the_budget_section_reads_as_text() -> None:
+    predictions = {"answer": Prediction(20.0, "llm"), INGESTION: Prediction(6.0, "jobs")}
+    text = render_budget(budget_section(_capacity_summary(), SPEC, predictions))
+    assert text.splitlines()[0] == (
+        "answer: predicted 20.0/s (llm), measured 16.0/s, error -20.0%; steps 10.0->10.0, 20.0->16.0, 30.0->16.0"
+    )
+    assert "  missed: measured below the plan with its bottleneck saturated (gate llm (online)" in text
+    assert "ingestion: predicted 6.0/s (jobs), measured 5.0/s, error -16.7%" in text
 
 
 def test_a_door_bottleneck_is_the_endpoints_admission_gate() -> None:
