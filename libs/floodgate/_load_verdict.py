@@ -48,10 +48,11 @@ INGESTION = "ingestion"
 
 #: the first seconds of each capacity hold left out of its goodput, where a run compares its knees
 #: with a plan: the adaptive doors' transient. A door updates once per interval of at least ten
-#: answers (3 s at shadowHunter's rate) and moves a fifth of the way each time, so when a step first
-#: saturates its bottleneck, the door admits what its ceiling allows for several seconds, and work
-#: that then waits past its gate's max_wait comes back degraded (docs/loadtest.md)
+#: answers (seconds apart at a slow endpoint's rate) and moves a fifth of the way each time, so when
+#: a step first saturates its bottleneck, the door admits what its ceiling allows for several
+#: seconds, and work that then waits past its gate's max_wait comes back degraded (docs/loadtest.md)
 SETTLE = 8.0
+
 FINISHED = ("ingest_job_outcomes_total", "outcome", "succeeded")
 
 
