@@ -17,7 +17,7 @@ from __future__ import annotations
 import dataclasses
 import statistics
 from collections import defaultdict
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -223,8 +223,25 @@ def _loop_lag(series: Sequence[Mapping[str, Any]], start: float, end: float) -> 
 def _finished_rate(series: Sequence[Mapping[str, Any]], start: float, end: float) -> float:
     """Documents finished per second over the window, every worker's counter's rate summed."""
     name, key, value = FINISHED
-    rates = [counter_rate_between(pts, start, end) for pts in _points(series, name, **{key: value}).values()]
-    return sum(r for r in rates if r is not None)
+    return _summed(series, name, counter_rate_between, (start, end), **{key: value}) or 0.0
+
+
+def _summed(
+    series: Sequence[Mapping[str, Any]],
+    name: str,
+    read: Callable[[Sequence[tuple[float, float]], float, float], float | None],
+    window: tuple[float, float],
+    processes: Callable[[str], bool] = lambda process: True,
+    **labels: str,
+) -> float | None:
+    """``read`` (a gauge's mean, a counter's rate) of each process's samples named ``name`` with
+    ``labels`` over ``window``, summed over the ``processes`` that have one; None when none has."""
+    found = [
+        value
+        for (process, _), points in _points(series, name, **labels).items()
+        if processes(process) and (value := read(points, *window)) is not None
+    ]
+    return sum(found) if found else None
 
 
 # -- capacity --------------------------------------------------------------------------------------------
@@ -251,26 +268,11 @@ def bottleneck_use(
     def ours(process: str) -> bool:
         return process.startswith(prefix)
 
-    def gauge(name: str) -> float | None:
-        means = [
-            _mean_between(pts, start, end)
-            for (p, _), pts in _points(series, name, gate=dependency).items()
-            if ours(p)
-        ]
-        found = [m for m in means if m is not None]
-        return sum(found) if found else None
-
-    def rate(name: str) -> float | None:
-        rates = [
-            counter_rate_between(pts, start, end)
-            for (p, _), pts in _points(series, name, dependency=dependency).items()
-            if ours(p)
-        ]
-        found = [r for r in rates if r is not None]
-        return sum(found) if found else None
-
-    in_use, capacity = gauge("floodgate_gate_in_use"), gauge("floodgate_gate_capacity")
-    seconds, calls = rate(f"{LATENCY}_sum"), rate(f"{LATENCY}_count")
+    window = (start, end)
+    in_use = _summed(series, "floodgate_gate_in_use", _mean_between, window, ours, gate=dependency)
+    capacity = _summed(series, "floodgate_gate_capacity", _mean_between, window, ours, gate=dependency)
+    seconds = _summed(series, f"{LATENCY}_sum", counter_rate_between, window, ours, dependency=dependency)
+    calls = _summed(series, f"{LATENCY}_count", counter_rate_between, window, ours, dependency=dependency)
     return BottleneckUse(
         in_use / capacity if in_use is not None and capacity else None,
         seconds / calls if seconds is not None and calls else None,
