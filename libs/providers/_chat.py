@@ -59,42 +59,33 @@ class ChatModel:
     ) -> str:
         """The answer's content; through ``memo`` for ``cache_ttl`` seconds when both are given
         (``check`` validates an answer before it is kept: it raises on one that must not be)."""
-        memo = self._memo
-        if memo is None or cache_ttl is None:
-            content, _ = await self._request(messages, tenant, endpoint, json_mode, max_tokens, check)
-            return content
-        digest = hashlib.blake2b(
-            json.dumps(messages, separators=(",", ":")).encode(), digest_size=20
-        ).hexdigest()
-        key = ("chat", self.model, tenant, json_mode, max_tokens, digest)
-        requested = False
-
-        async def request() -> tuple[str, tuple[int, int] | None]:
-            nonlocal requested
-            requested = True
-            return await self._request(messages, tenant, endpoint, json_mode, max_tokens, check)
-
-        content, tokens = await memo.get_or_load(key, request, ttl=cache_ttl)
-        if not requested and tokens is not None and self._usage is not None:
-            self._usage.record_saved(
-                TokenUsage(self._client.name, self.model, endpoint or UNKNOWN_ENDPOINT, tenant, *tokens)
-            )
-        return content
-
-    async def _request(
-        self,
-        messages: list[dict[str, str]],
-        tenant: str,
-        endpoint: str | None,
-        json_mode: bool,
-        max_tokens: int | None,
-        check: Callable[[str], object] | None,
-    ) -> tuple[str, tuple[int, int] | None]:
         body: dict[str, Any] = {"model": self.model, "messages": messages, "temperature": 0}
         if json_mode:
             body["response_format"] = {"type": "json_object"}
         if max_tokens is not None:
             body["max_tokens"] = max_tokens
+        endpoint = endpoint or UNKNOWN_ENDPOINT
+        memo = self._memo
+        if memo is None or cache_ttl is None:
+            content, _ = await self._request(body, tenant, endpoint, check)
+            return content
+        # the body is everything the answer depends on (model, messages, format, length)
+        digest = hashlib.blake2b(json.dumps(body, separators=(",", ":")).encode(), digest_size=20).hexdigest()
+        requested = False
+
+        async def request() -> tuple[str, tuple[int, int] | None]:
+            nonlocal requested
+            requested = True
+            return await self._request(body, tenant, endpoint, check)
+
+        content, tokens = await memo.get_or_load(("chat", tenant, digest), request, ttl=cache_ttl)
+        if not requested and tokens is not None and self._usage is not None:
+            self._usage.record_saved(TokenUsage(self._client.name, self.model, endpoint, tenant, *tokens))
+        return content
+
+    async def _request(
+        self, body: dict[str, Any], tenant: str, endpoint: str, check: Callable[[str], object] | None
+    ) -> tuple[str, tuple[int, int] | None]:
         # temperature 0 and no side effects: repeating a completion is safe.
         response = await self._client.request(
             "POST", "/v1/chat/completions", json=body, tenant=tenant, idempotent=True
@@ -102,9 +93,7 @@ class ChatModel:
         data = json_body(response, self._client.name)
         tokens = read_usage(data, completion=True)
         if self._usage is not None and tokens is not None:
-            self._usage.record(
-                TokenUsage(self._client.name, self.model, endpoint or UNKNOWN_ENDPOINT, tenant, *tokens)
-            )
+            self._usage.record(TokenUsage(self._client.name, self.model, endpoint, tenant, *tokens))
         try:
             content = data["choices"][0]["message"]["content"]
         except (KeyError, IndexError, TypeError):
