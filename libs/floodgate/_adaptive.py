@@ -145,7 +145,6 @@ class AdaptiveLimit:
         self.limit = ceiling
         # the interval being measured
         self._started: float | None = None
-        self._total = 0.0
         self._mean = 0.0  # the interval's running mean and squared deviations (Welford: exact for
         self._deviations = 0.0  # equal latencies, where a sum of squares leaves rounding noise)
         self._count = 0
@@ -191,7 +190,6 @@ class AdaptiveLimit:
         """Record one completed request; True when this closed an interval and the limit was updated."""
         if self._started is None:  # the first interval began when its first request entered
             self._started = now - latency
-        self._total += latency
         self._count += 1
         delta = latency - self._mean
         self._mean += delta / self._count
@@ -199,10 +197,10 @@ class AdaptiveLimit:
         if now - self._started < self.interval or self._count < self.min_samples:
             return False
         queue = self._queued / self._queue_reports if self._queue_reports else 0.0
-        mean, n = self._total / self._count, self._count
+        mean, n = self._mean, self._count
         error = math.sqrt(self._deviations / (n - 1) / n) if n > 1 else 0.0
         self._update(mean, mean + BASELINE_ERRORS * error, queue, n / (now - self._started), now)
-        self._started, self._total, self._count, self._peak = now, 0.0, 0, 0
+        self._started, self._count, self._peak = now, 0, 0
         self._mean, self._deviations = 0.0, 0.0
         self._queued, self._queue_reports = 0, 0
         return True
