@@ -40,6 +40,15 @@ TENANT = "acme"
 # simulator API name for each provider dependency
 SIM_API = {"llm": "chat", "embed": "embeddings", "rerank": "rerank", "search": "search"}
 
+#: the simulator's behaviour at the budget's typical latencies, fixed (no spread), so that steps and
+#: totals on the virtual clock are exact
+FIXED_LATENCIES = {
+    "embeddings": {"latency": {"fixed_ms": 20}},
+    "search": {"latency": {"fixed_ms": 150}},
+    "rerank": {"latency": {"fixed_ms": 50}},
+    "chat": {"latency": {"fixed_ms": 400}},
+}
+
 
 def budget_data() -> dict[str, Any]:
     return tomllib.loads(REPO_BUDGET.read_text())

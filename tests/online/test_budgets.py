@@ -12,23 +12,16 @@ import trio
 
 from services.online._admission import endpoint_capacity
 
-from .conftest import SIM_API, close_door, make_budget, online_harness
+from .conftest import FIXED_LATENCIES, SIM_API, close_door, make_budget, online_harness
 
 DEAL = "/v1/deal-brain/answers"
 HUNT = "/v1/shadow-hunter/hunts"
 ASSESS = "/v1/nexus-assess/assessments"
 
-SLOW = {
-    "embeddings": {"latency": {"fixed_ms": 20}},
-    "search": {"latency": {"fixed_ms": 150}},
-    "rerank": {"latency": {"fixed_ms": 50}},
-    "chat": {"latency": {"fixed_ms": 400}},
-}
-
 
 async def test_concurrent_load_never_exceeds_any_per_process_limit(autojump_clock, memory_chunks) -> None:
     statuses: list[int] = []
-    async with online_harness(behaviour=SLOW, chunks=memory_chunks) as h:
+    async with online_harness(behaviour=FIXED_LATENCIES, chunks=memory_chunks) as h:
 
         async def send(path: str, body: dict) -> None:
             response = await h.post(path, body)

@@ -8,19 +8,12 @@ from __future__ import annotations
 import pytest
 import trio
 
-from .conftest import TENANT, online_harness
+from .conftest import FIXED_LATENCIES, TENANT, online_harness
 
 DEAL = "/v1/deal-brain/answers"
 HUNT = "/v1/shadow-hunter/hunts"
 ASSESS = "/v1/nexus-assess/assessments"
 QUESTION = "How much did Aldercrest Robotics pay to acquire Norfield Analytics?"
-
-LATENCIES = {
-    "embeddings": {"latency": {"fixed_ms": 20}},
-    "search": {"latency": {"fixed_ms": 150}},
-    "rerank": {"latency": {"fixed_ms": 50}},
-    "chat": {"latency": {"fixed_ms": 400}},
-}
 
 
 def timings(header: str) -> dict[str, float]:
@@ -37,7 +30,7 @@ def timings(header: str) -> dict[str, float]:
 async def test_deal_brain_answers_from_documents_and_web_with_citations(
     autojump_clock, memory_chunks
 ) -> None:
-    async with online_harness(behaviour=LATENCIES, chunks=memory_chunks) as h:
+    async with online_harness(behaviour=FIXED_LATENCIES, chunks=memory_chunks) as h:
         start = trio.current_time()
         response = await h.post(DEAL, {"question": QUESTION, "top_k": 4})
         elapsed = trio.current_time() - start
@@ -79,7 +72,7 @@ async def test_deal_brain_without_web_searches_only_the_tenants_documents(
 
 
 async def test_deal_brain_web_search_is_cached_and_coalesced(autojump_clock, memory_chunks) -> None:
-    async with online_harness(behaviour=LATENCIES, chunks=memory_chunks) as h:
+    async with online_harness(behaviour=FIXED_LATENCIES, chunks=memory_chunks) as h:
         async with trio.open_nursery() as nursery:
             for _ in range(5):
                 nursery.start_soon(h.post, DEAL, {"question": QUESTION})
@@ -98,7 +91,7 @@ async def test_deal_brain_web_search_is_cached_and_coalesced(autojump_clock, mem
 
 async def test_shadow_hunter_with_caller_queries_dedupes_results_and_extracts(autojump_clock) -> None:
     queries = ["Aldercrest Robotics", "Aldercrest Robotics latest news", "aldercrest  robotics"]
-    async with online_harness(behaviour=LATENCIES) as h:
+    async with online_harness(behaviour=FIXED_LATENCIES) as h:
         response = await h.post(
             HUNT, {"subject": "Aldercrest Robotics", "queries": queries, "extract_top": 3}
         )
@@ -162,7 +155,7 @@ RUBRIC = [
 
 
 async def test_nexus_assess_scores_every_criterion_and_weights_the_total(autojump_clock) -> None:
-    async with online_harness(behaviour=LATENCIES) as h:
+    async with online_harness(behaviour=FIXED_LATENCIES) as h:
         start = trio.current_time()
         response = await h.post(ASSESS, {"subject": "Aldercrest Robotics", "rubric": RUBRIC})
         elapsed = trio.current_time() - start
@@ -198,7 +191,7 @@ async def test_nexus_assess_serves_identical_requests_from_the_cache_per_tenant(
 async def test_nexus_assess_identical_requests_in_flight_share_one_computation(autojump_clock) -> None:
     request = {"subject": "Aldercrest Robotics", "rubric": RUBRIC}
     results = []
-    async with online_harness(behaviour=LATENCIES) as h:
+    async with online_harness(behaviour=FIXED_LATENCIES) as h:
 
         async def one() -> None:
             response = await h.post(ASSESS, request)

@@ -6,21 +6,15 @@ from __future__ import annotations
 
 import trio
 
-from .conftest import online_harness
+from .conftest import FIXED_LATENCIES, online_harness
 
 DEAL = "/v1/deal-brain/answers"
-SLOW = {
-    "embeddings": {"latency": {"fixed_ms": 20}},
-    "search": {"latency": {"fixed_ms": 150}},
-    "rerank": {"latency": {"fixed_ms": 50}},
-    "chat": {"latency": {"fixed_ms": 400}},
-}
 
 
 async def test_a_flooding_tenant_is_held_to_its_share_and_the_other_is_served(
     autojump_clock, memory_chunks
 ) -> None:
-    async with online_harness(behaviour=SLOW, chunks=memory_chunks) as h:
+    async with online_harness(behaviour=FIXED_LATENCIES, chunks=memory_chunks) as h:
         door = h.app.extensions["online"].doors["deal_brain"]
         gate = h.wired.dependencies["llm"].gate
         assert (door.share_of("noisy"), door.limit) == (18, 36)  # tenant_share 0.5, weight 1
