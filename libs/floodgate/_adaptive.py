@@ -173,8 +173,7 @@ class AdaptiveLimit:
         place = self._estimate / self.ceiling if self.ceiling else 1.0
         self.ceiling = ceiling
         self.floor = floor
-        self._estimate = min(float(ceiling), max(float(floor), place * ceiling))
-        self.limit = max(floor, min(ceiling, math.floor(self._estimate)))
+        self._settle(place * ceiling)
 
     def note_in_flight(self, in_flight: int) -> None:
         """Record how many requests are inside (call when one enters, or is refused)."""
@@ -230,12 +229,15 @@ class AdaptiveLimit:
             target = estimate + math.sqrt(estimate)
         else:
             target = estimate  # unused headroom proves nothing: hold
-        estimate += self.smoothing * (target - estimate)
-        self._estimate = min(float(self.ceiling), max(float(self.floor), estimate))
-        self.limit = max(self.floor, min(self.ceiling, math.floor(self._estimate)))
+        self._settle(estimate + self.smoothing * (target - estimate))
         self._last = short
         self._last_queue = queue
         self._updates += 1
+
+    def _settle(self, estimate: float) -> None:
+        """Keep ``estimate`` clamped to [floor, ceiling] and the limit its whole part."""
+        self._estimate = min(float(self.ceiling), max(float(self.floor), estimate))
+        self.limit = max(self.floor, min(self.ceiling, math.floor(self._estimate)))
 
     @property
     def baseline(self) -> float:
