@@ -77,6 +77,7 @@ sys.path.insert(0, str(ROOT))
 
 import floodgate  # noqa: E402
 from _load import Http1Client, encode_request, open_loop  # noqa: E402
+from _rounds import Target, percentile  # noqa: E402
 from bench_budget import Cluster, machine_busy  # noqa: E402
 from floodgate._load_report import write_report  # noqa: E402
 from floodgate._load_run import render_summary, run_scenario, write_summary  # noqa: E402
@@ -95,7 +96,12 @@ VICTIM_RATE, FLOOD_RATE = 0.3, 3.0  # x the capacity the budget implies
 PROVIDER_LIMIT = 12
 #: the LLM's attempts in the first seconds of that phase are the adaptation, not its result
 ADAPTATION_S = 20.0
-MIN_GOODPUT_RATIO, MAX_P99_RATIO, MAX_OVERSHOOT = 0.95, 1.5, 0.05
+TARGETS = (
+    Target("victim_goodput_ratio", ">=", 0.95),
+    Target("victim_p99_ratio", "<=", 1.5),
+    Target("token_budget_overshoot", "<=", 0.05),
+    Target("provider_429_rate_adaptive", "<", 0.01),
+)
 
 
 #: B's own token budget: its steady 0.3x (about 12 answers/s of a few hundred tokens each) would spend
@@ -226,12 +232,11 @@ async def flood(
     began = trio.current_time()
     await open_loop(send, rate=rate, count=int(rate * seconds))
     await client.aclose()
-    late.sort()
     return {
         "offered": int(rate * seconds),
         "statuses": dict(counts),
         "seconds": round(trio.current_time() - began, 3),
-        "late_p99_ms": round(late[int(0.99 * (len(late) - 1))] * 1000, 1) if late else None,
+        "late_p99_ms": round(percentile(late, 99) * 1000, 1) if late else None,
     }
 
 
@@ -285,6 +290,14 @@ def victim_phase(summary: Mapping[str, Any], stream: str) -> dict[str, Any]:
 
 def _ratio(a: float | None, b: float | None) -> float | None:
     return None if a is None or not b else round(a / b, 3)
+
+
+def verdict(target: Target, value: float | None) -> str:
+    """``met`` or ``missed`` by ``target``; ``missing`` when the run gave no figure (one run, no
+    rounds: `_rounds.judge` would need several)."""
+    if value is None or math.isnan(value):
+        return "missing"
+    return "met" if target.holds(value) else "missed"
 
 
 def llm_429_rate(summary: Mapping[str, Any], window: tuple[float, float]) -> dict[str, Any]:
@@ -414,14 +427,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     def on_phase(name: str, length: float) -> None:
         print(f"  phase {name}: {length:g}s", flush=True)
         if name == "pushback":  # one short local call: the generator's loop waits for it
-            simulator = next(t.url for t in targets_from_state(cluster.state) if t.instance == "simulator")
+            simulator = cluster.metrics_urls("simulator")[0]
             patch = {"chat": {"rate_limit": {"max_concurrent": PROVIDER_LIMIT}}}
             httpx.put(
                 simulator.removesuffix("/metrics") + "/admin/behaviour", json=patch, timeout=5
             ).raise_for_status()
         if name != "alone":
             return
-        online = next(t.url for t in targets_from_state(cluster.state) if t.instance.startswith("online"))
+        online = cluster.metrics_urls("online")[0]
         config = {
             "start_at": time.time() + args.alone,
             "seconds": seconds,
@@ -489,28 +502,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"run time {elapsed / 60:.1f} min; machine busy {machine:.2f} of {os.cpu_count()} cores on average (everyone's)"
     )
 
-    def verdict(value: float | None, ok: bool) -> str:
-        return (
-            "missing"
-            if value is None or (isinstance(value, float) and math.isnan(value))
-            else ("met" if ok else "missed")
-        )
-
-    overshoot = tokens["overshoot"]
     figures = {
         "victim_goodput_ratio": goodput_ratio,
         "victim_p99_ratio": p99_ratio,
-        "token_budget_overshoot": overshoot,
+        "token_budget_overshoot": tokens["overshoot"],
         "provider_429_rate_adaptive": llm["rate"],
     }
-    verdicts = {
-        "victim_goodput_ratio": verdict(
-            goodput_ratio, goodput_ratio is not None and goodput_ratio >= MIN_GOODPUT_RATIO
-        ),
-        "victim_p99_ratio": verdict(p99_ratio, p99_ratio is not None and p99_ratio <= MAX_P99_RATIO),
-        "token_budget_overshoot": verdict(overshoot, overshoot is not None and overshoot <= MAX_OVERSHOOT),
-        "provider_429_rate_adaptive": verdict(llm["rate"], llm["rate"] is not None and llm["rate"] < 0.01),
-    }
+    verdicts = {target.key: verdict(target, figures[target.key]) for target in TARGETS}
     print(
         json.dumps(
             {
