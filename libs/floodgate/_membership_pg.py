@@ -1,7 +1,8 @@
 """The membership store in PostgreSQL (the ``pg`` extra): two small tables, one transaction a heartbeat.
 
 ``floodgate_membership`` has a row per service (its generation and members), locked ``FOR
-UPDATE`` by each heartbeat (one call of ``floodgate_membership_heartbeat``, migration 0005); ``floodgate_members`` a row per live process (its lease and ack).
+UPDATE`` by each heartbeat (one call of ``floodgate_membership_heartbeat``, migration 0005);
+``floodgate_members`` a row per live process (its lease and ack).
 Leases are stamped with the database's ``clock_timestamp()``, so expiry never depends on the
 members' clocks. The store runs on a pool of its own (one connection, `open_pg_pool`): a
 heartbeat must not wait behind the service's queries, or a busy process would fence itself.
@@ -58,7 +59,8 @@ async def _live(conn: Any) -> list[Any]:
 
 
 class PgMembershipStore:
-    """A `MembershipStore` in PostgreSQL (migration ``0004_membership.sql``), over a `PgPool`."""
+    """A `MembershipStore` in PostgreSQL (migrations ``0004_membership.sql`` and
+    ``0005_membership_heartbeat.sql``), over a `PgPool`."""
 
     def __init__(self, pool: PgPool):
         self.pool = pool
