@@ -105,6 +105,11 @@ def machine_busy() -> tuple[float, float]:
     return (sum(ticks) - ticks[3] - ticks[4]) / hz, sum(ticks) / hz
 
 
+def busy_cores(before: tuple[float, float], after: tuple[float, float]) -> float:
+    """Cores busy on average between two `machine_busy` readings: everyone's work, not only the bench's."""
+    return (after[0] - before[0]) / (after[1] - before[1]) * (os.cpu_count() or 1)
+
+
 # -- the cluster -----------------------------------------------------------------------------------
 
 
@@ -476,7 +481,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(render_budget(section))
     iso = section["isolation"] or {}
     elapsed = time.monotonic() - began
-    machine = (busy1[0] - busy0[0]) / (busy1[1] - busy0[1]) * (os.cpu_count() or 1)
+    machine = busy_cores(busy0, busy1)
     print(
         f"run time {elapsed / 60:.1f} min; machine busy {machine:.2f} of {os.cpu_count()} cores on average (everyone's)"
     )

@@ -78,7 +78,7 @@ sys.path.insert(0, str(ROOT))
 import floodgate  # noqa: E402
 from _load import Http1Client, encode_request, open_loop  # noqa: E402
 from _rounds import Target, percentile  # noqa: E402
-from bench_budget import Cluster, machine_busy  # noqa: E402
+from bench_budget import Cluster, busy_cores, machine_busy  # noqa: E402
 from floodgate._load_report import write_report  # noqa: E402
 from floodgate._load_run import render_summary, run_scenario, write_summary  # noqa: E402
 from floodgate._load_scenario import LoadTestFile, load_scenarios, parse_scenarios  # noqa: E402
@@ -497,7 +497,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         + f" ({tokens['complete']} complete); LLM attempts {llm['attempts']:g}, 429 {llm['refused_429']:g}"
     )
     elapsed = time.monotonic() - began
-    machine = (busy1[0] - busy0[0]) / (busy1[1] - busy0[1]) * (os.cpu_count() or 1)
+    machine = busy_cores(busy0, busy1)
     print(
         f"run time {elapsed / 60:.1f} min; machine busy {machine:.2f} of {os.cpu_count()} cores on average (everyone's)"
     )
