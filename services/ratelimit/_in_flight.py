@@ -64,16 +64,25 @@ class InFlightPlan(NamedTuple):
         per_bucket = 2 + 2 * len(self.windows)
         values = counts[self.offset : self.offset + 2 * per_bucket]
         buckets = (values[:per_bucket], values[per_bucket:])
-        started = sum(b[0] for b in buckets)
-        finished = sum(b[1] for b in buckets)
         # at least this request; never negative (an end whose start fell out of the buckets)
-        in_flight = max(1, started - finished)
+        in_flight = max(1, _started_minus_finished(buckets))
         reserved = {}
         for i, window in enumerate(self.windows):
             reports = sum(b[2 + 2 * i] for b in buckets)
             total = sum(b[3 + 2 * i] for b in buckets)
             reserved[window] = math.ceil(in_flight * total / reports) if reports else 0
         return reserved
+
+
+def _started_minus_finished(buckets: Iterable[Sequence[int]]) -> int:
+    """Starts less ends over the buckets, each laid out as `_keys` names its counters."""
+    return sum(b[0] - b[1] for b in buckets)
+
+
+def _buckets(now: float) -> tuple[int, int]:
+    """The start of the bucket ``now`` falls in, and of the one before: the two an ask reads."""
+    bucket = math.floor(now / BUCKET_SECONDS) * BUCKET_SECONDS
+    return bucket, bucket - BUCKET_SECONDS
 
 
 def _tenant_of(entries: Entries, value: str) -> str | None:
@@ -100,13 +109,12 @@ def _keys(stem: str, tenant: str, bucket: int, windows: Iterable[str]) -> list[s
 
 def in_flight_keys(key_stem: str, tenant: str, now: float) -> list[str]:
     """The counters of ``tenant``'s starts and ends over the two buckets an ask reads."""
-    bucket = math.floor(now / BUCKET_SECONDS) * BUCKET_SECONDS
-    return [k for start in (bucket, bucket - BUCKET_SECONDS) for k in _keys(key_stem, tenant, start, ())]
+    return [k for start in _buckets(now) for k in _keys(key_stem, tenant, start, ())]
 
 
 def in_flight_from(values: Sequence[int]) -> int:
     """Requests in flight from the values of `in_flight_keys` (never negative)."""
-    return max(0, values[0] + values[2] - values[1] - values[3])
+    return max(0, _started_minus_finished((values[:2], values[2:])))
 
 
 def plan_in_flight(
@@ -121,7 +129,7 @@ def plan_in_flight(
       each tenant-wide budget descriptor with hits, one report of that many;
     - any other call: nothing (empty, None).
     """
-    bucket = math.floor(now / BUCKET_SECONDS) * BUCKET_SECONDS
+    # every call passes here and most carry neither descriptor: no clock arithmetic before a match
     expire = 2 * BUCKET_SECONDS
     for entries, _ in descriptors:
         tenant = _tenant_of(entries, REQUESTS_STARTED)
@@ -131,7 +139,8 @@ def plan_in_flight(
             dict.fromkeys(w for w in (_budget_window(e, tenant) for e, hits in descriptors if hits == 0) if w)
         )
         increments = []
-        for start in (bucket, bucket - BUCKET_SECONDS):
+        bucket, previous = _buckets(now)
+        for start in (bucket, previous):
             for i, key in enumerate(_keys(key_stem, tenant, start, windows)):
                 increments.append(Increment(key, 1 if (i == 0 and start == bucket) else 0, expire))
         return increments, InFlightPlan(offset, windows)
@@ -142,7 +151,7 @@ def plan_in_flight(
         reported: Mapping[str, int] = {
             w: hits for e, hits in descriptors if hits > 0 and (w := _budget_window(e, tenant))
         }
-        keys = _keys(key_stem, tenant, bucket, reported)
+        keys = _keys(key_stem, tenant, _buckets(now)[0], reported)
         increments = [Increment(keys[1], 1, expire)]
         for i, hits in enumerate(reported.values()):
             increments += [Increment(keys[2 + 2 * i], 1, expire), Increment(keys[3 + 2 * i], hits, expire)]
