@@ -31,7 +31,7 @@ import anyio
 import httpx
 from anyio.abc import Process
 
-from ._top import Target, parse_samples
+from ._top import Target, parse_samples, sample_name
 
 __all__ = [
     "ENVOY_SERIES",
@@ -91,9 +91,7 @@ def kept_lines(text: str) -> str:
     Parsing what is left gives each kept sample under the name the text gives it (`parse_samples`
     keeps the text's names, with or without a ``# TYPE`` line), and parses less."""
     return "\n".join(
-        line
-        for line in text.splitlines()
-        if line[:1] not in ("#", "") and kept_sample(line.split("{", 1)[0].split(" ", 1)[0])
+        line for line in text.splitlines() if line[:1] not in ("#", "") and kept_sample(sample_name(line))
     )
 
 

@@ -37,6 +37,7 @@ __all__ = [
     "read_state_targets",
     "render",
     "run_top",
+    "sample_name",
     "scrape",
     "scrape_all",
     "snapshot",
@@ -157,17 +158,18 @@ class Scrape:
     endpoints: tuple[tuple[str, str], ...] = ()
 
 
+def sample_name(line: str) -> str:
+    """The name a sample line of a text exposition gives its sample (``name{labels} value``)."""
+    return line.split("{", 1)[0].split(" ", 1)[0]
+
+
 def parse_samples(text: str) -> dict[str, list[Series]]:
     """Prometheus text exposition -> series by sample name (``_total``, ``_bucket``... included)."""
     # The parser names every counter sample ``<name>_total``, also Envoy's, whose counters have no
     # such suffix, and Envoy exposes both ``upstream_rq_total`` and ``upstream_rq{code}``: a sample
     # keeps the name its own line gave it (the parser yields one sample per line, in order), the one
     # PromQL selects.
-    names = [
-        line.split("{", 1)[0].split(" ", 1)[0]
-        for line in text.splitlines()
-        if line.strip() and line[0] != "#"
-    ]
+    names = [sample_name(line) for line in text.splitlines() if line.strip() and line[0] != "#"]
     parsed = [sample for family in text_string_to_metric_families(text) for sample in family.samples]
     if len(parsed) != len(names):  # not one sample a line: keep the parser's names
         names = [sample.name for sample in parsed]
