@@ -26,6 +26,7 @@ import time
 import uuid
 from collections import Counter
 from datetime import datetime
+from functools import partial
 from pathlib import Path
 
 import httpx
@@ -39,7 +40,7 @@ from floodgate._load_schedule import Arrival, OpenLoop, constant_rate  # noqa: E
 
 from harness.postgres import temporary_postgres  # noqa: E402
 from harness.processes import Proc  # noqa: E402
-from harness.ready import http_ok  # noqa: E402
+from harness.ready import http_ok, wait_until_async  # noqa: E402
 from harness.services import metric, start_online, start_simulator  # noqa: E402
 
 BUDGET = floodgate.load_budget(ROOT / "config" / "budget.toml")
@@ -47,6 +48,8 @@ GLOBAL = BUDGET.global_limit("llm")
 LATENCY = BUDGET.dependency("llm").typical_latency
 CALLS = BUDGET.endpoint("nexus_assess").calls["llm"]
 CHANGE_WINDOW = 5.0
+#: the longest a process may take to become ready, or the gates to settle at their shares
+WAIT_S = 60.0
 TENANTS = 16
 PATH = "/v1/nexus-assess/assessments"
 
@@ -155,13 +158,16 @@ async def measure(
         return [int(metric(p, "floodgate_gate_capacity", 'gate="llm"')) for p in live]
 
     async def until_ready(proc: Proc) -> None:
-        while not await trio.to_thread.run_sync(http_ok, proc.url + "/readyz"):  # noqa: ASYNC110 (polled)
-            await trio.sleep(0.1)
+        ready = partial(trio.to_thread.run_sync, http_ok, proc.url + "/readyz")
+        await wait_until_async(ready, within=WAIT_S, interval=0.1)
 
     async def settled(since: float, live: list[Proc]) -> None:
         want = [GLOBAL // len(live)] * len(live)
-        while await trio.to_thread.run_sync(capacities, live) != want:  # noqa: ASYNC110 (polled)
-            await trio.sleep(0.1)
+
+        async def at_shares() -> bool:
+            return await trio.to_thread.run_sync(capacities, live) == want
+
+        await wait_until_async(at_shares, within=WAIT_S, interval=0.1)
         # When each gate took its share, from each process's own log: polling /metrics of busy
         # processes would add its own delay to the figure.
         reshare.append(max(resized_at(p, want[0], since) for p in live) - since)
