@@ -29,6 +29,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import statistics
 import sys
 import tempfile
 from functools import partial
@@ -161,17 +162,18 @@ def main() -> None:
     ]
     for result in results:
         print(result.line())
+    # the figures beside the targets: each the middle round's (median_high: a value one round measured)
     line = {
         "benchmark": "pushback",
         **json_fields(results),
-        "fixed_429_rate": round(sorted(r["fixed"]["rate_429"] for r in rounds)[len(rounds) // 2], 4),
+        "fixed_429_rate": round(statistics.median_high(r["fixed"]["rate_429"] for r in rounds), 4),
         "fixed_throughput_ratio": round(
-            sorted(r["fixed"]["per_second"] / r["known"]["per_second"] for r in rounds)[len(rounds) // 2], 3
+            statistics.median_high(r["fixed"]["per_second"] / r["known"]["per_second"] for r in rounds), 3
         ),
-        "learned_limit": sorted(r["adaptive"]["limit"] for r in rounds)[len(rounds) // 2],
+        "learned_limit": statistics.median_high(r["adaptive"]["limit"] for r in rounds),
         "provider_limit": PROVIDER_LIMIT,
         "budget_limit": BUDGET_LIMIT,
-        "known_per_second": round(sorted(r["known"]["per_second"] for r in rounds)[len(rounds) // 2], 2),
+        "known_per_second": round(statistics.median_high(r["known"]["per_second"] for r in rounds), 2),
         "rounds": args.rounds,
         "seconds": args.seconds,
     }
