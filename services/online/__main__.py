@@ -8,7 +8,6 @@ validated first — any problem is one line on stderr and exit code 2 — then t
 
 from __future__ import annotations
 
-import gc
 import sys
 
 import chassis
@@ -47,10 +46,8 @@ async def main(settings: OnlineSettings, shutdown: trio.Event) -> None:
                 readiness={"database": lambda: pool.fetchval("SELECT 1")},
                 doors=wired.doors,
             )
-            # Everything built so far lives as long as the process: move it out of the garbage
-            # collector's sight, so full collections (pauses of the whole event loop) stay short.
-            gc.freeze()
-            # chassis.serve runs the loop-lag monitor on the app's registry (this one).
+            # chassis.serve runs the loop-lag monitor on the app's registry (this one), and freezes
+            # what was built so far out of the garbage collector's sight (`gc.freeze`).
             await chassis.serve(
                 app,
                 host=settings.host,
