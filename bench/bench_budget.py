@@ -264,13 +264,25 @@ async def _run(spec: LoadTestFile, name: str, cluster: Cluster, keys: Mapping[st
 # -- the plan's measured inputs --------------------------------------------------------------------
 
 
+def _window(phase: Mapping[str, Any]) -> tuple[float, float]:
+    """A calibration phase less its first 3 s, while the load climbs and queues settle."""
+    start = float(phase["start_s"])
+    return start + 3.0, start + float(phase["duration_s"])
+
+
 def _window_rate(
-    series: Sequence[Mapping[str, Any]], name: str, prefix: str, window: tuple[float, float]
+    series: Sequence[Mapping[str, Any]], name: str, prefix: str, window: tuple[float, float], **labels: str
 ) -> float:
-    """The summed rate over ``window`` of counter ``name`` of every process whose instance starts with ``prefix``."""
+    """The summed rate over ``window`` of counter ``name`` (its samples with ``labels``) of every
+    process whose instance starts with ``prefix``."""
     points: dict[str, list[tuple[float, float]]] = {}
     for s in series:
-        if s["name"] == name and str(s.get("instance", "")).startswith(prefix):
+        have = s.get("labels") or {}
+        if (
+            s["name"] == name
+            and str(s.get("instance", "")).startswith(prefix)
+            and all(have.get(k) == v for k, v in labels.items())
+        ):
             points.setdefault(s["instance"], []).append((float(s["t"]), float(s["value"])))
     rates = [counter_rate_between(p, *window) for p in points.values()]
     return sum(r for r in rates if r is not None)
@@ -284,8 +296,7 @@ def measured_cpu(summary: Mapping[str, Any]) -> tuple[dict[str, float], float]:
     cpu: dict[str, float] = {}
     chunks_per_document = 1.0
     for phase in summary["phases"]:
-        start = float(phase["start_s"])
-        window = (start + 3.0, start + float(phase["duration_s"]))
+        window = _window(phase)
         name = phase["phase"].removeprefix("cal_")
         if name == INGESTION:
             cores = _window_rate(series, "process_cpu_seconds_total", "ingest-worker", window)
@@ -315,24 +326,12 @@ def measured_latency(summary: Mapping[str, Any], paths: Mapping[str, str]) -> di
         name = phase["phase"].removeprefix("cal_")
         if name not in paths:
             continue
-        start = float(phase["start_s"])
-        window = (start + 3.0, start + float(phase["duration_s"]))
-        rates = []
-        for metric in ("http_request_duration_seconds_sum", "http_request_duration_seconds_count"):
-            points: dict[str, list[tuple[float, float]]] = {}
-            for s in series:
-                labels = s.get("labels") or {}
-                if (
-                    s["name"] == metric
-                    and str(s.get("instance", "")).startswith("online")
-                    and labels.get("route") == paths[name]
-                    and labels.get("status_class") == "2xx"
-                ):
-                    points.setdefault(s["instance"], []).append((float(s["t"]), float(s["value"])))
-            found = [counter_rate_between(p, *window) for p in points.values()]
-            rates.append(sum(r for r in found if r is not None))
-        if rates[1] > 0:
-            out[name] = rates[0] / rates[1]
+        seconds, answers = (
+            _window_rate(series, metric, "online", _window(phase), route=paths[name], status_class="2xx")
+            for metric in ("http_request_duration_seconds_sum", "http_request_duration_seconds_count")
+        )
+        if answers > 0:
+            out[name] = seconds / answers
     return out
 
 
