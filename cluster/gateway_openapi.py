@@ -22,6 +22,8 @@ from typing import Any
 
 import chassis
 
+from services.ratelimit import BUDGET_KEY, budget_window
+
 __all__ = [
     "GATEWAY_ERRORS",
     "OPENAPI_ROUTE",
@@ -179,9 +181,19 @@ def _budget_windows(rate_limits: Iterable[Mapping[str, Any]]) -> tuple[str, ...]
             continue
         for action in limit["actions"]:
             key = action.get("generic_key", {})
-            if key.get("descriptor_key") == "budget":
+            if key.get("descriptor_key") == BUDGET_KEY:
                 windows.append(key["descriptor_value"])
     return tuple(windows)
+
+
+def _measure(window: str) -> str:
+    """What a budget window counts (``tokens`` or ``cost``: services/ratelimit/_budgets.py)."""
+    known = budget_window(window)
+    if known is None:
+        raise GatewayOpenApiError(
+            f"the gateway asks budget {window!r}, which the rate-limit service does not know"
+        )
+    return known.measure
 
 
 def _budget_headers(measures: Iterable[str]) -> dict[str, Any]:
@@ -320,7 +332,7 @@ def _operation(
         key = str(status)
         responses[key] = _merged_response(responses.get(key), GATEWAY_ERRORS[status])
     if route.budgets:
-        measures = sorted({"cost" if window.startswith("cost") else "tokens" for window in route.budgets})
+        measures = sorted({_measure(window) for window in route.budgets})
         for status, response in responses.items():
             if status.startswith("2") or status == "429":
                 response.setdefault("headers", {}).update(_budget_headers(measures))
