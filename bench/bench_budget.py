@@ -113,8 +113,9 @@ def busy_cores(before: tuple[float, float], after: tuple[float, float]) -> float
 # -- the cluster -----------------------------------------------------------------------------------
 
 
-def write_keys(path: Path) -> dict[str, str]:
-    keys = {tenant: f"fg_bench_{tenant}_{i:02d}_k3y5ecret" for i, tenant in enumerate(TENANTS)}
+def write_keys(path: Path, keys: Mapping[str, str] | None = None) -> dict[str, str]:
+    """``keys`` (tenant -> API key; by default one per bench tenant) as the cluster's API keys file."""
+    keys = dict(keys or {tenant: f"fg_bench_{tenant}_{i:02d}_k3y5ecret" for i, tenant in enumerate(TENANTS)})
     lines = ["tenants:"] + [f"  {t}:\n    keys:\n      - {k}" for t, k in keys.items()]
     path.write_text("\n".join(lines) + "\n")
     return keys

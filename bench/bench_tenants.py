@@ -78,7 +78,7 @@ sys.path.insert(0, str(ROOT))
 import floodgate  # noqa: E402
 from _load import Http1Client, encode_request, open_loop  # noqa: E402
 from _rounds import Target, percentile  # noqa: E402
-from bench_budget import Cluster, busy_cores, machine_busy  # noqa: E402
+from bench_budget import Cluster, busy_cores, machine_busy, write_keys  # noqa: E402
 from floodgate._load_report import write_report  # noqa: E402
 from floodgate._load_run import render_summary, run_scenario, write_summary  # noqa: E402
 from floodgate._load_scenario import LoadTestFile, load_scenarios, parse_scenarios  # noqa: E402
@@ -148,13 +148,6 @@ def victim_fit(budget: floodgate.Budget, capacity: EndpointCapacity) -> dict[str
         for key, (name, need, slots) in places.items()
     }
     return {**fit, "headroom": round(min(f["share"] / f["need"] for f in fit.values()), 2)}
-
-
-def write_keys(path: Path) -> dict[str, str]:
-    keys = {tenant: f"fg_bench_{tenant.replace('-', '_')}_n0isy" for tenant in (VICTIM, FLOODER)}
-    lines = ["tenants:"] + [f"  {t}:\n    keys:\n      - {k}" for t, k in keys.items()]
-    path.write_text("\n".join(lines) + "\n")
-    return keys
 
 
 # -- the scenarios ---------------------------------------------------------------------------------
@@ -404,7 +397,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("bench-tenants: B's own share cannot hold its load: this would measure the share, not A")
         return 2
     keys_file = base / "api_keys.yaml"
-    keys = write_keys(keys_file)
+    keys = write_keys(keys_file, {t: f"fg_bench_{t.replace('-', '_')}_n0isy" for t in (VICTIM, FLOODER)})
     file = load_scenarios(SCENARIOS)
     seconds = {"alone": args.alone, "flood": args.flood, "pushback": args.pushback, "tokens": args.tokens}
     victim = victim_spec(file, capacity, seconds)
