@@ -23,6 +23,7 @@ __all__ = [
     "IngestionCapacity",
     "Limit",
     "Plan",
+    "bottleneck_rate",
     "door_ceiling",
     "door_loss",
     "erlang_b",
@@ -424,10 +425,27 @@ def _door_places(budget: Budget, endpoint: str) -> int:
     bottleneck's rate and the critical path, both at the budget's typical latencies)."""
     ep = budget.endpoint(endpoint)
     typical = {name: dep.typical_latency for name, dep in budget.dependencies.items()}
-    rates = [
-        budget.process_limit(ep.service, name) / (n * typical[name]) for name, n in ep.calls.items() if n
-    ]
-    return door_ceiling(min(rates), ep.path_latency(typical))
+    _, rps = bottleneck_rate(budget, ep.service, ep.calls)
+    return door_ceiling(rps, ep.path_latency(typical))
+
+
+def bottleneck_rate(
+    budget: Budget, service: str, calls: Mapping[str, float], limits: Mapping[str, int] | None = None
+) -> tuple[str, float]:
+    """Of the dependencies a request of ``service`` calls (``calls``: dependency -> calls per
+    request), the one whose budget carries the fewest requests/s in one process at the typical
+    latencies, and that rate: its limit / (calls x typical_latency). ``limits`` (dependency -> the
+    process's limit now) replace the planned ones it names. The one rule behind a door's size, in
+    the plan and in the online service's doors."""
+    live = limits or {}
+    rates = {
+        name: (live[name] if name in live else budget.process_limit(service, name))
+        / (n * budget.dependency(name).typical_latency)
+        for name, n in calls.items()
+        if n
+    }
+    bottleneck = min(rates, key=rates.__getitem__)
+    return bottleneck, rates[bottleneck]
 
 
 def door_loss(budget: Budget, capacity: Capacity) -> float | None:

@@ -44,7 +44,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 import floodgate
-from floodgate._plan import ADMISSION_HEADROOM, door_ceiling
+from floodgate._plan import ADMISSION_HEADROOM, bottleneck_rate, door_ceiling
 from prometheus_client import CollectorRegistry
 
 from ._endpoints import ENDPOINTS, EndpointShape
@@ -115,14 +115,7 @@ def endpoint_capacity(
     shape = SHAPES[endpoint]
     calls = shape.calls(policy)
     latencies = {name: budget.dependency(name).typical_latency for name in calls}
-    live = limits or {}
-
-    def limit(name: str) -> int:
-        return live[name] if name in live else budget.process_limit(service, name)
-
-    rates = {name: limit(name) / (n * latencies[name]) for name, n in calls.items() if n}
-    bottleneck = min(rates, key=rates.__getitem__)
-    rps = rates[bottleneck]
+    bottleneck, rps = bottleneck_rate(budget, service, calls, limits)
     latency = shape.critical_path(latencies, policy)
     only_bottleneck = {name: (t if name == bottleneck else 0.0) for name, t in latencies.items()}
     bottleneck_latency = shape.critical_path(only_bottleneck, policy)
