@@ -12,7 +12,6 @@ app's registry: every trio service process measures it, in this one place.
 from __future__ import annotations
 
 import errno
-import gc
 import signal
 import sys
 from collections.abc import Awaitable, Callable
@@ -21,6 +20,7 @@ from typing import TypeVar
 import floodgate
 import structlog
 import trio
+from floodgate._heap import frozen_heap
 from hypercorn.config import Config as HypercornConfig
 from hypercorn.trio import serve as hypercorn_serve
 from pydantic import BaseModel
@@ -71,17 +71,10 @@ async def serve(
             if monitor is not None:
                 await nursery.start(monitor.run)
             # What the process built to start (modules, the app, pools, clients) lives as long as it
-            # does: out of the collector's reach, a full collection under load scans only what
-            # requests made, and its pause (every tenant's stall at once) stays short. Thawed when
-            # serving ends; a process that froze objects itself keeps its own arrangement.
-            freezing = gc.get_freeze_count() == 0
-            if freezing:
-                gc.freeze()
-            try:
+            # does: frozen, a full collection under load scans only what requests made, and its
+            # pause (every tenant's stall at once) stays short. Thawed when serving ends.
+            with frozen_heap():
                 await hypercorn_serve(app, config, shutdown_trigger=shutdown_trigger, task_status=task_status)
-            finally:
-                if freezing:
-                    gc.unfreeze()
             nursery.cancel_scope.cancel()
     except BaseException as exc:
         # hypercorn binds inside its nurseries, so the OSError arrives wrapped in exception groups.

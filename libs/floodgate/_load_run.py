@@ -14,7 +14,6 @@ Runs on anyio: trio or asyncio.
 
 from __future__ import annotations
 
-import gc
 import json
 import math
 import os
@@ -30,6 +29,7 @@ from typing import Any
 import anyio
 import httpx
 
+from ._heap import frozen_heap
 from ._load_scenario import FixedSize, LoadTestFile, RequestTemplate, ScenarioSpec
 from ._load_schedule import Arrival, ArrivalSchedule, LoadRun, OpenLoop, nearest_rank
 from ._load_scrape import Scraper
@@ -359,61 +359,55 @@ async def run_scenario(
         timeout=request_timeout,
         limits=httpx.Limits(max_connections=max_connections, max_keepalive_connections=100),
     ) as client:
-        # What is alive now (modules, the scenario, the documents' text) lives through the run: out of
-        # the collector's reach, a full collection during the run walks only what the run made, instead
-        # of holding the loop, and every request due, while it walks all the process holds. (A process
-        # that froze objects itself keeps its own arrangement.)
-        freezing = gc.get_freeze_count() == 0
-        if freezing:
-            gc.collect()
-            gc.freeze()
-        if scraper is not None:
-            await scraper.start()  # its rounds count their time from now, as the run does
-        start = anyio.current_time()
-        try:
-            async with anyio.create_task_group() as followers:
-
-                def follow(endpoint: str, path: str, job_id: str, tenant: str, scheduled: float) -> None:
-                    job = _Job(endpoint, scheduled)
-                    jobs.append(job)
-                    followers.start_soon(
-                        lambda: _follow_job(
-                            client,
-                            job,
-                            path,
-                            job_id,
-                            keys[tenant],
-                            poll_interval=poll_interval,
-                            max_polls=max_polls,
-                        )
-                    )
-
-                for phase, streams in phases:
-                    if on_phase is not None:
-                        on_phase(phase, max(stream.schedule().duration for _, stream in streams))
-                    spacing = stagger(stream.schedule() for _, stream in streams)
-                    async with anyio.create_task_group() as running:
-                        for index, (stream_name, stream) in enumerate(streams):
-                            running.start_soon(
-                                _run_stream,
-                                index * spacing,
-                                phase,
-                                stream_name,
-                                stream,
-                                spec,
-                                client,
-                                keys,
-                                seed,
-                                follow,
-                                documents,
-                                results,
-                            )
-                followers.cancel_scope.deadline = anyio.current_time() + follow_grace
-        finally:
-            if freezing:
-                gc.unfreeze()
+        # What is alive now (modules, the scenario, the documents' text) lives through the run: frozen,
+        # a full collection during the run walks only what the run made, instead of holding the loop,
+        # and every request due, while it walks all the process holds.
+        with frozen_heap(collect=True):
             if scraper is not None:
-                await scraper.stop()
+                await scraper.start()  # its rounds count their time from now, as the run does
+            start = anyio.current_time()
+            try:
+                async with anyio.create_task_group() as followers:
+
+                    def follow(endpoint: str, path: str, job_id: str, tenant: str, scheduled: float) -> None:
+                        job = _Job(endpoint, scheduled)
+                        jobs.append(job)
+                        followers.start_soon(
+                            lambda: _follow_job(
+                                client,
+                                job,
+                                path,
+                                job_id,
+                                keys[tenant],
+                                poll_interval=poll_interval,
+                                max_polls=max_polls,
+                            )
+                        )
+
+                    for phase, streams in phases:
+                        if on_phase is not None:
+                            on_phase(phase, max(stream.schedule().duration for _, stream in streams))
+                        spacing = stagger(stream.schedule() for _, stream in streams)
+                        async with anyio.create_task_group() as running:
+                            for index, (stream_name, stream) in enumerate(streams):
+                                running.start_soon(
+                                    _run_stream,
+                                    index * spacing,
+                                    phase,
+                                    stream_name,
+                                    stream,
+                                    spec,
+                                    client,
+                                    keys,
+                                    seed,
+                                    follow,
+                                    documents,
+                                    results,
+                                )
+                    followers.cancel_scope.deadline = anyio.current_time() + follow_grace
+            finally:
+                if scraper is not None:
+                    await scraper.stop()
         duration = anyio.current_time() - start
     series = scraper.series() if scraper is not None else []
     failures = scraper.failures if scraper is not None else {}
